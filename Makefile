@@ -1,0 +1,89 @@
+# rill: build, run and test. `make run` and `make test` are the two commands
+# README.md promises; both install missing Debian packages first.
+
+CC       ?= cc
+BUILD    ?= build
+PKGS      = luajit libuv libcurl openssl libpq sqlite3
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iruntime -I/usr/include/lua5.1
+LDLIBS   += /usr/lib/x86_64-linux-gnu/liblua5.1-cjson.a -lhttp_parser \
+            $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread -ldl
+LDFLAGS  += -rdynamic
+
+RUNTIME_SRC = $(filter-out runtime/main.c,$(wildcard runtime/*.c))
+RUNTIME_OBJ = $(RUNTIME_SRC:runtime/%.c=$(BUILD)/obj/%.o)
+STDLIB_LUA  = $(shell find stdlib -name '*.lua' | sort)
+C_TESTS     = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+
+.PHONY: all run deps test test-c test-lua test-integration asan valgrind lint format bench clean
+
+all: $(BUILD)/rill
+
+$(BUILD)/obj/%.o: runtime/%.c runtime/*.h | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/librill.a: $(RUNTIME_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/embed: tools/embed.c | $(BUILD)
+	$(CC) -O1 -Wall -Wextra -Werror -o $@ $<
+
+# The stdlib ships inside the binary: one binary is all a deployment needs.
+$(BUILD)/stdlib_embed.c: $(BUILD)/embed $(STDLIB_LUA)
+	$(BUILD)/embed stdlib $(STDLIB_LUA) > $@
+
+$(BUILD)/rill: runtime/main.c $(BUILD)/stdlib_embed.c $(BUILD)/librill.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ runtime/main.c $(BUILD)/stdlib_embed.c $(BUILD)/librill.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/t.h $(BUILD)/librill.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librill.a $(LDLIBS)
+
+$(BUILD) $(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@
+
+deps:
+	@tools/install-deps.sh debian-packages.txt
+
+run: deps all
+	$(BUILD)/rill serve --config config/rill.lua
+
+# Every test: style, C unit tests (plain, sanitized, under valgrind), the
+# Lua unit tests and the end-to-end tests against a running rill.
+test: deps
+	$(MAKE) lint
+	$(MAKE) all
+	$(MAKE) test-c
+	$(MAKE) asan
+	$(MAKE) valgrind
+	$(MAKE) test-lua
+	$(MAKE) test-integration
+	@echo "make test: all suites passed"
+
+test-c: $(C_TESTS)
+	@tools/run-tests.sh c $(C_TESTS)
+
+test-lua: $(BUILD)/rill
+	@tools/run-tests.sh lua $(BUILD)/rill $(wildcard tests/test_*.lua)
+
+test-integration: $(BUILD)/rill
+	@tools/run-tests.sh py $(wildcard tests/test_*.py)
+
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	        LDFLAGS="-rdynamic -fsanitize=address,undefined" build-asan/rill test-c
+
+valgrind: $(C_TESTS)
+	@tools/run-tests.sh valgrind $(C_TESTS)
+
+lint:
+	@tools/lint.sh
+
+format:
+	clang-format -i runtime/*.c runtime/*.h tests/*.c tests/*.h tools/*.c
+
+bench: all
+	bench/run-all.sh
+
+clean:
+	rm -rf build build-asan

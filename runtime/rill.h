@@ -1,0 +1,48 @@
+/*
+ * rill.h: what every runtime module shares: the error convention, the debug
+ * macro, and the one open function per Lua-facing module that modules.c
+ * registers under package.preload["rill.c.<name>"].
+ *
+ * Error convention in C: a function returns 0 or a negative error code
+ * (a libuv code, or -1), and writes a human sentence into a caller's buffer
+ * when it takes one. At the Lua boundary a misuse raises (luaL_argcheck);
+ * a runtime failure raises a Lua error with a clear message (docs/lua-api.md).
+ */
+#ifndef RILL_H
+#define RILL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#define RILL_VERSION "0.1.0"
+
+/* RILL_DEBUG(fmt, ...) prints to stderr in debug builds and compiles to
+ * nothing otherwise. */
+#ifdef RILL_DEBUG_BUILD
+#include <stdio.h>
+#define RILL_DEBUG(...) (fprintf(stderr, "[debug] " __VA_ARGS__), fputc('\n', stderr))
+#else
+#define RILL_DEBUG(...) ((void)0)
+#endif
+
+#define RILL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The process's one event loop. */
+uv_loop_t *rill_loop(void);
+
+/* Lua-facing modules: each pushes its function table and returns 1. */
+int rill_task_open(lua_State *L);
+int rill_timer_open(lua_State *L);
+int rill_http_server_open(lua_State *L);
+int rill_crypto_open(lua_State *L);
+int rill_tz_open(lua_State *L);
+int rill_os_open(lua_State *L);
+
+/* Registers every module above in package.preload, plus cjson. */
+void rill_modules_register(lua_State *L);
+
+#endif

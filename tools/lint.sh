@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Style is checked by tools, not by review: clang-format on the C sources,
+# and a compile of every flow and stdlib file for syntax (rill check does the rest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+files=$(ls runtime/*.c runtime/*.h tests/*.c tests/*.h tools/*.c 2>/dev/null)
+bad=0
+for f in $files; do
+  if ! clang-format --dry-run --Werror "$f" >/dev/null 2>&1; then
+    echo "lint: $f is not clang-formatted (run: make format)"; bad=1
+  fi
+done
+[ $bad -eq 0 ] && echo "lint: $(echo "$files" | wc -w) C files formatted"
+exit $bad
