@@ -42,7 +42,15 @@ int rill_crypto_open(lua_State *L);
 int rill_tz_open(lua_State *L);
 int rill_os_open(lua_State *L);
 
-/* Registers every module above in package.preload, plus cjson. */
-void rill_modules_register(lua_State *L);
+/* The exit code last set by rill.c.os.exit() (0 by default). */
+int rill_os_exit_code(void);
+
+struct rill_embedded_file;
+
+/* Registers every module above in package.preload (as "rill.c.<name>"),
+ * cjson as "cjson", and a loader that finds stdlib modules in `stdlib`
+ * (the sources embedded in the binary), or in the directory named by the
+ * environment variable RILL_STDLIB when it is set (for development). */
+void rill_modules_register(lua_State *L, const struct rill_embedded_file *stdlib);
 
 #endif

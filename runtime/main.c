@@ -1,0 +1,72 @@
+/*
+ * main.c: the rill process. Creates the loop and the Lua state, registers
+ * the modules, hands the command line to the stdlib's rill.main (which
+ * parses it and sets everything up), runs the loop until something stops
+ * it, then winds down and exits with the code rill.main chose.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <lualib.h>
+
+#include "stdlib_embed.h"
+#include "watchdog.h"
+
+static void close_handle(uv_handle_t *h, void *arg) {
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static int traceback(lua_State *L) {
+    lua_getfield(L, LUA_GLOBALSINDEX, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t *loop = rill_loop();
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, "rill: cannot create a Lua state\n");
+        return 1;
+    }
+    luaL_openlibs(L);
+    rill_modules_register(L, rill_stdlib_files);
+    if (rill_watchdog_start(L) != 0) {
+        fprintf(stderr, "rill: cannot start the watchdog thread\n");
+        return 1;
+    }
+
+    lua_pushcfunction(L, traceback);
+    lua_getfield(L, LUA_GLOBALSINDEX, "require");
+    lua_pushliteral(L, "rill.main");
+    int rc = lua_pcall(L, 1, 1, 1);
+    if (rc == 0) {
+        lua_getfield(L, -1, "main");
+        lua_createtable(L, argc, 0);
+        for (int i = 1; i < argc; i++) {
+            lua_pushstring(L, argv[i]);
+            lua_rawseti(L, -2, i);
+        }
+        rc = lua_pcall(L, 1, 0, 1);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "rill: %s\n", lua_tostring(L, -1));
+        return 1;
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+
+    /* Wind down: close what is left so that close callbacks run once. */
+    uv_walk(loop, close_handle, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    rill_watchdog_stop();
+    int code = rill_os_exit_code();
+    lua_close(L);
+    uv_loop_close(loop);
+    return code;
+}

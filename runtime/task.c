@@ -1,0 +1,420 @@
+/*
+ * task.c: the life of a task, from rill.c.task.spawn to on_done. A task is a
+ * coroutine anchored in the registry while it lives, resumed only through
+ * task_run() below, which publishes its deadline to the watchdog, and ended
+ * exactly once: when its function returns or raises, when its deadline
+ * passes, or when it is killed. See task.h for the primitive's side.
+ */
+#include "task.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "watchdog.h"
+
+#define TASK_MT "rill.task"
+#define WAITER_MT "rill.waiter"
+#define MAX_NESTING 64
+
+enum { TASK_RUNNING, TASK_WAITING, TASK_DONE };
+
+static lua_State *main_state;
+static rill_task *ready_head, *ready_tail; /* preempted tasks, resumed in order */
+static uv_idle_t ready_idle;               /* runs the ready queue between polls */
+static int ready_idle_init;
+static int ready_count;
+static rill_task *running[MAX_NESTING]; /* the resume stack: running[depth-1] is current */
+static int depth;
+static int live_tasks;
+
+rill_task *rill_task_current(void) {
+    return depth > 0 ? running[depth - 1] : NULL;
+}
+
+lua_State *rill_task_main_state(void) {
+    return main_state;
+}
+
+int rill_task_count(void) {
+    return live_tasks;
+}
+
+rill_task *rill_task_check(lua_State *L, const char *what) {
+    rill_task *t = rill_task_current();
+    if (t == NULL || t->co != L)
+        luaL_error(L, "%s can only be called from a run (not at load time or from a coroutine)",
+                   what);
+    return t;
+}
+
+int rill_task_wait(lua_State *L, rill_task *t, rill_cancel_fn cancel, void *op) {
+    t->cancel = cancel;
+    t->op = op;
+    return lua_yield(L, 0);
+}
+
+/* ---- Ending a task ---- */
+
+static void on_timer_closed(uv_handle_t *h) {
+    rill_task *t = h->data;
+    luaL_unref(main_state, LUA_REGISTRYINDEX, t->self_ref);
+    t->self_ref = LUA_NOREF;
+}
+
+/* Releases everything the task holds; the userdata itself goes to the GC
+ * once the deadline timer, if any, has closed. */
+static void task_release(rill_task *t) {
+    luaL_unref(main_state, LUA_REGISTRYINDEX, t->co_ref);
+    luaL_unref(main_state, LUA_REGISTRYINDEX, t->done_ref);
+    luaL_unref(main_state, LUA_REGISTRYINDEX, t->data_ref);
+    t->co_ref = t->done_ref = t->data_ref = LUA_NOREF;
+    t->co = NULL;
+    live_tasks--;
+    if (t->timer_init) {
+        uv_close((uv_handle_t *)&t->timer, on_timer_closed);
+    } else {
+        luaL_unref(main_state, LUA_REGISTRYINDEX, t->self_ref);
+        t->self_ref = LUA_NOREF;
+    }
+}
+
+/* Calls on_done(ok, ...) with the nvalues values on top of `from`'s stack. */
+static void task_finish(rill_task *t, int ok, lua_State *from, int nvalues) {
+    lua_State *L = main_state;
+    int done_ref = t->done_ref;
+    t->state = TASK_DONE;
+    if (t->timer_init)
+        uv_timer_stop(&t->timer);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, done_ref);
+    lua_pushboolean(L, ok);
+    if (nvalues > 0)
+        lua_xmove(from, L, nvalues);
+    /* Release before on_done runs, so that on_done sees an accurate count. */
+    t->done_ref = LUA_NOREF;
+    task_release(t);
+    if (lua_pcall(L, nvalues + 1, 0, 0) != 0) {
+        fprintf(stderr, "rill: internal error in a task's on_done: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, done_ref);
+}
+
+static void task_fail(rill_task *t, const char *reason) {
+    lua_checkstack(t->co, 1);
+    lua_pushstring(t->co, reason);
+    task_finish(t, 0, t->co, 1);
+}
+
+/* ---- Running a task ---- */
+
+static void ready_remove(void *op);
+
+static void on_deadline(uv_timer_t *timer) {
+    rill_task *t = timer->data;
+    lua_Debug ar;
+    char msg[320];
+    if (t->cancel == ready_remove && lua_getstack(t->co, 0, &ar) && lua_getinfo(t->co, "Sl", &ar))
+        snprintf(msg, sizeof msg, "deadline exceeded: code still running at %s:%d", ar.short_src,
+                 ar.currentline);
+    else
+        snprintf(msg, sizeof msg, "deadline exceeded while waiting");
+    rill_task_kill(t, msg);
+}
+
+static void arm_deadline(rill_task *t) {
+    if (t->deadline == 0)
+        return;
+    if (!t->timer_init) {
+        uv_timer_init(rill_loop(), &t->timer);
+        t->timer.data = t;
+        t->timer_init = 1;
+    }
+    if (!uv_is_active((uv_handle_t *)&t->timer)) {
+        uint64_t now = uv_hrtime();
+        uint64_t ms = t->deadline > now ? (t->deadline - now) / 1000000 + 1 : 0;
+        uv_timer_start(&t->timer, on_deadline, ms, 0);
+    }
+}
+
+/* ---- The ready queue: tasks whose time slice ended ---- */
+
+static void task_run(rill_task *t, int nargs);
+
+static void ready_remove(void *op) {
+    rill_task *t = op, **p = &ready_head, *prev = NULL;
+    while (*p && *p != t) {
+        prev = *p;
+        p = &(*p)->ready_next;
+    }
+    if (*p == NULL)
+        return;
+    *p = t->ready_next;
+    if (ready_tail == t)
+        ready_tail = prev;
+    t->ready_next = NULL;
+    ready_count--;
+}
+
+/* Resumes every task queued before this pass; tasks preempted again during
+ * it wait for the next pass, after the loop has polled for I/O. */
+static void ready_run(uv_idle_t *idle) {
+    for (int n = ready_count; n > 0 && ready_head; n--) {
+        rill_task *t = ready_head;
+        ready_head = t->ready_next;
+        if (ready_head == NULL)
+            ready_tail = NULL;
+        t->ready_next = NULL;
+        ready_count--;
+        rill_task_resume(t, 0);
+    }
+    if (ready_head == NULL)
+        uv_idle_stop(idle);
+}
+
+static void ready_push(rill_task *t) {
+    if (!ready_idle_init) {
+        uv_idle_init(rill_loop(), &ready_idle);
+        ready_idle_init = 1;
+    }
+    t->ready_next = NULL;
+    if (ready_tail)
+        ready_tail->ready_next = t;
+    else
+        ready_head = t;
+    ready_tail = t;
+    ready_count++;
+    t->state = TASK_WAITING;
+    t->cancel = ready_remove;
+    t->op = t;
+    uv_idle_start(&ready_idle, ready_run);
+}
+
+/* ---- Resuming ---- */
+
+/* The one place a task's coroutine is resumed. */
+static void task_run(rill_task *t, int nargs) {
+    if (depth == MAX_NESTING) {
+        lua_pop(t->co, nargs);
+        task_fail(t, "too many nested runs (a flow starting flows recursively?)");
+        return;
+    }
+    running[depth++] = t;
+    t->state = TASK_RUNNING;
+    rill_watch w;
+    rill_watchdog_enter(&w, t->co, t->deadline, t->preempt);
+    int rc = lua_resume(t->co, nargs);
+    rill_watchdog_leave(&w);
+    depth--;
+
+    if (rc == LUA_YIELD && t->cancel != NULL) {
+        t->state = TASK_WAITING;
+        arm_deadline(t);
+    } else if (rc == LUA_YIELD && w.stopped == RILL_WATCHDOG_SLICE) {
+        ready_push(t); /* others get a turn; it goes on at the next pass */
+        arm_deadline(t);
+    } else if (rc == LUA_YIELD) {
+        /* Yielded with nothing to wait for: stopped at its deadline. */
+        char msg[320];
+        snprintf(msg, sizeof msg, "deadline exceeded: code still running%s%s",
+                 w.where[0] ? " at " : "", w.where);
+        task_fail(t, msg);
+    } else if (rc == 0) {
+        task_finish(t, 1, t->co, lua_gettop(t->co));
+    } else {
+        if (!lua_isstring(t->co, -1)) {
+            lua_pop(t->co, 1);
+            lua_pushliteral(t->co, "(error object is not a string)");
+        }
+        task_finish(t, 0, t->co, 1);
+    }
+}
+
+void rill_task_resume(rill_task *t, int nargs) {
+    if (t->state != TASK_WAITING) {
+        if (t->co)
+            lua_pop(t->co, nargs);
+        return;
+    }
+    t->cancel = NULL;
+    t->op = NULL;
+    if (t->timer_init)
+        uv_timer_stop(&t->timer);
+    task_run(t, nargs);
+}
+
+void rill_task_kill(rill_task *t, const char *reason) {
+    if (t->state != TASK_WAITING)
+        return;
+    rill_cancel_fn cancel = t->cancel;
+    void *op = t->op;
+    t->cancel = NULL;
+    t->op = NULL;
+    if (cancel)
+        cancel(op);
+    task_fail(t, reason);
+}
+
+void rill_task_init(lua_State *L) {
+    main_state = L;
+}
+
+/* ---- Lua API ---- */
+
+static rill_task *check_task(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, TASK_MT);
+}
+
+/* spawn(fn, on_done, limits, data, ...) -> task
+ * Runs fn(...) in a new coroutine at once; on_done(ok, ...) receives fn's
+ * results, or false and a message. on_done may run before spawn returns.
+ * limits: a deadline in seconds, nil for none, or {deadline = s,
+ * preempt = false} for code that must run to its end in one go. */
+static int l_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    double seconds = 0;
+    int preempt = 1;
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "deadline");
+        seconds = luaL_optnumber(L, -1, 0);
+        lua_getfield(L, 3, "preempt");
+        preempt = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    } else {
+        seconds = luaL_optnumber(L, 3, 0);
+    }
+    int nargs = lua_gettop(L) - 4;
+    if (nargs < 0)
+        nargs = 0;
+    lua_settop(L, 4 + nargs);
+
+    rill_task *t = lua_newuserdata(L, sizeof *t);
+    memset(t, 0, sizeof *t);
+    luaL_getmetatable(L, TASK_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 2);
+    t->done_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 4);
+    t->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->co = lua_newthread(L);
+    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->deadline = seconds > 0 ? uv_hrtime() + (uint64_t)(seconds * 1e9) : 0;
+    t->preempt = (unsigned char)preempt;
+    live_tasks++;
+
+    lua_pushvalue(L, 1);
+    for (int i = 0; i < nargs; i++)
+        lua_pushvalue(L, 5 + i);
+    lua_xmove(L, t->co, nargs + 1);
+    t->state = TASK_WAITING; /* so that task_run's bookkeeping starts from rest */
+    task_run(t, nargs);
+    return 1; /* the userdata pushed above */
+}
+
+/* current() -> the data of the task running now, or nil. */
+static int l_current(lua_State *L) {
+    rill_task *t = rill_task_current();
+    if (t == NULL)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->data_ref);
+    return 1;
+}
+
+static int l_count(lua_State *L) {
+    lua_pushinteger(L, live_tasks);
+    return 1;
+}
+
+static int l_task_kill(lua_State *L) {
+    rill_task *t = check_task(L, 1);
+    const char *reason = luaL_optstring(L, 2, "killed");
+    if (t->state == TASK_RUNNING)
+        return luaL_error(L, "a task cannot be killed while it runs");
+    rill_task_kill(t, reason);
+    return 0;
+}
+
+static int l_task_alive(lua_State *L) {
+    lua_pushboolean(L, check_task(L, 1)->state != TASK_DONE);
+    return 1;
+}
+
+static int l_task_waiting(lua_State *L) {
+    lua_pushboolean(L, check_task(L, 1)->state == TASK_WAITING);
+    return 1;
+}
+
+/* ---- Waiters: a task waiting for something Lua code will signal ---- */
+
+typedef struct waiter {
+    rill_task *t; /* the task waiting on this waiter, NULL when none */
+} waiter;
+
+static void waiter_cancel(void *op) {
+    ((waiter *)op)->t = NULL;
+}
+
+/* waiter() -> a waiter the current run can wait on and anyone can wake. */
+static int l_waiter(lua_State *L) {
+    waiter *w = lua_newuserdata(L, sizeof *w);
+    w->t = NULL;
+    luaL_getmetatable(L, WAITER_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* waiter:wait() -> the values given to wake(). */
+static int l_waiter_wait(lua_State *L) {
+    waiter *w = luaL_checkudata(L, 1, WAITER_MT);
+    rill_task *t = rill_task_check(L, "wait");
+    if (w->t != NULL)
+        return luaL_error(L, "a waiter serves one wait at a time");
+    w->t = t;
+    return rill_task_wait(L, t, waiter_cancel, w);
+}
+
+/* waiter:wake(...) -> true if a run was waiting and has been resumed. */
+static int l_waiter_wake(lua_State *L) {
+    waiter *w = luaL_checkudata(L, 1, WAITER_MT);
+    rill_task *t = w->t;
+    if (t == NULL || t->state != TASK_WAITING || t->op != w) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    w->t = NULL;
+    int n = lua_gettop(L) - 1;
+    lua_checkstack(t->co, n);
+    lua_xmove(L, t->co, n);
+    rill_task_resume(t, n);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+int rill_task_open(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"kill", l_task_kill}, {"alive", l_task_alive}, {"waiting", l_task_waiting}, {NULL, NULL}};
+    static const luaL_Reg waiter_methods[] = {
+        {"wait", l_waiter_wait}, {"wake", l_waiter_wake}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"spawn", l_spawn},
+                                     {"current", l_current},
+                                     {"count", l_count},
+                                     {"waiter", l_waiter},
+                                     {NULL, NULL}};
+    if (luaL_newmetatable(L, WAITER_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, waiter_methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, TASK_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_register(L, NULL, funcs);
+    return 1;
+}

@@ -1,0 +1,104 @@
+-- config: rill's settings. Defaults below, then the config file (a Lua file
+-- returning a table, run with no access to anything), then environment
+-- variables: every key can be overridden by RILL_<KEY> (RILL_LISTEN,
+-- RILL_FLOWS_DIR, RILL_LOG_LEVEL...). Secrets never go in the file: flows read
+-- them from the environment through `env` (see env.lua).
+local os_c = require "rill.c.os"
+
+local config = {}
+
+config.defaults = {
+  listen = "127.0.0.1:8080",   -- host:port the webhooks are served on
+  flows_dir = "flows",         -- the folder of flow files, watched for changes
+  log_level = "info",          -- debug | info | warn | error
+  log_format = "auto",         -- json | text | auto (text on a terminal, json otherwise)
+  timezone = "UTC",            -- default zone of cron triggers and time functions
+  max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
+  deadline = "30s",            -- default run deadline; a flow may set its own
+  load_deadline = "2s",        -- time a flow file may take to load
+  keepalive_timeout = "75s",   -- idle keep-alive connections are closed after this
+  request_timeout = "30s",     -- a client must send a whole request within this
+  drain_timeout = "10s",       -- on SIGTERM, how long running runs get to finish
+  reload_debounce = "0.1s",    -- file changes closer than this reload once
+  watch = true,                -- reload when files in flows_dir change
+  max_depth = 8,               -- longest chain of flows starting flows
+  env = {},                    -- plain (non-secret) values flows read through env
+}
+
+local units = { b = 1, kb = 1000, kib = 1024, mb = 1000 * 1000, mib = 1024 * 1024 }
+
+-- size("1MiB") -> 1048576; accepts a number of bytes too.
+function config.size(v, key)
+  if type(v) == "number" then return v end
+  local n, unit = tostring(v):match("^%s*([%d%.]+)%s*(%a*)%s*$")
+  local mult = units[(unit or ""):lower() ~= "" and unit:lower() or "b"]
+  if not n or not mult then
+    error(string.format("config: %s: %q is not a size (e.g. 512KiB, 1MiB)", key or "size", tostring(v)), 0)
+  end
+  return tonumber(n) * mult
+end
+
+-- seconds("30s") -> 30, via rill.time's duration syntax.
+function config.seconds(v, key)
+  local ok, s = pcall(require("rill.time").duration, v)
+  if not ok then
+    error(string.format("config: %s: %q is not a duration (e.g. 500ms, 30s, 5m)", key or "duration", tostring(v)), 0)
+  end
+  return s
+end
+
+local function coerce(key, default, value)
+  if type(default) == "number" then
+    local n = tonumber(value)
+    if not n then error(string.format("config: %s: %q is not a number", key, value), 0) end
+    return n
+  elseif type(default) == "boolean" then
+    local v = tostring(value):lower()
+    if v == "1" or v == "true" or v == "yes" then return true end
+    if v == "0" or v == "false" or v == "no" then return false end
+    error(string.format("config: %s: %q is not a boolean", key, value), 0)
+  end
+  return value
+end
+
+-- load(path) -> settings table; path may be nil (defaults and environment only).
+-- Raises a message naming the file and the key on any error.
+function config.load(path)
+  local c = {}
+  for k, v in pairs(config.defaults) do c[k] = v end
+  if path then
+    local src, err = os_c.read_file(path)
+    if not src then error("config: " .. err, 0) end
+    local chunk, perr = loadstring(src, "@" .. path)
+    if not chunk then error("config: " .. perr, 0) end
+    setfenv(chunk, {})
+    local ok, t = pcall(chunk)
+    if not ok then error("config: " .. tostring(t), 0) end
+    if type(t) ~= "table" then error("config: " .. path .. " must return a table", 0) end
+    for k, v in pairs(t) do
+      if config.defaults[k] == nil then
+        error(string.format("config: %s: unknown setting %q", path, tostring(k)), 0)
+      end
+      c[k] = v
+    end
+  end
+  for k, default in pairs(config.defaults) do
+    local v = os_c.getenv("RILL_" .. k:upper())
+    if v and type(default) ~= "table" then c[k] = coerce("RILL_" .. k:upper(), default, v) end
+  end
+  -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
+  c.max_body = config.size(c.max_body, "max_body")
+  for _, k in ipairs { "deadline", "load_deadline", "keepalive_timeout", "request_timeout",
+                       "drain_timeout", "reload_debounce" } do
+    c[k] = config.seconds(c[k], k)
+  end
+  local host, port = tostring(c.listen):match("^%[?([^%]]*)%]?:(%d+)$")
+  if not host then error(string.format("config: listen: %q is not host:port", tostring(c.listen)), 0) end
+  c.host, c.port = host, tonumber(port)
+  if not ({ debug = 1, info = 1, warn = 1, error = 1 })[c.log_level] then
+    error(string.format("config: log_level: %q is not debug, info, warn or error", tostring(c.log_level)), 0)
+  end
+  return c
+end
+
+return config

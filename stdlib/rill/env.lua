@@ -1,0 +1,45 @@
+-- env: read-only access to configured values and secrets for flows.
+-- env.NAME (or env.get("NAME")) returns the process environment variable
+-- NAME, else the value of NAME in the config's `env` table, else nil.
+-- Variables named RILL_* configure rill itself and are not visible. A value
+-- whose name looks secret (SECRET, TOKEN, KEY, PASSWORD...) is masked in
+-- every log line from the moment a flow reads it.
+local os_c = require "rill.c.os"
+local log = require "rill.log"
+
+local configured = {}
+
+local SECRET_NAME = { "SECRET", "TOKEN", "KEY", "PASSWORD", "PASS", "PRIVATE", "CREDENTIAL", "AUTH" }
+
+local function looks_secret(name)
+  local upper = name:upper()
+  for _, s in ipairs(SECRET_NAME) do
+    if upper:find(s, 1, true) then return true end
+  end
+  return false
+end
+
+local function get(name)
+  if type(name) ~= "string" then error("env.get: expected a variable name", 2) end
+  if name:sub(1, 5) == "RILL_" then return nil end
+  local v = os_c.getenv(name)
+  if v == nil then v = configured[name] end
+  if v ~= nil and looks_secret(name) then log.add_secret(tostring(v)) end
+  return v
+end
+
+local env = setmetatable({}, {
+  __index = function(_, name) return get(name) end,
+  __newindex = function(_, name) error("env is read-only (tried to set " .. tostring(name) .. ")", 2) end,
+  __metatable = false,
+})
+
+rawset(env, "get", get)
+
+-- configure(t): the config file's `env` table (plain values, not secrets).
+local function configure(t)
+  configured = {}
+  for k, v in pairs(t or {}) do configured[k] = v end
+end
+
+return { env = env, get = get, configure = configure }

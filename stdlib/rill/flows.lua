@@ -1,0 +1,281 @@
+-- flows: the registry of loaded flow versions, and loading and reloading
+-- the flows directory. A flow file runs once per load, in its own sandbox,
+-- with the JIT off (so the watchdog can stop its loops) and under a load
+-- deadline; what it returns is validated into a flow version. A file that
+-- fails leaves its previous version active. Listeners (the webhook router,
+-- the scheduler) are told after each reload.
+local os_c = require "rill.c.os"
+local task = require "rill.c.task"
+local crypto = require "rill.c.crypto"
+local log = require "rill.log"
+local sandbox = require "rill.sandbox"
+local triggers = require "rill.triggers"
+
+local flows = {
+  active = {},   -- name -> flow version
+  by_file = {},  -- file -> flow version
+  errors = {},   -- file -> load error message
+  load_deadline = 2,
+  reloads = 0,
+}
+
+local listeners = {}
+local loads = 0
+
+local NAME_PATTERN = "^[%a][%w_%-]*$"
+local FLOW_KEYS = { name = 1, description = 1, triggers = 1, run = 1, deadline = 1 }
+
+-- The `flows` module flows see: flows.trigger(name, payload[, {wait = false}]).
+local flow_api = {}
+
+function flow_api.trigger(name, payload, opts)
+  if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
+  local runner = require "rill.runner"
+  local target = flows.active[name]
+  if not target then error("flows.trigger: no flow named '" .. name .. "'", 2) end
+  if not target.accepts.from_flow then
+    error("flows.trigger: flow '" .. name .. "' has no from_flow() trigger", 2)
+  end
+  local parent = task.current()
+  if parent and parent.depth + 1 >= runner.max_depth then
+    error(string.format("flows.trigger: chain of flows deeper than %d (%s -> %s)", runner.max_depth,
+      parent.flow, name), 2)
+  end
+  local wait = not (type(opts) == "table" and opts.wait == false)
+  local trigger = { type = "flow", parent_flow = parent and parent.flow }
+  if not wait then
+    return runner.start(target, trigger, payload, { parent = parent }).id
+  end
+  local waiter
+  local done_run
+  runner.start(target, trigger, payload, {
+    parent = parent,
+    on_done = function(run)
+      done_run = run
+      if waiter then waiter:wake() end
+    end,
+  })
+  if not done_run then
+    waiter = task.waiter()
+    waiter:wait()
+  end
+  if done_run.state == "succeeded" then return done_run.result end
+  error(string.format("flows.trigger: flow '%s' failed (run %s): %s", name, done_run.id,
+    done_run.error.message), 2)
+end
+
+-- response(status, body[, headers]) -> what a sync webhook flow returns to
+-- choose its HTTP status and headers. A table body is sent as JSON.
+local response_mt = { __metatable = "response" }
+flows.response_mt = response_mt
+
+local function response(status, body, headers)
+  if type(status) ~= "number" or status < 200 or status > 599 then
+    error("response: status must be a number from 200 to 599", 2)
+  end
+  if headers ~= nil and type(headers) ~= "table" then error("response: headers must be a table", 2) end
+  return setmetatable({ status = status, body = body, headers = headers }, response_mt)
+end
+
+local function flow_modules()
+  local time = require "rill.time"
+  local timer = require "rill.c.timer"
+  local json = require "rill.json"
+  local m = {
+    json = { encode = json.encode, decode = json.decode, null = json.null },
+    log = { debug = log.debug, info = log.info, warn = log.warn, error = log.error },
+    crypto = require "rill.crypto",
+    env = require("rill.env").env,
+    flows = flow_api,
+    sleep = timer.sleep,
+    response = response,
+  }
+  local t = {}
+  for k, v in pairs(time) do
+    if k ~= "set_clock" then t[k] = v end
+  end
+  m.time = t
+  for name, ctor in pairs(triggers.constructors) do m[name] = ctor end
+  return m
+end
+
+local function stem(file)
+  return (file:match("([^/]+)%.lua$") or file)
+end
+
+-- Runs a flow chunk under the load deadline; returns ok, value.
+local function run_chunk(chunk)
+  local result
+  local t = task.spawn(chunk, function(...) result = { ... } end,
+    { deadline = flows.load_deadline, preempt = false }, nil)
+  if not result then
+    t:kill("flows must not wait while loading")
+  end
+  return result[1], result[2]
+end
+
+local function validate(def, file)
+  if type(def) ~= "table" then
+    error(file .. ": a flow file must return a table with triggers and a run function", 0)
+  end
+  for k in pairs(def) do
+    if not FLOW_KEYS[k] then error(string.format("%s: unknown flow field %q", file, tostring(k)), 0) end
+  end
+  local name = def.name or stem(file)
+  if type(name) ~= "string" or not name:match(NAME_PATTERN) then
+    error(string.format("%s: flow name %q must be letters, digits, - and _", file, tostring(name)), 0)
+  end
+  if type(def.run) ~= "function" then error(file .. ": the flow has no run function", 0) end
+  if type(def.triggers) ~= "table" or #def.triggers == 0 then
+    error(file .. ": the flow needs at least one trigger in triggers = { ... }", 0)
+  end
+  local deadline
+  if def.deadline ~= nil then
+    local ok, d = pcall(require("rill.time").duration, def.deadline)
+    if not ok or d <= 0 then
+      error(string.format("%s: deadline %q is not a duration (e.g. \"30s\")", file, tostring(def.deadline)), 0)
+    end
+    deadline = d
+  end
+  local list, accepts = {}, {}
+  for i, t in ipairs(def.triggers) do
+    local ok, trig = pcall(triggers.check, t)
+    if not ok then error(string.format("%s: triggers[%d]: %s", file, i, trig), 0) end
+    list[i] = trig
+    accepts[trig.type] = true
+  end
+  return { name = name, description = def.description, run = def.run, triggers = list,
+           accepts = accepts, deadline = deadline }
+end
+
+-- load_file(file, source) -> flow version, or nil and a "file:line: message" error.
+function flows.load_file(file, source)
+  if source:byte(1) == 27 then return nil, file .. ": precompiled bytecode is not accepted" end
+  local chunk, err = loadstring(source, "@" .. file)
+  if not chunk then return nil, err end
+  setfenv(chunk, sandbox.new(flow_modules()))
+  jit.off(chunk, true)
+  local ok, def = run_chunk(chunk)
+  if not ok then return nil, tostring(def) end
+  local vok, flow = pcall(validate, def, file)
+  if not vok then return nil, tostring(flow) end
+  loads = loads + 1
+  flow.file = file
+  flow.hash = crypto.hex(crypto.digest("sha256", source)):sub(1, 12)
+  flow.version = flow.hash
+  flow.loaded_at = os.time()
+  return flow
+end
+
+local function is_flow_file(name)
+  return name:match("%.lua$") and not name:match("%.test%.lua$") and not name:match("^[_.]")
+end
+
+-- Webhook routes and names of `versions` that clash: returns file -> message.
+-- Versions already active are placed first, so a new file never evicts them.
+local function conflicts(versions, files)
+  local names, routes, bad = {}, {}, {}
+  local order = {}
+  for _, file in ipairs(files) do
+    if versions[file] and versions[file] == flows.by_file[file] then order[#order + 1] = file end
+  end
+  for _, file in ipairs(files) do
+    if not (versions[file] and versions[file] == flows.by_file[file]) then order[#order + 1] = file end
+  end
+  for _, file in ipairs(order) do
+    local v = versions[file]
+    if v then
+      if names[v.name] then
+        bad[file] = string.format("%s: flow name '%s' is already used by %s", file, v.name, names[v.name])
+      else
+        for _, t in ipairs(v.triggers) do
+          if t.type == "webhook" then
+            local key = t.method .. " " .. t.path:gsub(":[%w_]+", ":")
+            if routes[key] then
+              bad[file] = string.format("%s: webhook %s %s is already served by %s", file, t.method, t.path, routes[key])
+            end
+          end
+        end
+      end
+      if not bad[file] then
+        names[v.name] = file
+        for _, t in ipairs(v.triggers) do
+          if t.type == "webhook" then routes[t.method .. " " .. t.path:gsub(":[%w_]+", ":")] = file end
+        end
+      end
+    end
+  end
+  return bad
+end
+
+-- reload(dir) -> summary {loaded = {files}, removed = {files}, failed = {file = msg}}
+-- Loads new and changed files; a failure keeps the file's previous version.
+function flows.reload(dir)
+  local names, err = os_c.list_dir(dir)
+  if not names then
+    log.error("cannot read the flows directory", { error = err })
+    return { loaded = {}, removed = {}, failed = { [dir] = err } }
+  end
+  table.sort(names)
+  local summary = { loaded = {}, removed = {}, failed = {} }
+  local next_by_file, files, seen = {}, {}, {}
+  for _, name in ipairs(names) do
+    local file = dir .. "/" .. name
+    if is_flow_file(name) then
+      seen[file] = true
+      files[#files + 1] = file
+      local source, rerr = os_c.read_file(file)
+      local old = flows.by_file[file]
+      if not source then
+        summary.failed[file] = rerr
+        next_by_file[file] = old
+      elseif old and old.source == source then
+        next_by_file[file] = old
+      else
+        local flow, lerr = flows.load_file(file, source)
+        if flow then
+          flow.source = source
+          next_by_file[file] = flow
+          summary.loaded[#summary.loaded + 1] = file
+        else
+          summary.failed[file] = lerr
+          next_by_file[file] = old
+        end
+      end
+    end
+  end
+  -- A new version that clashes with another file's is refused like a load error.
+  for file, msg in pairs(conflicts(next_by_file, files)) do
+    summary.failed[file] = msg
+    local old = flows.by_file[file]
+    next_by_file[file] = (old and old ~= next_by_file[file]) and old or nil
+    for i, f in ipairs(summary.loaded) do
+      if f == file then table.remove(summary.loaded, i) break end
+    end
+  end
+  for file in pairs(flows.by_file) do
+    if not seen[file] then summary.removed[#summary.removed + 1] = file end
+  end
+  flows.by_file = next_by_file
+  flows.active = {}
+  for _, v in pairs(next_by_file) do flows.active[v.name] = v end
+  flows.errors = summary.failed
+  flows.reloads = flows.reloads + 1
+  for _, fn in ipairs(listeners) do fn(flows.active, summary) end
+  return summary
+end
+
+-- on_reload(fn): fn(active, summary) after every reload.
+function flows.on_reload(fn)
+  listeners[#listeners + 1] = fn
+end
+
+-- find(name_or_file) -> the active version by flow name or by file path.
+function flows.find(key)
+  if flows.active[key] then return flows.active[key] end
+  for file, v in pairs(flows.by_file) do
+    if file == key or file:match("[^/]+$") == key or stem(file) == key then return v end
+  end
+end
+
+return flows

@@ -1,0 +1,149 @@
+-- log: leveled, structured log lines. A line written during a run carries
+-- the run's id and flow, and is kept with the run (run.logs) so that
+-- `rill run` and, later, the store can show a run's own log. Values of
+-- secrets read through env, and fields whose name looks secret, are masked.
+local os_c = require "rill.c.os"
+local task = require "rill.c.task"
+local tz = require "rill.c.tz"
+
+local log = {}
+
+local LEVELS = { debug = 10, info = 20, warn = 30, error = 40 }
+local threshold = LEVELS.info
+local as_json = false
+local MAX_RUN_LINES = 1000
+local secrets = {}      -- value -> true, filled by env.lua
+local secret_count = 0
+local encode            -- json.encode, required lazily (json needs nothing from log)
+
+local SECRET_NAME = { "secret", "token", "password", "passwd", "authorization", "api_key", "apikey", "private" }
+
+-- Masks a value that must never reach a log line.
+function log.add_secret(value)
+  if type(value) == "string" and #value >= 6 and not secrets[value] then
+    secrets[value] = true
+    secret_count = secret_count + 1
+  end
+end
+
+local function looks_secret(name)
+  name = tostring(name):lower()
+  for _, s in ipairs(SECRET_NAME) do
+    if name:find(s, 1, true) then return true end
+  end
+  return false
+end
+
+local function mask(s)
+  if secret_count == 0 or type(s) ~= "string" then return s end
+  for value in pairs(secrets) do
+    local i = s:find(value, 1, true)
+    while i do
+      s = s:sub(1, i - 1) .. "***" .. s:sub(i + #value)
+      i = s:find(value, i + 3, true)
+    end
+  end
+  return s
+end
+log.mask = mask
+
+function log.configure(level, format)
+  threshold = LEVELS[level] or LEVELS.info
+  if format == "auto" then
+    as_json = not os_c.isatty(2)
+  else
+    as_json = format == "json"
+  end
+end
+
+function log.enabled(level)
+  return LEVELS[level] >= threshold
+end
+
+local function timestamp(t)
+  local l = tz.to_local(t, "UTC")
+  return string.format("%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", l.year, l.month, l.day, l.hour, l.min,
+    l.sec, math.floor((t % 1) * 1000))
+end
+
+local function clean_fields(fields)
+  if type(fields) ~= "table" then return nil end
+  local out = {}
+  for k, v in pairs(fields) do
+    if looks_secret(k) then
+      out[k] = "***"
+    elseif type(v) == "string" then
+      out[k] = mask(v)
+    elseif type(v) == "table" then
+      out[k] = clean_fields(v)
+    elseif type(v) == "number" or type(v) == "boolean" then
+      out[k] = v
+    else
+      out[k] = tostring(v)
+    end
+  end
+  return out
+end
+
+local function format_text(line)
+  local parts = { line.ts, " ", line.level:upper(), string.rep(" ", 6 - #line.level) }
+  if line.flow then
+    parts[#parts + 1] = "[" .. line.flow .. (line.run and (" " .. line.run:sub(-12)) or "") .. "] "
+  end
+  parts[#parts + 1] = line.msg
+  if line.fields then
+    local keys = {}
+    for k in pairs(line.fields) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      local v = line.fields[k]
+      if type(v) == "table" then
+        encode = encode or require("rill.json").encode
+        local ok, s = pcall(encode, v)
+        v = ok and s or "<table>"
+      end
+      parts[#parts + 1] = " " .. k .. "=" .. tostring(v)
+    end
+  end
+  return table.concat(parts) .. "\n"
+end
+
+local function format_json(line)
+  encode = encode or require("rill.json").encode
+  local obj = { ts = line.ts, level = line.level, msg = line.msg, flow = line.flow, run = line.run }
+  if line.fields then
+    for k, v in pairs(line.fields) do
+      if obj[k] == nil then obj[k] = v end
+    end
+  end
+  local ok, s = pcall(encode, obj)
+  return (ok and s or encode { ts = line.ts, level = line.level, msg = line.msg }) .. "\n"
+end
+
+-- write(level, msg, fields[, run]): the one place a log line is made.
+-- run defaults to the run executing now, if any.
+function log.write(level, msg, fields, run)
+  run = run or task.current()
+  local line = {
+    ts = timestamp(tz.now()), level = level, msg = mask(tostring(msg)),
+    fields = clean_fields(fields),
+    flow = type(run) == "table" and run.flow or nil,
+    run = type(run) == "table" and run.id or nil,
+  }
+  if type(run) == "table" and run.logs then
+    local logs = run.logs
+    if #logs < MAX_RUN_LINES then logs[#logs + 1] = line end
+    if run.on_log then run.on_log(line) end
+  end
+  if LEVELS[level] >= threshold then
+    os_c.write(2, as_json and format_json(line) or format_text(line))
+  end
+end
+
+for name in pairs(LEVELS) do
+  log[name] = function(msg, fields) log.write(name, msg, fields) end
+end
+
+log.format_text = format_text
+
+return log

@@ -1,0 +1,263 @@
+-- main: rill's command line. main(args) parses the command, sets up what it
+-- needs and returns; the C side then runs the loop until rill.c.os.exit().
+--   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT]
+--   rill check [DIR]
+--   rill run FLOW [--payload JSON] [--config FILE] [--flows DIR]
+--   rill lua FILE [ARG...]      run a trusted Lua script (tests, benchmarks)
+--   rill version
+local os_c = require "rill.c.os"
+
+local M = {}
+
+local VERSION = "0.1.0"
+
+local USAGE = [[
+usage: rill <command> [options]
+
+  serve [--config FILE] [--flows DIR] [--listen HOST:PORT]
+                      serve the flows' webhooks and cron triggers; reload on change
+  check [DIR]         load and validate every flow in DIR (default: flows); exit 1 on errors
+  run FLOW [--payload JSON] [--config FILE] [--flows DIR]
+                      run one flow once, print its log and result; exit 1 if it fails
+  version             print rill's version
+
+Every setting can be overridden by an environment variable RILL_<SETTING>
+(RILL_LISTEN, RILL_FLOWS_DIR, RILL_LOG_LEVEL ...): see docs/configuration.md.
+]]
+
+local function out(s) os_c.write(1, s) end
+local function err(s) os_c.write(2, s) end
+
+local function fail(msg)
+  err("rill: " .. msg .. "\n")
+  os_c.exit(2)
+end
+
+-- parse(args, from, flags) -> options, positional; flags maps --name to true
+-- when it takes a value.
+local function parse(args, from, flags)
+  local opts, pos = {}, {}
+  local i = from
+  while i <= #args do
+    local a = args[i]
+    local name, value = a:match("^%-%-([%w-]+)=(.*)$")
+    name = name or a:match("^%-%-([%w-]+)$")
+    if name then
+      if flags[name] == nil then return nil, "unknown option --" .. name end
+      if flags[name] and value == nil then
+        i = i + 1
+        value = args[i]
+        if value == nil then return nil, "--" .. name .. " needs a value" end
+      end
+      opts[name] = value or true
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, pos
+end
+
+-- Config from --config (or config/rill.lua when it exists), with --flows and
+-- --listen on top; raises a readable message.
+local function settings(opts)
+  local config = require "rill.config"
+  local path = opts.config
+  if not path and os_c.stat("config/rill.lua") then path = "config/rill.lua" end
+  local c = config.load(path)
+  if opts.flows then c.flows_dir = opts.flows end
+  if opts.listen then
+    local host, port = opts.listen:match("^%[?([^%]]*)%]?:(%d+)$")
+    if not host then error("--listen: expected HOST:PORT", 0) end
+    c.host, c.port = host, tonumber(port)
+  end
+  return c
+end
+
+-- Applies settings to the modules that hold them.
+local function apply(c)
+  require("rill.log").configure(c.log_level, c.log_format)
+  require("rill.env").configure(c.env)
+  require("rill.triggers").default_timezone = c.timezone
+  local runner = require "rill.runner"
+  runner.default_deadline = c.deadline
+  runner.max_depth = c.max_depth
+  require("rill.flows").load_deadline = c.load_deadline
+end
+
+local function report_load(summary, log)
+  for file, msg in pairs(summary.failed) do
+    log.error("flow rejected: " .. msg, { file = file })
+  end
+  for _, file in ipairs(summary.loaded) do log.info("flow loaded", { file = file }) end
+  for _, file in ipairs(summary.removed) do log.info("flow removed", { file = file }) end
+end
+
+function M.serve(args)
+  local opts, perr = parse(args, 2, { config = true, flows = true, listen = true })
+  if not opts then return fail(perr) end
+  local ok, c = pcall(settings, opts)
+  if not ok then return fail(c) end
+  apply(c)
+  local log = require "rill.log"
+  local flows = require "rill.flows"
+  local webhook = require "rill.webhook"
+  local scheduler = require "rill.scheduler"
+  local server_c = require "rill.c.http_server"
+  local timer = require "rill.c.timer"
+  local task = require "rill.c.task"
+
+  flows.on_reload(webhook.rebuild)
+  flows.on_reload(scheduler.sync)
+  local function reload(why)
+    local summary = flows.reload(c.flows_dir)
+    report_load(summary, log)
+    log.info("flows reloaded", { why = why, active = #(function() local n = {} for k in pairs(flows.active) do n[#n + 1] = k end return n end)() })
+    return summary
+  end
+  reload("start")
+
+  local server, lerr = server_c.listen(c.host, c.port, webhook.dispatch, {
+    max_body = c.max_body, keepalive_timeout = c.keepalive_timeout, request_timeout = c.request_timeout,
+  })
+  if not server then return fail(lerr) end
+  scheduler.start()
+  log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
+    pid = os_c.pid() })
+
+  local pending
+  local function schedule_reload(why)
+    if pending then return end
+    pending = timer.after(c.reload_debounce, function()
+      pending = nil
+      reload(why)
+    end)
+  end
+  local watcher
+  if c.watch then
+    local werr
+    watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
+    if not watcher then log.warn("not watching the flows directory", { error = werr }) end
+  end
+  os_c.on_signal("HUP", function() reload("SIGHUP") end)
+
+  local stopping = false
+  local function stop(sig)
+    if stopping then return end
+    stopping = true
+    log.info("stopping", { signal = sig, running = task.count() })
+    server:close()
+    scheduler.stop()
+    if watcher then watcher:close() end
+    local waited = 0
+    local function check()
+      if task.count() == 0 or waited >= c.drain_timeout then
+        if task.count() > 0 then log.warn("runs still running at exit", { running = task.count() }) end
+        os_c.exit(0)
+        return
+      end
+      waited = waited + 0.05
+      timer.after(0.05, check)
+    end
+    check()
+  end
+  os_c.on_signal("TERM", stop)
+  os_c.on_signal("INT", stop)
+end
+
+function M.check(args)
+  local dir = args[2] or "flows"
+  require("rill.log").configure("error", "text")
+  local flows = require "rill.flows"
+  local summary = flows.reload(dir)
+  local files = {}
+  for file in pairs(summary.failed) do files[#files + 1] = file end
+  table.sort(files)
+  for _, file in ipairs(files) do err(summary.failed[file] .. "\n") end
+  local n = 0
+  for _ in pairs(flows.by_file) do n = n + 1 end
+  if #files > 0 then
+    err(string.format("rill check: %d flow file(s) with errors in %s\n", #files, dir))
+    os_c.exit(1)
+  else
+    out(string.format("rill check: %d flow(s) OK in %s\n", n, dir))
+    os_c.exit(0)
+  end
+end
+
+function M.run(args)
+  local opts, pos = parse(args, 2, { payload = true, config = true, flows = true })
+  if not opts then return fail(pos) end
+  if not pos[1] then return fail("run: which flow? usage: rill run FLOW [--payload JSON]") end
+  local ok, c = pcall(settings, opts)
+  if not ok then return fail(c) end
+  if c.log_format == "auto" then c.log_format = "text" end
+  apply(c)
+  local json = require "rill.json"
+  local payload
+  if opts.payload then
+    local perr
+    payload, perr = json.try_decode(opts.payload)
+    if payload == nil then return fail("--payload is not JSON: " .. tostring(perr)) end
+  end
+  local flows = require "rill.flows"
+  local summary = flows.reload(c.flows_dir)
+  local flow = flows.find(pos[1])
+  if not flow then
+    local why = ""
+    for file, msg in pairs(summary.failed) do
+      if file:find(pos[1], 1, true) then why = "\n" .. msg end
+    end
+    return fail("run: no flow named " .. pos[1] .. " in " .. c.flows_dir .. why)
+  end
+  require("rill.runner").start(flow, { type = "manual" }, payload, {
+    on_done = function(run)
+      if run.state == "succeeded" then
+        local eok, s = pcall(json.encode, run.result == nil and json.null or run.result)
+        out((eok and s or tostring(run.result)) .. "\n")
+        os_c.exit(0)
+      else
+        out(json.encode { error = run.error.message, run_id = run.id } .. "\n")
+        if run.error.traceback and run.error.traceback ~= "" then err(run.error.traceback .. "\n") end
+        os_c.exit(1)
+      end
+    end,
+  })
+end
+
+-- lua FILE [ARG...]: a trusted script, inside a task (so it may sleep), with
+-- FILE's folder and its lib/ on package.path. Exits 1 if the script raises.
+function M.lua(args)
+  local file = args[2]
+  if not file then return fail("lua: which file?") end
+  local dir = file:match("^(.*)/[^/]*$") or "."
+  package.path = dir .. "/?.lua;" .. dir .. "/lib/?.lua;" .. package.path
+  local chunk, lerr = loadfile(file)
+  if not chunk then return fail(lerr) end
+  _G.arg = { [0] = file, select(3, unpack(args)) }
+  local task = require "rill.c.task"
+  task.spawn(chunk, function(ok, e)
+    if not ok then
+      err(tostring(e) .. "\n")
+      os_c.exit(1)
+    end
+  end, nil, nil, select(3, unpack(args)))
+end
+
+function M.version()
+  out("rill " .. VERSION .. " (" .. jit.version .. ", " .. _VERSION .. ")\n")
+end
+
+function M.main(args)
+  local cmd = args[1]
+  if cmd == "version" or cmd == "--version" then return M.version() end
+  if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
+    out(USAGE)
+    return
+  end
+  local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua })[cmd]
+  if not fn then return fail("unknown command '" .. cmd .. "'\n" .. USAGE) end
+  return fn(args)
+end
+
+return M

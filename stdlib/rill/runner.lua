@@ -1,0 +1,91 @@
+-- runner: starts runs and reports how they ended. A run is one execution of
+-- a flow version: a task (a coroutine) that calls flow.run(ctx), with the
+-- run record that log lines, results and errors attach to. A run keeps the
+-- flow version it started with, whatever reloads happen meanwhile.
+local task = require "rill.c.task"
+local crypto = require "rill.c.crypto"
+local tz = require "rill.c.tz"
+local log = require "rill.log"
+
+local runner = { max_depth = 8, default_deadline = 30 }
+
+local started, finished = 0, 0
+
+local function clean_traceback(tb)
+  local lines = {}
+  for line in tb:gmatch("[^\n]+") do
+    if not line:find("[C]:", 1, true) and not line:find("stdlib/rill/", 1, true)
+       and not line:find("^stack traceback:") then
+      lines[#lines + 1] = line:gsub("^%s+", "  ")
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
+local function on_error(e)
+  local msg = type(e) == "string" and e or ("error object: " .. tostring(e))
+  if type(e) == "table" then
+    local ok, s = pcall(require("rill.json").encode, e)
+    if ok then msg = s end
+  end
+  return { message = msg, traceback = clean_traceback(debug.traceback("", 2)) }
+end
+
+-- The body of every run's coroutine.
+local function body(run_fn, ctx)
+  return xpcall(run_fn, on_error, ctx)
+end
+
+local function finish(run, task_ok, ok, value)
+  run.finished = tz.now()
+  run.duration = run.finished - run.started
+  finished = finished + 1
+  if task_ok and ok then
+    run.state, run.result = "succeeded", value
+    if log.enabled("debug") then
+      log.write("debug", "run succeeded", { ms = math.floor(run.duration * 1000 + 0.5) }, run)
+    end
+  else
+    run.state = "failed"
+    run.error = task_ok and value or { message = tostring(ok) }
+    log.write("error", "run failed: " .. run.error.message,
+      { ms = math.floor(run.duration * 1000 + 0.5), traceback = run.error.traceback ~= "" and run.error.traceback or nil }, run)
+  end
+  if run.on_done then run.on_done(run) end
+end
+
+-- start(flow, trigger, payload, opts) -> run
+-- flow: a loaded flow version (flows.lua); trigger: {type = ..., ...};
+-- opts: on_done(run), request (webhook details for ctx.request), parent (run),
+-- deadline (seconds, overriding the flow's), on_log(line), id (a run id
+-- chosen beforehand, e.g. already sent in a 202).
+-- opts.on_done may be called before start returns (a run that never waits).
+function runner.start(flow, trigger, payload, opts)
+  opts = opts or {}
+  local parent = opts.parent
+  local run = {
+    id = opts.id or crypto.uuid7(), flow = flow.name, version = flow.version, file = flow.file,
+    trigger = trigger.type, parent = parent and parent.id or nil,
+    depth = parent and parent.depth + 1 or 0,
+    started = tz.now(), state = "running", logs = {},
+    on_done = opts.on_done, on_log = opts.on_log,
+  }
+  started = started + 1
+  local ctx = {
+    payload = payload, trigger = trigger, run_id = run.id, flow = flow.name,
+    request = opts.request, parent_run_id = run.parent,
+  }
+  if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end
+  local deadline = opts.deadline or flow.deadline or runner.default_deadline
+  task.spawn(body, function(...) finish(run, ...) end, deadline, run, flow.run, ctx)
+  return run
+end
+
+-- current() -> the run executing now, or nil.
+runner.current = task.current
+
+function runner.stats()
+  return { started = started, finished = finished, running = started - finished }
+end
+
+return runner

@@ -1,0 +1,47 @@
+-- sandbox: the environment a flow file runs in. Each flow gets its own
+-- table of globals, with its own copies of the library tables, so one flow
+-- can neither see nor change another's globals or libraries.
+-- Allowed: the safe base library, string (no string.dump), table, math,
+-- os.time/os.clock/os.date/os.difftime, and rill's modules (json, log, time,
+-- env, crypto, flows, sleep, response) and trigger constructors.
+-- Left out: load, loadstring, loadfile, dofile, require, module, setfenv,
+-- getfenv, io, the rest of os, debug, package, coroutine, jit, ffi,
+-- collectgarbage, newproxy, gcinfo (docs/flows.md lists why).
+local sandbox = {}
+
+local SAFE_BASE = {
+  "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select", "tonumber",
+  "tostring", "type", "unpack", "rawequal", "rawget", "rawset", "setmetatable", "getmetatable",
+  "_VERSION",
+}
+
+local function copy(t, except)
+  local c = {}
+  for k, v in pairs(t) do
+    if not (except and except[k]) then c[k] = v end
+  end
+  return c
+end
+
+-- The string metatable is shared by every string in the process: hide it, so
+-- that getmetatable("").__index cannot reach the real string table.
+getmetatable("").__metatable = false
+
+-- new(modules) -> a fresh globals table. `modules` maps a global name to a
+-- plain table (copied), or to a function or a read-only proxy (a table
+-- with a metatable, given as is).
+function sandbox.new(modules)
+  local env = {}
+  for _, name in ipairs(SAFE_BASE) do env[name] = _G[name] end
+  env.string = copy(string, { dump = true })
+  env.table = copy(table)
+  env.math = copy(math)
+  env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
+  for name, m in pairs(modules) do
+    env[name] = (type(m) == "table" and getmetatable(m) == nil) and copy(m) or m
+  end
+  env._G = env
+  return env
+end
+
+return sandbox

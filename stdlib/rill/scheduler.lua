@@ -1,0 +1,111 @@
+-- scheduler: fires cron triggers. One timer per (flow, expression, zone),
+-- kept across reloads while the trigger is unchanged, so a reload neither
+-- skips nor repeats a tick. A timer waits at most a minute before checking
+-- the wall clock again, which keeps ticks on time when the clock is adjusted.
+local timer = require "rill.c.timer"
+local cron = require "rill.cron"
+local runner = require "rill.runner"
+local log = require "rill.log"
+local time = require "rill.time"
+
+local scheduler = {}
+
+local MAX_WAIT = 60
+local LATE_LIMIT = 60  -- a tick later than this (the process was stopped) is skipped
+local entries = {}   -- key -> {flow_name, trigger, next, handle}
+local active = {}    -- the flow versions in force (from the last reload)
+local running = false
+
+local function key_of(flow_name, t)
+  return flow_name .. "\0" .. t.expr .. "\0" .. t.tz
+end
+
+local arm
+
+local function fire(entry)
+  local flow = active[entry.flow_name]
+  if not flow then return end
+  local scheduled = entry.next
+  log.write("debug", "cron tick", { flow = flow.name, expr = entry.trigger.expr, at = time.iso(scheduled) })
+  runner.start(flow, { type = "cron", expr = entry.trigger.expr, tz = entry.trigger.tz },
+    { scheduled = time.iso(scheduled), fired = time.iso(time.now()), expr = entry.trigger.expr,
+      tz = entry.trigger.tz })
+  entry.next = cron.next(entry.trigger.spec, scheduled, entry.trigger.tz)
+end
+
+arm = function(entry)
+  if not running or not entry.next then return end
+  local now = time.now()
+  local wait = entry.next - now
+  if wait <= -LATE_LIMIT then
+    log.warn("cron tick missed", { flow = entry.flow_name, expr = entry.trigger.expr, at = time.iso(entry.next) })
+    entry.next = cron.next(entry.trigger.spec, now, entry.trigger.tz)
+    return arm(entry)
+  elseif wait <= 0 then
+    fire(entry)
+    return arm(entry)
+  end
+  entry.handle = timer.after(math.min(wait, MAX_WAIT), function()
+    entry.handle = nil
+    if time.now() >= entry.next then fire(entry) end
+    arm(entry)
+  end)
+end
+
+local function stop_entry(entry)
+  if entry.handle then entry.handle:stop() end
+  entry.handle = nil
+end
+
+-- sync(active_flows): starts timers for new cron triggers, stops removed ones.
+function scheduler.sync(active_flows)
+  active = active_flows
+  local wanted = {}
+  for name, flow in pairs(active_flows) do
+    for _, t in ipairs(flow.triggers) do
+      if t.type == "cron" then wanted[key_of(name, t)] = { name = name, trigger = t } end
+    end
+  end
+  for key, entry in pairs(entries) do
+    if not wanted[key] then
+      stop_entry(entry)
+      entries[key] = nil
+    end
+  end
+  for key, w in pairs(wanted) do
+    local entry = entries[key]
+    if entry then
+      entry.trigger = w.trigger   -- same schedule, maybe a new version of the flow
+    else
+      entry = { flow_name = w.name, trigger = w.trigger,
+                next = cron.next(w.trigger.spec, time.now(), w.trigger.tz) }
+      entries[key] = entry
+      arm(entry)
+    end
+  end
+end
+
+function scheduler.start()
+  running = true
+  for _, entry in pairs(entries) do
+    if not entry.handle then arm(entry) end
+  end
+end
+
+function scheduler.stop()
+  running = false
+  for _, entry in pairs(entries) do stop_entry(entry) end
+end
+
+-- next_fires() -> {flow = ..., expr = ..., next = iso} for every trigger (ops, tests).
+function scheduler.next_fires()
+  local out = {}
+  for _, e in pairs(entries) do
+    out[#out + 1] = { flow = e.flow_name, expr = e.trigger.expr, tz = e.trigger.tz,
+                      next = e.next and time.iso(e.next) or nil }
+  end
+  table.sort(out, function(a, b) return (a.next or "") < (b.next or "") end)
+  return out
+end
+
+return scheduler

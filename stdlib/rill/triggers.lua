@@ -1,0 +1,110 @@
+-- triggers: the constructors a flow file declares its triggers with, and
+-- their validation. Each constructor checks its arguments at once and raises
+-- with error level 2, so that a mistake is reported at the flow's own
+-- file:line (e.g. "flows/quote.lua:4: cron: field 'hour' ...").
+--   webhook { path = "/hooks/x", method = "POST", mode = "sync"|"async", body = "json"|"text"|"form" }
+--   cron "0 9 * * MON-FRI"   or   cron { "0 9 * * *", tz = "Europe/Paris" }
+--   manual()                 run by hand only (rill run)
+--   from_flow()              started by other flows through flows.trigger
+local cron = require "rill.cron"
+local tz = require "rill.c.tz"
+
+local triggers = {}
+
+local MARK = {} -- marks tables made by the constructors
+local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
+local MODES = { sync = true, async = true }
+local BODIES = { json = true, text = true, form = true }
+
+-- fail(level, ...): level is error()'s: 4 from a maker called by a constructor
+-- names the flow file's line (1 fail, 2 maker, 3 constructor, 4 flow chunk).
+local function fail(level, fmt, ...)
+  error(string.format(fmt, ...), level)
+end
+
+local function check_keys(t, allowed, what, level)
+  for k in pairs(t) do
+    if not allowed[k] then
+      fail(level + 1, "%s: unknown option %q", what, tostring(k))
+    end
+  end
+end
+
+local function make_webhook(spec, level)
+  if type(spec) ~= "table" then fail(level, "webhook: expected a table, like webhook { path = \"/hooks/x\" }") end
+  check_keys(spec, { path = 1, method = 1, mode = 1, body = 1, [MARK] = 1, type = 1 }, "webhook", level)
+  local path = spec.path
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+    fail(level, "webhook: path must be a string starting with '/', got %s", tostring(path))
+  end
+  if path:find("[%s?#]") then fail(level, "webhook: path %q must not contain spaces, '?' or '#'", path) end
+  local method = (spec.method or "POST"):upper()
+  if not METHODS[method] then fail(level, "webhook: method %q is not GET, POST, PUT, PATCH or DELETE", method) end
+  local mode = spec.mode or "sync"
+  if not MODES[mode] then fail(level, "webhook: mode %q is not \"sync\" or \"async\"", tostring(mode)) end
+  local body = spec.body or "json"
+  if not BODIES[body] then fail(level, "webhook: body %q is not \"json\", \"text\" or \"form\"", tostring(body)) end
+  local params = {}
+  for seg in path:gmatch("/:([%w_]+)") do params[#params + 1] = seg end
+  return { [MARK] = true, type = "webhook", path = path, method = method, mode = mode, body = body,
+           params = #params > 0 and params or nil }
+end
+
+local function make_cron(spec, level)
+  if type(spec) == "string" then spec = { spec } end
+  if type(spec) ~= "table" or type(spec[1]) ~= "string" then
+    fail(level, "cron: expected an expression, like cron \"0 9 * * *\" or cron { \"0 9 * * *\", tz = \"Europe/Paris\" }")
+  end
+  check_keys(spec, { [1] = 1, tz = 1, [MARK] = 1, type = 1, expr = 1, spec = 1 }, "cron", level)
+  local zone = spec.tz or triggers.default_timezone
+  local ok, why = tz.valid(zone)
+  if not ok then fail(level, "cron: %s", why or ("unknown time zone " .. tostring(zone))) end
+  local parsed_ok, parsed = pcall(cron.parse, spec[1])
+  if not parsed_ok then fail(level, "%s", (tostring(parsed):gsub("^.-:%d+: ", ""))) end
+  if cron.never_fires(parsed) then
+    fail(level, "cron: %q never fires (no such date, like February 30)", spec[1])
+  end
+  return { [MARK] = true, type = "cron", expr = spec[1], tz = zone, spec = parsed, [1] = spec[1] }
+end
+
+local function make_simple(kind)
+  return function(spec, level)
+    if spec ~= nil and type(spec) ~= "table" then fail(level, "%s: takes no arguments", kind) end
+    return { [MARK] = true, type = kind }
+  end
+end
+
+local makers = {
+  webhook = make_webhook, cron = make_cron,
+  manual = make_simple("manual"), from_flow = make_simple("from_flow"),
+}
+
+triggers.default_timezone = "UTC"
+
+-- The constructors as flows see them. No tail calls: they would drop the
+-- frame that the error levels count on.
+triggers.constructors = {}
+for name, maker in pairs(makers) do
+  triggers.constructors[name] = function(spec)
+    local t = maker(spec, 4)
+    return t
+  end
+end
+
+-- check(t) -> trigger: validates a trigger table written by hand ({type = "cron", ...})
+-- or returns one made by a constructor as is. Raises a plain message.
+function triggers.check(t)
+  if type(t) ~= "table" then error("a trigger must be made with webhook{}, cron(), manual() or from_flow()", 0) end
+  if t[MARK] then return t end
+  local maker = makers[t.type]
+  if not maker then
+    error(string.format("unknown trigger type %q (webhook, cron, manual or from_flow)", tostring(t.type)), 0)
+  end
+  local copy = {}
+  for k, v in pairs(t) do if k ~= "type" then copy[k] = v end end
+  local ok, res = pcall(maker, copy, 1)
+  if not ok then error(tostring(res):gsub("^[^:]*:%d+: ", ""), 0) end
+  return res
+end
+
+return triggers

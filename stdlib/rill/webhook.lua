@@ -1,0 +1,178 @@
+-- webhook: routes HTTP requests to the flows whose webhook triggers match,
+-- turns the request into the run's payload (a body of the declared type, or
+-- a clear 4xx), and turns a sync run's result into the response. The route
+-- table is rebuilt from the active flow versions after every reload, so a
+-- request is served by the version active when it arrived.
+local json = require "rill.json"
+local crypto = require "rill.c.crypto"
+local runner = require "rill.runner"
+local log = require "rill.log"
+
+local webhook = {}
+
+local exact = {}     -- "POST /hooks/x" -> route
+local patterns = {}  -- routes whose path has :params, in load order
+local paths = {}     -- path -> {methods}, for 405 answers
+
+local JSON = { ["content-type"] = "application/json" }
+
+local function reply_error(req, status, message, extra)
+  local body = { error = message }
+  if extra then for k, v in pairs(extra) do body[k] = v end end
+  req:respond(status, json.encode(body), extra and extra.allow and { allow = extra.allow } or nil)
+end
+
+local function unescape(s)
+  s = s:gsub("+", " ")
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- "a=1&b=x+y" -> {a = "1", b = "x y"}; a repeated key keeps its last value.
+local function parse_form(s)
+  local t = {}
+  if not s then return t end
+  for pair in s:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    if k and k ~= "" then t[unescape(k)] = unescape(v) end
+  end
+  return t
+end
+webhook.parse_form = parse_form
+
+local function compile(path)
+  local names = {}
+  local pat = "^" .. path:gsub("[%-%.%+%[%]%(%)%$%^%%%?%*]", "%%%0"):gsub("/:([%w_]+)", function(n)
+    names[#names + 1] = n
+    return "/([^/]+)"
+  end) .. "$"
+  return pat, names
+end
+
+-- rebuild(active): the routes of every active flow's webhook triggers.
+function webhook.rebuild(active)
+  exact, patterns, paths = {}, {}, {}
+  local names = {}
+  for name in pairs(active) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local flow = active[name]
+    for _, t in ipairs(flow.triggers) do
+      if t.type == "webhook" then
+        local route = { flow = flow, trigger = t }
+        if t.params then
+          route.pattern, route.names = compile(t.path)
+          patterns[#patterns + 1] = route
+        else
+          exact[t.method .. " " .. t.path] = route
+        end
+        local key = t.params and route.pattern or t.path
+        paths[key] = paths[key] or {}
+        table.insert(paths[key], t.method)
+      end
+    end
+  end
+end
+
+local function match(method, path)
+  for _, r in ipairs(patterns) do
+    if r.trigger.method == method then
+      local caps = { path:match(r.pattern) }
+      if caps[1] then
+        local params = {}
+        for i, n in ipairs(r.names) do params[n] = unescape(caps[i]) end
+        return r, params
+      end
+    end
+  end
+end
+
+local function allowed(path)
+  if paths[path] then return paths[path] end
+  for _, r in ipairs(patterns) do
+    if path:match(r.pattern) then return paths[r.pattern] end
+  end
+end
+
+-- The payload a trigger declares, from the raw request; or nil, status, reason.
+local function payload_of(trigger, method, query, headers, body)
+  if body == "" then
+    if method == "GET" or method == "DELETE" then return parse_form(query) end
+    if trigger.body == "json" then return nil, 400, "empty body: this webhook expects a JSON body" end
+  end
+  if trigger.body == "json" then
+    local ctype = headers["content-type"]
+    if ctype and not ctype:lower():find("json", 1, true) then
+      return nil, 415, "this webhook expects Content-Type application/json, got " .. ctype
+    end
+    local v, err = json.try_decode(body)
+    if v == nil then return nil, 400, "malformed JSON body: " .. tostring(err) end
+    return v
+  elseif trigger.body == "form" then
+    return parse_form(body)
+  end
+  return body
+end
+
+local function respond_with(req, run)
+  if run.state ~= "succeeded" then
+    local timeout = run.error.message:find("deadline exceeded", 1, true)
+    return reply_error(req, timeout and 504 or 500, timeout and "run exceeded its deadline" or "run failed",
+      { run_id = run.id })
+  end
+  local r = run.result
+  if r == nil then return req:respond(204, "") end
+  local status, body, headers = 200, r, JSON
+  if getmetatable(r) == "response" then
+    status, body, headers = r.status, r.body, r.headers
+    if type(body) == "string" then
+      if not (headers and (headers["content-type"] or headers["Content-Type"])) then
+        local h = { ["content-type"] = "text/plain; charset=utf-8" }
+        for k, v in pairs(headers or {}) do h[k] = v end
+        headers = h
+      end
+      return req:respond(status, body, headers)
+    elseif body == nil then
+      return req:respond(status, "", headers)
+    end
+  end
+  local ok, encoded = pcall(json.encode, body)
+  if not ok then
+    log.write("error", "the run's result cannot be sent as JSON: " .. encoded, nil, run)
+    return reply_error(req, 500, "run result is not JSON", { run_id = run.id })
+  end
+  req:respond(status, encoded, headers)
+end
+
+-- dispatch(req, method, path, query, headers, body): called by the HTTP
+-- server for every complete request.
+function webhook.dispatch(req, method, path, query, headers, body)
+  local route, params = exact[method .. " " .. path], nil
+  if not route then
+    route, params = match(method, path)
+    if not route then
+      local methods = allowed(path)
+      if methods then
+        return reply_error(req, 405, method .. " is not allowed here", { allow = table.concat(methods, ", ") })
+      end
+      return reply_error(req, 404, "no webhook at " .. method .. " " .. path)
+    end
+  end
+  local trigger = route.trigger
+  local payload, status, reason = payload_of(trigger, method, query, headers, body)
+  if status then return reply_error(req, status, reason) end
+  local request = { method = method, path = path, query = query and parse_form(query) or {},
+                    headers = headers, body = body, params = params }
+  local info = { type = "webhook", method = method, path = trigger.path }
+  if trigger.mode == "async" then
+    local id = crypto.uuid7()
+    req:respond(202, '{"run_id":"' .. id .. '"}')
+    runner.start(route.flow, info, payload, { id = id, request = request })
+    return
+  end
+  runner.start(route.flow, info, payload, {
+    request = request,
+    on_done = function(run) respond_with(req, run) end,
+  })
+end
+
+return webhook

@@ -1,0 +1,197 @@
+"""harness.py: end-to-end tests against a real, running rill.
+
+A test is a function decorated with @test; main() runs them in order and
+prints the closing line "N passed, N failed". Rill(...) starts `rill serve`
+on a free loopback port with its own flows directory, collects its JSON log
+lines, and stops it (checking it exits cleanly) when the `with` block ends.
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RILL = os.environ.get("RILL_BIN", os.path.join(ROOT, "build", "rill"))
+
+_tests = []
+
+
+def test(fn):
+    _tests.append(fn)
+    return fn
+
+
+def main():
+    only = sys.argv[1:]
+    passed = failed = 0
+    for fn in _tests:
+        if only and fn.__name__ not in only:
+            continue
+        started = time.time()
+        try:
+            fn()
+            passed += 1
+            print(f"ok   {fn.__name__} ({time.time() - started:.1f}s)", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {fn.__name__}", flush=True)
+            traceback.print_exc()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def eq(actual, expected, what="value"):
+    if actual != expected:
+        raise AssertionError(f"{what}: got {actual!r}, expected {expected!r}")
+
+
+def run_cli(*args, env=None, cwd=None, timeout=30):
+    """Runs the rill binary; returns (exit code, stdout, stderr)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([RILL, *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:200]!r}>"
+
+
+class Rill:
+    """A running `rill serve` with the flows given as {filename: source}."""
+
+    def __init__(self, flows=None, env=None, config=None):
+        self.dir = tempfile.mkdtemp(prefix="rill-test-")
+        self.flows_dir = os.path.join(self.dir, "flows")
+        os.mkdir(self.flows_dir)
+        for name, src in (flows or {}).items():
+            self.write_flow(name, src)
+        self.port = free_port()
+        self.env = dict(os.environ)
+        self.env.update({"RILL_LOG_FORMAT": "json", "RILL_LOG_LEVEL": "debug",
+                         "RILL_RELOAD_DEBOUNCE": "0.05s"})
+        self.env.update(env or {})
+        self.config = config
+        self.logs = []
+        self._lock = threading.Lock()
+
+    def write_flow(self, name, src):
+        path = os.path.join(self.flows_dir, name)
+        tmp = path + ".tmp~"
+        with open(tmp, "w") as f:
+            f.write(src)
+        os.rename(tmp, path)  # atomic, like an editor's save or a git checkout
+
+    def remove_flow(self, name):
+        os.remove(os.path.join(self.flows_dir, name))
+
+    def __enter__(self):
+        args = [RILL, "serve", "--flows", self.flows_dir, "--listen", f"127.0.0.1:{self.port}"]
+        if self.config:
+            cfg = os.path.join(self.dir, "rill.lua")
+            with open(cfg, "w") as f:
+                f.write(self.config)
+            args += ["--config", cfg]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=self.env, cwd=self.dir, text=True)
+        self._reader = threading.Thread(target=self._read_logs, daemon=True)
+        self._reader.start()
+        try:
+            wait_until(self._up, 10, "rill to listen")
+        except AssertionError:
+            self.proc.kill()
+            raise AssertionError("rill did not start:\n" + "\n".join(map(str, self.logs)))
+        return self
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"rill exited with {self.proc.returncode}: {self.logs}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def _read_logs(self):
+        for line in self.proc.stderr:
+            line = line.rstrip("\n")
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = {"raw": line}
+            with self._lock:
+                self.logs.append(entry)
+
+    def log_lines(self, **match):
+        with self._lock:
+            lines = list(self.logs)
+        return [l for l in lines if all(
+            (k == "msg_has" and v in l.get("msg", "")) or l.get(k) == v for k, v in match.items())]
+
+    def wait_log(self, timeout=10.0, **match):
+        return wait_until(lambda: self.log_lines(**match), timeout, f"a log line {match}")[0]
+
+    def reloads(self):
+        return len(self.log_lines(msg="flows reloaded"))
+
+    def wait_reload(self, after, timeout=10.0):
+        wait_until(lambda: self.reloads() > after, timeout, "a reload")
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+                headers = {"Content-Type": "application/json", **(headers or {})}
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode())
+        finally:
+            conn.close()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("rill did not stop within 15 s of SIGTERM")
+            if exc[0] is None and code != 0:
+                raise AssertionError(f"rill exited with {code} after SIGTERM")
+        self._reader.join(timeout=5)
+        return False

@@ -1,0 +1,139 @@
+"""The command line: rill version, rill check and rill run (the manual trigger)."""
+import json
+import os
+import tempfile
+
+from lib.harness import ROOT, eq, main, run_cli, test
+
+
+def flows_dir(files):
+    d = tempfile.mkdtemp(prefix="rill-cli-")
+    for name, src in files.items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(src)
+    return d
+
+
+GOOD = {
+    "hello.lua": """
+return {
+  triggers = { manual() },
+  run = function(ctx)
+    log.info("saying hello", { to = ctx.payload and ctx.payload.name })
+    return { greeting = "Hello, " .. ((ctx.payload and ctx.payload.name) or "world") }
+  end,
+}""",
+    "fails.lua": """
+return {
+  triggers = { manual() },
+  run = function(ctx) error("the invoice has no client") end,
+}""",
+    "caller.lua": """
+return {
+  triggers = { manual() },
+  run = function(ctx)
+    local r = flows.trigger("callee", { x = 20 })
+    local id = flows.trigger("callee", { x = 1 }, { wait = false })
+    return { got = r.y, started = #id }
+  end,
+}""",
+    "callee.lua": """
+return {
+  triggers = { from_flow() },
+  run = function(ctx) sleep(0.01) return { y = ctx.payload.x + 1 } end,
+}""",
+    "loop.lua": """
+return {
+  triggers = { from_flow(), manual() },
+  run = function(ctx) return flows.trigger("loop", {}) end,
+}""",
+}
+
+
+@test
+def version_prints_the_version():
+    code, out, _ = run_cli("version")
+    eq(code, 0, "exit code")
+    assert out.startswith("rill 0.1.0"), out
+
+
+@test
+def check_accepts_valid_flows():
+    code, out, err = run_cli("check", flows_dir(GOOD))
+    eq(code, 0, "exit code: " + err)
+    assert "5 flow(s) OK" in out, out
+
+
+@test
+def check_the_shipped_flows():
+    code, out, err = run_cli("check", os.path.join(ROOT, "flows"))
+    eq(code, 0, "exit code: " + err)
+
+
+@test
+def check_reports_every_error_with_file_and_line():
+    d = flows_dir({
+        "syntax.lua": "return {\n  triggers = { manual() }\n  run = function() end,\n}",
+        "badcron.lua": "return {\n  triggers = {\n    cron \"0 25 * * *\",\n  },\n  run = function() end,\n}",
+        "feb30.lua": "return {\n  triggers = { cron \"0 0 30 2 *\" },\n  run = function() end,\n}",
+        "badtz.lua": "return {\n  triggers = { cron { \"0 9 * * *\", tz = \"Mars/Olympus\" } },\n  run = function() end,\n}",
+        "badhook.lua": "return {\n  triggers = {\n    webhook { path = \"hooks/x\" },\n  },\n  run = function() end,\n}",
+        "norun.lua": "return { triggers = { manual() } }",
+        "runtime.lua": "local x = nil\nlocal y = x.field\nreturn {}",
+        "ok.lua": GOOD["hello.lua"],
+    })
+    code, out, err = run_cli("check", d)
+    eq(code, 1, "exit code")
+    for expected in [f"{d}/syntax.lua:3:", f"{d}/badcron.lua:3: cron:", "hour",
+                     f"{d}/feb30.lua:2: cron:", "never fires", f"{d}/badtz.lua:2: cron:",
+                     f"{d}/badhook.lua:3: webhook: path", f"{d}/norun.lua: the flow has no run function",
+                     f"{d}/runtime.lua:2:", "7 flow file(s) with errors"]:
+        assert expected in err, f"{expected!r} not in:\n{err}"
+    assert "ok.lua" not in err, err
+
+
+@test
+def run_prints_the_result_and_the_log():
+    code, out, err = run_cli("run", "hello", "--flows", flows_dir(GOOD), "--payload", '{"name": "Ada"}')
+    eq(code, 0, "exit code: " + err)
+    eq(json.loads(out), {"greeting": "Hello, Ada"}, "result on stdout")
+    assert "saying hello" in err and "to=Ada" in err, err
+
+
+@test
+def run_of_a_failing_flow_exits_non_zero_with_the_error():
+    code, out, err = run_cli("run", "fails", "--flows", flows_dir(GOOD))
+    eq(code, 1, "exit code")
+    assert "fails.lua:4: the invoice has no client" in json.loads(out)["error"], out
+    assert "fails.lua:4" in err, err
+
+
+@test
+def run_rejects_bad_input_clearly():
+    d = flows_dir(GOOD)
+    code, _, err = run_cli("run", "nope", "--flows", d)
+    eq(code, 2, "unknown flow")
+    assert "no flow named nope" in err, err
+    code, _, err = run_cli("run", "hello", "--flows", d, "--payload", "{not json")
+    eq(code, 2, "bad payload")
+    assert "--payload is not JSON" in err, err
+    code, _, err = run_cli("frobnicate")
+    eq(code, 2, "unknown command")
+
+
+@test
+def a_flow_can_start_another_and_await_it():
+    code, out, err = run_cli("run", "caller", "--flows", flows_dir(GOOD))
+    eq(code, 0, "exit code: " + err)
+    eq(json.loads(out), {"got": 21, "started": 36}, "result")
+
+
+@test
+def a_flow_starting_itself_stops_at_the_depth_limit():
+    code, out, err = run_cli("run", "loop", "--flows", flows_dir(GOOD))
+    eq(code, 1, "exit code")
+    assert "deeper than 8" in out, out
+
+
+if __name__ == "__main__":
+    main()
