@@ -29,7 +29,7 @@ case $kind in
   c) for t in "$@"; do run_one "$(basename "$t")" "$t"; done ;;
   valgrind)
     for t in "$@"; do
-      run_one "$(basename "$t")" valgrind -q --error-exitcode=99 --leak-check=full \
+      run_one "$(basename "$t")" valgrind -q --fair-sched=yes --error-exitcode=99 --leak-check=full \
         --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect "$t"
     done ;;
   lua) rill=$1; shift
