@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every benchmark, one after the other; each prints its own figures.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+rill="$here/../build/rill"
+echo "== runs: memory of an idle run, runs started per second"
+"$rill" lua "$here/runs.lua" "${RUNS_N:-100000}"
+echo "== jit-cost: flow code interpreted vs compiled"
+"$rill" lua "$here/jit-cost.lua"
+echo "== webhook: signed sync webhook beside Node http and OpenResty"
+"$here/webhook.sh"
