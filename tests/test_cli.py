@@ -1,13 +1,12 @@
 """The command line: rill version, rill check and rill run (the manual trigger)."""
 import json
 import os
-import tempfile
 
-from lib.harness import ROOT, eq, main, run_cli, test
+from lib.harness import ROOT, eq, main, run_cli, temp_dir, test
 
 
 def flows_dir(files):
-    d = tempfile.mkdtemp(prefix="rill-cli-")
+    d = temp_dir("rill-cli-")
     for name, src in files.items():
         with open(os.path.join(d, name), "w") as f:
             f.write(src)

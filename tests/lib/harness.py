@@ -5,9 +5,11 @@ prints the closing line "N passed, N failed". Rill(...) starts `rill serve`
 on a free loopback port with its own flows directory, collects its JSON log
 lines, and stops it (checking it exits cleanly) when the `with` block ends.
 """
+import atexit
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +68,17 @@ def wait_until(pred, timeout=10.0, what="condition"):
 def eq(actual, expected, what="value"):
     if actual != expected:
         raise AssertionError(f"{what}: got {actual!r}, expected {expected!r}")
+
+
+def temp_dir(prefix="rill-test-"):
+    """A temporary directory removed when the test process exits."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _temp_dirs.append(d)
+    return d
+
+
+_temp_dirs = []
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _temp_dirs])
 
 
 def run_cli(*args, env=None, cwd=None, timeout=30):
@@ -194,4 +207,5 @@ class Rill:
             if exc[0] is None and code != 0:
                 raise AssertionError(f"rill exited with {code} after SIGTERM")
         self._reader.join(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
         return False

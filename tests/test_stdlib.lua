@@ -1,0 +1,86 @@
+-- The small stdlib modules: json (null handling, errors), config (files,
+-- environment overrides, units, errors), log (masking), env (read-only).
+local t = require "t"
+local json = require "rill.json"
+local config = require "rill.config"
+local log = require "rill.log"
+local os_c = require "rill.c.os"
+
+t.test("json keeps nulls as json.null and round-trips them", function()
+  local v = json.decode('{"a":null,"b":[1,null,3],"c":"x"}')
+  t.eq(v.a, json.null, "object null")
+  t.eq(v.b[2], json.null, "array null")
+  t.eq(json.decode(json.encode(v)).a, json.null, "round trip")
+  t.eq(json.encode({ json.null }), "[null]", "encode null")
+end)
+
+t.test("json errors name the function and the problem", function()
+  t.err(function() json.decode('{"a":') end, "json.decode: ")
+  t.err(function() json.decode(42) end, "json.decode: expected a string")
+  t.err(function() json.encode({ f = print }) end, "json.encode: ")
+  t.err(function() json.encode(0 / 0) end, "json.encode: ")
+  local v, err = json.try_decode("[1,")
+  t.eq(v, nil, "try_decode value") t.ok(err, "try_decode reason")
+end)
+
+t.test("json encodes sparse arrays with nulls, not an error", function()
+  t.eq(json.encode({ [1] = "a", [3] = "c" }), '["a",null,"c"]', "sparse")
+end)
+
+local function write(path, text)
+  local f = assert(io.open(path, "w")) f:write(text) f:close()
+end
+
+t.test("config: defaults, a file, units", function()
+  local c = config.load(nil)
+  t.eq(c.port, 8080, "default port") t.eq(c.max_body, 1048576, "1MiB") t.eq(c.deadline, 30, "30s")
+  local path = os.tmpname()
+  write(path, 'return { listen = "0.0.0.0:9000", max_body = "64KiB", deadline = "1m30s" }')
+  c = config.load(path)
+  os.remove(path)
+  t.eq(c.host, "0.0.0.0", "host") t.eq(c.port, 9000, "port")
+  t.eq(c.max_body, 65536, "64KiB") t.eq(c.deadline, 90, "1m30s")
+end)
+
+t.test("config: mistakes are refused with the setting's name", function()
+  local path = os.tmpname()
+  write(path, 'return { lisen = "x" }')
+  t.err(function() config.load(path) end, 'unknown setting "lisen"')
+  write(path, 'return { max_body = "lots" }')
+  t.err(function() config.load(path) end, "max_body")
+  write(path, 'return { listen = "8080" }')
+  t.err(function() config.load(path) end, "listen")
+  write(path, 'return { log_level = "loud" }')
+  t.err(function() config.load(path) end, "log_level")
+  write(path, 'os.exit(3)')
+  t.err(function() config.load(path) end, "config: ")  -- the file can reach nothing
+  os.remove(path)
+end)
+
+t.test("log masks secrets and secret-looking fields", function()
+  local run = { id = "r1", flow = "f", logs = {} }
+  log.add_secret("s3cr3t-value")
+  log.configure("error", "json")  -- keep the terminal quiet: lines still go to run.logs
+  log.write("info", "token is s3cr3t-value", { api_token = "abc", note = "has s3cr3t-value inside" }, run)
+  local line = run.logs[1]
+  t.eq(line.msg, "token is ***", "message")
+  t.eq(line.fields.api_token, "***", "secret field name")
+  t.eq(line.fields.note, "has *** inside", "secret value in a field")
+  t.eq(line.run, "r1", "run id") t.eq(line.flow, "f", "flow")
+end)
+
+t.test("env hides RILL_ settings and masks secrets it hands out", function()
+  local env = require("rill.env")
+  env.configure({ PLAIN = "value" })
+  t.eq(env.env.PLAIN, "value", "configured value")
+  t.eq(env.env.RILL_LOG_LEVEL, nil, "rill's own settings")
+  t.err(function() env.env.X = 1 end, "read-only")
+  t.eq(env.env.HOME ~= nil, os_c.getenv("HOME") ~= nil, "process environment")
+end)
+
+t.test("form bodies decode + and percent escapes", function()
+  local form = require("rill.webhook").parse_form("a=1&b=x+y%21&=skip&c")
+  t.eq(form.a, "1", "a") t.eq(form.b, "x y!", "b") t.eq(form.c, "", "key without value")
+end)
+
+t.done()
