@@ -30,12 +30,12 @@ typedef struct buf {
 
 typedef struct http_server {
     uv_tcp_t tcp;
-    int dispatch_ref;         /* the Lua dispatch function */
-    int self_ref;             /* anchors the userdata until the handle closes */
-    size_t max_body;          /* bytes; larger bodies get 413 */
-    uint64_t keepalive_ms;    /* idle connection lifetime */
-    uint64_t request_ms;      /* time allowed to send one whole request */
-    int connections;          /* open connections */
+    int dispatch_ref;      /* the Lua dispatch function */
+    int self_ref;          /* anchors the userdata until the handle closes */
+    size_t max_body;       /* bytes; larger bodies get 413 */
+    uint64_t keepalive_ms; /* idle connection lifetime */
+    uint64_t request_ms;   /* time allowed to send one whole request */
+    int connections;       /* open connections */
     unsigned char closing;
 } http_server;
 
@@ -49,9 +49,9 @@ typedef struct conn {
     buf url, headers, body; /* headers: name\0value\0 pairs, names lowercased */
     int header_state;       /* 0 none, 1 in a name, 2 in a value */
     int nheaders;
-    buf pending;            /* received bytes not parsed yet */
-    request *req;           /* the request waiting for its response */
-    int error_status;       /* a limit tripped while parsing: answer this and close */
+    buf pending;      /* received bytes not parsed yet */
+    request *req;     /* the request waiting for its response */
+    int error_status; /* a limit tripped while parsing: answer this and close */
     const char *error_reason;
     unsigned char in_flight, dispatching, closing, keep_alive, reading_paused, expect_continue;
     int handles_open; /* tcp + timer: freed when both have closed */
@@ -91,31 +91,56 @@ static void buf_free(buf *b) {
 
 static const char *status_text(int status) {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
 }
 

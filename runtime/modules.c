@@ -69,9 +69,12 @@ void rill_modules_register(lua_State *L, const rill_embedded_file *stdlib) {
         const char *name;
         lua_CFunction open;
     } modules[] = {
-        {"rill.c.task", rill_task_open},         {"rill.c.timer", rill_timer_open},
-        {"rill.c.http_server", rill_http_server_open}, {"rill.c.crypto", rill_crypto_open},
-        {"rill.c.tz", rill_tz_open},             {"rill.c.os", rill_os_open},
+        {"rill.c.task", rill_task_open},
+        {"rill.c.timer", rill_timer_open},
+        {"rill.c.http_server", rill_http_server_open},
+        {"rill.c.crypto", rill_crypto_open},
+        {"rill.c.tz", rill_tz_open},
+        {"rill.c.os", rill_os_open},
         {"cjson", luaopen_cjson},
     };
     rill_task_init(L);

@@ -274,12 +274,20 @@ static int l_isatty(lua_State *L) {
 int rill_os_open(lua_State *L) {
     static const luaL_Reg handle_methods[] = {
         {"close", l_handle_close}, {"unref", l_handle_unref}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {
-        {"read_file", l_read_file}, {"list_dir", l_list_dir}, {"stat", l_stat},
-        {"watch", l_watch},         {"on_signal", l_on_signal}, {"write", l_write},
-        {"exit", l_exit},           {"environ", l_environ},   {"getenv", l_getenv},
-        {"hrtime", l_hrtime},       {"pid", l_pid},           {"rss", l_rss},
-        {"isatty", l_isatty},       {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"read_file", l_read_file},
+                                     {"list_dir", l_list_dir},
+                                     {"stat", l_stat},
+                                     {"watch", l_watch},
+                                     {"on_signal", l_on_signal},
+                                     {"write", l_write},
+                                     {"exit", l_exit},
+                                     {"environ", l_environ},
+                                     {"getenv", l_getenv},
+                                     {"hrtime", l_hrtime},
+                                     {"pid", l_pid},
+                                     {"rss", l_rss},
+                                     {"isatty", l_isatty},
+                                     {NULL, NULL}};
     const char *mts[] = {WATCH_MT, SIGNAL_MT};
     for (size_t i = 0; i < RILL_ARRAY_LEN(mts); i++) {
         if (luaL_newmetatable(L, mts[i])) {

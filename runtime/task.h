@@ -29,9 +29,9 @@ typedef struct rill_task {
     rill_cancel_fn cancel; /* the pending operation, NULL when none */
     void *op;
     struct rill_task *ready_next; /* in the ready queue after a preempted slice */
-    unsigned char state;      /* TASK_RUNNING, TASK_WAITING or TASK_DONE */
-    unsigned char timer_init; /* timer was uv_timer_init'ed and needs closing */
-    unsigned char preempt;    /* runs in time slices (flow runs); not flow loads */
+    unsigned char state;          /* TASK_RUNNING, TASK_WAITING or TASK_DONE */
+    unsigned char timer_init;     /* timer was uv_timer_init'ed and needs closing */
+    unsigned char preempt;        /* runs in time slices (flow runs); not flow loads */
 } rill_task;
 
 /* The task whose coroutine is executing now, or NULL. */

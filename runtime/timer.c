@@ -117,7 +117,8 @@ static int l_timer_unref(lua_State *L) {
 }
 
 int rill_timer_open(lua_State *L) {
-    static const luaL_Reg methods[] = {{"stop", l_timer_stop}, {"unref", l_timer_unref}, {NULL, NULL}};
+    static const luaL_Reg methods[] = {
+        {"stop", l_timer_stop}, {"unref", l_timer_unref}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"sleep", l_sleep}, {"after", l_after}, {NULL, NULL}};
     if (luaL_newmetatable(L, TIMER_MT)) {
         lua_newtable(L);

@@ -24,7 +24,7 @@
 
 static lua_State *hook_state;
 static pthread_t loop_thread, watch_thread;
-static rill_watch *current;             /* loop thread only */
+static rill_watch *current;            /* loop thread only */
 static _Atomic uint64_t current_until; /* min(deadline, slice end) of `current`, 0 for none */
 static atomic_int armed;               /* the signal was sent and the hook not yet removed */
 static atomic_int running;             /* the watch thread should keep going */

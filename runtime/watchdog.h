@@ -20,8 +20,8 @@ typedef struct rill_watch {
     lua_State *co;     /* the coroutine being resumed */
     uint64_t deadline; /* absolute uv_hrtime() ns, 0 for none */
     uint64_t slice_end;
-    int stopped;       /* RILL_WATCHDOG_*: why the hook yielded it */
-    char where[200];   /* "file:line" where it was stopped */
+    int stopped;     /* RILL_WATCHDOG_*: why the hook yielded it */
+    char where[200]; /* "file:line" where it was stopped */
     struct rill_watch *outer;
 } rill_watch;
 

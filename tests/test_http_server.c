@@ -23,19 +23,20 @@ static atomic_int client_done;
 
 /* The dispatch answers "METHOD PATH?QUERY|x-a header|body"; "/later" answers
  * from a timer, "/never" only through the request's garbage collection. */
-static const char *SERVER = "local http = require 'rill.c.http_server'\n"
-                            "local timer = require 'rill.c.timer'\n"
-                            "late_answer = 'unset'\n"
-                            "srv = assert(http.listen('127.0.0.1', 0, function(req, m, p, q, h, b)\n"
-                            "  local text = m .. ' ' .. p .. '?' .. (q or '') .. '|' .. (h['x-a'] or '')\n"
-                            "    .. '|' .. b\n"
-                            "  if p == '/later' then\n"
-                            "    timer.after(0.05, function() late_answer = tostring(req:respond(200, text)) end)\n"
-                            "  elseif p ~= '/never' then\n"
-                            "    req:respond(200, text, { ['x-b'] = 'yes', ['content-type'] = 'text/plain' })\n"
-                            "  end\n"
-                            "end, { max_body = 64 }))\n"
-                            "return srv:port()";
+static const char *SERVER =
+    "local http = require 'rill.c.http_server'\n"
+    "local timer = require 'rill.c.timer'\n"
+    "late_answer = 'unset'\n"
+    "srv = assert(http.listen('127.0.0.1', 0, function(req, m, p, q, h, b)\n"
+    "  local text = m .. ' ' .. p .. '?' .. (q or '') .. '|' .. (h['x-a'] or '')\n"
+    "    .. '|' .. b\n"
+    "  if p == '/later' then\n"
+    "    timer.after(0.05, function() late_answer = tostring(req:respond(200, text)) end)\n"
+    "  elseif p ~= '/never' then\n"
+    "    req:respond(200, text, { ['x-b'] = 'yes', ['content-type'] = 'text/plain' })\n"
+    "  end\n"
+    "end, { max_body = 64 }))\n"
+    "return srv:port()";
 
 typedef struct exchange {
     const char *send;

@@ -92,7 +92,8 @@ static void test_deadline_while_waiting_cancels_the_sleep(void) {
 
 static void test_endless_loop_is_stopped_with_its_place(void) {
     open_state();
-    T_EQ_INT(run("local spin = loadstring('local n = 0\\nwhile true do\\n  n = n + 1\\nend', '@spin.lua')\n"
+    T_EQ_INT(run("local spin = loadstring('local n = 0\\nwhile true do\\n  n = n + 1\\nend', "
+                 "'@spin.lua')\n"
                  "jit.off(spin, true)\n"
                  "task.spawn(spin, function(ok, v) got = tostring(ok) .. ':' .. v end, 0.1)"),
              0);
@@ -113,7 +114,8 @@ static void test_slices_let_timers_run_during_a_computation(void) {
                  "  .. 'while ticks < 5 and n < 3e8 do n = n + 1 end')\n"
                  "jit.off(f, true)\n"
                  "task.spawn(f, function() busy = false end, 5)\n"
-                 "local function tick() if busy then ticks = ticks + 1 timer.after(0.005, tick) end end\n"
+                 "local function tick() if busy then ticks = ticks + 1 timer.after(0.005, tick) "
+                 "end end\n"
                  "tick()"),
              0);
     uv_run(rill_loop(), UV_RUN_DEFAULT);
