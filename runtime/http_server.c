@@ -713,19 +713,11 @@ int rill_http_server_open(lua_State *L) {
     parser_settings.on_body = on_body;
     parser_settings.on_message_complete = on_message_complete;
 
-    if (luaL_newmetatable(L, REQUEST_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, request_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_request_gc);
-        lua_setfield(L, -2, "__gc");
-    }
+    rill_lua_metatable(L, REQUEST_MT, request_methods);
+    lua_pushcfunction(L, l_request_gc);
+    lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
-    if (luaL_newmetatable(L, SERVER_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, server_methods);
-        lua_setfield(L, -2, "__index");
-    }
+    rill_lua_metatable(L, SERVER_MT, server_methods);
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

@@ -20,6 +20,14 @@ uv_loop_t *rill_loop(void) {
     return the_loop;
 }
 
+void rill_lua_metatable(lua_State *L, const char *name, const luaL_Reg *methods) {
+    if (luaL_newmetatable(L, name)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+    }
+}
+
 static const rill_embedded_file *embedded;
 
 /* The package.loaders entry for stdlib modules: returns the module's chunk,

@@ -290,11 +290,7 @@ int rill_os_open(lua_State *L) {
                                      {NULL, NULL}};
     const char *mts[] = {WATCH_MT, SIGNAL_MT};
     for (size_t i = 0; i < RILL_ARRAY_LEN(mts); i++) {
-        if (luaL_newmetatable(L, mts[i])) {
-            lua_newtable(L);
-            luaL_register(L, NULL, handle_methods);
-            lua_setfield(L, -2, "__index");
-        }
+        rill_lua_metatable(L, mts[i], handle_methods);
         lua_pop(L, 1);
     }
     lua_newtable(L);

@@ -42,6 +42,10 @@ int rill_crypto_open(lua_State *L);
 int rill_tz_open(lua_State *L);
 int rill_os_open(lua_State *L);
 
+/* Creates the metatable `name` (once) with `methods` as its __index, and
+ * leaves it on the stack, so a module can add __gc and friends. */
+void rill_lua_metatable(lua_State *L, const char *name, const luaL_Reg *methods);
+
 /* The exit code last set by rill.c.os.exit() (0 by default). */
 int rill_os_exit_code(void);
 

@@ -402,17 +402,9 @@ int rill_task_open(lua_State *L) {
                                      {"count", l_count},
                                      {"waiter", l_waiter},
                                      {NULL, NULL}};
-    if (luaL_newmetatable(L, WAITER_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, waiter_methods);
-        lua_setfield(L, -2, "__index");
-    }
+    rill_lua_metatable(L, WAITER_MT, waiter_methods);
     lua_pop(L, 1);
-    if (luaL_newmetatable(L, TASK_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-    }
+    rill_lua_metatable(L, TASK_MT, methods);
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

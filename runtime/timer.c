@@ -120,11 +120,7 @@ int rill_timer_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"stop", l_timer_stop}, {"unref", l_timer_unref}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"sleep", l_sleep}, {"after", l_after}, {NULL, NULL}};
-    if (luaL_newmetatable(L, TIMER_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-    }
+    rill_lua_metatable(L, TIMER_MT, methods);
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

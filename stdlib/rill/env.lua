@@ -9,22 +9,12 @@ local log = require "rill.log"
 
 local configured = {}
 
-local SECRET_NAME = { "SECRET", "TOKEN", "KEY", "PASSWORD", "PASS", "PRIVATE", "CREDENTIAL", "AUTH" }
-
-local function looks_secret(name)
-  local upper = name:upper()
-  for _, s in ipairs(SECRET_NAME) do
-    if upper:find(s, 1, true) then return true end
-  end
-  return false
-end
-
 local function get(name)
   if type(name) ~= "string" then error("env.get: expected a variable name", 2) end
   if name:sub(1, 5) == "RILL_" then return nil end
   local v = os_c.getenv(name)
   if v == nil then v = configured[name] end
-  if v ~= nil and looks_secret(name) then log.add_secret(tostring(v)) end
+  if v ~= nil and log.looks_secret(name) then log.add_secret(tostring(v)) end
   return v
 end
 

@@ -16,7 +16,8 @@ local secrets = {}      -- value -> true, filled by env.lua
 local secret_count = 0
 local encode            -- json.encode, required lazily (json needs nothing from log)
 
-local SECRET_NAME = { "secret", "token", "password", "passwd", "authorization", "api_key", "apikey", "private" }
+-- Names (of env variables, of log fields) whose values are treated as secret.
+local SECRET_NAME = { "secret", "token", "key", "password", "passwd", "pass", "private", "credential", "auth" }
 
 -- Masks a value that must never reach a log line.
 function log.add_secret(value)
@@ -33,6 +34,7 @@ local function looks_secret(name)
   end
   return false
 end
+log.looks_secret = looks_secret
 
 local function mask(s)
   if secret_count == 0 or type(s) ~= "string" then return s end
