@@ -47,6 +47,7 @@ typedef struct conn {
     http_server *srv;
     http_parser parser;
     buf url, headers, body; /* headers: name\0value\0 pairs, names lowercased */
+    buf out;                /* the response being written, reused */
     int header_state;       /* 0 none, 1 in a name, 2 in a value */
     int nheaders;
     buf pending;      /* received bytes not parsed yet */
@@ -168,6 +169,7 @@ static void conn_handle_closed(uv_handle_t *h) {
     buf_free(&c->headers);
     buf_free(&c->body);
     buf_free(&c->pending);
+    buf_free(&c->out);
     c->srv->connections--;
     free(c);
 }
@@ -246,24 +248,39 @@ static void conn_write(conn *c, const char *data, size_t len, int close_after) {
 }
 
 /* Formats and writes one response. extra_headers: "Name: value\r\n" lines. */
+static int buf_append_str(buf *b, const char *s) {
+    return buf_append(b, s, strlen(s));
+}
+
+static int buf_append_uint(buf *b, size_t v) {
+    char digits[24];
+    int i = sizeof digits;
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(b, digits + i, sizeof digits - (size_t)i);
+}
+
+/* Formats and writes one response, in the connection's reused buffer.
+ * extra_headers: "Name: value\r\n" lines. */
 static void conn_respond(conn *c, int status, const char *content_type, const char *extra_headers,
                          size_t extra_len, const char *body, size_t body_len, int close_after) {
-    char head[512];
     int keep = c->keep_alive && !close_after;
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Date: %s\r\n%s",
-                     status, status_text(status), content_type, body_len, http_date(),
-                     keep ? "" : "Connection: close\r\n");
-    buf out = {0};
-    if (buf_append(&out, head, (size_t)n) || buf_append(&out, extra_headers, extra_len) ||
-        buf_append(&out, "\r\n", 2) || buf_append(&out, body, body_len)) {
-        buf_free(&out);
+    buf *out = &c->out;
+    out->len = 0;
+    if (buf_append(out, "HTTP/1.1 ", 9) || buf_append_uint(out, (size_t)status) ||
+        buf_append(out, " ", 1) || buf_append_str(out, status_text(status)) ||
+        buf_append(out, "\r\nContent-Type: ", 16) || buf_append_str(out, content_type) ||
+        buf_append(out, "\r\nContent-Length: ", 18) || buf_append_uint(out, body_len) ||
+        buf_append(out, "\r\nDate: ", 8) || buf_append_str(out, http_date()) ||
+        buf_append(out, "\r\n", 2) || (!keep && buf_append_str(out, "Connection: close\r\n")) ||
+        buf_append(out, extra_headers, extra_len) || buf_append(out, "\r\n", 2) ||
+        buf_append(out, body, body_len)) {
         conn_close(c);
         return;
     }
-    conn_write(c, out.data, out.len, !keep);
-    buf_free(&out);
+    conn_write(c, out->data, out->len, !keep);
 }
 
 static void conn_respond_error(conn *c, int status, const char *reason) {
