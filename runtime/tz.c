@@ -469,8 +469,8 @@ static int l_to_local(lua_State *L) {
 /* from_local(zone, year, month, day, hour, min, sec) -> n, t1, t2 (see tz.h) */
 static int l_from_local(lua_State *L) {
     const rill_tz *tz = check_zone(L, 1);
-    rill_civil c = {(int)luaL_checkinteger(L, 2), (int)luaL_checkinteger(L, 3),
-                    (int)luaL_checkinteger(L, 4), (int)luaL_optinteger(L, 5, 0),
+    rill_civil c = {(int)luaL_checkinteger(L, 2),  (int)luaL_checkinteger(L, 3),
+                    (int)luaL_checkinteger(L, 4),  (int)luaL_optinteger(L, 5, 0),
                     (int)luaL_optinteger(L, 6, 0), (int)luaL_optinteger(L, 7, 0)};
     int64_t out[2];
     int n = rill_tz_from_local(tz, &c, out);
