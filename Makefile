@@ -4,12 +4,13 @@
 CC       ?= cc
 BUILD    ?= build
 PKGS      = luajit libuv libcurl openssl libpq sqlite3
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+OPT      ?= -O2 -g
+SAN      ?=
+CFLAGS    = $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iruntime -I/usr/include/lua5.1
-LDLIBS   += /usr/lib/x86_64-linux-gnu/liblua5.1-cjson.a -lhttp_parser \
+LDLIBS    = /usr/lib/x86_64-linux-gnu/liblua5.1-cjson.a -lhttp_parser \
             $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread -ldl
-LDFLAGS  += -rdynamic
+LDFLAGS   = -rdynamic $(SAN)
 
 RUNTIME_SRC = $(filter-out runtime/main.c,$(wildcard runtime/*.c))
 RUNTIME_OBJ = $(RUNTIME_SRC:runtime/%.c=$(BUILD)/obj/%.o)
@@ -51,14 +52,15 @@ run: deps all
 # Every test: style, C unit tests (plain, sanitized, under valgrind), the
 # Lua unit tests and the end-to-end tests against a running rill.
 test: deps
+	@mkdir -p build && : > build/test-totals
 	$(MAKE) lint
 	$(MAKE) all
-	$(MAKE) test-c
-	$(MAKE) asan
-	$(MAKE) valgrind
-	$(MAKE) test-lua
-	$(MAKE) test-integration
-	@echo "make test: all suites passed"
+	$(MAKE) test-c RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
+	$(MAKE) asan RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
+	$(MAKE) valgrind RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
+	$(MAKE) test-lua RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
+	$(MAKE) test-integration RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
+	@awk '{ p += $$1; f += $$2 } END { printf "total: %d passed, %d failed\n", p, f }' build/test-totals
 
 test-c: $(C_TESTS)
 	@tools/run-tests.sh c $(C_TESTS)
@@ -69,9 +71,10 @@ test-lua: $(BUILD)/rill
 test-integration: $(BUILD)/rill
 	@tools/run-tests.sh py $(wildcard tests/test_*.py)
 
+# The C tests again, built with AddressSanitizer and UBSan.
 asan:
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	        LDFLAGS="-rdynamic -fsanitize=address,undefined" build-asan/rill test-c
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	        SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/rill test-c
 
 valgrind: $(C_TESTS)
 	@tools/run-tests.sh valgrind $(C_TESTS)

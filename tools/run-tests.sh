@@ -38,4 +38,6 @@ case $kind in
   *) echo "run-tests.sh: unknown kind $kind" >&2; exit 2 ;;
 esac
 echo "$kind: $passed passed, $failed failed"
+# make test sums every suite's counts from this file into its closing line.
+[ -n "${RILL_TEST_TOTALS:-}" ] && echo "$passed $failed" >> "$RILL_TEST_TOTALS"
 [ ${#broken[@]} -eq 0 ] || { echo "$kind: failing suites: ${broken[*]}"; exit 1; }
