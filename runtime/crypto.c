@@ -111,7 +111,29 @@ static void uuid_format(const unsigned char b[16], char out[37]) {
     out[36] = '\0';
 }
 
-void rill_crypto_uuid7(char out[37]) {
+/* xoshiro256**: fast, and good enough for ids that must be unique but not
+ * secret. Seeded from the secure generator on first use. */
+static uint64_t fast_state[4];
+
+static uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t fast_random(void) {
+    if ((fast_state[0] | fast_state[1] | fast_state[2] | fast_state[3]) == 0 &&
+        rill_crypto_random(fast_state, sizeof fast_state) != 0)
+        fast_state[0] = (uint64_t)time(NULL) | 1;
+    uint64_t *s = fast_state, result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+static void uuid7(char out[37], int secure) {
     /* RFC 9562 method 1: the 12-bit rand_a field counts within a
      * millisecond, from a random start, so ids made in one ms still sort. */
     static uint64_t last_ms;
@@ -120,7 +142,13 @@ void rill_crypto_uuid7(char out[37]) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    rill_crypto_random(b + 6, 10);
+    if (secure) {
+        rill_crypto_random(b + 6, 10);
+    } else {
+        uint64_t r1 = fast_random(), r2 = fast_random();
+        memcpy(b + 6, &r1, 8);
+        memcpy(b + 14, &r2, 2);
+    }
     if (ms <= last_ms) {
         ms = last_ms;
         if (++counter > 0xfff) { /* the counter overflowed: borrow the next ms */
@@ -137,6 +165,14 @@ void rill_crypto_uuid7(char out[37]) {
     b[7] = (unsigned char)(counter & 0xff);
     b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
     uuid_format(b, out);
+}
+
+void rill_crypto_uuid7(char out[37]) {
+    uuid7(out, 1);
+}
+
+void rill_crypto_id7(char out[37]) {
+    uuid7(out, 0);
 }
 
 /* ---- Encodings ---- */
@@ -368,6 +404,14 @@ static int l_uuid7(lua_State *L) {
     return 1;
 }
 
+/* id7() -> a UUIDv7 whose random bits are fast, not secret: run ids. */
+static int l_id7(lua_State *L) {
+    char out[37];
+    rill_crypto_id7(out);
+    lua_pushlstring(L, out, 36);
+    return 1;
+}
+
 int rill_crypto_open(lua_State *L) {
     static const luaL_Reg funcs[] = {{"digest", l_digest},
                                      {"hmac", l_hmac},
@@ -381,6 +425,7 @@ int rill_crypto_open(lua_State *L) {
                                      {"random", l_random},
                                      {"uuid4", l_uuid4},
                                      {"uuid7", l_uuid7},
+                                     {"id7", l_id7},
                                      {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

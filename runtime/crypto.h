@@ -19,4 +19,8 @@ int rill_crypto_random(void *buf, size_t n);
  * strictly increasing as strings. */
 void rill_crypto_uuid7(char out[37]);
 
+/* The same, with random bits from a fast generator seeded securely once:
+ * unique and ordered, but guessable. For run ids, never for secrets. */
+void rill_crypto_id7(char out[37]);
+
 #endif

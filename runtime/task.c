@@ -27,6 +27,15 @@ static rill_task *running[MAX_NESTING]; /* the resume stack: running[depth-1] is
 static int depth;
 static int live_tasks;
 
+/* Coroutines that returned normally are kept for the next tasks: creating a
+ * thread and collecting it later costs more than the rest of a short run. */
+#define THREAD_POOL 256
+static struct {
+    lua_State *co;
+    int ref;
+} thread_pool[THREAD_POOL];
+static int pooled;
+
 rill_task *rill_task_current(void) {
     return depth > 0 ? running[depth - 1] : NULL;
 }
@@ -63,8 +72,13 @@ static void on_timer_closed(uv_handle_t *h) {
 
 /* Releases everything the task holds; the userdata itself goes to the GC
  * once the deadline timer, if any, has closed. */
-static void task_release(rill_task *t) {
-    luaL_unref(main_state, LUA_REGISTRYINDEX, t->co_ref);
+static void task_release(rill_task *t, int reusable) {
+    if (reusable && pooled < THREAD_POOL && lua_gettop(t->co) == 0) {
+        thread_pool[pooled].co = t->co;
+        thread_pool[pooled++].ref = t->co_ref;
+    } else {
+        luaL_unref(main_state, LUA_REGISTRYINDEX, t->co_ref);
+    }
     luaL_unref(main_state, LUA_REGISTRYINDEX, t->done_ref);
     luaL_unref(main_state, LUA_REGISTRYINDEX, t->data_ref);
     t->co_ref = t->done_ref = t->data_ref = LUA_NOREF;
@@ -86,13 +100,16 @@ static void task_finish(rill_task *t, int ok, lua_State *from, int nvalues) {
     if (t->timer_init)
         uv_timer_stop(&t->timer);
     lua_rawgeti(L, LUA_REGISTRYINDEX, done_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->data_ref);
     lua_pushboolean(L, ok);
     if (nvalues > 0)
         lua_xmove(from, L, nvalues);
-    /* Release before on_done runs, so that on_done sees an accurate count. */
+    /* Release before on_done runs, so that on_done sees an accurate count.
+     * Only a coroutine that returned (ok, and whose values were moved off
+     * it) can run another function. */
     t->done_ref = LUA_NOREF;
-    task_release(t);
-    if (lua_pcall(L, nvalues + 1, 0, 0) != 0) {
+    task_release(t, ok && from == t->co);
+    if (lua_pcall(L, nvalues + 2, 0, 0) != 0) {
         fprintf(stderr, "rill: internal error in a task's on_done: %s\n", lua_tostring(L, -1));
         lua_pop(L, 1);
     }
@@ -256,6 +273,7 @@ void rill_task_kill(rill_task *t, const char *reason) {
 
 void rill_task_init(lua_State *L) {
     main_state = L;
+    pooled = 0; /* threads of an earlier state died with it */
 }
 
 /* ---- Lua API ---- */
@@ -265,8 +283,9 @@ static rill_task *check_task(lua_State *L, int idx) {
 }
 
 /* spawn(fn, on_done, limits, data, ...) -> task
- * Runs fn(...) in a new coroutine at once; on_done(ok, ...) receives fn's
- * results, or false and a message. on_done may run before spawn returns.
+ * Runs fn(...) in a new coroutine at once; on_done(data, ok, ...) receives
+ * fn's results, or false and a message. on_done may run before spawn
+ * returns. (data comes first so that one on_done can serve every task.)
  * limits: a deadline in seconds, nil for none, or {deadline = s,
  * preempt = false} for code that must run to its end in one go. */
 static int l_spawn(lua_State *L) {
@@ -298,8 +317,14 @@ static int l_spawn(lua_State *L) {
     t->done_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, 4);
     t->data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    t->co = lua_newthread(L);
-    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (pooled > 0) {
+        pooled--;
+        t->co = thread_pool[pooled].co;
+        t->co_ref = thread_pool[pooled].ref;
+    } else {
+        t->co = lua_newthread(L);
+        t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     t->deadline = seconds > 0 ? uv_hrtime() + (uint64_t)(seconds * 1e9) : 0;
     t->preempt = (unsigned char)preempt;
     live_tasks++;

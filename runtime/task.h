@@ -22,7 +22,7 @@ typedef struct rill_task {
     lua_State *co;         /* the coroutine; anchored by co_ref until done */
     int co_ref;            /* registry refs, LUA_NOREF when released */
     int self_ref;          /* keeps this userdata alive while the task lives */
-    int done_ref;          /* on_done(ok, ...) */
+    int done_ref;          /* on_done(data, ok, ...) */
     int data_ref;          /* what rill.c.task.current() returns */
     uint64_t deadline;     /* absolute uv_hrtime() ns; 0 means none */
     uv_timer_t timer;      /* the deadline while waiting; initialised lazily */
@@ -49,7 +49,7 @@ int rill_task_wait(lua_State *L, rill_task *t, rill_cancel_fn cancel, void *op);
 void rill_task_resume(rill_task *t, int nargs);
 
 /* Ends a task that is waiting: cancels its pending operation and reports
- * on_done(false, reason). No effect on a finished task. */
+ * on_done(data, false, reason). No effect on a finished task. */
 void rill_task_kill(rill_task *t, const char *reason);
 
 /* How many tasks are alive (started and not finished). */

@@ -117,6 +117,12 @@ static void test_random_and_uuids(void) {
                   "if u <= prev then return 'out of order at ' .. i end prev = u end "
                   "return 'sorted' end)()"),
              "sorted");
+    /* run ids: the same format and order, from the fast generator */
+    T_EQ_STR(eval("(function() local prev, seen = c.id7(), {} for i = 1, 5000 do local u = c.id7() "
+                  "if u <= prev or seen[u] or not u:match('^%x+%-%x+%-7%x+%-[89ab]%x+%-%x+$') "
+                  "then return 'bad at ' .. i end seen[u] = true prev = u end "
+                  "return 'sorted' end)()"),
+             "sorted");
     /* the first 12 hex digits are the time in ms */
     T_EQ_STR(eval("math.abs(tonumber(c.uuid7():gsub('-', ''):sub(1, 12), 16) - os.time() * 1000) "
                   "< 5000"),

@@ -56,7 +56,7 @@ static const char *global_str(const char *name) {
 static void test_results_reach_on_done_at_once(void) {
     open_state();
     T_EQ_INT(run("task.spawn(function(a, b) return a .. b end,"
-                 "  function(ok, v) got = tostring(ok) .. ':' .. v end, nil, nil, 'x', 'y')"),
+                 "  function(_, ok, v) got = tostring(ok) .. ':' .. v end, nil, nil, 'x', 'y')"),
              0);
     T_EQ_STR(global_str("got"), "true:xy");
     close_state();
@@ -67,7 +67,7 @@ static void test_sleepers_wake_in_deadline_order(void) {
     T_EQ_INT(run("order = ''\n"
                  "for _, d in ipairs{0.03, 0.01, 0.02} do\n"
                  "  task.spawn(function() timer.sleep(d) return d end,\n"
-                 "    function(ok, v) order = order .. v .. ' ' end)\n"
+                 "    function(_, ok, v) order = order .. v .. ' ' end)\n"
                  "end"),
              0);
     T_EQ_STR(global_str("order"), "");
@@ -78,10 +78,11 @@ static void test_sleepers_wake_in_deadline_order(void) {
 
 static void test_deadline_while_waiting_cancels_the_sleep(void) {
     open_state();
-    T_EQ_INT(run("calls = 0\n"
-                 "task.spawn(function() timer.sleep(30) return 'late' end,\n"
-                 "  function(ok, v) calls = calls + 1; got = tostring(ok) .. ':' .. v end, 0.02)"),
-             0);
+    T_EQ_INT(
+        run("calls = 0\n"
+            "task.spawn(function() timer.sleep(30) return 'late' end,\n"
+            "  function(_, ok, v) calls = calls + 1; got = tostring(ok) .. ':' .. v end, 0.02)"),
+        0);
     uint64_t start = uv_hrtime();
     uv_run(rill_loop(), UV_RUN_DEFAULT); /* returns once the sleep is cancelled */
     T_CHECK(uv_hrtime() - start < 5000000000ULL);
@@ -95,7 +96,7 @@ static void test_endless_loop_is_stopped_with_its_place(void) {
     T_EQ_INT(run("local spin = loadstring('local n = 0\\nwhile true do\\n  n = n + 1\\nend', "
                  "'@spin.lua')\n"
                  "jit.off(spin, true)\n"
-                 "task.spawn(spin, function(ok, v) got = tostring(ok) .. ':' .. v end, 0.1)"),
+                 "task.spawn(spin, function(_, ok, v) got = tostring(ok) .. ':' .. v end, 0.1)"),
              0);
     uv_run(rill_loop(), UV_RUN_DEFAULT);
     const char *prefix = "false:deadline exceeded: code still running at spin.lua:";
@@ -125,13 +126,14 @@ static void test_slices_let_timers_run_during_a_computation(void) {
 
 static void test_waiter_and_kill(void) {
     open_state();
-    T_EQ_INT(run("w = task.waiter()\n"
-                 "task.spawn(function() return w:wait() end, function(ok, a, b) got = a .. b end)\n"
-                 "timer.after(0.01, function() w:wake('he', 'llo') end)\n"
-                 "victim = task.spawn(function() timer.sleep(30) end,\n"
-                 "  function(ok, v) killed = v end)\n"
-                 "timer.after(0.01, function() victim:kill('stopped by test') end)"),
-             0);
+    T_EQ_INT(
+        run("w = task.waiter()\n"
+            "task.spawn(function() return w:wait() end, function(_, ok, a, b) got = a .. b end)\n"
+            "timer.after(0.01, function() w:wake('he', 'llo') end)\n"
+            "victim = task.spawn(function() timer.sleep(30) end,\n"
+            "  function(_, ok, v) killed = v end)\n"
+            "timer.after(0.01, function() victim:kill('stopped by test') end)"),
+        0);
     uv_run(rill_loop(), UV_RUN_DEFAULT);
     T_EQ_STR(global_str("got"), "hello");
     T_EQ_STR(global_str("killed"), "stopped by test");

@@ -9,7 +9,7 @@ local os_c = require "rill.c.os"
 local function finish(fn, limits, ...)
   local w = task.waiter()
   local result, calls = nil, 0
-  task.spawn(fn, function(...)
+  task.spawn(fn, function(_, ...)
     calls = calls + 1
     result = { ... }
     w:wake()
@@ -32,7 +32,7 @@ end)
 t.test("sleeping tasks wake in the order of their deadlines", function()
   local order, w, left = {}, task.waiter(), 3
   for _, d in ipairs { 0.06, 0.02, 0.04 } do
-    task.spawn(function() timer.sleep(d) return d end, function(ok, v)
+    task.spawn(function() timer.sleep(d) return d end, function(_, ok, v)
       order[#order + 1] = v
       left = left - 1
       if left == 0 then w:wake() end
@@ -75,7 +75,7 @@ t.test("a long computation is sliced and other tasks run between slices", functi
   ]])
   jit.off(compute, true)
   local w = task.waiter()
-  task.spawn(compute, function(ok) spinning = false w:wake() end, 5, nil, os.clock() + 0.3)
+  task.spawn(compute, function() spinning = false w:wake() end, 5, nil, os.clock() + 0.3)
   local function tick()
     if spinning then
       ticks = ticks + 1
@@ -102,7 +102,7 @@ t.test("non-preemptible tasks run to their end in one go", function()
   local f = loadstring("local s = os.clock() while os.clock() - s < 0.06 do end return 'whole'")
   jit.off(f, true)
   local result
-  task.spawn(f, function(ok, v) result = v end, { deadline = 1, preempt = false })
+  task.spawn(f, function(_, ok, v) result = v end, { deadline = 1, preempt = false })
   t.eq(result, "whole", "finished before spawn returned")
 end)
 
@@ -115,7 +115,7 @@ t.test("sleep outside a task is refused clearly", function()
       local co = coroutine.create(function() timer.sleep(0) end)
       return assert(coroutine.resume(co))
     end)
-  end, function(_, ok2, e) r = { ok2, e } end)
+  end, function(_, _, ok2, e) r = { ok2, e } end)
   t.eq(r[1], false, "sleep in a foreign coroutine")
   t.ok(tostring(r[2]):find("can only be called from a run", 1, true), tostring(r[2]))
 end)

@@ -106,7 +106,7 @@ end
 -- Runs a flow chunk under the load deadline; returns ok, value.
 local function run_chunk(chunk)
   local result
-  local t = task.spawn(chunk, function(...) result = { ... } end,
+  local t = task.spawn(chunk, function(_, ...) result = { ... } end,
     { deadline = flows.load_deadline, preempt = false }, nil)
   if not result then
     t:kill("flows must not wait while loading")

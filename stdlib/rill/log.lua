@@ -132,8 +132,12 @@ function log.write(level, msg, fields, run)
     flow = type(run) == "table" and run.flow or nil,
     run = type(run) == "table" and run.id or nil,
   }
-  if type(run) == "table" and run.logs then
+  if type(run) == "table" and run.id then
     local logs = run.logs
+    if not logs then
+      logs = {}
+      run.logs = logs
+    end
     if #logs < MAX_RUN_LINES then logs[#logs + 1] = line end
     if run.on_log then run.on_log(line) end
   end

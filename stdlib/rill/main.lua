@@ -236,7 +236,7 @@ function M.lua(args)
   if not chunk then return fail(lerr) end
   _G.arg = { [0] = file, select(3, unpack(args)) }
   local task = require "rill.c.task"
-  task.spawn(chunk, function(ok, e)
+  task.spawn(chunk, function(_, ok, e)
     if not ok then
       err(tostring(e) .. "\n")
       os_c.exit(1)

@@ -56,19 +56,20 @@ end
 
 -- start(flow, trigger, payload, opts) -> run
 -- flow: a loaded flow version (flows.lua); trigger: {type = ..., ...};
--- opts: on_done(run), request (webhook details for ctx.request), parent (run),
--- deadline (seconds, overriding the flow's), on_log(line), id (a run id
--- chosen beforehand, e.g. already sent in a 202).
+-- opts: on_done(run), caller (kept as run.caller for on_done: the HTTP
+-- request of a sync webhook), request (webhook details for ctx.request),
+-- parent (run), deadline (seconds, overriding the flow's), on_log(line),
+-- id (a run id chosen beforehand, e.g. already sent in a 202).
 -- opts.on_done may be called before start returns (a run that never waits).
 function runner.start(flow, trigger, payload, opts)
   opts = opts or {}
   local parent = opts.parent
   local run = {
-    id = opts.id or crypto.uuid7(), flow = flow.name, version = flow.version, file = flow.file,
+    id = opts.id or crypto.id7(), flow = flow.name, version = flow.version, file = flow.file,
     trigger = trigger.type, parent = parent and parent.id or nil,
     depth = parent and parent.depth + 1 or 0,
-    started = tz.now(), state = "running", logs = {},
-    on_done = opts.on_done, on_log = opts.on_log,
+    started = tz.now(), state = "running",
+    on_done = opts.on_done, caller = opts.caller, on_log = opts.on_log,
   }
   started = started + 1
   local ctx = {
@@ -77,7 +78,7 @@ function runner.start(flow, trigger, payload, opts)
   }
   if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end
   local deadline = opts.deadline or flow.deadline or runner.default_deadline
-  task.spawn(body, function(...) finish(run, ...) end, deadline, run, flow.run, ctx)
+  task.spawn(body, finish, deadline, run, flow.run, ctx)
   return run
 end
 

@@ -10,11 +10,12 @@ local log = require "rill.log"
 
 local webhook = {}
 
-local exact = {}     -- "POST /hooks/x" -> route
+local exact = {}     -- method -> path -> route
 local patterns = {}  -- routes whose path has :params, in load order
 local paths = {}     -- path -> {methods}, for 405 answers
 
 local JSON = { ["content-type"] = "application/json" }
+local NO_QUERY = setmetatable({}, { __newindex = function() error("ctx.request.query is read-only", 2) end })
 
 local function reply_error(req, status, message, extra)
   local body = { error = message }
@@ -50,7 +51,7 @@ end
 
 -- rebuild(active): the routes of every active flow's webhook triggers.
 function webhook.rebuild(active)
-  exact, patterns, paths = {}, {}, {}
+  exact, patterns, paths = { GET = {}, POST = {}, PUT = {}, PATCH = {}, DELETE = {} }, {}, {}
   local names = {}
   for name in pairs(active) do names[#names + 1] = name end
   table.sort(names)
@@ -58,12 +59,13 @@ function webhook.rebuild(active)
     local flow = active[name]
     for _, t in ipairs(flow.triggers) do
       if t.type == "webhook" then
-        local route = { flow = flow, trigger = t }
+        -- ctx.trigger of every run of this route: one table, shared, read-only by convention
+        local route = { flow = flow, trigger = t, info = { type = "webhook", method = t.method, path = t.path } }
         if t.params then
           route.pattern, route.names = compile(t.path)
           patterns[#patterns + 1] = route
         else
-          exact[t.method .. " " .. t.path] = route
+          exact[t.method][t.path] = route
         end
         local key = t.params and route.pattern or t.path
         paths[key] = paths[key] or {}
@@ -101,7 +103,7 @@ local function payload_of(trigger, method, query, headers, body)
   end
   if trigger.body == "json" then
     local ctype = headers["content-type"]
-    if ctype and not ctype:lower():find("json", 1, true) then
+    if ctype and not ctype:find("[Jj][Ss][Oo][Nn]") then
       return nil, 415, "this webhook expects Content-Type application/json, got " .. ctype
     end
     local v, err = json.try_decode(body)
@@ -113,7 +115,9 @@ local function payload_of(trigger, method, query, headers, body)
   return body
 end
 
-local function respond_with(req, run)
+-- Answers a sync webhook's request (run.caller) with the run's outcome.
+local function respond_with(run)
+  local req = run.caller
   if run.state ~= "succeeded" then
     local timeout = run.error.message:find("deadline exceeded", 1, true)
     return reply_error(req, timeout and 504 or 500, timeout and "run exceeded its deadline" or "run failed",
@@ -146,7 +150,8 @@ end
 -- dispatch(req, method, path, query, headers, body): called by the HTTP
 -- server for every complete request.
 function webhook.dispatch(req, method, path, query, headers, body)
-  local route, params = exact[method .. " " .. path], nil
+  local by_path = exact[method]
+  local route, params = by_path and by_path[path], nil
   if not route then
     route, params = match(method, path)
     if not route then
@@ -160,19 +165,16 @@ function webhook.dispatch(req, method, path, query, headers, body)
   local trigger = route.trigger
   local payload, status, reason = payload_of(trigger, method, query, headers, body)
   if status then return reply_error(req, status, reason) end
-  local request = { method = method, path = path, query = query and parse_form(query) or {},
+  local request = { method = method, path = path, query = query and parse_form(query) or NO_QUERY,
                     headers = headers, body = body, params = params }
-  local info = { type = "webhook", method = method, path = trigger.path }
+  local info = route.info
   if trigger.mode == "async" then
-    local id = crypto.uuid7()
+    local id = crypto.id7()
     req:respond(202, '{"run_id":"' .. id .. '"}')
     runner.start(route.flow, info, payload, { id = id, request = request })
     return
   end
-  runner.start(route.flow, info, payload, {
-    request = request,
-    on_done = function(run) respond_with(req, run) end,
-  })
+  runner.start(route.flow, info, payload, { request = request, caller = req, on_done = respond_with })
 end
 
 return webhook
