@@ -598,18 +598,6 @@ static int l_request_alive(lua_State *L) {
     return 1;
 }
 
-/* A request the Lua side dropped without answering gets a 500. */
-static int l_request_gc(lua_State *L) {
-    request *req = luaL_checkudata(L, 1, REQUEST_MT);
-    conn *c = req->c;
-    if (c) {
-        req->c = NULL;
-        c->req = NULL;
-        conn_respond_error(c, 500, "no response");
-    }
-    return 0;
-}
-
 /* ---- Lua API: server ---- */
 
 static void server_closed(uv_handle_t *h) {
@@ -730,9 +718,10 @@ int rill_http_server_open(lua_State *L) {
     parser_settings.on_body = on_body;
     parser_settings.on_message_complete = on_message_complete;
 
+    /* No __gc on requests: finalizers are costly for an object made per
+     * request, and every request is answered, by its run (whose deadline
+     * guarantees an end) or by the dispatch's error path. */
     rill_lua_metatable(L, REQUEST_MT, request_methods);
-    lua_pushcfunction(L, l_request_gc);
-    lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     rill_lua_metatable(L, SERVER_MT, server_methods);
     lua_pop(L, 1);

@@ -22,7 +22,7 @@ static int port;
 static atomic_int client_done;
 
 /* The dispatch answers "METHOD PATH?QUERY|x-a header|body"; "/later" answers
- * from a timer, "/never" only through the request's garbage collection. */
+ * from a timer. */
 static const char *SERVER =
     "local http = require 'rill.c.http_server'\n"
     "local timer = require 'rill.c.timer'\n"
@@ -32,7 +32,7 @@ static const char *SERVER =
     "    .. '|' .. b\n"
     "  if p == '/later' then\n"
     "    timer.after(0.05, function() late_answer = tostring(req:respond(200, text)) end)\n"
-    "  elseif p ~= '/never' then\n"
+    "  else\n"
     "    req:respond(200, text, { ['x-b'] = 'yes', ['content-type'] = 'text/plain' })\n"
     "  end\n"
     "end, { max_body = 64 }))\n"
