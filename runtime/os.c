@@ -156,6 +156,31 @@ static int l_stat(lua_State *L) {
     return 1;
 }
 
+/* mkdir_p(path) -> true, or nil and the reason: creates path and its parents. */
+static int l_mkdir_p(lua_State *L) {
+    size_t n;
+    const char *path = luaL_checklstring(L, 1, &n);
+    char buf[4096];
+    luaL_argcheck(L, n > 0 && n < sizeof buf, 1, "empty or too long");
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                lua_pushnil(L);
+                lua_pushfstring(L, "%s: %s", buf, strerror(errno));
+                return 2;
+            }
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status) {
     callback_handle_call(h->data, filename);
 }
@@ -277,6 +302,7 @@ int rill_os_open(lua_State *L) {
     static const luaL_Reg funcs[] = {{"read_file", l_read_file},
                                      {"list_dir", l_list_dir},
                                      {"stat", l_stat},
+                                     {"mkdir_p", l_mkdir_p},
                                      {"watch", l_watch},
                                      {"on_signal", l_on_signal},
                                      {"write", l_write},

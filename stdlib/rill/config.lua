@@ -22,6 +22,18 @@ config.defaults = {
   reload_debounce = "0.1s",    -- file changes closer than this reload once
   watch = true,                -- reload when files in flows_dir change
   max_depth = 8,               -- longest chain of flows starting flows
+  store = "sqlite:data/rill.db", -- the durable store: sqlite:PATH, or a postgres:// URL
+  store_sync = "normal",       -- SQLite: normal (a crash of rill loses nothing; a power
+                               -- loss may lose the last commits) or full (fsync per commit)
+  concurrency = 100,           -- runs at once in this instance; more wait in the store
+  lease = "60s",               -- a running run is taken over by another instance after this
+                               -- long without its instance renewing it (it died)
+  poll_interval = "1s",        -- how often queued runs are looked for
+  retention = "7d",            -- finished runs are deleted after this; dead runs are kept
+  retry_attempts = 5,          -- default attempts of a run (a flow may set retries = {...})
+  retry_backoff = "10s",       -- first retry after about this, doubling each time
+  retry_max_backoff = "1h",    -- longest wait between two attempts
+  record_sync = true,          -- keep sync webhook runs in the store's history too
   env = {},                    -- plain (non-secret) values flows read through env
 }
 
@@ -89,7 +101,8 @@ function config.load(path)
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
   c.max_body = config.size(c.max_body, "max_body")
   for _, k in ipairs { "deadline", "load_deadline", "keepalive_timeout", "request_timeout",
-                       "drain_timeout", "reload_debounce" } do
+                       "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
+                       "retry_backoff", "retry_max_backoff" } do
     c[k] = config.seconds(c[k], k)
   end
   local host, port = tostring(c.listen):match("^%[?([^%]]*)%]?:(%d+)$")
@@ -97,6 +110,9 @@ function config.load(path)
   c.host, c.port = host, tonumber(port)
   if not ({ debug = 1, info = 1, warn = 1, error = 1 })[c.log_level] then
     error(string.format("config: log_level: %q is not debug, info, warn or error", tostring(c.log_level)), 0)
+  end
+  if c.store_sync ~= "normal" and c.store_sync ~= "full" then
+    error(string.format("config: store_sync: %q is not normal or full", tostring(c.store_sync)), 0)
   end
   return c
 end

@@ -23,7 +23,7 @@ local listeners = {}
 local loads = 0
 
 local NAME_PATTERN = "^[%a][%w_%-]*$"
-local FLOW_KEYS = { name = 1, description = 1, triggers = 1, run = 1, deadline = 1 }
+local FLOW_KEYS = { name = 1, description = 1, triggers = 1, run = 1, deadline = 1, retries = 1, concurrency = 1 }
 
 -- The `flows` module flows see: flows.trigger(name, payload[, {wait = false}]).
 local flow_api = {}
@@ -89,6 +89,7 @@ local function flow_modules()
     flows = flow_api,
     sleep = timer.sleep,
     response = response,
+    fail = require("rill.runner").fail,
   }
   local t = {}
   for k, v in pairs(time) do
@@ -114,6 +115,26 @@ local function run_chunk(chunk)
   return result[1], result[2]
 end
 
+-- retries = { attempts = 5, backoff = "10s", max_backoff = "1h" } -> seconds
+local function check_retries(r, file)
+  local function bad(fmt, ...) error(file .. ": retries: " .. string.format(fmt, ...), 0) end
+  if type(r) ~= "table" then bad("expected a table like { attempts = 5, backoff = \"10s\" }") end
+  local out = {}
+  for k, v in pairs(r) do
+    if k == "attempts" then
+      if type(v) ~= "number" or v < 1 or v % 1 ~= 0 then bad("attempts must be a whole number, 1 or more (1 = no retry)") end
+      out.attempts = v
+    elseif k == "backoff" or k == "max_backoff" then
+      local ok, d = pcall(require("rill.time").duration, v)
+      if not ok or d < 0 then bad("%s %q is not a duration (e.g. \"30s\")", k, tostring(v)) end
+      out[k] = d
+    else
+      bad("unknown option %q (attempts, backoff, max_backoff)", tostring(k))
+    end
+  end
+  return out
+end
+
 local function validate(def, file)
   if type(def) ~= "table" then
     error(file .. ": a flow file must return a table with triggers and a run function", 0)
@@ -137,6 +158,12 @@ local function validate(def, file)
     end
     deadline = d
   end
+  local retries = def.retries ~= nil and check_retries(def.retries, file) or nil
+  local concurrency = def.concurrency
+  if concurrency ~= nil and (type(concurrency) ~= "number" or concurrency < 1 or concurrency % 1 ~= 0) then
+    error(string.format("%s: concurrency must be a whole number of runs at once, 1 or more, got %s", file,
+      tostring(concurrency)), 0)
+  end
   local list, accepts = {}, {}
   for i, t in ipairs(def.triggers) do
     local ok, trig = pcall(triggers.check, t)
@@ -145,7 +172,7 @@ local function validate(def, file)
     accepts[trig.type] = true
   end
   return { name = name, description = def.description, run = def.run, triggers = list,
-           accepts = accepts, deadline = deadline }
+           accepts = accepts, deadline = deadline, retries = retries, concurrency = concurrency }
 end
 
 -- load_file(file, source) -> flow version, or nil and a "file:line: message" error.

@@ -126,8 +126,9 @@ end
 -- run defaults to the run executing now, if any.
 function log.write(level, msg, fields, run)
   run = run or task.current()
+  local now = tz.now()
   local line = {
-    ts = timestamp(tz.now()), level = level, msg = mask(tostring(msg)),
+    at = now, ts = timestamp(now), level = level, msg = mask(tostring(msg)),
     fields = clean_fields(fields),
     flow = type(run) == "table" and run.flow or nil,
     run = type(run) == "table" and run.id or nil,

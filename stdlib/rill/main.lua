@@ -3,6 +3,7 @@
 --   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT]
 --   rill check [DIR]
 --   rill run FLOW [--payload JSON] [--config FILE] [--flows DIR]
+--   rill runs list|show|retry|count ...   the store's runs, from the command line
 --   rill lua FILE [ARG...]      run a trusted Lua script (tests, benchmarks)
 --   rill version
 local os_c = require "rill.c.os"
@@ -14,11 +15,18 @@ local VERSION = "0.1.0"
 local USAGE = [[
 usage: rill <command> [options]
 
-  serve [--config FILE] [--flows DIR] [--listen HOST:PORT]
+  serve [--config FILE] [--flows DIR] [--listen HOST:PORT] [--store URL]
                       serve the flows' webhooks and cron triggers; reload on change
   check [DIR]         load and validate every flow in DIR (default: flows); exit 1 on errors
   run FLOW [--payload JSON] [--config FILE] [--flows DIR]
                       run one flow once, print its log and result; exit 1 if it fails
+  runs list [--flow F] [--state S] [--limit N]
+                      the latest runs in the store (states: queued running retrying
+                      succeeded failed dead)
+  runs show ID        one run: trigger, payload, result or error, every log line
+  runs retry ID       put a dead, failed or retrying run back in the queue, ready now
+  runs count [--state S]
+                      how many runs (in that state) the store holds
   version             print rill's version
 
 Every setting can be overridden by an environment variable RILL_<SETTING>
@@ -66,6 +74,7 @@ local function settings(opts)
   if not path and os_c.stat("config/rill.lua") then path = "config/rill.lua" end
   local c = config.load(path)
   if opts.flows then c.flows_dir = opts.flows end
+  if opts.store then c.store = opts.store end
   if opts.listen then
     local host, port = opts.listen:match("^%[?([^%]]*)%]?:(%d+)$")
     if not host then error("--listen: expected HOST:PORT", 0) end
@@ -83,6 +92,18 @@ local function apply(c)
   runner.default_deadline = c.deadline
   runner.max_depth = c.max_depth
   require("rill.flows").load_deadline = c.load_deadline
+  require("rill.queue").configure(c)
+end
+
+-- Runs fn(...) in a task (so it may wait on the store); a raised error is
+-- printed and exits 1.
+local function in_task(fn, ...)
+  require("rill.c.task").spawn(fn, function(_, ok, e)
+    if not ok then
+      err("rill: " .. tostring(e) .. "\n")
+      os_c.exit(1)
+    end
+  end, nil, nil, ...)
 end
 
 local function report_load(summary, log)
@@ -94,11 +115,15 @@ local function report_load(summary, log)
 end
 
 function M.serve(args)
-  local opts, perr = parse(args, 2, { config = true, flows = true, listen = true })
+  local opts, perr = parse(args, 2, { config = true, flows = true, listen = true, store = true })
   if not opts then return fail(perr) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end
   apply(c)
+  in_task(M.serve_in_task, c)
+end
+
+function M.serve_in_task(c)
   local log = require "rill.log"
   local flows = require "rill.flows"
   local webhook = require "rill.webhook"
@@ -106,9 +131,15 @@ function M.serve(args)
   local server_c = require "rill.c.http_server"
   local timer = require "rill.c.timer"
   local task = require "rill.c.task"
+  local store = require "rill.store"
+  local queue = require "rill.queue"
+
+  local version = store.open(c.store, { sync = c.store_sync })
+  log.info("store open", { store = store.kind .. ":" .. store.url, schema = version })
 
   flows.on_reload(webhook.rebuild)
   flows.on_reload(scheduler.sync)
+  flows.on_reload(queue.sync)
   local function reload(why)
     local summary = flows.reload(c.flows_dir)
     report_load(summary, log)
@@ -121,6 +152,7 @@ function M.serve(args)
     max_body = c.max_body, keepalive_timeout = c.keepalive_timeout, request_timeout = c.request_timeout,
   })
   if not server then return fail(lerr) end
+  queue.start()
   scheduler.start()
   log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
     pid = os_c.pid() })
@@ -148,6 +180,7 @@ function M.serve(args)
     log.info("stopping", { signal = sig, running = task.count() })
     server:close()
     scheduler.stop()
+    queue.stop()
     if watcher then watcher:close() end
     local waited = 0
     local function check()
@@ -244,6 +277,82 @@ function M.lua(args)
   end, nil, nil, select(3, unpack(args)))
 end
 
+-- runs list|show|retry|count: reads and changes the store the server uses.
+local function ms_iso(ms)
+  return ms and require("rill.time").iso(ms / 1000) or "-"
+end
+
+local RUNS_COMMANDS = {}
+
+function RUNS_COMMANDS.list(store, opts)
+  local rows = store.list { flow = opts.flow, state = opts.state, limit = tonumber(opts.limit) or 50 }
+  out(string.format("%-36s %-20s %-9s %-7s %-24s %s\n", "ID", "FLOW", "STATE", "ATTEMPT", "CREATED", "ERROR"))
+  local json = require "rill.json"
+  for _, r in ipairs(rows) do
+    local e = r.error and json.try_decode(r.error)
+    local msg = e and e.message and e.message:gsub("\n.*", "") or ""
+    out(string.format("%-36s %-20s %-9s %-7s %-24s %s\n", r.id, r.flow, r.state,
+      r.attempt .. "/" .. r.max_attempts, ms_iso(r.created), msg:sub(1, 80)))
+  end
+end
+
+function RUNS_COMMANDS.show(store, _, id)
+  if not id then error("runs show: which run? usage: rill runs show ID", 0) end
+  local r = store.get(id)
+  if not r then error("runs show: no run " .. id, 0) end
+  local json = require "rill.json"
+  local function field(name, v) if v ~= nil then out(string.format("%-12s %s\n", name .. ":", v)) end end
+  field("id", r.id)
+  field("flow", r.flow .. (r.version and (" (version " .. r.version .. ")") or ""))
+  field("state", r.state)
+  field("attempt", r.attempt .. " of " .. r.max_attempts)
+  field("trigger", r.trigger)
+  field("parent", r.parent)
+  field("created", ms_iso(r.created))
+  field("started", r.started and ms_iso(r.started))
+  field("finished", r.finished and ms_iso(r.finished))
+  if r.state == "retrying" or r.state == "queued" then field("next try", ms_iso(r.run_at)) end
+  field("payload", r.payload)
+  field("result", r.result)
+  local e = r.error and json.try_decode(r.error)
+  if e then
+    field("error", e.message)
+    if e.traceback and e.traceback ~= "" then out(e.traceback .. "\n") end
+  end
+  out(string.format("log (%d lines):\n", #r.logs))
+  for _, l in ipairs(r.logs) do
+    out(string.format("  #%d %-5s %s%s\n", l.attempt, l.level:upper(), l.message, l.fields and ("  " .. l.fields) or ""))
+  end
+end
+
+function RUNS_COMMANDS.retry(store, _, id)
+  if not id then error("runs retry: which run? usage: rill runs retry ID", 0) end
+  local ok, why = store.requeue(id)
+  if not ok then error("runs retry: " .. why, 0) end
+  out("run " .. id .. " is queued again; a running rill picks it up within its poll interval\n")
+end
+
+function RUNS_COMMANDS.count(store, opts)
+  out(string.format("%d\n", store.count(opts.state)))
+end
+
+function M.runs(args)
+  local sub = args[2]
+  local cmd = RUNS_COMMANDS[sub or ""]
+  if not cmd then return fail("runs: expected list, show, retry or count\n" .. USAGE) end
+  local opts, pos = parse(args, 3, { flow = true, state = true, limit = true, config = true, store = true })
+  if not opts then return fail(pos) end
+  local ok, c = pcall(settings, opts)
+  if not ok then return fail(c) end
+  in_task(function()
+    local store = require "rill.store"
+    store.open(c.store, { sync = c.store_sync })
+    cmd(store, opts, pos[1])
+    store.close()
+    os_c.exit(0)
+  end)
+end
+
 function M.version()
   out("rill " .. VERSION .. " (" .. jit.version .. ", " .. _VERSION .. ")\n")
 end
@@ -255,7 +364,7 @@ function M.main(args)
     out(USAGE)
     return
   end
-  local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua })[cmd]
+  local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua, runs = M.runs })[cmd]
   if not fn then return fail("unknown command '" .. cmd .. "'\n" .. USAGE) end
   return fn(args)
 end

@@ -15,6 +15,7 @@ local function clean_traceback(tb)
   local lines = {}
   for line in tb:gmatch("[^\n]+") do
     if not line:find("[C]:", 1, true) and not line:find("stdlib/rill/", 1, true)
+       and not line:find("[builtin#", 1, true)
        and not line:find("^stack traceback:") then
       lines[#lines + 1] = line:gsub("^%s+", "  ")
     end
@@ -22,13 +23,27 @@ local function clean_traceback(tb)
   return table.concat(lines, "\n")
 end
 
+-- fail(message[, level]): what a flow calls to fail its run with no retry.
+-- Like error(), the message starts with the caller's file:line (level 1
+-- the caller, 0 no position).
+local FAIL_MT = {}
+function runner.fail(message, level)
+  level = level or 1
+  local info = level > 0 and debug.getinfo(level + 1, "Sl")
+  local where = info and info.currentline > 0 and (info.short_src .. ":" .. info.currentline .. ": ") or ""
+  error(setmetatable({ message = where .. tostring(message) }, FAIL_MT))
+end
+
 local function on_error(e)
   local msg = type(e) == "string" and e or ("error object: " .. tostring(e))
-  if type(e) == "table" then
+  local no_retry = getmetatable(e) == FAIL_MT or nil
+  if no_retry then
+    msg = e.message
+  elseif type(e) == "table" then
     local ok, s = pcall(require("rill.json").encode, e)
     if ok then msg = s end
   end
-  return { message = msg, traceback = clean_traceback(debug.traceback("", 2)) }
+  return { message = msg, traceback = clean_traceback(debug.traceback("", 2)), no_retry = no_retry }
 end
 
 -- The body of every run's coroutine.
@@ -59,22 +74,23 @@ end
 -- opts: on_done(run), caller (kept as run.caller for on_done: the HTTP
 -- request of a sync webhook), request (webhook details for ctx.request),
 -- parent (run), deadline (seconds, overriding the flow's), on_log(line),
--- id (a run id chosen beforehand, e.g. already sent in a 202).
+-- id (a run id chosen beforehand, e.g. already sent in a 202), attempt
+-- (of a durable run, from 1), scheduled (of a durable run: when it was due).
 -- opts.on_done may be called before start returns (a run that never waits).
 function runner.start(flow, trigger, payload, opts)
   opts = opts or {}
   local parent = opts.parent
   local run = {
     id = opts.id or crypto.id7(), flow = flow.name, version = flow.version, file = flow.file,
-    trigger = trigger.type, parent = parent and parent.id or nil,
-    depth = parent and parent.depth + 1 or 0,
+    trigger = trigger.type, parent = opts.parent_id or (parent and parent.id or nil),
+    depth = opts.depth or (parent and parent.depth + 1 or 0), attempt = opts.attempt or 1,
     started = tz.now(), state = "running",
     on_done = opts.on_done, caller = opts.caller, on_log = opts.on_log,
   }
   started = started + 1
   local ctx = {
     payload = payload, trigger = trigger, run_id = run.id, flow = flow.name,
-    request = opts.request, parent_run_id = run.parent,
+    request = opts.request, parent_run_id = run.parent, attempt = run.attempt,
   }
   if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end
   local deadline = opts.deadline or flow.deadline or runner.default_deadline

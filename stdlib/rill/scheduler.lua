@@ -2,9 +2,16 @@
 -- kept across reloads while the trigger is unchanged, so a reload neither
 -- skips nor repeats a tick. A timer waits at most a minute before checking
 -- the wall clock again, which keeps ticks on time when the clock is adjusted.
+-- A tick is a stored run whose idempotency key names the tick, written with
+-- the trigger's schedule state (last and next fire) in one transaction: when
+-- several instances share a store, each tick runs once, whichever fires it.
+-- Ticks missed while no instance ran follow the trigger's `missed` policy:
+-- "skip" (the default) or "run_once" (one run on start, for the first tick
+-- missed, with payload.missed = true).
 local timer = require "rill.c.timer"
 local cron = require "rill.cron"
-local runner = require "rill.runner"
+local queue = require "rill.queue"
+local store = require "rill.store"
 local log = require "rill.log"
 local time = require "rill.time"
 
@@ -15,22 +22,50 @@ local LATE_LIMIT = 60  -- a tick later than this (the process was stopped) is sk
 local entries = {}   -- key -> {flow_name, trigger, next, handle}
 local active = {}    -- the flow versions in force (from the last reload)
 local running = false
+local saved = {}     -- key -> stored schedule state, read at start
 
 local function key_of(flow_name, t)
-  return flow_name .. "\0" .. t.expr .. "\0" .. t.tz
+  return flow_name .. " " .. t.expr .. " " .. t.tz
 end
 
 local arm
+
+-- Stores the run of one tick (at `scheduled`, seconds) and the schedule state.
+local function submit_tick(flow, entry, scheduled, next_fire, missed)
+  local t = entry.trigger
+  local ms = math.floor(scheduled * 1000 + 0.5)
+  queue.submit(flow, { type = "cron", expr = t.expr, tz = t.tz },
+    { scheduled = time.iso(scheduled), fired = time.iso(time.now()), expr = t.expr, tz = t.tz, missed = missed },
+    { idem_key = "cron " .. t.expr .. " " .. t.tz .. " " .. ms,
+      extra = { store.schedule_stmt(entry.key, flow.name, ms, next_fire and math.floor(next_fire * 1000 + 0.5)) } },
+    function(id, dup)
+      if not id then
+        log.error("a cron tick could not be stored", { flow = flow.name, expr = t.expr, error = dup })
+      elseif dup then
+        log.write("debug", "cron tick already taken by another instance", { flow = flow.name, expr = t.expr })
+      end
+    end)
+end
 
 local function fire(entry)
   local flow = active[entry.flow_name]
   if not flow then return end
   local scheduled = entry.next
   log.write("debug", "cron tick", { flow = flow.name, expr = entry.trigger.expr, at = time.iso(scheduled) })
-  runner.start(flow, { type = "cron", expr = entry.trigger.expr, tz = entry.trigger.tz },
-    { scheduled = time.iso(scheduled), fired = time.iso(time.now()), expr = entry.trigger.expr,
-      tz = entry.trigger.tz })
   entry.next = cron.next(entry.trigger.spec, scheduled, entry.trigger.tz)
+  submit_tick(flow, entry, scheduled, entry.next)
+end
+
+-- A trigger's ticks missed while rill was down (known from the stored
+-- schedule state): one run for the first of them, when its policy says so.
+local function catch_up(entry, state)
+  if entry.trigger.missed ~= "run_once" or not (state and state.last_fire) then return end
+  local first = cron.next(entry.trigger.spec, state.last_fire / 1000, entry.trigger.tz)
+  if first and first <= time.now() then
+    log.info("running once for missed cron ticks", { flow = entry.flow_name, expr = entry.trigger.expr,
+      first_missed = time.iso(first) })
+    submit_tick(active[entry.flow_name], entry, first, entry.next, true)
+  end
 end
 
 arm = function(entry)
@@ -77,17 +112,22 @@ function scheduler.sync(active_flows)
     if entry then
       entry.trigger = w.trigger   -- same schedule, maybe a new version of the flow
     else
-      entry = { flow_name = w.name, trigger = w.trigger,
+      entry = { key = key, flow_name = w.name, trigger = w.trigger,
                 next = cron.next(w.trigger.spec, time.now(), w.trigger.tz) }
       entries[key] = entry
+      if running then catch_up(entry, saved[key]) end
       arm(entry)
     end
   end
 end
 
+-- start(): fires triggers from now on. In a task: reads the stored schedule
+-- state first, for the missed-ticks policy.
 function scheduler.start()
+  saved = store.schedules()
   running = true
-  for _, entry in pairs(entries) do
+  for key, entry in pairs(entries) do
+    catch_up(entry, saved[key])
     if not entry.handle then arm(entry) end
   end
 end

@@ -2,8 +2,9 @@
 -- their validation. Each constructor checks its arguments at once and raises
 -- with error level 2, so that a mistake is reported at the flow's own
 -- file:line (e.g. "flows/quote.lua:4: cron: field 'hour' ...").
---   webhook { path = "/hooks/x", method = "POST", mode = "sync"|"async", body = "json"|"text"|"form" }
---   cron "0 9 * * MON-FRI"   or   cron { "0 9 * * *", tz = "Europe/Paris" }
+--   webhook { path = "/hooks/x", method = "POST", mode = "sync"|"async", body = "json"|"text"|"form",
+--             idempotency = "header:X-Delivery-Id" | "body:event.id" }
+--   cron "0 9 * * MON-FRI"   or   cron { "0 9 * * *", tz = "Europe/Paris", missed = "skip"|"run_once" }
 --   manual()                 run by hand only (rill run)
 --   from_flow()              started by other flows through flows.trigger
 local cron = require "rill.cron"
@@ -32,7 +33,7 @@ end
 
 local function make_webhook(spec, level)
   if type(spec) ~= "table" then fail(level, "webhook: expected a table, like webhook { path = \"/hooks/x\" }") end
-  check_keys(spec, { path = 1, method = 1, mode = 1, body = 1, [MARK] = 1, type = 1 }, "webhook", level)
+  check_keys(spec, { path = 1, method = 1, mode = 1, body = 1, idempotency = 1, [MARK] = 1, type = 1 }, "webhook", level)
   local path = spec.path
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
     fail(level, "webhook: path must be a string starting with '/', got %s", tostring(path))
@@ -46,8 +47,15 @@ local function make_webhook(spec, level)
   if not BODIES[body] then fail(level, "webhook: body %q is not \"json\", \"text\" or \"form\"", tostring(body)) end
   local params = {}
   for seg in path:gmatch("/:([%w_]+)") do params[#params + 1] = seg end
+  local idem = spec.idempotency
+  if idem ~= nil then
+    if mode ~= "async" then fail(level, "webhook: idempotency applies to mode = \"async\" webhooks (stored runs)") end
+    if not (type(idem) == "string" and (idem:match("^header:[%w%-_]+$") or idem:match("^body:[%w_%.%-]+$"))) then
+      fail(level, "webhook: idempotency must be \"header:<name>\" or \"body:<field.path>\", got %s", tostring(idem))
+    end
+  end
   return { [MARK] = true, type = "webhook", path = path, method = method, mode = mode, body = body,
-           params = #params > 0 and params or nil }
+           params = #params > 0 and params or nil, idempotency = idem }
 end
 
 local function make_cron(spec, level)
@@ -55,7 +63,11 @@ local function make_cron(spec, level)
   if type(spec) ~= "table" or type(spec[1]) ~= "string" then
     fail(level, "cron: expected an expression, like cron \"0 9 * * *\" or cron { \"0 9 * * *\", tz = \"Europe/Paris\" }")
   end
-  check_keys(spec, { [1] = 1, tz = 1, [MARK] = 1, type = 1, expr = 1, spec = 1 }, "cron", level)
+  check_keys(spec, { [1] = 1, tz = 1, missed = 1, [MARK] = 1, type = 1, expr = 1, spec = 1 }, "cron", level)
+  local missed = spec.missed or "skip"
+  if missed ~= "skip" and missed ~= "run_once" then
+    fail(level, "cron: missed = %q is not \"skip\" or \"run_once\"", tostring(missed))
+  end
   local zone = spec.tz or triggers.default_timezone
   local ok, why = tz.valid(zone)
   if not ok then fail(level, "cron: %s", why or ("unknown time zone " .. tostring(zone))) end
@@ -64,7 +76,7 @@ local function make_cron(spec, level)
   if cron.never_fires(parsed) then
     fail(level, "cron: %q never fires (no such date, like February 30)", spec[1])
   end
-  return { [MARK] = true, type = "cron", expr = spec[1], tz = zone, spec = parsed, [1] = spec[1] }
+  return { [MARK] = true, type = "cron", expr = spec[1], tz = zone, spec = parsed, [1] = spec[1], missed = missed }
 end
 
 local function make_simple(kind)

@@ -4,8 +4,8 @@
 -- table is rebuilt from the active flow versions after every reload, so a
 -- request is served by the version active when it arrived.
 local json = require "rill.json"
-local crypto = require "rill.c.crypto"
 local runner = require "rill.runner"
+local queue = require "rill.queue"
 local log = require "rill.log"
 
 local webhook = {}
@@ -16,6 +16,8 @@ local paths = {}     -- path -> {methods}, for 405 answers
 
 local JSON = { ["content-type"] = "application/json" }
 local NO_QUERY = setmetatable({}, { __newindex = function() error("ctx.request.query is read-only", 2) end })
+
+local accept
 
 local function reply_error(req, status, message, extra)
   local body = { error = message }
@@ -60,7 +62,8 @@ function webhook.rebuild(active)
     for _, t in ipairs(flow.triggers) do
       if t.type == "webhook" then
         -- ctx.trigger of every run of this route: one table, shared, read-only by convention
-        local route = { flow = flow, trigger = t, info = { type = "webhook", method = t.method, path = t.path } }
+        local info = { type = "webhook", method = t.method, path = t.path }
+        local route = { flow = flow, trigger = t, info = info, info_json = json.encode(info) }
         if t.params then
           route.pattern, route.names = compile(t.path)
           patterns[#patterns + 1] = route
@@ -116,8 +119,8 @@ local function payload_of(trigger, method, query, headers, body)
 end
 
 -- Answers a sync webhook's request (run.caller) with the run's outcome.
-local function respond_with(run)
-  local req = run.caller
+local function respond(run)
+  local req = run.caller.req
   if run.state ~= "succeeded" then
     local timeout = run.error.message:find("deadline exceeded", 1, true)
     return reply_error(req, timeout and 504 or 500, timeout and "run exceeded its deadline" or "run failed",
@@ -147,6 +150,47 @@ local function respond_with(run)
   req:respond(status, encoded, headers)
 end
 
+-- A sync run's end: the answer first, then the run joins the store's history.
+local function respond_with(run)
+  respond(run)
+  local c = run.caller
+  queue.record(run, c.route.info_json, c.route.trigger.body == "json" and c.body ~= "" and c.body or nil)
+end
+
+-- The delivery id an async webhook declares (idempotency = "header:X" or
+-- "body:a.b"), as a string, or nil when the request carries none.
+local function delivery_id(spec, headers, payload)
+  local kind, name = spec:match("^(%a+):(.+)$")
+  local v
+  if kind == "header" then
+    v = headers[name:lower()]
+  elseif type(payload) == "table" then
+    v = payload
+    for part in name:gmatch("[^%.]+") do
+      v = type(v) == "table" and v[part] or nil
+    end
+  end
+  if type(v) == "string" or type(v) == "number" then return tostring(v) end
+end
+
+-- An async webhook: the run is stored, then the sender gets 202 and its id
+-- (or 200 and the first run's id for a delivery seen before).
+accept = function(req, route, payload, request)
+  local trigger = route.trigger
+  local idem = trigger.idempotency and delivery_id(trigger.idempotency, request.headers, payload)
+  queue.submit(route.flow, route.info, payload, {
+    request = request, idem_key = idem,
+    payload_json = trigger.body == "json" and request.body ~= "" and request.body or nil,
+  }, function(id, dup)
+    if not id then
+      log.error("an async webhook's run could not be stored", { path = request.path, error = dup })
+      return reply_error(req, 503, "the event could not be stored; retry later")
+    end
+    if dup then return req:respond(200, '{"run_id":"' .. id .. '","duplicate":true}', JSON) end
+    req:respond(202, '{"run_id":"' .. id .. '"}', JSON)
+  end)
+end
+
 -- dispatch(req, method, path, query, headers, body): called by the HTTP
 -- server for every complete request.
 function webhook.dispatch(req, method, path, query, headers, body)
@@ -168,13 +212,9 @@ function webhook.dispatch(req, method, path, query, headers, body)
   local request = { method = method, path = path, query = query and parse_form(query) or NO_QUERY,
                     headers = headers, body = body, params = params }
   local info = route.info
-  if trigger.mode == "async" then
-    local id = crypto.id7()
-    req:respond(202, '{"run_id":"' .. id .. '"}')
-    runner.start(route.flow, info, payload, { id = id, request = request })
-    return
-  end
-  runner.start(route.flow, info, payload, { request = request, caller = req, on_done = respond_with })
+  if trigger.mode == "async" then return accept(req, route, payload, request) end
+  runner.start(route.flow, info, payload, { request = request, on_done = respond_with,
+    caller = { req = req, route = route, body = body } })
 end
 
 return webhook

@@ -1,0 +1,630 @@
+/*
+ * sqlite.c: SQLite connections whose statements run off the loop thread.
+ *
+ * A connection owns one database handle and a queue of pending batches (a
+ * batch: a list of statements with their parameters, from one caller). When
+ * no work is executing, every pending batch goes, as one group, to a libuv
+ * thread-pool worker that runs the whole group in one transaction, each batch
+ * inside its own savepoint so that a failing batch is undone alone. Batches
+ * that arrive while a group executes wait for the next one: commits are
+ * shared by everything that arrived meanwhile (group commit), which is what
+ * makes durable enqueues cheap.
+ *
+ * Parameters are copied into C values on the loop thread and results come
+ * back as C values, turned into Lua tables on the loop thread: the worker
+ * never touches a Lua state. Parameters are written $1, $2 ... in SQL, the
+ * same as for Postgres.
+ *
+ * Lua: sqlite.open(path, {synchronous = "normal"|"full"|"off", busy_ms = n})
+ *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
+ *      conn:close()
+ * stmts = { {sql, p1, p2, ..., n = nparams}, ... }; each result is a table
+ * of rows (tables keyed by column name) with a field `changes`.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "task.h"
+
+#define CONN_MT "rill.sqlite"
+#define STMT_CACHE 64 /* prepared statements kept per connection */
+
+typedef struct value {
+    int type; /* SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT or SQLITE_NULL */
+    union {
+        sqlite3_int64 i;
+        double d;
+        struct {
+            char *p;
+            size_t n;
+        } s;
+    } u;
+} value;
+
+typedef struct stmt_req {
+    char *sql;
+    int nparams;
+    value *params;
+    /* results */
+    int ncols;
+    char **cols;
+    int nrows, cap;
+    value *cells; /* nrows * ncols */
+    sqlite3_int64 changes;
+} stmt_req;
+
+typedef struct batch {
+    struct batch *next;
+    rill_task *task; /* the waiting task, or NULL */
+    int cb_ref;      /* or the callback, or LUA_NOREF (cancelled) */
+    int nstmts;
+    stmt_req *stmts;
+    char *error; /* NULL on success */
+} batch;
+
+typedef struct cached_stmt {
+    char *sql;
+    sqlite3_stmt *stmt;
+} cached_stmt;
+
+typedef struct sqlite_conn {
+    sqlite3 *db;
+    uv_work_t work;
+    batch *pending, *pending_tail; /* waiting for the next group */
+    batch *group;                  /* executing on a worker; NULL when idle */
+    int closing;
+    int self_ref; /* anchors the userdata while a group executes */
+    cached_stmt cache[STMT_CACHE];
+} sqlite_conn;
+
+/* ---- C values ---- */
+
+static void value_free(value *v) {
+    if (v->type == SQLITE_TEXT)
+        free(v->u.s.p);
+}
+
+static int value_set_text(value *v, const char *p, size_t n) {
+    v->type = SQLITE_TEXT;
+    v->u.s.p = malloc(n + 1);
+    if (v->u.s.p == NULL)
+        return -1;
+    memcpy(v->u.s.p, p, n);
+    v->u.s.p[n] = '\0';
+    v->u.s.n = n;
+    return 0;
+}
+
+static void value_push(lua_State *L, const value *v) {
+    switch (v->type) {
+    case SQLITE_INTEGER:
+        lua_pushnumber(L, (lua_Number)v->u.i);
+        break;
+    case SQLITE_FLOAT:
+        lua_pushnumber(L, v->u.d);
+        break;
+    case SQLITE_TEXT:
+        lua_pushlstring(L, v->u.s.p, v->u.s.n);
+        break;
+    default:
+        lua_pushnil(L);
+    }
+}
+
+static void stmt_free(stmt_req *s) {
+    free(s->sql);
+    for (int i = 0; i < s->nparams; i++)
+        value_free(&s->params[i]);
+    free(s->params);
+    for (int i = 0; i < s->ncols; i++)
+        free(s->cols[i]);
+    free(s->cols);
+    for (int i = 0; i < s->nrows * s->ncols; i++)
+        value_free(&s->cells[i]);
+    free(s->cells);
+}
+
+static void batch_free(batch *b) {
+    for (int i = 0; i < b->nstmts; i++)
+        stmt_free(&b->stmts[i]);
+    free(b->stmts);
+    free(b->error);
+    free(b);
+}
+
+/* ---- the worker side: runs on a thread-pool thread, no Lua ---- */
+
+static unsigned hash_sql(const char *s) {
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* A prepared statement for sql, from the cache when it was seen before. */
+static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached) {
+    unsigned h = hash_sql(sql) % STMT_CACHE;
+    cached_stmt *slot = &c->cache[h];
+    *cached = 0;
+    if (slot->sql && strcmp(slot->sql, sql) == 0) {
+        *cached = 1;
+        return slot->stmt;
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    char *copy = strdup(sql);
+    if (copy == NULL)
+        return st;
+    if (slot->sql) {
+        sqlite3_finalize(slot->stmt);
+        free(slot->sql);
+    }
+    slot->sql = copy;
+    slot->stmt = st;
+    *cached = 1;
+    return st;
+}
+
+static int bind_params(sqlite3_stmt *st, const stmt_req *s) {
+    char name[16];
+    for (int i = 0; i < s->nparams; i++) {
+        snprintf(name, sizeof name, "$%d", i + 1);
+        int idx = sqlite3_bind_parameter_index(st, name);
+        if (idx == 0)
+            continue; /* a parameter the statement does not use */
+        const value *v = &s->params[i];
+        int rc;
+        switch (v->type) {
+        case SQLITE_INTEGER:
+            rc = sqlite3_bind_int64(st, idx, v->u.i);
+            break;
+        case SQLITE_FLOAT:
+            rc = sqlite3_bind_double(st, idx, v->u.d);
+            break;
+        case SQLITE_TEXT:
+            rc = sqlite3_bind_text(st, idx, v->u.s.p, (int)v->u.s.n, SQLITE_STATIC);
+            break;
+        default:
+            rc = sqlite3_bind_null(st, idx);
+        }
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+static int keep_row(stmt_req *s, sqlite3_stmt *st) {
+    if (s->nrows == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 4;
+        value *cells = realloc(s->cells, sizeof *cells * (size_t)cap * (size_t)s->ncols);
+        if (cells == NULL)
+            return -1;
+        s->cells = cells;
+        s->cap = cap;
+    }
+    value *row = &s->cells[s->nrows * s->ncols];
+    for (int i = 0; i < s->ncols; i++) {
+        switch (sqlite3_column_type(st, i)) {
+        case SQLITE_INTEGER:
+            row[i].type = SQLITE_INTEGER;
+            row[i].u.i = sqlite3_column_int64(st, i);
+            break;
+        case SQLITE_FLOAT:
+            row[i].type = SQLITE_FLOAT;
+            row[i].u.d = sqlite3_column_double(st, i);
+            break;
+        case SQLITE_NULL:
+            row[i].type = SQLITE_NULL;
+            break;
+        default: {
+            const char *p = (const char *)sqlite3_column_text(st, i);
+            if (value_set_text(&row[i], p ? p : "", (size_t)sqlite3_column_bytes(st, i)) != 0) {
+                for (int j = 0; j < i; j++)
+                    value_free(&row[j]);
+                return -1;
+            }
+        }
+        }
+    }
+    s->nrows++;
+    return 0;
+}
+
+static int keep_columns(stmt_req *s, sqlite3_stmt *st) {
+    s->ncols = sqlite3_column_count(st);
+    if (s->ncols == 0)
+        return 0;
+    s->cols = calloc((size_t)s->ncols, sizeof *s->cols);
+    if (s->cols == NULL)
+        return -1;
+    for (int i = 0; i < s->ncols; i++)
+        if ((s->cols[i] = strdup(sqlite3_column_name(st, i))) == NULL)
+            return -1;
+    return 0;
+}
+
+/* Runs one statement; on failure returns a malloc'd message. */
+static char *run_stmt(sqlite_conn *c, stmt_req *s) {
+    int cached;
+    sqlite3_stmt *st = prepare(c, s->sql, &cached);
+    if (st == NULL)
+        return strdup(sqlite3_errmsg(c->db));
+    char *err = NULL;
+    int rc = bind_params(st, s);
+    if (rc == SQLITE_OK && keep_columns(s, st) != 0)
+        err = strdup("out of memory");
+    while (rc == SQLITE_OK && err == NULL) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            if (keep_row(s, st) != 0)
+                err = strdup("out of memory");
+        } else if (step == SQLITE_DONE) {
+            break;
+        } else {
+            rc = step;
+        }
+    }
+    if (rc != SQLITE_OK && err == NULL)
+        err = strdup(sqlite3_errmsg(c->db));
+    s->changes = sqlite3_changes(c->db);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (!cached)
+        sqlite3_finalize(st);
+    return err;
+}
+
+static int exec_simple(sqlite_conn *c, const char *sql, char **err) {
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return 0;
+    if (err && *err == NULL)
+        *err = strdup(msg ? msg : sqlite3_errmsg(c->db));
+    sqlite3_free(msg);
+    return -1;
+}
+
+/* Runs a batch's statements, stopping at the first failure (recorded). */
+static void run_batch(sqlite_conn *c, batch *b) {
+    for (int i = 0; i < b->nstmts && b->error == NULL; i++) {
+        char *err = run_stmt(c, &b->stmts[i]);
+        if (err) {
+            const char *sql = b->stmts[i].sql;
+            size_t n = strlen(err) + 80;
+            b->error = malloc(n);
+            if (b->error)
+                snprintf(b->error, n, "%s (in: %.60s%s)", err, sql, strlen(sql) > 60 ? "..." : "");
+            free(err);
+        }
+    }
+}
+
+static void fail_group(batch *group, const char *why) {
+    for (batch *b = group; b; b = b->next)
+        if (b->error == NULL)
+            b->error = strdup(why);
+}
+
+static void group_work(uv_work_t *w) {
+    sqlite_conn *c = w->data;
+    batch *group = c->group;
+    char *err = NULL;
+    if (exec_simple(c, "BEGIN IMMEDIATE", &err) != 0) {
+        fail_group(group, err ? err : "cannot begin a transaction");
+        free(err);
+        return;
+    }
+    int alone = group->next == NULL; /* one batch: its own transaction, no savepoint */
+    for (batch *b = group; b; b = b->next) {
+        if (!alone)
+            exec_simple(c, "SAVEPOINT b", NULL);
+        run_batch(c, b);
+        if (!alone && b->error)
+            exec_simple(c, "ROLLBACK TO b", NULL);
+        if (!alone)
+            exec_simple(c, "RELEASE b", NULL);
+    }
+    if (alone && group->error) {
+        exec_simple(c, "ROLLBACK", NULL);
+    } else if (exec_simple(c, "COMMIT", &err) != 0) {
+        exec_simple(c, "ROLLBACK", NULL);
+        fail_group(group, err ? err : "commit failed");
+        free(err);
+    }
+}
+
+/* ---- the loop side ---- */
+
+static void push_result(lua_State *L, const stmt_req *s) {
+    lua_createtable(L, s->nrows, 1);
+    for (int r = 0; r < s->nrows; r++) {
+        lua_createtable(L, 0, s->ncols);
+        for (int i = 0; i < s->ncols; i++) {
+            const value *v = &s->cells[r * s->ncols + i];
+            if (v->type == SQLITE_NULL)
+                continue;
+            value_push(L, v);
+            lua_setfield(L, -2, s->cols[i]);
+        }
+        lua_rawseti(L, -2, r + 1);
+    }
+    lua_pushnumber(L, (lua_Number)s->changes);
+    lua_setfield(L, -2, "changes");
+}
+
+/* Pushes (results) or (nil, error) on L. */
+static int push_outcome(lua_State *L, const batch *b) {
+    if (b->error) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "sqlite: %s", b->error);
+        return 2;
+    }
+    lua_createtable(L, b->nstmts, 0);
+    for (int i = 0; i < b->nstmts; i++) {
+        push_result(L, &b->stmts[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static void deliver(batch *b) {
+    if (b->task) {
+        rill_task *t = b->task;
+        rill_task_resume(t, push_outcome(t->co, b));
+    } else if (b->cb_ref != LUA_NOREF) {
+        lua_State *L = rill_task_main_state();
+        lua_rawgeti(L, LUA_REGISTRYINDEX, b->cb_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
+        if (lua_pcall(L, push_outcome(L, b), 0, 0) != 0) {
+            fprintf(stderr, "rill: error in a sqlite callback: %s\n", lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+}
+
+static void close_db(sqlite_conn *c) {
+    for (int i = 0; i < STMT_CACHE; i++) {
+        if (c->cache[i].sql) {
+            sqlite3_finalize(c->cache[i].stmt);
+            free(c->cache[i].sql);
+            c->cache[i].sql = NULL;
+        }
+    }
+    sqlite3_close(c->db);
+    c->db = NULL;
+}
+
+static void start_group(sqlite_conn *c);
+
+static void group_done(uv_work_t *w, int status) {
+    sqlite_conn *c = w->data;
+    batch *group = c->group;
+    c->group = NULL;
+    if (status != 0)
+        fail_group(group, uv_strerror(status));
+    while (group) {
+        batch *next = group->next;
+        deliver(group);
+        batch_free(group);
+        group = next;
+    }
+    start_group(c);
+}
+
+/* Hands every pending batch to a worker, unless a group is executing. */
+static void start_group(sqlite_conn *c) {
+    lua_State *L = rill_task_main_state();
+    if (c->group)
+        return;
+    if (c->pending == NULL || c->db == NULL) {
+        if (c->closing && c->db)
+            close_db(c);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+        c->self_ref = LUA_NOREF;
+        return;
+    }
+    c->group = c->pending;
+    c->pending = c->pending_tail = NULL;
+    c->work.data = c;
+    if (uv_queue_work(rill_loop(), &c->work, group_work, group_done) != 0) {
+        fail_group(c->group, "cannot queue work");
+        group_done(&c->work, 0);
+    }
+}
+
+static void batch_cancel(void *op) {
+    batch *b = op;
+    b->task = NULL; /* the group still runs; its outcome is dropped */
+}
+
+/* Copies the Lua value at idx into v; returns NULL or an error message. */
+static const char *value_from_lua(lua_State *L, int idx, value *v) {
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        v->type = SQLITE_NULL;
+        return NULL;
+    case LUA_TBOOLEAN:
+        v->type = SQLITE_INTEGER;
+        v->u.i = lua_toboolean(L, idx);
+        return NULL;
+    case LUA_TNUMBER: {
+        lua_Number n = lua_tonumber(L, idx);
+        if (n == (lua_Number)(sqlite3_int64)n && n >= -9007199254740992.0 &&
+            n <= 9007199254740992.0) {
+            v->type = SQLITE_INTEGER;
+            v->u.i = (sqlite3_int64)n;
+        } else {
+            v->type = SQLITE_FLOAT;
+            v->u.d = n;
+        }
+        return NULL;
+    }
+    case LUA_TSTRING: {
+        size_t n;
+        const char *p = lua_tolstring(L, idx, &n);
+        return value_set_text(v, p, n) == 0 ? NULL : "out of memory";
+    }
+    default:
+        v->type = SQLITE_NULL;
+        return "a parameter must be nil, a boolean, a number or a string (encode tables as JSON)";
+    }
+}
+
+/* Reads stmts (a Lua array at idx) into a new batch; raises on misuse. */
+static batch *batch_from_lua(lua_State *L, int idx) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int n = (int)lua_objlen(L, idx);
+    luaL_argcheck(L, n > 0, idx, "expected a non-empty list of statements");
+    batch *b = calloc(1, sizeof *b);
+    if (b == NULL || (b->stmts = calloc((size_t)n, sizeof *b->stmts)) == NULL) {
+        free(b);
+        luaL_error(L, "sqlite: out of memory");
+    }
+    b->cb_ref = LUA_NOREF;
+    b->nstmts = n;
+    const char *err = NULL;
+    for (int i = 0; i < n && err == NULL; i++) {
+        stmt_req *s = &b->stmts[i];
+        lua_rawgeti(L, idx, i + 1);
+        if (!lua_istable(L, -1)) {
+            err = "each statement is a table {sql, params...}";
+        } else {
+            lua_rawgeti(L, -1, 1);
+            const char *sql = lua_tostring(L, -1);
+            lua_pop(L, 1);
+            lua_getfield(L, -1, "n");
+            int np = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : (int)lua_objlen(L, -2) - 1;
+            lua_pop(L, 1);
+            if (sql == NULL)
+                err = "a statement's first element must be its SQL text";
+            else if ((s->sql = strdup(sql)) == NULL)
+                err = "out of memory";
+            else if (np > 0 && (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
+                err = "out of memory";
+            for (int p = 0; p < np && err == NULL; p++) {
+                lua_rawgeti(L, -1, p + 2);
+                err = value_from_lua(L, -1, &s->params[p]);
+                s->nparams = p + 1;
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (err) {
+        batch_free(b);
+        luaL_error(L, "sqlite: %s", err);
+    }
+    return b;
+}
+
+static sqlite_conn *check_conn(lua_State *L) {
+    sqlite_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    if (c->db == NULL || c->closing)
+        luaL_error(L, "sqlite: the connection is closed");
+    return c;
+}
+
+/* conn:batch(stmts [, callback]) */
+static int l_batch(lua_State *L) {
+    sqlite_conn *c = check_conn(L);
+    int has_cb = lua_isfunction(L, 3);
+    rill_task *t = has_cb ? NULL : rill_task_check(L, "sqlite batch");
+    batch *b = batch_from_lua(L, 2);
+    if (has_cb) {
+        lua_pushvalue(L, 3);
+        b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    b->task = t;
+    if (c->pending_tail)
+        c->pending_tail->next = b;
+    else
+        c->pending = b;
+    c->pending_tail = b;
+    if (c->self_ref == LUA_NOREF) {
+        lua_pushvalue(L, 1);
+        c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    start_group(c);
+    if (has_cb)
+        return 0;
+    return rill_task_wait(L, t, batch_cancel, b);
+}
+
+/* conn:close(): closes now when idle, else once the queued work is done. */
+static int l_close(lua_State *L) {
+    sqlite_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    if (c->db == NULL)
+        return 0;
+    c->closing = 1;
+    if (c->group == NULL && c->pending == NULL)
+        close_db(c);
+    return 0;
+}
+
+static int l_gc(lua_State *L) {
+    sqlite_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    if (c->db && c->group == NULL) /* a running group anchors the userdata */
+        close_db(c);
+    return 0;
+}
+
+static const char *SYNC_MODES[] = {"off", "normal", "full", NULL};
+
+/* sqlite.open(path [, opts]) -> conn; raises with the reason */
+static int l_open(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    int sync = 1, busy_ms = 5000;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "synchronous");
+        if (!lua_isnil(L, -1))
+            sync = luaL_checkoption(L, -1, NULL, SYNC_MODES);
+        lua_getfield(L, 2, "busy_ms");
+        busy_ms = (int)luaL_optinteger(L, -1, busy_ms);
+        lua_pop(L, 2);
+    }
+    sqlite_conn *c = lua_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->self_ref = LUA_NOREF;
+    luaL_getmetatable(L, CONN_MT);
+    lua_setmetatable(L, -2);
+    int rc = sqlite3_open_v2(
+        path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        const char *msg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc);
+        lua_pushfstring(L, "sqlite: cannot open %s: %s", path, msg);
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return lua_error(L);
+    }
+    sqlite3_busy_timeout(c->db, busy_ms);
+    char pragmas[160];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;",
+             SYNC_MODES[sync]);
+    char *err = NULL;
+    if (exec_simple(c, pragmas, &err) != 0) {
+        lua_pushfstring(L, "sqlite: cannot set up %s: %s", path, err ? err : "?");
+        free(err);
+        close_db(c);
+        return lua_error(L);
+    }
+    return 1;
+}
+
+int rill_sqlite_open(lua_State *L) {
+    static const luaL_Reg methods[] = {{"batch", l_batch}, {"close", l_close}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
+    rill_lua_metatable(L, CONN_MT, methods);
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_register(L, NULL, funcs);
+    lua_pushstring(L, sqlite3_libversion());
+    lua_setfield(L, -2, "version");
+    return 1;
+}

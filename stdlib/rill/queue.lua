@@ -1,0 +1,334 @@
+-- queue: durable runs and their policy. A run is stored before anyone is
+-- told it was accepted; this instance then runs it at once when it has a
+-- free slot (the row is written already leased to it), or a poller claims it
+-- later. Every attempt ends by writing its outcome: succeeded, retrying (at a
+-- later time, exponential backoff with jitter), or dead (attempts exhausted,
+-- or the flow called fail()). A run whose instance died keeps its lease until
+-- it expires; then any instance claims it again (at-least-once).
+-- Concurrency: at most `concurrency` runs at once in this instance, and at
+-- most flow.concurrency runs of one flow; the rest wait in the store.
+local json = require "rill.json"
+local crypto = require "rill.c.crypto"
+local timer = require "rill.c.timer"
+local store = require "rill.store"
+local runner = require "rill.runner"
+local log = require "rill.log"
+
+local queue = {
+  concurrency = 100,     -- runs at once in this instance
+  lease = 60,            -- seconds a claimed run stays ours without renewal
+  poll_interval = 1,     -- seconds between looks for ready runs
+  retention = 7 * 86400, -- seconds finished runs are kept
+  attempts = 5,          -- default attempts of a run (1 = no retry)
+  backoff = 10,          -- seconds before the first retry, doubled each time
+  max_backoff = 3600,    -- cap of the backoff
+  record_sync = true,    -- store sync webhook runs (history) after they answered
+}
+
+local instance            -- this process's owner id in the store
+local running, running_by_flow = 0, {}
+local active = {}         -- the flow versions in force (flows.lua)
+local started = false
+local poll_timer, renew_timer, prune_timer
+local polling, poll_again = false, false
+local counts = { succeeded = 0, retrying = 0, dead = 0, failed = 0, submitted = 0, duplicates = 0 }
+queue.counts = counts
+
+function queue.configure(c)
+  queue.concurrency = c.concurrency or queue.concurrency
+  queue.lease = c.lease or queue.lease
+  queue.poll_interval = c.poll_interval or queue.poll_interval
+  queue.retention = c.retention or queue.retention
+  queue.attempts = c.retry_attempts or queue.attempts
+  queue.backoff = c.retry_backoff or queue.backoff
+  queue.max_backoff = c.retry_max_backoff or queue.max_backoff
+  if c.record_sync ~= nil then queue.record_sync = c.record_sync end
+end
+
+-- delay(attempt, base, max) -> seconds before the next attempt: the
+-- exponential delay base * 2^(attempt-1), capped, of which the second half
+-- is random ("equal jitter": never sooner than half, spread to avoid herds).
+function queue.delay(attempt, base, max)
+  local d = math.min(max, base * 2 ^ (attempt - 1))
+  return d / 2 + math.random() * d / 2
+end
+
+local function retry_policy(flow)
+  local r = flow.retries or {}
+  return r.attempts or queue.attempts, r.backoff or queue.backoff, r.max_backoff or queue.max_backoff
+end
+
+local function free_slots(flow)
+  local free = queue.concurrency - running
+  if flow.concurrency then free = math.min(free, flow.concurrency - (running_by_flow[flow.name] or 0)) end
+  return free
+end
+
+-- hold(name, n): n more slots taken by runs of flow `name` (n < 0 frees).
+local function hold(name, n)
+  running = running + n
+  running_by_flow[name] = (running_by_flow[name] or 0) + n
+end
+
+local poll
+
+-- kick(): look for ready runs soon (coalesced: one poll at a time).
+local function kick()
+  if not started then return end
+  if polling then
+    poll_again = true
+    return
+  end
+  polling = true
+  timer.after(0, poll)
+end
+queue.kick = kick
+
+local function encode_or_nil(v)
+  if v == nil then return nil end
+  local ok, s = pcall(json.encode, v)
+  return ok and s or nil
+end
+
+-- ---- running an attempt ----
+
+local finished
+
+local function execute(flow, trigger, payload, row, request)
+  runner.start(flow, trigger, payload, {
+    id = row.id, attempt = row.attempt, request = request, on_done = finished,
+    parent_id = row.parent, depth = row.depth, caller = row,
+  })
+end
+
+finished = function(run)
+  local row = run.caller
+  local flow = active[row.flow]
+  local f = { finished = store.now_ms(), version = run.version }
+  if run.state == "succeeded" then
+    f.state = "succeeded"
+    if run.result ~= nil then
+      local ok, s = pcall(json.encode, run.result)
+      if ok then
+        f.result = s
+      else
+        f.state, run.error = "dead", { message = "the run's result is not JSON: " .. s, no_retry = true }
+      end
+    end
+  end
+  if f.state ~= "succeeded" then
+    f.error = encode_or_nil { message = run.error.message, traceback = run.error.traceback }
+    local attempts, base, max = retry_policy(flow or {})
+    attempts = math.min(attempts, row.max_attempts or attempts)
+    if run.error.no_retry or run.attempt >= attempts then
+      f.state = "dead"
+      log.write("error", "run is dead after " .. run.attempt .. " attempt(s)", { error = run.error.message }, run)
+    else
+      local delay = queue.delay(run.attempt, base, max)
+      f.state, f.run_at = "retrying", f.finished + math.floor(delay * 1000)
+      log.write("warn", "run will be retried", { attempt = run.attempt, of = attempts,
+        in_s = math.floor(delay * 10 + 0.5) / 10 }, run)
+    end
+  end
+  local lines = {}
+  for i, l in ipairs(run.logs or {}) do
+    lines[i] = { at = math.floor(l.at * 1000), level = l.level, message = l.msg, fields = encode_or_nil(l.fields) }
+  end
+  store.finish(row.id, instance, run.attempt, f, lines, function(ours, err)
+    hold(row.flow, -1)
+    counts[f.state] = (counts[f.state] or 0) + 1
+    if ours == nil then
+      log.write("error", "the run's outcome could not be stored; it will run again when its lease expires",
+        { error = err }, run)
+    elseif not ours then
+      log.write("warn", "the run's lease had expired and another instance took it; this outcome is dropped", nil, run)
+    end
+    if f.state == "retrying" then
+      timer.after(f.run_at / 1000 - store.now_ms() / 1000 + 0.01, kick)
+    end
+    kick()
+  end)
+end
+
+-- Starts a claimed row (a table from the store).
+local function start_row(row)
+  local flow = active[row.flow]
+  local payload = row.payload and json.try_decode(row.payload)
+  local trigger = json.try_decode(row.trigger) or { type = "unknown" }
+  local request = row.request and json.try_decode(row.request)
+  if request and request.body == nil then request.body = row.payload end
+  -- A run that cannot start still runs as an attempt that fails at once, so
+  -- that its outcome and its slot follow the one path of every attempt.
+  local why
+  if row.attempt > row.max_attempts then
+    why = "its last attempt never finished: the process running it stopped (lease expired)"
+  elseif not flow then
+    why = "flow '" .. row.flow .. "' is not loaded in this instance"
+  end
+  if why then
+    flow = { name = row.flow, version = row.version, run = function() runner.fail(why, 0) end }
+  end
+  execute(flow, trigger, payload, row, request)
+end
+
+-- ---- submitting ----
+
+-- submit(flow, trigger, payload, opts, callback): stores a new run of a flow
+-- version and calls callback(run_id, duplicate) once it is committed, or
+-- callback(nil, err). opts: payload_json (the payload as JSON text already,
+-- e.g. a webhook's raw body), request (ctx.request), idem_key, run_at (ms),
+-- parent, depth, extra (statements for the same transaction).
+function queue.submit(flow, trigger, payload, opts, callback)
+  local now = store.now_ms()
+  local run_at = opts.run_at or now
+  local here = started and run_at <= now and free_slots(flow) > 0
+  local request_json
+  if opts.request then
+    local r = opts.request
+    request_json = json.encode { method = r.method, path = r.path, query = r.query, headers = r.headers,
+      params = r.params, body = not opts.payload_json and r.body or nil }
+  end
+  local row = {
+    id = opts.id or crypto.id7(), flow = flow.name, version = flow.version, trigger = json.encode(trigger),
+    payload = opts.payload_json or encode_or_nil(payload), request = request_json,
+    state = here and "running" or "queued", attempt = here and 1 or 0,
+    max_attempts = (retry_policy(flow)), run_at = run_at,
+    lease_until = here and now + queue.lease * 1000 or nil, owner = here and instance or nil,
+    parent = opts.parent, depth = opts.depth or 0, idem_key = opts.idem_key, created = now,
+    started = here and now or nil,
+  }
+  if here then hold(flow.name, 1) end -- held from now, so concurrent submits see it
+  counts.submitted = counts.submitted + 1
+  store.enqueue(row, function(id, dup)
+    if not id then
+      if here then hold(flow.name, -1) end
+      return callback(nil, dup)
+    end
+    if dup then
+      counts.duplicates = counts.duplicates + 1
+      if here then hold(flow.name, -1) end
+      return callback(id, true)
+    end
+    callback(id, false)
+    if here then
+      execute(flow, trigger, payload, row, opts.request)
+    elseif run_at <= now then
+      kick()
+    else
+      timer.after((run_at - now) / 1000 + 0.01, kick)
+    end
+  end, opts.extra)
+end
+
+-- record(run): stores a run that already ended and was not queued (a sync
+-- webhook's run: its caller got the answer and retries by itself).
+function queue.record(run, trigger, payload_json)
+  if not queue.record_sync then return end
+  local lines = {}
+  for i, l in ipairs(run.logs or {}) do
+    lines[i] = { at = math.floor(l.at * 1000), level = l.level, message = l.msg, fields = encode_or_nil(l.fields) }
+  end
+  local ok = run.state == "succeeded"
+  store.record({
+    id = run.id, flow = run.flow, version = run.version, trigger = trigger, payload = payload_json,
+    state = ok and "succeeded" or "failed", attempt = 1, max_attempts = 1,
+    run_at = math.floor(run.started * 1000), created = math.floor(run.started * 1000),
+    started = math.floor(run.started * 1000), finished = math.floor(run.finished * 1000),
+    result = ok and encode_or_nil(run.result) or nil,
+    error = not ok and encode_or_nil { message = run.error.message, traceback = run.error.traceback } or nil,
+  }, lines)
+end
+
+-- ---- claiming ----
+
+poll = function()
+  -- In a task: a look at what is ready, then claims sized to the free slots.
+  require("rill.c.task").spawn(function()
+    local ready = store.ready(store.now_ms())
+    local claims = {}
+    local budget = queue.concurrency - running
+    for _, r in ipairs(ready) do
+      local flow = active[r.flow] or { name = r.flow }
+      local n = math.min(r.n, free_slots(flow), budget)
+      if n > 0 then
+        claims[#claims + 1] = { flow = r.flow, limit = n }
+        budget = budget - n
+        hold(r.flow, n) -- reserved while the claim is in flight
+      end
+    end
+    if #claims == 0 then return end
+    local ok, rows = pcall(store.claim, instance, claims, math.floor(queue.lease * 1000))
+    for _, c in ipairs(claims) do hold(c.flow, -c.limit) end
+    if not ok then error(rows, 0) end
+    for _, row in ipairs(rows) do
+      hold(row.flow, 1)
+      start_row(row)
+    end
+    if #rows > 0 then poll_again = true end
+  end, function(_, ok, err)
+    polling = false
+    if not ok then log.error("claiming queued runs failed", { error = tostring(err) }) end
+    if poll_again and ok then
+      poll_again = false
+      kick()
+    end
+  end)
+end
+
+local function prune()
+  local before = store.now_ms() - math.floor(queue.retention * 1000)
+  store.prune(before, 5000, function(n, err)
+    if err then
+      log.warn("pruning old runs failed", { error = err })
+    elseif n and n > 0 then
+      log.info("pruned finished runs", { count = n })
+      if n == 5000 then timer.after(0.1, prune) end
+    end
+  end)
+end
+
+local function every(seconds, fn)
+  local handle
+  local function tick()
+    fn()
+    handle.t = timer.after(seconds, tick)
+  end
+  handle = { t = timer.after(seconds, tick) }
+  return handle
+end
+
+-- sync(active_flows): the flow versions new runs and claims use.
+function queue.sync(active_flows)
+  active = active_flows
+  kick()
+end
+
+-- start(): claims and runs queued runs from now on.
+function queue.start()
+  instance = instance or crypto.id7()
+  queue.instance = instance
+  started = true
+  poll_timer = every(queue.poll_interval, kick)
+  renew_timer = every(queue.lease / 3, function()
+    if running > 0 then
+      store.renew(instance, math.floor(queue.lease * 1000), function(_, err)
+        if err then log.warn("renewing run leases failed", { error = err }) end
+      end)
+    end
+  end)
+  prune_timer = every(3600, prune)
+  timer.after(1, prune)
+  kick()
+end
+
+-- stop(): no new claims; runs in progress finish (or their leases expire).
+function queue.stop()
+  started = false
+  for _, h in ipairs { poll_timer, renew_timer, prune_timer } do
+    if h then h.t:stop() end
+  end
+end
+
+function queue.running() return running end
+
+return queue

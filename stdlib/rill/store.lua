@@ -1,0 +1,318 @@
+-- store: rill's durable state (runs, their log lines, cron schedule state,
+-- idempotency keys) over one of two backends with the same batch primitive:
+-- SQLite (rill.c.sqlite, the embedded default) and Postgres (rill.c.pg).
+-- A batch is a list of statements run in one transaction; the backends run
+-- the batches that arrive together in one commit (group commit).
+-- This module owns the schema, its migrations and every SQL text; the
+-- policy (when to retry, what is dead) lives in queue.lua.
+-- Times are integer milliseconds since the epoch; payloads, results and
+-- errors are JSON text.
+local json = require "rill.json"
+
+local store = {}
+
+local conn, dialect
+
+local function now_ms()
+  return math.floor(require("rill.c.tz").now() * 1000)
+end
+store.now_ms = now_ms
+
+-- The schema, as numbered migrations. Each applies in one transaction that
+-- also records its number, so two instances starting together cannot both
+-- apply it: the second one's insert of the number fails and it re-reads.
+local MIGRATIONS = {
+  {
+    [[CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        version TEXT,
+        trigger TEXT NOT NULL,
+        payload TEXT,
+        request TEXT,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 1,
+        run_at BIGINT NOT NULL,
+        lease_until BIGINT,
+        owner TEXT,
+        parent TEXT,
+        depth INTEGER NOT NULL DEFAULT 0,
+        idem_key TEXT,
+        created BIGINT NOT NULL,
+        started BIGINT,
+        finished BIGINT,
+        result TEXT,
+        error TEXT)]],
+    "CREATE INDEX runs_ready ON runs (state, run_at)",
+    "CREATE INDEX runs_finished ON runs (state, finished)",
+    "CREATE INDEX runs_flow ON runs (flow, created)",
+    [[CREATE TABLE run_logs (
+        run_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        at BIGINT NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL,
+        fields TEXT,
+        PRIMARY KEY (run_id, attempt, seq))]],
+    [[CREATE TABLE schedules (
+        key TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        last_fire BIGINT,
+        next_fire BIGINT)]],
+    [[CREATE TABLE idempotency (
+        flow TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (flow, key))]],
+  },
+}
+
+local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
+  .. "parent, depth, idem_key, created, started, finished, result, error"
+
+-- What differs between the two SQL dialects.
+local DIALECTS = {
+  sqlite = {
+    claim = [[UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
+      WHERE id IN (SELECT id FROM runs
+        WHERE flow = $4 AND ((state IN ('queued', 'retrying') AND run_at <= $3) OR (state = 'running' AND lease_until < $3))
+        ORDER BY run_at LIMIT $5)
+      RETURNING ]] .. RUN_COLUMNS,
+  },
+}
+
+local function check(res, err)
+  if not res then error(err, 0) end
+  return res
+end
+
+-- batch(stmts[, callback]): in a task, returns the results or raises; with a
+-- callback, returns at once and calls callback(results) or callback(nil, err).
+function store.batch(stmts, callback)
+  if callback then return conn:batch(stmts, callback) end
+  return check(conn:batch(stmts))
+end
+
+local function migrate()
+  store.batch { { "CREATE TABLE IF NOT EXISTS rill_migrations (version INTEGER PRIMARY KEY, applied BIGINT NOT NULL)" } }
+  while true do
+    local rows = store.batch { { "SELECT max(version) AS v FROM rill_migrations" } }[1]
+    local current = rows[1] and rows[1].v or 0
+    if current >= #MIGRATIONS then return current end
+    local version = current + 1
+    local stmts = { { "INSERT INTO rill_migrations (version, applied) VALUES ($1, $2)", version, now_ms(), n = 2 } }
+    for _, sql in ipairs(MIGRATIONS[version]) do stmts[#stmts + 1] = { sql } end
+    local ok, err = conn:batch(stmts)
+    if not ok and not tostring(err):lower():find("unique", 1, true) then
+      error("store: migration " .. version .. " failed: " .. tostring(err), 0)
+    end
+  end
+end
+
+-- open(url, opts): "sqlite:PATH" (or a plain path) or "postgres://...";
+-- applies migrations. In a task. opts.sync: "normal" | "full".
+function store.open(url, opts)
+  opts = opts or {}
+  if url:match("^postgres") then
+    error("store: Postgres store is not available in this build yet", 0)
+  end
+  local path = url:gsub("^sqlite:", "")
+  local dir = path:match("^(.*)/[^/]+$")
+  if dir then require("rill.c.os").mkdir_p(dir) end
+  conn = require("rill.c.sqlite").open(path, { synchronous = opts.sync or "normal" })
+  dialect = DIALECTS.sqlite
+  store.kind, store.url = "sqlite", path
+  return migrate()
+end
+
+function store.close()
+  if conn then conn:close() end
+  conn = nil
+end
+
+function store.is_open() return conn ~= nil end
+
+-- ---- statements: each returns a statement table for a batch ----
+
+local RUN_INSERT = "INSERT INTO runs (id, flow, version, trigger, payload, request, state, attempt, "
+  .. "max_attempts, run_at, lease_until, owner, parent, depth, idem_key, created, started, finished, result, error) "
+local RUN_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20"
+local INSERT_RUN = RUN_INSERT .. "VALUES (" .. RUN_VALUES .. ")"
+-- the same, only when the run holds the idempotency key ($2 flow, $15 key)
+local INSERT_RUN_WITH_KEY = RUN_INSERT .. "SELECT " .. RUN_VALUES
+  .. " WHERE EXISTS (SELECT 1 FROM idempotency WHERE flow = $2 AND key = $15 AND run_id = $1)"
+
+local function insert_run(r, sql)
+  return { sql or INSERT_RUN,
+    r.id, r.flow, r.version, r.trigger, r.payload, r.request, r.state, r.attempt or 0, r.max_attempts or 1,
+    r.run_at, r.lease_until, r.owner, r.parent, r.depth or 0, r.idem_key, r.created, r.started, r.finished,
+    r.result, r.error, n = 20 }
+end
+
+-- enqueue(r, callback[, extra]): stores a new run row r (all columns as
+-- strings and numbers), and the statements in `extra` in the same
+-- transaction. With r.idem_key, a second row with the same flow and key is
+-- not stored: callback(id, duplicate) gets the first run's id and whether
+-- this was such a duplicate; callback(nil, err) on failure.
+function store.enqueue(r, callback, extra)
+  local stmts
+  if r.idem_key then
+    stmts = {
+      { "INSERT INTO idempotency (flow, key, run_id, created) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        r.flow, r.idem_key, r.id, r.created, n = 4 },
+      { "SELECT run_id FROM idempotency WHERE flow = $1 AND key = $2", r.flow, r.idem_key, n = 2 },
+      insert_run(r, INSERT_RUN_WITH_KEY),
+    }
+  else
+    stmts = { insert_run(r) }
+  end
+  for _, s in ipairs(extra or {}) do stmts[#stmts + 1] = s end
+  store.batch(stmts, function(res, err)
+    if not res then return callback(nil, err) end
+    local first = r.idem_key and res[2][1].run_id or r.id
+    callback(first, first ~= r.id)
+  end)
+end
+
+local READY = "((state IN ('queued', 'retrying') AND run_at <= $1) OR (state = 'running' AND lease_until < $1))"
+
+-- ready(now) -> {flow, n} for each flow with runs ready to claim: queued
+-- ones that are due, and running ones whose lease expired (their process died).
+function store.ready(now)
+  return store.batch { { "SELECT flow, count(*) AS n FROM runs WHERE " .. READY .. " GROUP BY flow", now, n = 1 } }[1]
+end
+
+-- claim(owner, claims, lease_ms) -> rows of the runs now running here, at
+-- most claims[i].limit of flow claims[i].flow, oldest due first. In a task.
+function store.claim(owner, claims, lease_ms)
+  local now = now_ms()
+  local stmts = {}
+  for i, c in ipairs(claims) do
+    stmts[i] = { dialect.claim, owner, now + lease_ms, now, c.flow, c.limit, n = 5 }
+  end
+  local rows = {}
+  for _, res in ipairs(store.batch(stmts)) do
+    for _, row in ipairs(res) do rows[#rows + 1] = row end
+  end
+  return rows
+end
+
+-- renew(owner, lease_ms): extends the lease of every run this owner runs.
+function store.renew(owner, lease_ms, callback)
+  return store.batch({ { "UPDATE runs SET lease_until = $1 WHERE owner = $2 AND state = 'running'",
+    now_ms() + lease_ms, owner, n = 2 } }, callback)
+end
+
+local function log_rows(stmts, id, attempt, lines)
+  for i, l in ipairs(lines or {}) do
+    stmts[#stmts + 1] = { "INSERT INTO run_logs (run_id, attempt, seq, at, level, message, fields) "
+      .. "VALUES ($1, $2, $3, $4, $5, $6, $7)", id, attempt, i, l.at, l.level, l.message, l.fields, n = 7 }
+  end
+end
+
+-- finish(id, owner, fields, lines, callback): records the end of an attempt
+-- of a run this owner holds: fields.state ('succeeded', 'retrying', 'dead',
+-- 'failed'), result, error, run_at (retrying), finished; and its log lines.
+-- callback(true) or callback(false) when the run was no longer ours (its
+-- lease had expired and another instance took it).
+function store.finish(id, owner, attempt, f, lines, callback)
+  local stmts = {
+    { "UPDATE runs SET state = $3, result = $4, error = $5, run_at = COALESCE($6, run_at), finished = $7, "
+      .. "lease_until = NULL, owner = NULL, version = COALESCE($8, version) "
+      .. "WHERE id = $1 AND owner = $2 AND state = 'running'",
+      id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, n = 8 },
+  }
+  log_rows(stmts, id, attempt, lines)
+  store.batch(stmts, function(res, err)
+    if not res then return callback(nil, err) end
+    callback(res[1].changes > 0)
+  end)
+end
+
+-- record(r, lines, callback): stores a run that already ended (a sync
+-- webhook's run, whose caller got the answer), with its log lines.
+function store.record(r, lines, callback)
+  local stmts = { insert_run(r) }
+  log_rows(stmts, r.id, r.attempt or 1, lines)
+  store.batch(stmts, callback or function(_, err)
+    if err then require("rill.log").warn("a run could not be recorded", { run_id = r.id, error = err }) end
+  end)
+end
+
+-- ---- reading (CLI, admin) ----
+
+-- list{flow, state, limit, before} -> rows, newest first.
+function store.list(q)
+  q = q or {}
+  local res = store.batch { { "SELECT id, flow, state, attempt, max_attempts, created, started, finished, run_at, error "
+    .. "FROM runs WHERE ($1 IS NULL OR flow = $1) AND ($2 IS NULL OR state = $2) "
+    .. "ORDER BY created DESC, id DESC LIMIT $3", q.flow, q.state, q.limit or 50, n = 3 } }
+  return res[1]
+end
+
+-- get(id) -> the run row (id may be a unique prefix) and its log lines, or nil.
+function store.get(id)
+  local res = store.batch {
+    { "SELECT " .. RUN_COLUMNS .. ", owner, lease_until FROM runs WHERE id = $1", id, n = 1 },
+    { "SELECT attempt, seq, at, level, message, fields FROM run_logs WHERE run_id = $1 ORDER BY attempt, seq", id, n = 1 },
+  }
+  local run = res[1][1]
+  if run then run.logs = res[2] end
+  return run
+end
+
+-- count(state) -> the number of runs in that state (all runs without one).
+function store.count(state)
+  local res = store.batch { { "SELECT count(*) AS n FROM runs WHERE ($1 IS NULL OR state = $1)", state, n = 1 } }
+  return res[1][1].n
+end
+
+-- requeue(id, extra_attempts) -> true, or false and why: a dead, failed or
+-- retrying run goes back to the queue, ready now, with one more attempt.
+function store.requeue(id)
+  local res = store.batch { { "UPDATE runs SET state = 'queued', run_at = $2, max_attempts = attempt + 1, "
+    .. "finished = NULL WHERE id = $1 AND state IN ('dead', 'failed', 'retrying')", id, now_ms(), n = 2 },
+    { "SELECT state FROM runs WHERE id = $1", id, n = 1 } }
+  if res[1].changes > 0 then return true end
+  local row = res[2][1]
+  if not row then return false, "no run " .. id end
+  return false, "run " .. id .. " is " .. row.state .. ": only a dead, failed or retrying run can be retried"
+end
+
+-- prune(before_ms, limit) -> how many finished runs were deleted (oldest
+-- first, at most limit), with their log lines; dead runs are kept.
+function store.prune(before, limit, callback)
+  local stmts = {
+    { "DELETE FROM run_logs WHERE run_id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
+      .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
+    { "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
+      .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
+    { "DELETE FROM idempotency WHERE created < $1", before, n = 1 },
+  }
+  return store.batch(stmts, function(res, err)
+    if callback then callback(res and res[2].changes, err) end
+  end)
+end
+
+-- schedules() -> key -> {last_fire, next_fire}
+function store.schedules()
+  local out = {}
+  for _, row in ipairs(store.batch { { "SELECT key, last_fire, next_fire FROM schedules" } }[1]) do
+    out[row.key] = row
+  end
+  return out
+end
+
+-- schedule_stmt(key, flow, last, next): the statement that records a fire.
+function store.schedule_stmt(key, flow, last, next_fire)
+  return { "INSERT INTO schedules (key, flow, last_fire, next_fire) VALUES ($1, $2, $3, $4) "
+    .. "ON CONFLICT (key) DO UPDATE SET last_fire = excluded.last_fire, next_fire = excluded.next_fire",
+    key, flow, last, next_fire, n = 4 }
+end
+
+store.encode = json.encode
+
+return store
