@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sqlite3.h>
 
@@ -62,6 +63,7 @@ typedef struct batch {
     int cb_ref;      /* or the callback, or LUA_NOREF (cancelled) */
     int nstmts;
     stmt_req *stmts;
+    int writes;  /* some statement is not a SELECT */
     char *error; /* NULL on success */
 } batch;
 
@@ -313,7 +315,13 @@ static void group_work(uv_work_t *w) {
     sqlite_conn *c = w->data;
     batch *group = c->group;
     char *err = NULL;
-    if (exec_simple(c, "BEGIN IMMEDIATE", &err) != 0) {
+    int writes = 0;
+    for (batch *b = group; b; b = b->next)
+        writes |= b->writes;
+    /* A writing transaction takes the write lock at once: taking it later,
+     * after reading, can fail with SQLITE_BUSY without waiting. Readers
+     * (the CLI beside a running server) never block the writer. */
+    if (exec_simple(c, writes ? "BEGIN IMMEDIATE" : "BEGIN", &err) != 0) {
         fail_group(group, err ? err : "cannot begin a transaction");
         free(err);
         return;
@@ -505,6 +513,8 @@ static batch *batch_from_lua(lua_State *L, int idx) {
                 err = "out of memory";
             else if (np > 0 && (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
                 err = "out of memory";
+            if (sql)
+                b->writes |= strncasecmp(sql + strspn(sql, " \t\n"), "SELECT", 6) != 0;
             for (int p = 0; p < np && err == NULL; p++) {
                 lua_rawgeti(L, -1, p + 2);
                 err = value_from_lua(L, -1, &s->params[p]);
@@ -603,7 +613,8 @@ static int l_open(lua_State *L) {
     sqlite3_busy_timeout(c->db, busy_ms);
     char pragmas[160];
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;",
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON; PRAGMA "
+             "cache_size=-65536;",
              SYNC_MODES[sync]);
     char *err = NULL;
     if (exec_simple(c, pragmas, &err) != 0) {

@@ -31,6 +31,7 @@ local active = {}         -- the flow versions in force (flows.lua)
 local started = false
 local poll_timer, renew_timer, prune_timer
 local polling, poll_again = false, false
+local maybe_queued = true -- runs may wait in the store: look after each finish
 local counts = { succeeded = 0, retrying = 0, dead = 0, failed = 0, submitted = 0, duplicates = 0 }
 queue.counts = counts
 
@@ -146,7 +147,7 @@ finished = function(run)
     if f.state == "retrying" then
       timer.after(f.run_at / 1000 - store.now_ms() / 1000 + 0.01, kick)
     end
-    kick()
+    if maybe_queued then kick() end
   end)
 end
 
@@ -213,6 +214,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
     if here then
       execute(flow, trigger, payload, row, opts.request)
     elseif run_at <= now then
+      maybe_queued = true
       kick()
     else
       timer.after((run_at - now) / 1000 + 0.01, kick)
@@ -245,6 +247,7 @@ poll = function()
   -- In a task: a look at what is ready, then claims sized to the free slots.
   require("rill.c.task").spawn(function()
     local ready = store.ready(store.now_ms())
+    maybe_queued = #ready > 0
     local claims = {}
     local budget = queue.concurrency - running
     for _, r in ipairs(ready) do

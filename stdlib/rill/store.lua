@@ -77,8 +77,10 @@ local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attemp
 local DIALECTS = {
   sqlite = {
     claim = [[UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
-      WHERE id IN (SELECT id FROM runs
-        WHERE flow = $4 AND ((state IN ('queued', 'retrying') AND run_at <= $3) OR (state = 'running' AND lease_until < $3))
+      WHERE id IN (SELECT id FROM (
+          SELECT id, run_at FROM runs WHERE state IN ('queued', 'retrying') AND run_at <= $3 AND +flow = $4
+          UNION ALL
+          SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND +flow = $4)
         ORDER BY run_at LIMIT $5)
       RETURNING ]] .. RUN_COLUMNS,
   },
@@ -177,12 +179,31 @@ function store.enqueue(r, callback, extra)
   end)
 end
 
-local READY = "((state IN ('queued', 'retrying') AND run_at <= $1) OR (state = 'running' AND lease_until < $1))"
+-- Runs ready to claim: queued ones that are due, and running ones whose lease
+-- expired (their process died). Two index range scans (runs_ready and
+-- runs_finished), not an OR; `+flow` keeps SQLite off the runs_flow index,
+-- which would visit every run of the flow.
+local DUE = "state IN ('queued', 'retrying') AND run_at <= $1"
+local ORPHANED = "state = 'running' AND lease_until < $1"
 
--- ready(now) -> {flow, n} for each flow with runs ready to claim: queued
--- ones that are due, and running ones whose lease expired (their process died).
+-- ready(now) -> {flow, n} for each flow with runs ready to claim.
 function store.ready(now)
-  return store.batch { { "SELECT flow, count(*) AS n FROM runs WHERE " .. READY .. " GROUP BY flow", now, n = 1 } }[1]
+  local res = store.batch {
+    { "SELECT flow, count(*) AS n FROM runs WHERE " .. DUE .. " GROUP BY flow", now, n = 1 },
+    { "SELECT flow, count(*) AS n FROM runs WHERE " .. ORPHANED .. " GROUP BY flow", now, n = 1 },
+  }
+  local by_flow, out = {}, {}
+  for _, rows in ipairs(res) do
+    for _, r in ipairs(rows) do
+      if by_flow[r.flow] then
+        by_flow[r.flow].n = by_flow[r.flow].n + r.n
+      else
+        by_flow[r.flow] = r
+        out[#out + 1] = r
+      end
+    end
+  end
+  return out
 end
 
 -- claim(owner, claims, lease_ms) -> rows of the runs now running here, at

@@ -3,7 +3,8 @@
 -- with error level 2, so that a mistake is reported at the flow's own
 -- file:line (e.g. "flows/quote.lua:4: cron: field 'hour' ...").
 --   webhook { path = "/hooks/x", method = "POST", mode = "sync"|"async", body = "json"|"text"|"form",
---             idempotency = "header:X-Delivery-Id" | "body:event.id" }
+--             idempotency = "header:X-Delivery-Id" | "body:event.id",
+--             verify = function(request) return <is it genuine?> end }
 --   cron "0 9 * * MON-FRI"   or   cron { "0 9 * * *", tz = "Europe/Paris", missed = "skip"|"run_once" }
 --   manual()                 run by hand only (rill run)
 --   from_flow()              started by other flows through flows.trigger
@@ -33,7 +34,7 @@ end
 
 local function make_webhook(spec, level)
   if type(spec) ~= "table" then fail(level, "webhook: expected a table, like webhook { path = \"/hooks/x\" }") end
-  check_keys(spec, { path = 1, method = 1, mode = 1, body = 1, idempotency = 1, [MARK] = 1, type = 1 }, "webhook", level)
+  check_keys(spec, { path = 1, method = 1, mode = 1, body = 1, idempotency = 1, verify = 1, [MARK] = 1, type = 1 }, "webhook", level)
   local path = spec.path
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
     fail(level, "webhook: path must be a string starting with '/', got %s", tostring(path))
@@ -54,8 +55,11 @@ local function make_webhook(spec, level)
       fail(level, "webhook: idempotency must be \"header:<name>\" or \"body:<field.path>\", got %s", tostring(idem))
     end
   end
+  if spec.verify ~= nil and type(spec.verify) ~= "function" then
+    fail(level, "webhook: verify must be a function(request) returning true for a genuine request")
+  end
   return { [MARK] = true, type = "webhook", path = path, method = method, mode = mode, body = body,
-           params = #params > 0 and params or nil, idempotency = idem }
+           params = #params > 0 and params or nil, idempotency = idem, verify = spec.verify }
 end
 
 local function make_cron(spec, level)

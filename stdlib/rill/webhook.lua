@@ -17,7 +17,9 @@ local paths = {}     -- path -> {methods}, for 405 answers
 local JSON = { ["content-type"] = "application/json" }
 local NO_QUERY = setmetatable({}, { __newindex = function() error("ctx.request.query is read-only", 2) end })
 
-local accept
+local accept, start, verified
+local task = require "rill.c.task"
+local VERIFY_LIMITS = { deadline = 1 }
 
 local function reply_error(req, status, message, extra)
   local body = { error = message }
@@ -191,6 +193,25 @@ accept = function(req, route, payload, request)
   end)
 end
 
+start = function(req, route, payload, request)
+  if route.trigger.mode == "async" then return accept(req, route, payload, request) end
+  runner.start(route.flow, route.info, payload, { request = request, on_done = respond_with,
+    caller = { req = req, route = route, body = request.body } })
+end
+
+-- The end of a trigger's verify(request), run as a task under a short
+-- deadline before anything is stored or run: a request it does not accept
+-- gets 401 and goes no further.
+verified = function(d, ok, genuine)
+  local req, route = d[1], d[2]
+  if not ok then
+    log.error("a webhook's verify function failed", { path = route.trigger.path, error = tostring(genuine) })
+    return reply_error(req, 401, "the request could not be verified")
+  end
+  if not genuine then return reply_error(req, 401, "signature check failed") end
+  start(req, route, d[3], d[4])
+end
+
 -- dispatch(req, method, path, query, headers, body): called by the HTTP
 -- server for every complete request.
 function webhook.dispatch(req, method, path, query, headers, body)
@@ -211,10 +232,10 @@ function webhook.dispatch(req, method, path, query, headers, body)
   if status then return reply_error(req, status, reason) end
   local request = { method = method, path = path, query = query and parse_form(query) or NO_QUERY,
                     headers = headers, body = body, params = params }
-  local info = route.info
-  if trigger.mode == "async" then return accept(req, route, payload, request) end
-  runner.start(route.flow, info, payload, { request = request, on_done = respond_with,
-    caller = { req = req, route = route, body = body } })
+  if trigger.verify then
+    return task.spawn(trigger.verify, verified, VERIFY_LIMITS, { req, route, payload, request }, request)
+  end
+  return start(req, route, payload, request)
 end
 
 return webhook
