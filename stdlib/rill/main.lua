@@ -20,11 +20,13 @@ usage: rill <command> [options]
   check [DIR]         load and validate every flow in DIR (default: flows); exit 1 on errors
   run FLOW [--payload JSON] [--config FILE] [--flows DIR]
                       run one flow once, print its log and result; exit 1 if it fails
-  runs list [--flow F] [--state S] [--limit N]
+  runs list [--flow F] [--state S] [--limit N] [--json]
                       the latest runs in the store (states: queued running retrying
                       succeeded failed dead)
-  runs show ID        one run: trigger, payload, result or error, every log line
+  runs show ID [--json]
+                      one run: trigger, payload, result or error, every log line
   runs retry ID       put a dead, failed or retrying run back in the queue, ready now
+  runs delete ID      delete a finished or dead run and its log lines
   runs count [--state S]
                       how many runs (in that state) the store holds
   version             print rill's version
@@ -284,8 +286,16 @@ end
 
 local RUNS_COMMANDS = {}
 
+-- rows as a JSON array (an empty Lua table would encode as {}).
+local function json_list(rows)
+  local json, parts = require "rill.json", {}
+  for i, r in ipairs(rows) do parts[i] = json.encode(r) end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
 function RUNS_COMMANDS.list(store, opts)
   local rows = store.list { flow = opts.flow, state = opts.state, limit = tonumber(opts.limit) or 50 }
+  if opts.json then return out(json_list(rows) .. "\n") end
   out(string.format("%-36s %-20s %-9s %-7s %-24s %s\n", "ID", "FLOW", "STATE", "ATTEMPT", "CREATED", "ERROR"))
   local json = require "rill.json"
   for _, r in ipairs(rows) do
@@ -296,11 +306,16 @@ function RUNS_COMMANDS.list(store, opts)
   end
 end
 
-function RUNS_COMMANDS.show(store, _, id)
+function RUNS_COMMANDS.show(store, opts, id)
   if not id then error("runs show: which run? usage: rill runs show ID", 0) end
   local r = store.get(id)
   if not r then error("runs show: no run " .. id, 0) end
   local json = require "rill.json"
+  if opts.json then
+    local logs = r.logs
+    r.logs = nil
+    return out(json.encode(r):sub(1, -2) .. ',"logs":' .. json_list(logs) .. "}\n")
+  end
   local function field(name, v) if v ~= nil then out(string.format("%-12s %s\n", name .. ":", v)) end end
   field("id", r.id)
   field("flow", r.flow .. (r.version and (" (version " .. r.version .. ")") or ""))
@@ -332,6 +347,13 @@ function RUNS_COMMANDS.retry(store, _, id)
   out("run " .. id .. " is queued again; a running rill picks it up within its poll interval\n")
 end
 
+function RUNS_COMMANDS.delete(store, _, id)
+  if not id then error("runs delete: which run? usage: rill runs delete ID", 0) end
+  local ok, why = store.delete(id)
+  if not ok then error("runs delete: " .. why, 0) end
+  out("run " .. id .. " deleted\n")
+end
+
 function RUNS_COMMANDS.count(store, opts)
   out(string.format("%d\n", store.count(opts.state)))
 end
@@ -339,8 +361,8 @@ end
 function M.runs(args)
   local sub = args[2]
   local cmd = RUNS_COMMANDS[sub or ""]
-  if not cmd then return fail("runs: expected list, show, retry or count\n" .. USAGE) end
-  local opts, pos = parse(args, 3, { flow = true, state = true, limit = true, config = true, store = true })
+  if not cmd then return fail("runs: expected list, show, retry, delete or count\n" .. USAGE) end
+  local opts, pos = parse(args, 3, { flow = true, state = true, limit = true, config = true, store = true, json = false })
   if not opts then return fail(pos) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end

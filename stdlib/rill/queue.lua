@@ -319,7 +319,8 @@ function queue.start()
       end)
     end
   end)
-  prune_timer = every(3600, prune)
+  -- hourly, or more often when runs are kept less than two hours
+  prune_timer = every(math.max(1, math.min(3600, queue.retention / 2)), prune)
   timer.after(1, prune)
   kick()
 end

@@ -303,6 +303,20 @@ function store.requeue(id)
   return false, "run " .. id .. " is " .. row.state .. ": only a dead, failed or retrying run can be retried"
 end
 
+-- delete(id) -> true, or false and why: a run that is not queued or running
+-- is deleted with its log lines.
+function store.delete(id)
+  local res = store.batch {
+    { "DELETE FROM run_logs WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1 "
+      .. "AND state NOT IN ('queued', 'running', 'retrying'))", id, n = 1 },
+    { "DELETE FROM runs WHERE id = $1 AND state NOT IN ('queued', 'running', 'retrying')", id, n = 1 },
+    { "SELECT state FROM runs WHERE id = $1", id, n = 1 } }
+  if res[2].changes > 0 then return true end
+  local row = res[3][1]
+  if not row then return false, "no run " .. id end
+  return false, "run " .. id .. " is " .. row.state .. ": only a finished or dead run can be deleted"
+end
+
 -- prune(before_ms, limit) -> how many finished runs were deleted (oldest
 -- first, at most limit), with their log lines; dead runs are kept.
 function store.prune(before, limit, callback)

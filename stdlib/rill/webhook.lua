@@ -180,6 +180,11 @@ end
 accept = function(req, route, payload, request)
   local trigger = route.trigger
   local idem = trigger.idempotency and delivery_id(trigger.idempotency, request.headers, payload)
+  if trigger.idempotency and not idem then
+    -- Stored all the same: an event is never refused for lack of an id.
+    log.warn("webhook without its delivery id: stored without a duplicate check",
+      { path = request.path, idempotency = trigger.idempotency })
+  end
   queue.submit(route.flow, route.info, payload, {
     request = request, idem_key = idem,
     payload_json = trigger.body == "json" and request.body ~= "" and request.body or nil,

@@ -103,10 +103,13 @@ class Response:
 class Rill:
     """A running `rill serve` with the flows given as {filename: source}."""
 
-    def __init__(self, flows=None, env=None, config=None):
-        self.dir = tempfile.mkdtemp(prefix="rill-test-")
+    def __init__(self, flows=None, env=None, config=None, dir=None):
+        # dir: a directory kept across several Rill()s (a restart on the same
+        # store, data/rill.db under it); by default a fresh one, removed after.
+        self.own_dir = dir is None
+        self.dir = dir or tempfile.mkdtemp(prefix="rill-test-")
         self.flows_dir = os.path.join(self.dir, "flows")
-        os.mkdir(self.flows_dir)
+        os.makedirs(self.flows_dir, exist_ok=True)
         for name, src in (flows or {}).items():
             self.write_flow(name, src)
         self.port = free_port()
@@ -195,6 +198,22 @@ class Rill:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def kill(self):
+        """SIGKILL: the process dies with whatever it was doing."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def runs(self, *args):
+        """`rill runs ARGS --json` on this instance's store: the parsed JSON."""
+        code, out, err = run_cli("runs", *args, "--json", env=self.env, cwd=self.dir)
+        if code != 0:
+            raise AssertionError(f"rill runs {' '.join(args)} exited {code}: {err}")
+        return json.loads(out)
+
+    def runs_cli(self, *args):
+        """`rill runs ARGS` on this instance's store: (exit code, stdout, stderr)."""
+        return run_cli("runs", *args, env=self.env, cwd=self.dir)
+
     def __exit__(self, *exc):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -207,5 +226,6 @@ class Rill:
             if exc[0] is None and code != 0:
                 raise AssertionError(f"rill exited with {code} after SIGTERM")
         self._reader.join(timeout=5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
         return False

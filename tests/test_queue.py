@@ -1,0 +1,378 @@
+"""The durable queue end to end, against a running rill and its store:
+async webhooks stored before the 202, idempotency, retries and dead runs,
+fail(), replay from the command line, concurrency limits, crash recovery
+after SIGKILL, cron ticks stored once, missed ticks, retention.
+
+The store is whatever RILL_STORE names (the default: SQLite under each
+test's directory); test_queue_pg.py runs the same tests on Postgres."""
+import json
+import os
+import threading
+import time
+
+from lib.harness import Rill, eq, main, temp_dir, test, wait_until
+
+# Every test's rill gets these: short timings so retries and recovery are quick.
+FAST = {"RILL_POLL_INTERVAL": "0.1s", "RILL_RETRY_BACKOFF": "50ms", "RILL_RETRY_MAX_BACKOFF": "200ms"}
+
+
+def rill(flows, env=None, **kw):
+    return Rill(flows, env={**FAST, **(env or {})}, **kw)
+
+
+def finished(r, run_id, timeout=10):
+    """Waits for a run to end (succeeded, failed or dead); returns it."""
+    def done():
+        run = r.runs("show", run_id)
+        return run if run["state"] in ("succeeded", "failed", "dead") else None
+    return wait_until(done, timeout, f"run {run_id} to finish")
+
+
+def post(r, path, body, headers=None):
+    return r.request("POST", path, body, headers)
+
+
+ASYNC = """
+return {
+  triggers = { webhook { path = "/hooks/quote", mode = "async" } },
+  run = function(ctx)
+    log.info("quote received", { id = ctx.payload.id })
+    return { id = ctx.payload.id, attempt = ctx.attempt }
+  end,
+}"""
+
+
+@test
+def async_webhook_is_stored_and_answered_with_its_run_id():
+    with rill({"quote.lua": ASYNC}) as r:
+        res = post(r, "/hooks/quote", {"id": "Q-1"})
+        eq(res.status, 202, "status")
+        run_id = res.json()["run_id"]
+        run = finished(r, run_id)
+        eq(run["state"], "succeeded", "state")
+        eq(run["flow"], "quote", "flow")
+        eq(json.loads(run["payload"]), {"id": "Q-1"}, "stored payload")
+        eq(json.loads(run["result"]), {"id": "Q-1", "attempt": 1}, "stored result")
+        eq(json.loads(run["trigger"])["type"], "webhook", "trigger")
+        line = [l for l in run["logs"] if l["level"] == "info"]
+        eq([l["message"] for l in line], ["quote received"], "the run's log lines")
+        eq(json.loads(line[0]["fields"]), {"id": "Q-1"}, "log fields")
+        listed = r.runs("list", "--flow", "quote")
+        eq([x["id"] for x in listed], [run_id], "runs list --flow")
+        code, out, _ = r.runs_cli("show", run_id)
+        eq(code, 0, "runs show exit code")
+        assert "quote received" in out and "succeeded" in out, out
+
+
+IDEM = """
+local n = 0
+return {
+  triggers = {
+    webhook { path = "/hooks/esign", mode = "async", idempotency = "header:X-Delivery-Id" },
+    webhook { path = "/hooks/bank", mode = "async", idempotency = "body:event.id" },
+  },
+  run = function(ctx)
+    n = n + 1
+    return { runs_so_far = n }
+  end,
+}"""
+
+
+@test
+def a_second_delivery_with_the_same_id_is_acknowledged_and_not_run():
+    with rill({"idem.lua": IDEM}) as r:
+        first = post(r, "/hooks/esign", {"x": 1}, {"X-Delivery-Id": "d-1"})
+        eq(first.status, 202, "first delivery")
+        again = post(r, "/hooks/esign", {"x": 1}, {"X-Delivery-Id": "d-1"})
+        eq(again.status, 200, "second delivery")
+        eq(again.json(), {"run_id": first.json()["run_id"], "duplicate": True}, "second answer")
+        other = post(r, "/hooks/esign", {"x": 1}, {"X-Delivery-Id": "d-2"})
+        eq(other.status, 202, "another delivery id")
+        b1 = post(r, "/hooks/bank", {"event": {"id": 77}})
+        b2 = post(r, "/hooks/bank", {"event": {"id": 77}, "retry": True})
+        eq((b1.status, b2.status), (202, 200), "body field key")
+        eq(b2.json()["run_id"], b1.json()["run_id"], "same run for the same body id")
+        for res in (first, other, b1):
+            finished(r, res.json()["run_id"])
+        eq(len(r.runs("list", "--flow", "idem")), 3, "runs stored")
+        # no delivery id: stored all the same (never refused), and said
+        eq(post(r, "/hooks/esign", {"x": 1}).status, 202, "no delivery id")
+        r.wait_log(msg_has="without its delivery id", level="warn")
+
+
+FLAKY = """
+return {
+  retries = { attempts = 3, backoff = "50ms" },
+  triggers = { webhook { path = "/hooks/flaky", mode = "async" } },
+  run = function(ctx)
+    log.info("trying", { attempt = ctx.attempt })
+    if ctx.attempt < ctx.payload.succeed_at then
+      error("invoicing service answered 503")
+    end
+    return "ok on attempt " .. ctx.attempt
+  end,
+}"""
+
+
+@test
+def a_failing_run_is_retried_then_dead_then_replayed():
+    with rill({"flaky.lua": FLAKY}) as r:
+        ok = post(r, "/hooks/flaky", {"succeed_at": 2}).json()["run_id"]
+        dead = post(r, "/hooks/flaky", {"succeed_at": 99}).json()["run_id"]
+        run = finished(r, ok)
+        eq((run["state"], run["attempt"], json.loads(run["result"])), ("succeeded", 2, "ok on attempt 2"),
+           "retried run")
+        run = finished(r, dead)
+        eq((run["state"], run["attempt"], run["max_attempts"]), ("dead", 3, 3), "dead run")
+        err = json.loads(run["error"])
+        assert "flaky.lua:8: invoicing service answered 503" in err["message"], err
+        eq([l["attempt"] for l in run["logs"] if l["message"] == "trying"], [1, 2, 3], "one log line per attempt")
+        eq([x["id"] for x in r.runs("list", "--state", "dead")], [dead], "runs list --state dead")
+        # The dead run stays dead (no more attempts) until someone replays it.
+        time.sleep(0.5)
+        eq(r.runs("show", dead)["state"], "dead", "still dead")
+        code, out, _ = r.runs_cli("retry", dead)
+        eq(code, 0, "runs retry exit code")
+        run = wait_until(lambda: (lambda x: x if x["attempt"] == 4 and x["state"] == "dead" else None)(
+            r.runs("show", dead)), 10, "the replayed attempt")
+        eq(run["max_attempts"], 4, "one more attempt")
+        code, _, err = r.runs_cli("retry", ok)
+        eq(code, 1, "retrying a succeeded run")
+        assert "only a dead, failed or retrying run" in err, err
+
+
+@test
+def replaying_a_dead_run_runs_the_flow_as_it_is_now():
+    broken = FLAKY.replace("ctx.payload.succeed_at", "99")
+    with rill({"flaky.lua": broken}) as r:
+        run_id = post(r, "/hooks/flaky", {}).json()["run_id"]
+        eq(finished(r, run_id)["state"], "dead", "dead with the broken version")
+        before = r.reloads()
+        r.write_flow("flaky.lua", FLAKY.replace("ctx.payload.succeed_at", "0"))
+        r.wait_reload(before)
+        eq(r.runs_cli("retry", run_id)[0], 0, "runs retry")
+        run = wait_until(lambda: (lambda x: x if x["state"] == "succeeded" else None)(r.runs("show", run_id)),
+                         10, "the replay to succeed")
+        eq(json.loads(run["result"]), "ok on attempt 4", "result of the replay")
+
+
+FAIL = """
+return {
+  retries = { attempts = 5, backoff = "50ms" },
+  triggers = { webhook { path = "/hooks/payment", mode = "async" } },
+  run = function(ctx)
+    if not ctx.payload.invoice then fail("payment without an invoice number") end
+    return "recorded"
+  end,
+}"""
+
+
+@test
+def fail_marks_an_error_not_worth_retrying():
+    with rill({"payment.lua": FAIL}) as r:
+        run_id = post(r, "/hooks/payment", {"amount": 10}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("dead", 1), "dead at once")
+        assert "payment without an invoice number" in json.loads(run["error"])["message"], run["error"]
+        code, out, _ = r.runs_cli("delete", run_id)
+        eq(code, 0, "runs delete")
+        code, _, err = r.runs_cli("show", run_id)
+        eq(code, 1, "show after delete")
+        assert "no run " + run_id in err, err
+
+
+GAUGE = """
+local active, most = 0, 0
+return {
+  %s
+  triggers = { webhook { path = "/hooks/%s", mode = "async" } },
+  run = function(ctx)
+    active = active + 1
+    if active > most then most = active end
+    sleep(0.1)
+    active = active - 1
+    return most
+  end,
+}"""
+
+
+def max_at_once(r, path, flow, n):
+    ids = [post(r, path, {"i": i}).json()["run_id"] for i in range(n)]
+    runs = [finished(r, i) for i in ids]
+    eq({x["state"] for x in runs}, {"succeeded"}, f"{flow} runs")
+    return max(json.loads(x["result"]) for x in runs)
+
+
+@test
+def concurrency_limits_per_flow_and_per_instance():
+    flows = {"limited.lua": GAUGE % ("concurrency = 2,", "limited"), "free.lua": GAUGE % ("", "free")}
+    with rill(flows, env={"RILL_CONCURRENCY": "3"}) as r:
+        eq(max_at_once(r, "/hooks/limited", "limited", 8), 2, "limited flow: runs at once")
+        eq(max_at_once(r, "/hooks/free", "free", 8), 3, "instance limit: runs at once")
+
+
+SLOW_EVENT = """
+return {
+  triggers = { webhook { path = "/hooks/event", mode = "async", idempotency = "header:X-Id" } },
+  run = function(ctx)
+    sleep(0.2)
+    return ctx.payload.n
+  end,
+}"""
+
+
+@test
+def sigkill_in_the_middle_of_runs_loses_nothing_and_doubles_nothing():
+    d = temp_dir()
+    env = {"RILL_LEASE": "1s", "RILL_CONCURRENCY": "50"}
+    accepted = {}  # n -> run id, for every 202 received
+    lock = threading.Lock()
+
+    def sender(r, ns):
+        for n in ns:
+            try:
+                res = post(r, "/hooks/event", {"n": n}, {"X-Id": f"ev-{n}"})
+            except OSError:
+                return  # rill is gone
+            if res.status == 202:
+                with lock:
+                    accepted[n] = res.json()["run_id"]
+
+    r = rill({"event.lua": SLOW_EVENT}, env=env, dir=d)
+    with r:
+        threads = [threading.Thread(target=sender, args=(r, range(k, 400, 4))) for k in range(4)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(accepted) >= 200, 30, "200 accepted events")
+        r.kill()  # mid-flight: runs executing, posts arriving
+        for t in threads:
+            t.join()
+    assert 200 <= len(accepted) < 400, len(accepted)
+    with rill({"event.lua": SLOW_EVENT}, env=env, dir=d) as r:
+        def settled():
+            runs = r.runs("list", "--flow", "event", "--limit", "1000")
+            return runs if all(x["state"] in ("succeeded", "dead") for x in runs) else None
+        runs = wait_until(settled, 60, "every run to settle")
+        by_id = {x["id"]: x for x in runs}
+        # every accepted event has its run, and it succeeded: none lost
+        eq(sorted(n for n, i in accepted.items() if by_id.get(i, {}).get("state") != "succeeded"), [],
+           "accepted events without a successful run")
+        # one run per event: none doubled (a redelivery is a duplicate)
+        eq(len(runs), len({x["id"] for x in runs}), "distinct runs")
+        for x in runs:
+            eq(json.loads(r.runs("show", x["id"])["payload"])["n"] is not None, True, "payload kept")
+        results = [json.loads(r.runs("show", i)["result"]) for i in list(accepted.values())[:20]]
+        eq(results, list(accepted.keys())[:20], "each run's result is its own event")
+        n = next(iter(accepted))
+        again = post(r, "/hooks/event", {"n": n}, {"X-Id": f"ev-{n}"})
+        eq((again.status, again.json()["run_id"]), (200, accepted[n]), "redelivery after the restart")
+        recovered = [x for x in runs if x["attempt"] > 1]
+        assert recovered, "some runs were executing at the kill and ran again after their lease"
+
+
+TICK = """
+return {
+  triggers = { cron { "* * * * * *", missed = "%s" } },
+  run = function(ctx)
+    return { scheduled = ctx.payload.scheduled, missed = ctx.payload.missed or false }
+  end,
+}"""
+
+
+def cron_runs(r):
+    out = []
+    for x in r.runs("list", "--flow", "tick", "--limit", "1000"):
+        if x["state"] == "succeeded":
+            out.append(json.loads(r.runs("show", x["id"])["result"]))
+    return out
+
+
+@test
+def each_cron_tick_is_one_stored_run_and_a_missed_tick_runs_once():
+    d = temp_dir()
+    with rill({"tick.lua": TICK % "run_once"}, dir=d) as r:
+        wait_until(lambda: len(cron_runs(r)) >= 2, 10, "two ticks")
+    time.sleep(3.2)  # about three ticks pass with no rill running
+    with rill({"tick.lua": TICK % "run_once"}, dir=d) as r:
+        wait_until(lambda: any(x["missed"] for x in cron_runs(r)), 10, "the catch-up run")
+        time.sleep(1.2)
+        runs = cron_runs(r)
+    scheduled = [x["scheduled"] for x in runs if not x["missed"]]
+    eq(len(scheduled), len(set(scheduled)), "one run per tick")
+    eq(sum(1 for x in runs if x["missed"]), 1, "catch-up runs for three missed ticks")
+
+
+@test
+def missed_ticks_are_skipped_by_default():
+    d = temp_dir()
+    with rill({"tick.lua": TICK % "skip"}, dir=d) as r:
+        wait_until(lambda: len(cron_runs(r)) >= 1, 10, "a tick")
+    time.sleep(2.2)
+    with rill({"tick.lua": TICK % "skip"}, dir=d) as r:
+        wait_until(lambda: len(cron_runs(r)) >= 3, 10, "ticks after the restart")
+        eq([x for x in cron_runs(r) if x["missed"]], [], "catch-up runs")
+
+
+@test
+def finished_runs_are_pruned_after_retention_and_dead_ones_kept():
+    flows = {"quote.lua": ASYNC, "payment.lua": FAIL}
+    with rill(flows, env={"RILL_RETENTION": "1s"}) as r:
+        done = post(r, "/hooks/quote", {"id": "Q-9"}).json()["run_id"]
+        dead = post(r, "/hooks/payment", {}).json()["run_id"]
+        eq(finished(r, done)["state"], "succeeded", "run")
+        eq(finished(r, dead)["state"], "dead", "dead run")
+        wait_until(lambda: r.runs_cli("show", done)[0] == 1, 10, "the finished run to be pruned")
+        time.sleep(1.2)  # another prune pass
+        eq(r.runs("show", dead)["state"], "dead", "dead run kept")
+
+
+@test
+def sync_webhook_runs_are_kept_in_the_history():
+    flow = """
+return {
+  triggers = { webhook { path = "/hooks/sync" } },
+  run = function(ctx) log.info("answering") return { ok = true } end,
+}"""
+    with rill({"sync.lua": flow}) as r:
+        res = post(r, "/hooks/sync", {"a": 1})
+        eq(res.status, 200, "sync answer")
+        runs = wait_until(lambda: r.runs("list", "--flow", "sync"), 10, "the recorded run")
+        run = r.runs("show", runs[0]["id"])
+        eq((run["state"], json.loads(run["result"])), ("succeeded", {"ok": True}), "recorded run")
+        eq([l["message"] for l in run["logs"] if l["level"] == "info"], ["answering"], "recorded log")
+
+
+@test
+def a_request_failing_verify_gets_401_and_is_not_stored():
+    flow = """
+return {
+  triggers = { webhook { path = "/hooks/signed", mode = "async",
+    verify = function(req) return req.headers["x-token"] == "s3cret" end } },
+  run = function(ctx) return "ran" end,
+}"""
+    with rill({"signed.lua": flow}) as r:
+        bad = post(r, "/hooks/signed", {"a": 1}, {"X-Token": "nope"})
+        eq(bad.status, 401, "bad token")
+        eq(bad.json()["error"], "signature check failed", "reason")
+        good = post(r, "/hooks/signed", {"a": 1}, {"X-Token": "s3cret"})
+        eq(good.status, 202, "good token")
+        finished(r, good.json()["run_id"])
+        eq(len(r.runs("list", "--flow", "signed")), 1, "runs stored")
+
+
+@test
+def runs_commands_report_bad_usage():
+    with rill({"quote.lua": ASYNC}) as r:
+        code, _, err = r.runs_cli("show", "no-such-run")
+        eq(code, 1, "show unknown run")
+        assert "no run no-such-run" in err, err
+        code, _, err = r.runs_cli("frobnicate")
+        eq(code, 2, "unknown subcommand")
+        assert "expected list, show, retry, delete or count" in err, err
+        code, out, _ = r.runs_cli("count")
+        eq((code, out.strip()), (0, "0"), "count on an empty store")
+
+
+if __name__ == "__main__":
+    os.chdir(os.path.dirname(os.path.abspath(__file__)))
+    main()
