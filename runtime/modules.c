@@ -84,6 +84,7 @@ void rill_modules_register(lua_State *L, const rill_embedded_file *stdlib) {
         {"rill.c.tz", rill_tz_open},
         {"rill.c.os", rill_os_open},
         {"rill.c.sqlite", rill_sqlite_open},
+        {"rill.c.pg", rill_pg_open},
         {"cjson", luaopen_cjson},
     };
     rill_task_init(L);

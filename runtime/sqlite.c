@@ -24,48 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <sqlite3.h>
 
-#include "task.h"
+#include "batch.h"
 
 #define CONN_MT "rill.sqlite"
 #define STMT_CACHE 64 /* prepared statements kept per connection */
-
-typedef struct value {
-    int type; /* SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT or SQLITE_NULL */
-    union {
-        sqlite3_int64 i;
-        double d;
-        struct {
-            char *p;
-            size_t n;
-        } s;
-    } u;
-} value;
-
-typedef struct stmt_req {
-    char *sql;
-    int nparams;
-    value *params;
-    /* results */
-    int ncols;
-    char **cols;
-    int nrows, cap;
-    value *cells; /* nrows * ncols */
-    sqlite3_int64 changes;
-} stmt_req;
-
-typedef struct batch {
-    struct batch *next;
-    rill_task *task; /* the waiting task, or NULL */
-    int cb_ref;      /* or the callback, or LUA_NOREF (cancelled) */
-    int nstmts;
-    stmt_req *stmts;
-    int writes;  /* some statement is not a SELECT */
-    char *error; /* NULL on success */
-} batch;
 
 typedef struct cached_stmt {
     char *sql;
@@ -81,61 +46,6 @@ typedef struct sqlite_conn {
     int self_ref; /* anchors the userdata while a group executes */
     cached_stmt cache[STMT_CACHE];
 } sqlite_conn;
-
-/* ---- C values ---- */
-
-static void value_free(value *v) {
-    if (v->type == SQLITE_TEXT)
-        free(v->u.s.p);
-}
-
-static int value_set_text(value *v, const char *p, size_t n) {
-    v->type = SQLITE_TEXT;
-    v->u.s.p = malloc(n + 1);
-    if (v->u.s.p == NULL)
-        return -1;
-    memcpy(v->u.s.p, p, n);
-    v->u.s.p[n] = '\0';
-    v->u.s.n = n;
-    return 0;
-}
-
-static void value_push(lua_State *L, const value *v) {
-    switch (v->type) {
-    case SQLITE_INTEGER:
-        lua_pushnumber(L, (lua_Number)v->u.i);
-        break;
-    case SQLITE_FLOAT:
-        lua_pushnumber(L, v->u.d);
-        break;
-    case SQLITE_TEXT:
-        lua_pushlstring(L, v->u.s.p, v->u.s.n);
-        break;
-    default:
-        lua_pushnil(L);
-    }
-}
-
-static void stmt_free(stmt_req *s) {
-    free(s->sql);
-    for (int i = 0; i < s->nparams; i++)
-        value_free(&s->params[i]);
-    free(s->params);
-    for (int i = 0; i < s->ncols; i++)
-        free(s->cols[i]);
-    free(s->cols);
-    for (int i = 0; i < s->nrows * s->ncols; i++)
-        value_free(&s->cells[i]);
-    free(s->cells);
-}
-
-static void batch_free(batch *b) {
-    for (int i = 0; i < b->nstmts; i++)
-        stmt_free(&b->stmts[i]);
-    free(b->stmts);
-    free(b->error);
-    free(b);
-}
 
 /* ---- the worker side: runs on a thread-pool thread, no Lua ---- */
 
@@ -181,13 +91,14 @@ static int bind_params(sqlite3_stmt *st, const stmt_req *s) {
         const value *v = &s->params[i];
         int rc;
         switch (v->type) {
-        case SQLITE_INTEGER:
+        case VAL_INT:
+        case VAL_BOOL:
             rc = sqlite3_bind_int64(st, idx, v->u.i);
             break;
-        case SQLITE_FLOAT:
+        case VAL_FLOAT:
             rc = sqlite3_bind_double(st, idx, v->u.d);
             break;
-        case SQLITE_TEXT:
+        case VAL_TEXT:
             rc = sqlite3_bind_text(st, idx, v->u.s.p, (int)v->u.s.n, SQLITE_STATIC);
             break;
         default:
@@ -200,53 +111,33 @@ static int bind_params(sqlite3_stmt *st, const stmt_req *s) {
 }
 
 static int keep_row(stmt_req *s, sqlite3_stmt *st) {
-    if (s->nrows == s->cap) {
-        int cap = s->cap ? s->cap * 2 : 4;
-        value *cells = realloc(s->cells, sizeof *cells * (size_t)cap * (size_t)s->ncols);
-        if (cells == NULL)
-            return -1;
-        s->cells = cells;
-        s->cap = cap;
-    }
-    value *row = &s->cells[s->nrows * s->ncols];
+    value *row = stmt_add_row(s);
+    if (row == NULL)
+        return -1;
     for (int i = 0; i < s->ncols; i++) {
         switch (sqlite3_column_type(st, i)) {
         case SQLITE_INTEGER:
-            row[i].type = SQLITE_INTEGER;
+            row[i].type = VAL_INT;
             row[i].u.i = sqlite3_column_int64(st, i);
             break;
         case SQLITE_FLOAT:
-            row[i].type = SQLITE_FLOAT;
+            row[i].type = VAL_FLOAT;
             row[i].u.d = sqlite3_column_double(st, i);
             break;
         case SQLITE_NULL:
-            row[i].type = SQLITE_NULL;
             break;
         default: {
             const char *p = (const char *)sqlite3_column_text(st, i);
-            if (value_set_text(&row[i], p ? p : "", (size_t)sqlite3_column_bytes(st, i)) != 0) {
-                for (int j = 0; j < i; j++)
-                    value_free(&row[j]);
+            if (value_set_text(&row[i], p ? p : "", (size_t)sqlite3_column_bytes(st, i)) != 0)
                 return -1;
-            }
         }
         }
     }
-    s->nrows++;
     return 0;
 }
 
-static int keep_columns(stmt_req *s, sqlite3_stmt *st) {
-    s->ncols = sqlite3_column_count(st);
-    if (s->ncols == 0)
-        return 0;
-    s->cols = calloc((size_t)s->ncols, sizeof *s->cols);
-    if (s->cols == NULL)
-        return -1;
-    for (int i = 0; i < s->ncols; i++)
-        if ((s->cols[i] = strdup(sqlite3_column_name(st, i))) == NULL)
-            return -1;
-    return 0;
+static const char *column_name(int i, void *st) {
+    return sqlite3_column_name(st, i);
 }
 
 /* Runs one statement; on failure returns a malloc'd message. */
@@ -257,7 +148,7 @@ static char *run_stmt(sqlite_conn *c, stmt_req *s) {
         return strdup(sqlite3_errmsg(c->db));
     char *err = NULL;
     int rc = bind_params(st, s);
-    if (rc == SQLITE_OK && keep_columns(s, st) != 0)
+    if (rc == SQLITE_OK && stmt_set_columns(s, sqlite3_column_count(st), column_name, st) != 0)
         err = strdup("out of memory");
     while (rc == SQLITE_OK && err == NULL) {
         int step = sqlite3_step(st);
@@ -307,8 +198,7 @@ static void run_batch(sqlite_conn *c, batch *b) {
 
 static void fail_group(batch *group, const char *why) {
     for (batch *b = group; b; b = b->next)
-        if (b->error == NULL)
-            b->error = strdup(why);
+        batch_fail(b, why);
 }
 
 static void group_work(uv_work_t *w) {
@@ -347,53 +237,6 @@ static void group_work(uv_work_t *w) {
 
 /* ---- the loop side ---- */
 
-static void push_result(lua_State *L, const stmt_req *s) {
-    lua_createtable(L, s->nrows, 1);
-    for (int r = 0; r < s->nrows; r++) {
-        lua_createtable(L, 0, s->ncols);
-        for (int i = 0; i < s->ncols; i++) {
-            const value *v = &s->cells[r * s->ncols + i];
-            if (v->type == SQLITE_NULL)
-                continue;
-            value_push(L, v);
-            lua_setfield(L, -2, s->cols[i]);
-        }
-        lua_rawseti(L, -2, r + 1);
-    }
-    lua_pushnumber(L, (lua_Number)s->changes);
-    lua_setfield(L, -2, "changes");
-}
-
-/* Pushes (results) or (nil, error) on L. */
-static int push_outcome(lua_State *L, const batch *b) {
-    if (b->error) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "sqlite: %s", b->error);
-        return 2;
-    }
-    lua_createtable(L, b->nstmts, 0);
-    for (int i = 0; i < b->nstmts; i++) {
-        push_result(L, &b->stmts[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    return 1;
-}
-
-static void deliver(batch *b) {
-    if (b->task) {
-        rill_task *t = b->task;
-        rill_task_resume(t, push_outcome(t->co, b));
-    } else if (b->cb_ref != LUA_NOREF) {
-        lua_State *L = rill_task_main_state();
-        lua_rawgeti(L, LUA_REGISTRYINDEX, b->cb_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
-        if (lua_pcall(L, push_outcome(L, b), 0, 0) != 0) {
-            fprintf(stderr, "rill: error in a sqlite callback: %s\n", lua_tostring(L, -1));
-            lua_pop(L, 1);
-        }
-    }
-}
-
 static void close_db(sqlite_conn *c) {
     for (int i = 0; i < STMT_CACHE; i++) {
         if (c->cache[i].sql) {
@@ -416,7 +259,7 @@ static void group_done(uv_work_t *w, int status) {
         fail_group(group, uv_strerror(status));
     while (group) {
         batch *next = group->next;
-        deliver(group);
+        batch_deliver(group, "sqlite");
         batch_free(group);
         group = next;
     }
@@ -444,93 +287,6 @@ static void start_group(sqlite_conn *c) {
     }
 }
 
-static void batch_cancel(void *op) {
-    batch *b = op;
-    b->task = NULL; /* the group still runs; its outcome is dropped */
-}
-
-/* Copies the Lua value at idx into v; returns NULL or an error message. */
-static const char *value_from_lua(lua_State *L, int idx, value *v) {
-    switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-        v->type = SQLITE_NULL;
-        return NULL;
-    case LUA_TBOOLEAN:
-        v->type = SQLITE_INTEGER;
-        v->u.i = lua_toboolean(L, idx);
-        return NULL;
-    case LUA_TNUMBER: {
-        lua_Number n = lua_tonumber(L, idx);
-        if (n == (lua_Number)(sqlite3_int64)n && n >= -9007199254740992.0 &&
-            n <= 9007199254740992.0) {
-            v->type = SQLITE_INTEGER;
-            v->u.i = (sqlite3_int64)n;
-        } else {
-            v->type = SQLITE_FLOAT;
-            v->u.d = n;
-        }
-        return NULL;
-    }
-    case LUA_TSTRING: {
-        size_t n;
-        const char *p = lua_tolstring(L, idx, &n);
-        return value_set_text(v, p, n) == 0 ? NULL : "out of memory";
-    }
-    default:
-        v->type = SQLITE_NULL;
-        return "a parameter must be nil, a boolean, a number or a string (encode tables as JSON)";
-    }
-}
-
-/* Reads stmts (a Lua array at idx) into a new batch; raises on misuse. */
-static batch *batch_from_lua(lua_State *L, int idx) {
-    luaL_checktype(L, idx, LUA_TTABLE);
-    int n = (int)lua_objlen(L, idx);
-    luaL_argcheck(L, n > 0, idx, "expected a non-empty list of statements");
-    batch *b = calloc(1, sizeof *b);
-    if (b == NULL || (b->stmts = calloc((size_t)n, sizeof *b->stmts)) == NULL) {
-        free(b);
-        luaL_error(L, "sqlite: out of memory");
-    }
-    b->cb_ref = LUA_NOREF;
-    b->nstmts = n;
-    const char *err = NULL;
-    for (int i = 0; i < n && err == NULL; i++) {
-        stmt_req *s = &b->stmts[i];
-        lua_rawgeti(L, idx, i + 1);
-        if (!lua_istable(L, -1)) {
-            err = "each statement is a table {sql, params...}";
-        } else {
-            lua_rawgeti(L, -1, 1);
-            const char *sql = lua_tostring(L, -1);
-            lua_pop(L, 1);
-            lua_getfield(L, -1, "n");
-            int np = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : (int)lua_objlen(L, -2) - 1;
-            lua_pop(L, 1);
-            if (sql == NULL)
-                err = "a statement's first element must be its SQL text";
-            else if ((s->sql = strdup(sql)) == NULL)
-                err = "out of memory";
-            else if (np > 0 && (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
-                err = "out of memory";
-            if (sql)
-                b->writes |= strncasecmp(sql + strspn(sql, " \t\n"), "SELECT", 6) != 0;
-            for (int p = 0; p < np && err == NULL; p++) {
-                lua_rawgeti(L, -1, p + 2);
-                err = value_from_lua(L, -1, &s->params[p]);
-                s->nparams = p + 1;
-                lua_pop(L, 1);
-            }
-        }
-        lua_pop(L, 1);
-    }
-    if (err) {
-        batch_free(b);
-        luaL_error(L, "sqlite: %s", err);
-    }
-    return b;
-}
-
 static sqlite_conn *check_conn(lua_State *L) {
     sqlite_conn *c = luaL_checkudata(L, 1, CONN_MT);
     if (c->db == NULL || c->closing)
@@ -543,7 +299,7 @@ static int l_batch(lua_State *L) {
     sqlite_conn *c = check_conn(L);
     int has_cb = lua_isfunction(L, 3);
     rill_task *t = has_cb ? NULL : rill_task_check(L, "sqlite batch");
-    batch *b = batch_from_lua(L, 2);
+    batch *b = batch_from_lua(L, 2, "sqlite");
     if (has_cb) {
         lua_pushvalue(L, 3);
         b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);

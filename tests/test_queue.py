@@ -3,8 +3,8 @@ async webhooks stored before the 202, idempotency, retries and dead runs,
 fail(), replay from the command line, concurrency limits, crash recovery
 after SIGKILL, cron ticks stored once, missed ticks, retention.
 
-The store is whatever RILL_STORE names (the default: SQLite under each
-test's directory); test_queue_pg.py runs the same tests on Postgres."""
+The store is SQLite under each test's directory; test_queue_pg.py runs the
+same tests on Postgres."""
 import json
 import os
 import threading
@@ -16,8 +16,19 @@ from lib.harness import Rill, eq, main, temp_dir, test, wait_until
 FAST = {"RILL_POLL_INTERVAL": "0.1s", "RILL_RETRY_BACKOFF": "50ms", "RILL_RETRY_MAX_BACKOFF": "200ms"}
 
 
-def rill(flows, env=None, **kw):
-    return Rill(flows, env={**FAST, **(env or {})}, **kw)
+# new_store() -> a URL of an empty store, or None for the default (SQLite
+# under the test's directory); test_queue_pg.py sets it to new Postgres
+# databases. A directory keeps its store across restarts.
+new_store = None
+_stores = {}
+
+
+def rill(flows, env=None, dir=None):
+    dir = dir or temp_dir()
+    if new_store and dir not in _stores:
+        _stores[dir] = new_store()
+    store = {"RILL_STORE": _stores[dir]} if dir in _stores else {}
+    return Rill(flows, env={**FAST, **store, **(env or {})}, dir=dir)
 
 
 def finished(r, run_id, timeout=10):

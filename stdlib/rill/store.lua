@@ -84,6 +84,17 @@ local DIALECTS = {
         ORDER BY run_at LIMIT $5)
       RETURNING ]] .. RUN_COLUMNS,
   },
+  -- Several instances claim from one table: each skips the rows another
+  -- one is claiming at that moment instead of waiting for them.
+  postgres = {
+    claim = [[UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
+      WHERE id IN (SELECT id FROM runs WHERE flow = $4 AND ((state IN ('queued', 'retrying') AND run_at <= $3)
+          OR (state = 'running' AND lease_until < $3))
+        ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED)
+      RETURNING ]] .. RUN_COLUMNS,
+    -- migrations from instances starting together take turns
+    lock = { "SELECT pg_advisory_xact_lock(7224184)" },
+  },
 }
 
 local function check(res, err)
@@ -99,7 +110,12 @@ function store.batch(stmts, callback)
 end
 
 local function migrate()
-  store.batch { { "CREATE TABLE IF NOT EXISTS rill_migrations (version INTEGER PRIMARY KEY, applied BIGINT NOT NULL)" } }
+  local function locked(stmts)
+    if dialect.lock then table.insert(stmts, 1, dialect.lock) end
+    return stmts
+  end
+  store.batch(locked { { "CREATE TABLE IF NOT EXISTS rill_migrations "
+    .. "(version INTEGER PRIMARY KEY, applied BIGINT NOT NULL)" } })
   while true do
     local rows = store.batch { { "SELECT max(version) AS v FROM rill_migrations" } }[1]
     local current = rows[1] and rows[1].v or 0
@@ -107,19 +123,23 @@ local function migrate()
     local version = current + 1
     local stmts = { { "INSERT INTO rill_migrations (version, applied) VALUES ($1, $2)", version, now_ms(), n = 2 } }
     for _, sql in ipairs(MIGRATIONS[version]) do stmts[#stmts + 1] = { sql } end
-    local ok, err = conn:batch(stmts)
+    local ok, err = conn:batch(locked(stmts))
     if not ok and not tostring(err):lower():find("unique", 1, true) then
       error("store: migration " .. version .. " failed: " .. tostring(err), 0)
     end
   end
 end
 
--- open(url, opts): "sqlite:PATH" (or a plain path) or "postgres://...";
--- applies migrations. In a task. opts.sync: "normal" | "full".
+-- open(url, opts): "sqlite:PATH" (or a plain path) or "postgres://..." (a
+-- libpq URL); applies migrations. In a task. opts.sync (SQLite): "normal" |
+-- "full". store.url is the URL without its password, for logs.
 function store.open(url, opts)
   opts = opts or {}
   if url:match("^postgres") then
-    error("store: Postgres store is not available in this build yet", 0)
+    conn = check(require("rill.c.pg").open(url))
+    dialect = DIALECTS.postgres
+    store.kind, store.url = "postgres", url:gsub("^(%a+://[^:/@]+):[^@]*@", "%1:***@")
+    return migrate()
   end
   local path = url:gsub("^sqlite:", "")
   local dir = path:match("^(.*)/[^/]+$")
@@ -144,7 +164,12 @@ local RUN_INSERT = "INSERT INTO runs (id, flow, version, trigger, payload, reque
 local RUN_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20"
 local INSERT_RUN = RUN_INSERT .. "VALUES (" .. RUN_VALUES .. ")"
 -- the same, only when the run holds the idempotency key ($2 flow, $15 key)
-local INSERT_RUN_WITH_KEY = RUN_INSERT .. "SELECT " .. RUN_VALUES
+-- (typed: a SELECT list gives Postgres no column to infer parameter types from)
+local INSERT_RUN_WITH_KEY = RUN_INSERT .. "SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), "
+  .. "CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS TEXT), CAST($8 AS INTEGER), "
+  .. "CAST($9 AS INTEGER), CAST($10 AS BIGINT), CAST($11 AS BIGINT), CAST($12 AS TEXT), CAST($13 AS TEXT), "
+  .. "CAST($14 AS INTEGER), CAST($15 AS TEXT), CAST($16 AS BIGINT), CAST($17 AS BIGINT), CAST($18 AS BIGINT), "
+  .. "CAST($19 AS TEXT), CAST($20 AS TEXT)"
   .. " WHERE EXISTS (SELECT 1 FROM idempotency WHERE flow = $2 AND key = $15 AND run_id = $1)"
 
 local function insert_run(r, sql)
@@ -269,7 +294,7 @@ end
 function store.list(q)
   q = q or {}
   local res = store.batch { { "SELECT id, flow, state, attempt, max_attempts, created, started, finished, run_at, error "
-    .. "FROM runs WHERE ($1 IS NULL OR flow = $1) AND ($2 IS NULL OR state = $2) "
+    .. "FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR flow = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2) "
     .. "ORDER BY created DESC, id DESC LIMIT $3", q.flow, q.state, q.limit or 50, n = 3 } }
   return res[1]
 end
@@ -287,7 +312,7 @@ end
 
 -- count(state) -> the number of runs in that state (all runs without one).
 function store.count(state)
-  local res = store.batch { { "SELECT count(*) AS n FROM runs WHERE ($1 IS NULL OR state = $1)", state, n = 1 } }
+  local res = store.batch { { "SELECT count(*) AS n FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR state = $1)", state, n = 1 } }
   return res[1][1].n
 end
 

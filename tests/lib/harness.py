@@ -89,6 +89,39 @@ def run_cli(*args, env=None, cwd=None, timeout=30):
     return p.returncode, p.stdout, p.stderr
 
 
+class Postgres:
+    """A throwaway Postgres server for this test process (tools/pg-sandbox.sh:
+    a real server on loopback, its own cluster), stopped when the process
+    exits. new_database() gives each test an empty database of its own."""
+
+    def __init__(self):
+        self.dir = os.path.join(temp_dir("rill-pg-"), "pg")
+        p = subprocess.run([os.path.join(ROOT, "tools", "pg-sandbox.sh"), "start", self.dir],
+                           capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError("cannot start Postgres: " + p.stderr)
+        self.url = p.stdout.strip()
+        self.count = 0
+        atexit.register(self.stop)
+
+    def sql(self, statement, url=None):
+        p = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", url or self.url,
+                            "-c", statement], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise AssertionError(f"psql: {statement}: {p.stderr}")
+        return p.stdout.strip()
+
+    def new_database(self):
+        self.count += 1
+        name = f"t{self.count}"
+        self.sql(f"CREATE DATABASE {name}")
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def stop(self):
+        subprocess.run([os.path.join(ROOT, "tools", "pg-sandbox.sh"), "stop", self.dir],
+                       capture_output=True, timeout=60)
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status, self.headers, self.body = status, headers, body

@@ -1,0 +1,254 @@
+/*
+ * batch.c: statement batches shared by the store backends (see batch.h):
+ * C values, reading a batch from Lua, delivering its outcome.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "batch.h"
+
+int value_set_text(value *v, const char *p, size_t n) {
+    v->type = VAL_TEXT;
+    v->u.s.p = malloc(n + 1);
+    if (v->u.s.p == NULL) {
+        v->type = VAL_NULL;
+        return -1;
+    }
+    memcpy(v->u.s.p, p, n);
+    v->u.s.p[n] = '\0';
+    v->u.s.n = n;
+    return 0;
+}
+
+void value_free(value *v) {
+    if (v->type == VAL_TEXT)
+        free(v->u.s.p);
+    v->type = VAL_NULL;
+}
+
+static void value_push(lua_State *L, const value *v) {
+    switch (v->type) {
+    case VAL_INT:
+        lua_pushnumber(L, (lua_Number)v->u.i);
+        break;
+    case VAL_FLOAT:
+        lua_pushnumber(L, v->u.d);
+        break;
+    case VAL_TEXT:
+        lua_pushlstring(L, v->u.s.p, v->u.s.n);
+        break;
+    case VAL_BOOL:
+        lua_pushboolean(L, (int)v->u.i);
+        break;
+    default:
+        lua_pushnil(L);
+    }
+}
+
+/* Copies the Lua value at idx into v; returns NULL or an error message. */
+static const char *value_from_lua(lua_State *L, int idx, value *v) {
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        v->type = VAL_NULL;
+        return NULL;
+    case LUA_TBOOLEAN:
+        v->type = VAL_BOOL;
+        v->u.i = lua_toboolean(L, idx);
+        return NULL;
+    case LUA_TNUMBER: {
+        lua_Number n = lua_tonumber(L, idx);
+        /* whole numbers within 2^53 are integers; the rest travel as floats */
+        if (n == (lua_Number)(int64_t)n && n >= -9007199254740992.0 && n <= 9007199254740992.0) {
+            v->type = VAL_INT;
+            v->u.i = (int64_t)n;
+        } else {
+            v->type = VAL_FLOAT;
+            v->u.d = n;
+        }
+        return NULL;
+    }
+    case LUA_TSTRING: {
+        size_t n;
+        const char *p = lua_tolstring(L, idx, &n);
+        return value_set_text(v, p, n) == 0 ? NULL : "out of memory";
+    }
+    default:
+        v->type = VAL_NULL;
+        return "a parameter must be nil, a boolean, a number or a string (encode tables as JSON)";
+    }
+}
+
+static void stmt_clear_results(stmt_req *s) {
+    for (int i = 0; i < s->ncols; i++)
+        free(s->cols[i]);
+    free(s->cols);
+    for (int i = 0; i < s->nrows * s->ncols; i++)
+        value_free(&s->cells[i]);
+    free(s->cells);
+    s->cols = NULL;
+    s->cells = NULL;
+    s->ncols = s->nrows = s->cap = 0;
+    s->changes = 0;
+}
+
+static void stmt_free(stmt_req *s) {
+    free(s->sql);
+    for (int i = 0; i < s->nparams; i++)
+        value_free(&s->params[i]);
+    free(s->params);
+    stmt_clear_results(s);
+}
+
+void batch_free(batch *b) {
+    for (int i = 0; i < b->nstmts; i++)
+        stmt_free(&b->stmts[i]);
+    free(b->stmts);
+    free(b->error);
+    free(b);
+}
+
+void batch_reset(batch *b) {
+    for (int i = 0; i < b->nstmts; i++)
+        stmt_clear_results(&b->stmts[i]);
+    free(b->error);
+    b->error = NULL;
+}
+
+void batch_fail(batch *b, const char *why) {
+    if (b->error == NULL)
+        b->error = strdup(why ? why : "unknown error");
+}
+
+int stmt_set_columns(stmt_req *s, int ncols, const char *(*name)(int i, void *ctx), void *ctx) {
+    s->ncols = ncols;
+    if (ncols == 0)
+        return 0;
+    s->cols = calloc((size_t)ncols, sizeof *s->cols);
+    if (s->cols == NULL) {
+        s->ncols = 0;
+        return -1;
+    }
+    for (int i = 0; i < ncols; i++)
+        if ((s->cols[i] = strdup(name(i, ctx))) == NULL)
+            return -1;
+    return 0;
+}
+
+value *stmt_add_row(stmt_req *s) {
+    if (s->nrows == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 4;
+        value *cells = realloc(s->cells, sizeof *cells * (size_t)cap * (size_t)s->ncols);
+        if (cells == NULL)
+            return NULL;
+        s->cells = cells;
+        s->cap = cap;
+    }
+    value *row = &s->cells[s->nrows * s->ncols];
+    memset(row, 0, sizeof *row * (size_t)s->ncols); /* VAL_NULL: safe to free */
+    s->nrows++;
+    return row;
+}
+
+batch *batch_from_lua(lua_State *L, int idx, const char *who) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int n = (int)lua_objlen(L, idx);
+    luaL_argcheck(L, n > 0, idx, "expected a non-empty list of statements");
+    batch *b = calloc(1, sizeof *b);
+    if (b == NULL || (b->stmts = calloc((size_t)n, sizeof *b->stmts)) == NULL) {
+        free(b);
+        luaL_error(L, "%s: out of memory", who);
+    }
+    b->cb_ref = LUA_NOREF;
+    b->nstmts = n;
+    const char *err = NULL;
+    for (int i = 0; i < n && err == NULL; i++) {
+        stmt_req *s = &b->stmts[i];
+        lua_rawgeti(L, idx, i + 1);
+        if (!lua_istable(L, -1)) {
+            err = "each statement is a table {sql, params...}";
+        } else {
+            lua_rawgeti(L, -1, 1);
+            const char *sql = lua_tostring(L, -1);
+            lua_pop(L, 1);
+            lua_getfield(L, -1, "n");
+            int np = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : (int)lua_objlen(L, -2) - 1;
+            lua_pop(L, 1);
+            if (sql == NULL)
+                err = "a statement's first element must be its SQL text";
+            else if ((s->sql = strdup(sql)) == NULL)
+                err = "out of memory";
+            else if (np > 0 && (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
+                err = "out of memory";
+            if (sql)
+                b->writes |= strncasecmp(sql + strspn(sql, " \t\n"), "SELECT", 6) != 0;
+            for (int p = 0; p < np && err == NULL; p++) {
+                lua_rawgeti(L, -1, p + 2);
+                err = value_from_lua(L, -1, &s->params[p]);
+                s->nparams = p + 1;
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (err) {
+        batch_free(b);
+        luaL_error(L, "%s: %s", who, err);
+    }
+    return b;
+}
+
+static void push_result(lua_State *L, const stmt_req *s) {
+    lua_createtable(L, s->nrows, 1);
+    for (int r = 0; r < s->nrows; r++) {
+        lua_createtable(L, 0, s->ncols);
+        for (int i = 0; i < s->ncols; i++) {
+            const value *v = &s->cells[r * s->ncols + i];
+            if (v->type == VAL_NULL)
+                continue;
+            value_push(L, v);
+            lua_setfield(L, -2, s->cols[i]);
+        }
+        lua_rawseti(L, -2, r + 1);
+    }
+    lua_pushnumber(L, (lua_Number)s->changes);
+    lua_setfield(L, -2, "changes");
+}
+
+/* Pushes (results) or (nil, error) on L. */
+static int push_outcome(lua_State *L, const batch *b, const char *who) {
+    if (b->error) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", who, b->error);
+        return 2;
+    }
+    lua_createtable(L, b->nstmts, 0);
+    for (int i = 0; i < b->nstmts; i++) {
+        push_result(L, &b->stmts[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+void batch_deliver(batch *b, const char *who) {
+    if (b->task) {
+        rill_task *t = b->task;
+        b->task = NULL;
+        rill_task_resume(t, push_outcome(t->co, b, who));
+    } else if (b->cb_ref != LUA_NOREF) {
+        lua_State *L = rill_task_main_state();
+        lua_rawgeti(L, LUA_REGISTRYINDEX, b->cb_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
+        b->cb_ref = LUA_NOREF;
+        if (lua_pcall(L, push_outcome(L, b, who), 0, 0) != 0) {
+            fprintf(stderr, "rill: error in a %s callback: %s\n", who, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+}
+
+void batch_cancel(void *op) {
+    batch *b = op;
+    b->task = NULL;
+}

@@ -1,0 +1,84 @@
+/*
+ * batch.h: statement batches, what the two store backends (sqlite.c, pg.c)
+ * share: a batch is a list of SQL statements with their parameters, from one
+ * caller, run in one transaction. This module owns the C values a batch
+ * carries (so the work can happen away from Lua: on a worker thread, or
+ * across several loop turns), reading a batch from Lua, and handing its
+ * outcome back to the waiting task or callback.
+ *
+ * Lua form: stmts = { {sql, p1, p2, ..., n = nparams}, ... }; the outcome is
+ * a list of results, one per statement, each a list of rows (tables keyed by
+ * column name, NULL columns absent) with a field `changes`; or nil and an
+ * error message.
+ */
+#ifndef RILL_BATCH_H
+#define RILL_BATCH_H
+
+#include "task.h"
+
+enum { VAL_NULL, VAL_INT, VAL_FLOAT, VAL_TEXT, VAL_BOOL };
+
+typedef struct value {
+    int type;
+    union {
+        int64_t i; /* VAL_INT, VAL_BOOL (0 or 1) */
+        double d;
+        struct {
+            char *p; /* NUL-terminated copy */
+            size_t n;
+        } s;
+    } u;
+} value;
+
+typedef struct stmt_req {
+    char *sql;
+    int nparams;
+    value *params;
+    /* results, filled by the backend */
+    int ncols;
+    char **cols;
+    int nrows, cap;
+    value *cells; /* nrows * ncols */
+    int64_t changes;
+} stmt_req;
+
+typedef struct batch {
+    struct batch *next;
+    rill_task *task; /* the waiting task, or NULL */
+    int cb_ref;      /* or the callback, or LUA_NOREF (none, or cancelled) */
+    int nstmts;
+    stmt_req *stmts;
+    int writes;  /* some statement is not a SELECT */
+    char *error; /* NULL on success */
+} batch;
+
+/* Copies n bytes at p into v as text; 0, or -1 when out of memory. */
+int value_set_text(value *v, const char *p, size_t n);
+void value_free(value *v);
+
+/* Reads the statements at idx into a new batch; raises (prefixing errors
+ * with `who`) on misuse. The caller sets task or cb_ref. */
+batch *batch_from_lua(lua_State *L, int idx, const char *who);
+
+/* Prepares s to receive ncols columns named by names(i, ctx); -1 on OOM. */
+int stmt_set_columns(stmt_req *s, int ncols, const char *(*name)(int i, void *ctx), void *ctx);
+
+/* A new row of s to fill (ncols values); NULL when out of memory. */
+value *stmt_add_row(stmt_req *s);
+
+/* Records a failure of the batch (the first one counts). */
+void batch_fail(batch *b, const char *why);
+
+/* Forgets the results of b (before running it again). */
+void batch_reset(batch *b);
+
+/* Gives b's outcome to its task or callback (`who` prefixes its error). */
+void batch_deliver(batch *b, const char *who);
+
+void batch_free(batch *b);
+
+/* The cancel function of a task waiting on a batch: the work goes on; its
+ * outcome is dropped. */
+void batch_cancel(void *op);
+
+#endif

@@ -1,0 +1,555 @@
+/*
+ * pg.c: Postgres connections on the loop, through libpq's asynchronous API
+ * in pipeline mode. No call here blocks: the socket is watched by a
+ * uv_poll_t, and libpq is only asked to read or write when it is ready.
+ *
+ * The Lua side is the same as sqlite.c's (see batch.h): a connection keeps
+ * a queue of pending batches; when it is idle, every pending batch goes out
+ * as one group, in one pipeline ended by one Sync, so the group is one
+ * implicit transaction and one commit (group commit, as for SQLite). A
+ * statement that fails aborts the whole group's transaction: its batch gets
+ * the error, and the other batches of the group are sent again, as the
+ * next group, so that one caller's failure is never another's.
+ *
+ * A connection that breaks fails the batches in flight with the reason; the
+ * next batch reconnects.
+ *
+ * Lua: pg.open(conninfo) -> conn, or nil and the reason   (in a task: yields)
+ *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
+ *      conn:close()
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "batch.h"
+
+#define CONN_MT "rill.pg"
+
+/* Postgres type oids that results turn into numbers and booleans. */
+enum {
+    OID_BOOL = 16,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_OID = 26,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_NUMERIC = 1700
+};
+
+enum { PG_IDLE, PG_CONNECTING, PG_READY, PG_CLOSED };
+
+typedef struct pg_conn {
+    PGconn *pg;
+    char *conninfo;
+    uv_poll_t *poll; /* watches PQsocket; its close callback frees it */
+    int sock;        /* the socket poll watches */
+    int state;
+    int closing;                   /* close once the work in flight is done */
+    rill_task *opener;             /* the task waiting in pg.open, or NULL */
+    batch *pending, *pending_tail; /* waiting for the next group */
+    batch *group;                  /* sent; results arriving */
+    batch *cur;                    /* the batch whose statement answers next */
+    int cur_stmt;
+    batch *failed; /* the group's batch whose statement failed */
+    int self_ref;  /* anchors the userdata while work is in flight */
+} pg_conn;
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static void free_handle(uv_handle_t *h) {
+    free(h);
+}
+
+static void unwatch(pg_conn *c) {
+    uv_handle_t *h = (uv_handle_t *)c->poll;
+    if (h) {
+        h->data = NULL;
+        if (uv_is_closing(h))
+            free(h); /* closed by the loop's wind-down (main.c), which has ended */
+        else
+            uv_close(h, free_handle);
+        c->poll = NULL;
+    }
+    c->sock = -1;
+}
+
+/* Watches the connection's socket for events (UV_READABLE, UV_WRITABLE). */
+static int watch(pg_conn *c, int events) {
+    int sock = PQsocket(c->pg);
+    if (sock < 0)
+        return -1;
+    if (sock != c->sock) { /* a new socket: libpq tried another address */
+        unwatch(c);
+        c->poll = malloc(sizeof *c->poll);
+        if (c->poll == NULL || uv_poll_init_socket(rill_loop(), c->poll, sock) != 0) {
+            free(c->poll);
+            c->poll = NULL;
+            return -1;
+        }
+        c->poll->data = c;
+        c->sock = sock;
+    }
+    return uv_poll_start(c->poll, events, on_poll);
+}
+
+static void anchor(pg_conn *c, lua_State *L, int idx) {
+    if (c->self_ref == LUA_NOREF) {
+        lua_pushvalue(L, idx);
+        c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+}
+
+static void release(pg_conn *c) {
+    luaL_unref(rill_task_main_state(), LUA_REGISTRYINDEX, c->self_ref);
+    c->self_ref = LUA_NOREF;
+}
+
+static void disconnect(pg_conn *c) {
+    unwatch(c);
+    if (c->pg)
+        PQfinish(c->pg);
+    c->pg = NULL;
+    c->state = c->closing ? PG_CLOSED : PG_IDLE;
+}
+
+/* libpq's last error, without its trailing newline. */
+static const char *pg_error(pg_conn *c, char *buf, size_t n) {
+    snprintf(buf, n, "%s", c->pg ? PQerrorMessage(c->pg) : "no connection");
+    size_t len = strlen(buf);
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+        buf[--len] = '\0';
+    return buf;
+}
+
+static void fail_list(batch *list, const char *why) {
+    while (list) {
+        batch *next = list->next;
+        batch_fail(list, why);
+        batch_deliver(list, "postgres");
+        batch_free(list);
+        list = next;
+    }
+}
+
+static void start_group(pg_conn *c);
+
+/* The connection is gone: everything in flight fails with the reason. */
+static void broken(pg_conn *c, const char *why) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "connection lost: %s", why);
+    batch *group = c->group;
+    c->group = c->cur = c->failed = NULL;
+    disconnect(c);
+    fail_list(group, msg);
+    start_group(c); /* reconnects for what is pending */
+}
+
+/* ---- connecting ---- */
+
+static void ignore_notice(void *arg, const char *message) {}
+
+static void opened(pg_conn *c, const char *error) {
+    rill_task *t = c->opener;
+    c->opener = NULL;
+    if (error) {
+        batch *pending = c->pending;
+        c->pending = c->pending_tail = NULL;
+        fail_list(pending, error);
+    }
+    if (t) {
+        if (error) {
+            lua_pushnil(t->co);
+            lua_pushfstring(t->co, "postgres: %s", error);
+            rill_task_resume(t, 2);
+        } else {
+            lua_rawgeti(t->co, LUA_REGISTRYINDEX, c->self_ref); /* the connection */
+            rill_task_resume(t, 1);
+        }
+    }
+    start_group(c);
+}
+
+/* One step of libpq's connection state machine. */
+static void connect_step(pg_conn *c) {
+    char buf[512];
+    switch (PQconnectPoll(c->pg)) {
+    case PGRES_POLLING_READING:
+        if (watch(c, UV_READABLE) != 0)
+            goto fail;
+        return;
+    case PGRES_POLLING_WRITING:
+        if (watch(c, UV_WRITABLE) != 0)
+            goto fail;
+        return;
+    case PGRES_POLLING_OK:
+        if (PQenterPipelineMode(c->pg) != 1)
+            goto fail;
+        c->state = PG_READY;
+        if (watch(c, UV_READABLE) != 0) /* notices, or the server closing */
+            goto fail;
+        opened(c, NULL);
+        return;
+    default:
+        goto fail;
+    }
+fail:
+    pg_error(c, buf, sizeof buf);
+    disconnect(c);
+    opened(c, buf);
+}
+
+/* Starts connecting; the socket's first writability drives the rest.
+ * Returns -1 with the reason in err when it fails at once. */
+static int start_connect(pg_conn *c, char *err, size_t n) {
+    c->state = PG_CONNECTING;
+    c->pg = PQconnectStart(c->conninfo);
+    if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || PQsetnonblocking(c->pg, 1) != 0) {
+        pg_error(c, err, n);
+        disconnect(c);
+        return -1;
+    }
+    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    if (watch(c, UV_WRITABLE) != 0) {
+        snprintf(err, n, "cannot watch the connection's socket");
+        disconnect(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- sending a group ---- */
+
+/* Renders v as a parameter: its text (in buf when it is a number) and oid. */
+static const char *param_text(const value *v, char *buf, size_t n, unsigned *oid) {
+    switch (v->type) {
+    case VAL_INT:
+        *oid = OID_INT8;
+        snprintf(buf, n, "%lld", (long long)v->u.i);
+        return buf;
+    case VAL_FLOAT:
+        *oid = OID_FLOAT8;
+        snprintf(buf, n, "%.17g", v->u.d);
+        return buf;
+    case VAL_BOOL:
+        *oid = OID_BOOL;
+        return v->u.i ? "t" : "f";
+    case VAL_TEXT:
+        *oid = 0; /* unknown: the server infers it from where it is used */
+        return v->u.s.p;
+    default:
+        *oid = 0;
+        return NULL;
+    }
+}
+
+static int send_stmt(pg_conn *c, const stmt_req *s) {
+    enum { MAXP = 64 };
+    const char *values[MAXP];
+    unsigned oids[MAXP];
+    char nums[MAXP][32];
+    if (s->nparams > MAXP)
+        return -1;
+    for (int i = 0; i < s->nparams; i++)
+        values[i] = param_text(&s->params[i], nums[i], sizeof nums[i], &oids[i]);
+    return PQsendQueryParams(c->pg, s->sql, s->nparams, oids, values, NULL, NULL, 0) == 1 ? 0 : -1;
+}
+
+/* Sends every statement of the group, then the Sync that commits them. */
+static int send_group(pg_conn *c) {
+    for (batch *b = c->group; b; b = b->next)
+        for (int i = 0; i < b->nstmts; i++)
+            if (send_stmt(c, &b->stmts[i]) != 0)
+                return -1;
+    if (PQpipelineSync(c->pg) != 1)
+        return -1;
+    int flushed = PQflush(c->pg);
+    if (flushed < 0)
+        return -1;
+    return watch(c, flushed ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+}
+
+static void start_group(pg_conn *c) {
+    char buf[512];
+    if (c->group || c->state == PG_CONNECTING)
+        return;
+    if (c->pending == NULL) {
+        if (c->closing)
+            disconnect(c);
+        if (c->opener == NULL)
+            release(c);
+        return;
+    }
+    if (c->state != PG_READY) {
+        if (start_connect(c, buf, sizeof buf) != 0)
+            opened(c, buf);
+        return;
+    }
+    c->group = c->cur = c->pending;
+    c->cur_stmt = 0;
+    c->failed = NULL;
+    c->pending = c->pending_tail = NULL;
+    if (send_group(c) != 0)
+        broken(c, pg_error(c, buf, sizeof buf));
+}
+
+/* ---- receiving results ---- */
+
+static const char *field_name(int i, void *res) {
+    return PQfname(res, i);
+}
+
+static int keep_rows(stmt_req *s, PGresult *res) {
+    int ncols = PQnfields(res), nrows = PQntuples(res);
+    if (stmt_set_columns(s, ncols, field_name, res) != 0)
+        return -1;
+    for (int r = 0; r < nrows; r++) {
+        value *row = stmt_add_row(s);
+        if (row == NULL)
+            return -1;
+        for (int i = 0; i < ncols; i++) {
+            if (PQgetisnull(res, r, i))
+                continue;
+            const char *text = PQgetvalue(res, r, i);
+            switch (PQftype(res, i)) {
+            case OID_INT2:
+            case OID_INT4:
+            case OID_INT8:
+            case OID_OID:
+                row[i].type = VAL_INT;
+                row[i].u.i = strtoll(text, NULL, 10);
+                break;
+            case OID_FLOAT4:
+            case OID_FLOAT8:
+            case OID_NUMERIC:
+                row[i].type = VAL_FLOAT;
+                row[i].u.d = strtod(text, NULL);
+                break;
+            case OID_BOOL:
+                row[i].type = VAL_BOOL;
+                row[i].u.i = text[0] == 't';
+                break;
+            default:
+                if (value_set_text(&row[i], text, (size_t)PQgetlength(res, r, i)) != 0)
+                    return -1;
+            }
+        }
+    }
+    const char *changes = PQcmdTuples(res);
+    s->changes = changes[0] ? strtoll(changes, NULL, 10) : 0;
+    return 0;
+}
+
+/* The group's transaction ended (committed, or rolled back by a failure). */
+static void group_done(pg_conn *c) {
+    batch *group = c->group, *failed = c->failed;
+    c->group = c->cur = c->failed = NULL;
+    batch *again = NULL, *last = NULL;
+    while (group) {
+        batch *next = group->next;
+        group->next = NULL;
+        if (failed == NULL || group == failed) {
+            batch_deliver(group, "postgres");
+            batch_free(group);
+        } else { /* rolled back with the failed one: sent again */
+            batch_reset(group);
+            if (last)
+                last->next = group;
+            else
+                again = group;
+            last = group;
+        }
+        group = next;
+    }
+    if (again) { /* first in the queue, before what arrived meanwhile */
+        last->next = c->pending;
+        if (c->pending == NULL)
+            c->pending_tail = last;
+        c->pending = again;
+    }
+    start_group(c);
+}
+
+/* One result of the statement answering now. */
+static void take_result(pg_conn *c, PGresult *res) {
+    if (c->cur == NULL)
+        return;
+    stmt_req *s = &c->cur->stmts[c->cur_stmt];
+    switch (PQresultStatus(res)) {
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+        if (keep_rows(s, res) != 0)
+            batch_fail(c->cur, "out of memory");
+        break;
+    case PGRES_PIPELINE_ABORTED:
+        break;
+    default: {
+        char msg[600];
+        const char *e = PQresultErrorMessage(res);
+        int len = (int)strcspn(e, "\n");
+        snprintf(msg, sizeof msg, "%.*s (in: %.60s%s)", len, e, s->sql,
+                 strlen(s->sql) > 60 ? "..." : "");
+        batch_fail(c->cur, msg);
+        if (c->failed == NULL)
+            c->failed = c->cur;
+    }
+    }
+}
+
+/* The end of a statement's results: the next statement answers now. */
+static void next_stmt(pg_conn *c) {
+    if (c->cur == NULL)
+        return;
+    if (++c->cur_stmt == c->cur->nstmts) {
+        c->cur = c->cur->next;
+        c->cur_stmt = 0;
+    }
+}
+
+static void read_results(pg_conn *c) {
+    char buf[512];
+    if (PQconsumeInput(c->pg) != 1) {
+        broken(c, pg_error(c, buf, sizeof buf));
+        return;
+    }
+    while (c->group && !PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (res == NULL) {
+            next_stmt(c);
+            continue;
+        }
+        int sync = PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+        if (!sync)
+            take_result(c, res);
+        PQclear(res);
+        if (sync) {
+            group_done(c);
+            return;
+        }
+    }
+    if (c->group == NULL && PQstatus(c->pg) == CONNECTION_BAD)
+        broken(c, pg_error(c, buf, sizeof buf));
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+    pg_conn *c = h->data;
+    char buf[512];
+    if (c == NULL)
+        return;
+    if (c->state == PG_CONNECTING) {
+        connect_step(c);
+        return;
+    }
+    if (status < 0) {
+        broken(c, uv_strerror(status));
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        int flushed = PQflush(c->pg);
+        if (flushed < 0) {
+            broken(c, pg_error(c, buf, sizeof buf));
+            return;
+        }
+        if (flushed == 0 && watch(c, UV_READABLE) != 0) {
+            broken(c, "cannot watch the socket");
+            return;
+        }
+    }
+    if (events & UV_READABLE)
+        read_results(c);
+}
+
+/* ---- Lua ---- */
+
+static pg_conn *check_conn(lua_State *L) {
+    pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    if (c->closing || c->state == PG_CLOSED)
+        luaL_error(L, "postgres: the connection is closed");
+    return c;
+}
+
+/* conn:batch(stmts [, callback]) */
+static int l_batch(lua_State *L) {
+    pg_conn *c = check_conn(L);
+    int has_cb = lua_isfunction(L, 3);
+    rill_task *t = has_cb ? NULL : rill_task_check(L, "postgres batch");
+    batch *b = batch_from_lua(L, 2, "postgres");
+    if (has_cb) {
+        lua_pushvalue(L, 3);
+        b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    b->task = t;
+    if (c->pending_tail)
+        c->pending_tail->next = b;
+    else
+        c->pending = b;
+    c->pending_tail = b;
+    anchor(c, L, 1);
+    start_group(c);
+    if (has_cb)
+        return 0;
+    return rill_task_wait(L, t, batch_cancel, b);
+}
+
+/* conn:close(): closes now when idle, else once the work in flight is done. */
+static int l_close(lua_State *L) {
+    pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    c->closing = 1;
+    if (c->group == NULL && c->pending == NULL && c->state != PG_CONNECTING)
+        disconnect(c);
+    return 0;
+}
+
+static int l_gc(lua_State *L) {
+    pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    c->closing = 1;
+    disconnect(c); /* work in flight anchors the userdata: none is left */
+    free(c->conninfo);
+    c->conninfo = NULL;
+    return 0;
+}
+
+static void open_cancel(void *op) {
+    pg_conn *c = op;
+    c->opener = NULL;
+}
+
+/* pg.open(conninfo) -> conn; in a task */
+static int l_open(lua_State *L) {
+    const char *conninfo = luaL_checkstring(L, 1);
+    rill_task *t = rill_task_check(L, "postgres open");
+    pg_conn *c = lua_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->self_ref = LUA_NOREF;
+    c->sock = -1;
+    luaL_getmetatable(L, CONN_MT);
+    lua_setmetatable(L, -2);
+    if ((c->conninfo = strdup(conninfo)) == NULL)
+        return luaL_error(L, "postgres: out of memory");
+    char err[512];
+    if (start_connect(c, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "postgres: %s", err);
+        return 2;
+    }
+    anchor(c, L, -1);
+    c->opener = t;
+    return rill_task_wait(L, t, open_cancel, c);
+}
+
+int rill_pg_open(lua_State *L) {
+    static const luaL_Reg methods[] = {{"batch", l_batch}, {"close", l_close}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
+    rill_lua_metatable(L, CONN_MT, methods);
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_register(L, NULL, funcs);
+    lua_pushinteger(L, PQlibVersion());
+    lua_setfield(L, -2, "libpq_version");
+    return 1;
+}

@@ -1,0 +1,88 @@
+"""The durable queue on Postgres: every test of test_queue.py against a real
+Postgres server (one empty database per test), then what only a shared
+store can show: several rill instances on one database run each event once
+and each cron tick once."""
+import json
+import threading
+import time
+
+import test_queue
+from lib.harness import Postgres, eq, main, temp_dir, test, wait_until
+from test_queue import FAST, finished, post, rill
+
+pg = Postgres()
+test_queue.new_store = pg.new_database
+
+EVENT = """
+return {
+  triggers = {
+    webhook { path = "/hooks/event", mode = "async", idempotency = "header:X-Id" },
+    cron { "* * * * * *" },
+  },
+  run = function(ctx)
+    sleep(0.01)
+    return { n = ctx.payload.n, scheduled = ctx.payload.scheduled }
+  end,
+}"""
+
+
+@test
+def two_instances_on_one_database_run_each_event_and_tick_once():
+    url = pg.new_database()
+    flows = {"event.lua": EVENT}
+    env = {"RILL_STORE": url, **FAST}
+    a, b = rill(flows, env=env), rill(flows, env=env)
+    with a, b:
+        accepted = {}
+
+        def sender(k):
+            for n in range(k, 300, 3):
+                target = (a, b)[n % 2]
+                # every event delivered twice, once to each instance
+                ids = {post(r, "/hooks/event", {"n": n}, {"X-Id": f"e{n}"}).json()["run_id"] for r in (target, (a, b)[1 - n % 2])}
+                eq(len(ids), 1, f"run ids of event {n}")
+                accepted[n] = ids.pop()
+
+        threads = [threading.Thread(target=sender, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(2.5)  # a few cron ticks, both instances firing them
+
+        def settled():
+            runs = a.runs("list", "--flow", "event", "--limit", "2000")
+            return runs if all(x["state"] == "succeeded" for x in runs) else None
+        runs = wait_until(settled, 30, "every run to succeed")
+    eq(len(accepted), 300, "accepted events")
+    by_id = {x["id"] for x in runs}
+    eq(sorted(n for n, i in accepted.items() if i not in by_id), [], "events without a run")
+    ticks = [x for x in runs if x["id"] not in set(accepted.values())]
+    assert len(ticks) >= 2, f"cron ticks: {len(ticks)}"
+    scheduled = [json.loads(a.runs("show", x["id"])["result"])["scheduled"] for x in ticks]
+    eq(len(scheduled), len(set(scheduled)), "runs per tick (both instances fire every tick)")
+    eq(len(runs), 300 + len(ticks), "runs in the store")
+
+
+@test
+def a_broken_connection_fails_the_batch_and_the_next_one_reconnects():
+    flow = test_queue.ASYNC
+    with rill({"quote.lua": flow}) as r:
+        db = _stores_url(r)
+        first = post(r, "/hooks/quote", {"id": "Q-1"})
+        eq(first.status, 202, "before")
+        pg.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' "
+               "AND pid <> pg_backend_pid()")
+        statuses = [post(r, "/hooks/quote", {"id": f"Q-{i}"}).status for i in range(2, 6)]
+        assert statuses[0] in (202, 503), statuses
+        eq(statuses[-1], 202, "after the reconnection")
+        if statuses[0] == 503:
+            r.wait_log(msg_has="could not be stored")
+
+
+def _stores_url(r):
+    return r.env["RILL_STORE"].rsplit("/", 1)[1]
+
+
+if __name__ == "__main__":
+    main()
