@@ -93,6 +93,7 @@ static int watch(pg_conn *c, int events) {
         c->poll->data = c;
         c->sock = sock;
     }
+    uv_ref((uv_handle_t *)c->poll); /* work in flight keeps the loop alive */
     return uv_poll_start(c->poll, events, on_poll);
 }
 
@@ -277,6 +278,8 @@ static void start_group(pg_conn *c) {
     if (c->group || c->state == PG_CONNECTING)
         return;
     if (c->pending == NULL) {
+        if (c->poll) /* an idle connection does not keep the loop alive */
+            uv_unref((uv_handle_t *)c->poll);
         if (c->closing)
             disconnect(c);
         if (c->opener == NULL)

@@ -1,0 +1,290 @@
+/*
+ * test_store.c: the two store backends (sqlite.c and pg.c over batch.c),
+ * driven from Lua on a real loop: typed results, group commits where one
+ * failing batch is undone alone, a task killed while its batch is in
+ * flight, connection errors. The Postgres half runs against a throwaway
+ * server (tools/pg-sandbox.sh), started and stopped here.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lualib.h>
+
+#include "t.h"
+#include "rill.h"
+#include "watchdog.h"
+
+static lua_State *L;
+
+static void open_state(void) {
+    L = luaL_newstate();
+    luaL_openlibs(L);
+    rill_modules_register(L, NULL);
+    rill_watchdog_start(L);
+}
+
+static void close_handle(uv_handle_t *h, void *arg) {
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void close_state(void) {
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    uv_walk(rill_loop(), close_handle, NULL);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    rill_watchdog_stop();
+    lua_close(L);
+    T_EQ_INT(uv_loop_alive(rill_loop()), 0);
+}
+
+/* Runs Lua code, then the loop until it has nothing left to do; the code
+ * sets the global `out`, returned (or "lua error: ..."). The string stays
+ * valid until the next call. */
+static char result[4096];
+static const char *run(const char *code) {
+    if (luaL_dostring(L, code) != 0) {
+        snprintf(result, sizeof result, "lua error: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return result;
+    }
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    lua_getfield(L, LUA_GLOBALSINDEX, "out");
+    snprintf(result, sizeof result, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "(no out)");
+    lua_pop(L, 1);
+    return result;
+}
+
+/* Lua helpers every test uses: `open()` (set per backend), `go(fn)` runs fn
+ * in a task and records an error in `out`, `show(rows)` renders rows. */
+static const char *PRELUDE =
+    "task = require 'rill.c.task'\n"
+    "function go(fn) task.spawn(fn, function(_, ok, e) if not ok then out = 'error: ' .. "
+    "tostring(e) "
+    "end end) end\n"
+    "function show(rows)\n"
+    "  local t = {}\n"
+    "  for _, r in ipairs(rows) do\n"
+    "    local cols = {}\n"
+    "    for k, v in pairs(r) do cols[#cols + 1] = k .. '=' .. tostring(v) .. ':' .. type(v) end\n"
+    "    table.sort(cols)\n"
+    "    t[#t + 1] = table.concat(cols, ',')\n"
+    "  end\n"
+    "  return table.concat(t, ';')\n"
+    "end\n";
+
+static void open_backend(const char *opener) {
+    static int states;
+    open_state();
+    lua_pushinteger(L, ++states); /* tells databases of successive states apart */
+    lua_setglobal(L, "state_seq");
+    T_EQ_INT(luaL_dostring(L, PRELUDE), 0);
+    T_EQ_INT(luaL_dostring(L, opener), 0);
+}
+
+/* ---- the same checks on both backends ---- */
+
+static void check_typed_results(void) {
+    T_EQ_STR(
+        run("out = nil; go(function()\n"
+            "  local c = open()\n"
+            "  local res = assert(c:batch {\n"
+            "    { 'CREATE TABLE t (i BIGINT, f DOUBLE PRECISION, s TEXT, n TEXT)' },\n"
+            "    { 'INSERT INTO t (i, f, s, n) VALUES ($1, $2, $3, $4)', 42, 2.5, 'hé', nil, n = 4 "
+            "},\n"
+            "    { 'INSERT INTO t (i, f, s) VALUES ($1, $2, $3)', 9007199254740993 - 1, -1, '', n "
+            "= 3 },\n"
+            "    { 'SELECT i, f, s, n FROM t ORDER BY i' },\n"
+            "  })\n"
+            "  out = res[2].changes .. '|' .. show(res[4])\n"
+            "  c:close()\n"
+            "end)"),
+        "1|f=2.5:number,i=42:number,s=hé:string;f=-1:number,i=9.007199254741e+15:number,s=:string");
+}
+
+static const char *expected_undone; /* "ok,<backend>: failed,ok|..." */
+
+static void check_failing_batch_is_undone_alone(void) {
+    /* Three batches in one loop turn: they share a group (one commit); the
+     * middle one fails half-way and only its own insert is undone. */
+    T_EQ_STR(run("out = nil; go(function()\n"
+                 "  local c = open()\n"
+                 "  assert(c:batch { { 'CREATE TABLE u (k TEXT PRIMARY KEY)' } })\n"
+                 "  local got = {}\n"
+                 "  local function note(i) return function(res, err)\n"
+                 "    got[i] = res and 'ok' or err:match('^%a+: ') .. 'failed' end end\n"
+                 "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'a', n = 1 } }, note(1))\n"
+                 "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'b', n = 1 },\n"
+                 "            { 'INSERT INTO u VALUES ($1)', 'a', n = 1 } }, note(2))\n"
+                 "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'c', n = 1 } }, note(3))\n"
+                 "  local rows = assert(c:batch { { 'SELECT k FROM u ORDER BY k' } })[1]\n"
+                 "  out = table.concat(got, ',') .. '|' .. show(rows)\n"
+                 "  c:close()\n"
+                 "end)"),
+             expected_undone);
+}
+
+static void check_misuse_raises(void) {
+    T_EQ_STR(run("out = nil; go(function()\n"
+                 "  local c = open()\n"
+                 "  local ok, e = pcall(c.batch, c, { { 'SELECT $1', {}, n = 1 } })\n"
+                 "  out = e:match('a parameter must be[^(]*')\n"
+                 "  c:close()\n"
+                 "  ok, e = pcall(c.batch, c, { { 'SELECT 1' } })\n"
+                 "  out = out .. '|' .. e:match('the connection is closed')\n"
+                 "end)"),
+             "a parameter must be nil, a boolean, a number or a string |the connection is closed");
+}
+
+static void check_killed_task_drops_its_outcome(void) {
+    /* The task's deadline passes while its batch is in flight: the task
+     * ends, the batch completes, and its outcome goes nowhere. */
+    T_EQ_STR(run("out = nil\n"
+                 "task.spawn(function()\n"
+                 "  local c = open()\n"
+                 "  c:batch { { 'CREATE TABLE v (x INTEGER)' } }\n"
+                 "  conn = c\n"
+                 "  while true do c:batch { { 'INSERT INTO v VALUES (1)' } } end\n"
+                 "end, function(_, ok, e) out = tostring(ok) .. ':' .. "
+                 "tostring(e):match('deadline') end, "
+                 "0.2)"),
+             "false:deadline");
+    T_EQ_STR(run("out = nil; go(function()\n"
+                 "  local rows = assert(conn:batch { { 'SELECT count(*) AS n FROM v' } })[1]\n"
+                 "  out = rows[1].n > 0 and 'rows kept' or 'none'\n"
+                 "  conn:close()\n"
+                 "  conn = nil\n"
+                 "end)"),
+             "rows kept");
+}
+
+/* Runs every check on a backend; opener is Lua defining open(). */
+static void check_backend(const char *opener) {
+    void (*checks[])(void) = {check_typed_results, check_failing_batch_is_undone_alone,
+                              check_misuse_raises, check_killed_task_drops_its_outcome};
+    for (size_t i = 0; i < RILL_ARRAY_LEN(checks); i++) {
+        open_backend(opener);
+        checks[i]();
+        close_state();
+    }
+}
+
+/* ---- SQLite ---- */
+
+static char sqlite_dir[] = "/tmp/rill-test-store-XXXXXX";
+
+static void test_sqlite(void) {
+    static char opener[256];
+    static int n;
+    snprintf(opener, sizeof opener,
+             "local sqlite = require 'rill.c.sqlite'\n"
+             "function open() n_db = (n_db or 0) + 1\n"
+             "  return sqlite.open('%s/db' .. %d .. '-' .. n_db) end",
+             sqlite_dir, n++);
+    expected_undone = "ok,sqlite: failed,ok|k=a:string;k=c:string";
+    check_backend(opener);
+}
+
+static void test_sqlite_open_error(void) {
+    open_backend("sqlite = require 'rill.c.sqlite'");
+    T_EQ_STR(run("local ok, e = pcall(sqlite.open, '/nonexistent/dir/x.db'); out = e"),
+             "sqlite: cannot open /nonexistent/dir/x.db: unable to open database file");
+    close_state();
+}
+
+/* ---- Postgres ---- */
+
+static char pg_dir[] = "/tmp/rill-test-pg-XXXXXX";
+static char pg_url[256];
+
+static int start_postgres(void) {
+    if (mkdtemp(pg_dir) == NULL)
+        return -1;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "tools/pg-sandbox.sh start %s/pg", pg_dir);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    int got = fgets(pg_url, sizeof pg_url, p) != NULL;
+    int rc = pclose(p);
+    pg_url[strcspn(pg_url, "\n")] = '\0';
+    return got && rc == 0 ? 0 : -1;
+}
+
+static void stop_postgres(void) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "tools/pg-sandbox.sh stop %s/pg; rmdir %s", pg_dir, pg_dir);
+    T_EQ_INT(system(cmd), 0);
+}
+
+/* Each backend check gets a fresh database, made on the server's first one. */
+static void test_postgres(void) {
+    static char opener[1024];
+    snprintf(opener, sizeof opener,
+             "local pg = require 'rill.c.pg'\n"
+             "function open()\n"
+             "  n_db = (n_db or 0) + 1\n"
+             "  local name = 'c' .. state_seq .. '_' .. n_db\n"
+             "  local admin = assert(pg.open('%s'))\n"
+             "  assert(admin:batch { { 'CREATE DATABASE ' .. name } })\n"
+             "  admin:close()\n"
+             "  return assert(pg.open(('%s'):gsub('/rill$', '/' .. name)))\n"
+             "end",
+             pg_url, pg_url);
+    expected_undone = "ok,postgres: failed,ok|k=a:string;k=c:string";
+    check_backend(opener);
+}
+
+static void test_postgres_connection_refused(void) {
+    open_backend("pg = require 'rill.c.pg'");
+    const char *out =
+        run("out = nil; go(function()\n"
+            "  local c, e = pg.open('postgres://rill@127.0.0.1:1/rill?connect_timeout=5')\n"
+            "  out = tostring(c) .. '|' .. e\n"
+            "end)");
+    T_CHECK(strncmp(out, "nil|postgres: ", 14) == 0);
+    T_CHECK(strstr(out, "refused") != NULL);
+    close_state();
+}
+
+static void test_postgres_reconnects_after_a_broken_connection(void) {
+    static char code[2048];
+    open_backend("pg = require 'rill.c.pg'");
+    snprintf(code, sizeof code,
+             "out = nil; go(function()\n"
+             "  local c = assert(pg.open('%s'))\n"
+             "  local admin = assert(pg.open('%s'))\n"
+             "  local pid = assert(c:batch { { 'SELECT pg_backend_pid() AS p' } })[1][1].p\n"
+             "  assert(admin:batch { { 'SELECT pg_terminate_backend(CAST($1 AS INTEGER))', pid, n "
+             "= 1 } })\n"
+             "  local res, err = c:batch { { 'SELECT 1 AS one' } }\n"
+             "  local lost = err and (err:match('connection lost') or err:match('terminating "
+             "connection'))\n"
+             "  local first = res and 'ok' or lost and 'lost' or err\n"
+             "  res = c:batch { { 'SELECT 1 AS one' } }\n"
+             "  out = first .. '|' .. (res and res[1][1].one or 'failed again')\n"
+             "  c:close() admin:close()\n"
+             "end)",
+             pg_url, pg_url);
+    T_EQ_STR(run(code), "lost|1");
+    close_state();
+}
+
+int main(void) {
+    if (mkdtemp(sqlite_dir) == NULL)
+        return 2;
+    T_RUN(test_sqlite);
+    T_RUN(test_sqlite_open_error);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", sqlite_dir);
+    T_CHECK(system(cmd) == 0);
+    if (start_postgres() != 0) {
+        fprintf(stderr, "cannot start a Postgres server (tools/pg-sandbox.sh)\n");
+        t_failed++;
+        return T_END();
+    }
+    T_RUN(test_postgres);
+    T_RUN(test_postgres_connection_refused);
+    T_RUN(test_postgres_reconnects_after_a_broken_connection);
+    stop_postgres();
+    return T_END();
+}
