@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Durable async webhook benchmark (issue: the durable queue): rill serving
 # bench/queue-flows/bench.lua (signature checked, run stored before the 202,
-# run checks the HMAC again and parses the event) beside BullMQ on Redis,
-# through the peers' own shared/peers/queue/compare.sh, in one run.
-# The done-count is `rill runs count --state succeeded` on the same store.
-# Env: N (20000), WARMUP_N, CONC, BENCH_SECRET; STORE (sqlite, the default: a
-# fresh file in a temp dir; postgres: a throwaway server, tools/pg-sandbox.sh;
-# or a postgres:// URL); PEERS (../shared/peers).
+# the run checks the HMAC again and parses the event) on each store, beside
+# BullMQ on Redis doing the same, in one invocation: the peers' own
+# shared/peers/queue/compare.sh measures BullMQ and the first store, then
+# their bench.sh (the same poster, warmup and done-count) each other store.
+# The done-count is `rill runs count --state succeeded` on the store.
+# Env: N (20000), WARMUP_N (2000), CONC, BENCH_SECRET; STORES ("sqlite
+# postgres"): sqlite is a fresh file, postgres a throwaway server
+# (tools/pg-sandbox.sh), or give postgres:// URLs; PEERS (../shared/peers).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -14,23 +16,53 @@ peers=${PEERS:-$root/../shared/peers}
 [ -x "$peers/queue/compare.sh" ] || { echo "bench: no peers at $peers" >&2; exit 1; }
 [ -d "$peers/queue/node_modules" ] || "$peers/setup.sh" >&2
 export BENCH_SECRET=${BENCH_SECRET:-bench-secret}
+n=${N:-20000}
 tmp=$(mktemp -d)
 pid=
 cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; fi
+  stop_rill
   if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
   rm -rf "$tmp"
 }
+stop_rill() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=; fi; }
 trap cleanup EXIT
-case ${STORE:-sqlite} in
-  sqlite) store=sqlite:$tmp/rill.db ;;
-  postgres) store=$("$root/tools/pg-sandbox.sh" start "$tmp/pg") ;;
-  *) store=$STORE ;;
-esac
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-RILL_LOG_LEVEL=warn "$root/build/rill" serve --flows "$here/queue-flows" --listen "127.0.0.1:$port" \
-  --store "$store" &
-pid=$!
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-"$peers/queue/compare.sh" "http://127.0.0.1:$port/hooks/bench" \
-  "$root/build/rill runs count --state succeeded --store '$store'" | sed "s/^extra /rill  /"
+
+# start_rill STORE_URL: serves the bench flow on a free port; sets $url.
+start_rill() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  RILL_LOG_LEVEL=warn "$root/build/rill" serve --flows "$here/queue-flows" --listen "127.0.0.1:$port" \
+    --store "$1" &
+  pid=$!
+  url=http://127.0.0.1:$port/hooks/bench
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+}
+
+first=1
+for s in ${STORES:-sqlite postgres}; do
+  case $s in
+    sqlite) store=sqlite:$tmp/rill.db; name=sqlite ;;
+    postgres) store=$("$root/tools/pg-sandbox.sh" start "$tmp/pg"); name=postgres ;;
+    *) store=$s; name=postgres ;;
+  esac
+  start_rill "$store"
+  done_cmd="$root/build/rill runs count --state succeeded --store '$store'"
+  if [ $first = 1 ]; then
+    "$peers/queue/compare.sh" "$url" "$done_cmd" 2> "$tmp/compare.err" > /dev/null \
+      || { cat "$tmp/compare.err" >&2; exit 1; }
+    grep '^bullmq events=' "$tmp/compare.err" > "$tmp/results"
+    grep '^extra events=' "$tmp/compare.err" | sed "s/^extra/rill-$name/" >> "$tmp/results"
+    first=0
+  else
+    "$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "${WARMUP_N:-2000}" > /dev/null
+    echo "rill-$name $("$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "$n" | tail -n1)" >> "$tmp/results"
+  fi
+  stop_rill
+  if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
+done
+
+echo "# durable async webhook: $n events, $(nproc) cores, 1 KiB body, ${CONC:-64} in flight"
+awk '{ split($3,s,"="); split($4,r,"="); name[NR]=$1; sec[NR]=s[2]; rps[NR]=r[2] }
+  END { printf "%-14s %10s %12s %10s\n", "peer", "seconds", "runs/s", "vs_bullmq"
+        for (i = 1; i <= NR; i++) printf "%-14s %10.3f %12.1f %10.2f\n", name[i], sec[i], rps[i], rps[i] / rps[1] }' \
+  "$tmp/results"

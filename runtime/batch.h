@@ -40,6 +40,7 @@ typedef struct stmt_req {
     int nrows, cap;
     value *cells; /* nrows * ncols */
     int64_t changes;
+    int skip; /* backend scratch: results to pass over before this one's */
 } stmt_req;
 
 typedef struct batch {

@@ -27,6 +27,7 @@
 #include "batch.h"
 
 #define CONN_MT "rill.pg"
+#define MAX_PREPARED 128 /* statements prepared per connection; more are parsed each time */
 
 /* Postgres type oids that results turn into numbers and booleans. */
 enum {
@@ -42,6 +43,16 @@ enum {
 
 enum { PG_IDLE, PG_CONNECTING, PG_READY, PG_CLOSED };
 
+/* A statement prepared on the connection, named "rill_<n>". It is usable
+ * once its Parse was sent; it is known to exist once the server answered
+ * it (confirmed), and forgotten if its group ended before that. */
+typedef struct prepared {
+    char *sql;
+    unsigned hash;
+    int id;
+    int confirmed;
+} prepared;
+
 typedef struct pg_conn {
     PGconn *pg;
     char *conninfo;
@@ -56,6 +67,8 @@ typedef struct pg_conn {
     int cur_stmt;
     batch *failed; /* the group's batch whose statement failed */
     int self_ref;  /* anchors the userdata while work is in flight */
+    prepared prep[MAX_PREPARED];
+    int nprep, next_id;
 } pg_conn;
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -109,7 +122,21 @@ static void release(pg_conn *c) {
     c->self_ref = LUA_NOREF;
 }
 
+/* Forgets prepared statements: all of them (a new session), or only
+ * those whose Parse the server never answered. */
+static void forget_prepared(pg_conn *c, int all) {
+    int kept = 0;
+    for (int i = 0; i < c->nprep; i++) {
+        if (all || !c->prep[i].confirmed)
+            free(c->prep[i].sql);
+        else
+            c->prep[kept++] = c->prep[i];
+    }
+    c->nprep = kept;
+}
+
 static void disconnect(pg_conn *c) {
+    forget_prepared(c, 1);
     unwatch(c);
     if (c->pg)
         PQfinish(c->pg);
@@ -247,16 +274,51 @@ static const char *param_text(const value *v, char *buf, size_t n, unsigned *oid
     }
 }
 
-static int send_stmt(pg_conn *c, const stmt_req *s) {
+static unsigned hash_sql(const char *sql) {
+    unsigned h = 2166136261u;
+    for (; *sql; sql++)
+        h = (h ^ (unsigned char)*sql) * 16777619u;
+    return h;
+}
+
+static prepared *find_prepared(pg_conn *c, const char *sql, unsigned h) {
+    for (int i = 0; i < c->nprep; i++)
+        if (c->prep[i].hash == h && strcmp(c->prep[i].sql, sql) == 0)
+            return &c->prep[i];
+    return NULL;
+}
+
+/* Sends s, prepared: the store sends the same few statements all day, and
+ * parsing and planning them each time would cost the server more than
+ * running them. The first use sends a Parse too (s->skip: its answer). */
+static int send_stmt(pg_conn *c, stmt_req *s) {
     enum { MAXP = 64 };
     const char *values[MAXP];
     unsigned oids[MAXP];
-    char nums[MAXP][32];
+    char nums[MAXP][32], name[32];
     if (s->nparams > MAXP)
         return -1;
     for (int i = 0; i < s->nparams; i++)
         values[i] = param_text(&s->params[i], nums[i], sizeof nums[i], &oids[i]);
-    return PQsendQueryParams(c->pg, s->sql, s->nparams, oids, values, NULL, NULL, 0) == 1 ? 0 : -1;
+    unsigned h = hash_sql(s->sql);
+    prepared *p = find_prepared(c, s->sql, h);
+    s->skip = 0;
+    if (p == NULL && c->nprep < MAX_PREPARED) {
+        char *copy = strdup(s->sql);
+        if (copy == NULL)
+            return -1;
+        p = &c->prep[c->nprep++];
+        *p = (prepared){copy, h, c->next_id++, 0};
+        snprintf(name, sizeof name, "rill_%d", p->id);
+        if (PQsendPrepare(c->pg, name, s->sql, s->nparams, oids) != 1)
+            return -1;
+        s->skip = 1;
+    }
+    if (p == NULL) /* too many distinct statements: this one is parsed each time */
+        return PQsendQueryParams(c->pg, s->sql, s->nparams, oids, values, NULL, NULL, 0) == 1 ? 0
+                                                                                              : -1;
+    snprintf(name, sizeof name, "rill_%d", p->id);
+    return PQsendQueryPrepared(c->pg, name, s->nparams, values, NULL, NULL, 0) == 1 ? 0 : -1;
 }
 
 /* Sends every statement of the group, then the Sync that commits them. */
@@ -349,6 +411,7 @@ static int keep_rows(stmt_req *s, PGresult *res) {
 /* The group's transaction ended (committed, or rolled back by a failure). */
 static void group_done(pg_conn *c) {
     batch *group = c->group, *failed = c->failed;
+    forget_prepared(c, 0); /* Parses that an error made the server skip */
     c->group = c->cur = c->failed = NULL;
     batch *again = NULL, *last = NULL;
     while (group) {
@@ -381,6 +444,12 @@ static void take_result(pg_conn *c, PGresult *res) {
     if (c->cur == NULL)
         return;
     stmt_req *s = &c->cur->stmts[c->cur_stmt];
+    if (s->skip && PQresultStatus(res) == PGRES_COMMAND_OK) { /* its Parse: done */
+        prepared *p = find_prepared(c, s->sql, hash_sql(s->sql));
+        if (p)
+            p->confirmed = 1;
+        return;
+    }
     switch (PQresultStatus(res)) {
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
@@ -406,6 +475,11 @@ static void take_result(pg_conn *c, PGresult *res) {
 static void next_stmt(pg_conn *c) {
     if (c->cur == NULL)
         return;
+    stmt_req *s = &c->cur->stmts[c->cur_stmt];
+    if (s->skip > 0) { /* that was the end of its Parse's answer */
+        s->skip--;
+        return;
+    }
     if (++c->cur_stmt == c->cur->nstmts) {
         c->cur = c->cur->next;
         c->cur_stmt = 0;

@@ -68,6 +68,17 @@ local MIGRATIONS = {
         created BIGINT NOT NULL,
         PRIMARY KEY (flow, key))]],
   },
+  -- Partial indexes, one per question the queue asks: each holds only the
+  -- runs in the states it is about, so the index of waiting runs stays
+  -- small under load (a run stored already running, most of them, never
+  -- enters it) instead of filling with entries of finished runs.
+  {
+    "DROP INDEX runs_ready",
+    "DROP INDEX runs_finished",
+    "CREATE INDEX runs_due ON runs (run_at) WHERE state IN ('queued', 'retrying')",
+    "CREATE INDEX runs_leased ON runs (lease_until) WHERE state = 'running'",
+    "CREATE INDEX runs_done ON runs (finished, state) WHERE state IN ('succeeded', 'failed')",
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
@@ -87,10 +98,13 @@ local DIALECTS = {
   -- Several instances claim from one table: each skips the rows another
   -- one is claiming at that moment instead of waiting for them.
   postgres = {
-    claim = [[UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
-      WHERE id IN (SELECT id FROM runs WHERE flow = $4 AND ((state IN ('queued', 'retrying') AND run_at <= $3)
-          OR (state = 'running' AND lease_until < $3))
-        ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED)
+    claim = [[WITH due AS (SELECT id, run_at FROM runs WHERE state IN ('queued', 'retrying') AND run_at <= $3
+          AND flow = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
+        orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow = $4
+          LIMIT $5 FOR UPDATE SKIP LOCKED)
+      UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
+      WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) ready
+        ORDER BY run_at LIMIT $5)
       RETURNING ]] .. RUN_COLUMNS,
     -- migrations from instances starting together take turns
     lock = { "SELECT pg_advisory_xact_lock(7224184)" },
@@ -205,17 +219,17 @@ function store.enqueue(r, callback, extra)
 end
 
 -- Runs ready to claim: queued ones that are due, and running ones whose lease
--- expired (their process died). Two index range scans (runs_ready and
--- runs_finished), not an OR; `+flow` keeps SQLite off the runs_flow index,
--- which would visit every run of the flow.
+-- expired (their process died). Two index range scans (runs_due and
+-- runs_leased), not an OR. `+flow` and grouping by `flow || ''` keep SQLite
+-- off the runs_flow index, which would visit every run of the flow.
 local DUE = "state IN ('queued', 'retrying') AND run_at <= $1"
 local ORPHANED = "state = 'running' AND lease_until < $1"
 
 -- ready(now) -> {flow, n} for each flow with runs ready to claim.
 function store.ready(now)
   local res = store.batch {
-    { "SELECT flow, count(*) AS n FROM runs WHERE " .. DUE .. " GROUP BY flow", now, n = 1 },
-    { "SELECT flow, count(*) AS n FROM runs WHERE " .. ORPHANED .. " GROUP BY flow", now, n = 1 },
+    { "SELECT flow || '' AS flow, count(*) AS n FROM runs WHERE " .. DUE .. " GROUP BY 1", now, n = 1 },
+    { "SELECT flow || '' AS flow, count(*) AS n FROM runs WHERE " .. ORPHANED .. " GROUP BY 1", now, n = 1 },
   }
   local by_flow, out = {}, {}
   for _, rows in ipairs(res) do
@@ -311,9 +325,14 @@ function store.get(id)
 end
 
 -- count(state) -> the number of runs in that state (all runs without one).
+-- Finished runs are counted from the runs_done index alone (they are most
+-- runs, and a count of them is what a watcher polls).
 function store.count(state)
-  local res = store.batch { { "SELECT count(*) AS n FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR state = $1)", state, n = 1 } }
-  return res[1][1].n
+  local sql = "SELECT count(*) AS n FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR state = $1)"
+  if state == "succeeded" or state == "failed" then
+    sql = "SELECT count(*) AS n FROM runs WHERE state IN ('succeeded', 'failed') AND state = $1"
+  end
+  return store.batch { { sql, state, n = 1 } }[1][1].n
 end
 
 -- requeue(id, extra_attempts) -> true, or false and why: a dead, failed or
