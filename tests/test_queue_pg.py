@@ -64,6 +64,32 @@ def two_instances_on_one_database_run_each_event_and_tick_once():
     eq(len(runs), 300 + len(ticks), "runs in the store")
 
 
+SERIAL = """
+return {
+  concurrency = 1,
+  triggers = { webhook { path = "/hooks/serial", mode = "async" } },
+  run = function(ctx)
+    local started = time.now()
+    sleep(0.1)
+    return { started = started, ended = time.now() }
+  end,
+}"""
+
+
+@test
+def a_flows_concurrency_holds_across_instances():
+    env = {"RILL_STORE": pg.new_database(), **FAST}
+    a, b = rill({"serial.lua": SERIAL}, env=env), rill({"serial.lua": SERIAL}, env=env)
+    with a, b:
+        ids = [post((a, b)[i % 2], "/hooks/serial", {"i": i}).json()["run_id"] for i in range(8)]
+        runs = [finished(a, i) for i in ids]
+    eq({x["state"] for x in runs}, {"succeeded"}, "states")
+    spans = sorted((r["started"], r["ended"]) for r in (json.loads(x["result"]) for x in runs))
+    overlaps = [(p, q) for p, q in zip(spans, spans[1:]) if q[0] < p[1]]
+    eq(overlaps, [], "runs of a concurrency = 1 flow overlapping in time")
+    eq([x["owner"] for x in runs if x.get("owner")], [], "leases still held")
+
+
 @test
 def a_broken_connection_fails_the_batch_and_the_next_one_reconnects():
     flow = test_queue.ASYNC

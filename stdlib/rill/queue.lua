@@ -6,7 +6,8 @@
 -- or the flow called fail()). A run whose instance died keeps its lease until
 -- it expires; then any instance claims it again (at-least-once).
 -- Concurrency: at most `concurrency` runs at once in this instance, and at
--- most flow.concurrency runs of one flow; the rest wait in the store.
+-- most flow.concurrency runs of one flow (in all instances together on a
+-- shared store); the rest wait in the store.
 local json = require "rill.json"
 local crypto = require "rill.c.crypto"
 local timer = require "rill.c.timer"
@@ -182,7 +183,11 @@ end
 function queue.submit(flow, trigger, payload, opts, callback)
   local now = store.now_ms()
   local run_at = opts.run_at or now
+  -- Run here at once when a slot is free, unless the flow's concurrency is
+  -- counted across instances (a shared store): then the run waits for a
+  -- claim, which counts them.
   local here = started and run_at <= now and free_slots(flow) > 0
+    and not (flow.concurrency and store.shared())
   local request_json
   if opts.request then
     local r = opts.request
@@ -254,7 +259,7 @@ poll = function()
       local flow = active[r.flow] or { name = r.flow }
       local n = math.min(r.n, free_slots(flow), budget)
       if n > 0 then
-        claims[#claims + 1] = { flow = r.flow, limit = n }
+        claims[#claims + 1] = { flow = r.flow, limit = n, max = flow.concurrency }
         budget = budget - n
         hold(r.flow, n) -- reserved while the claim is in flight
       end

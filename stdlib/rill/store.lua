@@ -84,6 +84,20 @@ local MIGRATIONS = {
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
   .. "parent, depth, idem_key, created, started, finished, result, error"
 
+-- Postgres's claim, taking at most `limit` (an SQL expression) runs.
+-- Several instances claim from one table: each skips the rows another one
+-- is claiming at that moment instead of waiting for them.
+local function pg_claim(limit)
+  return [[WITH due AS (SELECT id, run_at FROM runs WHERE state IN ('queued', 'retrying') AND run_at <= $3
+        AND flow = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
+      orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow = $4
+        LIMIT $5 FOR UPDATE SKIP LOCKED)
+    UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
+    WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) ready
+      ORDER BY run_at LIMIT ]] .. limit .. [[)
+    RETURNING ]] .. RUN_COLUMNS
+end
+
 -- What differs between the two SQL dialects.
 local DIALECTS = {
   sqlite = {
@@ -95,17 +109,15 @@ local DIALECTS = {
         ORDER BY run_at LIMIT $5)
       RETURNING ]] .. RUN_COLUMNS,
   },
-  -- Several instances claim from one table: each skips the rows another
-  -- one is claiming at that moment instead of waiting for them.
   postgres = {
-    claim = [[WITH due AS (SELECT id, run_at FROM runs WHERE state IN ('queued', 'retrying') AND run_at <= $3
-          AND flow = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
-        orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow = $4
-          LIMIT $5 FOR UPDATE SKIP LOCKED)
-      UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
-      WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) ready
-        ORDER BY run_at LIMIT $5)
-      RETURNING ]] .. RUN_COLUMNS,
+    claim = pg_claim "$5",
+    -- a flow's concurrency holds across instances: its claims take turns
+    -- (the lock lasts until the claim commits), and each counts the runs
+    -- of the flow running anywhere, $6 at most
+    claim_max = pg_claim("GREATEST(0, LEAST($5, $6 - (SELECT count(*) FROM runs "
+      .. "WHERE state = 'running' AND lease_until >= $3 AND flow = $4)))"),
+    flow_lock = "SELECT pg_advisory_xact_lock(7224185, hashtext($1))",
+    shared = true,
     -- migrations from instances starting together take turns
     lock = { "SELECT pg_advisory_xact_lock(7224184)" },
   },
@@ -245,17 +257,30 @@ function store.ready(now)
   return out
 end
 
+-- Is the store shared by several instances (Postgres)? Then a flow's
+-- concurrency is enforced in the store (store.claim's `max`).
+function store.shared() return dialect.shared == true end
+
 -- claim(owner, claims, lease_ms) -> rows of the runs now running here, at
--- most claims[i].limit of flow claims[i].flow, oldest due first. In a task.
+-- most claims[i].limit of flow claims[i].flow, oldest due first; with
+-- claims[i].max on a shared store, also no more than max runs of the flow
+-- running in all instances together. In a task.
 function store.claim(owner, claims, lease_ms)
   local now = now_ms()
   local stmts = {}
-  for i, c in ipairs(claims) do
-    stmts[i] = { dialect.claim, owner, now + lease_ms, now, c.flow, c.limit, n = 5 }
+  for _, c in ipairs(claims) do
+    if c.max and dialect.shared then
+      stmts[#stmts + 1] = { dialect.flow_lock, c.flow, n = 1 }
+      stmts[#stmts + 1] = { dialect.claim_max, owner, now + lease_ms, now, c.flow, c.limit, c.max, n = 6 }
+    else
+      stmts[#stmts + 1] = { dialect.claim, owner, now + lease_ms, now, c.flow, c.limit, n = 5 }
+    end
   end
   local rows = {}
-  for _, res in ipairs(store.batch(stmts)) do
-    for _, row in ipairs(res) do rows[#rows + 1] = row end
+  for i, res in ipairs(store.batch(stmts)) do
+    if stmts[i][1] ~= dialect.flow_lock then
+      for _, row in ipairs(res) do rows[#rows + 1] = row end
+    end
   end
   return rows
 end
