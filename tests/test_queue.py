@@ -281,6 +281,30 @@ def sigkill_in_the_middle_of_runs_loses_nothing_and_doubles_nothing():
         assert recovered, "some runs were executing at the kill and ran again after their lease"
 
 
+LONG = """
+return {
+  triggers = { webhook { path = "/hooks/long", mode = "async" } },
+  run = function(ctx)
+    if ctx.attempt == 1 then sleep(20) end
+    return "done on attempt " .. ctx.attempt
+  end,
+}"""
+
+
+@test
+def sigterm_puts_runs_that_outlast_the_drain_back_in_the_queue():
+    d = temp_dir()
+    env = {"RILL_DRAIN_TIMEOUT": "0.3s"}  # the lease stays 60 s: only the release makes the restart quick
+    first = rill({"long.lua": LONG}, env=env, dir=d)
+    with first:
+        run_id = post(first, "/hooks/long", {}).json()["run_id"]
+        wait_until(lambda: first.runs("show", run_id)["state"] == "running", 10, "the run to start")
+    first.wait_log(msg_has="go back to the queue", level="warn")
+    with rill({"long.lua": LONG}, env=env, dir=d) as r:
+        run = finished(r, run_id)
+        eq((run["state"], json.loads(run["result"])), ("succeeded", "done on attempt 2"), "after the restart")
+
+
 TICK = """
 return {
   triggers = { cron { "* * * * * *", missed = "%s" } },

@@ -64,6 +64,26 @@ def two_instances_on_one_database_run_each_event_and_tick_once():
     eq(len(runs), 300 + len(ticks), "runs in the store")
 
 
+@test
+def instances_starting_together_migrate_the_schema_once():
+    url = pg.new_database()
+    env = {"RILL_STORE": url, **FAST}
+    instances = [rill({"quote.lua": test_queue.ASYNC}, env=env) for _ in range(4)]
+    threads = [threading.Thread(target=r.__enter__) for r in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        eq([r.proc.poll() for r in instances], [None] * 4, "instances still running")
+        eq(pg.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM rill_migrations", url), "1,2",
+           "migrations applied")
+        eq(post(instances[3], "/hooks/quote", {"id": "Q-1"}).status, 202, "a webhook on the new schema")
+    finally:
+        for r in instances:
+            r.__exit__(None, None, None)
+
+
 SERIAL = """
 return {
   concurrency = 1,

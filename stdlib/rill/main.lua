@@ -186,8 +186,13 @@ function M.serve_in_task(c)
     if watcher then watcher:close() end
     local waited = 0
     local function check()
-      if task.count() == 0 or waited >= c.drain_timeout then
-        if task.count() > 0 then log.warn("runs still running at exit", { running = task.count() }) end
+      -- done when no run executes and every stored run's outcome is committed
+      local busy = task.count() > 0 or queue.running() > 0
+      if busy and waited >= c.drain_timeout and queue.running() > 0 then
+        log.warn("runs still running at exit go back to the queue", { running = queue.running() })
+        return queue.release(function() os_c.exit(0) end)
+      elseif not busy or waited >= c.drain_timeout then
+        if busy then log.warn("runs still running at exit", { running = task.count() }) end
         os_c.exit(0)
         return
       end

@@ -340,4 +340,15 @@ end
 
 function queue.running() return running end
 
+-- release(callback): the runs executing here go back to the queue at once
+-- (their leases end now), for another instance or the next start; for a
+-- shutdown that cannot wait for them. callback() once stored.
+function queue.release(callback)
+  store.release(instance, function(_, err)
+    if err then log.error("runs could not be released; they run again when their leases expire",
+      { error = err }) end
+    callback()
+  end)
+end
+
 return queue

@@ -291,6 +291,12 @@ function store.renew(owner, lease_ms, callback)
     now_ms() + lease_ms, owner, n = 2 } }, callback)
 end
 
+-- release(owner, callback): ends the leases of every run this owner runs.
+function store.release(owner, callback)
+  return store.batch({ { "UPDATE runs SET lease_until = $1 WHERE owner = $2 AND state = 'running'",
+    now_ms(), owner, n = 2 } }, callback)
+end
+
 local function log_rows(stmts, id, attempt, lines)
   for i, l in ipairs(lines or {}) do
     stmts[#stmts + 1] = { "INSERT INTO run_logs (run_id, attempt, seq, at, level, message, fields) "
