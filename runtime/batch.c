@@ -59,8 +59,9 @@ static const char *value_from_lua(lua_State *L, int idx, value *v) {
         return NULL;
     case LUA_TNUMBER: {
         lua_Number n = lua_tonumber(L, idx);
-        /* whole numbers within 2^53 are integers; the rest travel as floats */
-        if (n == (lua_Number)(int64_t)n && n >= -9007199254740992.0 && n <= 9007199254740992.0) {
+        /* whole numbers within 2^53 are integers; the rest travel as floats
+         * (the range is checked first: casting a huge value is undefined) */
+        if (n >= -9007199254740992.0 && n <= 9007199254740992.0 && n == (lua_Number)(int64_t)n) {
             v->type = VAL_INT;
             v->u.i = (int64_t)n;
         } else {
@@ -170,19 +171,21 @@ batch *batch_from_lua(lua_State *L, int idx, const char *who) {
             err = "each statement is a table {sql, params...}";
         } else {
             lua_rawgeti(L, -1, 1);
-            const char *sql = lua_tostring(L, -1);
-            lua_pop(L, 1);
-            lua_getfield(L, -1, "n");
-            int np = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : (int)lua_objlen(L, -2) - 1;
-            lua_pop(L, 1);
-            if (sql == NULL)
+            const char *sql = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            if (sql == NULL || sql[strspn(sql, " \t\r\n")] == '\0')
                 err = "a statement's first element must be its SQL text";
             else if ((s->sql = strdup(sql)) == NULL)
                 err = "out of memory";
-            else if (np > 0 && (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
+            lua_pop(L, 1); /* sql is not used past here: s->sql is the copy */
+            lua_getfield(L, -1, "n");
+            int np = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : (int)lua_objlen(L, -2) - 1;
+            lua_pop(L, 1);
+            if (err == NULL && np > BATCH_MAX_PARAMS)
+                err = "too many parameters in one statement (at most 64)";
+            else if (err == NULL && np > 0 && (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
                 err = "out of memory";
-            if (sql)
-                b->writes |= strncasecmp(sql + strspn(sql, " \t\n"), "SELECT", 6) != 0;
+            if (s->sql)
+                b->writes |= strncasecmp(s->sql + strspn(s->sql, " \t\r\n"), "SELECT", 6) != 0;
             for (int p = 0; p < np && err == NULL; p++) {
                 lua_rawgeti(L, -1, p + 2);
                 err = value_from_lua(L, -1, &s->params[p]);

@@ -18,6 +18,8 @@
 
 enum { VAL_NULL, VAL_INT, VAL_FLOAT, VAL_TEXT, VAL_BOOL };
 
+#define BATCH_MAX_PARAMS 64 /* parameters of one statement */
+
 typedef struct value {
     int type;
     union {
@@ -41,6 +43,7 @@ typedef struct stmt_req {
     value *cells; /* nrows * ncols */
     int64_t changes;
     int skip; /* backend scratch: results to pass over before this one's */
+    int slot; /* backend scratch: its prepared statement, -1 for none */
 } stmt_req;
 
 typedef struct batch {

@@ -12,7 +12,10 @@
  * next group, so that one caller's failure is never another's.
  *
  * A connection that breaks fails the batches in flight with the reason; the
- * next batch reconnects.
+ * next batch reconnects. Connecting is nonblocking too, but for one thing:
+ * libpq resolves a host name with getaddrinfo, which blocks; give the store
+ * an address (or a unix socket path) where that matters. connect_timeout
+ * (default 10 s) is enforced here, as libpq leaves it to the caller.
  *
  * Lua: pg.open(conninfo) -> conn, or nil and the reason   (in a task: yields)
  *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
@@ -48,7 +51,9 @@ enum { PG_IDLE, PG_CONNECTING, PG_READY, PG_CLOSED };
  * it (confirmed), and forgotten if its group ended before that. */
 typedef struct prepared {
     char *sql;
-    unsigned hash;
+    unsigned hash;      /* of the SQL and the parameter types */
+    unsigned *oids;     /* the parameter types it was prepared with */
+    int nparams;
     int id;
     int confirmed;
 } prepared;
@@ -57,6 +62,10 @@ typedef struct pg_conn {
     PGconn *pg;
     char *conninfo;
     uv_poll_t *poll; /* watches PQsocket; its close callback frees it */
+    /* One timer, two uses that never overlap: while connecting, the
+     * connect deadline; otherwise, the start of the next group, deferred
+     * so that conn:batch never delivers an outcome before it returns. */
+    uv_timer_t *timer;
     int sock;        /* the socket poll watches */
     int state;
     int closing;                   /* close once the work in flight is done */
@@ -65,7 +74,8 @@ typedef struct pg_conn {
     batch *group;                  /* sent; results arriving */
     batch *cur;                    /* the batch whose statement answers next */
     int cur_stmt;
-    batch *failed; /* the group's batch whose statement failed */
+    batch *failed;      /* the group's batch whose statement failed */
+    char *commit_error; /* the group failed as a whole, at its commit */
     int self_ref;  /* anchors the userdata while work is in flight */
     prepared prep[MAX_PREPARED];
     int nprep, next_id;
@@ -77,16 +87,19 @@ static void free_handle(uv_handle_t *h) {
     free(h);
 }
 
+/* Closes a handle this module allocated; its memory goes with it. */
+static void close_handle(uv_handle_t *h) {
+    h->data = NULL;
+    if (uv_is_closing(h))
+        free(h); /* closed by the loop's wind-down (main.c), which has ended */
+    else
+        uv_close(h, free_handle);
+}
+
 static void unwatch(pg_conn *c) {
-    uv_handle_t *h = (uv_handle_t *)c->poll;
-    if (h) {
-        h->data = NULL;
-        if (uv_is_closing(h))
-            free(h); /* closed by the loop's wind-down (main.c), which has ended */
-        else
-            uv_close(h, free_handle);
-        c->poll = NULL;
-    }
+    if (c->poll)
+        close_handle((uv_handle_t *)c->poll);
+    c->poll = NULL;
     c->sock = -1;
 }
 
@@ -127,10 +140,12 @@ static void release(pg_conn *c) {
 static void forget_prepared(pg_conn *c, int all) {
     int kept = 0;
     for (int i = 0; i < c->nprep; i++) {
-        if (all || !c->prep[i].confirmed)
+        if (all || !c->prep[i].confirmed) {
             free(c->prep[i].sql);
-        else
+            free(c->prep[i].oids);
+        } else {
             c->prep[kept++] = c->prep[i];
+        }
     }
     c->nprep = kept;
 }
@@ -164,6 +179,7 @@ static void fail_list(batch *list, const char *why) {
 }
 
 static void start_group(pg_conn *c);
+static void on_timer(uv_timer_t *h);
 
 /* The connection is gone: everything in flight fails with the reason. */
 static void broken(pg_conn *c, const char *why) {
@@ -183,6 +199,7 @@ static void ignore_notice(void *arg, const char *message) {}
 static void opened(pg_conn *c, const char *error) {
     rill_task *t = c->opener;
     c->opener = NULL;
+    uv_timer_stop(c->timer);
     if (error) {
         batch *pending = c->pending;
         c->pending = c->pending_tail = NULL;
@@ -230,6 +247,17 @@ fail:
     opened(c, buf);
 }
 
+/* The URL's connect_timeout in seconds, or 10. */
+static int connect_timeout(pg_conn *c) {
+    int seconds = 10;
+    PQconninfoOption *opts = PQconninfo(c->pg);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atoi(o->val) > 0)
+            seconds = atoi(o->val);
+    PQconninfoFree(opts);
+    return seconds;
+}
+
 /* Starts connecting; the socket's first writability drives the rest.
  * Returns -1 with the reason in err when it fails at once. */
 static int start_connect(pg_conn *c, char *err, size_t n) {
@@ -246,6 +274,8 @@ static int start_connect(pg_conn *c, char *err, size_t n) {
         disconnect(c);
         return -1;
     }
+    /* libpq leaves connect_timeout to the caller in nonblocking mode */
+    uv_timer_start(c->timer, on_timer, (uint64_t)connect_timeout(c) * 1000, 0);
     return 0;
 }
 
@@ -274,47 +304,67 @@ static const char *param_text(const value *v, char *buf, size_t n, unsigned *oid
     }
 }
 
-static unsigned hash_sql(const char *sql) {
+/* FNV-1a over the SQL and its parameter types: a statement is prepared
+ * for the types it is called with, so a float where an integer came first
+ * gets a statement of its own rather than a type error. */
+static unsigned hash_stmt(const char *sql, const unsigned *oids, int n) {
     unsigned h = 2166136261u;
     for (; *sql; sql++)
         h = (h ^ (unsigned char)*sql) * 16777619u;
+    for (int i = 0; i < n; i++)
+        h = (h ^ oids[i]) * 16777619u;
     return h;
 }
 
-static prepared *find_prepared(pg_conn *c, const char *sql, unsigned h) {
-    for (int i = 0; i < c->nprep; i++)
-        if (c->prep[i].hash == h && strcmp(c->prep[i].sql, sql) == 0)
-            return &c->prep[i];
+static prepared *find_prepared(pg_conn *c, const char *sql, const unsigned *oids, int n, unsigned h) {
+    for (int i = 0; i < c->nprep; i++) {
+        prepared *p = &c->prep[i];
+        if (p->hash == h && p->nparams == n && memcmp(p->oids, oids, sizeof *oids * (size_t)n) == 0 &&
+            strcmp(p->sql, sql) == 0)
+            return p;
+    }
     return NULL;
+}
+
+/* A new prepared statement for sql and these types; NULL when the cache is
+ * full (or out of memory): the statement is then parsed each time. */
+static prepared *add_prepared(pg_conn *c, const char *sql, const unsigned *oids, int n, unsigned h) {
+    if (c->nprep == MAX_PREPARED)
+        return NULL;
+    char *copy = strdup(sql);
+    unsigned *types = malloc(sizeof *types * (size_t)(n > 0 ? n : 1));
+    if (copy == NULL || types == NULL) {
+        free(copy);
+        free(types);
+        return NULL;
+    }
+    memcpy(types, oids, sizeof *oids * (size_t)n);
+    prepared *p = &c->prep[c->nprep++];
+    *p = (prepared){copy, h, types, n, c->next_id++, 0};
+    return p;
 }
 
 /* Sends s, prepared: the store sends the same few statements all day, and
  * parsing and planning them each time would cost the server more than
  * running them. The first use sends a Parse too (s->skip: its answer). */
 static int send_stmt(pg_conn *c, stmt_req *s) {
-    enum { MAXP = 64 };
-    const char *values[MAXP];
-    unsigned oids[MAXP];
-    char nums[MAXP][32], name[32];
-    if (s->nparams > MAXP)
-        return -1;
+    const char *values[BATCH_MAX_PARAMS];
+    unsigned oids[BATCH_MAX_PARAMS];
+    char nums[BATCH_MAX_PARAMS][32], name[32];
     for (int i = 0; i < s->nparams; i++)
         values[i] = param_text(&s->params[i], nums[i], sizeof nums[i], &oids[i]);
-    unsigned h = hash_sql(s->sql);
-    prepared *p = find_prepared(c, s->sql, h);
+    unsigned h = hash_stmt(s->sql, oids, s->nparams);
+    prepared *p = find_prepared(c, s->sql, oids, s->nparams, h);
     s->skip = 0;
-    if (p == NULL && c->nprep < MAX_PREPARED) {
-        char *copy = strdup(s->sql);
-        if (copy == NULL)
-            return -1;
-        p = &c->prep[c->nprep++];
-        *p = (prepared){copy, h, c->next_id++, 0};
+    s->slot = -1;
+    if (p == NULL && (p = add_prepared(c, s->sql, oids, s->nparams, h)) != NULL) {
         snprintf(name, sizeof name, "rill_%d", p->id);
         if (PQsendPrepare(c->pg, name, s->sql, s->nparams, oids) != 1)
             return -1;
         s->skip = 1;
+        s->slot = (int)(p - c->prep);
     }
-    if (p == NULL) /* too many distinct statements: this one is parsed each time */
+    if (p == NULL)
         return PQsendQueryParams(c->pg, s->sql, s->nparams, oids, values, NULL, NULL, 0) == 1 ? 0
                                                                                               : -1;
     snprintf(name, sizeof name, "rill_%d", p->id);
@@ -411,63 +461,89 @@ static int keep_rows(stmt_req *s, PGresult *res) {
 /* The group's transaction ended (committed, or rolled back by a failure). */
 static void group_done(pg_conn *c) {
     batch *group = c->group, *failed = c->failed;
-    forget_prepared(c, 0); /* Parses that an error made the server skip */
+    char *commit_error = c->commit_error;
     c->group = c->cur = c->failed = NULL;
-    batch *again = NULL, *last = NULL;
+    c->commit_error = NULL;
+    forget_prepared(c, 0); /* Parses that an error made the server skip */
+    /* Sort first, deliver after: a callback may queue batches, which must
+     * come after the ones sent again. */
+    batch *done = NULL, *done_last = NULL, *again = NULL, *again_last = NULL;
     while (group) {
         batch *next = group->next;
         group->next = NULL;
-        if (failed == NULL || group == failed) {
-            batch_deliver(group, "postgres");
-            batch_free(group);
+        if (commit_error)
+            batch_fail(group, commit_error);
+        if (failed == NULL || group == failed || commit_error) {
+            *(done_last ? &done_last->next : &done) = group;
+            done_last = group;
         } else { /* rolled back with the failed one: sent again */
             batch_reset(group);
-            if (last)
-                last->next = group;
-            else
-                again = group;
-            last = group;
+            *(again_last ? &again_last->next : &again) = group;
+            again_last = group;
         }
         group = next;
     }
     if (again) { /* first in the queue, before what arrived meanwhile */
-        last->next = c->pending;
+        again_last->next = c->pending;
         if (c->pending == NULL)
-            c->pending_tail = last;
+            c->pending_tail = again_last;
         c->pending = again;
+    }
+    free(commit_error);
+    while (done) {
+        batch *next = done->next;
+        batch_deliver(done, "postgres");
+        batch_free(done);
+        done = next;
     }
     start_group(c);
 }
 
+/* An error's first line, and the statement it came from. */
+static void describe_error(PGresult *res, const char *sql, char *msg, size_t n) {
+    const char *e = PQresultErrorMessage(res);
+    int len = (int)strcspn(e, "\n");
+    if (sql)
+        snprintf(msg, n, "%.*s (in: %.60s%s)", len, e, sql, strlen(sql) > 60 ? "..." : "");
+    else
+        snprintf(msg, n, "%.*s (at commit)", len, e);
+}
+
 /* One result of the statement answering now. */
 static void take_result(pg_conn *c, PGresult *res) {
-    if (c->cur == NULL)
-        return;
-    stmt_req *s = &c->cur->stmts[c->cur_stmt];
-    if (s->skip && PQresultStatus(res) == PGRES_COMMAND_OK) { /* its Parse: done */
-        prepared *p = find_prepared(c, s->sql, hash_sql(s->sql));
-        if (p)
-            p->confirmed = 1;
+    char msg[600];
+    ExecStatusType status = PQresultStatus(res);
+    if (c->cur == NULL) { /* after every statement: the commit's own answer */
+        if (status == PGRES_FATAL_ERROR && c->commit_error == NULL) {
+            describe_error(res, NULL, msg, sizeof msg);
+            c->commit_error = strdup(msg);
+        }
         return;
     }
-    switch (PQresultStatus(res)) {
+    stmt_req *s = &c->cur->stmts[c->cur_stmt];
+    if (s->skip && status == PGRES_COMMAND_OK) { /* its Parse: done */
+        if (s->slot >= 0)
+            c->prep[s->slot].confirmed = 1;
+        return;
+    }
+    switch (status) {
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
+    case PGRES_EMPTY_QUERY:
         if (keep_rows(s, res) != 0)
             batch_fail(c->cur, "out of memory");
         break;
     case PGRES_PIPELINE_ABORTED:
         break;
-    default: {
-        char msg[600];
-        const char *e = PQresultErrorMessage(res);
-        int len = (int)strcspn(e, "\n");
-        snprintf(msg, sizeof msg, "%.*s (in: %.60s%s)", len, e, s->sql,
-                 strlen(s->sql) > 60 ? "..." : "");
+    case PGRES_FATAL_ERROR: /* the server aborted the group's transaction */
+        describe_error(res, s->sql, msg, sizeof msg);
         batch_fail(c->cur, msg);
         if (c->failed == NULL)
             c->failed = c->cur;
-    }
+        break;
+    default: /* an answer a statement should not give; the transaction goes on */
+        snprintf(msg, sizeof msg, "unexpected result %s (in: %.60s)", PQresStatus(status), s->sql);
+        batch_fail(c->cur, msg);
     }
 }
 
@@ -539,6 +615,20 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         read_results(c);
 }
 
+static void on_timer(uv_timer_t *h) {
+    pg_conn *c = h->data;
+    if (c == NULL)
+        return;
+    if (c->state == PG_CONNECTING) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "timed out connecting after %d s", connect_timeout(c));
+        disconnect(c);
+        opened(c, msg);
+    } else {
+        start_group(c);
+    }
+}
+
 /* ---- Lua ---- */
 
 static pg_conn *check_conn(lua_State *L) {
@@ -565,7 +655,8 @@ static int l_batch(lua_State *L) {
         c->pending = b;
     c->pending_tail = b;
     anchor(c, L, 1);
-    start_group(c);
+    if (c->group == NULL && c->state != PG_CONNECTING) /* else its end starts the next */
+        uv_timer_start(c->timer, on_timer, 0, 0);
     if (has_cb)
         return 0;
     return rill_task_wait(L, t, batch_cancel, b);
@@ -584,6 +675,9 @@ static int l_gc(lua_State *L) {
     pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
     c->closing = 1;
     disconnect(c); /* work in flight anchors the userdata: none is left */
+    if (c->timer)
+        close_handle((uv_handle_t *)c->timer);
+    c->timer = NULL;
     free(c->conninfo);
     c->conninfo = NULL;
     return 0;
@@ -604,8 +698,10 @@ static int l_open(lua_State *L) {
     c->sock = -1;
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
-    if ((c->conninfo = strdup(conninfo)) == NULL)
+    if ((c->conninfo = strdup(conninfo)) == NULL || (c->timer = malloc(sizeof *c->timer)) == NULL)
         return luaL_error(L, "postgres: out of memory");
+    uv_timer_init(rill_loop(), c->timer);
+    c->timer->data = c;
     char err[512];
     if (start_connect(c, err, sizeof err) != 0) {
         lua_pushnil(L);

@@ -56,8 +56,9 @@ static unsigned hash_sql(const char *s) {
     return h;
 }
 
-/* A prepared statement for sql, from the cache when it was seen before. */
-static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached) {
+/* A prepared statement for sql, from the cache when it was seen before;
+ * NULL with a malloc'd reason in *err. */
+static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached, char **err) {
     unsigned h = hash_sql(sql) % STMT_CACHE;
     cached_stmt *slot = &c->cache[h];
     *cached = 0;
@@ -66,8 +67,17 @@ static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached) {
         return slot->stmt;
     }
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+    const char *tail = NULL;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, &tail) != SQLITE_OK) {
+        *err = strdup(sqlite3_errmsg(c->db));
         return NULL;
+    }
+    if (st == NULL || tail[strspn(tail, " \t\r\n;")] != '\0') {
+        /* SQLite would quietly ignore what follows the first statement */
+        sqlite3_finalize(st);
+        *err = strdup(st ? "one statement per entry: there is more after the first" : "no statement");
+        return NULL;
+    }
     char *copy = strdup(sql);
     if (copy == NULL)
         return st;
@@ -143,10 +153,10 @@ static const char *column_name(int i, void *st) {
 /* Runs one statement; on failure returns a malloc'd message. */
 static char *run_stmt(sqlite_conn *c, stmt_req *s) {
     int cached;
-    sqlite3_stmt *st = prepare(c, s->sql, &cached);
-    if (st == NULL)
-        return strdup(sqlite3_errmsg(c->db));
     char *err = NULL;
+    sqlite3_stmt *st = prepare(c, s->sql, &cached, &err);
+    if (st == NULL)
+        return err ? err : strdup("out of memory");
     int rc = bind_params(st, s);
     if (rc == SQLITE_OK && stmt_set_columns(s, sqlite3_column_count(st), column_name, st) != 0)
         err = strdup("out of memory");
@@ -163,7 +173,8 @@ static char *run_stmt(sqlite_conn *c, stmt_req *s) {
     }
     if (rc != SQLITE_OK && err == NULL)
         err = strdup(sqlite3_errmsg(c->db));
-    s->changes = sqlite3_changes(c->db);
+    /* rows changed, or rows returned by a query (as Postgres counts) */
+    s->changes = sqlite3_stmt_readonly(st) ? s->nrows : sqlite3_changes(c->db);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (!cached)
@@ -221,6 +232,12 @@ static void group_work(uv_work_t *w) {
         if (!alone)
             exec_simple(c, "SAVEPOINT b", NULL);
         run_batch(c, b);
+        if (sqlite3_get_autocommit(c->db)) {
+            /* The error ended the whole transaction (ON CONFLICT ROLLBACK, a
+             * full disk): what ran before it is undone too. */
+            fail_group(group, b->error ? b->error : "the transaction was rolled back");
+            return;
+        }
         if (!alone && b->error)
             exec_simple(c, "ROLLBACK TO b", NULL);
         if (!alone)

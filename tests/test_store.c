@@ -58,6 +58,7 @@ static const char *run(const char *code) {
  * in a task and records an error in `out`, `show(rows)` renders rows. */
 static const char *PRELUDE =
     "task = require 'rill.c.task'\n"
+    "timer = require 'rill.c.timer'\n"
     "function go(fn) task.spawn(fn, function(_, ok, e) if not ok then out = 'error: ' .. "
     "tostring(e) "
     "end end) end\n"
@@ -133,6 +134,29 @@ static void check_misuse_raises(void) {
                  "  out = out .. '|' .. e:match('the connection is closed')\n"
                  "end)"),
              "a parameter must be nil, a boolean, a number or a string |the connection is closed");
+    T_EQ_STR(run("out = nil; go(function()\n"
+                 "  local c = open()\n"
+                 "  local _, e1 = pcall(c.batch, c, { { '  ' } })\n"
+                 "  local _, e2 = pcall(c.batch, c, { { 'SELECT 1', n = 65 } })\n"
+                 "  out = e1:match('must be its SQL text') .. '|' .. e2:match('too many parameters')\n"
+                 "  c:close()\n"
+                 "end)"),
+             "must be its SQL text|too many parameters");
+}
+
+static void check_parameter_types_may_change(void) {
+    /* The same statement with an integer, then a float, then text, then nil. */
+    T_EQ_STR(run("out = nil; go(function()\n"
+                 "  local c = open()\n"
+                 "  assert(c:batch { { 'CREATE TABLE w (x DOUBLE PRECISION)' } })\n"
+                 "  for _, v in ipairs { 2, 2.5, '3.25', false } do\n"
+                 "    assert(c:batch { { 'INSERT INTO w (x) VALUES ($1)', v or nil, n = 1 } })\n"
+                 "  end\n"
+                 "  local rows = assert(c:batch { { 'SELECT x FROM w ORDER BY x IS NULL, x' } })[1]\n"
+                 "  out = rows.changes .. '|' .. show(rows)\n"
+                 "  c:close()\n"
+                 "end)"),
+             "4|x=2:number;x=2.5:number;x=3.25:number;");
 }
 
 static void check_killed_task_drops_its_outcome(void) {
@@ -160,7 +184,8 @@ static void check_killed_task_drops_its_outcome(void) {
 /* Runs every check on a backend; opener is Lua defining open(). */
 static void check_backend(const char *opener) {
     void (*checks[])(void) = {check_typed_results, check_failing_batch_is_undone_alone,
-                              check_misuse_raises, check_killed_task_drops_its_outcome};
+                              check_misuse_raises, check_parameter_types_may_change,
+                              check_killed_task_drops_its_outcome};
     for (size_t i = 0; i < RILL_ARRAY_LEN(checks); i++) {
         open_backend(opener);
         checks[i]();
@@ -182,6 +207,35 @@ static void test_sqlite(void) {
              sqlite_dir, n++);
     expected_undone = "ok,sqlite: failed,ok|k=a:string;k=c:string";
     check_backend(opener);
+}
+
+static void test_sqlite_rollback_of_the_whole_transaction(void) {
+    /* INSERT OR ROLLBACK ends the group's transaction, not just its batch:
+     * every batch of its group reports the failure, none is kept (the first
+     * batch went alone, while the others queued); and a second statement in
+     * one entry is refused, not ignored. */
+    open_backend("sqlite = require 'rill.c.sqlite'");
+    static char code[1536];
+    snprintf(code, sizeof code,
+             "out = nil; go(function()\n"
+             "  local c = sqlite.open('%s/rollback.db')\n"
+             "  assert(c:batch { { 'CREATE TABLE u (k TEXT PRIMARY KEY)' } })\n"
+             "  assert(c:batch { { 'INSERT INTO u VALUES ($1)', 'a', n = 1 } })\n"
+             "  local got = {}\n"
+             "  local function note(i) return function(res) got[i] = res and 'ok' or 'failed' end end\n"
+             "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'b', n = 1 } }, note(1))\n"
+             "  c:batch({ { 'INSERT OR ROLLBACK INTO u VALUES ($1)', 'a', n = 1 } }, note(2))\n"
+             "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'c', n = 1 } }, note(3))\n"
+             "  timer.sleep(0.05) -- that group is done\n"
+             "  local rows = assert(c:batch { { 'SELECT k FROM u ORDER BY k' } })[1]\n"
+             "  local _, e = c:batch { { 'SELECT 1; DELETE FROM u' } }\n"
+             "  out = table.concat(got, ',') .. '|' .. show(rows) .. '|' .. e\n"
+             "  c:close()\n"
+             "end)",
+             sqlite_dir);
+    T_EQ_STR(run(code), "ok,failed,failed|k=a:string;k=b:string|sqlite: one statement per entry: there is "
+                        "more after the first (in: SELECT 1; DELETE FROM u)");
+    close_state();
 }
 
 static void test_sqlite_open_error(void) {
@@ -234,6 +288,38 @@ static void test_postgres(void) {
     check_backend(opener);
 }
 
+static void test_postgres_commit_errors_fail_the_group(void) {
+    /* A deferred constraint fails at commit, after every statement has
+     * answered: each batch of the group gets the error and nothing is kept.
+     * A comment-only statement is not an error and is run once. */
+    static char code[2048];
+    open_backend("pg = require 'rill.c.pg'");
+    snprintf(code, sizeof code,
+             "out = nil; go(function()\n"
+             "  local c = assert(pg.open('%s'))\n"
+             "  assert(c:batch { { 'CREATE TABLE p (id INTEGER PRIMARY KEY)' },\n"
+             "    { 'CREATE TABLE ch (pid INTEGER REFERENCES p DEFERRABLE INITIALLY DEFERRED)' } })\n"
+             "  local got = {}\n"
+             "  local function note(i) return function(res, err)\n"
+             "    got[i] = res and 'ok' or err:match('at commit') or err end end\n"
+             "  c:batch({ { 'INSERT INTO p VALUES (1)' } }, note(1))\n"
+             "  c:batch({ { 'INSERT INTO ch VALUES (99)' } }, note(2))\n"
+             "  timer.sleep(0.05) -- that group is done\n"
+             "  local rows = assert(c:batch { { 'SELECT count(*) AS n FROM p' } })[1]\n"
+             "  local n1 = rows[1].n\n"
+             "  c:batch({ { 'INSERT INTO p VALUES (2)' } }, note(3))\n"
+             "  c:batch({ { '-- nothing to do' } }, note(4))\n"
+             "  timer.sleep(0.05)\n"
+             "  rows = assert(c:batch { { 'SELECT count(*) AS n FROM p' } })[1]\n"
+             "  out = table.concat(got, ',') .. '|' .. n1 .. '|' .. rows[1].n\n"
+             "  assert(c:batch { { 'DROP TABLE ch' }, { 'DROP TABLE p' } })\n"
+             "  c:close()\n"
+             "end)",
+             pg_url);
+    T_EQ_STR(run(code), "at commit,at commit,ok,ok|0|1");
+    close_state();
+}
+
 static void test_postgres_connection_refused(void) {
     open_backend("pg = require 'rill.c.pg'");
     const char *out =
@@ -273,6 +359,7 @@ int main(void) {
     if (mkdtemp(sqlite_dir) == NULL)
         return 2;
     T_RUN(test_sqlite);
+    T_RUN(test_sqlite_rollback_of_the_whole_transaction);
     T_RUN(test_sqlite_open_error);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", sqlite_dir);
@@ -283,6 +370,7 @@ int main(void) {
         return T_END();
     }
     T_RUN(test_postgres);
+    T_RUN(test_postgres_commit_errors_fail_the_group);
     T_RUN(test_postgres_connection_refused);
     T_RUN(test_postgres_reconnects_after_a_broken_connection);
     stop_postgres();
