@@ -182,7 +182,8 @@ batch *batch_from_lua(lua_State *L, int idx, const char *who) {
             lua_pop(L, 1);
             if (err == NULL && np > BATCH_MAX_PARAMS)
                 err = "too many parameters in one statement (at most 64)";
-            else if (err == NULL && np > 0 && (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
+            else if (err == NULL && np > 0 &&
+                     (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
                 err = "out of memory";
             if (s->sql)
                 b->writes |= strncasecmp(s->sql + strspn(s->sql, " \t\r\n"), "SELECT", 6) != 0;

@@ -51,8 +51,8 @@ enum { PG_IDLE, PG_CONNECTING, PG_READY, PG_CLOSED };
  * it (confirmed), and forgotten if its group ended before that. */
 typedef struct prepared {
     char *sql;
-    unsigned hash;      /* of the SQL and the parameter types */
-    unsigned *oids;     /* the parameter types it was prepared with */
+    unsigned hash;  /* of the SQL and the parameter types */
+    unsigned *oids; /* the parameter types it was prepared with */
     int nparams;
     int id;
     int confirmed;
@@ -66,7 +66,7 @@ typedef struct pg_conn {
      * connect deadline; otherwise, the start of the next group, deferred
      * so that conn:batch never delivers an outcome before it returns. */
     uv_timer_t *timer;
-    int sock;        /* the socket poll watches */
+    int sock; /* the socket poll watches */
     int state;
     int closing;                   /* close once the work in flight is done */
     rill_task *opener;             /* the task waiting in pg.open, or NULL */
@@ -76,7 +76,7 @@ typedef struct pg_conn {
     int cur_stmt;
     batch *failed;      /* the group's batch whose statement failed */
     char *commit_error; /* the group failed as a whole, at its commit */
-    int self_ref;  /* anchors the userdata while work is in flight */
+    int self_ref;       /* anchors the userdata while work is in flight */
     prepared prep[MAX_PREPARED];
     int nprep, next_id;
 } pg_conn;
@@ -316,11 +316,12 @@ static unsigned hash_stmt(const char *sql, const unsigned *oids, int n) {
     return h;
 }
 
-static prepared *find_prepared(pg_conn *c, const char *sql, const unsigned *oids, int n, unsigned h) {
+static prepared *find_prepared(pg_conn *c, const char *sql, const unsigned *oids, int n,
+                               unsigned h) {
     for (int i = 0; i < c->nprep; i++) {
         prepared *p = &c->prep[i];
-        if (p->hash == h && p->nparams == n && memcmp(p->oids, oids, sizeof *oids * (size_t)n) == 0 &&
-            strcmp(p->sql, sql) == 0)
+        if (p->hash == h && p->nparams == n &&
+            memcmp(p->oids, oids, sizeof *oids * (size_t)n) == 0 && strcmp(p->sql, sql) == 0)
             return p;
     }
     return NULL;
@@ -328,7 +329,8 @@ static prepared *find_prepared(pg_conn *c, const char *sql, const unsigned *oids
 
 /* A new prepared statement for sql and these types; NULL when the cache is
  * full (or out of memory): the statement is then parsed each time. */
-static prepared *add_prepared(pg_conn *c, const char *sql, const unsigned *oids, int n, unsigned h) {
+static prepared *add_prepared(pg_conn *c, const char *sql, const unsigned *oids, int n,
+                              unsigned h) {
     if (c->nprep == MAX_PREPARED)
         return NULL;
     char *copy = strdup(sql);

@@ -75,7 +75,8 @@ static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached, char 
     if (st == NULL || tail[strspn(tail, " \t\r\n;")] != '\0') {
         /* SQLite would quietly ignore what follows the first statement */
         sqlite3_finalize(st);
-        *err = strdup(st ? "one statement per entry: there is more after the first" : "no statement");
+        *err =
+            strdup(st ? "one statement per entry: there is more after the first" : "no statement");
         return NULL;
     }
     char *copy = strdup(sql);

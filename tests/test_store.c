@@ -134,29 +134,31 @@ static void check_misuse_raises(void) {
                  "  out = out .. '|' .. e:match('the connection is closed')\n"
                  "end)"),
              "a parameter must be nil, a boolean, a number or a string |the connection is closed");
-    T_EQ_STR(run("out = nil; go(function()\n"
-                 "  local c = open()\n"
-                 "  local _, e1 = pcall(c.batch, c, { { '  ' } })\n"
-                 "  local _, e2 = pcall(c.batch, c, { { 'SELECT 1', n = 65 } })\n"
-                 "  out = e1:match('must be its SQL text') .. '|' .. e2:match('too many parameters')\n"
-                 "  c:close()\n"
-                 "end)"),
-             "must be its SQL text|too many parameters");
+    T_EQ_STR(
+        run("out = nil; go(function()\n"
+            "  local c = open()\n"
+            "  local _, e1 = pcall(c.batch, c, { { '  ' } })\n"
+            "  local _, e2 = pcall(c.batch, c, { { 'SELECT 1', n = 65 } })\n"
+            "  out = e1:match('must be its SQL text') .. '|' .. e2:match('too many parameters')\n"
+            "  c:close()\n"
+            "end)"),
+        "must be its SQL text|too many parameters");
 }
 
 static void check_parameter_types_may_change(void) {
     /* The same statement with an integer, then a float, then text, then nil. */
-    T_EQ_STR(run("out = nil; go(function()\n"
-                 "  local c = open()\n"
-                 "  assert(c:batch { { 'CREATE TABLE w (x DOUBLE PRECISION)' } })\n"
-                 "  for _, v in ipairs { 2, 2.5, '3.25', false } do\n"
-                 "    assert(c:batch { { 'INSERT INTO w (x) VALUES ($1)', v or nil, n = 1 } })\n"
-                 "  end\n"
-                 "  local rows = assert(c:batch { { 'SELECT x FROM w ORDER BY x IS NULL, x' } })[1]\n"
-                 "  out = rows.changes .. '|' .. show(rows)\n"
-                 "  c:close()\n"
-                 "end)"),
-             "4|x=2:number;x=2.5:number;x=3.25:number;");
+    T_EQ_STR(
+        run("out = nil; go(function()\n"
+            "  local c = open()\n"
+            "  assert(c:batch { { 'CREATE TABLE w (x DOUBLE PRECISION)' } })\n"
+            "  for _, v in ipairs { 2, 2.5, '3.25', false } do\n"
+            "    assert(c:batch { { 'INSERT INTO w (x) VALUES ($1)', v or nil, n = 1 } })\n"
+            "  end\n"
+            "  local rows = assert(c:batch { { 'SELECT x FROM w ORDER BY x IS NULL, x' } })[1]\n"
+            "  out = rows.changes .. '|' .. show(rows)\n"
+            "  c:close()\n"
+            "end)"),
+        "4|x=2:number;x=2.5:number;x=3.25:number;");
 }
 
 static void check_killed_task_drops_its_outcome(void) {
@@ -216,25 +218,27 @@ static void test_sqlite_rollback_of_the_whole_transaction(void) {
      * one entry is refused, not ignored. */
     open_backend("sqlite = require 'rill.c.sqlite'");
     static char code[1536];
-    snprintf(code, sizeof code,
-             "out = nil; go(function()\n"
-             "  local c = sqlite.open('%s/rollback.db')\n"
-             "  assert(c:batch { { 'CREATE TABLE u (k TEXT PRIMARY KEY)' } })\n"
-             "  assert(c:batch { { 'INSERT INTO u VALUES ($1)', 'a', n = 1 } })\n"
-             "  local got = {}\n"
-             "  local function note(i) return function(res) got[i] = res and 'ok' or 'failed' end end\n"
-             "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'b', n = 1 } }, note(1))\n"
-             "  c:batch({ { 'INSERT OR ROLLBACK INTO u VALUES ($1)', 'a', n = 1 } }, note(2))\n"
-             "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'c', n = 1 } }, note(3))\n"
-             "  timer.sleep(0.05) -- that group is done\n"
-             "  local rows = assert(c:batch { { 'SELECT k FROM u ORDER BY k' } })[1]\n"
-             "  local _, e = c:batch { { 'SELECT 1; DELETE FROM u' } }\n"
-             "  out = table.concat(got, ',') .. '|' .. show(rows) .. '|' .. e\n"
-             "  c:close()\n"
-             "end)",
-             sqlite_dir);
-    T_EQ_STR(run(code), "ok,failed,failed|k=a:string;k=b:string|sqlite: one statement per entry: there is "
-                        "more after the first (in: SELECT 1; DELETE FROM u)");
+    snprintf(
+        code, sizeof code,
+        "out = nil; go(function()\n"
+        "  local c = sqlite.open('%s/rollback.db')\n"
+        "  assert(c:batch { { 'CREATE TABLE u (k TEXT PRIMARY KEY)' } })\n"
+        "  assert(c:batch { { 'INSERT INTO u VALUES ($1)', 'a', n = 1 } })\n"
+        "  local got = {}\n"
+        "  local function note(i) return function(res) got[i] = res and 'ok' or 'failed' end end\n"
+        "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'b', n = 1 } }, note(1))\n"
+        "  c:batch({ { 'INSERT OR ROLLBACK INTO u VALUES ($1)', 'a', n = 1 } }, note(2))\n"
+        "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'c', n = 1 } }, note(3))\n"
+        "  timer.sleep(0.05) -- that group is done\n"
+        "  local rows = assert(c:batch { { 'SELECT k FROM u ORDER BY k' } })[1]\n"
+        "  local _, e = c:batch { { 'SELECT 1; DELETE FROM u' } }\n"
+        "  out = table.concat(got, ',') .. '|' .. show(rows) .. '|' .. e\n"
+        "  c:close()\n"
+        "end)",
+        sqlite_dir);
+    T_EQ_STR(run(code),
+             "ok,failed,failed|k=a:string;k=b:string|sqlite: one statement per entry: there is "
+             "more after the first (in: SELECT 1; DELETE FROM u)");
     close_state();
 }
 
@@ -294,28 +298,29 @@ static void test_postgres_commit_errors_fail_the_group(void) {
      * A comment-only statement is not an error and is run once. */
     static char code[2048];
     open_backend("pg = require 'rill.c.pg'");
-    snprintf(code, sizeof code,
-             "out = nil; go(function()\n"
-             "  local c = assert(pg.open('%s'))\n"
-             "  assert(c:batch { { 'CREATE TABLE p (id INTEGER PRIMARY KEY)' },\n"
-             "    { 'CREATE TABLE ch (pid INTEGER REFERENCES p DEFERRABLE INITIALLY DEFERRED)' } })\n"
-             "  local got = {}\n"
-             "  local function note(i) return function(res, err)\n"
-             "    got[i] = res and 'ok' or err:match('at commit') or err end end\n"
-             "  c:batch({ { 'INSERT INTO p VALUES (1)' } }, note(1))\n"
-             "  c:batch({ { 'INSERT INTO ch VALUES (99)' } }, note(2))\n"
-             "  timer.sleep(0.05) -- that group is done\n"
-             "  local rows = assert(c:batch { { 'SELECT count(*) AS n FROM p' } })[1]\n"
-             "  local n1 = rows[1].n\n"
-             "  c:batch({ { 'INSERT INTO p VALUES (2)' } }, note(3))\n"
-             "  c:batch({ { '-- nothing to do' } }, note(4))\n"
-             "  timer.sleep(0.05)\n"
-             "  rows = assert(c:batch { { 'SELECT count(*) AS n FROM p' } })[1]\n"
-             "  out = table.concat(got, ',') .. '|' .. n1 .. '|' .. rows[1].n\n"
-             "  assert(c:batch { { 'DROP TABLE ch' }, { 'DROP TABLE p' } })\n"
-             "  c:close()\n"
-             "end)",
-             pg_url);
+    snprintf(
+        code, sizeof code,
+        "out = nil; go(function()\n"
+        "  local c = assert(pg.open('%s'))\n"
+        "  assert(c:batch { { 'CREATE TABLE p (id INTEGER PRIMARY KEY)' },\n"
+        "    { 'CREATE TABLE ch (pid INTEGER REFERENCES p DEFERRABLE INITIALLY DEFERRED)' } })\n"
+        "  local got = {}\n"
+        "  local function note(i) return function(res, err)\n"
+        "    got[i] = res and 'ok' or err:match('at commit') or err end end\n"
+        "  c:batch({ { 'INSERT INTO p VALUES (1)' } }, note(1))\n"
+        "  c:batch({ { 'INSERT INTO ch VALUES (99)' } }, note(2))\n"
+        "  timer.sleep(0.05) -- that group is done\n"
+        "  local rows = assert(c:batch { { 'SELECT count(*) AS n FROM p' } })[1]\n"
+        "  local n1 = rows[1].n\n"
+        "  c:batch({ { 'INSERT INTO p VALUES (2)' } }, note(3))\n"
+        "  c:batch({ { '-- nothing to do' } }, note(4))\n"
+        "  timer.sleep(0.05)\n"
+        "  rows = assert(c:batch { { 'SELECT count(*) AS n FROM p' } })[1]\n"
+        "  out = table.concat(got, ',') .. '|' .. n1 .. '|' .. rows[1].n\n"
+        "  assert(c:batch { { 'DROP TABLE ch' }, { 'DROP TABLE p' } })\n"
+        "  c:close()\n"
+        "end)",
+        pg_url);
     T_EQ_STR(run(code), "at commit,at commit,ok,ok|0|1");
     close_state();
 }
