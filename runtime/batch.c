@@ -152,7 +152,9 @@ value *stmt_add_row(stmt_req *s) {
     return row;
 }
 
-batch *batch_from_lua(lua_State *L, int idx, const char *who) {
+/* Reads the statements at idx into a new batch; raises (prefixing errors
+ * with `who`) on misuse. */
+static batch *batch_from_lua(lua_State *L, int idx, const char *who) {
     luaL_checktype(L, idx, LUA_TTABLE);
     int n = (int)lua_objlen(L, idx);
     luaL_argcheck(L, n > 0, idx, "expected a non-empty list of statements");
@@ -201,6 +203,32 @@ batch *batch_from_lua(lua_State *L, int idx, const char *who) {
         luaL_error(L, "%s: %s", who, err);
     }
     return b;
+}
+
+batch *batch_from_call(lua_State *L, const char *who) {
+    int has_cb = lua_isfunction(L, 3);
+    char what[48];
+    snprintf(what, sizeof what, "a %s batch without a callback", who);
+    rill_task *t = has_cb ? NULL : rill_task_check(L, what);
+    batch *b = batch_from_lua(L, 2, who);
+    if (has_cb) {
+        lua_pushvalue(L, 3);
+        b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    b->task = t;
+    return b;
+}
+
+void batch_queue(batch **head, batch **tail, batch *b) {
+    if (*tail)
+        (*tail)->next = b;
+    else
+        *head = b;
+    *tail = b;
+}
+
+int batch_return(lua_State *L, batch *b) {
+    return b->task ? rill_task_wait(L, b->task, batch_cancel, b) : 0;
 }
 
 static void push_result(lua_State *L, const stmt_req *s) {

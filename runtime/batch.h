@@ -60,9 +60,16 @@ typedef struct batch {
 int value_set_text(value *v, const char *p, size_t n);
 void value_free(value *v);
 
-/* Reads the statements at idx into a new batch; raises (prefixing errors
- * with `who`) on misuse. The caller sets task or cb_ref. */
-batch *batch_from_lua(lua_State *L, int idx, const char *who);
+/* The arguments of conn:batch(stmts [, callback]) (stmts at 2): a new batch
+ * with its callback, or else the calling task as the one that waits. */
+batch *batch_from_call(lua_State *L, const char *who);
+
+/* Appends b to the queue head..tail. */
+void batch_queue(batch **head, batch **tail, batch *b);
+
+/* What conn:batch returns once b is queued: nothing (a callback will have
+ * the outcome), or the outcome itself, the task waiting for it. */
+int batch_return(lua_State *L, batch *b);
 
 /* Prepares s to receive ncols columns named by names(i, ctx); -1 on OOM. */
 int stmt_set_columns(stmt_req *s, int ncols, const char *(*name)(int i, void *ctx), void *ctx);

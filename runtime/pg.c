@@ -643,25 +643,12 @@ static pg_conn *check_conn(lua_State *L) {
 /* conn:batch(stmts [, callback]) */
 static int l_batch(lua_State *L) {
     pg_conn *c = check_conn(L);
-    int has_cb = lua_isfunction(L, 3);
-    rill_task *t = has_cb ? NULL : rill_task_check(L, "postgres batch");
-    batch *b = batch_from_lua(L, 2, "postgres");
-    if (has_cb) {
-        lua_pushvalue(L, 3);
-        b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    b->task = t;
-    if (c->pending_tail)
-        c->pending_tail->next = b;
-    else
-        c->pending = b;
-    c->pending_tail = b;
+    batch *b = batch_from_call(L, "postgres");
+    batch_queue(&c->pending, &c->pending_tail, b);
     anchor(c, L, 1);
     if (c->group == NULL && c->state != PG_CONNECTING) /* else its end starts the next */
         uv_timer_start(c->timer, on_timer, 0, 0);
-    if (has_cb)
-        return 0;
-    return rill_task_wait(L, t, batch_cancel, b);
+    return batch_return(L, b);
 }
 
 /* conn:close(): closes now when idle, else once the work in flight is done. */

@@ -315,27 +315,14 @@ static sqlite_conn *check_conn(lua_State *L) {
 /* conn:batch(stmts [, callback]) */
 static int l_batch(lua_State *L) {
     sqlite_conn *c = check_conn(L);
-    int has_cb = lua_isfunction(L, 3);
-    rill_task *t = has_cb ? NULL : rill_task_check(L, "sqlite batch");
-    batch *b = batch_from_lua(L, 2, "sqlite");
-    if (has_cb) {
-        lua_pushvalue(L, 3);
-        b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    b->task = t;
-    if (c->pending_tail)
-        c->pending_tail->next = b;
-    else
-        c->pending = b;
-    c->pending_tail = b;
+    batch *b = batch_from_call(L, "sqlite");
+    batch_queue(&c->pending, &c->pending_tail, b);
     if (c->self_ref == LUA_NOREF) {
         lua_pushvalue(L, 1);
         c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     start_group(c);
-    if (has_cb)
-        return 0;
-    return rill_task_wait(L, t, batch_cancel, b);
+    return batch_return(L, b);
 }
 
 /* conn:close(): closes now when idle, else once the queued work is done. */
