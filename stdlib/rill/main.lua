@@ -29,6 +29,7 @@ usage: rill <command> [options]
   runs delete ID      delete a finished or dead run and its log lines
   runs count [--state S]
                       how many runs (in that state) the store holds
+                      (every runs command takes --config FILE and --store URL, like serve)
   version             print rill's version
 
 Every setting can be overridden by an environment variable RILL_<SETTING>
