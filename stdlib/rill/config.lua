@@ -34,6 +34,7 @@ config.defaults = {
   retry_backoff = "10s",       -- first retry after about this, doubling each time
   retry_max_backoff = "1h",    -- longest wait between two attempts
   record_sync = true,          -- keep sync webhook runs in the store's history too
+  http_max_per_host = 8,       -- outbound connections at once to one host (more requests wait)
   env = {},                    -- plain (non-secret) values flows read through env
 }
 

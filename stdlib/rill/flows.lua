@@ -90,6 +90,7 @@ local function flow_modules()
     sleep = timer.sleep,
     response = response,
     fail = require("rill.runner").fail,
+    http = require "rill.http",
   }
   local t = {}
   for k, v in pairs(time) do

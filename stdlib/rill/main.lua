@@ -96,6 +96,7 @@ local function apply(c)
   runner.max_depth = c.max_depth
   require("rill.flows").load_deadline = c.load_deadline
   require("rill.queue").configure(c)
+  require("rill.http").configure { max_per_host = c.http_max_per_host }
 end
 
 -- Runs fn(...) in a task (so it may wait on the store); a raised error is

@@ -1,0 +1,139 @@
+-- http: outbound HTTP for flows, over rill.c.http_client (libcurl driven by
+-- the loop: a request waits without blocking anything else).
+--   http.request{method, url, headers, query, body | json | form, timeout,
+--                connect_timeout, max_size, verify, ca_file, redirects, retries}
+--   http.get(url[, opts])  http.post(url[, opts])  put  patch  delete
+--   -> response { status, ok, headers (any case), body, json() }
+-- An HTTP status is an answer, not an error: check response.ok or .status.
+-- A network failure or a timeout raises "http: GET https://host/path: reason
+-- (after N ms)", which the run's retry policy acts on.
+-- Each request is logged in the run's log: method, URL without its query
+-- string or credentials, status, duration. Headers (Authorization, tokens)
+-- are never logged.
+local client = require "rill.c.http_client"
+local json = require "rill.json"
+local log = require "rill.log"
+local timer = require "rill.c.timer"
+
+local http = {}
+
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
+local METHODS = { GET = 1, HEAD = 1, POST = 1, PUT = 1, PATCH = 1, DELETE = 1, OPTIONS = 1 }
+local OPTIONS = { method = 1, url = 1, headers = 1, query = 1, body = 1, json = 1, form = 1, timeout = 1,
+  connect_timeout = 1, max_size = 1, verify = 1, ca_file = 1, redirects = 1, retries = 1 }
+
+local function escape(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- encode{a = 1, b = "x y"} -> "a=1&b=x%20y", keys sorted (stable for logs and tests)
+local function encode(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local parts = {}
+  for i, k in ipairs(keys) do parts[i] = escape(k) .. "=" .. escape(t[k]) end
+  return table.concat(parts, "&")
+end
+http.encode = encode
+
+-- The URL as it may be logged: no credentials, no query string (tokens).
+local function loggable(url)
+  return (url:gsub("^(%a+://)[^/@]*@", "%1"):gsub("[?#].*$", ""))
+end
+
+local function check(opts, level)
+  local function bad(fmt, ...) error("http: " .. string.format(fmt, ...), level + 1) end
+  if type(opts) ~= "table" then bad("expected a table of options, got %s", type(opts)) end
+  for k in pairs(opts) do
+    if not OPTIONS[k] then bad("unknown option %q", tostring(k)) end
+  end
+  if type(opts.url) ~= "string" or not opts.url:match("^https?://[^/]") then
+    bad("url must start with http:// or https://, got %s", tostring(opts.url))
+  end
+  local n = (opts.body ~= nil and 1 or 0) + (opts.json ~= nil and 1 or 0) + (opts.form ~= nil and 1 or 0)
+  if n > 1 then bad("give one of body, json or form") end
+  local method = (opts.method or (n > 0 and "POST" or "GET")):upper()
+  if not METHODS[method] then bad("unknown method %s", method) end
+  return method
+end
+
+-- The request for the C side: header lines, body, URL with its query.
+local function prepare(opts, method, level)
+  local headers, has = {}, {}
+  for name, value in pairs(opts.headers or {}) do
+    name, value = tostring(name), tostring(value)
+    if name:find("[%c:]") or value:find("[\r\n]") then
+      error("http: header " .. name .. " has a line break or a colon in its name", level + 1)
+    end
+    headers[#headers + 1] = name .. ": " .. value
+    has[name:lower()] = true
+  end
+  local body = opts.body
+  if opts.json ~= nil then
+    body = json.encode(opts.json)
+    if not has["content-type"] then headers[#headers + 1] = "Content-Type: application/json" end
+  elseif opts.form ~= nil then
+    body = encode(opts.form)
+    if not has["content-type"] then headers[#headers + 1] = "Content-Type: application/x-www-form-urlencoded" end
+  end
+  if body ~= nil and type(body) ~= "string" then
+    error("http: body must be a string (use json = ... for a table)", level + 1)
+  end
+  local url = opts.url
+  if opts.query and next(opts.query) then url = url .. (url:find("?", 1, true) and "&" or "?") .. encode(opts.query) end
+  return { method = method, url = url, headers = headers, body = body, timeout = opts.timeout,
+    connect_timeout = opts.connect_timeout, max_size = opts.max_size, verify = opts.verify,
+    ca_file = opts.ca_file, redirects = opts.redirects }
+end
+
+local RESPONSE = {}
+RESPONSE.__index = RESPONSE
+
+function RESPONSE:json()
+  local v, err = json.try_decode(self.body)
+  if v == nil then error("http: the response of " .. self.url .. " is not JSON: " .. tostring(err), 2) end
+  return v
+end
+
+-- Header lookups in any case: response.headers["Content-Type"].
+local HEADERS = { __index = function(t, k) return type(k) == "string" and rawget(t, k:lower()) or nil end }
+
+local function request(opts, level)
+  local method = check(opts, level + 1)
+  local req = prepare(opts, method, level + 1)
+  local shown = method .. " " .. loggable(req.url)
+  if req.verify == false then
+    log.warn("TLS certificate verification is OFF for this request", { url = loggable(req.url) })
+  end
+  local retries = IDEMPOTENT[method] and (opts.retries or 0) or 0
+  local started = require("rill.c.tz").now()
+  for attempt = 0, retries do
+    local status, headers, body = client.request(req)
+    local ms = math.floor((require("rill.c.tz").now() - started) * 1000)
+    if status then
+      log.info("http", { method = method, url = loggable(req.url), status = status, ms = ms })
+      return setmetatable({ status = status, ok = status >= 200 and status < 300,
+        headers = setmetatable(headers, HEADERS), body = body, url = loggable(req.url) }, RESPONSE)
+    end
+    log.warn("http request failed", { method = method, url = loggable(req.url), error = headers, ms = ms,
+      retry = attempt < retries or nil })
+    if attempt == retries then error("http: " .. shown .. ": " .. headers, level + 1) end
+    timer.sleep(0.25 * 2 ^ attempt)
+  end
+end
+
+function http.request(opts) return request(opts, 2) end
+
+for _, m in ipairs { "get", "post", "put", "patch", "delete" } do
+  http[m] = function(url, opts)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.url, o.method = url, m:upper()
+    return request(o, 2)
+  end
+end
+
+http.configure = client.configure
+
+return http
