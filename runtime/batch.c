@@ -23,13 +23,40 @@ int value_set_text(value *v, const char *p, size_t n) {
 }
 
 void value_free(value *v) {
-    if (v->type == VAL_TEXT)
+    if (v->type == VAL_TEXT || v->type == VAL_JSON)
         free(v->u.s.p);
     v->type = VAL_NULL;
 }
 
+/* Pushes JSON text decoded (lua-cjson, NULL as cjson.null), or as a string
+ * when it cannot be decoded. */
+static void push_json(lua_State *L, const char *p, size_t n) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "rill.batch.json_decode");
+    if (lua_isnil(L, -1)) { /* first use: a private cjson instance's decode */
+        lua_pop(L, 1);
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "cjson");
+        lua_call(L, 1, 1);
+        lua_getfield(L, -1, "new");
+        lua_call(L, 0, 1);
+        lua_getfield(L, -1, "decode");
+        lua_remove(L, -2);
+        lua_remove(L, -2);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "rill.batch.json_decode");
+    }
+    lua_pushlstring(L, p, n);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, p, n);
+    }
+}
+
 static void value_push(lua_State *L, const value *v) {
     switch (v->type) {
+    case VAL_JSON:
+        push_json(L, v->u.s.p, v->u.s.n);
+        break;
     case VAL_INT:
         lua_pushnumber(L, (lua_Number)v->u.i);
         break;
@@ -246,6 +273,12 @@ static void push_result(lua_State *L, const stmt_req *s) {
     }
     lua_pushnumber(L, (lua_Number)s->changes);
     lua_setfield(L, -2, "changes");
+    lua_createtable(L, s->ncols, 0);
+    for (int i = 0; i < s->ncols; i++) {
+        lua_pushstring(L, s->cols[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "columns");
 }
 
 /* Pushes (results) or (nil, error) on L. */

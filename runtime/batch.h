@@ -8,7 +8,8 @@
  *
  * Lua form: stmts = { {sql, p1, p2, ..., n = nparams}, ... }; the outcome is
  * a list of results, one per statement, each a list of rows (tables keyed by
- * column name, NULL columns absent) with a field `changes`; or nil and an
+ * column name, NULL columns absent) with the fields `changes` (rows changed,
+ * or returned) and `columns` (the column names, in order); or nil and an
  * error message.
  */
 #ifndef RILL_BATCH_H
@@ -16,7 +17,7 @@
 
 #include "task.h"
 
-enum { VAL_NULL, VAL_INT, VAL_FLOAT, VAL_TEXT, VAL_BOOL };
+enum { VAL_NULL, VAL_INT, VAL_FLOAT, VAL_TEXT, VAL_BOOL, VAL_JSON /* text, decoded for Lua */ };
 
 #define BATCH_MAX_PARAMS 64 /* parameters of one statement */
 

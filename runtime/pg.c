@@ -17,7 +17,8 @@
  * an address (or a unix socket path) where that matters. connect_timeout
  * (default 10 s) is enforced here, as libpq leaves it to the caller.
  *
- * Lua: pg.open(conninfo) -> conn, or nil and the reason   (in a task: yields)
+ * Lua: pg.open(conninfo [, {statement_timeout = seconds}]) -> conn, or nil
+ *        and the reason   (in a task: yields; the session is in UTC)
  *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
  *      conn:close()
  */
@@ -41,7 +42,11 @@ enum {
     OID_OID = 26,
     OID_FLOAT4 = 700,
     OID_FLOAT8 = 701,
-    OID_NUMERIC = 1700
+    OID_NUMERIC = 1700,
+    OID_JSON = 114,
+    OID_JSONB = 3802,
+    OID_TIMESTAMP = 1114,
+    OID_TIMESTAMPTZ = 1184
 };
 
 enum { PG_IDLE, PG_CONNECTING, PG_READY, PG_CLOSED };
@@ -77,6 +82,7 @@ typedef struct pg_conn {
     batch *failed;      /* the group's batch whose statement failed */
     char *commit_error; /* the group failed as a whole, at its commit */
     int self_ref;       /* anchors the userdata while work is in flight */
+    long statement_timeout_ms; /* 0: none */
     prepared prep[MAX_PREPARED];
     int nprep, next_id;
 } pg_conn;
@@ -262,7 +268,14 @@ static int connect_timeout(pg_conn *c) {
  * Returns -1 with the reason in err when it fails at once. */
 static int start_connect(pg_conn *c, char *err, size_t n) {
     c->state = PG_CONNECTING;
-    c->pg = PQconnectStart(c->conninfo);
+    /* the URL, plus session settings: UTC, so that times read back as ISO
+     * instants, and the statement timeout */
+    char options[96];
+    snprintf(options, sizeof options, "-c TimeZone=UTC -c statement_timeout=%ld",
+             c->statement_timeout_ms);
+    const char *keys[] = {"dbname", "options", NULL};
+    const char *values[] = {c->conninfo, options, NULL};
+    c->pg = PQconnectStartParams(keys, values, 1);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || PQsetnonblocking(c->pg, 1) != 0) {
         pg_error(c, err, n);
         disconnect(c);
@@ -419,6 +432,20 @@ static const char *field_name(int i, void *res) {
     return PQfname(res, i);
 }
 
+/* "2026-11-25 08:00:00.12+00" (the session is in UTC) -> "2026-11-25T08:00:00.12Z";
+ * a timestamp without zone keeps no suffix. */
+static int set_iso_time(value *v, const char *text) {
+    char iso[64];
+    snprintf(iso, sizeof iso, "%s", text);
+    char *space = strchr(iso, ' ');
+    if (space)
+        *space = 'T';
+    size_t n = strlen(iso);
+    if (n > 3 && strcmp(iso + n - 3, "+00") == 0)
+        strcpy(iso + n - 3, "Z");
+    return value_set_text(v, iso, strlen(iso));
+}
+
 static int keep_rows(stmt_req *s, PGresult *res) {
     int ncols = PQnfields(res), nrows = PQntuples(res);
     if (stmt_set_columns(s, ncols, field_name, res) != 0)
@@ -448,6 +475,17 @@ static int keep_rows(stmt_req *s, PGresult *res) {
             case OID_BOOL:
                 row[i].type = VAL_BOOL;
                 row[i].u.i = text[0] == 't';
+                break;
+            case OID_JSON:
+            case OID_JSONB:
+                if (value_set_text(&row[i], text, (size_t)PQgetlength(res, r, i)) != 0)
+                    return -1;
+                row[i].type = VAL_JSON;
+                break;
+            case OID_TIMESTAMP:
+            case OID_TIMESTAMPTZ:
+                if (set_iso_time(&row[i], text) != 0)
+                    return -1;
                 break;
             default:
                 if (value_set_text(&row[i], text, (size_t)PQgetlength(res, r, i)) != 0)
@@ -677,7 +715,7 @@ static void open_cancel(void *op) {
     c->opener = NULL;
 }
 
-/* pg.open(conninfo) -> conn; in a task */
+/* pg.open(conninfo [, options]) -> conn; in a task */
 static int l_open(lua_State *L) {
     const char *conninfo = luaL_checkstring(L, 1);
     rill_task *t = rill_task_check(L, "postgres open");
@@ -687,6 +725,11 @@ static int l_open(lua_State *L) {
     c->sock = -1;
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "statement_timeout");
+        c->statement_timeout_ms = (long)(luaL_optnumber(L, -1, 0) * 1000);
+        lua_pop(L, 1);
+    }
     if ((c->conninfo = strdup(conninfo)) == NULL || (c->timer = malloc(sizeof *c->timer)) == NULL)
         return luaL_error(L, "postgres: out of memory");
     uv_timer_init(rill_loop(), c->timer);

@@ -15,7 +15,9 @@
  * never touches a Lua state. Parameters are written $1, $2 ... in SQL, the
  * same as for Postgres.
  *
- * Lua: sqlite.open(path, {synchronous = "normal"|"full"|"off", busy_ms = n})
+ * Lua: sqlite.open(path, {synchronous = "normal"|"full"|"off", busy_ms = n,
+ *                    raw = false})   raw: no transaction around batches (the
+ *                                    caller sends BEGIN and COMMIT: db.tx)
  *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
  *      conn:close()
  * stmts = { {sql, p1, p2, ..., n = nparams}, ... }; each result is a table
@@ -43,6 +45,7 @@ typedef struct sqlite_conn {
     batch *pending, *pending_tail; /* waiting for the next group */
     batch *group;                  /* executing on a worker; NULL when idle */
     int closing;
+    int raw;      /* batches run as they are: the caller's BEGIN and COMMIT hold */
     int self_ref; /* anchors the userdata while a group executes */
     cached_stmt cache[STMT_CACHE];
 } sqlite_conn;
@@ -217,6 +220,11 @@ static void group_work(uv_work_t *w) {
     sqlite_conn *c = w->data;
     batch *group = c->group;
     char *err = NULL;
+    if (c->raw) { /* a connection that one transaction owns (db.tx) */
+        for (batch *b = group; b; b = b->next)
+            run_batch(c, b);
+        return;
+    }
     int writes = 0;
     for (batch *b = group; b; b = b->next)
         writes |= b->writes;
@@ -348,18 +356,21 @@ static const char *SYNC_MODES[] = {"off", "normal", "full", NULL};
 /* sqlite.open(path [, opts]) -> conn; raises with the reason */
 static int l_open(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    int sync = 1, busy_ms = 5000;
+    int sync = 1, busy_ms = 5000, raw = 0;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "synchronous");
         if (!lua_isnil(L, -1))
             sync = luaL_checkoption(L, -1, NULL, SYNC_MODES);
         lua_getfield(L, 2, "busy_ms");
         busy_ms = (int)luaL_optinteger(L, -1, busy_ms);
-        lua_pop(L, 2);
+        lua_getfield(L, 2, "raw");
+        raw = lua_toboolean(L, -1);
+        lua_pop(L, 3);
     }
     sqlite_conn *c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
     c->self_ref = LUA_NOREF;
+    c->raw = raw;
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
     int rc = sqlite3_open_v2(

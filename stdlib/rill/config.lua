@@ -35,6 +35,10 @@ config.defaults = {
   retry_max_backoff = "1h",    -- longest wait between two attempts
   record_sync = true,          -- keep sync webhook runs in the store's history too
   http_max_per_host = 8,       -- outbound connections at once to one host (more requests wait)
+  databases = { main = "sqlite:data/app.db" }, -- what db.use(NAME) reaches; db.query uses main;
+                               -- a URL, or "env:VAR" to read it from the environment
+  db_pool = 8,                 -- Postgres connections per database (and transactions at once)
+  db_statement_timeout = "30s", -- a statement running longer is cancelled by Postgres
   env = {},                    -- plain (non-secret) values flows read through env
 }
 
@@ -103,7 +107,7 @@ function config.load(path)
   c.max_body = config.size(c.max_body, "max_body")
   for _, k in ipairs { "deadline", "load_deadline", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
-                       "retry_backoff", "retry_max_backoff" } do
+                       "retry_backoff", "retry_max_backoff", "db_statement_timeout" } do
     c[k] = config.seconds(c[k], k)
   end
   local host, port = tostring(c.listen):match("^%[?([^%]]*)%]?:(%d+)$")

@@ -92,6 +92,8 @@ local function flow_modules()
     fail = require("rill.runner").fail,
     http = require "rill.http",
   }
+  local db = require "rill.db"
+  m.db = { query = db.query, exec = db.exec, tx = db.tx, use = db.use, null = db.null }
   local t = {}
   for k, v in pairs(time) do
     if k ~= "set_clock" then t[k] = v end

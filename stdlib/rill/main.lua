@@ -97,6 +97,7 @@ local function apply(c)
   require("rill.flows").load_deadline = c.load_deadline
   require("rill.queue").configure(c)
   require("rill.http").configure { max_per_host = c.http_max_per_host }
+  require("rill.db").configure(c)
 end
 
 -- Runs fn(...) in a task (so it may wait on the store); a raised error is

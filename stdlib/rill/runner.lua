@@ -66,7 +66,21 @@ local function finish(run, task_ok, ok, value)
     log.write("error", "run failed: " .. run.error.message,
       { ms = math.floor(run.duration * 1000 + 0.5), traceback = run.error.traceback ~= "" and run.error.traceback or nil }, run)
   end
+  -- what the run left open (a database transaction, when it was killed
+  -- inside one) is closed now, however the run ended
+  if run.cleanup then
+    for _, fn in ipairs(run.cleanup) do
+      local cok, cerr = pcall(fn)
+      if not cok then log.write("warn", "cleaning up after the run failed", { error = tostring(cerr) }, run) end
+    end
+  end
   if run.on_done then run.on_done(run) end
+end
+
+-- at_end(run, fn): fn() is called when the run ends, however it ends.
+function runner.at_end(run, fn)
+  run.cleanup = run.cleanup or {}
+  run.cleanup[#run.cleanup + 1] = fn
 end
 
 -- start(flow, trigger, payload, opts) -> run

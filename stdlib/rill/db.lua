@@ -1,0 +1,227 @@
+-- db: SQL for flows, on the databases named in the config (`databases`):
+-- Postgres (libpq on the loop, a pool of connections) or SQLite (a file,
+-- statements on a worker thread), through the batch primitive the store
+-- uses. Parameters always travel apart from the SQL text ($1, $2, ...).
+--   db.query(sql, ...) -> rows (tables keyed by column; NULL is db.null)
+--   db.exec(sql, ...)  -> how many rows changed
+--   db.tx(function() ... end) -> fn's results: committed, or rolled back
+--                         when fn raises (the error goes on)
+--   db.use(name)       -> the same functions on another database
+-- Values: integers and floats as numbers, booleans (Postgres), text,
+-- timestamps as ISO strings (UTC), json/jsonb decoded.
+local json = require "rill.json"
+local task = require "rill.c.task"
+local runner = require "rill.runner"
+
+local db = { null = json.null }
+
+local settings = { databases = { main = "sqlite:data/app.db" }, pool = 8, statement_timeout = 30 }
+local handles = {}                                   -- name -> handle
+local open_tx = setmetatable({}, { __mode = "k" })   -- run -> its transaction
+
+-- configure{databases, db_pool, db_statement_timeout}
+function db.configure(c)
+  for _, h in pairs(handles) do h:close() end
+  handles = {}
+  settings.databases = c.databases or settings.databases
+  settings.pool = c.db_pool or settings.pool
+  settings.statement_timeout = c.db_statement_timeout or settings.statement_timeout
+end
+
+-- "env:NAME" takes the URL from the environment (a URL with a password is a secret).
+local function resolve(name)
+  local url = settings.databases[name]
+  if url == nil then
+    local known = {}
+    for k in pairs(settings.databases) do known[#known + 1] = k end
+    table.sort(known)
+    error(string.format("db: no database %q (databases: %s)", tostring(name), table.concat(known, ", ")), 0)
+  end
+  local var = tostring(url):match("^env:(.+)$")
+  if var then
+    url = require("rill.c.os").getenv(var)
+    if not url then error("db " .. name .. ": the environment variable " .. var .. " is not set", 0) end
+  end
+  return url
+end
+
+local Handle = {}
+Handle.__index = Handle
+
+local function open_conn(h, raw)
+  if h.kind == "postgres" then
+    local c, err = require("rill.c.pg").open(h.url, { statement_timeout = settings.statement_timeout })
+    if not c then error("db " .. h.name .. ": " .. err, 0) end
+    return c
+  end
+  local path = h.url:gsub("^sqlite:", "")
+  local dir = path:match("^(.*)/[^/]+$")
+  if dir then require("rill.c.os").mkdir_p(dir) end
+  return require("rill.c.sqlite").open(path, { raw = raw })
+end
+
+local function handle(name)
+  local h = handles[name]
+  if h then return h end
+  local url = resolve(name)
+  h = setmetatable({ name = name, url = url, kind = url:match("^postgres") and "postgres" or "sqlite",
+    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0, waiting = {} }, Handle)
+  handles[name] = h
+  return h
+end
+
+-- The connection a statement outside a transaction goes through: the least
+-- busy one, or a new one while the pool has room (Postgres). SQLite has one:
+-- its writes are one at a time anyway, and it commits them in groups.
+local function pick(h)
+  local best
+  for _, c in ipairs(h.conns) do
+    if not best or h.load[c] < h.load[best] then best = c end
+  end
+  local room = h.kind == "postgres" and #h.conns + h.opening < settings.pool
+  if best == nil or (h.load[best] > 0 and room) then
+    h.opening = h.opening + 1
+    local ok, c = pcall(open_conn, h)
+    h.opening = h.opening - 1
+    if not ok then error(c, 0) end
+    h.conns[#h.conns + 1] = c
+    h.load[c] = 0
+    best = c
+  end
+  return best
+end
+
+local function run_batch(h, conn, stmt)
+  if h.load[conn] then h.load[conn] = h.load[conn] + 1 end
+  local ok, res, err = pcall(conn.batch, conn, { stmt }) -- raises on a bad parameter
+  if h.load[conn] then h.load[conn] = h.load[conn] - 1 end
+  if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
+  if not ok or not res then error("db " .. h.name .. ": " .. err:gsub("^%a+: ", ""), 0) end
+  return res[1]
+end
+
+-- Runs one statement, in the run's transaction on h if there is one.
+local function execute(h, sql, ...)
+  if type(sql) ~= "string" then error("db: the first argument must be the SQL text", 0) end
+  local stmt = { sql, ... }
+  stmt.n = select("#", ...)
+  local run = task.current()
+  local tx = run and open_tx[run]
+  local conn = tx and tx.handle == h and tx.conn or pick(h)
+  return run_batch(h, conn, stmt)
+end
+
+-- The functions flows call raise at the flow's line (level 2: they are
+-- reached through tail calls, so their caller is the flow).
+function Handle:query(sql, ...)
+  local ok, res = pcall(execute, self, sql, ...)
+  if not ok then error(res, 2) end
+  local cols, null = res.columns, db.null
+  local rows = {}
+  for i, row in ipairs(res) do
+    for _, col in ipairs(cols) do
+      if row[col] == nil then row[col] = null end
+    end
+    rows[i] = row
+  end
+  return rows
+end
+
+function Handle:exec(sql, ...)
+  local ok, res = pcall(execute, self, sql, ...)
+  if not ok then error(res, 2) end
+  return res.changes
+end
+
+-- A connection of its own for a transaction: a spare one, a new one while
+-- there are fewer than the pool size, or else the next one released.
+local function acquire(h)
+  local c = table.remove(h.spare)
+  if c then return c end
+  if h.tx_open < settings.pool then
+    h.tx_open = h.tx_open + 1
+    local ok, conn = pcall(open_conn, h, true)
+    if ok then return conn end
+    h.tx_open = h.tx_open - 1
+    error(conn, 0)
+  end
+  local me = task.current()
+  h.waiting[#h.waiting + 1] = me
+  while true do
+    require("rill.c.timer").sleep(0.005)
+    c = h.spare[#h.spare]
+    if c and h.waiting[1] == me then
+      table.remove(h.waiting, 1)
+      return table.remove(h.spare)
+    end
+  end
+end
+
+local function release(h, conn)
+  h.spare[#h.spare + 1] = conn
+end
+
+function Handle:tx(fn)
+  local run = task.current()
+  if not run then error("db.tx: only inside a run", 2) end
+  if open_tx[run] then error("db.tx: this run is already in a transaction", 2) end
+  local conn = acquire(self)
+  local t = { handle = self, conn = conn, open = true }
+  local begin = self.kind == "sqlite" and "BEGIN IMMEDIATE" or "BEGIN"
+  local ok, err = pcall(run_batch, self, conn, { begin })
+  if not ok then
+    release(self, conn)
+    error(err, 2)
+  end
+  open_tx[run] = t
+  -- A run killed inside the transaction (its deadline) rolls it back.
+  runner.at_end(run, function()
+    if not t.open then return end
+    t.open = false
+    conn:batch({ { "ROLLBACK" } }, function() release(self, conn) end)
+  end)
+  local results = { pcall(fn) }
+  open_tx[run] = nil
+  t.open = false
+  if results[1] then
+    local cok, cerr = pcall(run_batch, self, conn, { "COMMIT" })
+    if not cok then
+      pcall(run_batch, self, conn, { "ROLLBACK" })
+      release(self, conn)
+      error(cerr, 2)
+    end
+    release(self, conn)
+    return unpack(results, 2, table.maxn(results))
+  end
+  pcall(run_batch, self, conn, { "ROLLBACK" })
+  release(self, conn)
+  error(results[2], 0)
+end
+
+function Handle:close()
+  for _, c in ipairs(self.conns) do c:close() end
+  for _, c in ipairs(self.spare) do c:close() end
+  self.conns, self.spare = {}, {}
+end
+
+-- The flows' db: the default database's functions, and use(name).
+function db.use(name)
+  local h = handle(name)
+  return {
+    query = function(...) return h:query(...) end,
+    exec = function(...) return h:exec(...) end,
+    tx = function(fn) return h:tx(fn) end,
+    null = db.null,
+  }
+end
+
+function db.query(...) return handle("main"):query(...) end
+function db.exec(...) return handle("main"):exec(...) end
+function db.tx(fn) return handle("main"):tx(fn) end
+
+function db.close()
+  for _, h in pairs(handles) do h:close() end
+  handles = {}
+end
+
+return db

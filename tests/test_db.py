@@ -1,0 +1,169 @@
+"""The db module end to end: flows querying the embedded SQLite database
+(main) and a real Postgres (crm, its URL from the environment): typed rows,
+NULL, affected counts, transactions committed and rolled back (also when a
+run is killed inside one), errors at the flow's line, a pool under load."""
+import json
+import threading
+
+from lib.harness import Postgres, Rill, eq, main, test, wait_until
+
+pg = Postgres()
+
+CONFIG = """return { databases = { main = "sqlite:data/app.db", crm = "env:CRM_URL" }, db_pool = 4 }"""
+
+SQL = """
+return {
+  deadline = "10s",
+  triggers = { webhook { path = "/sql" } },
+  run = function(ctx)
+    local d = db.use(ctx.payload.db)
+    local out = {}
+    for i, step in ipairs(ctx.payload.steps) do
+      local ok, res = pcall(d[step[1]], step[2], unpack(step, 3))
+      if not ok then out[i] = { error = res }
+      elseif type(res) == "table" then
+        for _, row in ipairs(res) do
+          for k, v in pairs(row) do if v == db.null then row[k] = "NULL" end end
+        end
+        out[i] = res
+      else out[i] = res end
+    end
+    return out
+  end,
+}"""
+
+TX = """
+return {
+  deadline = "1s",
+  triggers = { webhook { path = "/tx" } },
+  run = function(ctx)
+    local d = db.use(ctx.payload.db)
+    local mode = ctx.payload.mode
+    local ok, err = pcall(d.tx, function()
+      d.exec("INSERT INTO t (k, n) VALUES ($1, $2)", mode, 1)
+      if mode == "fail" then error("changed my mind") end
+      if mode == "nested" then d.tx(function() end) end
+      if mode == "hang" then sleep(5) end
+      return "done"
+    end)
+    return { ok = ok, err = not ok and tostring(err) or nil, rows = d.query("SELECT k FROM t ORDER BY k") }
+  end,
+}"""
+
+
+BAD = """
+return {
+  triggers = { webhook { path = "/bad" } },
+  run = function(ctx)
+    local rows = db.use("crm").query("SELECT * FROM missing")
+    return rows
+  end,
+}"""
+
+
+def sql(r, dbname, *steps):
+    res = r.request("POST", "/sql", {"db": dbname, "steps": [list(s) for s in steps]})
+    eq(res.status, 200, f"status ({res.body})")
+    return res.json()
+
+
+def rill():
+    return Rill({"sql.lua": SQL, "tx.lua": TX}, env={"CRM_URL": pg.new_database()}, config=CONFIG)
+
+
+@test
+def rows_are_typed_on_sqlite_and_postgres():
+    with rill() as r:
+        for dbname in ("main", "crm"):
+            out = sql(r, dbname,
+                      ("exec", "CREATE TABLE t (k TEXT, n INTEGER, f REAL, note TEXT)"),
+                      ("exec", "INSERT INTO t (k, n, f, note) VALUES ($1, $2, $3, $4), ($5, $6, $7, NULL)",
+                       "a", 1, 1.5, "x'; DROP TABLE t; --", "b", 2, 2.5),
+                      ("query", "SELECT k, n, f, note FROM t WHERE n >= $1 ORDER BY k", 1),
+                      ("exec", "UPDATE t SET n = n + 10"))
+            eq(out[1], 2, f"{dbname}: rows inserted")
+            eq(out[2], [{"k": "a", "n": 1, "f": 1.5, "note": "x'; DROP TABLE t; --"},
+                        {"k": "b", "n": 2, "f": 2.5, "note": "NULL"}], f"{dbname}: rows")
+            eq(out[3], 2, f"{dbname}: rows updated")
+
+
+@test
+def postgres_types_booleans_timestamps_and_json():
+    with rill() as r:
+        out = sql(r, "crm", ("query", "SELECT true AS yes, TIMESTAMPTZ '2026-11-25 09:30:00+01' AS at, "
+                                      "'{\"a\": [1, 2]}'::jsonb AS doc, 12345678901::bigint AS big, "
+                                      "1.25::numeric AS price, NULL::int AS nothing"))
+        eq(out[0], [{"yes": True, "at": "2026-11-25T08:30:00Z", "doc": {"a": [1, 2]}, "big": 12345678901,
+                     "price": 1.25, "nothing": "NULL"}], "row")
+
+
+@test
+def transactions_commit_or_roll_back():
+    with rill() as r:
+        for dbname in ("main", "crm"):
+            sql(r, dbname, ("exec", "CREATE TABLE t (k TEXT, n INTEGER)"))
+            res = r.request("POST", "/tx", {"db": dbname, "mode": "ok"}).json()
+            eq((res["ok"], [x["k"] for x in res["rows"]]), (True, ["ok"]), f"{dbname}: committed")
+            res = r.request("POST", "/tx", {"db": dbname, "mode": "fail"}).json()
+            assert not res["ok"] and "changed my mind" in res["err"], res
+            eq([x["k"] for x in res["rows"]], ["ok"], f"{dbname}: rolled back")
+            res = r.request("POST", "/tx", {"db": dbname, "mode": "nested"}).json()
+            assert "already in a transaction" in res["err"], res
+            eq([x["k"] for x in res["rows"]], ["ok"], f"{dbname}: nested refused, rolled back")
+
+
+@test
+def a_run_killed_inside_a_transaction_rolls_it_back():
+    with rill() as r:
+        for dbname in ("main", "crm"):
+            sql(r, dbname, ("exec", "CREATE TABLE t (k TEXT, n INTEGER)"))
+            res = r.request("POST", "/tx", {"db": dbname, "mode": "hang"})
+            eq(res.status, 504, f"{dbname}: the run passed its deadline")
+            out = sql(r, dbname, ("query", "SELECT count(*) AS n FROM t"), ("exec", "INSERT INTO t VALUES ('after', 1)"))
+            eq(out, [[{"n": 0}], 1], f"{dbname}: rolled back, and the database still writable")
+            res = r.request("POST", "/tx", {"db": dbname, "mode": "ok"}).json()
+            eq(res["ok"], True, f"{dbname}: a transaction after that one")
+
+
+@test
+def errors_name_the_database_the_reason_and_the_flow_line():
+    with rill() as r:
+        out = sql(r, "crm", ("query", "SELECT * FROM missing"), ("query", "SELECT $1", {"a": 1}))
+        assert "db crm:" in out[0]["error"] and 'relation "missing" does not exist' in out[0]["error"], out
+        assert "db crm: a parameter must be" in out[1]["error"], out
+        r.write_flow("bad.lua", BAD)
+        wait_until(lambda: r.request("POST", "/bad", {}).status == 500, 10, "the flow to load and fail")
+        r.wait_log(msg_has='run failed: ' + r.flows_dir + '/bad.lua:5: db crm: ERROR:  relation "missing"')
+        out = sql(r, "main", ("query", "SELECT * FROM missing"))
+        assert "db main:" in out[0]["error"] and "no such table: missing" in out[0]["error"], out
+        res = r.request("POST", "/sql", {"db": "nope", "steps": []})
+        eq(res.status, 500, "an unknown database fails the run")
+        r.wait_log(msg_has='no database "nope" (databases: crm, main)')
+
+
+@test
+def many_runs_share_the_postgres_pool():
+    with rill() as r:
+        sql(r, "crm", ("exec", "CREATE TABLE hits (i INTEGER)"))
+        errors = []
+
+        def hit(i):
+            out = sql(r, "crm", ("exec", "INSERT INTO hits VALUES ($1)", i),
+                      ("query", "SELECT pg_sleep(0.05), count(*) AS n FROM hits"))
+            if not isinstance(out[0], int):
+                errors.append(out)
+
+        threads = [threading.Thread(target=hit, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        eq(errors, [], "errors")
+        eq(sql(r, "crm", ("query", "SELECT count(*) AS n FROM hits"))[0], [{"n": 40}], "rows")
+        conns = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+                       r.env["CRM_URL"])
+        assert int(conns) <= 1 + 4 + 1, f"connections: {conns} (pool of 4)"
+
+
+if __name__ == "__main__":
+    main()
