@@ -79,9 +79,9 @@ typedef struct pg_conn {
     batch *group;                  /* sent; results arriving */
     batch *cur;                    /* the batch whose statement answers next */
     int cur_stmt;
-    batch *failed;      /* the group's batch whose statement failed */
-    char *commit_error; /* the group failed as a whole, at its commit */
-    int self_ref;       /* anchors the userdata while work is in flight */
+    batch *failed;             /* the group's batch whose statement failed */
+    char *commit_error;        /* the group failed as a whole, at its commit */
+    int self_ref;              /* anchors the userdata while work is in flight */
     long statement_timeout_ms; /* 0: none */
     prepared prep[MAX_PREPARED];
     int nprep, next_id;
