@@ -20,6 +20,7 @@
  * Lua: pg.open(conninfo [, {statement_timeout = seconds}]) -> conn, or nil
  *        and the reason   (in a task: yields; the session is in UTC)
  *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
+ *      conn:on_notify(fn)    fn(channel, payload) for NOTIFY (after LISTEN)
  *      conn:close()
  */
 #include <stdio.h>
@@ -83,6 +84,7 @@ typedef struct pg_conn {
     char *commit_error;        /* the group failed as a whole, at its commit */
     int self_ref;              /* anchors the userdata while work is in flight */
     long statement_timeout_ms; /* 0: none */
+    int notify_ref;            /* on_notify(channel, payload), or LUA_NOREF */
     prepared prep[MAX_PREPARED];
     int nprep, next_id;
 } pg_conn;
@@ -602,6 +604,24 @@ static void next_stmt(pg_conn *c) {
     }
 }
 
+/* NOTIFY messages that arrived (LISTEN): to the on_notify callback. */
+static void deliver_notifications(pg_conn *c) {
+    PGnotify *n;
+    while (c->pg && (n = PQnotifies(c->pg)) != NULL) {
+        if (c->notify_ref != LUA_NOREF) {
+            lua_State *L = rill_task_main_state();
+            lua_rawgeti(L, LUA_REGISTRYINDEX, c->notify_ref);
+            lua_pushstring(L, n->relname);
+            lua_pushstring(L, n->extra);
+            if (lua_pcall(L, 2, 0, 0) != 0) {
+                fprintf(stderr, "rill: error in a postgres on_notify: %s\n", lua_tostring(L, -1));
+                lua_pop(L, 1);
+            }
+        }
+        PQfreemem(n);
+    }
+}
+
 static void read_results(pg_conn *c) {
     char buf[512];
     if (PQconsumeInput(c->pg) != 1) {
@@ -623,7 +643,8 @@ static void read_results(pg_conn *c) {
             return;
         }
     }
-    if (c->group == NULL && PQstatus(c->pg) == CONNECTION_BAD)
+    deliver_notifications(c);
+    if (c->group == NULL && c->pg && PQstatus(c->pg) == CONNECTION_BAD)
         broken(c, pg_error(c, buf, sizeof buf));
 }
 
@@ -689,6 +710,18 @@ static int l_batch(lua_State *L) {
     return batch_return(L, b);
 }
 
+/* conn:on_notify(fn): fn(channel, payload) for each NOTIFY on a channel
+ * this connection LISTENs to (send LISTEN as a statement; a reconnection
+ * forgets it, so send it again now and then). */
+static int l_on_notify(lua_State *L) {
+    pg_conn *c = check_conn(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->notify_ref);
+    lua_pushvalue(L, 2);
+    c->notify_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 /* conn:close(): closes now when idle, else once the work in flight is done. */
 static int l_close(lua_State *L) {
     pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
@@ -702,6 +735,8 @@ static int l_gc(lua_State *L) {
     pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
     c->closing = 1;
     disconnect(c); /* work in flight anchors the userdata: none is left */
+    luaL_unref(L, LUA_REGISTRYINDEX, c->notify_ref);
+    c->notify_ref = LUA_NOREF;
     if (c->timer)
         close_handle((uv_handle_t *)c->timer);
     c->timer = NULL;
@@ -722,6 +757,7 @@ static int l_open(lua_State *L) {
     pg_conn *c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
     c->self_ref = LUA_NOREF;
+    c->notify_ref = LUA_NOREF;
     c->sock = -1;
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
@@ -746,7 +782,8 @@ static int l_open(lua_State *L) {
 }
 
 int rill_pg_open(lua_State *L) {
-    static const luaL_Reg methods[] = {{"batch", l_batch}, {"close", l_close}, {NULL, NULL}};
+    static const luaL_Reg methods[] = {
+        {"batch", l_batch}, {"close", l_close}, {"on_notify", l_on_notify}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
     rill_lua_metatable(L, CONN_MT, methods);
     lua_pushcfunction(L, l_gc);

@@ -21,6 +21,7 @@ class Server:
 
     def __init__(self, tls=None):
         self.in_flight = self.most = self.slow_done = 0
+        self.ports = []  # the client port of each request: one per connection
         self.lock = threading.Lock()
         outer = self
 
@@ -45,6 +46,7 @@ class Server:
                 q = dict(urllib.parse.parse_qsl(url.query))
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n).decode() if n else ""
+                outer.ports.append(self.client_address[1])
                 if url.path == "/json":
                     self.send(200, '{"a":1,"list":[1,2]}', extra=[("X-Multi", "one"), ("X-Multi", "two")])
                 elif url.path == "/echo":
@@ -200,6 +202,16 @@ def redirects_are_followed_only_when_asked():
         eq(call(r, url=server.url + "/redirect")["status"], 302, "by default")
         out = call(r, url=server.url + "/redirect", redirects=2)
         eq((out["status"], out["json"]["a"]), (200, 1), "redirects = 2")
+
+
+@test
+def connections_are_reused_across_runs():
+    s = Server()
+    with Rill({"call.lua": CALL}) as r:
+        for _ in range(5):
+            eq(call(r, url=s.url + "/json")["status"], 200, "status")
+    eq(len(s.ports), 5, "requests")
+    eq(len(set(s.ports)), 1, "connections for five runs one after the other")
 
 
 @test

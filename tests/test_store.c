@@ -325,6 +325,27 @@ static void test_postgres_commit_errors_fail_the_group(void) {
     close_state();
 }
 
+static void test_postgres_notifications_reach_on_notify(void) {
+    static char code[1536];
+    open_backend("pg = require 'rill.c.pg'");
+    snprintf(code, sizeof code,
+             "out = nil; go(function()\n"
+             "  local c = assert(pg.open('%s'))\n"
+             "  local got\n"
+             "  c:on_notify(function(channel, payload) got = channel .. ':' .. payload end)\n"
+             "  assert(c:batch { { 'LISTEN t1' } })\n"
+             "  local other = assert(pg.open('%s'))\n"
+             "  assert(other:batch { { 'SELECT pg_notify($1, $2)', 't1', 'hello', n = 2 } })\n"
+             "  other:close()\n"
+             "  for _ = 1, 300 do if got then break end timer.sleep(0.01) end\n"
+             "  out = got or 'no notification'\n"
+             "  c:close()\n"
+             "end)",
+             pg_url, pg_url);
+    T_EQ_STR(run(code), "t1:hello");
+    close_state();
+}
+
 static void test_postgres_connection_refused(void) {
     open_backend("pg = require 'rill.c.pg'");
     const char *out =
@@ -376,6 +397,7 @@ int main(void) {
     }
     T_RUN(test_postgres);
     T_RUN(test_postgres_commit_errors_fail_the_group);
+    T_RUN(test_postgres_notifications_reach_on_notify);
     T_RUN(test_postgres_connection_refused);
     T_RUN(test_postgres_reconnects_after_a_broken_connection);
     stop_postgres();

@@ -45,6 +45,9 @@ local function resolve(name)
   return url
 end
 
+-- url(name) -> the URL of a configured database (raises for an unknown one).
+function db.url(name) return resolve(name) end
+
 local Handle = {}
 Handle.__index = Handle
 

@@ -30,6 +30,9 @@ usage: rill <command> [options]
   runs count [--state S]
                       how many runs (in that state) the store holds
                       (every runs command takes --config FILE and --store URL, like serve)
+  db install-events [--database NAME] TABLE...
+                      capture inserts, updates and deletes of Postgres tables for
+                      db_event triggers (database: main unless named)
   version             print rill's version
 
 Every setting can be overridden by an environment variable RILL_<SETTING>
@@ -138,6 +141,7 @@ function M.serve_in_task(c)
   local task = require "rill.c.task"
   local store = require "rill.store"
   local queue = require "rill.queue"
+  local dbevents = require "rill.dbevents"
 
   local version = store.open(c.store, { sync = c.store_sync })
   log.info("store open", { store = store.kind .. ":" .. store.url, schema = version })
@@ -145,6 +149,7 @@ function M.serve_in_task(c)
   flows.on_reload(webhook.rebuild)
   flows.on_reload(scheduler.sync)
   flows.on_reload(queue.sync)
+  flows.on_reload(dbevents.sync)
   local function reload(why)
     local summary = flows.reload(c.flows_dir)
     report_load(summary, log)
@@ -159,6 +164,7 @@ function M.serve_in_task(c)
   if not server then return fail(lerr) end
   queue.start()
   scheduler.start()
+  dbevents.start(c.poll_interval)
   log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
     pid = os_c.pid() })
 
@@ -185,6 +191,7 @@ function M.serve_in_task(c)
     log.info("stopping", { signal = sig, running = task.count() })
     server:close()
     scheduler.stop()
+    dbevents.stop()
     queue.stop()
     if watcher then watcher:close() end
     local waited = 0
@@ -383,6 +390,29 @@ function M.runs(args)
   end)
 end
 
+-- db install-events [--database NAME] TABLE...: the capture trigger on each
+-- table, for db_event triggers.
+function M.db(args)
+  if args[2] ~= "install-events" then return fail("db: expected install-events\n" .. USAGE) end
+  local opts, tables = parse(args, 3, { database = true, config = true })
+  if not opts then return fail(tables) end
+  if #tables == 0 then return fail("db install-events: which tables? usage: rill db install-events TABLE...") end
+  local ok, c = pcall(settings, opts)
+  if not ok then return fail(c) end
+  apply(c)
+  in_task(function()
+    local name = opts.database or "main"
+    local url = require("rill.db").url(name)
+    if not url:match("^postgres") then error("db install-events: " .. name .. " is not a Postgres database", 0) end
+    local conn, err = require("rill.c.pg").open(url)
+    if not conn then error(err, 0) end
+    require("rill.dbevents").install(conn, tables)
+    conn:close()
+    out(string.format("events of %s are captured in %s (table rill_events)\n", table.concat(tables, ", "), name))
+    os_c.exit(0)
+  end)
+end
+
 function M.version()
   out("rill " .. VERSION .. " (" .. jit.version .. ", " .. _VERSION .. ")\n")
 end
@@ -394,7 +424,7 @@ function M.main(args)
     out(USAGE)
     return
   end
-  local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua, runs = M.runs })[cmd]
+  local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua, runs = M.runs, db = M.db })[cmd]
   if not fn then return fail("unknown command '" .. cmd .. "'\n" .. USAGE) end
   return fn(args)
 end

@@ -83,6 +83,26 @@ local function make_cron(spec, level)
   return { [MARK] = true, type = "cron", expr = spec[1], tz = zone, spec = parsed, [1] = spec[1], missed = missed }
 end
 
+-- db_event { table = "quotes", on = "insert" | { "insert", "update", "delete" },
+--            database = "main" }: a row changed in a Postgres table that
+-- `rill db install-events` equipped.
+local OPS = { insert = true, update = true, delete = true }
+local function make_db_event(spec, level)
+  if type(spec) ~= "table" then fail(level, "db_event: expected { table = \"name\", on = ... }") end
+  check_keys(spec, { table = 1, on = 1, database = 1, ops = 1, [MARK] = 1, type = 1 }, "db_event", level)
+  if type(spec.table) ~= "string" or not spec.table:match("^[%a_][%w_]*$") then
+    fail(level, "db_event: table must be a table name, got %s", tostring(spec.table))
+  end
+  local on = spec.on or spec.ops or { "insert", "update", "delete" }
+  if type(on) == "string" then on = { on } end
+  local ops = {}
+  for _, op in ipairs(on) do
+    if not OPS[op] then fail(level, "db_event: on = %q is not insert, update or delete", tostring(op)) end
+    ops[op] = true
+  end
+  return { [MARK] = true, type = "db_event", table = spec.table, ops = ops, database = spec.database or "main" }
+end
+
 local function make_simple(kind)
   return function(spec, level)
     if spec ~= nil and type(spec) ~= "table" then fail(level, "%s: takes no arguments", kind) end
@@ -91,7 +111,7 @@ local function make_simple(kind)
 end
 
 local makers = {
-  webhook = make_webhook, cron = make_cron,
+  webhook = make_webhook, cron = make_cron, db_event = make_db_event,
   manual = make_simple("manual"), from_flow = make_simple("from_flow"),
 }
 
@@ -110,11 +130,11 @@ end
 -- check(t) -> trigger: validates a trigger table written by hand ({type = "cron", ...})
 -- or returns one made by a constructor as is. Raises a plain message.
 function triggers.check(t)
-  if type(t) ~= "table" then error("a trigger must be made with webhook{}, cron(), manual() or from_flow()", 0) end
+  if type(t) ~= "table" then error("a trigger must be made with webhook{}, cron(), db_event{}, manual() or from_flow()", 0) end
   if t[MARK] then return t end
   local maker = makers[t.type]
   if not maker then
-    error(string.format("unknown trigger type %q (webhook, cron, manual or from_flow)", tostring(t.type)), 0)
+    error(string.format("unknown trigger type %q (webhook, cron, db_event, manual or from_flow)", tostring(t.type)), 0)
   end
   local copy = {}
   for k, v in pairs(t) do if k ~= "type" then copy[k] = v end end

@@ -1,0 +1,97 @@
+"""Database event triggers end to end on a real Postgres: rows inserted,
+updated and deleted become runs of the flows whose db_event trigger matches
+(with the row's new and old values), events written while rill is down run
+after it starts, and the outbox is emptied."""
+import json
+import time
+
+from lib.harness import Postgres, Rill, eq, main, run_cli, temp_dir, test, wait_until
+
+pg = Postgres()
+
+CONFIG = """return { databases = { main = "sqlite:data/app.db", crm = "env:CRM_URL" } }"""
+
+FLOW = """
+return {
+  triggers = { db_event { table = "quotes", on = { "insert", "update" }, database = "crm" } },
+  run = function(ctx)
+    local p = ctx.payload
+    return { op = p.op, table = p.table, new = p.new, old = p.old, trigger = ctx.trigger.type }
+  end,
+}"""
+
+
+def setup_db():
+    url = pg.new_database()
+    pg.sql("CREATE TABLE quotes (id INTEGER PRIMARY KEY, status TEXT, total NUMERIC)", url)
+    return url
+
+
+def write_config(d):
+    with open(f"{d}/rill.lua", "w") as f:
+        f.write(CONFIG)
+
+
+def install(url, d):
+    write_config(d)
+    code, out, err = run_cli("db", "install-events", "--config", "rill.lua", "--database", "crm", "quotes",
+                             env={"CRM_URL": url}, cwd=d, timeout=30)
+    eq(code, 0, f"install-events exit code ({err})")
+    assert "quotes" in out, out
+
+
+def results(r):
+    runs = [x for x in r.runs("list", "--flow", "quote-events", "--limit", "100") if x["state"] == "succeeded"]
+    return sorted((json.loads(r.runs("show", x["id"])["result"]) for x in runs),
+                  key=lambda x: (x["new"] or {}).get("id", 0) * 10 + (x["op"] == "update"))
+
+
+@test
+def row_changes_become_runs_with_new_and_old_values():
+    url = setup_db()
+    d = temp_dir()
+    install(url, d)
+    with Rill({"quote-events.lua": FLOW}, env={"CRM_URL": url}, config=CONFIG, dir=d) as r:
+        pg.sql("INSERT INTO quotes VALUES (1, 'draft', 100.5)", url)
+        pg.sql("UPDATE quotes SET status = 'sent' WHERE id = 1", url)
+        pg.sql("DELETE FROM quotes WHERE id = 1", url)
+        got = wait_until(lambda: (lambda x: x if len(x) >= 2 else None)(results(r)), 10, "two runs")
+        eq(got[0], {"op": "insert", "table": "quotes", "trigger": "db_event",
+                    "new": {"id": 1, "status": "draft", "total": 100.5}}, "insert")
+        eq((got[1]["op"], got[1]["old"]["status"], got[1]["new"]["status"]), ("update", "draft", "sent"), "update")
+        wait_until(lambda: pg.sql("SELECT count(*) FROM rill_events", url) == "0", 10, "the outbox emptied")
+        time.sleep(0.5)
+        eq(len(results(r)), 2, "runs (the delete is not one of the flow's events)")
+
+
+@test
+def events_written_while_rill_is_down_run_after_it_starts():
+    url = setup_db()
+    d = temp_dir()
+    install(url, d)
+    for i in range(2, 5):
+        pg.sql(f"INSERT INTO quotes VALUES ({i}, 'draft', {i})", url)
+    eq(pg.sql("SELECT count(*) FROM rill_events", url), "3", "events waiting")
+    with Rill({"quote-events.lua": FLOW}, env={"CRM_URL": url}, config=CONFIG, dir=d) as r:
+        got = wait_until(lambda: (lambda x: x if len(x) >= 3 else None)(results(r)), 10, "three runs")
+        eq([x["new"]["id"] for x in got], [2, 3, 4], "one run per event")
+    with Rill({"quote-events.lua": FLOW}, env={"CRM_URL": url}, config=CONFIG, dir=d) as r:
+        time.sleep(1.5)  # a restart drains nothing twice
+        eq(len(results(r)), 3, "runs after a restart")
+
+
+@test
+def install_events_reports_bad_input():
+    d = temp_dir()
+    write_config(d)
+    code, _, err = run_cli("db", "install-events", "--config", "rill.lua", "--database", "crm", "quotes; drop",
+                           env={"CRM_URL": pg.url}, cwd=d)
+    eq(code, 1, "a bad table name")
+    assert "is not a table name" in err, err
+    code, _, err = run_cli("db", "install-events", "--config", "rill.lua", "quotes", cwd=d)
+    eq(code, 1, "main is SQLite")
+    assert "not a Postgres database" in err, err
+
+
+if __name__ == "__main__":
+    main()
