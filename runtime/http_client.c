@@ -24,19 +24,15 @@
 
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "task.h"
-
-typedef struct buffer {
-    char *p;
-    size_t len, cap;
-} buffer;
 
 typedef struct request {
     CURL *easy;
     rill_task *task;
     struct curl_slist *headers; /* sent */
     char *body;                 /* sent (curl does not copy it) */
-    buffer response, header_lines;
+    buf response, header_lines;
     size_t max_size;
     int too_big;
     uint64_t started; /* uv_hrtime() */
@@ -54,25 +50,6 @@ static uv_timer_t timeout_timer;
 static long max_per_host = 8, max_connections = 256;
 static int active; /* requests in flight: while any, curl's timer keeps the loop alive */
 
-/* ---- buffers ---- */
-
-static int buffer_add(buffer *b, const char *p, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (q == NULL)
-            return -1;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
 static void request_free(request *r) {
     if (r->task && --active == 0) /* it was in flight */
         uv_unref((uv_handle_t *)&timeout_timer);
@@ -82,8 +59,8 @@ static void request_free(request *r) {
     }
     curl_slist_free_all(r->headers);
     free(r->body);
-    free(r->response.p);
-    free(r->header_lines.p);
+    buf_free(&r->response);
+    buf_free(&r->header_lines);
     free(r);
 }
 
@@ -96,7 +73,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
         r->too_big = 1;
         return 0; /* curl stops with CURLE_WRITE_ERROR */
     }
-    return buffer_add(&r->response, p, len) == 0 ? len : 0;
+    return buf_append(&r->response, p, len) == 0 ? len : 0;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *arg) {
@@ -104,7 +81,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg) {
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
         r->header_lines.len = 0; /* a new response (after a redirect or a 100) */
-    return buffer_add(&r->header_lines, p, len) == 0 ? len : 0;
+    return buf_append(&r->header_lines, p, len) == 0 ? len : 0;
 }
 
 /* ---- the multi handle on the loop ---- */
@@ -187,9 +164,9 @@ static int init_multi(void) {
 
 /* Pushes the response headers as a table: lower-case name -> value (a
  * header sent several times: its values joined with ", "). */
-static void push_headers(lua_State *L, const buffer *b) {
+static void push_headers(lua_State *L, const buf *b) {
     lua_newtable(L);
-    const char *p = b->p, *end = b->p ? b->p + b->len : NULL;
+    const char *p = b->data, *end = b->data ? b->data + b->len : NULL;
     while (p && p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = eol ? eol : end;
@@ -231,7 +208,7 @@ static void deliver(request *r, CURLcode rc) {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
         lua_pushinteger(L, status);
         push_headers(L, &r->header_lines);
-        lua_pushlstring(L, r->response.p ? r->response.p : "", r->response.len);
+        lua_pushlstring(L, r->response.data ? r->response.data : "", r->response.len);
         request_free(r);
         rill_task_resume(t, 3);
         return;

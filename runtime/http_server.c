@@ -16,17 +16,13 @@
 
 #include <http_parser.h>
 
+#include "buf.h"
 #include "task.h"
 
 #define SERVER_MT "rill.http_server"
 #define REQUEST_MT "rill.http_request"
 #define MAX_URL 8192
 #define MAX_PENDING (1024 * 1024) /* pipelined bytes held before reading pauses */
-
-typedef struct buf {
-    char *data;
-    size_t len, cap;
-} buf;
 
 typedef struct http_server {
     uv_tcp_t tcp;
@@ -66,29 +62,6 @@ static http_parser_settings parser_settings;
 static uv_buf_t read_buffer; /* shared: data is parsed or copied before the next read */
 
 /* ---- Small helpers ---- */
-
-static int buf_append(buf *b, const char *data, size_t len) {
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + len + 1)
-            cap *= 2;
-        char *p = realloc(b->data, cap);
-        if (p == NULL)
-            return -1;
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-static void buf_free(buf *b) {
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
 
 static const char *status_text(int status) {
     switch (status) {
