@@ -68,7 +68,7 @@ local function handle(name)
   if h then return h end
   local url = resolve(name)
   h = setmetatable({ name = name, url = url, kind = url:match("^postgres") and "postgres" or "sqlite",
-    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0, waiting = {} }, Handle)
+    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0 }, Handle)
   handles[name] = h
   return h
 end
@@ -137,7 +137,8 @@ function Handle:exec(sql, ...)
 end
 
 -- A connection of its own for a transaction: a spare one, a new one while
--- there are fewer than the pool size, or else the next one released.
+-- there are fewer than the pool size, or else the first one released (looked
+-- for every 5 ms: a waiter killed meanwhile leaves nothing behind).
 local function acquire(h)
   local c = table.remove(h.spare)
   if c then return c end
@@ -148,16 +149,11 @@ local function acquire(h)
     h.tx_open = h.tx_open - 1
     error(conn, 0)
   end
-  local me = task.current()
-  h.waiting[#h.waiting + 1] = me
-  while true do
+  repeat
     require("rill.c.timer").sleep(0.005)
-    c = h.spare[#h.spare]
-    if c and h.waiting[1] == me then
-      table.remove(h.waiting, 1)
-      return table.remove(h.spare)
-    end
-  end
+    c = table.remove(h.spare)
+  until c
+  return c
 end
 
 local function release(h, conn)
@@ -170,19 +166,21 @@ function Handle:tx(fn)
   if open_tx[run] then error("db.tx: this run is already in a transaction", 2) end
   local conn = acquire(self)
   local t = { handle = self, conn = conn, open = true }
-  local begin = self.kind == "sqlite" and "BEGIN IMMEDIATE" or "BEGIN"
-  local ok, err = pcall(run_batch, self, conn, { begin })
-  if not ok then
-    release(self, conn)
-    error(err, 2)
-  end
-  open_tx[run] = t
-  -- A run killed inside the transaction (its deadline) rolls it back.
+  -- A run stopped inside the transaction (its deadline), even while BEGIN
+  -- is on its way, rolls it back and gives the connection back.
   runner.at_end(run, function()
     if not t.open then return end
     t.open = false
     conn:batch({ { "ROLLBACK" } }, function() release(self, conn) end)
   end)
+  local begin = self.kind == "sqlite" and "BEGIN IMMEDIATE" or "BEGIN"
+  local ok, err = pcall(run_batch, self, conn, { begin })
+  if not ok then
+    t.open = false
+    release(self, conn)
+    error(err, 2)
+  end
+  open_tx[run] = t
   local results = { pcall(fn) }
   open_tx[run] = nil
   t.open = false
