@@ -183,20 +183,20 @@ function Handle:tx(fn)
   open_tx[run] = t
   local results = { pcall(fn) }
   open_tx[run] = nil
-  t.open = false
-  if results[1] then
-    local cok, cerr = pcall(run_batch, self, conn, { "COMMIT" })
-    if not cok then
-      pcall(run_batch, self, conn, { "ROLLBACK" })
-      release(self, conn)
-      error(cerr, 2)
-    end
-    release(self, conn)
-    return unpack(results, 2, table.maxn(results))
+  -- t stays open until COMMIT or ROLLBACK is done: a run stopped meanwhile
+  -- still gives the connection back (its ROLLBACK then comes after).
+  local done, done_err = results[1], nil
+  if done then
+    done, done_err = pcall(run_batch, self, conn, { "COMMIT" })
+    if not done then pcall(run_batch, self, conn, { "ROLLBACK" }) end
+  else
+    pcall(run_batch, self, conn, { "ROLLBACK" })
   end
-  pcall(run_batch, self, conn, { "ROLLBACK" })
+  t.open = false
   release(self, conn)
-  error(results[2], 0)
+  if not results[1] then error(results[2], 0) end
+  if not done then error(done_err, 2) end
+  return unpack(results, 2, table.maxn(results))
 end
 
 function Handle:close()
