@@ -171,7 +171,8 @@ static void push_headers(lua_State *L, const buf *b) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = eol ? eol : end;
         const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p) {
+        int status_line = line_end - p >= 5 && memcmp(p, "HTTP/", 5) == 0;
+        if (colon && colon > p && !status_line) {
             luaL_Buffer name;
             luaL_buffinit(L, &name);
             for (const char *q = p; q < colon; q++)
@@ -324,10 +325,40 @@ static const char *setup(lua_State *L, request *r) {
     return NULL;
 }
 
+/* Raises on an option of the wrong type, before anything is allocated
+ * (setup() reads them without raising). */
+static void check_options(lua_State *L) {
+    static const char *numbers[] = {"timeout", "connect_timeout", "redirects", "max_size", NULL};
+    static const char *strings[] = {"url", "method", "body", "ca_file", NULL};
+    for (int i = 0; numbers[i]; i++) {
+        lua_getfield(L, 1, numbers[i]);
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "http: %s must be a number", numbers[i]);
+        lua_pop(L, 1);
+    }
+    for (int i = 0; strings[i]; i++) {
+        lua_getfield(L, 1, strings[i]);
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "http: %s must be a string", strings[i]);
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, 1, "headers");
+    if (lua_istable(L, -1)) {
+        for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "http: headers must be a list of \"Name: value\" strings");
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 /* client.request(options) -> status, headers, body | nil, message */
 static int l_request(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     rill_task *t = rill_task_check(L, "http.request");
+    check_options(L);
     if (init_multi() != 0)
         return luaL_error(L, "http: cannot initialise libcurl");
     request *r = calloc(1, sizeof *r);

@@ -17,8 +17,10 @@
  * an address (or a unix socket path) where that matters. connect_timeout
  * (default 10 s) is enforced here, as libpq leaves it to the caller.
  *
- * Lua: pg.open(conninfo [, {statement_timeout = seconds}]) -> conn, or nil
- *        and the reason   (in a task: yields; the session is in UTC)
+ * Lua: pg.open(conninfo [, {statement_timeout = seconds, reconnect = true}])
+ *        -> conn, or nil and the reason   (in a task: yields; the session is
+ *        in UTC; reconnect = false: once lost, batches fail)
+ *      conn:connected() -> boolean
  *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
  *      conn:on_notify(fn)    fn(channel, payload) for NOTIFY (after LISTEN)
  *      conn:close()
@@ -85,6 +87,8 @@ typedef struct pg_conn {
     int self_ref;              /* anchors the userdata while work is in flight */
     long statement_timeout_ms; /* 0: none */
     int notify_ref;            /* on_notify(channel, payload), or LUA_NOREF */
+    int no_reconnect;          /* once lost, stay lost (a transaction's connection) */
+    int connected_once;
     prepared prep[MAX_PREPARED];
     int nprep, next_id;
 } pg_conn;
@@ -242,6 +246,7 @@ static void connect_step(pg_conn *c) {
         if (PQenterPipelineMode(c->pg) != 1)
             goto fail;
         c->state = PG_READY;
+        c->connected_once = 1;
         if (watch(c, UV_READABLE) != 0) /* notices, or the server closing */
             goto fail;
         opened(c, NULL);
@@ -416,8 +421,15 @@ static void start_group(pg_conn *c) {
         return;
     }
     if (c->state != PG_READY) {
-        if (start_connect(c, buf, sizeof buf) != 0)
+        if (c->no_reconnect && c->connected_once) {
+            /* a new session would run these outside the transaction */
+            batch *pending = c->pending;
+            c->pending = c->pending_tail = NULL;
+            fail_list(pending, "connection lost, with the transaction it held");
+            start_group(c);
+        } else if (start_connect(c, buf, sizeof buf) != 0) {
             opened(c, buf);
+        }
         return;
     }
     c->group = c->cur = c->pending;
@@ -722,6 +734,13 @@ static int l_on_notify(lua_State *L) {
     return 0;
 }
 
+/* conn:connected() -> whether the connection is up (not lost, not closed) */
+static int l_connected(lua_State *L) {
+    pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    lua_pushboolean(L, c->state == PG_READY && !c->closing);
+    return 1;
+}
+
 /* conn:close(): closes now when idle, else once the work in flight is done. */
 static int l_close(lua_State *L) {
     pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
@@ -764,7 +783,9 @@ static int l_open(lua_State *L) {
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "statement_timeout");
         c->statement_timeout_ms = (long)(luaL_optnumber(L, -1, 0) * 1000);
-        lua_pop(L, 1);
+        lua_getfield(L, 2, "reconnect");
+        c->no_reconnect = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+        lua_pop(L, 2);
     }
     if ((c->conninfo = strdup(conninfo)) == NULL || (c->timer = malloc(sizeof *c->timer)) == NULL)
         return luaL_error(L, "postgres: out of memory");
@@ -783,7 +804,11 @@ static int l_open(lua_State *L) {
 
 int rill_pg_open(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"batch", l_batch}, {"close", l_close}, {"on_notify", l_on_notify}, {NULL, NULL}};
+        {"batch", l_batch},
+        {"close", l_close},
+        {"on_notify", l_on_notify},
+        {"connected", l_connected},
+        {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
     rill_lua_metatable(L, CONN_MT, methods);
     lua_pushcfunction(L, l_gc);

@@ -44,6 +44,10 @@ return {
       if mode == "fail" then error("changed my mind") end
       if mode == "nested" then d.tx(function() end) end
       if mode == "hang" then sleep(5) end
+      if mode == "lost" then
+        pcall(d.query, "SELECT pg_terminate_backend(pg_backend_pid())")
+        d.exec("INSERT INTO t (k, n) VALUES ('after-loss', 2)")
+      end
       return "done"
     end)
     return { ok = ok, err = not ok and tostring(err) or nil, rows = d.query("SELECT k FROM t ORDER BY k") }
@@ -110,6 +114,17 @@ def transactions_commit_or_roll_back():
             res = r.request("POST", "/tx", {"db": dbname, "mode": "nested"}).json()
             assert "already in a transaction" in res["err"], res
             eq([x["k"] for x in res["rows"]], ["ok"], f"{dbname}: nested refused, rolled back")
+
+
+@test
+def a_transaction_whose_connection_is_lost_fails_and_commits_nothing():
+    with rill() as r:
+        sql(r, "crm", ("exec", "CREATE TABLE t (k TEXT, n INTEGER)"))
+        res = r.request("POST", "/tx", {"db": "crm", "mode": "lost"}).json()
+        assert not res["ok"] and "connection lost" in res["err"], res
+        eq(len(res["rows"]), 0, "rows committed, even after the loss")
+        res = r.request("POST", "/tx", {"db": "crm", "mode": "ok"}).json()
+        eq((res["ok"], [x["k"] for x in res["rows"]]), (True, ["ok"]), "the next transaction")
 
 
 @test

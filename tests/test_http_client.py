@@ -223,12 +223,30 @@ def requests_are_logged_without_secrets():
         line = r.wait_log(msg="http")
         eq((line["method"], line["url"], line["status"]), ("POST", server.url + "/echo", 200), "log line")
         assert isinstance(line["ms"], int), line
+        # a token in the path (a Slack webhook URL) is not logged either
+        eq(call(r, url=server.url + "/status/200/T0001/XoXoXoXoXoSECRET2024")["status"], 200, "status")
+        line = r.wait_log(msg="http", status=200, url=server.url + "/status/200/T0001/***")
         assert not [l for l in r.log_lines() if "SECRET" in json.dumps(l)], "a secret in the log"
+
+
+FAILS = """
+return {
+  triggers = { webhook { path = "/fails" } },
+  run = function(ctx)
+    local res = http.get(ctx.payload.url, { timeout = 2 })
+    return res.status
+  end,
+}"""
 
 
 @test
 def unknown_options_and_bad_urls_are_errors_at_the_call():
-    with Rill({"call.lua": CALL}) as r:
+    port = free_port()
+    with Rill({"call.lua": CALL, "fails.lua": FAILS}) as r:
+        eq(r.request("POST", "/fails", {"url": f"http://127.0.0.1:{port}/x"}).status, 500, "a failed run")
+        r.wait_log(msg_has=f"fails.lua:5: http: GET http://127.0.0.1:{port}/x: ")
+        err = call(r, url=server.url + "/json", timeout="soon")["error"]
+        assert "timeout must be a number" in err, err
         err = call(r, url=server.url + "/json", tiemout=3)["error"]
         assert 'unknown option "tiemout"' in err, err
         err = call(r, url="ftp://example.org/")["error"]

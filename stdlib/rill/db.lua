@@ -51,16 +51,38 @@ function db.url(name) return resolve(name) end
 local Handle = {}
 Handle.__index = Handle
 
-local function open_conn(h, raw)
+-- Counts one in h[field] while fn() runs, and takes it back however that
+-- ends: fn returns, raises, or the run is stopped while fn waits.
+local function counted(h, field, fn, ...)
+  h[field] = h[field] + 1
+  local done = false
+  local function undo()
+    if not done then
+      done = true
+      h[field] = h[field] - 1
+    end
+  end
+  local run = task.current()
+  if run then runner.at_end(run, undo) end
+  local r = { pcall(fn, ...) }
+  undo()
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, table.maxn(r))
+end
+
+-- A transaction's connection (tx) never reconnects: a new session would run
+-- the rest of the transaction's statements outside it.
+local function open_conn(h, tx)
   if h.kind == "postgres" then
-    local c, err = require("rill.c.pg").open(h.url, { statement_timeout = settings.statement_timeout })
+    local c, err = require("rill.c.pg").open(h.url,
+      { statement_timeout = settings.statement_timeout, reconnect = not tx })
     if not c then error("db " .. h.name .. ": " .. err, 0) end
     return c
   end
   local path = h.url:gsub("^sqlite:", "")
   local dir = path:match("^(.*)/[^/]+$")
   if dir then require("rill.c.os").mkdir_p(dir) end
-  return require("rill.c.sqlite").open(path, { raw = raw })
+  return require("rill.c.sqlite").open(path, { raw = tx })
 end
 
 local function handle(name)
@@ -68,7 +90,7 @@ local function handle(name)
   if h then return h end
   local url = resolve(name)
   h = setmetatable({ name = name, url = url, kind = url:match("^postgres") and "postgres" or "sqlite",
-    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0 }, Handle)
+    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0, tx_opening = 0 }, Handle)
   handles[name] = h
   return h
 end
@@ -83,10 +105,7 @@ local function pick(h)
   end
   local room = h.kind == "postgres" and #h.conns + h.opening < settings.pool
   if best == nil or (h.load[best] > 0 and room) then
-    h.opening = h.opening + 1
-    local ok, c = pcall(open_conn, h)
-    h.opening = h.opening - 1
-    if not ok then error(c, 0) end
+    local c = counted(h, "opening", open_conn, h)
     h.conns[#h.conns + 1] = c
     h.load[c] = 0
     best = c
@@ -95,9 +114,12 @@ local function pick(h)
 end
 
 local function run_batch(h, conn, stmt)
-  if h.load[conn] then h.load[conn] = h.load[conn] + 1 end
-  local ok, res, err = pcall(conn.batch, conn, { stmt }) -- raises on a bad parameter
-  if h.load[conn] then h.load[conn] = h.load[conn] - 1 end
+  local ok, res, err
+  if h.load[conn] then -- a shared connection: its load counts in pick()
+    ok, res, err = pcall(counted, h.load, conn, conn.batch, conn, { stmt })
+  else
+    ok, res, err = pcall(conn.batch, conn, { stmt }) -- raises on a bad parameter
+  end
   if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
   if not ok or not res then error("db " .. h.name .. ": " .. err:gsub("^%a+: ", ""), 0) end
   return res[1]
@@ -137,27 +159,32 @@ function Handle:exec(sql, ...)
 end
 
 -- A connection of its own for a transaction: a spare one, a new one while
--- there are fewer than the pool size, or else the first one released (looked
--- for every 5 ms: a waiter killed meanwhile leaves nothing behind).
+-- there are fewer than the pool size (SQLite: one, as its transactions take
+-- the write lock in turn anyway, and waiting here keeps them from holding
+-- worker threads in SQLite's busy wait), or else the first one released
+-- (looked for every 5 ms: a waiter stopped meanwhile leaves nothing behind).
 local function acquire(h)
-  local c = table.remove(h.spare)
-  if c then return c end
-  if h.tx_open < settings.pool then
-    h.tx_open = h.tx_open + 1
-    local ok, conn = pcall(open_conn, h, true)
-    if ok then return conn end
-    h.tx_open = h.tx_open - 1
-    error(conn, 0)
-  end
-  repeat
+  local limit = h.kind == "sqlite" and 1 or settings.pool
+  while true do
+    local c = table.remove(h.spare)
+    if c then return c end
+    if h.tx_open + h.tx_opening < limit then
+      c = counted(h, "tx_opening", open_conn, h, true)
+      h.tx_open = h.tx_open + 1
+      return c
+    end
     require("rill.c.timer").sleep(0.005)
-    c = table.remove(h.spare)
-  until c
-  return c
+  end
 end
 
+-- Gives a transaction's connection back; one that was lost is closed.
 local function release(h, conn)
-  h.spare[#h.spare + 1] = conn
+  if conn.connected and not conn:connected() then
+    conn:close()
+    h.tx_open = h.tx_open - 1
+  else
+    h.spare[#h.spare + 1] = conn
+  end
 end
 
 function Handle:tx(fn)

@@ -8,7 +8,9 @@
 -- then the drained events are deleted. Events written while rill was down
 -- wait in the outbox and are drained at start. A notification only wakes
 -- the drain early: it also runs every poll_interval, so a notification lost
--- with a connection loses nothing.
+-- with a connection loses nothing. One instance drains at a time (a session
+-- advisory lock on its listening connection); if it dies, its connection
+-- closes, the lock goes with it, and another instance takes over.
 local log = require "rill.log"
 local queue = require "rill.queue"
 local task = require "rill.c.task"
@@ -70,11 +72,12 @@ end
 -- events deleted. Returns whether the outbox may hold more.
 local function drain_once(l)
   local res = assert(l.conn:batch {
-    { "LISTEN rill_events" }, -- again each time: a reconnection forgets it
+    { "LISTEN rill_events" }, -- again each time: a reconnection forgets both
+    { "SELECT pg_try_advisory_lock(7224186) AS mine" },
     { "SELECT id, table_name, op, new, old, at FROM rill_events ORDER BY id LIMIT $1", dbevents.batch_size, n = 1 },
   })
-  local events = res[2]
-  if #events == 0 then return false end
+  local events = res[3]
+  if not res[2][1].mine or #events == 0 then return false end
   local outstanding, failed = 0, nil
   for _, ev in ipairs(events) do
     for _, target in ipairs(targets(l.name, ev)) do
@@ -89,7 +92,12 @@ local function drain_once(l)
   end
   while outstanding > 0 do timer.sleep(0.002) end
   if failed then error("storing the runs of database events failed: " .. tostring(failed), 0) end
-  assert(l.conn:batch { { "DELETE FROM rill_events WHERE id <= $1", events[#events].id, n = 1 } })
+  -- Only the events read: one with a smaller id may have been committed
+  -- since (ids are taken before commits), and is read next time.
+  local ids = {}
+  for i, ev in ipairs(events) do ids[i] = string.format("%d", ev.id) end
+  assert(l.conn:batch { { "DELETE FROM rill_events WHERE id = ANY(CAST($1 AS BIGINT[]))",
+    "{" .. table.concat(ids, ",") .. "}", n = 1 } })
   return #events == dbevents.batch_size
 end
 
@@ -107,7 +115,7 @@ local function drain(l)
   end, function(_, ok, err)
     l.draining = false
     if not ok then log.error("draining database events failed", { database = l.name, error = tostring(err) }) end
-  end)
+  end, 60) -- a drain stuck on a dead connection ends, and the next tick starts another
 end
 
 local function start_listener(name)
@@ -120,6 +128,7 @@ local function start_listener(name)
     end
     local conn, err = require("rill.c.pg").open(url)
     if not conn then error(err, 0) end
+    if l.stopped then return conn:close() end -- stopped while it connected
     l.conn = conn
     conn:on_notify(function() drain(l) end)
     local function tick()
@@ -129,7 +138,14 @@ local function start_listener(name)
     end
     tick()
   end, function(_, ok, err)
-    if not ok then log.error("database events are not listened to", { database = name, error = tostring(err) }) end
+    if ok then return end
+    log.error("database events are not listened to; trying again in 10 s", { database = name, error = tostring(err) })
+    timer.after(10, function()
+      if listeners[name] == l and not l.stopped then
+        listeners[name] = nil
+        start_listener(name)
+      end
+    end)
   end)
 end
 

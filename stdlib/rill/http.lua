@@ -37,9 +37,16 @@ local function encode(t)
 end
 http.encode = encode
 
--- The URL as it may be logged: no credentials, no query string (tokens).
+-- The URL as it may be logged: no credentials, no query string, and no path
+-- segment that looks like a token (a Slack webhook's last segment, a
+-- Telegram bot<id>:<token>): 16 characters or more, with a digit, or a colon.
 local function loggable(url)
-  return (url:gsub("^(%a+://)[^/@]*@", "%1"):gsub("[?#].*$", ""))
+  local base, path = url:gsub("^(%a+://)[^/@]*@", "%1"):gsub("[?#].*$", ""):match("^(%a+://[^/]*)(.*)$")
+  if not base then return "(a URL)" end
+  path = path:gsub("[^/]+", function(seg)
+    if seg:find(":", 1, true) or (#seg >= 16 and seg:find("%d")) then return "***" end
+  end)
+  return base .. path
 end
 
 local function check(opts, level)
@@ -49,8 +56,16 @@ local function check(opts, level)
     if not OPTIONS[k] then bad("unknown option %q", tostring(k)) end
   end
   if type(opts.url) ~= "string" or not opts.url:match("^https?://[^/]") then
-    bad("url must start with http:// or https://, got %s", tostring(opts.url))
+    bad("url must start with http:// or https://, got %s", type(opts.url) == "string"
+      and loggable(opts.url) or tostring(opts.url))
   end
+  for _, k in ipairs { "timeout", "connect_timeout", "max_size", "redirects", "retries" } do
+    if opts[k] ~= nil and (type(opts[k]) ~= "number" or opts[k] < 0) then
+      bad("%s must be a number, 0 or more, got %s", k, tostring(opts[k]))
+    end
+  end
+  if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then bad("ca_file must be a file name") end
+  if opts.headers ~= nil and type(opts.headers) ~= "table" then bad("headers must be a table") end
   local n = (opts.body ~= nil and 1 or 0) + (opts.json ~= nil and 1 or 0) + (opts.form ~= nil and 1 or 0)
   if n > 1 then bad("give one of body, json or form") end
   local method = (opts.method or (n > 0 and "POST" or "GET")):upper()
@@ -64,7 +79,7 @@ local function prepare(opts, method, level)
   for name, value in pairs(opts.headers or {}) do
     name, value = tostring(name), tostring(value)
     if name:find("[%c:]") or value:find("[\r\n]") then
-      error("http: header " .. name .. " has a line break or a colon in its name", level + 1)
+      error("http: header " .. name .. " has a line break or a colon in its name", level)
     end
     headers[#headers + 1] = name .. ": " .. value
     has[name:lower()] = true
@@ -78,7 +93,7 @@ local function prepare(opts, method, level)
     if not has["content-type"] then headers[#headers + 1] = "Content-Type: application/x-www-form-urlencoded" end
   end
   if body ~= nil and type(body) ~= "string" then
-    error("http: body must be a string (use json = ... for a table)", level + 1)
+    error("http: body must be a string (use json = ... for a table)", level)
   end
   local url = opts.url
   if opts.query and next(opts.query) then url = url .. (url:find("?", 1, true) and "&" or "?") .. encode(opts.query) end
@@ -118,7 +133,7 @@ local function request(opts, level)
     end
     log.warn("http request failed", { method = method, url = loggable(req.url), error = headers, ms = ms,
       retry = attempt < retries or nil })
-    if attempt == retries then error("http: " .. shown .. ": " .. headers, level + 1) end
+    if attempt == retries then error("http: " .. shown .. ": " .. headers, level) end
     timer.sleep(0.25 * 2 ^ attempt)
   end
 end
