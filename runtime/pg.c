@@ -803,12 +803,11 @@ static int l_open(lua_State *L) {
 }
 
 int rill_pg_open(lua_State *L) {
-    static const luaL_Reg methods[] = {
-        {"batch", l_batch},
-        {"close", l_close},
-        {"on_notify", l_on_notify},
-        {"connected", l_connected},
-        {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"batch", l_batch},
+                                       {"close", l_close},
+                                       {"on_notify", l_on_notify},
+                                       {"connected", l_connected},
+                                       {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
     rill_lua_metatable(L, CONN_MT, methods);
     lua_pushcfunction(L, l_gc);
