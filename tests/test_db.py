@@ -153,7 +153,9 @@ def errors_name_the_database_the_reason_and_the_flow_line():
         assert "db main:" in out[0]["error"] and "no such table: missing" in out[0]["error"], out
         res = r.request("POST", "/sql", {"db": "nope", "steps": []})
         eq(res.status, 500, "an unknown database fails the run")
-        r.wait_log(msg_has='no database "nope" (databases: crm, main)')
+        r.wait_log(msg_has='no database "nope" (databases: crm, main, rill)')
+        eq(sql(r, "rill", ("query", "SELECT count(*) AS n FROM runs WHERE flow = $1", "no-such-flow")),
+           [[{"n": 0}]], "rill's own store, as db.use('rill')")
 
 
 @test

@@ -23,7 +23,10 @@ local open_tx = setmetatable({}, { __mode = "k" })   -- run -> its transaction
 function db.configure(c)
   for _, h in pairs(handles) do h:close() end
   handles = {}
-  settings.databases = c.databases or settings.databases
+  settings.databases = {}
+  for k, v in pairs(c.databases or { main = "sqlite:data/app.db" }) do settings.databases[k] = v end
+  -- rill's own store is reachable as "rill" (its runs, for reports), unless named otherwise
+  if c.store and settings.databases.rill == nil then settings.databases.rill = c.store end
   settings.pool = c.db_pool or settings.pool
   settings.statement_timeout = c.db_statement_timeout or settings.statement_timeout
 end
