@@ -272,7 +272,7 @@ return {
 @test
 def a_thousand_requests_in_flight_while_webhooks_are_answered():
     s = Server()
-    env = {"RILL_HTTP_MAX_PER_HOST": "2000", "SLOW_URL": s.url + "/slow?s=1.5"}
+    env = {"RILL_HTTP_MAX_PER_HOST": "2000", "SLOW_URL": s.url + "/slow?s=3"}
     with Rill({"fan.lua": FAN, "fetch.lua": FETCH, "ping.lua": PING}, env=env) as r:
         eq(r.request("POST", "/fan", {"n": 1000}).status, 200, "fan-out started")
         wait_until(lambda: s.in_flight >= 500, 20, "500 requests in flight")
