@@ -92,6 +92,8 @@ local function flow_modules()
     fail = require("rill.runner").fail,
     http = require "rill.http",
   }
+  local steps = require "rill.steps"
+  m.step, m.sleep_until, m.sleep_for = steps.step, steps.sleep_until, steps.sleep_for
   local db = require "rill.db"
   m.db = { query = db.query, exec = db.exec, tx = db.tx, use = db.use, null = db.null }
   local t = {}

@@ -95,6 +95,10 @@ local function prepare(opts, method, level)
   if body ~= nil and type(body) ~= "string" then
     error("http: body must be a string (use json = ... for a table)", level)
   end
+  -- inside a step, the same key on every attempt of that step: services
+  -- that honour Idempotency-Key do the request once
+  local key = not has["idempotency-key"] and require("rill.steps").key()
+  if key then headers[#headers + 1] = "Idempotency-Key: " .. key end
   local url = opts.url
   if opts.query and next(opts.query) then url = url .. (url:find("?", 1, true) and "&" or "?") .. encode(opts.query) end
   return { method = method, url = url, headers = headers, body = body, timeout = opts.timeout,

@@ -327,9 +327,9 @@ function RUNS_COMMANDS.show(store, opts, id)
   if not r then error("runs show: no run " .. id, 0) end
   local json = require "rill.json"
   if opts.json then
-    local logs = r.logs
-    r.logs = nil
-    return out(json.encode(r):sub(1, -2) .. ',"logs":' .. json_list(logs) .. "}\n")
+    local logs, steps = r.logs, r.steps
+    r.logs, r.steps = nil, nil
+    return out(json.encode(r):sub(1, -2) .. ',"logs":' .. json_list(logs) .. ',"steps":' .. json_list(steps) .. "}\n")
   end
   local function field(name, v) if v ~= nil then out(string.format("%-12s %s\n", name .. ":", v)) end end
   field("id", r.id)
@@ -348,6 +348,12 @@ function RUNS_COMMANDS.show(store, opts, id)
   if e then
     field("error", e.message)
     if e.traceback and e.traceback ~= "" then out(e.traceback .. "\n") end
+  end
+  if #r.steps > 0 then
+    out(string.format("steps (%d done):\n", #r.steps))
+    for _, s in ipairs(r.steps) do
+      out(string.format("  %d %-24s %d attempt(s)  %s\n", s.seq, s.name, s.attempts, (s.result or ""):sub(1, 100)))
+    end
   end
   out(string.format("log (%d lines):\n", #r.logs))
   for _, l in ipairs(r.logs) do

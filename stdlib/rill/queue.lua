@@ -99,7 +99,7 @@ local finished
 local function execute(flow, trigger, payload, row, request)
   runner.start(flow, trigger, payload, {
     id = row.id, attempt = row.attempt, request = request, on_done = finished,
-    parent_id = row.parent, depth = row.depth, caller = row,
+    parent_id = row.parent, depth = row.depth, caller = row, durable = true,
   })
 end
 
@@ -107,7 +107,12 @@ finished = function(run)
   local row = run.caller
   local flow = active[row.flow]
   local f = { finished = store.now_ms(), version = run.version }
-  if run.state == "succeeded" then
+  if run.park then
+    -- parked by sleep_until: back in the store until its wake time; the
+    -- attempt does not count (it is taken again when the run wakes)
+    f.state, f.run_at, f.attempt = "sleeping", run.park, run.attempt - 1
+    log.write("info", "run sleeps", { wake = require("rill.time").iso(run.park / 1000) }, run)
+  elseif run.state == "succeeded" then
     f.state = "succeeded"
     if run.result ~= nil then
       local ok, s = pcall(json.encode, run.result)
@@ -118,7 +123,7 @@ finished = function(run)
       end
     end
   end
-  if f.state ~= "succeeded" then
+  if f.state ~= "succeeded" and f.state ~= "sleeping" then
     f.error = encode_or_nil { message = run.error.message, traceback = run.error.traceback }
     local attempts, base, max = retry_policy(flow or {})
     attempts = math.min(attempts, row.max_attempts or attempts)
@@ -145,7 +150,7 @@ finished = function(run)
     elseif not ours then
       log.write("warn", "the run's lease had expired and another instance took it; this outcome is dropped", nil, run)
     end
-    if f.state == "retrying" then
+    if f.state == "retrying" or f.state == "sleeping" then
       timer.after(f.run_at / 1000 - store.now_ms() / 1000 + 0.01, kick)
     end
     if maybe_queued then kick() end

@@ -55,7 +55,9 @@ local function finish(run, task_ok, ok, value)
   run.finished = tz.now()
   run.duration = run.finished - run.started
   finished = finished + 1
-  if task_ok and ok then
+  if run.park then
+    run.state = "sleeping" -- parked by sleep_until (steps.lua): not an outcome
+  elseif task_ok and ok then
     run.state, run.result = "succeeded", value
     if log.enabled("debug") then
       log.write("debug", "run succeeded", { ms = math.floor(run.duration * 1000 + 0.5) }, run)
@@ -98,7 +100,7 @@ function runner.start(flow, trigger, payload, opts)
     id = opts.id or crypto.id7(), flow = flow.name, version = flow.version, file = flow.file,
     trigger = trigger.type, parent = opts.parent_id or (parent and parent.id or nil),
     depth = opts.depth or (parent and parent.depth + 1 or 0), attempt = opts.attempt or 1,
-    started = tz.now(), state = "running",
+    started = tz.now(), state = "running", durable = opts.durable,
     on_done = opts.on_done, caller = opts.caller, on_log = opts.on_log,
   }
   started = started + 1

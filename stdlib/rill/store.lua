@@ -18,6 +18,11 @@ local function now_ms()
 end
 store.now_ms = now_ms
 
+-- Runs waiting for their time: queued, retrying after a failure, or
+-- sleeping (parked by sleep_until). The same text in the index and in the
+-- queries, so that SQLite sees the index applies.
+local WAITING = "state IN ('queued', 'retrying', 'sleeping')"
+
 -- The schema, as numbered migrations. Each applies in one transaction that
 -- also records its number, so two instances starting together cannot both
 -- apply it: the second one's insert of the number fails and it re-reads.
@@ -79,6 +84,21 @@ local MIGRATIONS = {
     "CREATE INDEX runs_leased ON runs (lease_until) WHERE state = 'running'",
     "CREATE INDEX runs_done ON runs (finished, state) WHERE state IN ('succeeded', 'failed')",
   },
+  -- Steps: each completed step of a run, with its result, so that a run
+  -- replayed (retried, recovered, woken) does not run it again.
+  {
+    "DROP INDEX runs_due",
+    "CREATE INDEX runs_due ON runs (run_at) WHERE " .. WAITING,
+    [[CREATE TABLE run_steps (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        result TEXT,
+        attempts INTEGER NOT NULL,
+        started BIGINT NOT NULL,
+        finished BIGINT NOT NULL,
+        PRIMARY KEY (run_id, seq))]],
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
@@ -88,7 +108,7 @@ local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attemp
 -- Several instances claim from one table: each skips the rows another one
 -- is claiming at that moment instead of waiting for them.
 local function pg_claim(limit)
-  return [[WITH due AS (SELECT id, run_at FROM runs WHERE state IN ('queued', 'retrying') AND run_at <= $3
+  return [[WITH due AS (SELECT id, run_at FROM runs WHERE ]] .. WAITING .. [[ AND run_at <= $3
         AND flow = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
       orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow = $4
         LIMIT $5 FOR UPDATE SKIP LOCKED)
@@ -103,7 +123,7 @@ local DIALECTS = {
   sqlite = {
     claim = [[UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
       WHERE id IN (SELECT id FROM (
-          SELECT id, run_at FROM runs WHERE state IN ('queued', 'retrying') AND run_at <= $3 AND +flow = $4
+          SELECT id, run_at FROM runs WHERE ]] .. WAITING .. [[ AND run_at <= $3 AND +flow = $4
           UNION ALL
           SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND +flow = $4)
         ORDER BY run_at LIMIT $5)
@@ -234,7 +254,7 @@ end
 -- expired (their process died). Two index range scans (runs_due and
 -- runs_leased), not an OR. `+flow` and grouping by `flow || ''` keep SQLite
 -- off the runs_flow index, which would visit every run of the flow.
-local DUE = "state IN ('queued', 'retrying') AND run_at <= $1"
+local DUE = WAITING .. " AND run_at <= $1"
 local ORPHANED = "state = 'running' AND lease_until < $1"
 
 -- ready(now) -> {flow, n} for each flow with runs ready to claim.
@@ -297,10 +317,15 @@ function store.release(owner, callback)
     now_ms(), owner, n = 2 } }, callback)
 end
 
+-- Lines numbered after those the attempt has already (an attempt that
+-- slept writes its lines in two parts: before parking, after waking).
+local LOG_INSERT = "INSERT INTO run_logs (run_id, attempt, seq, at, level, message, fields) "
+  .. "VALUES ($1, $2, (SELECT COALESCE(max(seq), 0) + 1 FROM run_logs WHERE run_id = $1 AND attempt = $2), "
+  .. "$3, $4, $5, $6)"
+
 local function log_rows(stmts, id, attempt, lines)
-  for i, l in ipairs(lines or {}) do
-    stmts[#stmts + 1] = { "INSERT INTO run_logs (run_id, attempt, seq, at, level, message, fields) "
-      .. "VALUES ($1, $2, $3, $4, $5, $6, $7)", id, attempt, i, l.at, l.level, l.message, l.fields, n = 7 }
+  for _, l in ipairs(lines or {}) do
+    stmts[#stmts + 1] = { LOG_INSERT, id, attempt, l.at, l.level, l.message, l.fields, n = 6 }
   end
 end
 
@@ -312,15 +337,33 @@ end
 function store.finish(id, owner, attempt, f, lines, callback)
   local stmts = {
     { "UPDATE runs SET state = $3, result = $4, error = $5, run_at = COALESCE($6, run_at), finished = $7, "
-      .. "lease_until = NULL, owner = NULL, version = COALESCE($8, version) "
+      .. "lease_until = NULL, owner = NULL, version = COALESCE($8, version), attempt = COALESCE($9, attempt) "
       .. "WHERE id = $1 AND owner = $2 AND state = 'running'",
-      id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, n = 8 },
+      id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, f.attempt, n = 9 },
   }
   log_rows(stmts, id, attempt, lines)
   store.batch(stmts, function(res, err)
     if not res then return callback(nil, err) end
     callback(res[1].changes > 0)
   end)
+end
+
+-- steps(run_id) -> the run's completed steps, in order: {seq, name, result}.
+function store.steps(run_id)
+  return store.batch { { "SELECT seq, name, result FROM run_steps WHERE run_id = $1 ORDER BY seq", run_id, n = 1 } }[1]
+end
+
+-- step(run_id, owner, s): records a completed step of a run this owner
+-- holds (s: seq, name, result as JSON, attempts, started, finished), in a
+-- task; false when the run is no longer ours (its lease was taken over).
+function store.step(run_id, owner, s)
+  local res = store.batch {
+    { "INSERT INTO run_steps (run_id, seq, name, result, attempts, started, finished) "
+      .. "SELECT CAST($1 AS TEXT), CAST($2 AS INTEGER), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS INTEGER), "
+      .. "CAST($6 AS BIGINT), CAST($7 AS BIGINT) WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND owner = $8 "
+      .. "AND state = 'running')",
+      run_id, s.seq, s.name, s.result, s.attempts, s.started, s.finished, owner, n = 8 } }
+  return res[1].changes > 0
 end
 
 -- record(r, lines, callback): stores a run that already ended (a sync
@@ -349,9 +392,10 @@ function store.get(id)
   local res = store.batch {
     { "SELECT " .. RUN_COLUMNS .. ", owner, lease_until FROM runs WHERE id = $1", id, n = 1 },
     { "SELECT attempt, seq, at, level, message, fields FROM run_logs WHERE run_id = $1 ORDER BY attempt, seq", id, n = 1 },
+    { "SELECT seq, name, result, attempts, started, finished FROM run_steps WHERE run_id = $1 ORDER BY seq", id, n = 1 },
   }
   local run = res[1][1]
-  if run then run.logs = res[2] end
+  if run then run.logs, run.steps = res[2], res[3] end
   return run
 end
 
@@ -383,11 +427,13 @@ end
 function store.delete(id)
   local res = store.batch {
     { "DELETE FROM run_logs WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1 "
-      .. "AND state NOT IN ('queued', 'running', 'retrying'))", id, n = 1 },
-    { "DELETE FROM runs WHERE id = $1 AND state NOT IN ('queued', 'running', 'retrying')", id, n = 1 },
+      .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping'))", id, n = 1 },
+    { "DELETE FROM run_steps WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1 "
+      .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping'))", id, n = 1 },
+    { "DELETE FROM runs WHERE id = $1 AND state NOT IN ('queued', 'running', 'retrying', 'sleeping')", id, n = 1 },
     { "SELECT state FROM runs WHERE id = $1", id, n = 1 } }
-  if res[2].changes > 0 then return true end
-  local row = res[3][1]
+  if res[3].changes > 0 then return true end
+  local row = res[4][1]
   if not row then return false, "no run " .. id end
   return false, "run " .. id .. " is " .. row.state .. ": only a finished or dead run can be deleted"
 end
@@ -398,12 +444,14 @@ function store.prune(before, limit, callback)
   local stmts = {
     { "DELETE FROM run_logs WHERE run_id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
+    { "DELETE FROM run_steps WHERE run_id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
+      .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
     { "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
     { "DELETE FROM idempotency WHERE created < $1", before, n = 1 },
   }
   return store.batch(stmts, function(res, err)
-    if callback then callback(res and res[2].changes, err) end
+    if callback then callback(res and res[3].changes, err) end
   end)
 end
 

@@ -1,0 +1,136 @@
+-- steps: durable steps and sleeps inside stored runs (async webhooks, cron
+-- ticks, database events).
+--   step(name, fn [, {retries = n, backoff = seconds}]) -> fn's result
+--   sleep_until(name, time)   sleep_for(name, duration)
+-- A completed step's result is written to the store before the run goes
+-- on. A run that runs again (a retry, a recovery after its process died, a
+-- wake-up) replays the flow from the top: steps already completed return
+-- their recorded result without running, and execution resumes at the first
+-- step not completed. So flow code between steps must do the same thing on
+-- every attempt (read time, random values and ids inside steps), and a step
+-- must keep its name and place: a step found where another was recorded
+-- fails the run as dead, naming both.
+-- A sleep is a step recording the wake time; until then the run is parked
+-- in the store (no coroutine, no memory) and is picked up when due, by any
+-- instance. Outside stored runs (a sync webhook, `rill run`) steps just
+-- run, and sleeps wait in the process.
+local json = require "rill.json"
+local log = require "rill.log"
+local task = require "rill.c.task"
+local timer = require "rill.c.timer"
+local tz = require "rill.c.tz"
+local runner = require "rill.runner"
+
+local steps = {}
+
+-- Raised to end an attempt that parks the run (queue.lua sees run.park).
+local PARK = setmetatable({}, { __tostring = function() return "the run sleeps (parked in the store)" end })
+steps.PARK = PARK
+
+local function now_ms() return math.floor(tz.now() * 1000) end
+
+-- The run's recorded steps, read once per attempt.
+local function recorded(run)
+  if run.step_seq == nil then
+    run.step_seq = 0
+    run.recorded = {}
+    if run.durable then
+      for _, r in ipairs(require("rill.store").steps(run.id)) do run.recorded[r.seq] = r end
+    end
+  end
+  return run.recorded
+end
+
+local function decode(result)
+  if result == nil then return nil end
+  local v = json.decode(result)
+  if v == json.null then return nil end
+  return v
+end
+
+local function check_args(name, fn, opts, what)
+  if type(name) ~= "string" or name == "" then error(what .. ": the first argument is the step's name", 3) end
+  if fn ~= nil and type(fn) ~= "function" then error(what .. ": the second argument is a function", 3) end
+  if opts ~= nil and type(opts) ~= "table" then error(what .. ": options must be a table", 3) end
+end
+
+-- step(name, fn, opts) -> fn's result, recorded (or replayed).
+function steps.step(name, fn, opts)
+  check_args(name, fn, opts, "step")
+  opts = opts or {}
+  local run = task.current()
+  if not run then error("step: only inside a run", 2) end
+  local rec = recorded(run)
+  run.step_seq = run.step_seq + 1
+  local seq = run.step_seq
+  local done = rec[seq]
+  if done then
+    if done.name ~= name then
+      runner.fail(string.format("the flow's steps changed since this run's earlier attempt: step %d was %q, is now %q",
+        seq, done.name, name), 2)
+    end
+    return decode(done.result)
+  end
+  local attempts = opts.retries and opts.retries + 1 or 1
+  local backoff = opts.backoff or 1
+  local started = now_ms()
+  local err
+  for attempt = 1, attempts do
+    run.step = { seq = seq, name = name }
+    local r = { pcall(fn) }
+    run.step = nil
+    if r[1] then
+      local ok, encoded = pcall(json.encode, r[2] == nil and json.null or r[2])
+      if not ok then runner.fail("step " .. name .. " returned a value that is not JSON: " .. encoded, 2) end
+      if run.durable then
+        local ours = require("rill.store").step(run.id, require("rill.queue").instance, {
+          seq = seq, name = name, result = encoded, attempts = attempt, started = started, finished = now_ms() })
+        if not ours then error("the run's lease was taken over by another instance; this attempt stops", 0) end
+      end
+      log.write("info", "step done", { step = name, attempt = attempt, ms = now_ms() - started }, run)
+      return r[2]
+    end
+    err = r[2]
+    if err == PARK or type(err) == "table" and getmetatable(err) ~= nil then break end -- fail() or a park
+    log.write("warn", "step failed", { step = name, attempt = attempt, of = attempts, error = tostring(err) }, run)
+    if attempt < attempts then timer.sleep(backoff * 2 ^ (attempt - 1)) end
+  end
+  error(err, 0)
+end
+
+-- The idempotency key of the step running now, for outbound requests: the
+-- same on every attempt of the step, different for every step and run.
+function steps.key()
+  local run = task.current()
+  return run and run.step and (run.id .. "-" .. run.step.seq) or nil
+end
+
+local function park_until(name, wake_ms)
+  local run = task.current()
+  if not run then error("sleep_until: only inside a run", 3) end
+  local wake = steps.step(name, function() return wake_ms end)
+  local left = wake - now_ms()
+  if left <= 0 then return end
+  if not run.durable then return timer.sleep(left / 1000) end
+  run.park = wake
+  error(PARK, 0)
+end
+
+-- sleep_until(name, time): time is an ISO date-time or seconds since the epoch.
+function steps.sleep_until(name, when)
+  check_args(name, nil, nil, "sleep_until")
+  local t = when
+  if type(when) == "string" then t = require("rill.time").parse(when) end
+  if type(t) ~= "number" then error("sleep_until: expected a time (ISO string or epoch seconds)", 2) end
+  return park_until(name, math.floor(t * 1000))
+end
+
+-- sleep_for(name, duration): duration in seconds, or "90s", "2h", "3d".
+function steps.sleep_for(name, duration)
+  check_args(name, nil, nil, "sleep_for")
+  local seconds = type(duration) == "number" and duration or require("rill.time").duration(duration)
+  -- the wake time is fixed at the first attempt (recorded), not at each replay
+  return park_until(name, now_ms() + math.floor(seconds * 1000))
+end
+
+return steps

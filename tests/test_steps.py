@@ -1,0 +1,158 @@
+"""Durable steps and sleeps in stored runs: a retried run does not repeat
+completed steps (a stand-in service counts the calls and sees one
+Idempotency-Key per step), a flow whose steps changed between attempts is
+dead with both names, a sleeping run is parked in the store and woken when
+due, also across a restart."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from lib.harness import Rill, eq, free_port, main, temp_dir, test, wait_until
+
+
+class Counter:
+    """A stand-in service: POST /NAME counts calls per name and per
+    Idempotency-Key; /fail-N/NAME fails the first N calls of NAME."""
+
+    def __init__(self):
+        self.calls, self.keys = {}, {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = self.path.strip("/").split("/")
+                name = parts[-1]
+                with outer.lock:
+                    n = outer.calls[name] = outer.calls.get(name, 0) + 1
+                    key = self.headers.get("Idempotency-Key")
+                    outer.keys.setdefault(name, []).append(key)
+                fail = int(parts[0][5:]) if parts[0].startswith("fail-") else 0
+                status = 500 if n <= fail else 200
+                body = json.dumps({"call": n}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.port = free_port()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+FAST = {"RILL_POLL_INTERVAL": "0.1s"}
+
+# store() -> settings naming a fresh store for a test: none (SQLite in the
+# test's directory) here; test_steps_pg.py gives each test a Postgres database.
+store = dict
+
+THREE = """
+return {
+  retries = { attempts = 5, backoff = "50ms", max_backoff = "100ms" },
+  triggers = { webhook { path = "/three", mode = "async" } },
+  run = function(ctx)
+    local base = env.COUNTER
+    local function call(path)
+      local res = http.post(base .. path, { json = {} })
+      if not res.ok then error(path .. " answered " .. res.status) end
+      return res:json().call
+    end
+    local a = step("reserve", function() return call("/s1") end)
+    local b = step("invoice", function() return call("/s2") end)
+    local c = step("notify", function() return call("/fail-2/s3") end)
+    return { a = a, b = b, c = c, attempt = ctx.attempt }
+  end,
+}"""
+
+
+def finished(r, run_id, timeout=15):
+    def done():
+        run = r.runs("show", run_id)
+        return run if run["state"] in ("succeeded", "failed", "dead") else None
+    return wait_until(done, timeout, f"run {run_id} to finish")
+
+
+@test
+def a_retried_run_does_not_repeat_its_completed_steps():
+    c = Counter()
+    with Rill({"three.lua": THREE}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/three", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("succeeded", 3), "the run")
+        eq(json.loads(run["result"]), {"a": 1, "b": 1, "c": 3, "attempt": 3}, "result: recorded steps replayed")
+        eq(c.calls, {"s1": 1, "s2": 1, "s3": 3}, "calls to the service")
+        eq(len(set(c.keys["s3"])), 1, "one Idempotency-Key for every attempt of a step")
+        assert c.keys["s1"][0] != c.keys["s3"][0], c.keys
+        eq([s["name"] for s in run["steps"]], ["reserve", "invoice", "notify"], "recorded steps")
+        eq([s["attempts"] for s in run["steps"]], [1, 1, 1], "attempts per step")
+
+
+CHANGED = """
+return {
+  retries = { attempts = 3, backoff = "50ms" },
+  triggers = { webhook { path = "/changed", mode = "async" } },
+  run = function(ctx)
+    step(ctx.attempt == 1 and "first" or "renamed", function() return 1 end)
+    if ctx.attempt == 1 then error("fails once") end
+    return "done"
+  end,
+}"""
+
+
+@test
+def steps_changed_between_attempts_are_reported_and_the_run_is_dead():
+    with Rill({"changed.lua": CHANGED}, env={**FAST, **store()}) as r:
+        run_id = r.request("POST", "/changed", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq(run["state"], "dead", "state")
+        err = json.loads(run["error"])["message"]
+        assert 'step 1 was "first", is now "renamed"' in err and "changed.lua:" in err, err
+
+
+SLEEPER = """
+return {
+  triggers = { webhook { path = "/sleep", mode = "async" } },
+  run = function(ctx)
+    local before = step("before", function() return time.now() end)
+    sleep_for("wait", ctx.payload.seconds)
+    local after = step("after", function() return time.now() end)
+    return { slept = after - before, attempt = ctx.attempt }
+  end,
+}"""
+
+
+@test
+def a_sleeping_run_is_parked_in_the_store_and_woken_when_due():
+    with Rill({"sleeper.lua": SLEEPER}, env={**FAST, **store()}) as r:
+        run_id = r.request("POST", "/sleep", {"seconds": 1.5}).json()["run_id"]
+        wait_until(lambda: r.runs("show", run_id)["state"] == "sleeping", 10, "the run to be parked")
+        run = finished(r, run_id)
+        res = json.loads(run["result"])
+        eq((run["state"], res["attempt"]), ("succeeded", 1), "woken, the sleep cost no attempt")
+        assert 1.4 <= res["slept"] < 5, res
+
+
+@test
+def a_sleep_lasts_across_a_restart():
+    d = temp_dir()
+    env = {**FAST, **store()}
+    with Rill({"sleeper.lua": SLEEPER}, env=env, dir=d) as r:
+        run_id = r.request("POST", "/sleep", {"seconds": 2}).json()["run_id"]
+        wait_until(lambda: r.runs("show", run_id)["state"] == "sleeping", 10, "the run to be parked")
+    time.sleep(2.5)
+    with Rill({"sleeper.lua": SLEEPER}, env=env, dir=d) as r:
+        run = finished(r, run_id)
+        eq(run["state"], "succeeded", "woken by the next start")
+        eq([s["name"] for s in run["steps"]], ["before", "wait", "after"], "steps")
+
+
+if __name__ == "__main__":
+    main()
