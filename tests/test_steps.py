@@ -140,6 +140,72 @@ def a_sleeping_run_is_parked_in_the_store_and_woken_when_due():
         assert 1.4 <= res["slept"] < 5, res
 
 
+EVENT = """
+return {
+  triggers = { webhook { path = "/event", mode = "async", idempotency = "header:X-Id" } },
+  run = function(ctx)
+    local one = step("one", function() return http.post(env.COUNTER .. "/one", { json = {} }).status end)
+    sleep(0.1)
+    local two = step("two", function() return http.post(env.COUNTER .. "/two", { json = {} }).status end)
+    sleep(0.1)
+    return { one, two }
+  end,
+}"""
+
+
+@test
+def sigkill_in_the_middle_of_runs_with_steps_repeats_no_completed_step():
+    c = Counter()
+    d = temp_dir()
+    env = {**FAST, **store(), "COUNTER": c.url, "RILL_LEASE": "1s", "RILL_CONCURRENCY": "50"}
+    accepted = {}
+    lock = threading.Lock()
+
+    def sender(r, ns):
+        for n in ns:
+            try:
+                res = r.request("POST", "/event", {"n": n}, {"X-Id": f"e{n}"})
+            except OSError:
+                return
+            if res.status == 202:
+                with lock:
+                    accepted[n] = res.json()["run_id"]
+
+    with Rill({"event.lua": EVENT}, env=env, dir=d) as r:
+        threads = [threading.Thread(target=sender, args=(r, range(k, 300, 3))) for k in range(3)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(accepted) >= 150, 30, "150 accepted events")
+        killed_ms = time.time() * 1000
+        r.kill()
+        for t in threads:
+            t.join()
+    with Rill({"event.lua": EVENT}, env=env, dir=d) as r:
+        def settled():
+            runs = r.runs("list", "--flow", "event", "--limit", "1000")
+            return runs if all(x["state"] in ("succeeded", "dead") for x in runs) else None
+        runs = {x["id"]: x for x in wait_until(settled, 60, "every run to settle")}
+        eq(sorted(n for n, i in accepted.items() if runs.get(i, {}).get("state") != "succeeded"), [],
+           "accepted events without a successful run")
+        calls = {}
+        for name in ("one", "two"):
+            for key in c.keys[name]:
+                calls[key] = calls.get(key, 0) + 1
+        for run_id, run in runs.items():
+            counts = [calls.get(f"{run_id}-{seq}", 0) for seq in (1, 2)]
+            assert min(counts) >= 1, (run_id, counts)
+            # only the step in flight at the kill may have run twice: a step
+            # run twice must have been recorded after the kill
+            extra = sum(n - 1 for n in counts)
+            assert extra <= (1 if run["attempt"] > 1 else 0), (run_id, run["attempt"], counts)
+            if extra:
+                steps = r.runs("show", run_id)["steps"]
+                for seq, n in zip((1, 2), counts):
+                    if n > 1:
+                        assert steps[seq - 1]["finished"] > killed_ms - 5, (run_id, seq, "completed, then ran again")
+        assert any(run["attempt"] > 1 for run in runs.values()), "some runs were recovered"
+
+
 @test
 def a_sleep_lasts_across_a_restart():
     d = temp_dir()
