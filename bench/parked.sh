@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Parked runs (issue: durable steps): N runs each parked by sleep_until in the
+# store, on SQLite and on Postgres: rill's memory (RSS) before and after
+# parking them, and runs resumed per second when they all come due at once.
+# RSS counts SQLite's page cache (up to 64 MiB) and what the allocator keeps
+# after the burst, not only what parked runs hold (a parked run is a row).
+# Env: N (100000), STORES ("sqlite postgres"), PEERS (../shared/peers, for
+# its keep-alive poster).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+peers=${PEERS:-$root/../shared/peers}
+n=${N:-100000}
+tmp=$(mktemp -d)
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=; fi
+  if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
+}
+trap 'cleanup; rm -rf "$tmp"' EXIT
+rss() { awk '/VmRSS/ { print $2 }' "/proc/$pid/status"; }
+count() { "$root/build/rill" runs count --state "$1" --store "$store" 2>/dev/null || echo 0; }
+echo "# parked runs: $n runs parked by sleep_until, then all due at once; $(nproc) cores"
+for s in ${STORES:-sqlite postgres}; do
+  case $s in
+    sqlite) store=sqlite:$tmp/rill.db ;;
+    postgres) store=$("$root/tools/pg-sandbox.sh" start "$tmp/pg") ;;
+  esac
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  RILL_LOG_LEVEL=warn "$root/build/rill" serve --flows "$here/parked-flows" --listen "127.0.0.1:$port" \
+    --store "$store" &
+  pid=$!
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  before=$(rss)
+  # one wake time for all, far enough for parking them all first
+  wake=$(( $(date +%s) + n / 3000 + 15 ))
+  echo "{\"wake\": $wake}" > "$tmp/body.json"
+  t0=$(date +%s.%N)
+  BENCH_BODY_FILE="$tmp/body.json" BENCH_SIG=x node "$peers/queue/post.js" "http://127.0.0.1:$port/park" "$n" 64 > /dev/null
+  until [ "$(count sleeping)" -ge "$n" ]; do sleep 0.2; done
+  t1=$(date +%s.%N)
+  after=$(rss)
+  [ "$(date +%s)" -lt "$wake" ] || { echo "parking took longer than the wake margin" >&2; exit 1; }
+  while [ "$(date +%s)" -lt "$wake" ]; do sleep 0.05; done
+  t2=$wake
+  until [ "$(count succeeded)" -ge "$n" ]; do sleep 0.1; done
+  t3=$(date +%s.%N)
+  awk -v s="$s" -v n="$n" -v b="$before" -v a="$after" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" 'BEGIN {
+    printf "%-9s parked %d in %.1f s; RSS %d KiB before, %d KiB after (%.0f bytes per parked run); resumed %.0f runs/s\n",
+      s, n, t1 - t0, b, a, (a - b) * 1024 / n, n / (t3 - t2) }'
+  cleanup
+done
