@@ -86,6 +86,21 @@ local function kick()
 end
 queue.kick = kick
 
+-- wake_at(ms): look for ready runs at that time. One timer for the
+-- earliest time asked, not one per waiting run: a run parked for a week
+-- holds nothing here (and the poll every poll_interval finds due runs
+-- anyway; this only makes a short wait exact).
+local wake_timer, wake_ms
+local function wake_at(ms)
+  if wake_timer and wake_ms <= ms then return end
+  if wake_timer then wake_timer:stop() end
+  wake_ms = ms
+  wake_timer = timer.after(math.max(0, ms - store.now_ms()) / 1000 + 0.01, function()
+    wake_timer, wake_ms = nil, nil
+    kick()
+  end)
+end
+
 local function encode_or_nil(v)
   if v == nil then return nil end
   local ok, s = pcall(json.encode, v)
@@ -151,7 +166,7 @@ finished = function(run)
       log.write("warn", "the run's lease had expired and another instance took it; this outcome is dropped", nil, run)
     end
     if f.state == "retrying" or f.state == "sleeping" then
-      timer.after(f.run_at / 1000 - store.now_ms() / 1000 + 0.01, kick)
+      wake_at(f.run_at)
     end
     if maybe_queued then kick() end
   end)
@@ -227,7 +242,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
       maybe_queued = true
       kick()
     else
-      timer.after((run_at - now) / 1000 + 0.01, kick)
+      wake_at(run_at)
     end
   end, opts.extra)
 end
