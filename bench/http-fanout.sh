@@ -9,14 +9,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 n=${N:-10000}; conc=${CONC:-256}
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. "$here/lib.sh"
 tmp=$(mktemp -d)
-RILL_LOG_LEVEL=warn RILL_RECORD_SYNC=false "$root/build/rill" serve --flows "$here/http-fanout/flows" \
-  --listen "127.0.0.1:$port" --store "sqlite:$tmp/rill.db" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-url=http://127.0.0.1:$port/target
-for _ in $(seq 50); do curl -s -o /dev/null "$url" && break; sleep 0.1; done
+trap 'stop_rill; rm -rf "$tmp"' EXIT
+RILL_RECORD_SYNC=false serve_rill "$here/http-fanout/flows" --store "sqlite:$tmp/rill.db"
+url=$rill_base/target
 "$root/build/rill" lua "$here/http-fanout/fanout.lua" "$url" 1000 "$conc" > /dev/null   # warm-up
 node "$here/http-fanout/fanout.mjs" "$url" 1000 "$conc" > /dev/null
 rill=$("$root/build/rill" lua "$here/http-fanout/fanout.lua" "$url" "$n" "$conc")

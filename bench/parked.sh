@@ -11,14 +11,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 peers=${PEERS:-$root/../shared/peers}
 n=${N:-100000}
+. "$here/lib.sh"
 tmp=$(mktemp -d)
-pid=
 cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=; fi
+  stop_rill
   if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
 }
 trap 'cleanup; rm -rf "$tmp"' EXIT
-rss() { awk '/VmRSS/ { print $2 }' "/proc/$pid/status"; }
+rss() { awk '/VmRSS/ { print $2 }' "/proc/$rill_pid/status"; }
 count() { "$root/build/rill" runs count --state "$1" --store "$store" 2>/dev/null || echo 0; }
 echo "# parked runs: $n runs parked by sleep_until, then all due at once; $(nproc) cores"
 for s in ${STORES:-sqlite postgres}; do
@@ -26,17 +26,13 @@ for s in ${STORES:-sqlite postgres}; do
     sqlite) store=sqlite:$tmp/rill.db ;;
     postgres) store=$("$root/tools/pg-sandbox.sh" start "$tmp/pg") ;;
   esac
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  RILL_LOG_LEVEL=warn "$root/build/rill" serve --flows "$here/parked-flows" --listen "127.0.0.1:$port" \
-    --store "$store" &
-  pid=$!
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  serve_rill "$here/parked-flows" --store "$store"
   before=$(rss)
   # one wake time for all, far enough for parking them all first
   wake=$(( $(date +%s) + n / 3000 + 15 ))
   echo "{\"wake\": $wake}" > "$tmp/body.json"
   t0=$(date +%s.%N)
-  BENCH_BODY_FILE="$tmp/body.json" BENCH_SIG=x node "$peers/queue/post.js" "http://127.0.0.1:$port/park" "$n" 64 > /dev/null
+  BENCH_BODY_FILE="$tmp/body.json" BENCH_SIG=x node "$peers/queue/post.js" "$rill_base/park" "$n" 64 > /dev/null
   until [ "$(count sleeping)" -ge "$n" ]; do sleep 0.2; done
   t1=$(date +%s.%N)
   after=$(rss)

@@ -17,26 +17,14 @@ peers=${PEERS:-$root/../shared/peers}
 [ -d "$peers/queue/node_modules" ] || "$peers/setup.sh" >&2
 export BENCH_SECRET=${BENCH_SECRET:-bench-secret}
 n=${N:-20000}
+. "$here/lib.sh"
 tmp=$(mktemp -d)
-pid=
 cleanup() {
   stop_rill
   if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
   rm -rf "$tmp"
 }
-stop_rill() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=; fi; }
 trap cleanup EXIT
-
-# start_rill STORE_URL: serves the bench flow on a free port; sets $url.
-start_rill() {
-  local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  RILL_LOG_LEVEL=warn "$root/build/rill" serve --flows "$here/queue-flows" --listen "127.0.0.1:$port" \
-    --store "$1" &
-  pid=$!
-  url=http://127.0.0.1:$port/hooks/bench
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-}
 
 first=1
 for s in ${STORES:-sqlite postgres}; do
@@ -45,7 +33,8 @@ for s in ${STORES:-sqlite postgres}; do
     postgres) store=$("$root/tools/pg-sandbox.sh" start "$tmp/pg"); name=postgres ;;
     *) store=$s; name=postgres ;;
   esac
-  start_rill "$store"
+  serve_rill "$here/queue-flows" --store "$store"
+  url=$rill_base/hooks/bench
   done_cmd="$root/build/rill runs count --state succeeded --store '$store'"
   if [ $first = 1 ]; then
     "$peers/queue/compare.sh" "$url" "$done_cmd" 2> "$tmp/compare.err" > /dev/null \

@@ -10,9 +10,7 @@ peers=${PEERS:-$root/../shared/peers}
 [ -x "$peers/webhook/compare.sh" ] || { echo "bench: no peers at $peers" >&2; exit 1; }
 [ -d "$peers/queue/node_modules" ] || "$peers/setup.sh" >&2
 export BENCH_SECRET=${BENCH_SECRET:-bench-secret}
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-RILL_LOG_LEVEL=warn "$root/build/rill" serve --flows "$here/flows" --listen "127.0.0.1:$port" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-"$peers/webhook/compare.sh" "http://127.0.0.1:$port/hooks/bench" | sed 's/^extra /rill  /'
+. "$here/lib.sh"
+trap stop_rill EXIT
+serve_rill "$here/flows"
+"$peers/webhook/compare.sh" "$rill_base/hooks/bench" | sed 's/^extra /rill  /'
