@@ -14,6 +14,8 @@ local client = require "rill.c.http_client"
 local json = require "rill.json"
 local log = require "rill.log"
 local timer = require "rill.c.timer"
+local tz = require "rill.c.tz"
+local steps = require "rill.steps"
 
 local http = {}
 
@@ -97,7 +99,7 @@ local function prepare(opts, method, level)
   end
   -- inside a step, the same key on every attempt of that step: services
   -- that honour Idempotency-Key do the request once
-  local key = not has["idempotency-key"] and require("rill.steps").key()
+  local key = not has["idempotency-key"] and steps.key()
   if key then headers[#headers + 1] = "Idempotency-Key: " .. key end
   local url = opts.url
   if opts.query and next(opts.query) then url = url .. (url:find("?", 1, true) and "&" or "?") .. encode(opts.query) end
@@ -126,10 +128,10 @@ local function request(opts, level)
     log.warn("TLS certificate verification is OFF for this request", { url = loggable(req.url) })
   end
   local retries = IDEMPOTENT[method] and (opts.retries or 0) or 0
-  local started = require("rill.c.tz").now()
+  local started = tz.now()
   for attempt = 0, retries do
     local status, headers, body = client.request(req)
-    local ms = math.floor((require("rill.c.tz").now() - started) * 1000)
+    local ms = math.floor((tz.now() - started) * 1000)
     if status then
       log.info("http", { method = method, url = loggable(req.url), status = status, ms = ms })
       return setmetatable({ status = status, ok = status >= 200 and status < 300,

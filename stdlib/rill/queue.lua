@@ -107,6 +107,15 @@ local function encode_or_nil(v)
   return ok and s or nil
 end
 
+-- The run's log lines as the store keeps them.
+local function stored_lines(run)
+  local lines = {}
+  for i, l in ipairs(run.logs or {}) do
+    lines[i] = { at = math.floor(l.at * 1000), level = l.level, message = l.msg, fields = encode_or_nil(l.fields) }
+  end
+  return lines
+end
+
 -- ---- running an attempt ----
 
 local finished
@@ -152,10 +161,7 @@ finished = function(run)
         in_s = math.floor(delay * 10 + 0.5) / 10 }, run)
     end
   end
-  local lines = {}
-  for i, l in ipairs(run.logs or {}) do
-    lines[i] = { at = math.floor(l.at * 1000), level = l.level, message = l.msg, fields = encode_or_nil(l.fields) }
-  end
+  local lines = stored_lines(run)
   store.finish(row.id, instance, run.attempt, f, lines, function(ours, err)
     hold(row.flow, -1)
     counts[f.state] = (counts[f.state] or 0) + 1
@@ -251,10 +257,7 @@ end
 -- webhook's run: its caller got the answer and retries by itself).
 function queue.record(run, trigger, payload_json)
   if not queue.record_sync then return end
-  local lines = {}
-  for i, l in ipairs(run.logs or {}) do
-    lines[i] = { at = math.floor(l.at * 1000), level = l.level, message = l.msg, fields = encode_or_nil(l.fields) }
-  end
+  local lines = stored_lines(run)
   local ok = run.state == "succeeded"
   store.record({
     id = run.id, flow = run.flow, version = run.version, trigger = trigger, payload = payload_json,
