@@ -80,6 +80,54 @@ def events_written_while_rill_is_down_run_after_it_starts():
         eq(len(results(r)), 3, "runs after a restart")
 
 
+LOOP = """
+return {
+  triggers = { db_event { table = "quotes", on = "insert", database = "crm"IGNORE } },
+  run = function(ctx)
+    local id = ctx.payload.new.id
+    db.use("crm").exec("INSERT INTO quotes VALUES ($1, 'copy', 0)", id + 1)
+    return id
+  end,
+}"""
+
+
+@test
+def a_flow_triggering_itself_through_its_writes_is_stopped_at_max_depth():
+    url = setup_db()
+    d = temp_dir()
+    install(url, d)
+    flow = LOOP.replace("IGNORE", ", ignore_own_writes = false")
+    with Rill({"loop.lua": flow}, env={"CRM_URL": url}, config=CONFIG, dir=d) as r:
+        pg.sql("INSERT INTO quotes VALUES (100, 'draft', 1)", url)
+        dead = wait_until(lambda: r.runs("list", "--flow", "loop", "--state", "dead"), 15, "a run refused")
+        eq(len(dead), 1, "one run refused")
+        row = r.runs("show", dead[0]["id"])
+        msg = json.loads(row["error"])["message"]
+        assert "deeper than 8" in msg and msg.endswith(" > ".join(["loop"] * 9)), msg
+        eq(row["depth"], 8, "its depth")
+        ok = r.runs("list", "--flow", "loop", "--state", "succeeded", "--limit", "100")
+        eq(len(ok), 8, "runs before the limit")
+        eq(sorted(x["depth"] for x in (r.runs("show", o["id"]) for o in ok)), list(range(8)), "their depths")
+        # every run knows its parent: the refused one's is the depth-7 run
+        parent = r.runs("show", row["parent"])
+        eq((parent["depth"], parent["flow"]), (7, "loop"), "the refused run's parent")
+        eq(pg.sql("SELECT count(*) FROM quotes", url), "9", "rows written (the refused run wrote none)")
+
+
+@test
+def a_flow_ignores_its_own_writes_by_default():
+    url = setup_db()
+    d = temp_dir()
+    install(url, d)
+    with Rill({"loop.lua": LOOP.replace("IGNORE", "")}, env={"CRM_URL": url}, config=CONFIG, dir=d) as r:
+        pg.sql("INSERT INTO quotes VALUES (200, 'draft', 1)", url)
+        wait_until(lambda: r.runs("list", "--flow", "loop", "--state", "succeeded"), 10, "the first run")
+        wait_until(lambda: pg.sql("SELECT count(*) FROM rill_events", url) == "0", 10, "the outbox emptied")
+        time.sleep(1.2)
+        eq(len(r.runs("list", "--flow", "loop")), 1, "runs (its own insert started none)")
+        eq(pg.sql("SELECT count(*) FROM quotes", url), "2", "rows")
+
+
 @test
 def install_events_reports_bad_input():
     d = temp_dir()

@@ -116,16 +116,30 @@ local function pick(h)
   return best
 end
 
-local function run_batch(h, conn, stmt)
+-- On Postgres, the run's writes carry their origin: the capture trigger
+-- of database events (dbevents.lua) reads it from this setting, local to
+-- the transaction, so that the runs an event starts know the run (and the
+-- chain of flows) that caused it.
+local SET_ORIGIN = "SELECT set_config('rill.origin', $1, true)"
+
+local function origin_of(run)
+  return run.id .. " " .. run.depth .. " " .. (run.chain or run.flow)
+end
+
+-- run_batch(h, conn, stmt[, run]): stmt's result; with run (Postgres), in
+-- one transaction after the run's origin is set.
+local function run_batch(h, conn, stmt, run)
+  local stmts = { stmt }
+  if run then stmts = { { SET_ORIGIN, origin_of(run), n = 1 }, stmt } end
   local ok, res, err
   if h.load[conn] then -- a shared connection: its load counts in pick()
-    ok, res, err = pcall(counted, h.load, conn, conn.batch, conn, { stmt })
+    ok, res, err = pcall(counted, h.load, conn, conn.batch, conn, stmts)
   else
-    ok, res, err = pcall(conn.batch, conn, { stmt }) -- raises on a bad parameter
+    ok, res, err = pcall(conn.batch, conn, stmts) -- raises on a bad parameter
   end
   if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
   if not ok or not res then error("db " .. h.name .. ": " .. err:gsub("^%a+: ", ""), 0) end
-  return res[1]
+  return res[#res]
 end
 
 -- Runs one statement, in the run's transaction on h if there is one.
@@ -135,8 +149,8 @@ local function execute(h, sql, ...)
   stmt.n = select("#", ...)
   local run = task.current()
   local tx = run and open_tx[run]
-  local conn = tx and tx.handle == h and tx.conn or pick(h)
-  return run_batch(h, conn, stmt)
+  if tx and tx.handle == h then return run_batch(h, tx.conn, stmt) end
+  return run_batch(h, pick(h), stmt, run and h.kind == "postgres" and run or nil)
 end
 
 -- The functions flows call raise at the flow's line (level 2: they are
@@ -205,6 +219,10 @@ function Handle:tx(fn)
   end)
   local begin = self.kind == "sqlite" and "BEGIN IMMEDIATE" or "BEGIN"
   local ok, err = pcall(run_batch, self, conn, { begin })
+  if ok and self.kind == "postgres" then
+    ok, err = pcall(run_batch, self, conn, { SET_ORIGIN, origin_of(run), n = 1 })
+    if not ok then pcall(run_batch, self, conn, { "ROLLBACK" }) end
+  end
   if not ok then
     t.open = false
     release(self, conn)

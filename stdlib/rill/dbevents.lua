@@ -26,11 +26,14 @@ local INSTALL = {
       new JSONB,
       old JSONB,
       at TIMESTAMPTZ NOT NULL DEFAULT now())]],
+  -- the run whose write this is ("run_id depth chain"), set by db.lua
+  "ALTER TABLE rill_events ADD COLUMN IF NOT EXISTS origin TEXT",
   [[CREATE OR REPLACE FUNCTION rill_capture() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-      INSERT INTO rill_events (table_name, op, new, old) VALUES (TG_TABLE_NAME, lower(TG_OP),
+      INSERT INTO rill_events (table_name, op, new, old, origin) VALUES (TG_TABLE_NAME, lower(TG_OP),
         CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
-        CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END);
+        CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
+        NULLIF(current_setting('rill.origin', true), ''));
       PERFORM pg_notify('rill_events', TG_TABLE_NAME);
       RETURN NULL;
     END $$]],
@@ -54,12 +57,14 @@ end
 local listeners = {} -- database name -> listener
 local active = {}    -- flow name -> flow version
 
--- The flows an event goes to.
-local function targets(dbname, ev)
+-- The flows an event goes to: a trigger that ignores its own flow's
+-- writes skips an event whose origin run was of that flow.
+local function targets(dbname, ev, writer)
   local out = {}
   for _, flow in pairs(active) do
     for _, t in ipairs(flow.triggers) do
-      if t.type == "db_event" and t.database == dbname and t.table == ev.table_name and t.ops[ev.op] then
+      if t.type == "db_event" and t.database == dbname and t.table == ev.table_name and t.ops[ev.op]
+        and not (t.ignore_own_writes and writer == flow.name) then
         out[#out + 1] = { flow = flow, trigger = t }
         break
       end
@@ -74,17 +79,22 @@ local function drain_once(l)
   local res = assert(l.conn:batch {
     { "LISTEN rill_events" }, -- again each time: a reconnection forgets both
     { "SELECT pg_try_advisory_lock(7224186) AS mine" },
-    { "SELECT id, table_name, op, new, old, at FROM rill_events ORDER BY id LIMIT $1", dbevents.batch_size, n = 1 },
+    { "SELECT id, table_name, op, new, old, at, origin FROM rill_events ORDER BY id LIMIT $1", dbevents.batch_size,
+      n = 1 },
   })
   local events = res[3]
   if not res[2][1].mine or #events == 0 then return false end
   local outstanding, failed = 0, nil
   for _, ev in ipairs(events) do
-    for _, target in ipairs(targets(l.name, ev)) do
+    -- written by a run: the runs it starts are that run's children
+    local parent, depth, chain = (ev.origin or ""):match("^(%S+) (%d+) (.+)$")
+    local writer = chain and chain:match("([^ >]+)$")
+    for _, target in ipairs(targets(l.name, ev, writer)) do
       outstanding = outstanding + 1
       local payload = { id = ev.id, table = ev.table_name, op = ev.op, new = ev.new, old = ev.old, at = ev.at }
       queue.submit(target.flow, { type = "db_event", table = ev.table_name, op = ev.op, database = l.name },
-        payload, { idem_key = "dbevent " .. l.name .. " " .. string.format("%d", ev.id) }, function(id, err)
+        payload, { idem_key = "dbevent " .. l.name .. " " .. string.format("%d", ev.id),
+          parent = parent, depth = depth and tonumber(depth) + 1 or 0, chain = chain }, function(id, err)
           outstanding = outstanding - 1
           if not id then failed = err end
         end)

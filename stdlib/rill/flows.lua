@@ -38,8 +38,9 @@ function flow_api.trigger(name, payload, opts)
   end
   local parent = task.current()
   if parent and parent.depth + 1 >= runner.max_depth then
-    error(string.format("flows.trigger: chain of flows deeper than %d (%s -> %s)", runner.max_depth,
-      parent.flow, name), 2)
+    -- a loop, most likely: retrying would loop again, so no retry
+    runner.fail(string.format("flows.trigger: a chain of runs deeper than %d (max_depth), a loop? %s",
+      runner.max_depth, runner.chain_of(parent, name)), 2)
   end
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }
@@ -94,6 +95,7 @@ local function flow_modules()
   }
   local steps = require "rill.steps"
   m.step, m.sleep_until, m.sleep_for = steps.step, steps.sleep_until, steps.sleep_for
+  m.wait_for, m.emit = steps.wait_for, steps.emit
   local db = require "rill.db"
   m.db = { query = db.query, exec = db.exec, tx = db.tx, use = db.use, null = db.null }
   local t = {}

@@ -22,10 +22,13 @@ usage: rill <command> [options]
                       run one flow once, print its log and result; exit 1 if it fails
   runs list [--flow F] [--state S] [--limit N] [--json]
                       the latest runs in the store (states: queued running retrying
-                      succeeded failed dead)
+                      sleeping waiting succeeded failed dead)
   runs show ID [--json]
                       one run: trigger, payload, result or error, every log line
-  runs retry ID       put a dead, failed or retrying run back in the queue, ready now
+  runs retry ID [--same-version]
+                      put a dead, failed or retrying run back in the queue, ready now;
+                      it runs the flow's current version, or with --same-version the
+                      version its last attempt ran
   runs delete ID      delete a finished or dead run and its log lines
   runs count [--state S]
                       how many runs (in that state) the store holds
@@ -338,10 +341,16 @@ function RUNS_COMMANDS.show(store, opts, id)
   field("attempt", r.attempt .. " of " .. r.max_attempts)
   field("trigger", r.trigger)
   field("parent", r.parent)
+  if r.chain and r.chain:find(">", 1, true) then field("chain", r.chain .. " (depth " .. r.depth .. ")") end
+  field("versions", r.versions and ("attempt:version " .. r.versions))
+  field("pinned", r.pinned and ("retries run version " .. r.pinned))
   field("created", ms_iso(r.created))
   field("started", r.started and ms_iso(r.started))
   field("finished", r.finished and ms_iso(r.finished))
   if r.state == "retrying" or r.state == "queued" then field("next try", ms_iso(r.run_at)) end
+  if r.state == "sleeping" or r.state == "waiting" then
+    field("wakes", r.run_at < 2 ^ 52 and ms_iso(r.run_at) or "when its event comes (no timeout)")
+  end
   field("payload", r.payload)
   field("result", r.result)
   local e = r.error and json.try_decode(r.error)
@@ -361,11 +370,12 @@ function RUNS_COMMANDS.show(store, opts, id)
   end
 end
 
-function RUNS_COMMANDS.retry(store, _, id)
-  if not id then error("runs retry: which run? usage: rill runs retry ID", 0) end
-  local ok, why = store.requeue(id)
+function RUNS_COMMANDS.retry(store, opts, id)
+  if not id then error("runs retry: which run? usage: rill runs retry ID [--same-version]", 0) end
+  local ok, why = store.requeue(id, opts["same-version"])
   if not ok then error("runs retry: " .. why, 0) end
-  out("run " .. id .. " is queued again; a running rill picks it up within its poll interval\n")
+  out("run " .. id .. " is queued again" .. (opts["same-version"] and ", on the version it failed with" or
+    ", on the flow's current version") .. "; a running rill picks it up within its poll interval\n")
 end
 
 function RUNS_COMMANDS.delete(store, _, id)
@@ -383,7 +393,8 @@ function M.runs(args)
   local sub = args[2]
   local cmd = RUNS_COMMANDS[sub or ""]
   if not cmd then return fail("runs: expected list, show, retry, delete or count\n" .. USAGE) end
-  local opts, pos = parse(args, 3, { flow = true, state = true, limit = true, config = true, store = true, json = false })
+  local opts, pos = parse(args, 3, { flow = true, state = true, limit = true, config = true, store = true, json = false,
+    ["same-version"] = false })
   if not opts then return fail(pos) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end

@@ -123,19 +123,32 @@ local finished
 local function execute(flow, trigger, payload, row, request)
   runner.start(flow, trigger, payload, {
     id = row.id, attempt = row.attempt, request = request, on_done = finished,
-    parent_id = row.parent, depth = row.depth, caller = row, durable = true,
+    parent_id = row.parent, depth = row.depth, chain = row.chain, caller = row, durable = true,
+    created = row.created,
   })
+end
+
+-- The versions a run's attempts ran, "attempt:version ...", with this one's.
+local function versions_with(row, run)
+  local entry = run.attempt .. ":" .. tostring(run.version)
+  local v = row.versions
+  if v == nil or v == "" then return entry end
+  if v == entry or v:sub(-#entry - 1) == " " .. entry then return v end
+  return v .. " " .. entry
 end
 
 finished = function(run)
   local row = run.caller
   local flow = active[row.flow]
-  local f = { finished = store.now_ms(), version = run.version }
+  local f = { finished = store.now_ms(), version = run.version, versions = versions_with(row, run) }
   if run.park then
-    -- parked by sleep_until: back in the store until its wake time; the
-    -- attempt does not count (it is taken again when the run wakes)
-    f.state, f.run_at, f.attempt = "sleeping", run.park, run.attempt - 1
-    log.write("info", "run sleeps", { wake = require("rill.time").iso(run.park / 1000) }, run)
+    -- parked by sleep_until or wait_for: back in the store until its wake
+    -- time (or an event); the attempt does not count (it is taken again
+    -- when the run wakes)
+    f.state, f.run_at, f.attempt, f.wait_seq = run.state, run.park, run.attempt - 1, run.wait_seq
+    if f.state == "sleeping" then
+      log.write("info", "run sleeps", { wake = require("rill.time").iso(run.park / 1000) }, run)
+    end
   elseif run.state == "succeeded" then
     f.state = "succeeded"
     if run.result ~= nil then
@@ -147,7 +160,7 @@ finished = function(run)
       end
     end
   end
-  if f.state ~= "succeeded" and f.state ~= "sleeping" then
+  if not (f.state == "succeeded" or run.park) then
     f.error = encode_or_nil { message = run.error.message, traceback = run.error.traceback }
     local attempts, base, max = retry_policy(flow or {})
     attempts = math.min(attempts, row.max_attempts or attempts)
@@ -171,16 +184,33 @@ finished = function(run)
     elseif not ours then
       log.write("warn", "the run's lease had expired and another instance took it; this outcome is dropped", nil, run)
     end
-    if f.state == "retrying" or f.state == "sleeping" then
+    if f.state == "retrying" or f.state == "sleeping" or f.state == "waiting" then
       wake_at(f.run_at)
     end
     if maybe_queued then kick() end
   end)
 end
 
+-- The version a run pinned to the one that failed (`rill runs retry
+-- --same-version`) runs: the active one, or its source kept in the store,
+-- loaded again (once per process). nil and why when it cannot be had.
+local pinned_versions = {}
+local function pinned_flow(row)
+  local flow = active[row.flow]
+  if flow and flow.version == row.pinned then return flow end
+  if pinned_versions[row.pinned] then return pinned_versions[row.pinned] end
+  local v = store.version(row.pinned)
+  if not v then return nil, "version " .. row.pinned .. " of flow '" .. row.flow .. "' is not in the store" end
+  local loaded, err = require("rill.flows").load_file(v.file or row.flow, v.source)
+  if not loaded then return nil, "version " .. row.pinned .. " no longer loads: " .. tostring(err) end
+  pinned_versions[row.pinned] = loaded
+  return loaded
+end
+
 -- Starts a claimed row (a table from the store).
 local function start_row(row)
-  local flow = active[row.flow]
+  local flow, pin_err = active[row.flow], nil
+  if row.pinned then flow, pin_err = pinned_flow(row) end
   local payload = row.payload and json.try_decode(row.payload)
   local trigger = json.try_decode(row.trigger) or { type = "unknown" }
   local request = row.request and json.try_decode(row.request)
@@ -190,6 +220,8 @@ local function start_row(row)
   local why
   if row.attempt > row.max_attempts then
     why = "its last attempt never finished: the process running it stopped (lease expired)"
+  elseif pin_err then
+    why = pin_err
   elseif not flow then
     why = "flow '" .. row.flow .. "' is not loaded in this instance"
   end
@@ -205,14 +237,20 @@ end
 -- version and calls callback(run_id, duplicate) once it is committed, or
 -- callback(nil, err). opts: payload_json (the payload as JSON text already,
 -- e.g. a webhook's raw body), request (ctx.request), idem_key, run_at (ms),
--- parent, depth, extra (statements for the same transaction).
+-- parent (id), depth, chain (of the parent: "a > b"), extra (statements
+-- for the same transaction), event (a stored-form event stored with the
+-- run and delivered once it is committed). A run deeper than runner.max_depth is stored
+-- dead, its error naming the chain, and never runs.
 function queue.submit(flow, trigger, payload, opts, callback)
   local now = store.now_ms()
   local run_at = opts.run_at or now
+  local depth = opts.depth or 0
+  local chain = opts.chain and (opts.chain .. " > " .. flow.name) or flow.name
+  local refused = depth >= runner.max_depth
   -- Run here at once when a slot is free, unless the flow's concurrency is
   -- counted across instances (a shared store): then the run waits for a
   -- claim, which counts them.
-  local here = started and run_at <= now and free_slots(flow) > 0
+  local here = started and not refused and run_at <= now and free_slots(flow) > 0
     and not (flow.concurrency and store.shared())
   local request_json
   if opts.request then
@@ -226,11 +264,24 @@ function queue.submit(flow, trigger, payload, opts, callback)
     state = here and "running" or "queued", attempt = here and 1 or 0,
     max_attempts = (retry_policy(flow)), run_at = run_at,
     lease_until = here and now + queue.lease * 1000 or nil, owner = here and instance or nil,
-    parent = opts.parent, depth = opts.depth or 0, idem_key = opts.idem_key, created = now,
-    started = here and now or nil,
+    parent = opts.parent, depth = depth, idem_key = opts.idem_key, created = now,
+    started = here and now or nil, chain = chain,
   }
+  if refused then
+    local message = string.format("refused: a chain of runs deeper than %d (max_depth), a loop? %s",
+      runner.max_depth, chain)
+    row.state, row.finished = "dead", now
+    row.error = json.encode { message = message }
+    log.error("run refused: " .. message, { flow = flow.name, run_id = row.id })
+  end
   if here then hold(flow.name, 1) end -- held from now, so concurrent submits see it
   counts.submitted = counts.submitted + 1
+  local extra = opts.extra
+  if opts.event then
+    extra = {}
+    for _, st in ipairs(opts.extra or {}) do extra[#extra + 1] = st end
+    for _, st in ipairs(store.emit_stmts(opts.event)) do extra[#extra + 1] = st end
+  end
   store.enqueue(row, function(id, dup)
     if not id then
       if here then hold(flow.name, -1) end
@@ -242,15 +293,18 @@ function queue.submit(flow, trigger, payload, opts, callback)
       return callback(id, true)
     end
     callback(id, false)
+    if opts.event then require("rill.events").deliver_later(opts.event) end
     if here then
       execute(flow, trigger, payload, row, opts.request)
+    elseif refused then
+      return
     elseif run_at <= now then
       maybe_queued = true
       kick()
     else
       wake_at(run_at)
     end
-  end, opts.extra)
+  end, extra)
 end
 
 -- record(run): stores a run that already ended and was not queued (a sync
@@ -328,9 +382,22 @@ local function every(seconds, fn)
   return handle
 end
 
--- sync(active_flows): the flow versions new runs and claims use.
-function queue.sync(active_flows)
+-- sync(active_flows, summary): the flow versions new runs and claims use;
+-- the sources of those just loaded are kept in the store (for retries of
+-- a run on the version it failed with).
+function queue.sync(active_flows, summary)
   active = active_flows
+  local stmts = {}
+  for _, flow in pairs(active_flows) do
+    for _, file in ipairs(summary and summary.loaded or {}) do
+      if flow.file == file and flow.source then stmts[#stmts + 1] = store.version_stmt(flow) end
+    end
+  end
+  if #stmts > 0 then
+    store.batch(stmts, function(_, err)
+      if err then log.warn("flow versions could not be kept in the store", { error = err }) end
+    end)
+  end
   kick()
 end
 
@@ -350,12 +417,14 @@ function queue.start()
   -- hourly, or more often when runs are kept less than two hours
   prune_timer = every(math.max(1, math.min(3600, queue.retention / 2)), prune)
   timer.after(1, prune)
+  require("rill.events").start()
   kick()
 end
 
 -- stop(): no new claims; runs in progress finish (or their leases expire).
 function queue.stop()
   started = false
+  require("rill.events").stop()
   for _, h in ipairs { poll_timer, renew_timer, prune_timer } do
     if h then h.t:stop() end
   end

@@ -56,7 +56,8 @@ local function finish(run, task_ok, ok, value)
   run.duration = run.finished - run.started
   finished = finished + 1
   if run.park then
-    run.state = "sleeping" -- parked by sleep_until (steps.lua): not an outcome
+    -- parked by sleep_until or wait_for (steps.lua): not an outcome
+    run.state = run.wait_seq and "waiting" or "sleeping"
   elseif task_ok and ok then
     run.state, run.result = "succeeded", value
     if log.enabled("debug") then
@@ -77,6 +78,14 @@ local function finish(run, task_ok, ok, value)
     end
   end
   if run.on_done then run.on_done(run) end
+end
+
+-- chain_of(parent, flow) -> the chain of flows that leads to a new run of
+-- flow: "a > b > flow" (the run's cause, kept with it and named when a
+-- chain grows past max_depth).
+function runner.chain_of(parent, flow)
+  if parent and parent.chain then return parent.chain .. " > " .. flow end
+  return parent and (parent.flow .. " > " .. flow) or flow
 end
 
 -- at_end(run, fn): fn() is called when the run ends, however it ends.
@@ -100,6 +109,7 @@ function runner.start(flow, trigger, payload, opts)
     id = opts.id or crypto.id7(), flow = flow.name, version = flow.version, file = flow.file,
     trigger = trigger.type, parent = opts.parent_id or (parent and parent.id or nil),
     depth = opts.depth or (parent and parent.depth + 1 or 0), attempt = opts.attempt or 1,
+    chain = opts.chain or runner.chain_of(parent, flow.name), created = opts.created,
     started = tz.now(), state = "running", durable = opts.durable,
     on_done = opts.on_done, caller = opts.caller, on_log = opts.on_log,
   }

@@ -2,6 +2,8 @@
 -- ticks, database events).
 --   step(name, fn [, {retries = n, backoff = seconds}]) -> fn's result
 --   sleep_until(name, time)   sleep_for(name, duration)
+--   wait_for(name, {event, match, timeout}) -> the event, or {timed_out = true}
+--   emit(name, data) -> the event's id
 -- A completed step's result is written to the store before the run goes
 -- on. A run that runs again (a retry, a recovery after its process died, a
 -- wake-up) replays the flow from the top: steps already completed return
@@ -12,13 +14,14 @@
 -- fails the run as dead, naming both.
 -- A sleep is a step recording the wake time; until then the run is parked
 -- in the store (no coroutine, no memory) and is picked up when due, by any
--- instance. Outside stored runs (a sync webhook, `rill run`) steps just
--- run, and sleeps wait in the process.
+-- instance. A wait is a step whose result is the event that ended it (or
+-- its timeout); the run is parked in the store meanwhile (events.lua ends
+-- it). Outside stored runs (a sync webhook, `rill run`) steps just run,
+-- sleeps wait in the process, and waits are refused.
 local json = require "rill.json"
 local log = require "rill.log"
 local task = require "rill.c.task"
 local timer = require "rill.c.timer"
-local tz = require "rill.c.tz"
 local runner = require "rill.runner"
 
 local steps = {}
@@ -27,7 +30,8 @@ local steps = {}
 local PARK = setmetatable({}, { __tostring = function() return "the run sleeps (parked in the store)" end })
 steps.PARK = PARK
 
-local function now_ms() return math.floor(tz.now() * 1000) end
+local store_now = require("rill.store").now_ms
+local function now_ms() return store_now() end
 
 -- The run's recorded steps, read once per attempt.
 local function recorded(run)
@@ -54,23 +58,29 @@ local function check_args(name, fn, opts, what)
   if opts ~= nil and type(opts) ~= "table" then error(what .. ": options must be a table", 3) end
 end
 
+-- next_step(run, name) -> the step's number, and its recorded row if it
+-- completed in an earlier attempt (a step found where another one was
+-- recorded fails the run: replaying it would be wrong).
+local function next_step(run, name)
+  local rec = recorded(run)
+  run.step_seq = run.step_seq + 1
+  local seq = run.step_seq
+  local done = rec[seq]
+  if done and done.name ~= name then
+    runner.fail(string.format("the flow's steps changed since this run's earlier attempt: step %d was %q, is now %q",
+      seq, done.name, name), 3)
+  end
+  return seq, done
+end
+
 -- step(name, fn, opts) -> fn's result, recorded (or replayed).
 function steps.step(name, fn, opts)
   check_args(name, fn, opts, "step")
   opts = opts or {}
   local run = task.current()
   if not run then error("step: only inside a run", 2) end
-  local rec = recorded(run)
-  run.step_seq = run.step_seq + 1
-  local seq = run.step_seq
-  local done = rec[seq]
-  if done then
-    if done.name ~= name then
-      runner.fail(string.format("the flow's steps changed since this run's earlier attempt: step %d was %q, is now %q",
-        seq, done.name, name), 2)
-    end
-    return decode(done.result)
-  end
+  local seq, done = next_step(run, name)
+  if done then return decode(done.result) end
   local attempts = opts.retries and opts.retries + 1 or 1
   local backoff = opts.backoff or 1
   local started = now_ms()
@@ -131,6 +141,60 @@ function steps.sleep_for(name, duration)
   local seconds = type(duration) == "number" and duration or require("rill.time").duration(duration)
   -- the wake time is fixed at the first attempt (recorded), not at each replay
   return park_until(name, now_ms() + math.floor(seconds * 1000))
+end
+
+-- wait_for(name, {event = NAME, match = {...}, timeout = duration}) -> the
+-- event {name, id, data, at} whose data has every field of match, or
+-- {timed_out = true} once the timeout passed (no timeout: no end).
+function steps.wait_for(name, opts)
+  check_args(name, nil, opts, "wait_for")
+  if type(opts) ~= "table" or type(opts.event) ~= "string" then
+    error("wait_for: expected wait_for(name, { event = \"name\", match = {...}, timeout = \"3d\" })", 2)
+  end
+  if opts.match ~= nil and type(opts.match) ~= "table" then error("wait_for: match must be a table of fields", 2) end
+  local run = task.current()
+  if not run then error("wait_for: only inside a run", 2) end
+  local seq, done = next_step(run, name)
+  if done then return decode(done.result) end
+  if not run.durable then
+    error("wait_for: only in a stored run (an async webhook, a cron tick, a database event); "
+      .. "this run is not stored, so it cannot be parked", 2)
+  end
+  local events = require "rill.events"
+  local store = require "rill.store"
+  local timeout = opts.timeout and require("rill.time").duration(opts.timeout)
+  local found, timeout_at = store.wait {
+    run_id = run.id, seq = seq, name = name, event = opts.event, match = opts.match and json.encode(opts.match),
+    since = run.created or now_ms(), timeout_at = timeout and now_ms() + math.floor(timeout * 1000) or nil }
+  local result
+  for _, e in ipairs(found) do
+    local data = e.data and json.try_decode(e.data)
+    if opts.match == nil or events.matches(opts.match, data) then
+      result = events.result_of(e, data)
+      break
+    end
+  end
+  if not result and timeout_at and timeout_at <= now_ms() then result = json.encode { timed_out = true } end
+  if result then
+    local v = decode(store.end_wait(run.id, seq, name, result))
+    log.write("info", v.timed_out and "wait timed out" or "wait ended by an event", { step = name, event = opts.event }, run)
+    return v
+  end
+  run.park, run.wait_seq = timeout_at or 2 ^ 53, seq
+  log.write("info", "run waits for an event", { step = name, event = opts.event,
+    timeout = timeout_at and require("rill.time").iso(timeout_at / 1000) or nil }, run)
+  error(PARK, 0)
+end
+
+-- emit(name, data) -> the event's id: stores an event that ends the waits
+-- it matches. In a stored run it is a step (replays do not emit again).
+function steps.emit(name, data)
+  local events = require "rill.events"
+  local run = task.current()
+  if not (run and run.durable) then return events.emit(name, data) end
+  return steps.step("emit " .. tostring(name), function()
+    return events.emit(name, data, steps.key())
+  end)
 end
 
 return steps

@@ -13,15 +13,18 @@ local store = {}
 
 local conn, dialect
 
+-- now through rill.time's clock: a test that sets "now" moves the queue too
+local clock = require("rill.time").now
 local function now_ms()
-  return math.floor(require("rill.c.tz").now() * 1000)
+  return math.floor(clock() * 1000)
 end
 store.now_ms = now_ms
 
--- Runs waiting for their time: queued, retrying after a failure, or
--- sleeping (parked by sleep_until). The same text in the index and in the
--- queries, so that SQLite sees the index applies.
-local WAITING = "state IN ('queued', 'retrying', 'sleeping')"
+-- Runs waiting for their time: queued, retrying after a failure, sleeping
+-- (parked by sleep_until) or waiting (parked by wait_for, until an event or
+-- its timeout). The same text in the index and in the queries, so that
+-- SQLite sees the index applies.
+local WAITING = "state IN ('queued', 'retrying', 'sleeping', 'waiting')"
 
 -- The schema, as numbered migrations. Each applies in one transaction that
 -- also records its number, so two instances starting together cannot both
@@ -99,10 +102,46 @@ local MIGRATIONS = {
         finished BIGINT NOT NULL,
         PRIMARY KEY (run_id, seq))]],
   },
+  -- Causes, versions, events and waits: each run keeps the chain of flows
+  -- that led to it, the flow versions its attempts ran and the version a
+  -- retry is pinned to; the source of every version that ran, so that a
+  -- retry can run the one that failed; events (emit, webhooks) and the
+  -- runs parked waiting for one (wait_for).
+  {
+    "ALTER TABLE runs ADD COLUMN chain TEXT",
+    "ALTER TABLE runs ADD COLUMN versions TEXT",
+    "ALTER TABLE runs ADD COLUMN pinned TEXT",
+    "DROP INDEX runs_due",
+    "CREATE INDEX runs_due ON runs (run_at) WHERE " .. WAITING,
+    [[CREATE TABLE flow_versions (
+        version TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        file TEXT,
+        source TEXT NOT NULL,
+        created BIGINT NOT NULL)]],
+    [[CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        data TEXT,
+        created BIGINT NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0)]],
+    "CREATE INDEX events_name ON events (name, created)",
+    "CREATE INDEX events_undelivered ON events (created) WHERE delivered = 0",
+    [[CREATE TABLE run_waits (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        event TEXT NOT NULL,
+        match TEXT,
+        since BIGINT NOT NULL,
+        timeout_at BIGINT,
+        PRIMARY KEY (run_id, seq))]],
+    "CREATE INDEX run_waits_event ON run_waits (event)",
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
-  .. "parent, depth, idem_key, created, started, finished, result, error"
+  .. "parent, depth, idem_key, created, started, finished, result, error, chain, versions, pinned"
 
 -- Postgres's claim, taking at most `limit` (an SQL expression) runs.
 -- Several instances claim from one table: each skips the rows another one
@@ -210,23 +249,26 @@ function store.is_open() return conn ~= nil end
 -- ---- statements: each returns a statement table for a batch ----
 
 local RUN_INSERT = "INSERT INTO runs (id, flow, version, trigger, payload, request, state, attempt, "
-  .. "max_attempts, run_at, lease_until, owner, parent, depth, idem_key, created, started, finished, result, error) "
-local RUN_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20"
-local INSERT_RUN = RUN_INSERT .. "VALUES (" .. RUN_VALUES .. ")"
+  .. "max_attempts, run_at, lease_until, owner, parent, depth, idem_key, created, started, finished, result, error, "
+  .. "chain, versions) "
+local RUN_TYPES = { "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEGER", "INTEGER", "BIGINT", "BIGINT",
+  "TEXT", "TEXT", "INTEGER", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT" }
+local values, typed = {}, {}
+for i, t in ipairs(RUN_TYPES) do
+  values[i] = "$" .. i
+  typed[i] = "CAST($" .. i .. " AS " .. t .. ")"
+end
+local INSERT_RUN = RUN_INSERT .. "VALUES (" .. table.concat(values, ", ") .. ")"
 -- the same, only when the run holds the idempotency key ($2 flow, $15 key)
 -- (typed: a SELECT list gives Postgres no column to infer parameter types from)
-local INSERT_RUN_WITH_KEY = RUN_INSERT .. "SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), "
-  .. "CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS TEXT), CAST($8 AS INTEGER), "
-  .. "CAST($9 AS INTEGER), CAST($10 AS BIGINT), CAST($11 AS BIGINT), CAST($12 AS TEXT), CAST($13 AS TEXT), "
-  .. "CAST($14 AS INTEGER), CAST($15 AS TEXT), CAST($16 AS BIGINT), CAST($17 AS BIGINT), CAST($18 AS BIGINT), "
-  .. "CAST($19 AS TEXT), CAST($20 AS TEXT)"
+local INSERT_RUN_WITH_KEY = RUN_INSERT .. "SELECT " .. table.concat(typed, ", ")
   .. " WHERE EXISTS (SELECT 1 FROM idempotency WHERE flow = $2 AND key = $15 AND run_id = $1)"
 
 local function insert_run(r, sql)
   return { sql or INSERT_RUN,
     r.id, r.flow, r.version, r.trigger, r.payload, r.request, r.state, r.attempt or 0, r.max_attempts or 1,
     r.run_at, r.lease_until, r.owner, r.parent, r.depth or 0, r.idem_key, r.created, r.started, r.finished,
-    r.result, r.error, n = 20 }
+    r.result, r.error, r.chain, r.versions, n = #RUN_TYPES }
 end
 
 -- enqueue(r, callback[, extra]): stores a new run row r (all columns as
@@ -341,10 +383,16 @@ end
 function store.finish(id, owner, attempt, f, lines, callback)
   local stmts = {
     { "UPDATE runs SET state = $3, result = $4, error = $5, run_at = COALESCE($6, run_at), finished = $7, "
-      .. "lease_until = NULL, owner = NULL, version = COALESCE($8, version), attempt = COALESCE($9, attempt) "
-      .. "WHERE id = $1 AND owner = $2 AND state = 'running'",
-      id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, f.attempt, n = 9 },
+      .. "lease_until = NULL, owner = NULL, version = COALESCE($8, version), attempt = COALESCE($9, attempt), "
+      .. "versions = COALESCE($10, versions) WHERE id = $1 AND owner = $2 AND state = 'running'",
+      id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, f.attempt, f.versions, n = 10 },
   }
+  if f.state == "waiting" then
+    -- an event that matched while this attempt was parking recorded the
+    -- wait's step already: the run is due now, not at its timeout
+    stmts[2] = { "UPDATE runs SET run_at = $2 WHERE id = $1 AND state = 'waiting' AND EXISTS "
+      .. "(SELECT 1 FROM run_steps WHERE run_id = $1 AND seq = $3)", id, f.finished, f.wait_seq, n = 3 }
+  end
   log_rows(stmts, id, attempt, lines)
   store.batch(stmts, function(res, err)
     if not res then return callback(nil, err) end
@@ -414,11 +462,14 @@ function store.count(state)
   return store.batch { { sql, state, n = 1 } }[1][1].n
 end
 
--- requeue(id, extra_attempts) -> true, or false and why: a dead, failed or
--- retrying run goes back to the queue, ready now, with one more attempt.
-function store.requeue(id)
+-- requeue(id[, pin]) -> true, or false and why: a dead, failed or retrying
+-- run goes back to the queue, ready now, with one more attempt; with pin
+-- (true), that attempt runs the version the last one ran, else the flow's
+-- current version.
+function store.requeue(id, pin)
   local res = store.batch { { "UPDATE runs SET state = 'queued', run_at = $2, max_attempts = attempt + 1, "
-    .. "finished = NULL WHERE id = $1 AND state IN ('dead', 'failed', 'retrying')", id, now_ms(), n = 2 },
+    .. "finished = NULL, pinned = CASE WHEN $3 = 1 THEN version END "
+    .. "WHERE id = $1 AND state IN ('dead', 'failed', 'retrying')", id, now_ms(), pin and 1 or 0, n = 3 },
     { "SELECT state FROM runs WHERE id = $1", id, n = 1 } }
   if res[1].changes > 0 then return true end
   local row = res[2][1]
@@ -431,10 +482,10 @@ end
 function store.delete(id)
   local res = store.batch {
     { "DELETE FROM run_logs WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1 "
-      .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping'))", id, n = 1 },
+      .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping', 'waiting'))", id, n = 1 },
     { "DELETE FROM run_steps WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1 "
-      .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping'))", id, n = 1 },
-    { "DELETE FROM runs WHERE id = $1 AND state NOT IN ('queued', 'running', 'retrying', 'sleeping')", id, n = 1 },
+      .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping', 'waiting'))", id, n = 1 },
+    { "DELETE FROM runs WHERE id = $1 AND state NOT IN ('queued', 'running', 'retrying', 'sleeping', 'waiting')", id, n = 1 },
     { "SELECT state FROM runs WHERE id = $1", id, n = 1 } }
   if res[3].changes > 0 then return true end
   local row = res[4][1]
@@ -453,10 +504,116 @@ function store.prune(before, limit, callback)
     { "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
     { "DELETE FROM idempotency WHERE created < $1", before, n = 1 },
+    { "DELETE FROM events WHERE created < $1 AND delivered = 1", before, n = 1 },
+    -- waits of runs that ended otherwise (dead, deleted)
+    { "DELETE FROM run_waits WHERE NOT EXISTS (SELECT 1 FROM runs WHERE id = run_waits.run_id AND state IN "
+      .. "('waiting', 'running', 'queued', 'retrying'))" },
   }
   return store.batch(stmts, function(res, err)
     if callback then callback(res and res[3].changes, err) end
   end)
+end
+
+-- ---- flow versions ----
+
+-- version_stmt(flow): the statement that keeps a loaded version's source
+-- (once per version), for retries pinned to it.
+function store.version_stmt(flow)
+  return { "INSERT INTO flow_versions (version, flow, file, source, created) VALUES ($1, $2, $3, $4, $5) "
+    .. "ON CONFLICT DO NOTHING", flow.version, flow.name, flow.file, flow.source, now_ms(), n = 5 }
+end
+
+-- version(v) -> {version, flow, file, source} or nil. In a task.
+function store.version(v)
+  return store.batch { { "SELECT version, flow, file, source FROM flow_versions WHERE version = $1", v, n = 1 } }[1][1]
+end
+
+-- ---- events and waits ----
+
+-- Both sides of a match take this lock first on Postgres (one per event
+-- name, held to the end of their transaction): a wait registered while an
+-- event of its name is stored sees it, or the event sees the wait.
+local function event_lock(stmts, name)
+  if dialect.shared then
+    stmts[#stmts + 1] = { "SELECT pg_advisory_xact_lock(7224187, hashtext($1))", name, n = 1 }
+  end
+  return stmts
+end
+
+-- emit_stmts(e) -> the statements that store event e {id, name, data
+-- (JSON), created}, once per id (for a batch of its own or a run's).
+function store.emit_stmts(e)
+  local stmts = event_lock({}, e.name)
+  stmts[#stmts + 1] = { "INSERT INTO events (id, name, data, created) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    e.id, e.name, e.data, e.created, n = 4 }
+  return stmts
+end
+
+-- emit(e) -> whether e is new (an id seen before is not stored again). In a task.
+function store.emit(e)
+  local res = store.batch(store.emit_stmts(e))
+  return res[#res].changes > 0
+end
+
+-- waits(event) -> the waits on that event name: {run_id, seq, name, match}. In a task.
+function store.waits(event)
+  return store.batch { { "SELECT run_id, seq, name, match FROM run_waits WHERE event = $1", event, n = 1 } }[1]
+end
+
+-- deliver(e, waits): the event ends each wait in `waits` still there: its
+-- step records the event, and the run is due now. Then the event is marked
+-- delivered. In a task.
+function store.deliver(e, waits)
+  local now = now_ms()
+  local stmts = {}
+  for _, w in ipairs(waits) do
+    stmts[#stmts + 1] = { "INSERT INTO run_steps (run_id, seq, name, result, attempts, started, finished) "
+      .. "SELECT CAST($1 AS TEXT), CAST($2 AS INTEGER), CAST($3 AS TEXT), CAST($4 AS TEXT), 1, "
+      .. "CAST($5 AS BIGINT), CAST($5 AS BIGINT) WHERE EXISTS (SELECT 1 FROM run_waits WHERE run_id = $1 "
+      .. "AND seq = $2) ON CONFLICT DO NOTHING", w.run_id, w.seq, w.name, w.result, now, n = 5 }
+    stmts[#stmts + 1] = { "DELETE FROM run_waits WHERE run_id = $1 AND seq = $2", w.run_id, w.seq, n = 2 }
+    stmts[#stmts + 1] = { "UPDATE runs SET run_at = $2 WHERE id = $1 AND state = 'waiting'", w.run_id, now, n = 2 }
+  end
+  stmts[#stmts + 1] = { "UPDATE events SET delivered = 1 WHERE id = $1", e.id, n = 1 }
+  store.batch(stmts)
+end
+
+-- undelivered(before) -> events stored before that time and not delivered
+-- (their process stopped between storing and delivering). In a task.
+function store.undelivered(before)
+  return store.batch { { "SELECT id, name, data, created FROM events WHERE delivered = 0 AND created < $1 "
+    .. "ORDER BY created LIMIT 100", before, n = 1 } }[1]
+end
+
+-- wait(w) -> the events of w.event stored since w.since, oldest first, and
+-- the wait's timeout (the one first registered), after registering wait w {run_id, seq, name, event, match (JSON), since,
+-- timeout_at} (kept if it was registered before). In a task.
+function store.wait(w)
+  local stmts = event_lock({}, w.event)
+  local first = #stmts + 1
+  stmts[first] = { "INSERT INTO run_waits (run_id, seq, name, event, match, since, timeout_at) "
+    .. "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    w.run_id, w.seq, w.name, w.event, w.match, w.since, w.timeout_at, n = 7 }
+  stmts[first + 1] = { "SELECT id, name, data, created FROM events WHERE name = $1 AND created >= $2 "
+    .. "ORDER BY created, id", w.event, w.since, n = 2 }
+  stmts[first + 2] = { "SELECT timeout_at FROM run_waits WHERE run_id = $1 AND seq = $2", w.run_id, w.seq, n = 2 }
+  local res = store.batch(stmts)
+  local row = res[first + 2][1]
+  return res[first + 1], row and row.timeout_at
+end
+
+-- end_wait(run_id, seq, name, result) -> the step's recorded result: the
+-- wait ends with `result` (the matching event, or the timeout) unless an
+-- event ended it first. In a task.
+function store.end_wait(run_id, seq, name, result)
+  local now = now_ms()
+  local res = store.batch {
+    { "INSERT INTO run_steps (run_id, seq, name, result, attempts, started, finished) "
+      .. "VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT DO NOTHING", run_id, seq, name, result, now, n = 5 },
+    { "DELETE FROM run_waits WHERE run_id = $1 AND seq = $2", run_id, seq, n = 2 },
+    { "SELECT result FROM run_steps WHERE run_id = $1 AND seq = $2", run_id, seq, n = 2 },
+  }
+  return res[3][1].result
 end
 
 -- schedules() -> key -> {last_fire, next_fire}

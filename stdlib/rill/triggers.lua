@@ -34,7 +34,8 @@ end
 
 local function make_webhook(spec, level)
   if type(spec) ~= "table" then fail(level, "webhook: expected a table, like webhook { path = \"/hooks/x\" }") end
-  check_keys(spec, { path = 1, method = 1, mode = 1, body = 1, idempotency = 1, verify = 1, [MARK] = 1, type = 1 }, "webhook", level)
+  check_keys(spec, { path = 1, method = 1, mode = 1, body = 1, idempotency = 1, verify = 1, emit = 1, [MARK] = 1,
+    type = 1 }, "webhook", level)
   local path = spec.path
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
     fail(level, "webhook: path must be a string starting with '/', got %s", tostring(path))
@@ -58,8 +59,14 @@ local function make_webhook(spec, level)
   if spec.verify ~= nil and type(spec.verify) ~= "function" then
     fail(level, "webhook: verify must be a function(request) returning true for a genuine request")
   end
+  if spec.emit ~= nil then
+    if type(spec.emit) ~= "string" or spec.emit == "" then fail(level, "webhook: emit must be an event name") end
+    if mode ~= "async" then
+      fail(level, "webhook: emit applies to mode = \"async\" webhooks (the event is stored with the request)")
+    end
+  end
   return { [MARK] = true, type = "webhook", path = path, method = method, mode = mode, body = body,
-           params = #params > 0 and params or nil, idempotency = idem, verify = spec.verify }
+           params = #params > 0 and params or nil, idempotency = idem, verify = spec.verify, emit = spec.emit }
 end
 
 local function make_cron(spec, level)
@@ -89,7 +96,11 @@ end
 local OPS = { insert = true, update = true, delete = true }
 local function make_db_event(spec, level)
   if type(spec) ~= "table" then fail(level, "db_event: expected { table = \"name\", on = ... }") end
-  check_keys(spec, { table = 1, on = 1, database = 1, ops = 1, [MARK] = 1, type = 1 }, "db_event", level)
+  check_keys(spec, { table = 1, on = 1, database = 1, ops = 1, ignore_own_writes = 1, [MARK] = 1, type = 1 },
+    "db_event", level)
+  if spec.ignore_own_writes ~= nil and type(spec.ignore_own_writes) ~= "boolean" then
+    fail(level, "db_event: ignore_own_writes must be true or false")
+  end
   if type(spec.table) ~= "string" or not spec.table:match("^[%a_][%w_]*$") then
     fail(level, "db_event: table must be a table name, got %s", tostring(spec.table))
   end
@@ -100,7 +111,9 @@ local function make_db_event(spec, level)
     if not OPS[op] then fail(level, "db_event: on = %q is not insert, update or delete", tostring(op)) end
     ops[op] = true
   end
-  return { [MARK] = true, type = "db_event", table = spec.table, ops = ops, database = spec.database or "main" }
+  -- a flow's own writes do not trigger it again unless it says so (a loop)
+  return { [MARK] = true, type = "db_event", table = spec.table, ops = ops, database = spec.database or "main",
+           ignore_own_writes = spec.ignore_own_writes ~= false }
 end
 
 local function make_simple(kind)

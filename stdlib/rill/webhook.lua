@@ -7,6 +7,8 @@ local json = require "rill.json"
 local runner = require "rill.runner"
 local queue = require "rill.queue"
 local log = require "rill.log"
+local events = require "rill.events"
+local crypto = require "rill.c.crypto"
 
 local webhook = {}
 
@@ -185,10 +187,14 @@ accept = function(req, route, payload, request)
     log.warn("webhook without its delivery id: stored without a duplicate check",
       { path = request.path, idempotency = trigger.idempotency })
   end
-  queue.submit(route.flow, route.info, payload, {
-    request = request, idem_key = idem,
-    payload_json = trigger.body == "json" and request.body ~= "" and request.body or nil,
-  }, function(id, dup)
+  local opts = { request = request, idem_key = idem,
+    payload_json = trigger.body == "json" and request.body ~= "" and request.body or nil }
+  if trigger.emit then
+    -- the event is stored with the run; a redelivery stores neither again
+    opts.id = crypto.id7()
+    opts.event = events.row(trigger.emit, payload, idem and ("webhook " .. route.flow.name .. " " .. idem) or opts.id)
+  end
+  queue.submit(route.flow, route.info, payload, opts, function(id, dup)
     if not id then
       log.error("an async webhook's run could not be stored", { path = request.path, error = dup })
       return reply_error(req, 503, "the event could not be stored; retry later")
