@@ -433,7 +433,7 @@ end
 -- can tell a retry from a new event.
 function signatures.sign_standard(secret, body, id, timestamp)
   local secrets = type(secret) == "table" and secret or { secret }
-  if #secrets == 0 then error("signatures.sign_standard: no secret given", 2) end
+  if #secrets == 0 then error("signatures.sign_standard: no secret given (is its variable set?)", 2) end
   if type(body) ~= "string" then error("signatures.sign_standard: body must be the string sent (json.encode it first)", 2) end
   if id ~= nil and (type(id) ~= "string" or id == "" or id:find("[%s%c]")) then
     error("signatures.sign_standard: id must be a string without spaces", 2)
