@@ -92,6 +92,7 @@ local function flow_modules()
     response = response,
     fail = require("rill.runner").fail,
     http = require "rill.http",
+    signatures = require "rill.signatures",
   }
   local steps = require "rill.steps"
   m.step, m.sleep_until, m.sleep_for = steps.step, steps.sleep_until, steps.sleep_for

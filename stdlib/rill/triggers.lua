@@ -4,7 +4,8 @@
 -- file:line (e.g. "flows/quote.lua:4: cron: field 'hour' ...").
 --   webhook { path = "/hooks/x", method = "POST", mode = "sync"|"async", body = "json"|"text"|"form",
 --             idempotency = "header:X-Delivery-Id" | "body:event.id",
---             verify = function(request) return <is it genuine?> end }
+--             verify = function(request) return <genuine?> [, delivery id | why not] end }
+--             (stdlib/rill/signatures.lua makes them: verify = signatures.github { secret = "NAME" })
 --   cron "0 9 * * MON-FRI"   or   cron { "0 9 * * *", tz = "Europe/Paris", missed = "skip"|"run_once" }
 --   manual()                 run by hand only (rill run)
 --   from_flow()              started by other flows through flows.trigger

@@ -178,10 +178,13 @@ local function delivery_id(spec, headers, payload)
 end
 
 -- An async webhook: the run is stored, then the sender gets 202 and its id
--- (or 200 and the first run's id for a delivery seen before).
-accept = function(req, route, payload, request)
+-- (or 200 and the first run's id for a delivery seen before). The delivery
+-- id is where the trigger's idempotency says, else the one its verify
+-- function vouched for (a signed webhook-id, X-GitHub-Delivery).
+accept = function(req, route, payload, request, verified_id)
   local trigger = route.trigger
-  local idem = trigger.idempotency and delivery_id(trigger.idempotency, request.headers, payload)
+  local idem = verified_id
+  if trigger.idempotency then idem = delivery_id(trigger.idempotency, request.headers, payload) end
   if trigger.idempotency and not idem then
     -- Stored all the same: an event is never refused for lack of an id.
     log.warn("webhook without its delivery id: stored without a duplicate check",
@@ -204,23 +207,30 @@ accept = function(req, route, payload, request)
   end)
 end
 
-start = function(req, route, payload, request)
-  if route.trigger.mode == "async" then return accept(req, route, payload, request) end
+start = function(req, route, payload, request, verified_id)
+  if route.trigger.mode == "async" then return accept(req, route, payload, request, verified_id) end
   runner.start(route.flow, route.info, payload, { request = request, on_done = respond_with,
     caller = { req = req, route = route, body = request.body } })
 end
 
 -- The end of a trigger's verify(request), run as a task under a short
--- deadline before anything is stored or run: a request it does not accept
--- gets 401 and goes no further.
-verified = function(d, ok, genuine)
+-- deadline before anything is stored or run. verify returns true [, the
+-- delivery id], or false [, why]: a request it does not accept gets 401 and
+-- goes no further; why goes to the log only, never to the sender.
+verified = function(d, ok, genuine, detail)
   local req, route = d[1], d[2]
   if not ok then
     log.error("a webhook's verify function failed", { path = route.trigger.path, error = tostring(genuine) })
     return reply_error(req, 401, "the request could not be verified")
   end
-  if not genuine then return reply_error(req, 401, "signature check failed") end
-  start(req, route, d[3], d[4])
+  local t = type(detail)
+  detail = (t == "string" and detail ~= "" or t == "number") and tostring(detail) or nil
+  if not genuine then
+    log.warn("webhook refused: signature check failed",
+      { flow = route.flow.name, path = d[4].path, reason = detail or "verify returned false" })
+    return reply_error(req, 401, "signature check failed")
+  end
+  start(req, route, d[3], d[4], detail)
 end
 
 -- dispatch(req, method, path, query, headers, body): called by the HTTP
