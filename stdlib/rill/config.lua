@@ -40,6 +40,8 @@ config.defaults = {
   db_pool = 8,                 -- Postgres connections per database (and transactions at once)
   db_statement_timeout = "30s", -- a statement running longer is cancelled by Postgres
   env = {},                    -- plain (non-secret) values flows read through env
+  clock_offset = "0s",         -- for tests only: rill's clock runs this far ahead of the real one
+                               -- (a run parked for days is woken by a restart with "2d")
 }
 
 local units = { b = 1, kb = 1000, kib = 1024, mb = 1000 * 1000, mib = 1024 * 1024 }
@@ -107,7 +109,7 @@ function config.load(path)
   c.max_body = config.size(c.max_body, "max_body")
   for _, k in ipairs { "deadline", "load_deadline", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
-                       "retry_backoff", "retry_max_backoff", "db_statement_timeout" } do
+                       "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do
     c[k] = config.seconds(c[k], k)
   end
   local host, port = tostring(c.listen):match("^%[?([^%]]*)%]?:(%d+)$")

@@ -8,11 +8,17 @@ local os_c = require "rill.c.os"
 local log = require "rill.log"
 
 local configured = {}
+local isolated -- `rill test`: the test's values, and not the process environment
 
 local function get(name)
   if type(name) ~= "string" then error("env.get: expected a variable name", 2) end
   if name:sub(1, 5) == "RILL_" then return nil end
-  local v = os_c.getenv(name)
+  local v
+  if isolated then
+    v = isolated[name]
+  else
+    v = os_c.getenv(name)
+  end
   if v == nil then v = configured[name] end
   if v ~= nil and log.looks_secret(name) then log.add_secret(tostring(v)) end
   return v
@@ -32,4 +38,8 @@ local function configure(t)
   for k, v in pairs(t or {}) do configured[k] = v end
 end
 
-return { env = env, get = get, configure = configure }
+-- isolate(t): flows read t (then the config's values) instead of the
+-- process environment, for tests; isolate(nil) ends it.
+local function isolate(t) isolated = t end
+
+return { env = env, get = get, configure = configure, isolate = isolate }

@@ -20,6 +20,9 @@ usage: rill <command> [options]
   check [DIR]         load and validate every flow in DIR (default: flows); exit 1 on errors
   run FLOW [--payload JSON] [--config FILE] [--flows DIR]
                       run one flow once, print its log and result; exit 1 if it fails
+  test [FLOW...] [--flows DIR] [--verbose]
+                      run the flows' tests (FLOW.test.lua beside each flow) in a
+                      scratch store and database, with stubbed HTTP and a set clock
   runs list [--flow F] [--state S] [--limit N] [--json]
                       the latest runs in the store (states: queued running retrying
                       sleeping waiting succeeded failed dead)
@@ -104,6 +107,11 @@ local function apply(c)
   require("rill.queue").configure(c)
   require("rill.http").configure { max_per_host = c.http_max_per_host }
   require("rill.db").configure(c)
+  if c.clock_offset ~= 0 then
+    local now, offset = require("rill.c.tz").now, c.clock_offset
+    require("rill.time").set_clock(function() return now() + offset end)
+    require("rill.log").warn("the clock runs ahead of real time (clock_offset, for tests)", { seconds = offset })
+  end
 end
 
 -- Runs fn(...) in a task (so it may wait on the store); a raised error is
@@ -278,6 +286,35 @@ function M.run(args)
   })
 end
 
+-- test [FLOW...] [--flows DIR]: the flows' test files (FLOW.test.lua beside
+-- each flow), each test in a scratch world (testing.lua); exit 1 if one fails.
+function M.test(args)
+  local opts, names = parse(args, 2, { config = true, flows = true, verbose = false })
+  if not opts then return fail(names) end
+  local ok, c = pcall(settings, opts)
+  if not ok then return fail(c) end
+  c.log_level = opts.verbose and "debug" or "error"
+  c.log_format = "text"
+  apply(c)
+  in_task(function()
+    local testing = require "rill.testing"
+    local flows = require "rill.flows"
+    flows.on_reload(require("rill.webhook").rebuild)
+    flows.on_reload(require("rill.queue").sync)
+    local summary = flows.reload(c.flows_dir)
+    local files = testing.files(c.flows_dir, names)
+    for file, msg in pairs(summary.failed) do err("rill test: a flow does not load: " .. msg .. "\n") end
+    if #files == 0 then
+      out("rill test: no test files (FLOW.test.lua) in " .. c.flows_dir .. "\n")
+      return os_c.exit(next(summary.failed) and 1 or 0)
+    end
+    local passed, failed = testing.run(files, function(line) out(line .. "\n") end)
+    if next(summary.failed) then failed = failed + 1 end
+    out(string.format("%d passed, %d failed\n", passed, failed))
+    os_c.exit(failed > 0 and 1 or 0)
+  end)
+end
+
 -- lua FILE [ARG...]: a trusted script, inside a task (so it may sleep), with
 -- FILE's folder and its lib/ on package.path. Exits 1 if the script raises.
 function M.lua(args)
@@ -441,7 +478,8 @@ function M.main(args)
     out(USAGE)
     return
   end
-  local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua, runs = M.runs, db = M.db })[cmd]
+  local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua, runs = M.runs, db = M.db,
+    test = M.test })[cmd]
   if not fn then return fail("unknown command '" .. cmd .. "'\n" .. USAGE) end
   return fn(args)
 end

@@ -393,7 +393,7 @@ function queue.sync(active_flows, summary)
       if flow.file == file and flow.source then stmts[#stmts + 1] = store.version_stmt(flow) end
     end
   end
-  if #stmts > 0 then
+  if #stmts > 0 and store.is_open() then
     store.batch(stmts, function(_, err)
       if err then log.warn("flow versions could not be kept in the store", { error = err }) end
     end)

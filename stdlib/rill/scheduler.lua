@@ -30,13 +30,22 @@ end
 
 local arm
 
+-- tick(t, scheduled, missed) -> the trigger info, payload and idempotency
+-- key of the run of cron trigger t's tick at `scheduled` (seconds).
+function scheduler.tick(t, scheduled, missed)
+  local ms = math.floor(scheduled * 1000 + 0.5)
+  return { type = "cron", expr = t.expr, tz = t.tz },
+    { scheduled = time.iso(scheduled), fired = time.iso(time.now()), expr = t.expr, tz = t.tz, missed = missed },
+    "cron " .. t.expr .. " " .. t.tz .. " " .. ms
+end
+
 -- Stores the run of one tick (at `scheduled`, seconds) and the schedule state.
 local function submit_tick(flow, entry, scheduled, next_fire, missed)
   local t = entry.trigger
   local ms = math.floor(scheduled * 1000 + 0.5)
-  queue.submit(flow, { type = "cron", expr = t.expr, tz = t.tz },
-    { scheduled = time.iso(scheduled), fired = time.iso(time.now()), expr = t.expr, tz = t.tz, missed = missed },
-    { idem_key = "cron " .. t.expr .. " " .. t.tz .. " " .. ms,
+  local info, payload, key = scheduler.tick(t, scheduled, missed)
+  queue.submit(flow, info, payload,
+    { idem_key = key,
       extra = { store.schedule_stmt(entry.key, flow.name, ms, next_fire and math.floor(next_fire * 1000 + 0.5)) } },
     function(id, dup)
       if not id then

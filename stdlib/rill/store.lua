@@ -323,6 +323,11 @@ function store.ready(now)
   return out
 end
 
+-- next_due(now) -> the earliest time (ms) after now a waiting run is due, or nil.
+function store.next_due(now)
+  return store.batch { { "SELECT min(run_at) AS t FROM runs WHERE " .. WAITING .. " AND run_at > $1", now, n = 1 } }[1][1].t
+end
+
 -- Is the store shared by several instances (Postgres)? Then a flow's
 -- concurrency is enforced in the store (store.claim's `max`).
 function store.shared() return dialect.shared == true end

@@ -1,0 +1,418 @@
+-- testing: `rill test`, the flows' own tests. A test file sits beside its
+-- flow (flows/NAME.test.lua) and declares tests with test(name, fn(t)).
+-- Each test gets a scratch world: a fresh store and main database (SQLite
+-- files in a temporary folder), an environment of its own (t.env; the
+-- process environment is not read), outbound HTTP answered by stubs (a call
+-- nobody stubbed fails the test) and a clock that stands still until the
+-- test moves it (t.now, t.advance: due cron ticks fire, sleeping and
+-- waiting runs wake, in time order, without waiting). The flows are the
+-- real ones, loaded from the flows folder, run by the real queue.
+local json = require "rill.json"
+local time = require "rill.time"
+local timer = require "rill.c.timer"
+local os_c = require "rill.c.os"
+local tz = require "rill.c.tz"
+local store = require "rill.store"
+local queue = require "rill.queue"
+local flows = require "rill.flows"
+local runner = require "rill.runner"
+local webhook = require "rill.webhook"
+local scheduler = require "rill.scheduler"
+local cron = require "rill.cron"
+local http = require "rill.http"
+local db = require "rill.db"
+local env = require "rill.env"
+
+local testing = {}
+
+local function show(v)
+  local ok, s = pcall(json.encode, v)
+  return ok and s or tostring(v)
+end
+
+local function same(a, b)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  for k, v in pairs(a) do
+    if not same(v, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+-- "Name: value" header lines -> {name = value} (lower-case names).
+local function header_table(lines)
+  local h = {}
+  for _, line in ipairs(lines or {}) do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then h[k:lower()] = v end
+  end
+  return h
+end
+
+-- The world of one test: its folder, clock, stubs and calls.
+local World = {}
+World.__index = World
+
+local function stored_run(row)
+  if not row then return nil end
+  local e = row.error and json.try_decode(row.error)
+  local r = { id = row.id, flow = row.flow, state = row.state, attempt = row.attempt, depth = row.depth,
+    result = row.result and json.decode(row.result), error = e and e.message, steps = row.steps,
+    logs = row.logs, payload = row.payload and json.try_decode(row.payload) }
+  if r.result == json.null then r.result = nil end
+  return r
+end
+
+-- Waits until no run executes and none is due now.
+function World:settle()
+  local quiet, waited = 0, 0
+  while quiet < 3 do
+    timer.sleep(0.002)
+    waited = waited + 0.002
+    if waited > 60 then error("rill test: runs still busy after 60 s", 0) end
+    if queue.running() == 0 and #store.ready(store.now_ms()) == 0 then
+      quiet = quiet + 1
+    else
+      quiet = 0
+      queue.kick()
+    end
+  end
+end
+
+-- ---- the test's API (t) ----
+
+local T = {}
+
+local function world(t) return rawget(t, "_world") end
+
+function T.now(t, when, zone)
+  local w = world(t)
+  if when == nil then return w.clock end
+  if type(when) == "string" then
+    -- with a zone, a wall-clock time there; else an ISO time with its offset (or UTC)
+    local ok, v
+    if zone then ok, v = pcall(time.parse_local, when, zone) else ok, v = pcall(time.parse, when) end
+    if not ok or not v then error("t.now: " .. tostring(when) .. " is not a date-time", 2) end
+    when = v
+  end
+  w.clock = when
+  return when
+end
+
+-- advance(duration): time passes; what falls due meanwhile (cron ticks of
+-- the flows, sleeping runs, wait timeouts) happens in time order.
+function T.advance(t, duration)
+  local w = world(t)
+  local target = w.clock + time.duration(duration)
+  while true do
+    local next_t = target
+    for _, flow in pairs(flows.active) do
+      for _, trig in ipairs(flow.triggers) do
+        if trig.type == "cron" then
+          local n = cron.next(trig.spec, w.clock, trig.tz)
+          if n and n < next_t then next_t = n end
+        end
+      end
+    end
+    local due = store.next_due(math.floor(w.clock * 1000))
+    if due and due / 1000 < next_t then next_t = due / 1000 end
+    w.clock = math.max(w.clock, next_t)
+    for _, flow in pairs(flows.active) do
+      for _, trig in ipairs(flow.triggers) do
+        if trig.type == "cron" then
+          local n = cron.next(trig.spec, w.clock - 1e-3, trig.tz)
+          if n and math.abs(n - w.clock) < 1e-3 then w:fire(flow, trig, n) end
+        end
+      end
+    end
+    w:settle()
+    if w.clock >= target then return end
+  end
+end
+
+function World:fire(flow, trig, scheduled)
+  local info, payload, key = scheduler.tick(trig, scheduled)
+  local done, id, err = false, nil, nil
+  queue.submit(flow, info, payload, { idem_key = key }, function(i, e)
+    done, id, err = true, i, e
+  end)
+  while not done do timer.sleep(0.001) end
+  if not id then error("rill test: the cron tick could not be stored: " .. tostring(err), 0) end
+  return id
+end
+
+local function active_flow(name, level)
+  local flow = flows.find(name)
+  if not flow then error("no flow named " .. tostring(name) .. " in the flows folder", level + 1) end
+  return flow
+end
+
+-- cron(flow) -> the stored run of a tick of the flow's cron trigger, now.
+function T.cron(t, name)
+  local w = world(t)
+  local flow = active_flow(name, 2)
+  for _, trig in ipairs(flow.triggers) do
+    if trig.type == "cron" then
+      local id = w:fire(flow, trig, w.clock)
+      w:settle()
+      return stored_run(store.get(id))
+    end
+  end
+  error("flow " .. name .. " has no cron trigger", 2)
+end
+
+-- next_fire(flow) -> the next tick of the flow's cron trigger after now (ISO, in its zone).
+function T.next_fire(t, name)
+  local flow = active_flow(name, 2)
+  for _, trig in ipairs(flow.triggers) do
+    if trig.type == "cron" then return time.iso(cron.next(trig.spec, world(t).clock, trig.tz), trig.tz) end
+  end
+  error("flow " .. name .. " has no cron trigger", 2)
+end
+
+-- run(flow, payload) -> the run, as `rill run` makes it (manual, not stored).
+function T.run(t, name, payload)
+  local flow = active_flow(name, 2)
+  local done
+  runner.start(flow, { type = "manual" }, payload, { on_done = function(run) done = run end })
+  while not done do timer.sleep(0.001) end
+  world(t):settle()
+  return { id = done.id, state = done.state, result = done.result, error = done.error and done.error.message }
+end
+
+-- event(flow, payload) -> the stored run of a database event trigger.
+function T.db_event(t, name, payload)
+  local w = world(t)
+  local flow = active_flow(name, 2)
+  local trig
+  for _, tr in ipairs(flow.triggers) do
+    if tr.type == "db_event" then trig = tr end
+  end
+  if not trig then error("flow " .. name .. " has no db_event trigger", 2) end
+  payload = payload or {}
+  payload.table = payload.table or trig.table
+  local done, id
+  queue.submit(flow, { type = "db_event", table = payload.table, op = payload.op, database = trig.database },
+    payload, {}, function(i) done, id = true, i end)
+  while not done do timer.sleep(0.001) end
+  w:settle()
+  return stored_run(store.get(id))
+end
+
+-- webhook(method, path, {json = table | body = string, headers = {}, query = "a=1"})
+-- -> the response {status, headers, body, json}, once the runs it started ended.
+function T.webhook(t, method, path, opts)
+  opts = opts or {}
+  local headers, body = {}, opts.body or ""
+  for k, v in pairs(opts.headers or {}) do headers[k:lower()] = v end
+  if opts.json ~= nil then
+    body = json.encode(opts.json)
+    headers["content-type"] = headers["content-type"] or "application/json"
+  end
+  local resp
+  local req = { respond = function(_, status, rbody, rheaders)
+    resp = { status = status, body = rbody, headers = rheaders or {} }
+  end, alive = function() return true end }
+  webhook.dispatch(req, method:upper(), path, opts.query, headers, body)
+  while not resp do timer.sleep(0.001) end
+  world(t):settle()
+  resp.json = json.try_decode(resp.body)
+  return resp
+end
+
+-- runs(flow) -> the stored runs of a flow, oldest first, with results.
+function T.runs(t, name)
+  local rows = store.list { flow = name, limit = 1000 }
+  local out = {}
+  for i = #rows, 1, -1 do out[#out + 1] = stored_run(store.get(rows[i].id)) end
+  return out
+end
+
+function T.get_run(t, id) return stored_run(store.get(id)) end
+
+-- stub(method, url_prefix, response): calls whose method matches and whose
+-- URL starts with url_prefix get response {status, json | body, headers},
+-- or what response(call) returns. A later stub of the same call wins.
+function T.stub(t, method, prefix, response)
+  if type(prefix) ~= "string" then error("t.stub(method, url_prefix, response)", 2) end
+  table.insert(world(t).stubs, 1, { method = method:upper(), prefix = prefix, response = response or {} })
+end
+
+-- calls([method][, url_part]) -> the outbound calls made, in order:
+-- {method, url, headers, body, json}.
+function T.calls(t, method, part)
+  local out = {}
+  for _, c in ipairs(world(t).calls) do
+    if (method == nil or c.method == method:upper()) and (part == nil or c.url:find(part, 1, true)) then
+      out[#out + 1] = c
+    end
+  end
+  return out
+end
+
+function T.env(t, values)
+  for k, v in pairs(values) do world(t).env[k] = v end
+end
+
+-- fixture(file): runs the SQL file (relative to the test file) on the main database.
+function T.fixture(t, file)
+  local w = world(t)
+  local path = file:sub(1, 1) == "/" and file or (w.dir_of_file .. "/" .. file)
+  local sql, err = os_c.read_file(path)
+  if not sql then error("t.fixture: " .. tostring(err), 2) end
+  for stmt in (sql .. ";"):gmatch("(.-);%s*\n?") do
+    if stmt:find("%S") and not stmt:match("^%s*%-%-[^\n]*$") then db.exec(stmt) end
+  end
+end
+
+function T.eq(t, actual, expected, what)
+  if not same(actual, expected) then
+    error(string.format("%sexpected %s, got %s", what and (what .. ": ") or "", show(expected), show(actual)), 2)
+  end
+end
+
+function T.ok(t, v, what)
+  if not v then error((what or "expected a true value") .. ", got " .. show(v), 2) end
+  return v
+end
+
+function T.contains(t, s, part, what)
+  if type(s) ~= "string" or not s:find(part, 1, true) then
+    error(string.format("%sexpected text containing %q, got %s", what and (what .. ": ") or "", part, show(s)), 2)
+  end
+end
+
+local T_MT = { __index = function(t, k)
+  local f = T[k]
+  if f then return function(...) return f(t, ...) end end
+  if k == "db" then return { query = db.query, exec = db.exec } end
+end }
+
+-- ---- running test files ----
+
+local seq = 0
+
+local function new_world(file)
+  seq = seq + 1
+  local dir = string.format("%s/rill-test-%d-%d", os.getenv("TMPDIR") or "/tmp", os_c.pid(), seq)
+  assert(os_c.mkdir_p(dir))
+  local w = setmetatable({ dir = dir, dir_of_file = file:match("^(.*)/[^/]*$") or ".", stubs = {}, calls = {},
+    unstubbed = {}, env = {}, clock = os.time() }, World)
+  return w
+end
+
+local function enter(w)
+  time.set_clock(function() return w.clock end)
+  env.isolate(w.env)
+  store.close()
+  store.open("sqlite:" .. w.dir .. "/rill.db")
+  db.configure { databases = { main = "sqlite:" .. w.dir .. "/app.db" }, store = "sqlite:" .. w.dir .. "/rill.db" }
+  http.transport = function(req)
+    local call = { method = req.method, url = req.url, headers = header_table(req.headers), body = req.body }
+    call.json = req.body and json.try_decode(req.body)
+    w.calls[#w.calls + 1] = call
+    for _, s in ipairs(w.stubs) do
+      if (s.method == "*" or s.method == req.method) and req.url:sub(1, #s.prefix) == s.prefix then
+        local r = s.response
+        if type(r) == "function" then r = r(call) or {} end
+        local body = r.body or (r.json ~= nil and json.encode(r.json)) or ""
+        local headers = {}
+        for k, v in pairs(r.headers or {}) do headers[k:lower()] = v end
+        if r.json ~= nil and not headers["content-type"] then headers["content-type"] = "application/json" end
+        return r.status or 200, headers, body
+      end
+    end
+    w.unstubbed[#w.unstubbed + 1] = req.method .. " " .. req.url
+    return nil, "rill test: no stub for " .. req.method .. " " .. req.url
+  end
+end
+
+local function leave(w)
+  db.close()
+  store.close()
+  for _, f in ipairs { "rill.db", "rill.db-wal", "rill.db-shm", "app.db", "app.db-wal", "app.db-shm" } do
+    os.remove(w.dir .. "/" .. f)
+  end
+  os.remove(w.dir)
+end
+
+-- The tests a file declares: {name, fn} in order.
+local function declared(file)
+  local tests = {}
+  local chunk, err = loadfile(file)
+  if not chunk then return nil, err end
+  local fenv = setmetatable({ test = function(name, fn)
+    if type(name) ~= "string" or type(fn) ~= "function" then error("test(name, function(t) ... end)", 2) end
+    tests[#tests + 1] = { name = name, fn = fn }
+  end }, { __index = _G })
+  setfenv(chunk, fenv)
+  local ok, lerr = pcall(chunk)
+  if not ok then return nil, tostring(lerr) end
+  return tests
+end
+
+-- run(files, out) -> passed, failed. out(line) prints.
+function testing.run(files, out)
+  local passed, failed = 0, 0
+  queue.start()
+  for _, file in ipairs(files) do
+    local tests, err = declared(file)
+    if not tests then
+      failed = failed + 1
+      out("FAIL " .. file .. ": " .. tostring(err))
+    else
+      for _, tc in ipairs(tests) do
+        local w = new_world(file)
+        enter(w)
+        local started = tz.now()
+        local t = setmetatable({ _world = w }, T_MT)
+        local ok, terr = xpcall(tc.fn, function(e)
+          return tostring(e)
+        end, t)
+        if ok then
+          local sok, serr = pcall(w.settle, w)
+          if not sok then ok, terr = false, serr end
+        end
+        if ok and #w.unstubbed > 0 then
+          ok, terr = false, "outbound calls nobody stubbed: " .. table.concat(w.unstubbed, ", ")
+        end
+        local ms = math.floor((tz.now() - started) * 1000 + 0.5)
+        if ok then
+          passed = passed + 1
+          out(string.format("ok   %s: %s (%d ms)", file, tc.name, ms))
+        else
+          failed = failed + 1
+          out(string.format("FAIL %s: %s\n     %s", file, tc.name, tostring(terr):gsub("\n", "\n     ")))
+        end
+        leave(w)
+      end
+    end
+  end
+  queue.stop()
+  time.set_clock(nil)
+  env.isolate(nil)
+  return passed, failed
+end
+
+-- files(dir, names) -> the test files of the named flows (all without names).
+function testing.files(dir, names)
+  local out = {}
+  if names and #names > 0 then
+    for _, n in ipairs(names) do
+      local f = n:match("%.test%.lua$") and n or (dir .. "/" .. n:gsub("%.lua$", "") .. ".test.lua")
+      out[#out + 1] = f
+    end
+    return out
+  end
+  local list = os_c.list_dir(dir) or {}
+  table.sort(list)
+  for _, name in ipairs(list) do
+    if name:match("%.test%.lua$") then out[#out + 1] = dir .. "/" .. name end
+  end
+  return out
+end
+
+return testing

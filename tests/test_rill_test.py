@@ -1,0 +1,160 @@
+"""`rill test` and the clock seam: a flow's test file sets "now" (a DST day,
+a leap day, the 31st), fast-forwards days in an instant (a sleeping run
+wakes, cron ticks fire), stubs outbound HTTP (an unstubbed call fails the
+test) and asserts on results, database writes and calls; a failing
+assertion names the test file's line. And a run sleeping two days across a
+restart of `rill serve`, fast-forwarded with clock_offset."""
+import os
+
+from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
+
+NIGHTLY = """
+-- Every night at 02:30 Paris time: count yesterday's quotes into a report.
+return {
+  triggers = { cron { "30 2 * * *", tz = "Europe/Paris" } },
+  run = function(ctx)
+    local n = db.query("SELECT count(*) AS n FROM quotes")[1].n
+    http.post(env.REPORT_URL, { json = { quotes = n, at = ctx.payload.scheduled } })
+    return { quotes = n, scheduled = ctx.payload.scheduled }
+  end,
+}"""
+
+FOLLOW_UP = """
+-- A quote sent gets a reminder three days later unless it was signed.
+return {
+  triggers = { webhook { path = "/hooks/quote-sent", mode = "async" } },
+  run = function(ctx)
+    local q = ctx.payload
+    sleep_for("three days", "3d")
+    local signed = db.query("SELECT signed FROM quotes WHERE id = $1", q.id)[1].signed
+    if signed == 1 then return "signed, no reminder" end
+    step("remind", function()
+      return http.post(env.MAIL_URL, { json = { to = q.email, text = "Your quote is waiting" } }).status
+    end)
+    return "reminded at " .. time.iso(time.now(), "Europe/Paris")
+  end,
+}"""
+
+TESTS = """
+local SCHEMA = "CREATE TABLE quotes (id INTEGER PRIMARY KEY, email TEXT, signed INTEGER DEFAULT 0)"
+
+test("the nightly report on the day clocks go forward (no 02:30 in Paris)", function(t)
+  t.now("2026-03-28T12:00:00", "Europe/Paris")
+  t.eq(t.next_fire("nightly"), "2026-03-29T03:30:00+02:00", "the tick on the DST day")
+  t.now("2024-02-28T12:00:00", "Europe/Paris")
+  t.eq(t.next_fire("nightly"), "2024-02-29T02:30:00+01:00", "a leap day")
+end)
+
+test("the nightly report counts quotes and posts them", function(t)
+  t.db.exec(SCHEMA)
+  t.db.exec("INSERT INTO quotes (id, email) VALUES (1, 'a@example.com'), (2, 'b@example.com')")
+  t.env { REPORT_URL = "https://reports.example/in" }
+  t.stub("POST", "https://reports.example/", { status = 200, json = { ok = true } })
+  t.now("2026-01-31T12:00:00", "Europe/Paris")
+  t.advance("1d")
+  local runs = t.runs("nightly")
+  t.eq(#runs, 1, "one tick in a day")
+  t.eq(runs[1].result, { quotes = 2, scheduled = "2026-02-01T01:30:00Z" }, "the run's result")
+  t.eq(t.calls("POST", "reports.example")[1].json, { quotes = 2, at = "2026-02-01T01:30:00Z" }, "what was posted")
+end)
+
+test("a quote not signed gets its reminder three days later, at once in the test", function(t)
+  t.db.exec(SCHEMA)
+  t.db.exec("INSERT INTO quotes (id, email) VALUES (7, 'c@example.com')")
+  t.env { MAIL_URL = "https://mail.example/send" }
+  t.stub("POST", "https://mail.example/", { status = 202 })
+  t.now("2026-11-02T10:00:00", "Europe/Paris")
+  local resp = t.webhook("POST", "/hooks/quote-sent", { json = { id = 7, email = "c@example.com" } })
+  t.eq(resp.status, 202, "accepted")
+  t.eq(t.runs("follow-up")[1].state, "sleeping", "parked")
+  t.advance("2d")
+  t.eq(t.runs("follow-up")[1].state, "sleeping", "still parked after two days")
+  t.eq(#t.calls(), 0, "no mail yet")
+  t.advance("1d")
+  local run = t.runs("follow-up")[1]
+  t.eq(run.state, "succeeded", "woken after three days")
+  t.eq(run.result, "reminded at 2026-11-05T10:00:00+01:00", "when")
+  t.eq(t.calls("POST")[1].json.to, "c@example.com", "the reminder's recipient")
+end)
+
+test("a signed quote gets no reminder", function(t)
+  t.db.exec(SCHEMA)
+  t.db.exec("INSERT INTO quotes (id, email, signed) VALUES (8, 'd@example.com', 1)")
+  t.webhook("POST", "/hooks/quote-sent", { json = { id = 8, email = "d@example.com" } })
+  t.advance("3d")
+  t.eq(t.runs("follow-up")[1].result, "signed, no reminder")
+  t.eq(#t.calls(), 0, "no call")
+end)
+"""
+
+BROKEN_TESTS = """
+test("an unstubbed call fails the test", function(t)
+  t.db.exec("CREATE TABLE quotes (id INTEGER PRIMARY KEY, email TEXT, signed INTEGER DEFAULT 0)")
+  t.env { REPORT_URL = "https://reports.example/in" }
+  t.cron("nightly")
+end)
+
+test("a wrong expectation names its line", function(t)
+  t.eq(1 + 1, 3, "arithmetic")
+end)
+"""
+
+
+def flows_dir(tests):
+    d = temp_dir()
+    os.makedirs(f"{d}/flows")
+    for name, src in {"nightly.lua": NIGHTLY, "follow-up.lua": FOLLOW_UP, "nightly.test.lua": tests}.items():
+        with open(f"{d}/flows/{name}", "w") as f:
+            f.write(src)
+    return d
+
+
+@test
+def flow_tests_set_the_clock_fast_forward_and_stub_http():
+    d = flows_dir(TESTS)
+    code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=60)
+    eq(code, 0, f"rill test exit code\n{out}\n{err}")
+    assert "4 passed, 0 failed" in out, out
+    assert "ok   flows/nightly.test.lua: a quote not signed gets its reminder" in out, out
+    # one flow by name runs that flow's test file only
+    code, out, _ = run_cli("test", "nightly", "--flows", "flows", cwd=d, timeout=60)
+    eq(code, 0, "rill test nightly")
+
+
+@test
+def failing_flow_tests_fail_with_the_reason_and_the_line():
+    d = flows_dir(BROKEN_TESTS)
+    code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=60)
+    eq(code, 1, f"rill test exit code\n{out}")
+    assert "0 passed, 2 failed" in out, out
+    assert "outbound calls nobody stubbed: POST https://reports.example/in" in out, out
+    assert "flows/nightly.test.lua:9: arithmetic: expected 3, got 2" in out, out
+
+
+@test
+def a_run_sleeping_two_days_wakes_after_a_restart_two_days_later():
+    flow = """
+return {
+  triggers = { webhook { path = "/hooks/nap", mode = "async" } },
+  run = function()
+    local before = step("before", function() return time.now() end)
+    sleep_for("two days", "2d")
+    return step("after", function() return math.floor((time.now() - before) / 3600) end)
+  end,
+}"""
+    d = temp_dir()
+    with Rill({"nap.lua": flow}, dir=d) as r:
+        rid = r.request("POST", "/hooks/nap", {}).json()["run_id"]
+        wait_until(lambda: r.runs("show", rid)["state"] == "sleeping", 10, "sleeping")
+    with Rill({"nap.lua": flow}, dir=d, env={"RILL_CLOCK_OFFSET": "1d"}) as r:
+        r.wait_log(msg_has="clock runs ahead")
+        import time
+        time.sleep(1.5)  # a poll or two: nothing is due yet
+        eq(r.runs("show", rid)["state"], "sleeping", "one day later")
+    with Rill({"nap.lua": flow}, dir=d, env={"RILL_CLOCK_OFFSET": "2d"}) as r:
+        wait_until(lambda: r.runs("show", rid)["state"] == "succeeded", 10, "woken two days later")
+        eq(r.runs("show", rid)["result"], "48", "hours slept, by rill's clock")
+
+
+if __name__ == "__main__":
+    main()
