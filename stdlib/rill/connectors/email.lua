@@ -151,6 +151,7 @@ local function new(given)
     local envelope = {}
     for i, a in ipairs(rcpt) do envelope[i] = "<" .. a .. ">" end
     local verify = c:setting("verify", true)
+    if verify == false then log.warn("TLS certificate verification is OFF for this mail", { url = url }) end
     local status, err = client.request {
       url = url, mail_from = "<" .. from .. ">", mail_rcpt = envelope, body = text,
       use_ssl = starttls == "required" and "all" or "try",
