@@ -152,7 +152,8 @@ NINJA = flow("ninja", """
     local sent = invoiceninja.mark_sent(deposit.id)
     local pay = invoiceninja.record_payment { client_id = client.id, invoice_id = inv.id, amount = 400,
       date = "2026-11-27", transaction_reference = "REV-1" }
-    return { client = client.id, vat = updated.vat_number, invoice = inv.id, invoice_status = inv.status_id,
+    local _, dup = pcall(invoiceninja.create_invoice, { client_id = client.id, number = inv.number })
+    return { dup = dup, client = client.id, vat = updated.vat_number, invoice = inv.id, invoice_status = inv.status_id,
       deposit = deposit.id, deposit_amount = deposit.amount, deposit_status = sent.status_id, payment = pay.id,
       applied = pay.applied }
 """)
@@ -171,17 +172,19 @@ def invoiceninja_clients_invoices_deposit_mark_sent_and_payment():
             calls = [(q.method, q.path) for q in n.received()]
             eq(calls, [("POST", "/api/v1/clients"), ("PUT", f"/api/v1/clients/{out['client']}"),
                        ("POST", "/api/v1/invoices"), ("POST", "/api/v1/invoices"), ("POST", "/api/v1/invoices/bulk"),
-                       ("POST", "/api/v1/payments")], "requests")
+                       ("POST", "/api/v1/payments"), ("POST", "/api/v1/invoices")], "requests")
             for q in n.received():
                 eq((q.headers.get("x-api-token"), q.headers.get("x-requested-with")), (n.token, "XMLHttpRequest"),
                    f"headers of {q.path}")
-            inv_req, dep_req = n.received("POST", "/api/v1/invoices")
+            inv_req, dep_req, _ = n.received("POST", "/api/v1/invoices")
             eq(inv_req.query, {"mark_sent": ["true"]}, "create invoice ?mark_sent=true")
             eq(dep_req.query, {}, "deposit invoice created as a draft")
             eq(dep_req.json["line_items"], [{"product_key": "deposit", "quantity": 1, "cost": 370.35,
                                              "notes": "Deposit of 30% on quote Q-12"}], "deposit line")
             eq(dep_req.json["po_number"], "Q-12", "other fields passed on")
             assert "total" not in dep_req.json and "percent" not in dep_req.json, dep_req.json
+            assert out["dup"].endswith("invoiceninja: create invoice: 422 Unprocessable: The given data was invalid. "
+                                       "number: The number has already been taken."), out["dup"]
             eq(n.received("POST", "/api/v1/invoices/bulk")[0].json, {"action": "mark_sent", "ids": [out["deposit"]]},
                "bulk mark_sent")
             pay = n.received("POST", "/api/v1/payments")[0].json
@@ -268,7 +271,9 @@ EMAIL = flow("email", """
     local other = email.with { url = env.OTHER_SMTP, user = env.SMTP_USER, password = env.SMTP_PASSWORD,
       from = "Company Two <two@example.org>", ca_file = env.SMTP_CA_FILE }
     local plain = other.send { to = "carol@example.com", subject = "Plain", text = "only text" }
-    return { sent = sent, plain = plain }
+    local _, injected = pcall(email.send, { to = "ada@example.com", subject = "x\\r\\nBcc: evil@example.com", text = "y" })
+    local _, bad_to = pcall(email.send, { to = "ada@example.com>\\r\\nBcc: <evil@example.com", text = "y" })
+    return { sent = sent, plain = plain, injected = injected, bad_to = bad_to }
 """)
 
 
@@ -309,6 +314,9 @@ def email_over_starttls_with_text_and_html_to_the_right_recipients():
             eq((str(p["from"]), p.get_content_type(), p.get_content()),
                ("Company Two <two@example.org>", "text/plain", "only text"), "plain message via with{}")
             eq(s2.messages[0]["tls"], True, "server two over STARTTLS")
+            assert out["injected"].endswith("email: subject must be one line (it has a line break)"), out["injected"]
+            assert "email: to must be one line" in out["bad_to"], out["bad_to"]
+            eq(len(s1.messages), 1, "nothing sent for the refused messages")
             assert_no_secrets(r, [s1.password])
 
 
@@ -357,6 +365,7 @@ ERRORS = {
                              ".create_submission { template_id = 1, submitters = { { email = 'a@b.c' } } }", "async"),
 }
 UNSET = call_flow("unset", "directus.with { token = 'x-123456' }.items('quotes')", "async")
+DOWN = call_flow("down", "directus.with { url = env.DIRECTUS_DOWN, token = 'x-123456' }.items('quotes')", "async")
 
 EXPECTED = {
     "ninja422": "invoiceninja: create invoice: 422 Unprocessable: The given data was invalid. client_id: "
@@ -401,10 +410,14 @@ def error_answers_fail_the_run_naming_service_operation_and_status():
             assert_no_secrets(r, [n.token, d.token, m.password, dx.token, "wrong-Token-0123456789",
                                   "wrong-Password-0123", "not-the-token-0123", "unknownHook0123456789",
                                   s.webhook_path.rsplit("/", 1)[1]], runs)
-        with Rill({"unset.lua": UNSET}, env=FAST) as r:
+        with Rill({"unset.lua": UNSET, "down.lua": DOWN}, env={**FAST, "DIRECTUS_DOWN": "http://127.0.0.1:1"}) as r:
             run = finished(r, r.request("POST", "/unset", {}).json()["run_id"])
             err = json.loads(run["error"])["message"]
             assert err.endswith("unset.lua:6: " + EXPECTED["unset"]), err
+            run = finished(r, r.request("POST", "/down", {}).json()["run_id"])
+            err = json.loads(run["error"])["message"]
+            assert "down.lua:6: directus: read quotes: http: GET http://127.0.0.1:1/items/quotes: " in err \
+                and "Couldn't connect to server" in err, err
 
 
 STEP = flow("step", """

@@ -6,7 +6,7 @@ validation errors are 422 {"message": "The given data was invalid.",
 /api/v1/clients/ID, POST /api/v1/invoices (?mark_sent=true), POST
 /api/v1/invoices/bulk {"action": "mark_sent", "ids": [...]}, POST
 /api/v1/payments {client_id, amount, invoices: [{invoice_id, amount}]}.
-Ids are hashed-id strings; invoice status_id "1" draft, "2" sent,
+An invoice number is unique (422 for a second one). Ids are hashed-id strings; invoice status_id "1" draft, "2" sent,
 "3" partial, "4" paid. State: .clients, .invoices, .payments (id -> record)."""
 import time
 
@@ -67,6 +67,8 @@ class InvoiceNinja(HttpStandin):
             return invalid({"client_id": ["The client id field is required."]})
         if b["client_id"] not in self.clients:
             return invalid({"client_id": ["The selected client id is invalid."]})
+        if b.get("number") and any(i["number"] == b["number"] for i in self.invoices.values()):
+            return invalid({"number": ["The number has already been taken."]})
         items = b.get("line_items") or []
         amount = round(sum(float(i.get("cost", 0)) * float(i.get("quantity", 1)) for i in items), 2)
         self.invoice_number += 1

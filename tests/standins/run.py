@@ -1,10 +1,13 @@
 """run.py: starts every stand-in on loopback and prints the environment
 variables that point rill's connectors at them, then serves until Ctrl-C:
 
-    python3 tests/standins/run.py    # prints export lines, serves until Ctrl-C
+    python3 tests/standins/run.py                # prints export lines, serves until Ctrl-C
+    python3 tests/standins/run.py --print-only   # prints them and stops (to see the names)
 
 Each stand-in records the requests it receives (see each module)."""
+import atexit
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -16,6 +19,7 @@ from standins import Directus, DocuSeal, InvoiceNinja, Mautic, Slack, Smtp, make
 
 def main():
     tmp = tempfile.mkdtemp(prefix="rill-standins-")
+    atexit.register(shutil.rmtree, tmp, True)
     cert, key = make_cert(tmp)
     slack, mautic, ninja = Slack().start(), Mautic().start(), InvoiceNinja().start()
     docuseal, directus = DocuSeal().start(), Directus().start()
@@ -36,6 +40,7 @@ def main():
     if "--print-only" in sys.argv:
         return
     print("# serving; Ctrl-C stops", file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     try:
         signal.pause()
     except KeyboardInterrupt:
