@@ -13,8 +13,15 @@
  *
  * Lua: client.request{method, url, headers = {"Name: value", ...}, body,
  *        timeout, connect_timeout (seconds), max_size (bytes),
- *        verify = true, ca_file, redirects = 0}
+ *        verify = true, ca_file, redirects = 0, username, password}
  *        -> status, headers (lower-case name -> value), body | nil, message
+ *
+ * Mail: with mail_from set, the URL is smtp:// or smtps:// and the request
+ * sends one message: mail_from, mail_rcpt = {"<a@b>", ...}, body = the
+ * whole message (headers and content; curl does the dot-stuffing),
+ * use_ssl = "try" | "all" (STARTTLS on smtp://: "all" refuses to go on in
+ * clear), username/password for AUTH. The status is the server's last reply
+ * code (250). Building the message is the caller's job (email.lua).
  *      client.configure{max_per_host = n, max_connections = n}
  */
 #include <ctype.h>
@@ -31,7 +38,9 @@ typedef struct request {
     CURL *easy;
     rill_task *task;
     struct curl_slist *headers; /* sent */
+    struct curl_slist *rcpt;    /* mail: the recipients */
     char *body;                 /* sent (curl does not copy it) */
+    size_t body_len, body_sent; /* mail: the message, uploaded by on_read */
     buf response, header_lines;
     size_t max_size;
     int too_big;
@@ -58,6 +67,7 @@ static void request_free(request *r) {
         curl_easy_cleanup(r->easy);
     }
     curl_slist_free_all(r->headers);
+    curl_slist_free_all(r->rcpt);
     free(r->body);
     buf_free(&r->response);
     buf_free(&r->header_lines);
@@ -82,6 +92,18 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg) {
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
         r->header_lines.len = 0; /* a new response (after a redirect or a 100) */
     return buf_append(&r->header_lines, p, len) == 0 ? len : 0;
+}
+
+/* CURLOPT_READFUNCTION: the next part of a mail message. */
+static size_t on_read(char *p, size_t size, size_t n, void *arg) {
+    request *r = arg;
+    size_t len = r->body_len - r->body_sent;
+    if (len > size * n)
+        len = size * n;
+    if (len)
+        memcpy(p, r->body + r->body_sent, len);
+    r->body_sent += len;
+    return len;
 }
 
 /* ---- the multi handle on the loop ---- */
@@ -257,6 +279,39 @@ static const char *opt_string(lua_State *L, const char *key, size_t *len) {
     return v;
 }
 
+/* The rest of a mail request: sender, recipients, the message uploaded. */
+static const char *setup_mail(lua_State *L, request *r, const char *from, const char *body,
+                              size_t len) {
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_MAIL_FROM, from);
+    lua_getfield(L, 1, "mail_rcpt");
+    int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        struct curl_slist *l = curl_slist_append(r->rcpt, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (l == NULL) {
+            lua_pop(L, 1);
+            return "out of memory";
+        }
+        r->rcpt = l;
+    }
+    lua_pop(L, 1);
+    if (r->rcpt == NULL)
+        return "mail_rcpt must list one recipient or more";
+    curl_easy_setopt(e, CURLOPT_MAIL_RCPT, r->rcpt);
+    if ((r->body = malloc(len ? len : 1)) == NULL)
+        return "out of memory";
+    if (len)
+        memcpy(r->body, body, len);
+    r->body_len = len;
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_READDATA, r);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+    return NULL;
+}
+
 /* Applies the options at 1 to r's easy handle; returns NULL or an error. */
 static const char *setup(lua_State *L, request *r) {
     CURL *e = r->easy;
@@ -265,6 +320,10 @@ static const char *setup(lua_State *L, request *r) {
     const char *method = opt_string(L, "method", NULL);
     const char *body = opt_string(L, "body", &len);
     const char *ca_file = opt_string(L, "ca_file", NULL);
+    const char *username = opt_string(L, "username", NULL);
+    const char *password = opt_string(L, "password", NULL);
+    const char *mail_from = opt_string(L, "mail_from", NULL);
+    const char *use_ssl = opt_string(L, "use_ssl", NULL);
     if (url == NULL)
         return "url is required";
     curl_easy_setopt(e, CURLOPT_URL, url);
@@ -275,7 +334,7 @@ static const char *setup(lua_State *L, request *r) {
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, mail_from ? "smtp,smtps" : "http,https");
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(opt_number(L, "timeout", 30) * 1000));
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(opt_number(L, "connect_timeout", 10) * 1000));
@@ -289,7 +348,16 @@ static const char *setup(lua_State *L, request *r) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, verify ? 2L : 0L);
     if (ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
+    if (username)
+        curl_easy_setopt(e, CURLOPT_USERNAME, username);
+    if (password)
+        curl_easy_setopt(e, CURLOPT_PASSWORD, password);
+    if (use_ssl)
+        curl_easy_setopt(e, CURLOPT_USE_SSL,
+                         strcmp(use_ssl, "all") == 0 ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_TRY);
     r->max_size = (size_t)opt_number(L, "max_size", 10 * 1024 * 1024);
+    if (mail_from)
+        return setup_mail(L, r, mail_from, body, len);
     if (method && strcmp(method, "HEAD") == 0)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     else if (method && strcmp(method, "GET") != 0)
@@ -329,7 +397,8 @@ static const char *setup(lua_State *L, request *r) {
  * (setup() reads them without raising). */
 static void check_options(lua_State *L) {
     static const char *numbers[] = {"timeout", "connect_timeout", "redirects", "max_size", NULL};
-    static const char *strings[] = {"url", "method", "body", "ca_file", NULL};
+    static const char *strings[] = {"url",      "method",    "body",    "ca_file", "username",
+                                    "password", "mail_from", "use_ssl", NULL};
     for (int i = 0; numbers[i]; i++) {
         lua_getfield(L, 1, numbers[i]);
         if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TNUMBER)
@@ -342,15 +411,23 @@ static void check_options(lua_State *L) {
             luaL_error(L, "http: %s must be a string", strings[i]);
         lua_pop(L, 1);
     }
-    lua_getfield(L, 1, "headers");
-    if (lua_istable(L, -1)) {
-        for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
-            lua_rawgeti(L, -1, i);
-            if (lua_type(L, -1) != LUA_TSTRING)
-                luaL_error(L, "http: headers must be a list of \"Name: value\" strings");
-            lua_pop(L, 1);
+    static const char *lists[] = {"headers", "mail_rcpt", NULL};
+    for (int k = 0; lists[k]; k++) {
+        lua_getfield(L, 1, lists[k]);
+        if (lua_istable(L, -1)) {
+            for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
+                lua_rawgeti(L, -1, i);
+                if (lua_type(L, -1) != LUA_TSTRING)
+                    luaL_error(L, "http: %s must be a list of strings", lists[k]);
+                lua_pop(L, 1);
+            }
         }
+        lua_pop(L, 1);
     }
+    lua_getfield(L, 1, "use_ssl");
+    if (!lua_isnil(L, -1) && strcmp(lua_tostring(L, -1), "try") != 0 &&
+        strcmp(lua_tostring(L, -1), "all") != 0)
+        luaL_error(L, "http: use_ssl must be \"try\" or \"all\"");
     lua_pop(L, 1);
 }
 

@@ -2,7 +2,8 @@
  * test_http_client.c: the HTTP client (http_client.c) against rill's own
  * HTTP server on the same loop: answers, headers, size limits, timeouts,
  * a task killed while its request is in flight, refused connections, and
- * fifty requests at once. Run under ASan and valgrind like every C test.
+ * fifty requests at once; a mail request's checks and its refused connection. Run under ASan and
+ * valgrind like every C test.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,22 @@ static const char *REQUESTS =
     "  local s, e = client.request { url = 'http://127.0.0.1:1/' }\n"
     "  return tostring(s) .. '|' .. (e:match(\"Couldn't connect\") or e)\n"
     "end)\n"
+    "go('mail_no_rcpt', function()\n"
+    "  return select(2, pcall(client.request, { url = 'smtp://127.0.0.1:1', mail_from = "
+    "'<a@b.c>',\n"
+    "    mail_rcpt = {}, body = 'x' }))\n"
+    "end)\n"
+    "go('mail_refused', function()\n"
+    "  local s, e = client.request { url = 'smtp://127.0.0.1:1', mail_from = '<a@b.c>',\n"
+    "    mail_rcpt = { '<d@e.f>', '<g@h.i>' }, body = 'Subject: x\\r\\n\\r\\nhi\\r\\n', use_ssl = "
+    "'all' }\n"
+    "  return tostring(s) .. '|' .. (e:match(\"Couldn't connect\") or e)\n"
+    "end)\n"
+    "go('mail_bad_ssl', function()\n"
+    "  return select(2, pcall(client.request, { url = 'smtp://127.0.0.1:1', mail_from = "
+    "'<a@b.c>',\n"
+    "    mail_rcpt = { '<d@e.f>' }, body = 'x', use_ssl = 'maybe' }))\n"
+    "end)\n"
     "go('many', function()\n"
     "  local n = 0\n"
     "  local left = 50\n"
@@ -115,6 +132,9 @@ static void test_requests(void) {
     T_CHECK(got("killed") && strstr(got("killed"), "killed: deadline") != NULL);
     T_EQ_STR(got("refused"), "nil|Couldn't connect");
     T_EQ_STR(got("many"), "50");
+    T_CHECK(got("mail_no_rcpt") && strstr(got("mail_no_rcpt"), "mail_rcpt must list one") != NULL);
+    T_EQ_STR(got("mail_refused"), "nil|Couldn't connect");
+    T_CHECK(got("mail_bad_ssl") && strstr(got("mail_bad_ssl"), "use_ssl must be") != NULL);
     uv_walk(rill_loop(), close_handle, NULL);
     uv_run(rill_loop(), UV_RUN_DEFAULT);
     rill_watchdog_stop();

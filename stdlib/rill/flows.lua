@@ -104,6 +104,10 @@ local function flow_modules()
     if k ~= "set_clock" then t[k] = v end
   end
   m.time = t
+  -- connectors to the company's services (docs/connectors.md)
+  for _, name in ipairs { "slack", "mautic", "invoiceninja", "docuseal", "directus", "email" } do
+    m[name] = require("rill.connectors." .. name)
+  end
   for name, ctor in pairs(triggers.constructors) do m[name] = ctor end
   return m
 end

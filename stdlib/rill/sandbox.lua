@@ -3,8 +3,9 @@
 -- can neither see nor change another's globals or libraries.
 -- Allowed: the safe base library, string (no string.dump), table, math,
 -- os.time/os.clock/os.date/os.difftime, and rill's modules (json, log, time,
--- env, crypto, flows, sleep, response, fail, http, signatures, ...) and
--- trigger constructors.
+-- env, crypto, flows, sleep, response, fail, http, signatures, step...,
+-- the connectors slack, mautic, invoiceninja, docuseal, directus, email)
+-- and trigger constructors.
 -- Left out: load, loadstring, loadfile, dofile, require, module, setfenv,
 -- getfenv, io, the rest of os, debug, package, coroutine, jit, ffi,
 -- collectgarbage, newproxy, gcinfo (docs/flows.md lists why).

@@ -1,0 +1,129 @@
+"""invoiceninja.py: Invoice Ninja v5's API under /api/v1, an API token in
+X-API-TOKEN (a wrong or missing token: 403 {"message": "Invalid token"},
+as Invoice Ninja's TokenAuth middleware answers). Answers are {"data": ...};
+validation errors are 422 {"message": "The given data was invalid.",
+"errors": {field: [messages]}}. Routes: POST /api/v1/clients, PUT
+/api/v1/clients/ID, POST /api/v1/invoices (?mark_sent=true), POST
+/api/v1/invoices/bulk {"action": "mark_sent", "ids": [...]}, POST
+/api/v1/payments {client_id, amount, invoices: [{invoice_id, amount}]}.
+An invoice number is unique (422 for a second one). Ids are hashed-id strings; invoice status_id "1" draft, "2" sent,
+"3" partial, "4" paid. State: .clients, .invoices, .payments (id -> record)."""
+import time
+
+from .base import HttpStandin, hashed_id
+
+
+def invalid(errors):
+    return 422, {"message": "The given data was invalid.", "errors": errors}
+
+
+class InvoiceNinja(HttpStandin):
+    name = "invoiceninja"
+    routes = (
+        ("POST", r"/api/v1/clients", "create_client"),
+        ("PUT", r"/api/v1/clients/([^/]+)", "update_client"),
+        ("POST", r"/api/v1/invoices", "create_invoice"),
+        ("POST", r"/api/v1/invoices/bulk", "bulk_invoices"),
+        ("POST", r"/api/v1/payments", "create_payment"),
+    )
+
+    def __init__(self, token="ninja-Standin-token-0123456789abcdef", port=0):
+        super().__init__(port)
+        self.token = token
+        self.clients, self.invoices, self.payments = {}, {}, {}
+        self.invoice_number = 0
+
+    def authorized(self, req):
+        return req.headers.get("x-api-token") == self.token
+
+    def unauthorized(self, req):
+        return 403, {"message": "Invalid token", "errors": []}
+
+    def not_found(self, req):
+        return {"message": "Not found"}
+
+    def _body(self, req):
+        return req.json if isinstance(req.json, dict) else {}
+
+    def create_client(self, req):
+        b = self._body(req)
+        if not b.get("name") and not b.get("contacts"):
+            return invalid({"name": ["The name field is required."]})
+        cid = hashed_id()
+        self.clients[cid] = {"id": cid, "balance": 0, "paid_to_date": 0, "contacts": [], **b}
+        self.clients[cid]["id"] = cid
+        return 200, {"data": self.clients[cid]}
+
+    def update_client(self, req, cid):
+        if cid not in self.clients:
+            return 404, {"message": "Record with hashed id " + cid + " not found"}
+        self.clients[cid].update(self._body(req))
+        self.clients[cid]["id"] = cid
+        return 200, {"data": self.clients[cid]}
+
+    def create_invoice(self, req):
+        b = self._body(req)
+        if not b.get("client_id"):
+            return invalid({"client_id": ["The client id field is required."]})
+        if b["client_id"] not in self.clients:
+            return invalid({"client_id": ["The selected client id is invalid."]})
+        if b.get("number") and any(i["number"] == b["number"] for i in self.invoices.values()):
+            return invalid({"number": ["The number has already been taken."]})
+        items = b.get("line_items") or []
+        amount = round(sum(float(i.get("cost", 0)) * float(i.get("quantity", 1)) for i in items), 2)
+        self.invoice_number += 1
+        iid = hashed_id()
+        inv = {**b, "id": iid, "number": b.get("number") or f"{self.invoice_number:04d}", "amount": amount,
+               "balance": 0, "paid_to_date": 0, "status_id": "1", "line_items": items,
+               "date": b.get("date") or time.strftime("%Y-%m-%d", time.gmtime())}
+        self.invoices[iid] = inv
+        if (req.query.get("mark_sent") or [""])[0] == "true":
+            self._mark_sent(inv)
+        return 200, {"data": inv}
+
+    def _mark_sent(self, inv):
+        if inv["status_id"] == "1":
+            inv["status_id"], inv["balance"] = "2", inv["amount"]
+            self.clients[inv["client_id"]]["balance"] += inv["amount"]
+
+    def bulk_invoices(self, req):
+        b = self._body(req)
+        ids = b.get("ids") or []
+        if b.get("action") not in ("mark_sent", "mark_paid", "email", "archive"):
+            return invalid({"action": ["The selected action is invalid."]})
+        if not ids or any(i not in self.invoices for i in ids):
+            return invalid({"ids": ["The ids field is required." if not ids else "The selected ids is invalid."]})
+        for i in ids:
+            if b["action"] == "mark_sent":
+                self._mark_sent(self.invoices[i])
+        return 200, {"data": [self.invoices[i] for i in ids]}
+
+    def create_payment(self, req):
+        b = self._body(req)
+        errors = {}
+        if not b.get("client_id"):
+            errors["client_id"] = ["The client id field is required."]
+        elif b["client_id"] not in self.clients:
+            errors["client_id"] = ["The selected client id is invalid."]
+        amount = b.get("amount")
+        if not isinstance(amount, (int, float)) or amount <= 0:
+            errors["amount"] = ["The amount must be a number above 0."]
+        for n, line in enumerate(b.get("invoices") or []):
+            inv = self.invoices.get(line.get("invoice_id"))
+            if inv is None or inv.get("client_id") != b.get("client_id"):
+                errors[f"invoices.{n}.invoice_id"] = ["The selected invoice is invalid."]
+            elif float(line.get("amount", 0)) > inv["balance"] + 1e-9:
+                errors[f"invoices.{n}.amount"] = ["Amount cannot be greater than invoice balance."]
+        if errors:
+            return invalid(errors)
+        applied = 0
+        for line in b.get("invoices") or []:
+            inv, part = self.invoices[line["invoice_id"]], float(line["amount"])
+            inv["balance"] = round(inv["balance"] - part, 2)
+            inv["paid_to_date"] = round(inv["paid_to_date"] + part, 2)
+            inv["status_id"] = "4" if inv["balance"] == 0 else "3"
+            applied += part
+        pid = hashed_id()
+        self.payments[pid] = {**b, "id": pid, "number": f"{len(self.payments) + 1:04d}", "applied": applied,
+                              "date": b.get("date") or time.strftime("%Y-%m-%d", time.gmtime())}
+        return 200, {"data": self.payments[pid]}

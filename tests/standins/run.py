@@ -1,0 +1,51 @@
+"""run.py: starts every stand-in on loopback and prints the environment
+variables that point rill's connectors at them, then serves until Ctrl-C:
+
+    python3 tests/standins/run.py                # prints export lines, serves until Ctrl-C
+    python3 tests/standins/run.py --print-only   # prints them and stops (to see the names)
+
+Each stand-in records the requests it receives (see each module)."""
+import atexit
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from standins import Directus, DocuSeal, InvoiceNinja, Mautic, Slack, Smtp, make_cert  # noqa: E402
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="rill-standins-")
+    atexit.register(shutil.rmtree, tmp, True)
+    cert, key = make_cert(tmp)
+    slack, mautic, ninja = Slack().start(), Mautic().start(), InvoiceNinja().start()
+    docuseal, directus = DocuSeal().start(), Directus().start()
+    smtp = Smtp(cert=cert, key=key).start()
+    env = {
+        "SLACK_WEBHOOK_URL": slack.webhook_url, "SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": slack.token,
+        "SLACK_CHANNEL": sorted(slack.channels)[0],
+        "MAUTIC_URL": mautic.url, "MAUTIC_USER": mautic.user, "MAUTIC_PASSWORD": mautic.password,
+        "INVOICENINJA_URL": ninja.url, "INVOICENINJA_TOKEN": ninja.token,
+        "DOCUSEAL_URL": docuseal.api_url, "DOCUSEAL_TOKEN": docuseal.token,
+        "DIRECTUS_URL": directus.url, "DIRECTUS_TOKEN": directus.token,
+        "SMTP_URL": smtp.url, "SMTP_USER": smtp.user, "SMTP_PASSWORD": smtp.password,
+        "SMTP_CA_FILE": cert, "MAIL_FROM": "Rill <rill@example.com>",
+    }
+    for k, v in env.items():
+        print(f"export {k}='{v}'")
+    sys.stdout.flush()
+    if "--print-only" in sys.argv:
+        return
+    print("# serving; Ctrl-C stops", file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
