@@ -311,11 +311,14 @@ local function enter(w)
   store.open("sqlite:" .. w.dir .. "/rill.db")
   db.configure { databases = { main = "sqlite:" .. w.dir .. "/app.db" }, store = "sqlite:" .. w.dir .. "/rill.db" }
   http.transport = function(req)
-    local call = { method = req.method, url = req.url, headers = header_table(req.headers), body = req.body }
+    -- a mail (email connector) is a call of method MAIL to its smtp:// URL
+    local method = req.method or (req.mail_from and "MAIL") or "GET"
+    local call = { method = method, url = req.url, headers = header_table(req.headers), body = req.body,
+      from = req.mail_from, to = req.mail_rcpt }
     call.json = req.body and json.try_decode(req.body)
     w.calls[#w.calls + 1] = call
     for _, s in ipairs(w.stubs) do
-      if (s.method == "*" or s.method == req.method) and req.url:sub(1, #s.prefix) == s.prefix then
+      if (s.method == "*" or s.method == method) and req.url:sub(1, #s.prefix) == s.prefix then
         local r = s.response
         if type(r) == "function" then r = r(call) or {} end
         local body = r.body or (r.json ~= nil and json.encode(r.json)) or ""
@@ -325,8 +328,8 @@ local function enter(w)
         return r.status or 200, headers, body
       end
     end
-    w.unstubbed[#w.unstubbed + 1] = req.method .. " " .. req.url
-    return nil, "rill test: no stub for " .. req.method .. " " .. req.url
+    w.unstubbed[#w.unstubbed + 1] = method .. " " .. req.url
+    return nil, "rill test: no stub for " .. method .. " " .. req.url
   end
 end
 
