@@ -17,7 +17,7 @@ RUNTIME_OBJ = $(RUNTIME_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 STDLIB_LUA  = $(shell find stdlib -name '*.lua' | sort)
 C_TESTS     = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all run deps test test-c test-lua test-integration asan valgrind lint format bench clean
+.PHONY: all run deps test test-c test-lua test-integration test-flows asan valgrind lint format bench clean
 
 all: $(BUILD)/rill
 
@@ -60,6 +60,7 @@ test: deps
 	$(MAKE) valgrind RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
 	$(MAKE) test-lua RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
 	$(MAKE) test-integration RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
+	$(MAKE) test-flows RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
 	@awk '{ p += $$1; f += $$2 } END { printf "total: %d passed, %d failed\n", p, f }' build/test-totals
 
 test-c: $(C_TESTS)
@@ -70,6 +71,10 @@ test-lua: $(BUILD)/rill
 
 test-integration: $(BUILD)/rill
 	@tools/run-tests.sh py $(wildcard tests/test_*.py)
+
+# The flows' own tests (flows/*.test.lua), as an analyst runs them.
+test-flows: $(BUILD)/rill
+	@tools/run-tests.sh flows $(BUILD)/rill flows
 
 # The C tests again, built with AddressSanitizer and UBSan.
 asan:

@@ -4,6 +4,7 @@
 #   run-tests.sh c|valgrind BINARY...     C test programs (plain, or under valgrind)
 #   run-tests.sh lua RILL FILE...         Lua tests, run by `rill lua`
 #   run-tests.sh py FILE...               end-to-end tests (python3)
+#   run-tests.sh flows RILL DIR           the flows' own tests (rill test)
 # Exits non-zero when any suite fails or prints no closing line.
 set -uo pipefail
 kind=$1; shift
@@ -35,6 +36,7 @@ case $kind in
   lua) rill=$1; shift
     for t in "$@"; do run_one "$(basename "$t")" "$rill" lua "$t"; done ;;
   py) for t in "$@"; do run_one "$(basename "$t")" python3 "$t"; done ;;
+  flows) run_one "rill test $2" "$1" test --flows "$2" ;;
   *) echo "run-tests.sh: unknown kind $kind" >&2; exit 2 ;;
 esac
 echo "$kind: $passed passed, $failed failed"
