@@ -46,7 +46,10 @@ $(BUILD) $(BUILD)/obj $(BUILD)/tests:
 deps:
 	@tools/install-deps.sh debian-packages.txt
 
+# The company's schema and demo data on the embedded database first
+# (loading them again changes nothing).
 run: deps all
+	$(BUILD)/rill db apply --config config/rill.lua db/schema.sqlite.sql db/demo.sql
 	$(BUILD)/rill serve --config config/rill.lua
 
 # Every test: style, C unit tests (plain, sanitized, under valgrind), the

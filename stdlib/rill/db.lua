@@ -268,6 +268,26 @@ function db.query(...) return handle("main"):query(...) end
 function db.exec(...) return handle("main"):exec(...) end
 function db.tx(fn) return handle("main"):tx(fn) end
 
+-- statements(script) -> the statements of an SQL script, split at each ";"
+-- that ends a line (comment lines dropped), with {{date:N}} and {{time:N}}
+-- replaced by today plus N days (YYYY-MM-DD) and that instant (ISO, UTC),
+-- by rill's clock: demo data and fixtures stay current.
+function db.statements(script)
+  local time = require "rill.time"
+  local now = time.now()
+  script = script:gsub("{{(%a+):([+-]?%d+)}}", function(kind, n)
+    local t = now + tonumber(n) * 86400
+    if kind == "date" then return time.iso(t):sub(1, 10) end
+    if kind == "time" then return time.iso(t) end
+  end)
+  local out = {}
+  for stmt in (script .. "\n"):gmatch("(.-);[ \t]*\r?\n") do
+    stmt = stmt:gsub("^%s*%-%-[^\n]*", ""):gsub("\n%s*%-%-[^\n]*", "")
+    if stmt:find("%S") then out[#out + 1] = stmt end
+  end
+  return out
+end
+
 function db.close()
   for _, h in pairs(handles) do h:close() end
   handles = {}

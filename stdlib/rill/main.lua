@@ -36,6 +36,9 @@ usage: rill <command> [options]
   runs count [--state S]
                       how many runs (in that state) the store holds
                       (every runs command takes --config FILE and --store URL, like serve)
+  db apply [--database NAME] FILE...
+                      run SQL scripts (schema, demo data) on a database (main unless
+                      named); {{date:N}} / {{time:N}} become today plus N days
   db install-events [--database NAME] TABLE...
                       capture inserts, updates and deletes of Postgres tables for
                       db_event triggers (database: main unless named)
@@ -444,10 +447,41 @@ function M.runs(args)
   end)
 end
 
+-- db apply [--database NAME] FILE...: runs SQL scripts (a schema, demo
+-- data) on a configured database, statement by statement.
+local function db_apply(args)
+  local opts, files = parse(args, 3, { database = true, config = true })
+  if not opts then return fail(files) end
+  if #files == 0 then return fail("db apply: which files? usage: rill db apply [--database NAME] FILE...") end
+  local ok, c = pcall(settings, opts)
+  if not ok then return fail(c) end
+  apply(c)
+  in_task(function()
+    local db = require "rill.db"
+    local name = opts.database or "main"
+    local target = db.use(name)
+    for _, file in ipairs(files) do
+      local script, rerr = os_c.read_file(file)
+      if not script then error("db apply: " .. rerr, 0) end
+      local stmts = db.statements(script)
+      for i, stmt in ipairs(stmts) do
+        local sok, serr = pcall(target.exec, stmt)
+        if not sok then
+          error(string.format("db apply: %s, statement %d of %d: %s", file, i, #stmts, tostring(serr)), 0)
+        end
+      end
+      out(string.format("%s: %d statements applied to %s\n", file, #stmts, name))
+    end
+    db.close()
+    os_c.exit(0)
+  end)
+end
+
 -- db install-events [--database NAME] TABLE...: the capture trigger on each
 -- table, for db_event triggers.
 function M.db(args)
-  if args[2] ~= "install-events" then return fail("db: expected install-events\n" .. USAGE) end
+  if args[2] == "apply" then return db_apply(args) end
+  if args[2] ~= "install-events" then return fail("db: expected apply or install-events\n" .. USAGE) end
   local opts, tables = parse(args, 3, { database = true, config = true })
   if not opts then return fail(tables) end
   if #tables == 0 then return fail("db install-events: which tables? usage: rill db install-events TABLE...") end

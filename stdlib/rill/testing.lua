@@ -263,9 +263,7 @@ function T.fixture(t, file)
   local path = file:sub(1, 1) == "/" and file or (w.dir_of_file .. "/" .. file)
   local sql, err = os_c.read_file(path)
   if not sql then error("t.fixture: " .. tostring(err), 2) end
-  for stmt in (sql .. ";"):gmatch("(.-);%s*\n?") do
-    if stmt:find("%S") and not stmt:match("^%s*%-%-[^\n]*$") then db.exec(stmt) end
-  end
+  for _, stmt in ipairs(db.statements(sql)) do db.exec(stmt) end
 end
 
 function T.eq(t, actual, expected, what)
