@@ -117,6 +117,32 @@ def steps_changed_between_attempts_are_reported_and_the_run_is_dead():
         assert 'step 1 was "first", is now "renamed"' in err and "changed.lua:" in err, err
 
 
+NOT_RETRYABLE = """
+return {
+  retries = { attempts = 5, backoff = "10ms" },
+  triggers = { webhook { path = "/charge", mode = "async" } },
+  run = function(ctx)
+    step("charge", function() return http.post(env.COUNTER .. "/fail-9/charge").status end,
+      { retries = 1, backoff = 0.01, retry = false })
+    return "charged"
+  end,
+}"""
+
+
+@test
+def a_step_marked_retry_false_makes_the_run_dead_after_its_own_tries():
+    c = Counter()
+    flow = NOT_RETRYABLE.replace(".status end", ".status >= 500 and error('declined') end")
+    with Rill({"charge.lua": flow}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/charge", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq(run["state"], "dead", "state")
+        eq(run["attempt"], 1, "the run was not retried")
+        eq(c.calls.get("charge"), 2, "the step's own tries (retries = 1)")
+        err = json.loads(run["error"])["message"]
+        assert 'step "charge" failed and is marked retry = false' in err and "declined" in err, err
+
+
 SLEEPER = """
 return {
   triggers = { webhook { path = "/sleep", mode = "async" } },

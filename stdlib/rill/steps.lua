@@ -1,6 +1,6 @@
 -- steps: durable steps and sleeps inside stored runs (async webhooks, cron
 -- ticks, database events).
---   step(name, fn [, {retries = n, backoff = seconds}]) -> fn's result
+--   step(name, fn [, {retries = n, backoff = seconds, retry = false}]) -> fn's result
 --   sleep_until(name, time)   sleep_for(name, duration)
 --   wait_for(name, {event, match, timeout}) -> the event, or {timed_out = true}
 --   emit(name, data) -> the event's id
@@ -104,6 +104,12 @@ function steps.step(name, fn, opts)
     if err == PARK or type(err) == "table" and getmetatable(err) ~= nil then break end -- fail() or a park
     log.write("warn", "step failed", { step = name, attempt = attempt, of = attempts, error = tostring(err) }, run)
     if attempt < attempts then timer.sleep(backoff * 2 ^ (attempt - 1)) end
+  end
+  -- retry = false: a step whose outcome is unknown when it fails (a payment
+  -- that may have gone through) must not run again: the run is dead and a
+  -- person looks
+  if opts.retry == false and not (err == PARK or type(err) == "table" and getmetatable(err) ~= nil) then
+    runner.fail(string.format("step %q failed and is marked retry = false: %s", name, tostring(err)), 0)
   end
   error(err, 0)
 end
