@@ -150,7 +150,8 @@ local function execute(h, sql, ...)
   local run = task.current()
   local tx = run and open_tx[run]
   if tx and tx.handle == h then return run_batch(h, tx.conn, stmt) end
-  return run_batch(h, pick(h), stmt, run and h.kind == "postgres" and run or nil)
+  -- (a task that is not a run, like a webhook's verify, has no origin)
+  return run_batch(h, pick(h), stmt, run and run.id and h.kind == "postgres" and run or nil)
 end
 
 -- The functions flows call raise at the flow's line (level 2: they are

@@ -39,8 +39,7 @@ function flow_api.trigger(name, payload, opts)
   local parent = task.current()
   if parent and parent.depth + 1 >= runner.max_depth then
     -- a loop, most likely: retrying would loop again, so no retry
-    runner.fail(string.format("flows.trigger: a chain of runs deeper than %d (max_depth), a loop? %s",
-      runner.max_depth, runner.chain_of(parent, name)), 2)
+    runner.fail("flows.trigger: " .. runner.too_deep(runner.chain_of(parent, name)), 2)
   end
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }

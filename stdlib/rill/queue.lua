@@ -268,8 +268,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
     started = here and now or nil, chain = chain,
   }
   if refused then
-    local message = string.format("refused: a chain of runs deeper than %d (max_depth), a loop? %s",
-      runner.max_depth, chain)
+    local message = "refused: " .. runner.too_deep(chain)
     row.state, row.finished = "dead", now
     row.error = json.encode { message = message }
     log.error("run refused: " .. message, { flow = flow.name, run_id = row.id })

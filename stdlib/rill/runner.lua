@@ -88,6 +88,11 @@ function runner.chain_of(parent, flow)
   return parent and (parent.flow .. " > " .. flow) or flow
 end
 
+-- too_deep(chain) -> the error of a run refused for being max_depth deep.
+function runner.too_deep(chain)
+  return string.format("a chain of runs deeper than %d (max_depth), a loop? %s", runner.max_depth, chain)
+end
+
 -- at_end(run, fn): fn() is called when the run ends, however it ends.
 function runner.at_end(run, fn)
   run.cleanup = run.cleanup or {}
