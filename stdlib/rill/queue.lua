@@ -327,7 +327,9 @@ end
 poll = function()
   -- In a task: a look at what is ready, then claims sized to the free slots.
   require("rill.c.task").spawn(function()
-    local ready = store.ready(store.now_ms())
+    -- the 1,000 due longest: enough to fill the free slots, and to see
+    -- other flows behind one held back by its concurrency
+    local ready = store.ready(store.now_ms(), math.max(1000, queue.concurrency))
     maybe_queued = #ready > 0
     local claims = {}
     local budget = queue.concurrency - running

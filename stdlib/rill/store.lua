@@ -303,11 +303,16 @@ end
 local DUE = WAITING .. " AND run_at <= $1"
 local ORPHANED = "state = 'running' AND lease_until < $1"
 
--- ready(now) -> {flow, n} for each flow with runs ready to claim.
-function store.ready(now)
+-- ready(now, limit) -> {flow, n} for each flow with runs ready to claim,
+-- counted among the `limit` due longest (counting every due run would make
+-- each poll scan them all when many come due at once).
+function store.ready(now, limit)
+  limit = limit or 1000
   local res = store.batch {
-    { "SELECT flow || '' AS flow, count(*) AS n FROM runs WHERE " .. DUE .. " GROUP BY 1", now, n = 1 },
-    { "SELECT flow || '' AS flow, count(*) AS n FROM runs WHERE " .. ORPHANED .. " GROUP BY 1", now, n = 1 },
+    { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. DUE
+      .. " ORDER BY run_at LIMIT $2) due GROUP BY 1", now, limit, n = 2 },
+    { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. ORPHANED
+      .. " LIMIT $2) orphaned GROUP BY 1", now, limit, n = 2 },
   }
   local by_flow, out = {}, {}
   for _, rows in ipairs(res) do
