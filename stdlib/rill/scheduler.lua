@@ -14,8 +14,19 @@ local queue = require "rill.queue"
 local store = require "rill.store"
 local log = require "rill.log"
 local time = require "rill.time"
+local metrics = require "rill.metrics"
 
 local scheduler = {}
+
+local fires_total = metrics.counter("rill_cron_fires_total",
+  "Cron ticks fired by this process (each stored as a run; with several instances one of them runs it), by flow.",
+  { "flow" })
+local missed_total = metrics.counter("rill_cron_missed_total",
+  "Cron ticks skipped because this process fired too late (over a minute: it was stopped or starved), by flow.",
+  { "flow" })
+local lateness = metrics.histogram("rill_cron_lateness_seconds",
+  "How long after its scheduled time a cron tick fired, by flow.", { "flow" },
+  { 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60 })
 
 local MAX_WAIT = 60
 local LATE_LIMIT = 60  -- a tick later than this (the process was stopped) is skipped
@@ -51,6 +62,8 @@ local function fire(entry)
   local flow = active[entry.flow_name]
   if not flow then return end
   local scheduled = entry.next
+  fires_total:labels(flow.name):inc()
+  lateness:labels(flow.name):observe(math.max(0, time.now() - scheduled))
   log.write("debug", "cron tick", { flow = flow.name, expr = entry.trigger.expr, at = time.iso(scheduled) })
   entry.next = cron.next(entry.trigger.spec, scheduled, entry.trigger.tz)
   submit_tick(flow, entry, scheduled, entry.next)
@@ -74,6 +87,7 @@ arm = function(entry)
   local wait = entry.next - now
   if wait <= -LATE_LIMIT then
     log.warn("cron tick missed", { flow = entry.flow_name, expr = entry.trigger.expr, at = time.iso(entry.next) })
+    missed_total:labels(entry.flow_name):inc()
     entry.next = cron.next(entry.trigger.spec, now, entry.trigger.tz)
     return arm(entry)
   elseif wait <= 0 then

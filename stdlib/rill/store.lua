@@ -281,6 +281,21 @@ function store.ready(now)
   return out
 end
 
+-- depth(now) -> {state = n} for the runs waiting (queued, retrying,
+-- sleeping) and running, and the run_at (ms) of the oldest run due and not
+-- yet claimed (nil when none): what /metrics shows of the queue. In a task.
+-- Each count walks one partial index, the oldest is its first entry.
+function store.depth(now)
+  local res = store.batch {
+    { "SELECT state || '' AS state, count(*) AS n FROM runs WHERE " .. WAITING .. " GROUP BY 1" },
+    { "SELECT count(*) AS n FROM runs WHERE state = 'running'" },
+    { "SELECT min(run_at) AS oldest FROM runs WHERE " .. DUE, now, n = 1 },
+  }
+  local by_state = { queued = 0, retrying = 0, sleeping = 0, running = res[2][1].n }
+  for _, r in ipairs(res[1]) do by_state[r.state] = r.n end
+  return by_state, res[3][1] and res[3][1].oldest or nil
+end
+
 -- Is the store shared by several instances (Postgres)? Then a flow's
 -- concurrency is enforced in the store (store.claim's `max`).
 function store.shared() return dialect.shared == true end
