@@ -355,6 +355,13 @@ static void conn_dispatch(conn *c) {
     lua_State *L = rill_task_main_state();
     http_server *srv = c->srv;
     uv_timer_stop(&c->timer);
+    if (srv->closing) {
+        /* stopped accepting (a drain): a connection kept alive from before
+         * brings no new request in, and is closed */
+        conn_respond_error(c, 503, "shutting down: retry on another instance or later");
+        c->in_flight = 0;
+        return;
+    }
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, srv->dispatch_ref);
     request *req = lua_newuserdata(L, sizeof *req);
@@ -553,7 +560,9 @@ static int l_request_respond(lua_State *L) {
     headers_from_table(L, 4, &extra);
     req->c = NULL;
     c->req = NULL;
-    conn_respond(c, status, ctype, extra.data ? extra.data : "", extra.len, body, body_len, 0);
+    /* while draining, the connection closes after the answer in flight */
+    conn_respond(c, status, ctype, extra.data ? extra.data : "", extra.len, body, body_len,
+                 c->srv->closing);
     buf_free(&extra);
     c->in_flight = 0;
     if (!c->closing) {

@@ -258,9 +258,7 @@ def metrics_count_webhooks_runs_outbound_http_db_queue_cron_and_reloads():
 
 @test
 def label_values_are_escaped_in_the_exposition():
-    # a route with a quote and a backslash is not possible in a path, but a
-    # status and flow name are free text only through response(); the one
-    # free-text label a sender controls is the method of an unmatched request
+    # a route's path with a backslash: escaped in the label, read back whole
     flows = {"q.lua": 'return { triggers = { webhook { path = "/hooks/q\\\\x" } }, run = function() end }'}
     with rill_with_admin(flows) as r:
         eq(r.request("POST", "/hooks/q\\x", {}).status, 204, "route with a backslash")

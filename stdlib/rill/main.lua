@@ -142,6 +142,7 @@ function M.serve_in_task(c)
   local store = require "rill.store"
   local queue = require "rill.queue"
   local dbevents = require "rill.dbevents"
+  local tz = require "rill.c.tz"
 
   local version = store.open(c.store, { sync = c.store_sync })
   log.info("store open", { store = store.kind .. ":" .. store.url, schema = version })
@@ -194,19 +195,27 @@ function M.serve_in_task(c)
     dbevents.stop()
     queue.stop()
     if watcher then watcher:close() end
-    local waited = 0
+    -- the end: one more batch through the store, answered after every
+    -- batch sent before it (a sync run's record, the released leases), then
+    -- exit 0; a store that does not answer holds the exit 2 s at most
+    local function exit()
+      local function go() os_c.exit(0) end
+      if not store.is_open() then return go() end
+      store.batch({ { "SELECT 1 AS ok" } }, go)
+      timer.after(2, go)
+    end
+    local deadline = tz.now() + c.drain_timeout
     local function check()
       -- done when no run executes and every stored run's outcome is committed
       local busy = task.count() > 0 or queue.running() > 0
-      if busy and waited >= c.drain_timeout and queue.running() > 0 then
+      local late = tz.now() >= deadline
+      if busy and late and queue.running() > 0 then
         log.warn("runs still running at exit go back to the queue", { running = queue.running() })
-        return queue.release(function() os_c.exit(0) end)
-      elseif not busy or waited >= c.drain_timeout then
+        return queue.release(exit)
+      elseif not busy or late then
         if busy then log.warn("runs still running at exit", { running = task.count() }) end
-        os_c.exit(0)
-        return
+        return exit()
       end
-      waited = waited + 0.05
       timer.after(0.05, check)
     end
     check()
