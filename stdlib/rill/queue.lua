@@ -15,6 +15,7 @@ local store = require "rill.store"
 local runner = require "rill.runner"
 local log = require "rill.log"
 local metrics = require "rill.metrics"
+local pauses = require "rill.pauses"
 
 local queue = {
   concurrency = 100,     -- runs at once in this instance
@@ -241,7 +242,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
   -- counted across instances (a shared store): then the run waits for a
   -- claim, which counts them.
   local here = started and run_at <= now and free_slots(flow) > 0
-    and not (flow.concurrency and store.shared())
+    and not (flow.concurrency and store.shared()) and not pauses.is_paused(flow.name)
   local request_json
   if opts.request then
     local r = opts.request
@@ -304,13 +305,16 @@ end
 poll = function()
   -- In a task: a look at what is ready, then claims sized to the free slots.
   require("rill.c.task").spawn(function()
-    local ready = store.ready(store.now_ms())
+    local gen = pauses.generation()
+    local ready, paused = store.ready(store.now_ms())
+    pauses.replace(paused, gen)
     maybe_queued = #ready > 0
     local claims = {}
     local budget = queue.concurrency - running
     for _, r in ipairs(ready) do
       local flow = active[r.flow] or { name = r.flow }
-      local n = math.min(r.n, free_slots(flow), budget)
+      -- a paused flow's runs stay in the store
+      local n = pauses.is_paused(r.flow) and 0 or math.min(r.n, free_slots(flow), budget)
       if n > 0 then
         claims[#claims + 1] = { flow = r.flow, limit = n, max = flow.concurrency }
         budget = budget - n

@@ -15,6 +15,7 @@ local store = require "rill.store"
 local log = require "rill.log"
 local time = require "rill.time"
 local metrics = require "rill.metrics"
+local pauses = require "rill.pauses"
 
 local scheduler = {}
 
@@ -62,10 +63,23 @@ local function fire(entry)
   local flow = active[entry.flow_name]
   if not flow then return end
   local scheduled = entry.next
+  entry.next = cron.next(entry.trigger.spec, scheduled, entry.trigger.tz)
+  if pauses.is_paused(flow.name) then
+    -- skipped, not stored: a paused flow starts no runs, and resuming it
+    -- does not replay the ticks it missed (the schedule state moves on, so
+    -- a restart does not count them as missed either)
+    log.info("cron tick skipped: the flow is paused", { flow = flow.name, expr = entry.trigger.expr,
+      at = time.iso(scheduled) })
+    local ms = math.floor(scheduled * 1000 + 0.5)
+    store.batch({ store.schedule_stmt(entry.key, flow.name, ms, entry.next and math.floor(entry.next * 1000 + 0.5)) },
+      function(_, err)
+        if err then log.warn("a skipped cron tick could not be recorded", { flow = flow.name, error = err }) end
+      end)
+    return
+  end
   fires_total:labels(flow.name):inc()
   lateness:labels(flow.name):observe(math.max(0, time.now() - scheduled))
   log.write("debug", "cron tick", { flow = flow.name, expr = entry.trigger.expr, at = time.iso(scheduled) })
-  entry.next = cron.next(entry.trigger.spec, scheduled, entry.trigger.tz)
   submit_tick(flow, entry, scheduled, entry.next)
 end
 

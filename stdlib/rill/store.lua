@@ -99,6 +99,11 @@ local MIGRATIONS = {
         finished BIGINT NOT NULL,
         PRIMARY KEY (run_id, seq))]],
   },
+  -- Paused flows (admin API): their triggers start no runs and their
+  -- stored runs wait, in every instance sharing the store.
+  {
+    "CREATE TABLE flow_pauses (flow TEXT PRIMARY KEY, paused_at BIGINT NOT NULL)",
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
@@ -261,12 +266,17 @@ end
 local DUE = WAITING .. " AND run_at <= $1"
 local ORPHANED = "state = 'running' AND lease_until < $1"
 
--- ready(now) -> {flow, n} for each flow with runs ready to claim.
+-- ready(now) -> {flow, n} for each flow with runs ready to claim, and the
+-- set of paused flows (read in the same batch: a pause made by another
+-- instance holds here from the next poll on).
 function store.ready(now)
   local res = store.batch {
     { "SELECT flow || '' AS flow, count(*) AS n FROM runs WHERE " .. DUE .. " GROUP BY 1", now, n = 1 },
     { "SELECT flow || '' AS flow, count(*) AS n FROM runs WHERE " .. ORPHANED .. " GROUP BY 1", now, n = 1 },
+    { "SELECT flow FROM flow_pauses" },
   }
+  local paused = {}
+  for _, r in ipairs(table.remove(res)) do paused[r.flow] = true end
   local by_flow, out = {}, {}
   for _, rows in ipairs(res) do
     for _, r in ipairs(rows) do
@@ -278,7 +288,7 @@ function store.ready(now)
       end
     end
   end
-  return out
+  return out, paused
 end
 
 -- depth(now) -> {state = n} for the runs waiting (queued, retrying,
@@ -397,12 +407,14 @@ end
 
 -- ---- reading (CLI, admin) ----
 
--- list{flow, state, limit, before} -> rows, newest first.
+-- list{flow, state, limit, since, until} -> rows, newest first; since and
+-- until (ms) bound the creation time (since <= created < until).
 function store.list(q)
   q = q or {}
   local res = store.batch { { "SELECT id, flow, state, attempt, max_attempts, created, started, finished, run_at, error "
     .. "FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR flow = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2) "
-    .. "ORDER BY created DESC, id DESC LIMIT $3", q.flow, q.state, q.limit or 50, n = 3 } }
+    .. "AND (CAST($4 AS BIGINT) IS NULL OR created >= $4) AND (CAST($5 AS BIGINT) IS NULL OR created < $5) "
+    .. "ORDER BY created DESC, id DESC LIMIT $3", q.flow, q.state, q.limit or 50, q.since, q["until"], n = 5 } }
   return res[1]
 end
 
@@ -439,6 +451,36 @@ function store.requeue(id)
   local row = res[2][1]
   if not row then return false, "no run " .. id end
   return false, "run " .. id .. " is " .. row.state .. ": only a dead, failed or retrying run can be retried"
+end
+
+-- cancel(id) -> true, or false and why: a run waiting for its time
+-- (queued, retrying, sleeping) ends as cancelled, never to run again.
+function store.cancel(id)
+  local res = store.batch { { "UPDATE runs SET state = 'cancelled', finished = $2, lease_until = NULL, "
+    .. "owner = NULL WHERE id = $1 AND " .. WAITING, id, now_ms(), n = 2 },
+    { "SELECT state FROM runs WHERE id = $1", id, n = 1 } }
+  if res[1].changes > 0 then return true end
+  local row = res[2][1]
+  if not row then return false, "no run " .. id end
+  return false, "run " .. id .. " is " .. row.state .. ": only a queued, retrying or sleeping run can be cancelled"
+end
+
+-- pauses() -> flow -> paused_at (ms); set_pause(flow, paused): records it.
+function store.pauses()
+  local out = {}
+  for _, r in ipairs(store.batch { { "SELECT flow, paused_at FROM flow_pauses" } }[1]) do
+    out[r.flow] = r.paused_at
+  end
+  return out
+end
+
+function store.set_pause(flow, paused)
+  if paused then
+    store.batch { { "INSERT INTO flow_pauses (flow, paused_at) VALUES ($1, $2) ON CONFLICT (flow) DO NOTHING",
+      flow, now_ms(), n = 2 } }
+  else
+    store.batch { { "DELETE FROM flow_pauses WHERE flow = $1", flow, n = 1 } }
+  end
 end
 
 -- delete(id) -> true, or false and why: a run that is not queued or running

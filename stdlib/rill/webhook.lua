@@ -7,6 +7,7 @@ local json = require "rill.json"
 local runner = require "rill.runner"
 local queue = require "rill.queue"
 local log = require "rill.log"
+local pauses = require "rill.pauses"
 local metrics = require "rill.metrics"
 
 local webhook = {}
@@ -20,6 +21,7 @@ local patterns = {}  -- routes whose path has :params, in load order
 local paths = {}     -- path -> {methods}, for 405 answers
 
 local JSON = { ["content-type"] = "application/json" }
+local PAUSED_RETRY_AFTER = "60" -- seconds a sender of a paused flow's webhook is asked to wait
 local NO_QUERY = setmetatable({}, { __newindex = function() error("ctx.request.query is read-only", 2) end })
 
 local accept, start, verified
@@ -247,6 +249,11 @@ function webhook.dispatch(req, method, path, query, headers, body)
       end
       return reply_error(req, method, 404, "no webhook at " .. method .. " " .. path)
     end
+  end
+  if pauses.is_paused(route.flow.name) then
+    -- the sender keeps the event and tries again later
+    return answer(req, route, 503, json.encode { error = "flow " .. route.flow.name .. " is paused; retry later" },
+      { ["content-type"] = "application/json", ["retry-after"] = PAUSED_RETRY_AFTER })
   end
   local trigger = route.trigger
   local payload, status, reason = payload_of(trigger, method, query, headers, body)
