@@ -1,6 +1,6 @@
 -- main: rill's command line. main(args) parses the command, sets up what it
 -- needs and returns; the C side then runs the loop until rill.c.os.exit().
---   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT]
+--   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT] [--admin-listen HOST:PORT|off]
 --   rill check [DIR]
 --   rill run FLOW [--payload JSON] [--config FILE] [--flows DIR]
 --   rill runs list|show|retry|count ...   the store's runs, from the command line
@@ -16,13 +16,16 @@ local USAGE = [[
 usage: rill <command> [options]
 
   serve [--config FILE] [--flows DIR] [--listen HOST:PORT] [--store URL]
-                      serve the flows' webhooks and cron triggers; reload on change
+        [--admin-listen HOST:PORT|off]
+                      serve the flows' webhooks and cron triggers; reload on change;
+                      the admin API and console (token: RILL_ADMIN_TOKEN), /healthz,
+                      /readyz and /metrics on the admin address (default 127.0.0.1:9090)
   check [DIR]         load and validate every flow in DIR (default: flows); exit 1 on errors
   run FLOW [--payload JSON] [--config FILE] [--flows DIR]
                       run one flow once, print its log and result; exit 1 if it fails
   runs list [--flow F] [--state S] [--limit N] [--json]
                       the latest runs in the store (states: queued running retrying
-                      succeeded failed dead)
+                      sleeping succeeded failed dead cancelled)
   runs show ID [--json]
                       one run: trigger, payload, result or error, every log line
   runs retry ID       put a dead, failed or retrying run back in the queue, ready now
@@ -86,6 +89,11 @@ local function settings(opts)
     if not host then error("--listen: expected HOST:PORT", 0) end
     c.host, c.port = host, tonumber(port)
   end
+  if opts["admin-listen"] then
+    c.admin_listen = opts["admin-listen"]
+    local aok, aerr = pcall(config.admin_address, c)
+    if not aok then error((aerr:gsub("^config: admin_listen", "--admin-listen")), 0) end
+  end
   return c
 end
 
@@ -123,7 +131,8 @@ local function report_load(summary, log)
 end
 
 function M.serve(args)
-  local opts, perr = parse(args, 2, { config = true, flows = true, listen = true, store = true })
+  local opts, perr = parse(args, 2, { config = true, flows = true, listen = true, store = true,
+    ["admin-listen"] = true })
   if not opts then return fail(perr) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end
@@ -158,6 +167,9 @@ function M.serve_in_task(c)
     return summary
   end
   reload("start")
+  require("rill.pauses").load() -- before the first request: a paused flow's webhooks answer 503
+  local admin = require "rill.admin"
+  admin.start(c, { reload = reload })
 
   local server, lerr = server_c.listen(c.host, c.port, webhook.dispatch, {
     max_body = c.max_body, keepalive_timeout = c.keepalive_timeout, request_timeout = c.request_timeout,
@@ -166,6 +178,7 @@ function M.serve_in_task(c)
   queue.start()
   scheduler.start()
   dbevents.start(c.poll_interval)
+  admin.set_phase("serving")
   log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
     pid = os_c.pid() })
 
@@ -191,6 +204,7 @@ function M.serve_in_task(c)
     stopping = true
     log.info("stopping", { signal = sig, running = task.count() })
     server:close()
+    admin.set_phase("stopping")
     scheduler.stop()
     dbevents.stop()
     queue.stop()
