@@ -340,6 +340,20 @@ def a_paused_flow_starts_no_runs_until_resumed():
 
 
 @test
+def a_pause_holds_in_every_instance_sharing_a_postgres_store():
+    pg = Postgres()
+    store = {"RILL_STORE": pg.new_database()}
+    with rill({"echo.lua": ECHO}, env=store) as a, rill({"echo.lua": ECHO}, env=store) as b:
+        eq(api(a, "POST", "/api/flows/echo/pause").status, 200, "pause on a")
+        eq(post(a, "/hooks/echo", {}).status, 503, "a: paused at once")
+        wait_until(lambda: post(b, "/hooks/echo", {}).status == 503, 10, "b to see the pause")
+        eq(api(b, "GET", "/api/flows").json()["flows"][0]["paused"], True, "b lists it paused")
+        eq(api(b, "POST", "/api/flows/echo/resume").status, 200, "resume on b")
+        wait_until(lambda: post(a, "/hooks/echo", {}).status == 202, 10, "a to see the resume")
+    pg.stop()
+
+
+@test
 def unknown_paths_and_methods():
     with rill({"echo.lua": ECHO}) as r:
         res = api(r, "GET", "/api/nothing")
