@@ -2,7 +2,7 @@
 playwright-core (tests/browser/console.mjs). A flow fails while its upstream
 answers 500 (one attempt: the run is dead); the upstream is fixed, and the
 console is used to find the dead run and retry it, until the page shows it
-succeeded. The screenshot build/screenshots/console.png is for the README."""
+succeeded; then to pause, resume and reload on the flows page. The screenshot build/screenshots/console.png is for the README."""
 import json
 import os
 import subprocess
@@ -54,6 +54,11 @@ def retry_a_dead_run_from_the_console():
         eq(seen["result"], {"n": 42, "prepared": 42}, "the result shown")
         eq(seen["retry_button_after"], 0, "no retry button on a succeeded run")
         eq(seen["problems"], [], "page and console errors")
+        eq(seen["flow_states"], ["active", "paused", "active"], "the flow's status on the flows page")
+        eq(seen["reload_notice"], "Reloaded: 0 loaded, 0 removed, 0 with errors.", "reload notice")
+        r.wait_log(msg="flow paused from the admin API", flow="checked")
+        r.wait_log(msg="flow resumed from the admin API", flow="checked")
+        r.wait_log(msg="flows reloaded", why="admin API")
         run = ended(r, run_id)
         eq((run["state"], run["attempt"]), ("succeeded", 2), "the run in the store")
         eq(up.calls, 2, "upstream calls")

@@ -3,7 +3,8 @@
 //   node console.mjs ADMIN_URL TOKEN RUN_ID SCREENSHOT
 // Opens the runs page, types the token, filters dead runs, opens RUN_ID (a
 // dead run), checks its timeline, clicks Retry and waits for the page to show
-// it succeeded, then saves a screenshot. Prints one JSON line of what it saw;
+// it succeeded, then saves a screenshot; then pauses and resumes the flow and
+// reloads the flows on the flows page. Prints one JSON line of what it saw;
 // exits 1 on the first thing that is not as expected.
 import { chromium } from "playwright-core";
 
@@ -48,6 +49,22 @@ try {
   seen.result = JSON.parse(await page.textContent("#run-result"));
   seen.retry_button_after = await page.locator("#retry").count();
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // the flows page: pause the flow, resume it, reload
+  const flow = 'tr[data-flow="checked"]';
+  await page.click("#nav-flows");
+  await page.waitForSelector(`${flow} [data-state="active"]`, WAIT);
+  seen.flow_states = ["active"];
+  await page.click(`${flow} button[data-action="pause"]`);
+  await page.waitForSelector(`${flow} [data-state="paused"]`, WAIT);
+  seen.flow_states.push("paused");
+  await page.click(`${flow} button[data-action="resume"]`);
+  await page.waitForSelector(`${flow} [data-state="active"]`, WAIT);
+  seen.flow_states.push("active");
+  await page.click("#reload");
+  await page.waitForFunction(() => (document.querySelector("#notice") || {}).textContent?.startsWith("Reloaded"),
+    null, WAIT);
+  seen.reload_notice = await page.textContent("#notice");
   seen.problems = problems;
   console.log(JSON.stringify(seen));
 } catch (e) {
