@@ -9,6 +9,8 @@ local config = {}
 
 config.defaults = {
   listen = "127.0.0.1:8080",   -- host:port the webhooks are served on
+  reuse_port = false,          -- share listen's port with other rill processes (SO_REUSEPORT):
+                               -- several instances on one machine, one store (docs/operations.md)
   admin_listen = "127.0.0.1:9090", -- host:port of the admin API, console, /healthz, /metrics;
                                -- "off": none (the token comes from RILL_ADMIN_TOKEN only)
   flows_dir = "flows",         -- the folder of flow files, watched for changes

@@ -173,6 +173,7 @@ function M.serve_in_task(c)
 
   local server, lerr = server_c.listen(c.host, c.port, webhook.dispatch, {
     max_body = c.max_body, keepalive_timeout = c.keepalive_timeout, request_timeout = c.request_timeout,
+    reuse_port = c.reuse_port,
   })
   if not server then return fail(lerr) end
   queue.start()
