@@ -4,12 +4,11 @@ stand-in, a database, cron ticks, reloads with a broken file, a queue that
 waits), then the Prometheus text parsed here and its values checked."""
 import http.client
 import http.server
-import os
 import re
 import signal
 import threading
 
-from lib.harness import Rill, eq, free_port, main, test, wait_until
+from lib.harness import Rill, eq, main, test, wait_until
 
 FLOWS = {
     "ok.lua": """
@@ -146,10 +145,8 @@ def family(samples, name):
 
 
 def rill_with_admin(flows, env=None):
-    admin = free_port()
-    r = Rill(flows, env={"RILL_ADMIN_LISTEN": f"127.0.0.1:{admin}", "RILL_POLL_INTERVAL": "0.1s", **(env or {})})
-    r.admin_port = admin
-    return r
+    """A rill polling its store often; the harness gives it an admin port (r.admin_port)."""
+    return Rill(flows, env={"RILL_POLL_INTERVAL": "0.1s", **(env or {})})
 
 
 @test
@@ -276,5 +273,4 @@ def metrics_need_no_token_and_are_not_on_the_webhook_port():
 
 
 if __name__ == "__main__":
-    os.chdir(os.path.dirname(os.path.abspath(__file__)))
     main()

@@ -2,8 +2,6 @@
 kernel spreads new connections between them, one of them stopping leaves
 the others serving every request, and without the setting a second process
 on a port in use stops at start with a clear message."""
-import signal
-
 from lib.harness import Rill, eq, main, test
 
 WHO = """
