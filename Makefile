@@ -17,7 +17,7 @@ RUNTIME_OBJ = $(RUNTIME_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 STDLIB_LUA  = $(shell find stdlib -name '*.lua' | sort)
 C_TESTS     = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all run deps test test-c test-lua test-integration test-flows asan valgrind lint format bench clean
+.PHONY: all run deps browser-deps test test-c test-lua test-integration test-flows asan valgrind lint format bench clean
 
 all: $(BUILD)/rill
 
@@ -46,6 +46,15 @@ $(BUILD) $(BUILD)/obj $(BUILD)/tests:
 deps:
 	@tools/install-deps.sh debian-packages.txt
 
+# playwright-core for the console test in a browser (Debian's chromium, from
+# debian-packages.txt: no browser is downloaded), at the locked version.
+BROWSER_DEPS = tests/browser/node_modules/.package-lock.json
+$(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
+	@command -v npm >/dev/null || { echo "browser-deps: npm is missing (Debian: apt-get install npm)"; exit 1; }
+	cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+
+browser-deps: $(BROWSER_DEPS)
+
 # The company's schema and demo data on the embedded database first
 # (loading them again changes nothing).
 run: deps all
@@ -72,7 +81,7 @@ test-c: $(C_TESTS)
 test-lua: $(BUILD)/rill
 	@tools/run-tests.sh lua $(BUILD)/rill $(wildcard tests/test_*.lua)
 
-test-integration: $(BUILD)/rill
+test-integration: $(BUILD)/rill $(BROWSER_DEPS)
 	@tools/run-tests.sh py $(wildcard tests/test_*.py)
 
 # The flows' own tests (flows/*.test.lua), as an analyst runs them.

@@ -7,11 +7,13 @@
  * A connection handles one request at a time; pipelined bytes wait in a
  * buffer until the response to the request before them is written.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <http_parser.h>
@@ -355,6 +357,13 @@ static void conn_dispatch(conn *c) {
     lua_State *L = rill_task_main_state();
     http_server *srv = c->srv;
     uv_timer_stop(&c->timer);
+    if (srv->closing) {
+        /* stopped accepting (a drain): a connection kept alive from before
+         * brings no new request in, and is closed */
+        conn_respond_error(c, 503, "shutting down: retry on another instance or later");
+        c->in_flight = 0;
+        return;
+    }
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, srv->dispatch_ref);
     request *req = lua_newuserdata(L, sizeof *req);
@@ -553,7 +562,9 @@ static int l_request_respond(lua_State *L) {
     headers_from_table(L, 4, &extra);
     req->c = NULL;
     c->req = NULL;
-    conn_respond(c, status, ctype, extra.data ? extra.data : "", extra.len, body, body_len, 0);
+    /* while draining, the connection closes after the answer in flight */
+    conn_respond(c, status, ctype, extra.data ? extra.data : "", extra.len, body, body_len,
+                 c->srv->closing);
     buf_free(&extra);
     c->in_flight = 0;
     if (!c->closing) {
@@ -596,8 +607,29 @@ static void server_options(lua_State *L, int idx, http_server *srv) {
     lua_pop(L, 3);
 }
 
+/* Initializes srv->tcp; with reuse_port, its socket is made at once and
+ * marked SO_REUSEPORT before the bind, so that several processes listen on
+ * one port and the kernel spreads the connections between them. */
+static int server_socket(http_server *srv, int family, int reuse_port, int *made) {
+    int rc = reuse_port ? uv_tcp_init_ex(rill_loop(), &srv->tcp, (unsigned)family)
+                        : uv_tcp_init(rill_loop(), &srv->tcp);
+    if (rc != 0)
+        return rc;
+    *made = 1;
+    srv->tcp.data = srv;
+    if (!reuse_port)
+        return 0;
+    uv_os_fd_t fd;
+    int one = 1;
+    rc = uv_fileno((uv_handle_t *)&srv->tcp, &fd);
+    if (rc == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        rc = uv_translate_sys_error(errno);
+    return rc;
+}
+
 /* listen(host, port, dispatch, options) -> server, or nil, message.
- * options: max_body (bytes), keepalive_timeout, request_timeout (seconds). */
+ * options: max_body (bytes), keepalive_timeout, request_timeout (seconds),
+ * reuse_port (share the port with other processes that set it too). */
 static int l_listen(lua_State *L) {
     const char *host = luaL_checkstring(L, 1);
     int port = (int)luaL_checkinteger(L, 2);
@@ -615,20 +647,33 @@ static int l_listen(lua_State *L) {
     srv->keepalive_ms = 75000;
     srv->request_ms = 30000;
     server_options(L, 4, srv);
+    int reuse_port = 0;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "reuse_port");
+        reuse_port = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     luaL_getmetatable(L, SERVER_MT);
     lua_setmetatable(L, -2);
-    uv_tcp_init(rill_loop(), &srv->tcp);
-    srv->tcp.data = srv;
     lua_pushvalue(L, 3);
     srv->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
     srv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    int rc = uv_tcp_bind(&srv->tcp, (struct sockaddr *)&addr, 0);
+    int made = 0;
+    int rc = server_socket(srv, addr.ss_family, reuse_port, &made);
+    if (rc == 0)
+        rc = uv_tcp_bind(&srv->tcp, (struct sockaddr *)&addr, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&srv->tcp, 1024, on_connection);
     if (rc != 0) {
-        srv->closing = 1;
-        uv_close((uv_handle_t *)&srv->tcp, server_closed);
+        if (made) {
+            srv->closing = 1;
+            uv_close((uv_handle_t *)&srv->tcp, server_closed);
+        } else {
+            luaL_unref(L, LUA_REGISTRYINDEX, srv->dispatch_ref);
+            luaL_unref(L, LUA_REGISTRYINDEX, srv->self_ref);
+            srv->dispatch_ref = srv->self_ref = LUA_NOREF;
+        }
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
         return 2;

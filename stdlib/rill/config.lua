@@ -9,6 +9,10 @@ local config = {}
 
 config.defaults = {
   listen = "127.0.0.1:8080",   -- host:port the webhooks are served on
+  reuse_port = false,          -- share listen's port with other rill processes (SO_REUSEPORT):
+                               -- several instances on one machine, one store (docs/operations.md)
+  admin_listen = "127.0.0.1:9090", -- host:port of the admin API, console, /healthz, /metrics;
+                               -- "off": none (the token comes from RILL_ADMIN_TOKEN only)
   flows_dir = "flows",         -- the folder of flow files, watched for changes
   log_level = "info",          -- debug | info | warn | error
   log_format = "auto",         -- json | text | auto (text on a terminal, json otherwise)
@@ -80,6 +84,18 @@ local function coerce(key, default, value)
   return value
 end
 
+-- admin_address(c): c.admin_host and c.admin_port from c.admin_listen
+-- (both nil when it is "off").
+function config.admin_address(c)
+  c.admin_host, c.admin_port = nil, nil
+  if c.admin_listen == "off" then return end
+  local host, port = tostring(c.admin_listen):match("^%[?([^%]]*)%]?:(%d+)$")
+  if not host then
+    error(string.format("config: admin_listen: %q is not host:port or \"off\"", tostring(c.admin_listen)), 0)
+  end
+  c.admin_host, c.admin_port = host, tonumber(port)
+end
+
 -- load(path) -> settings table; path may be nil (defaults and environment only).
 -- Raises a message naming the file and the key on any error.
 function config.load(path)
@@ -115,6 +131,7 @@ function config.load(path)
   local host, port = tostring(c.listen):match("^%[?([^%]]*)%]?:(%d+)$")
   if not host then error(string.format("config: listen: %q is not host:port", tostring(c.listen)), 0) end
   c.host, c.port = host, tonumber(port)
+  config.admin_address(c)
   if not ({ debug = 1, info = 1, warn = 1, error = 1 })[c.log_level] then
     error(string.format("config: log_level: %q is not debug, info, warn or error", tostring(c.log_level)), 0)
   end

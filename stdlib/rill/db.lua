@@ -19,6 +19,32 @@ local settings = { databases = { main = "sqlite:data/app.db" }, pool = 8, statem
 local handles = {}                                   -- name -> handle
 local open_tx = setmetatable({}, { __mode = "k" })   -- run -> its transaction
 
+-- Pool use, read at scrape time from the handles (nothing counted per statement).
+local metrics = require "rill.metrics"
+local function each_handle(fn)
+  return function(f)
+    for name, h in pairs(handles) do fn(f, name, h) end
+  end
+end
+metrics.gauge("rill_db_pool_connections",
+  "Open connections of the flows' databases, by database and kind: statements (shared) or transactions.",
+  { "database", "kind" }, each_handle(function(f, name, h)
+    f:labels(name, "statements"):set(#h.conns)
+    f:labels(name, "transactions"):set(h.tx_open)
+  end))
+metrics.gauge("rill_db_pool_in_use",
+  "Database work in progress, by database and kind: statements in flight, transactions open.",
+  { "database", "kind" }, each_handle(function(f, name, h)
+    local n = 0
+    for _, load in pairs(h.load) do n = n + load end
+    f:labels(name, "statements"):set(n)
+    f:labels(name, "transactions"):set(h.tx_open - #h.spare)
+  end))
+metrics.gauge("rill_db_pool_max", "Most connections a database's pool opens (db_pool; 1 for SQLite).",
+  { "database" }, each_handle(function(f, name, h)
+    f:labels(name):set(h.kind == "sqlite" and 1 or settings.pool)
+  end))
+
 -- configure{databases, db_pool, db_statement_timeout}
 function db.configure(c)
   for _, h in pairs(handles) do h:close() end

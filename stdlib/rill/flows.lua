@@ -246,6 +246,23 @@ local function conflicts(versions, files)
   return bad
 end
 
+local metrics = require "rill.metrics"
+local reloads_total = metrics.counter("rill_flow_reloads_total",
+  "Reloads of the flows folder (at start, on a file change, SIGHUP or the admin API).")
+local load_errors_total = metrics.counter("rill_flow_load_errors_total",
+  "Flow files refused at a reload (syntax or load error, invalid definition, a name or route taken).")
+metrics.gauge("rill_flows_active", "Flow versions in force.", nil, function(f)
+  local n = 0
+  for _ in pairs(flows.active or {}) do n = n + 1 end
+  f:set(n)
+end)
+metrics.gauge("rill_flow_files_failing", "Flow files whose last load failed (an older version may be in force).",
+  nil, function(f)
+    local n = 0
+    for _ in pairs(flows.errors or {}) do n = n + 1 end
+    f:set(n)
+  end)
+
 -- reload(dir) -> summary {loaded = {files}, removed = {files}, failed = {file = msg}}
 -- Loads new and changed files; a failure keeps the file's previous version.
 function flows.reload(dir)
@@ -299,6 +316,8 @@ function flows.reload(dir)
   for _, v in pairs(next_by_file) do flows.active[v.name] = v end
   flows.errors = summary.failed
   flows.reloads = flows.reloads + 1
+  reloads_total:inc()
+  for _ in pairs(summary.failed) do load_errors_total:inc() end
   for _, fn in ipairs(listeners) do fn(flows.active, summary) end
   return summary
 end

@@ -16,8 +16,20 @@ local log = require "rill.log"
 local timer = require "rill.c.timer"
 local tz = require "rill.c.tz"
 local steps = require "rill.steps"
+local metrics = require "rill.metrics"
 
 local http = {}
+
+local requests_total = metrics.counter("rill_http_client_requests_total",
+  "Outbound HTTP requests from flows, by host (host:port as in the URL) and status (error: no answer).",
+  { "host", "status" })
+local request_seconds = metrics.histogram("rill_http_client_request_duration_seconds",
+  "Outbound HTTP requests from flows: time to the whole response, by host.", { "host" })
+
+-- The URL's host[:port], without credentials: the metrics' host label.
+local function host_of(url)
+  return (url:match("^%a+://([^/?#]*)") or ""):gsub("^.*@", "")
+end
 
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
 local METHODS = { GET = 1, HEAD = 1, POST = 1, PUT = 1, PATCH = 1, DELETE = 1, OPTIONS = 1 }
@@ -130,8 +142,13 @@ local function request(opts, level)
   local retries = IDEMPOTENT[method] and (opts.retries or 0) or 0
   local started = tz.now()
   for attempt = 0, retries do
+    local sent = tz.now()
     local status, headers, body = http.transport(req)
-    local ms = math.floor((tz.now() - started) * 1000)
+    local now = tz.now()
+    local ms = math.floor((now - started) * 1000)
+    local host = host_of(req.url)
+    requests_total:labels(host, status or "error"):inc()
+    request_seconds:labels(host):observe(now - sent)
     if status then
       log.info("http", { method = method, url = loggable(req.url), status = status, ms = ms })
       return setmetatable({ status = status, ok = status >= 200 and status < 300,

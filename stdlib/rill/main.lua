@@ -1,6 +1,6 @@
 -- main: rill's command line. main(args) parses the command, sets up what it
 -- needs and returns; the C side then runs the loop until rill.c.os.exit().
---   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT]
+--   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT] [--admin-listen HOST:PORT|off]
 --   rill check [DIR]
 --   rill run FLOW [--payload JSON] [--config FILE] [--flows DIR]
 --   rill runs list|show|retry|count ...   the store's runs, from the command line
@@ -16,7 +16,10 @@ local USAGE = [[
 usage: rill <command> [options]
 
   serve [--config FILE] [--flows DIR] [--listen HOST:PORT] [--store URL]
-                      serve the flows' webhooks and cron triggers; reload on change
+        [--admin-listen HOST:PORT|off]
+                      serve the flows' webhooks and cron triggers; reload on change;
+                      the admin API and console (token: RILL_ADMIN_TOKEN), /healthz,
+                      /readyz and /metrics on the admin address (default 127.0.0.1:9090)
   check [DIR]         load and validate every flow in DIR (default: flows); exit 1 on errors
   run FLOW [--payload JSON] [--config FILE] [--flows DIR]
                       run one flow once, print its log and result; exit 1 if it fails
@@ -25,7 +28,7 @@ usage: rill <command> [options]
                       scratch store and database, with stubbed HTTP and a set clock
   runs list [--flow F] [--state S] [--limit N] [--json]
                       the latest runs in the store (states: queued running retrying
-                      sleeping waiting succeeded failed dead)
+                      sleeping waiting succeeded failed dead cancelled)
   runs show ID [--json]
                       one run: trigger, payload, result or error, every log line
   runs retry ID [--same-version]
@@ -95,6 +98,11 @@ local function settings(opts)
     if not host then error("--listen: expected HOST:PORT", 0) end
     c.host, c.port = host, tonumber(port)
   end
+  if opts["admin-listen"] then
+    c.admin_listen = opts["admin-listen"]
+    local aok, aerr = pcall(config.admin_address, c)
+    if not aok then error((aerr:gsub("^config: admin_listen", "--admin-listen")), 0) end
+  end
   return c
 end
 
@@ -137,7 +145,8 @@ local function report_load(summary, log)
 end
 
 function M.serve(args)
-  local opts, perr = parse(args, 2, { config = true, flows = true, listen = true, store = true })
+  local opts, perr = parse(args, 2, { config = true, flows = true, listen = true, store = true,
+    ["admin-listen"] = true })
   if not opts then return fail(perr) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end
@@ -156,6 +165,7 @@ function M.serve_in_task(c)
   local store = require "rill.store"
   local queue = require "rill.queue"
   local dbevents = require "rill.dbevents"
+  local tz = require "rill.c.tz"
 
   local version = store.open(c.store, { sync = c.store_sync })
   log.info("store open", { store = store.kind .. ":" .. store.url, schema = version })
@@ -171,14 +181,19 @@ function M.serve_in_task(c)
     return summary
   end
   reload("start")
+  require("rill.pauses").load() -- before the first request: a paused flow's webhooks answer 503
+  local admin = require "rill.admin"
+  admin.start(c, { reload = reload })
 
   local server, lerr = server_c.listen(c.host, c.port, webhook.dispatch, {
     max_body = c.max_body, keepalive_timeout = c.keepalive_timeout, request_timeout = c.request_timeout,
+    reuse_port = c.reuse_port,
   })
   if not server then return fail(lerr) end
   queue.start()
   scheduler.start()
   dbevents.start(c.poll_interval)
+  admin.set_phase("serving")
   log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
     pid = os_c.pid() })
 
@@ -204,23 +219,32 @@ function M.serve_in_task(c)
     stopping = true
     log.info("stopping", { signal = sig, running = task.count() })
     server:close()
+    admin.set_phase("stopping")
     scheduler.stop()
     dbevents.stop()
     queue.stop()
     if watcher then watcher:close() end
-    local waited = 0
+    -- the end: one more batch through the store, answered after every
+    -- batch sent before it (a sync run's record, the released leases), then
+    -- exit 0; a store that does not answer holds the exit 2 s at most
+    local function exit()
+      local function go() os_c.exit(0) end
+      if not store.is_open() then return go() end
+      store.batch({ { "SELECT 1 AS ok" } }, go)
+      timer.after(2, go)
+    end
+    local deadline = tz.now() + c.drain_timeout
     local function check()
       -- done when no run executes and every stored run's outcome is committed
       local busy = task.count() > 0 or queue.running() > 0
-      if busy and waited >= c.drain_timeout and queue.running() > 0 then
+      local late = tz.now() >= deadline
+      if busy and late and queue.running() > 0 then
         log.warn("runs still running at exit go back to the queue", { running = queue.running() })
-        return queue.release(function() os_c.exit(0) end)
-      elseif not busy or waited >= c.drain_timeout then
+        return queue.release(exit)
+      elseif not busy or late then
         if busy then log.warn("runs still running at exit", { running = task.count() }) end
-        os_c.exit(0)
-        return
+        return exit()
       end
-      waited = waited + 0.05
       timer.after(0.05, check)
     end
     check()

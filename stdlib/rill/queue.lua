@@ -14,6 +14,8 @@ local timer = require "rill.c.timer"
 local store = require "rill.store"
 local runner = require "rill.runner"
 local log = require "rill.log"
+local metrics = require "rill.metrics"
+local pauses = require "rill.pauses"
 
 local queue = {
   concurrency = 100,     -- runs at once in this instance
@@ -35,6 +37,32 @@ local polling, poll_again = false, false
 local maybe_queued = true -- runs may wait in the store: look after each finish
 local counts = { succeeded = 0, retrying = 0, dead = 0, failed = 0, submitted = 0, duplicates = 0 }
 queue.counts = counts
+
+local submitted_total = metrics.counter("rill_queue_submitted_total",
+  "Runs stored by this process (async webhooks, cron ticks, flows.trigger), by flow; duplicates not included.",
+  { "flow" })
+local duplicates_total = metrics.counter("rill_queue_duplicates_total",
+  "Deliveries refused as duplicates of a stored run (same idempotency key), by flow.", { "flow" })
+local outcomes_total = metrics.counter("rill_queue_outcomes_total",
+  "Attempts of stored runs whose outcome this process stored, by flow and state: succeeded, retrying, dead, sleeping.",
+  { "flow", "state" })
+-- The queue as the store holds it (all instances' runs), read every
+-- poll_interval by a running queue and shown at scrape time: a scrape
+-- never waits on the store, and the oldest due run's age is exact.
+local depth = {}  -- by_state (state -> n), oldest (run_at in ms of the oldest due run), reading
+metrics.gauge("rill_queue_runs", "Runs in the store waiting (queued, retrying, sleeping) or running, by state; "
+  .. "read from the store every poll_interval.", { "state" }, function(f)
+    if not depth.by_state then error("the store has not been read yet", 0) end
+    for state, n in pairs(depth.by_state) do f:labels(state):set(n) end
+  end)
+metrics.gauge("rill_queue_oldest_due_age_seconds",
+  "How long the oldest run that is due has waited for an instance to claim it (0 when none waits).", nil,
+  function(f)
+    if not depth.by_state then error("the store has not been read yet", 0) end
+    f:set(depth.oldest and math.max(0, store.now_ms() - depth.oldest) / 1000 or 0)
+  end)
+metrics.gauge("rill_queue_slots_used", "Stored runs executing in this process (at most the concurrency setting).",
+  nil, function(f) f:set(running) end)
 
 function queue.configure(c)
   queue.concurrency = c.concurrency or queue.concurrency
@@ -178,6 +206,7 @@ finished = function(run)
   store.finish(row.id, instance, run.attempt, f, lines, function(ours, err)
     hold(row.flow, -1)
     counts[f.state] = (counts[f.state] or 0) + 1
+    outcomes_total:labels(row.flow, f.state):inc()
     if ours == nil then
       log.write("error", "the run's outcome could not be stored; it will run again when its lease expires",
         { error = err }, run)
@@ -251,7 +280,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
   -- counted across instances (a shared store): then the run waits for a
   -- claim, which counts them.
   local here = started and not refused and run_at <= now and free_slots(flow) > 0
-    and not (flow.concurrency and store.shared())
+    and not (flow.concurrency and store.shared()) and not pauses.is_paused(flow.name)
   local request_json
   if opts.request then
     local r = opts.request
@@ -288,9 +317,11 @@ function queue.submit(flow, trigger, payload, opts, callback)
     end
     if dup then
       counts.duplicates = counts.duplicates + 1
+      duplicates_total:labels(flow.name):inc()
       if here then hold(flow.name, -1) end
       return callback(id, true)
     end
+    submitted_total:labels(flow.name):inc()
     callback(id, false)
     if opts.event then require("rill.events").deliver_later(opts.event) end
     if here then
@@ -329,13 +360,16 @@ poll = function()
   require("rill.c.task").spawn(function()
     -- the 1,000 due longest: enough to fill the free slots, and to see
     -- other flows behind one held back by its concurrency
-    local ready = store.ready(store.now_ms(), math.max(1000, queue.concurrency))
+    local gen = pauses.generation()
+    local ready, paused = store.ready(store.now_ms(), math.max(1000, queue.concurrency))
+    pauses.replace(paused, gen)
     maybe_queued = #ready > 0
     local claims = {}
     local budget = queue.concurrency - running
     for _, r in ipairs(ready) do
       local flow = active[r.flow] or { name = r.flow }
-      local n = math.min(r.n, free_slots(flow), budget)
+      -- a paused flow's runs stay in the store
+      local n = pauses.is_paused(r.flow) and 0 or math.min(r.n, free_slots(flow), budget)
       if n > 0 then
         claims[#claims + 1] = { flow = r.flow, limit = n, max = flow.concurrency }
         budget = budget - n
@@ -383,6 +417,20 @@ local function every(seconds, fn)
   return handle
 end
 
+-- read_depth(): depth from the store, one read at a time.
+local function read_depth()
+  if depth.reading then return end
+  depth.reading = true
+  require("rill.c.task").spawn(store.depth, function(_, ok, by_state, oldest)
+    depth.reading = false
+    if ok then
+      depth.by_state, depth.oldest = by_state, oldest
+    else
+      log.warn("reading the queue's depth failed", { error = tostring(by_state) })
+    end
+  end, nil, nil, store.now_ms())
+end
+
 -- sync(active_flows, summary): the flow versions new runs and claims use;
 -- the sources of those just loaded are kept in the store (for retries of
 -- a run on the version it failed with).
@@ -407,7 +455,10 @@ function queue.start()
   instance = instance or crypto.id7()
   queue.instance = instance
   started = true
-  poll_timer = every(queue.poll_interval, kick)
+  poll_timer = every(queue.poll_interval, function()
+    kick()
+    read_depth()
+  end)
   renew_timer = every(queue.lease / 3, function()
     if running > 0 then
       store.renew(instance, math.floor(queue.lease * 1000), function(_, err)
@@ -420,6 +471,7 @@ function queue.start()
   timer.after(1, prune)
   require("rill.events").start()
   kick()
+  read_depth()
 end
 
 -- stop(): no new claims; runs in progress finish (or their leases expire).

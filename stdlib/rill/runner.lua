@@ -6,10 +6,20 @@ local task = require "rill.c.task"
 local crypto = require "rill.c.crypto"
 local tz = require "rill.c.tz"
 local log = require "rill.log"
+local metrics = require "rill.metrics"
 
 local runner = { max_depth = 8, default_deadline = 30 }
 
 local started, finished = 0, 0
+
+local started_total = metrics.counter("rill_runs_started_total",
+  "Runs started (every attempt of a stored run counts), by flow.", { "flow" })
+local finished_total = metrics.counter("rill_runs_finished_total",
+  "Runs ended, by flow and state: succeeded, failed, or sleeping (parked by sleep_until).", { "flow", "state" })
+local duration = metrics.histogram("rill_run_duration_seconds",
+  "How long runs took from start to end, by flow.", { "flow" })
+metrics.gauge("rill_runs_running", "Runs executing in this process now.", nil,
+  function(f) f:set(started - finished) end)
 
 local function clean_traceback(tb)
   local lines = {}
@@ -71,6 +81,8 @@ local function finish(run, task_ok, ok, value)
   end
   -- what the run left open (a database transaction, when it was killed
   -- inside one) is closed now, however the run ended
+  finished_total:labels(run.flow, run.state):inc()
+  duration:labels(run.flow):observe(run.duration)
   if run.cleanup then
     for _, fn in ipairs(run.cleanup) do
       local cok, cerr = pcall(fn)
@@ -119,6 +131,7 @@ function runner.start(flow, trigger, payload, opts)
     on_done = opts.on_done, caller = opts.caller, on_log = opts.on_log,
   }
   started = started + 1
+  started_total:labels(run.flow):inc()
   local ctx = {
     payload = payload, trigger = trigger, run_id = run.id, flow = flow.name,
     request = opts.request, parent_run_id = run.parent, attempt = run.attempt,

@@ -14,8 +14,20 @@ local queue = require "rill.queue"
 local store = require "rill.store"
 local log = require "rill.log"
 local time = require "rill.time"
+local metrics = require "rill.metrics"
+local pauses = require "rill.pauses"
 
 local scheduler = {}
+
+local fires_total = metrics.counter("rill_cron_fires_total",
+  "Cron ticks fired by this process (each stored as a run; with several instances one of them runs it), by flow.",
+  { "flow" })
+local missed_total = metrics.counter("rill_cron_missed_total",
+  "Cron ticks skipped because this process fired too late (over a minute: it was stopped or starved), by flow.",
+  { "flow" })
+local lateness = metrics.histogram("rill_cron_lateness_seconds",
+  "How long after its scheduled time a cron tick fired, by flow.", { "flow" },
+  { 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60 })
 
 local MAX_WAIT = 60
 local LATE_LIMIT = 60  -- a tick later than this (the process was stopped) is skipped
@@ -60,8 +72,23 @@ local function fire(entry)
   local flow = active[entry.flow_name]
   if not flow then return end
   local scheduled = entry.next
-  log.write("debug", "cron tick", { flow = flow.name, expr = entry.trigger.expr, at = time.iso(scheduled) })
   entry.next = cron.next(entry.trigger.spec, scheduled, entry.trigger.tz)
+  if pauses.is_paused(flow.name) then
+    -- skipped, not stored: a paused flow starts no runs, and resuming it
+    -- does not replay the ticks it missed (the schedule state moves on, so
+    -- a restart does not count them as missed either)
+    log.info("cron tick skipped: the flow is paused", { flow = flow.name, expr = entry.trigger.expr,
+      at = time.iso(scheduled) })
+    local ms = math.floor(scheduled * 1000 + 0.5)
+    store.batch({ store.schedule_stmt(entry.key, flow.name, ms, entry.next and math.floor(entry.next * 1000 + 0.5)) },
+      function(_, err)
+        if err then log.warn("a skipped cron tick could not be recorded", { flow = flow.name, error = err }) end
+      end)
+    return
+  end
+  fires_total:labels(flow.name):inc()
+  lateness:labels(flow.name):observe(math.max(0, time.now() - scheduled))
+  log.write("debug", "cron tick", { flow = flow.name, expr = entry.trigger.expr, at = time.iso(scheduled) })
   submit_tick(flow, entry, scheduled, entry.next)
 end
 
@@ -83,6 +110,7 @@ arm = function(entry)
   local wait = entry.next - now
   if wait <= -LATE_LIMIT then
     log.warn("cron tick missed", { flow = entry.flow_name, expr = entry.trigger.expr, at = time.iso(entry.next) })
+    missed_total:labels(entry.flow_name):inc()
     entry.next = cron.next(entry.trigger.spec, now, entry.trigger.tz)
     return arm(entry)
   elseif wait <= 0 then

@@ -138,6 +138,11 @@ local MIGRATIONS = {
         PRIMARY KEY (run_id, seq))]],
     "CREATE INDEX run_waits_event ON run_waits (event)",
   },
+  -- Paused flows (admin API): their triggers start no runs and their
+  -- stored runs wait, in every instance sharing the store.
+  {
+    "CREATE TABLE flow_pauses (flow TEXT PRIMARY KEY, paused_at BIGINT NOT NULL)",
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
@@ -305,7 +310,9 @@ local ORPHANED = "state = 'running' AND lease_until < $1"
 
 -- ready(now, limit) -> {flow, n} for each flow with runs ready to claim,
 -- counted among the `limit` due longest (counting every due run would make
--- each poll scan them all when many come due at once).
+-- each poll scan them all when many come due at once), and the set of
+-- paused flows (read in the same batch: a pause made by another instance
+-- holds here from the next poll on).
 function store.ready(now, limit)
   limit = limit or 1000
   local res = store.batch {
@@ -313,7 +320,10 @@ function store.ready(now, limit)
       .. " ORDER BY run_at LIMIT $2) due GROUP BY 1", now, limit, n = 2 },
     { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. ORPHANED
       .. " LIMIT $2) orphaned GROUP BY 1", now, limit, n = 2 },
+    { "SELECT flow FROM flow_pauses" },
   }
+  local paused = {}
+  for _, r in ipairs(table.remove(res)) do paused[r.flow] = true end
   local by_flow, out = {}, {}
   for _, rows in ipairs(res) do
     for _, r in ipairs(rows) do
@@ -325,7 +335,22 @@ function store.ready(now, limit)
       end
     end
   end
-  return out
+  return out, paused
+end
+
+-- depth(now) -> {state = n} for the runs waiting (queued, retrying,
+-- sleeping, waiting) and running, and the run_at (ms) of the oldest run due and not
+-- yet claimed (nil when none): what /metrics shows of the queue. In a task.
+-- Each count walks one partial index, the oldest is its first entry.
+function store.depth(now)
+  local res = store.batch {
+    { "SELECT state || '' AS state, count(*) AS n FROM runs WHERE " .. WAITING .. " GROUP BY 1" },
+    { "SELECT count(*) AS n FROM runs WHERE state = 'running'" },
+    { "SELECT min(run_at) AS oldest FROM runs WHERE " .. DUE, now, n = 1 },
+  }
+  local by_state = { queued = 0, retrying = 0, sleeping = 0, waiting = 0, running = res[2][1].n }
+  for _, r in ipairs(res[1]) do by_state[r.state] = r.n end
+  return by_state, res[3][1] and res[3][1].oldest or nil
 end
 
 -- next_due(now) -> the earliest time (ms) after now a waiting run is due, or nil.
@@ -440,12 +465,14 @@ end
 
 -- ---- reading (CLI, admin) ----
 
--- list{flow, state, limit, before} -> rows, newest first.
+-- list{flow, state, limit, since, until} -> rows, newest first; since and
+-- until (ms) bound the creation time (since <= created < until).
 function store.list(q)
   q = q or {}
   local res = store.batch { { "SELECT id, flow, state, attempt, max_attempts, created, started, finished, run_at, error "
     .. "FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR flow = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2) "
-    .. "ORDER BY created DESC, id DESC LIMIT $3", q.flow, q.state, q.limit or 50, n = 3 } }
+    .. "AND (CAST($4 AS BIGINT) IS NULL OR created >= $4) AND (CAST($5 AS BIGINT) IS NULL OR created < $5) "
+    .. "ORDER BY created DESC, id DESC LIMIT $3", q.flow, q.state, q.limit or 50, q.since, q["until"], n = 5 } }
   return res[1]
 end
 
@@ -485,6 +512,36 @@ function store.requeue(id, pin)
   local row = res[2][1]
   if not row then return false, "no run " .. id end
   return false, "run " .. id .. " is " .. row.state .. ": only a dead, failed or retrying run can be retried"
+end
+
+-- cancel(id) -> true, or false and why: a run waiting for its time
+-- (queued, retrying, sleeping) ends as cancelled, never to run again.
+function store.cancel(id)
+  local res = store.batch { { "UPDATE runs SET state = 'cancelled', finished = $2, lease_until = NULL, "
+    .. "owner = NULL WHERE id = $1 AND " .. WAITING, id, now_ms(), n = 2 },
+    { "SELECT state FROM runs WHERE id = $1", id, n = 1 } }
+  if res[1].changes > 0 then return true end
+  local row = res[2][1]
+  if not row then return false, "no run " .. id end
+  return false, "run " .. id .. " is " .. row.state .. ": only a queued, retrying, sleeping or waiting run can be cancelled"
+end
+
+-- pauses() -> flow -> paused_at (ms); set_pause(flow, paused): records it.
+function store.pauses()
+  local out = {}
+  for _, r in ipairs(store.batch { { "SELECT flow, paused_at FROM flow_pauses" } }[1]) do
+    out[r.flow] = r.paused_at
+  end
+  return out
+end
+
+function store.set_pause(flow, paused)
+  if paused then
+    store.batch { { "INSERT INTO flow_pauses (flow, paused_at) VALUES ($1, $2) ON CONFLICT (flow) DO NOTHING",
+      flow, now_ms(), n = 2 } }
+  else
+    store.batch { { "DELETE FROM flow_pauses WHERE flow = $1", flow, n = 1 } }
+  end
 end
 
 -- delete(id) -> true, or false and why: a run that is not queued or running

@@ -22,9 +22,12 @@ function time.set_clock(fn) clock = fn or tz.now end
 -- iso(t[, zone]) -> "2026-11-25T10:00:00Z", or with zone's offset "…T11:00:00+01:00".
 function time.iso(t, zone)
   check_number("iso", t)
-  local l = tz.to_local(t, zone or "UTC")
+  -- to the nearest millisecond: a time read from milliseconds (t = ms / 1000)
+  -- prints those milliseconds, not one less through a float's error
+  local total = floor(t * 1000 + 0.5)
+  local ms = total % 1000
+  local l = tz.to_local((total - ms) / 1000, zone or "UTC")
   local s = string.format("%04d-%02d-%02dT%02d:%02d:%02d", l.year, l.month, l.day, l.hour, l.min, l.sec)
-  local ms = floor((t - floor(t)) * 1000)
   if ms > 0 then s = s .. string.format(".%03d", ms) end
   if not zone then return s .. "Z" end
   local off = l.offset

@@ -9,24 +9,42 @@ local queue = require "rill.queue"
 local log = require "rill.log"
 local events = require "rill.events"
 local crypto = require "rill.c.crypto"
+local pauses = require "rill.pauses"
+local metrics = require "rill.metrics"
 
 local webhook = {}
+
+local requests = metrics.counter("rill_webhook_requests_total",
+  "Webhook requests answered, by method, route (the trigger's path; none when no route matched) and status.",
+  { "method", "route", "status" })
 
 local exact = {}     -- method -> path -> route
 local patterns = {}  -- routes whose path has :params, in load order
 local paths = {}     -- path -> {methods}, for 405 answers
 
 local JSON = { ["content-type"] = "application/json" }
+local PAUSED_RETRY_AFTER = "60" -- seconds a sender of a paused flow's webhook is asked to wait
 local NO_QUERY = setmetatable({}, { __newindex = function() error("ctx.request.query is read-only", 2) end })
 
 local accept, start, verified
 local task = require "rill.c.task"
 local VERIFY_LIMITS = { deadline = 1 }
 
-local function reply_error(req, status, message, extra)
+-- Every answer goes through here, counted by its route (a route table, or
+-- the method alone when none matched).
+local function answer(req, route, status, body, headers)
+  if type(route) == "table" then
+    requests:labels(route.trigger.method, route.trigger.path, status):inc()
+  else
+    requests:labels(route, "none", status):inc()
+  end
+  return req:respond(status, body, headers)
+end
+
+local function reply_error(req, route, status, message, extra)
   local body = { error = message }
   if extra then for k, v in pairs(extra) do body[k] = v end end
-  req:respond(status, json.encode(body), extra and extra.allow and { allow = extra.allow } or nil)
+  answer(req, route, status, json.encode(body), extra and extra.allow and { allow = extra.allow } or nil)
 end
 
 local function unescape(s)
@@ -124,14 +142,14 @@ end
 
 -- Answers a sync webhook's request (run.caller) with the run's outcome.
 local function respond(run)
-  local req = run.caller.req
+  local req, route = run.caller.req, run.caller.route
   if run.state ~= "succeeded" then
     local timeout = run.error.message:find("deadline exceeded", 1, true)
-    return reply_error(req, timeout and 504 or 500, timeout and "run exceeded its deadline" or "run failed",
+    return reply_error(req, route, timeout and 504 or 500, timeout and "run exceeded its deadline" or "run failed",
       { run_id = run.id })
   end
   local r = run.result
-  if r == nil then return req:respond(204, "") end
+  if r == nil then return answer(req, route, 204, "") end
   local status, body, headers = 200, r, JSON
   if getmetatable(r) == "response" then
     status, body, headers = r.status, r.body, r.headers
@@ -141,17 +159,17 @@ local function respond(run)
         for k, v in pairs(headers or {}) do h[k] = v end
         headers = h
       end
-      return req:respond(status, body, headers)
+      return answer(req, route, status, body, headers)
     elseif body == nil then
-      return req:respond(status, "", headers)
+      return answer(req, route, status, "", headers)
     end
   end
   local ok, encoded = pcall(json.encode, body)
   if not ok then
     log.write("error", "the run's result cannot be sent as JSON: " .. encoded, nil, run)
-    return reply_error(req, 500, "run result is not JSON", { run_id = run.id })
+    return reply_error(req, route, 500, "run result is not JSON", { run_id = run.id })
   end
-  req:respond(status, encoded, headers)
+  answer(req, route, status, encoded, headers)
 end
 
 -- A sync run's end: the answer first, then the run joins the store's history.
@@ -200,10 +218,10 @@ accept = function(req, route, payload, request, verified_id)
   queue.submit(route.flow, route.info, payload, opts, function(id, dup)
     if not id then
       log.error("an async webhook's run could not be stored", { path = request.path, error = dup })
-      return reply_error(req, 503, "the event could not be stored; retry later")
+      return reply_error(req, route, 503, "the event could not be stored; retry later")
     end
-    if dup then return req:respond(200, '{"run_id":"' .. id .. '","duplicate":true}', JSON) end
-    req:respond(202, '{"run_id":"' .. id .. '"}', JSON)
+    if dup then return answer(req, route, 200, '{"run_id":"' .. id .. '","duplicate":true}', JSON) end
+    answer(req, route, 202, '{"run_id":"' .. id .. '"}', JSON)
   end)
 end
 
@@ -221,14 +239,14 @@ verified = function(d, ok, genuine, detail)
   local req, route = d[1], d[2]
   if not ok then
     log.error("a webhook's verify function failed", { path = route.trigger.path, error = tostring(genuine) })
-    return reply_error(req, 401, "the request could not be verified")
+    return reply_error(req, route, 401, "the request could not be verified")
   end
   local t = type(detail)
   detail = (t == "string" and detail ~= "" or t == "number") and tostring(detail) or nil
   if not genuine then
     log.warn("webhook refused: signature check failed",
       { flow = route.flow.name, path = d[4].path, reason = detail or "verify returned false" })
-    return reply_error(req, 401, "signature check failed")
+    return reply_error(req, route, 401, "signature check failed")
   end
   start(req, route, d[3], d[4], detail)
 end
@@ -243,14 +261,19 @@ function webhook.dispatch(req, method, path, query, headers, body)
     if not route then
       local methods = allowed(path)
       if methods then
-        return reply_error(req, 405, method .. " is not allowed here", { allow = table.concat(methods, ", ") })
+        return reply_error(req, method, 405, method .. " is not allowed here", { allow = table.concat(methods, ", ") })
       end
-      return reply_error(req, 404, "no webhook at " .. method .. " " .. path)
+      return reply_error(req, method, 404, "no webhook at " .. method .. " " .. path)
     end
+  end
+  if pauses.is_paused(route.flow.name) then
+    -- the sender keeps the event and tries again later
+    return answer(req, route, 503, json.encode { error = "flow " .. route.flow.name .. " is paused; retry later" },
+      { ["content-type"] = "application/json", ["retry-after"] = PAUSED_RETRY_AFTER })
   end
   local trigger = route.trigger
   local payload, status, reason = payload_of(trigger, method, query, headers, body)
-  if status then return reply_error(req, status, reason) end
+  if status then return reply_error(req, route, status, reason) end
   local request = { method = method, path = path, query = query and parse_form(query) or NO_QUERY,
                     headers = headers, body = body, params = params }
   if trigger.verify then

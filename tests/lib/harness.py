@@ -146,9 +146,12 @@ class Rill:
         for name, src in (flows or {}).items():
             self.write_flow(name, src)
         self.port = free_port()
+        # the admin listener on a port of its own, so that rills run side by side
+        self.admin_port = free_port()
         self.env = dict(os.environ)
+        self.env.pop("RILL_ADMIN_TOKEN", None)
         self.env.update({"RILL_LOG_FORMAT": "json", "RILL_LOG_LEVEL": "debug",
-                         "RILL_RELOAD_DEBOUNCE": "0.05s"})
+                         "RILL_RELOAD_DEBOUNCE": "0.05s", "RILL_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}"})
         self.env.update(env or {})
         self.config = config
         self.logs = []
@@ -216,8 +219,15 @@ class Rill:
     def wait_reload(self, after, timeout=10.0):
         wait_until(lambda: self.reloads() > after, timeout, "a reload")
 
-    def request(self, method, path, body=None, headers=None, timeout=30):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def admin(self, method, path, token=None, body=None, headers=None, timeout=30):
+        """A request to the admin listener; token: the bearer token to send."""
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        return self.request(method, path, body, h, timeout, port=self.admin_port)
+
+    def request(self, method, path, body=None, headers=None, timeout=30, port=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
             if isinstance(body, (dict, list)):
                 body = json.dumps(body)

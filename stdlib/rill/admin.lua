@@ -1,0 +1,416 @@
+-- admin: the admin listener, on its own address (admin_listen, loopback by
+-- default). Without a token: /healthz (the process is up), /readyz (the
+-- store answers and the flows were loaded), /metrics (Prometheus text, from
+-- rill.metrics when it exists). With `Authorization: Bearer $RILL_ADMIN_TOKEN`:
+-- the JSON API under /api/ (flows, runs, retry, cancel, reload, pause). The
+-- web console's static files (/console/) carry no data and need no token:
+-- the page asks for it and sends it with each API call. With no token
+-- configured, /api/ and /console/ answer 403. docs/admin.md is the reference.
+local json = require "rill.json"
+local task = require "rill.c.task"
+local crypto = require "rill.c.crypto"
+local os_c = require "rill.c.os"
+local log = require "rill.log"
+local time = require "rill.time"
+local store = require "rill.store"
+local flows = require "rill.flows"
+local pauses = require "rill.pauses"
+
+local admin = {}
+
+local server
+local phase = "starting"  -- starting | serving | stopping (readyz answers 200 only while serving)
+local token_digest      -- sha256 of the token; nil: API disabled
+local reload_flows      -- main's reload(why) -> summary
+local DISABLED = "admin API disabled: set RILL_ADMIN_TOKEN"
+local STATES = { queued = 1, running = 1, retrying = 1, sleeping = 1, succeeded = 1, failed = 1, dead = 1,
+                 cancelled = 1 }
+local MAX_LIMIT = 1000
+local REQUEST_LIMITS = { deadline = 10 }
+
+-- ---- JSON with arrays and stored JSON text ----
+-- lua-cjson cannot tell [] from {}: lists are marked, and the JSON texts the
+-- store keeps (payloads, results, log fields) are inserted as they are.
+
+local ARRAY, RAW = {}, {}
+local function array(t) return setmetatable(t or {}, ARRAY) end
+
+-- raw(text): stored JSON text, sent as JSON; text that is not JSON is sent as a string.
+local function raw(text)
+  if text == nil then return nil end
+  if json.try_decode(text) == nil then return text end
+  return setmetatable({ text }, RAW)
+end
+
+local function encode(v)
+  if type(v) ~= "table" or v == json.null then return json.encode(v) end
+  local mt = getmetatable(v)
+  if mt == RAW then return v[1] end
+  local parts = {}
+  if mt == ARRAY then
+    for i, x in ipairs(v) do parts[i] = encode(x) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do parts[#parts + 1] = json.encode(k) .. ":" .. encode(v[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+admin.encode = encode
+
+local function iso_ms(ms) return ms and time.iso(ms / 1000) or nil end
+
+-- ---- answers ----
+
+local JSON_HEADERS = { ["content-type"] = "application/json", ["cache-control"] = "no-store" }
+
+local function reply(req, status, body, headers)
+  req:respond(status, encode(body), headers or JSON_HEADERS)
+end
+
+local function reply_error(req, status, message, headers)
+  reply(req, status, { error = message }, headers)
+end
+
+-- A handler stops with fail(status, message): the request is answered with it.
+local FAIL = {}
+local function fail(status, message) error(setmetatable({ status = status, message = message }, FAIL), 0) end
+
+-- ---- flows ----
+
+-- A trigger as JSON: its settings, without functions or the parsed cron spec.
+local function trigger_info(t)
+  local out = {}
+  for k, v in pairs(t) do
+    local kind = type(v)
+    if type(k) == "string" and k ~= "spec" and (kind == "string" or kind == "number" or kind == "boolean") then
+      out[k] = v
+    end
+  end
+  if t.verify then out.verify = true end
+  return out
+end
+
+local function flow_list()
+  local next_fires = {}
+  for _, f in ipairs(require("rill.scheduler").next_fires()) do
+    next_fires[f.flow] = next_fires[f.flow] or array()
+    table.insert(next_fires[f.flow], { expr = f.expr, tz = f.tz, next = f.next })
+  end
+  local paused_at = store.pauses()
+  local files = {}
+  for file in pairs(flows.by_file) do files[file] = true end
+  for file in pairs(flows.errors) do files[file] = true end
+  local list = {}
+  for file in pairs(files) do
+    local v = flows.by_file[file]
+    local item = { file = file, load_error = flows.errors[file] }
+    if v then
+      local triggers = array()
+      for i, t in ipairs(v.triggers) do triggers[i] = trigger_info(t) end
+      item.name, item.version, item.description = v.name, v.version, v.description
+      item.loaded_at = time.iso(v.loaded_at)
+      item.triggers = triggers
+      item.concurrency = v.concurrency
+      item.paused = pauses.is_paused(v.name)
+      item.paused_at = iso_ms(paused_at[v.name])
+      item.next_fires = next_fires[v.name]
+      item.status = item.paused and "paused" or (item.load_error and "error" or "active")
+    else
+      item.status = "error"  -- the file never loaded: no version serves it
+      item.paused = false
+    end
+    list[#list + 1] = item
+  end
+  table.sort(list, function(a, b) return a.file < b.file end)
+  return { flows = array(list), reloads = flows.reloads }
+end
+
+-- ---- runs ----
+
+local function run_row(r)
+  return {
+    id = r.id, flow = r.flow, state = r.state, attempt = r.attempt, max_attempts = r.max_attempts,
+    created = iso_ms(r.created), started = iso_ms(r.started), finished = iso_ms(r.finished),
+    next_try = (r.state == "queued" or r.state == "retrying" or r.state == "sleeping") and iso_ms(r.run_at) or nil,
+    error = raw(r.error),
+  }
+end
+
+-- A time bound of the runs query: ISO 8601 or milliseconds since the epoch.
+local function time_param(q, name)
+  local v = q[name]
+  if v == nil or v == "" then return nil end
+  if v:match("^%d+$") then return tonumber(v) end
+  local ok, t = pcall(time.parse, v)
+  if not ok then fail(400, name .. ": expected an ISO 8601 time or milliseconds since the epoch, got " .. v) end
+  return math.floor(t * 1000 + 0.5)
+end
+
+local function runs_query(q)
+  local known = { flow = 1, state = 1, since = 1, ["until"] = 1, limit = 1 }
+  for k in pairs(q) do
+    if not known[k] then fail(400, "unknown parameter " .. k .. " (flow, state, since, until, limit)") end
+  end
+  if q.state and q.state ~= "" and not STATES[q.state] then
+    fail(400, "state: " .. q.state .. " is not a run state (queued, running, retrying, sleeping, "
+      .. "succeeded, failed, dead, cancelled)")
+  end
+  local limit = 50
+  if q.limit and q.limit ~= "" then
+    limit = tonumber(q.limit:match("^%d+$") or "")
+    if not limit or limit < 1 or limit > MAX_LIMIT then fail(400, "limit: expected 1 to " .. MAX_LIMIT) end
+  end
+  local rows = store.list { flow = q.flow ~= "" and q.flow or nil, state = q.state ~= "" and q.state or nil,
+    limit = limit, since = time_param(q, "since"), ["until"] = time_param(q, "until") }
+  local out = array()
+  for i, r in ipairs(rows) do out[i] = run_row(r) end
+  return { runs = out, limit = limit }
+end
+
+-- One run with its timeline: attempts (from their log lines), steps, log
+-- lines, and the outbound HTTP calls its lines record.
+local function run_detail(id)
+  local r = store.get(id)
+  if not r then fail(404, "no run " .. id) end
+  local out = run_row(r)
+  out.version, out.parent, out.depth = r.version, r.parent, r.depth
+  out.trigger, out.payload, out.result, out.request = raw(r.trigger), raw(r.payload), raw(r.result), raw(r.request)
+  local logs, attempts, outbound, by_attempt = array(), array(), array(), {}
+  for i, l in ipairs(r.logs) do
+    logs[i] = { attempt = l.attempt, seq = l.seq, at = iso_ms(l.at), level = l.level, message = l.message,
+                fields = raw(l.fields) }
+    local a = by_attempt[l.attempt]
+    if not a then
+      a = { attempt = l.attempt, first_at = iso_ms(l.at), lines = 0, errors = 0 }
+      by_attempt[l.attempt] = a
+      attempts[#attempts + 1] = a
+    end
+    a.last_at, a.lines = iso_ms(l.at), a.lines + 1
+    if l.level == "error" then a.errors = a.errors + 1 end
+    if l.message == "http" or l.message == "http request failed" then
+      local f = l.fields and json.try_decode(l.fields) or {}
+      outbound[#outbound + 1] = { attempt = l.attempt, at = iso_ms(l.at), method = f.method, url = f.url,
+                                  status = f.status, ms = f.ms, error = f.error }
+    end
+  end
+  local steps = array()
+  for i, s in ipairs(r.steps) do
+    steps[i] = { seq = s.seq, name = s.name, result = raw(s.result), attempts = s.attempts,
+                 started = iso_ms(s.started), finished = iso_ms(s.finished) }
+  end
+  out.logs, out.attempts, out.steps, out.outbound = logs, attempts, steps, outbound
+  return out
+end
+
+-- ---- routes ----
+
+local API = {}  -- { method, pattern, handler(params, query) -> status, body }
+
+local function route(method, pattern, fn)
+  API[#API + 1] = { method = method, pattern = "^" .. pattern .. "$", fn = fn }
+end
+
+local ID = "([%w%-_]+)"
+
+route("GET", "/api/flows", function() return 200, flow_list() end)
+
+route("GET", "/api/runs", function(_, q) return 200, runs_query(q) end)
+
+route("GET", "/api/runs/" .. ID, function(p) return 200, run_detail(p[1]) end)
+
+route("POST", "/api/runs/" .. ID .. "/retry", function(p)
+  local ok, why = store.requeue(p[1])
+  if not ok then fail(why:match("^no run") and 404 or 409, why) end
+  log.info("run retried from the admin API", { run_id = p[1] })
+  require("rill.queue").kick()
+  return 200, { id = p[1], state = "queued" }
+end)
+
+route("POST", "/api/runs/" .. ID .. "/cancel", function(p)
+  local ok, why = store.cancel(p[1])
+  if not ok then fail(why:match("^no run") and 404 or 409, why) end
+  log.info("run cancelled from the admin API", { run_id = p[1] })
+  return 200, { id = p[1], state = "cancelled" }
+end)
+
+route("POST", "/api/reload", function()
+  if not reload_flows then fail(409, "this rill does not serve flows") end
+  local summary = reload_flows("admin API")
+  local failed = {}
+  for file, msg in pairs(summary.failed) do failed[#failed + 1] = { file = file, error = msg } end
+  table.sort(failed, function(a, b) return a.file < b.file end)
+  return 200, { loaded = array(summary.loaded), removed = array(summary.removed), failed = array(failed) }
+end)
+
+local function pause_route(action)
+  route("POST", "/api/flows/" .. ID .. "/" .. action, function(p)
+    local name = p[1]
+    local on = action == "pause"
+    if not flows.active[name] and not (not on and pauses.is_paused(name)) then
+      fail(404, "no flow named " .. name)
+    end
+    local was = pauses.is_paused(name)
+    pauses.set(name, on)
+    if was ~= on then log.info(on and "flow paused from the admin API" or "flow resumed from the admin API",
+      { flow = name }) end
+    if not on then require("rill.queue").kick() end
+    return 200, { flow = name, paused = on, changed = was ~= on }
+  end)
+end
+pause_route("pause")
+pause_route("resume")
+
+local function authorized(headers)
+  local given = (headers.authorization or ""):match("^[Bb]earer%s+(%S+)%s*$")
+  -- digests of equal length, compared in constant time: nothing about the
+  -- token leaks through the time a wrong guess takes
+  return given ~= nil and crypto.equals(crypto.digest("sha256", given), token_digest)
+end
+
+local function api(req, method, path, query, headers)
+  if not token_digest then return reply_error(req, 403, DISABLED) end
+  if not authorized(headers) then
+    return reply_error(req, 401, "missing or wrong bearer token (Authorization: Bearer $RILL_ADMIN_TOKEN)",
+      { ["content-type"] = "application/json", ["www-authenticate"] = 'Bearer realm="rill admin"' })
+  end
+  local allowed = {}
+  for _, r in ipairs(API) do
+    local caps = { path:match(r.pattern) }
+    if caps[1] or path:match(r.pattern) then
+      if r.method == method then
+        local q = require("rill.webhook").parse_form(query)
+        return task.spawn(function()
+          local ok, status, body = pcall(r.fn, caps, q)
+          if ok then return status, body end
+          if getmetatable(status) == FAIL then return status.status, { error = status.message } end
+          error(status, 0)
+        end, function(_, ok, status, body)
+          if ok then return reply(req, status, body) end
+          log.error("admin API request failed", { method = method, path = path, error = tostring(status) })
+          reply_error(req, 500, "internal error: " .. tostring(status))
+        end, REQUEST_LIMITS, nil)
+      end
+      allowed[#allowed + 1] = r.method
+    end
+  end
+  if #allowed > 0 then
+    return reply_error(req, 405, method .. " is not allowed here",
+      { ["content-type"] = "application/json", allow = table.concat(allowed, ", ") })
+  end
+  reply_error(req, 404, "no admin API endpoint " .. method .. " " .. path)
+end
+
+-- ---- health and metrics ----
+
+local function readyz(req)
+  task.spawn(function()
+    if phase == "starting" then return "starting" end
+    if phase == "stopping" then return "stopping: running runs are draining" end
+    if not store.is_open() then return "the store is not open" end
+    store.batch { { "SELECT 1 AS ok" } }
+    if flows.reloads == 0 then return "the flows are not loaded yet" end
+    return nil
+  end, function(_, ok, why)
+    if ok and not why then
+      return reply(req, 200, { status = "ready", flows = (function()
+        local n = 0
+        for _ in pairs(flows.active) do n = n + 1 end
+        return n
+      end)() })
+    end
+    reply(req, 503, { status = "not ready", reason = ok and why or ("store unreachable: " .. tostring(why)) })
+  end, { deadline = 2 }, nil)
+end
+
+local function metrics(req)
+  local ok, m = pcall(require, "rill.metrics")
+  if not ok or type(m) ~= "table" or type(m.render) ~= "function" then
+    return reply_error(req, 404, "metrics are not available in this build")
+  end
+  local rok, text = pcall(m.render)
+  if not rok then
+    log.error("rendering metrics failed", { error = tostring(text) })
+    return reply_error(req, 500, "rendering metrics failed")
+  end
+  req:respond(200, text, { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" })
+end
+
+-- ---- console ----
+
+local function console(req, method, path)
+  if not token_digest then return reply_error(req, 403, DISABLED) end
+  if method ~= "GET" and method ~= "HEAD" then
+    return reply_error(req, 405, method .. " is not allowed here",
+      { ["content-type"] = "application/json", allow = "GET" })
+  end
+  local files = require "rill.console"
+  local name = path:match("^/console/(.*)$")
+  local file = files[name == "" and "index.html" or name]
+  if not file then return reply_error(req, 404, "no console file " .. path) end
+  req:respond(200, file.body, {
+    ["content-type"] = file.type, ["cache-control"] = "no-cache",
+    ["content-security-policy"] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    ["x-content-type-options"] = "nosniff", ["referrer-policy"] = "no-referrer",
+  })
+end
+
+-- dispatch(req, method, path, query, headers, body): every admin request.
+function admin.dispatch(req, method, path, query, headers)
+  if path == "/healthz" or path == "/readyz" or path == "/metrics" then
+    if method ~= "GET" and method ~= "HEAD" then
+      return reply_error(req, 405, method .. " is not allowed here",
+        { ["content-type"] = "application/json", allow = "GET" })
+    end
+    if path == "/healthz" then return reply(req, 200, { status = "ok" }) end
+    if path == "/readyz" then return readyz(req) end
+    return metrics(req)
+  end
+  if path:sub(1, 5) == "/api/" then return api(req, method, path, query, headers) end
+  if path == "/" or path == "/console" then
+    return req:respond(302, "", { ["content-type"] = "text/plain", location = "/console/" })
+  end
+  if path:sub(1, 9) == "/console/" then return console(req, method, path) end
+  reply_error(req, 404, "nothing at " .. path .. " (try /console/, /api/flows, /healthz)")
+end
+
+-- start(c, opts): listens on c.admin_host:c.admin_port unless admin_listen
+-- is "off"; opts.reload(why) reloads the flows (POST /api/reload). The
+-- token comes from the environment only. A listener that cannot start is
+-- logged as an error; the webhooks are served all the same.
+function admin.start(c, opts)
+  reload_flows = opts and opts.reload
+  local token = os_c.getenv("RILL_ADMIN_TOKEN")
+  if token and token ~= "" then
+    token_digest = crypto.digest("sha256", token)
+    log.add_secret(token)
+  else
+    token_digest = nil
+  end
+  if not c.admin_host then
+    log.info("admin listener off (admin_listen = \"off\")")
+    return nil
+  end
+  local err
+  server, err = require("rill.c.http_server").listen(c.admin_host, c.admin_port, admin.dispatch,
+    { max_body = 64 * 1024, keepalive_timeout = c.keepalive_timeout, request_timeout = c.request_timeout })
+  if not server then
+    log.error("the admin listener could not start: " .. tostring(err), { admin_listen = c.admin_listen })
+    return nil
+  end
+  local where = c.admin_host .. ":" .. server:port()
+  if token_digest then
+    log.info("admin API and console listening", { admin = "http://" .. where .. "/console/" })
+  else
+    log.warn("ADMIN API DISABLED: RILL_ADMIN_TOKEN is not set; /api/ and /console/ answer 403 "
+      .. "(/healthz, /readyz and /metrics are served)", { admin = where })
+  end
+  return server
+end
+
+-- set_phase("serving" | "stopping"): what /readyz says. The listener stays
+-- open while runs drain at shutdown, so that probes see "stopping".
+function admin.set_phase(p) phase = p end
+
+return admin

@@ -1,0 +1,70 @@
+"""The web console in a real browser: Debian's chromium, headless, driven by
+playwright-core (tests/browser/console.mjs). A flow fails while its upstream
+answers 500 (one attempt: the run is dead); the upstream is fixed, and the
+console is used to find the dead run and retry it, until the page shows it
+succeeded; then to pause, resume and reload on the flows page. The screenshot build/screenshots/console.png is for the README."""
+import json
+import os
+import subprocess
+
+from lib.harness import ROOT, Rill, eq, main, test, wait_until
+from lib.upstream import CHECKED, Upstream
+
+TOKEN = "console-5b0e91d2"
+
+BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
+SCREENSHOT = os.path.join(ROOT, "build", "screenshots", "console.png")
+
+
+def run_of(r, run_id):
+    res = r.admin("GET", f"/api/runs/{run_id}", token=TOKEN)
+    eq(res.status, 200, f"GET /api/runs/{run_id}: {res.body}")
+    return res.json()
+
+
+def ended(r, run_id):
+    return wait_until(lambda: (lambda run: run if run["state"] in ("succeeded", "dead") else None)(
+        run_of(r, run_id)), 10, f"run {run_id} to end")
+
+
+def drive(r, run_id):
+    os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
+    p = subprocess.run(["node", os.path.join(BROWSER_DIR, "console.mjs"), f"http://127.0.0.1:{r.admin_port}",
+                        TOKEN, run_id, SCREENSHOT], capture_output=True, text=True, timeout=120, cwd=BROWSER_DIR)
+    lines = p.stdout.strip().splitlines()
+    if p.returncode != 0 or not lines:
+        raise AssertionError(f"the browser run failed ({p.returncode}): {p.stdout}\n{p.stderr}")
+    return json.loads(lines[-1])
+
+
+@test
+def retry_a_dead_run_from_the_console():
+    up = Upstream()
+    with Rill({"checked.lua": CHECKED, "other.lua": "return { triggers = { manual() }, run = function() end }"},
+              env={"UPSTREAM_URL": up.url, "RILL_ADMIN_TOKEN": TOKEN, "RILL_POLL_INTERVAL": "0.1s"}) as r:
+        res = r.request("POST", "/hooks/checked", {"n": 42})
+        eq(res.status, 202, "webhook")
+        run_id = res.json()["run_id"]
+        eq(ended(r, run_id)["state"], "dead", "before")
+        up.status = 200
+        seen = drive(r, run_id)
+        eq(seen["dead_rows"], 1, "rows of the dead filter")
+        assert seen["error"].endswith("upstream answered 500"), seen
+        eq((seen["attempts_before"], seen["attempts_after"]), (1, 2), "attempts in the timeline")
+        eq(seen["result"], {"n": 42, "prepared": 42}, "the result shown")
+        eq(seen["retry_button_after"], 0, "no retry button on a succeeded run")
+        eq(seen["problems"], [], "page and console errors")
+        eq(seen["flow_states"], ["active", "paused", "active"], "the flow's status on the flows page")
+        eq(seen["reload_notice"], "Reloaded: 0 loaded, 0 removed, 0 with errors.", "reload notice")
+        r.wait_log(msg="flow paused from the admin API", flow="checked")
+        r.wait_log(msg="flow resumed from the admin API", flow="checked")
+        r.wait_log(msg="flows reloaded", why="admin API")
+        run = ended(r, run_id)
+        eq((run["state"], run["attempt"]), ("succeeded", 2), "the run in the store")
+        eq(up.calls, 2, "upstream calls")
+        with open(SCREENSHOT, "rb") as f:
+            eq(f.read(8), b"\x89PNG\r\n\x1a\n", "the screenshot is a PNG")
+
+
+if __name__ == "__main__":
+    main()
