@@ -40,7 +40,8 @@ return {
 }""",
 }
 
-ENV = {"RILL_DRAIN_TIMEOUT": "3s", "RILL_POLL_INTERVAL": "0.1s", "RILL_LOG_LEVEL": "info"}
+# sync runs are recorded (record_sync = all): the drain must commit their records before exiting
+ENV = {"RILL_DRAIN_TIMEOUT": "3s", "RILL_POLL_INTERVAL": "0.1s", "RILL_LOG_LEVEL": "info", "RILL_RECORD_SYNC": "all"}
 
 # a and b end within the drain; c outlasts it; d, e, f wait for a slot
 EVENTS = [("a", 1), ("b", 1), ("c", 60), ("d", 1), ("e", 1), ("f", 1)]

@@ -369,6 +369,10 @@ return {
   run = function(ctx) log.info("answering") return { ok = true } end,
 }"""
     with rill({"sync.lua": flow}) as r:
+        eq(post(r, "/hooks/sync", {"a": 1}).status, 200, "sync answer")
+        time.sleep(0.3)
+        eq(r.runs("list", "--flow", "sync"), [], "a success is not recorded by default (record_sync = failed)")
+    with rill({"sync.lua": flow}, env={"RILL_RECORD_SYNC": "all"}) as r:
         res = post(r, "/hooks/sync", {"a": 1})
         eq(res.status, 200, "sync answer")
         runs = wait_until(lambda: r.runs("list", "--flow", "sync"), 10, "the recorded run")

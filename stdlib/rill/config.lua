@@ -37,7 +37,8 @@ config.defaults = {
   retry_attempts = 5,          -- default attempts of a run (a flow may set retries = {...})
   retry_backoff = "10s",       -- first retry after about this, doubling each time
   retry_max_backoff = "1h",    -- longest wait between two attempts
-  record_sync = true,          -- keep sync webhook runs in the store's history too
+  record_sync = "failed",      -- sync webhook runs kept in the store's history too: "failed"
+                               -- (those that failed), "all", or "none"
   http_max_per_host = 8,       -- outbound connections at once to one host (more requests wait)
   databases = { main = "sqlite:data/app.db" }, -- what db.use(NAME) reaches; db.query uses main;
                                -- a URL, or "env:VAR" to read it from the environment
@@ -135,6 +136,11 @@ function config.load(path)
   if not ({ debug = 1, info = 1, warn = 1, error = 1 })[c.log_level] then
     error(string.format("config: log_level: %q is not debug, info, warn or error", tostring(c.log_level)), 0)
   end
+  local rs = ({ ["true"] = "all", ["false"] = "none" })[tostring(c.record_sync)] or c.record_sync
+  if rs ~= "failed" and rs ~= "all" and rs ~= "none" then
+    error(string.format("config: record_sync: %q is not failed, all or none", tostring(c.record_sync)), 0)
+  end
+  c.record_sync = rs
   if c.store_sync ~= "normal" and c.store_sync ~= "full" then
     error(string.format("config: store_sync: %q is not normal or full", tostring(c.store_sync)), 0)
   end

@@ -25,7 +25,7 @@ local queue = {
   attempts = 5,          -- default attempts of a run (1 = no retry)
   backoff = 10,          -- seconds before the first retry, doubled each time
   max_backoff = 3600,    -- cap of the backoff
-  record_sync = true,    -- store sync webhook runs (history) after they answered
+  record_sync = "failed", -- sync webhook runs stored (history) after they answered: failed, all, none
 }
 
 local instance            -- this process's owner id in the store
@@ -340,7 +340,9 @@ end
 -- record(run): stores a run that already ended and was not queued (a sync
 -- webhook's run: its caller got the answer and retries by itself).
 function queue.record(run, trigger, payload_json)
-  if not queue.record_sync then return end
+  -- a success is in the metrics and the log; storing each one would cost a
+  -- third of a sync webhook's throughput
+  if queue.record_sync == "none" or (queue.record_sync == "failed" and run.state == "succeeded") then return end
   local lines = stored_lines(run)
   local ok = run.state == "succeeded"
   store.record({
