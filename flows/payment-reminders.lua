@@ -122,9 +122,9 @@ return {
           local agency = step(key .. ": collection agency", function() return hand_to_agency(r) end)
           step(key .. ": status collection", function()
             local now = time.iso(time.now())
+            -- collection_updated_at stays the agency's own clock (collection-agency orders its updates by it)
             db.exec([[UPDATE invoices SET status = 'collection', collection_status = 'handed_over',
-              collection_updated_at = $1, updated_at = $1 WHERE id = $2 AND status IN ('sent', 'partially_paid')]],
-              now, r.invoice.id)
+              updated_at = $1 WHERE id = $2 AND status IN ('sent', 'partially_paid')]], now, r.invoice.id)
             return db.exec([[INSERT INTO audit_log (owner_company, table_name, record_id, action, details, actor,
               created_at) VALUES ($1, 'invoices', $2, 'collection_handover', $3, $4, $5)]], r.company.id,
               r.invoice.id, json.encode { agency = "lpagency", file_id = agency.file_id, days_overdue = r.days },
