@@ -204,15 +204,18 @@ end
 
 local function from_revolut(ctx)
   local body = ctx.payload
-  if type(body) ~= "table" or type(body.data) ~= "table" or type(body.event) ~= "string" or body.data.id == nil then
-    fail("revolut: the body has no event, or no data with a transaction id")
+  if type(body) ~= "table" or type(body.event) ~= "string" then fail("revolut: the body has no event") end
+  if body.event ~= "TransactionCreated" and body.event ~= "TransactionStateChanged" then
+    return { ignored = body.event } -- PayoutLinkCreated and the like: not payments
+  end
+  if type(body.data) ~= "table" or body.data.id == nil then
+    fail("revolut: a " .. body.event .. " without data.id (the transaction)")
   end
   local tx = body.data
   if body.event == "TransactionStateChanged" then
     emit("revolut.state_changed", { id = tx.id, state = tx.new_state })
     return { event = body.event, transaction = tx.id, state = tx.new_state }
   end
-  if body.event ~= "TransactionCreated" then return { ignored = body.event } end
   local legs = type(tx.legs) == "table" and tx.legs or {}
   local leg = legs[1]
   if #legs ~= 1 or type(leg) ~= "table" or type(leg.amount) ~= "number" or leg.amount <= 0 then

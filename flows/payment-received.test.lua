@@ -137,7 +137,9 @@ test("refused: a bad signature, a stale timestamp; ignored: an outgoing transfer
   revolut(t, '{"event":"TransactionCreated"}')
   local dead = t.runs("payment-received")[2]
   t.eq(dead.state, "dead", "a body without data")
-  t.contains(dead.error, "no data with a transaction id", "says why")
+  t.contains(dead.error, "a TransactionCreated without data.id", "says why")
+  revolut(t, '{"event":"PayoutLinkCreated","data":{"id":"pl-1"}}')
+  t.eq(t.runs("payment-received")[3].result, { ignored = "PayoutLinkCreated" }, "another event: ignored")
   t.eq(#t.db.query("SELECT * FROM payments"), 0, "no payment")
 end)
 
