@@ -114,3 +114,21 @@ test("a mistyped ladder stops the run with a message naming the company", functi
   t.contains(run.error, "company 2: reminder_ladder \"10,3\" must be increasing", "the reason")
   t.eq(#t.calls("MAIL"), 0, "nothing sent")
 end)
+
+test("a step another instance claims between this run's scan and its claim is not sent by this run", function(t)
+  setup(t, "2026-11-20T09:30:00")
+  invoice(t, 1, 1, 1, "F-1", "2026-11-08")   -- Lumen, step 2
+  invoice(t, 2, 2, 4, "R-1", "2026-11-10")   -- Nordwind, step 1
+  -- while this run mails F-1's reminder, another instance claims R-1's step 1 (and sends it itself)
+  t.stub("MAIL", "smtp://mail.test", function(call)
+    if call.to[1] == "<claire.martin@client.example>" then
+      t.db.exec("INSERT INTO payment_reminders (invoice_id, step, sent_at) VALUES (2, 1, '2026-11-20T08:30:01Z')")
+    end
+    return { status = 250 }
+  end)
+  local run = t.get_run(t.cron("payment-reminders").id)
+  t.eq(run.result.reminders, { { invoice = "F-1", step = 2, final = false } }, "only the step this run claimed")
+  t.eq(#mails_to(t, "j.keller@kunde.example"), 0, "R-1's reminder left to the instance that claimed it")
+  t.eq(t.db.query("SELECT sent_at FROM payment_reminders WHERE invoice_id = 2")[1].sent_at, "2026-11-20T08:30:01Z",
+    "its claim untouched")
+end)
