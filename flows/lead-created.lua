@@ -91,7 +91,7 @@ local function welcome(lead_id)
         m = m and mautic.update_contact(m.id, fields) or mautic.create_contact(fields)
         db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", m.id, contact.id)
       end
-      return m.id
+      return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
     end)
     if company.mautic_nurture_segment then
       step("nurturing segment" .. tag, function()

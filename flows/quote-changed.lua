@@ -23,8 +23,9 @@ local function mautic_contact(contact)
     email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
     company = contact.organization,
   }
+  -- another flow may have recorded one meanwhile (a quote sent starts two flows): the first one wins
   db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", found.id, contact.id)
-  return found.id
+  return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
 end
 
 -- statuses other flows announce themselves

@@ -44,8 +44,9 @@ local function mautic_contact(contact)
     email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
     company = contact.organization,
   }
+  -- another flow may have recorded one meanwhile (a quote sent starts two flows): the first one wins
   db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", found.id, contact.id)
-  return found.id
+  return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
 end
 
 -- The client in Invoice Ninja: updated when known, else created and recorded.
@@ -61,7 +62,7 @@ local function ninja_client(contact)
   local client = invoiceninja.create_client(fields)
   db.exec("UPDATE contacts SET invoiceninja_client_id = $1 WHERE id = $2 AND invoiceninja_client_id IS NULL",
     client.id, contact.id)
-  return client.id
+  return db.query("SELECT invoiceninja_client_id FROM contacts WHERE id = $1", contact.id)[1].invoiceninja_client_id
 end
 
 return {
