@@ -68,7 +68,7 @@ end
 return {
   description = "Send a quote for signature, then remind before expiry, or expire it",
   triggers = {
-    db_event { table = "quotes", on = "update" },
+    db_event { table = "quotes", on = { "insert", "update" } }, -- a quote may be created already sent
   },
   run = function(ctx)
     local old, new = ctx.payload.old or {}, ctx.payload.new or {}

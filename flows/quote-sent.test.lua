@@ -162,6 +162,16 @@ test("a quote valid until the past expires at once, after one reminder", functio
   t.eq(#mails(t), 2, "reminder and follow-up")
 end)
 
+test("a quote inserted already sent starts it too", function(t)
+  fixture(t)
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  t.db.exec("UPDATE quotes SET status = 'sent', valid_until = '2026-11-30' WHERE id = 1")
+  local run = t.db_event("quote-sent", { op = "insert", new = { id = 1, status = "sent", owner_company = 1 } })
+  t.eq(t.get_run(run.id).state, "waiting", "sent for signature, waiting")
+  t.eq(#t.calls("POST", "sign.test"), 1, "one signature request")
+end)
+
 test("only a change to sent starts it", function(t)
   fixture(t)
   local run = t.db_event("quote-sent", { op = "update", old = { id = 2, status = "sent" },
