@@ -157,12 +157,12 @@ def sign_revolut(body, secret, ts, _id):
 
 @test
 def revolut_flow_of_the_repository_verifies_revolut_signatures():
-    with open(os.path.join(ROOT, "flows", "revolut-payment.lua")) as f:
+    with open(os.path.join(ROOT, "flows", "payment-received.lua")) as f:
         source = f.read()
-    s = Scheme("revolut-payment", "/api/revolut/webhook-handler", sign_revolut, (NEW, OLD, THIRD),
+    s = Scheme("payment-received", "/api/revolut/webhook-handler", sign_revolut, (NEW, OLD, THIRD),
                stamped=True, unit=1000, single=("Revolut-Request-Timestamp",))
-    with rill_with({"revolut-payment.lua": source}, env_for("REVOLUT_WEBHOOK_SECRET", NEW, OLD)) as r:
-        # its run logs the event; the check_scheme bodies carry no data
+    with rill_with({"payment-received.lua": source}, env_for("REVOLUT_WEBHOOK_SECRET", NEW, OLD)) as r:
+        # its run ignores events other than Revolut's transactions: the check_scheme bodies are "paid"
         check_scheme(r, s)
         b = body_of(5)
         ts = str(int(time.time() * 1000))

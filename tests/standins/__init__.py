@@ -8,9 +8,10 @@ from .base import HttpStandin, Recorded
 from .directus import Directus
 from .docuseal import DocuSeal
 from .invoiceninja import InvoiceNinja
+from .lpagency import LpAgency
 from .mautic import Mautic
 from .slack import Slack
 from .smtp import Smtp, make_cert
 
 __all__ = ["HttpStandin", "Recorded", "Slack", "Mautic", "InvoiceNinja", "DocuSeal", "Directus", "Smtp",
-           "make_cert"]
+           "LpAgency", "make_cert"]

@@ -3,7 +3,8 @@ X-API-TOKEN (a wrong or missing token: 403 {"message": "Invalid token"},
 as Invoice Ninja's TokenAuth middleware answers). Answers are {"data": ...};
 validation errors are 422 {"message": "The given data was invalid.",
 "errors": {field: [messages]}}. Routes: POST /api/v1/clients, PUT
-/api/v1/clients/ID, POST /api/v1/invoices (?mark_sent=true), POST
+/api/v1/clients/ID, POST /api/v1/invoices (?mark_sent=true), PUT
+/api/v1/invoices/ID, POST
 /api/v1/invoices/bulk {"action": "mark_sent", "ids": [...]}, POST
 /api/v1/payments {client_id, amount, invoices: [{invoice_id, amount}]}.
 An invoice number is unique (422 for a second one). Ids are hashed-id strings; invoice status_id "1" draft, "2" sent,
@@ -24,6 +25,7 @@ class InvoiceNinja(HttpStandin):
         ("PUT", r"/api/v1/clients/([^/]+)", "update_client"),
         ("POST", r"/api/v1/invoices", "create_invoice"),
         ("POST", r"/api/v1/invoices/bulk", "bulk_invoices"),
+        ("PUT", r"/api/v1/invoices/([^/]+)", "update_invoice"),
         ("POST", r"/api/v1/payments", "create_payment"),
     )
 
@@ -79,6 +81,22 @@ class InvoiceNinja(HttpStandin):
         self.invoices[iid] = inv
         if (req.query.get("mark_sent") or [""])[0] == "true":
             self._mark_sent(inv)
+        return 200, {"data": inv}
+
+    def update_invoice(self, req, iid):
+        if iid not in self.invoices:
+            return 404, {"message": "Record with hashed id " + iid + " not found"}
+        b = self._body(req)
+        inv = self.invoices[iid]
+        if b.get("number") and any(i["number"] == b["number"] and k != iid for k, i in self.invoices.items()):
+            return invalid({"number": ["The number has already been taken."]})
+        inv.update({k: v for k, v in b.items() if k not in ("id", "balance", "paid_to_date", "status_id")})
+        if "line_items" in b:
+            items = b.get("line_items") or []
+            amount = round(sum(float(i.get("cost", 0)) * float(i.get("quantity", 1)) for i in items), 2)
+            if inv["status_id"] != "1":
+                inv["balance"] = round(inv["balance"] + amount - inv["amount"], 2)
+            inv["amount"] = amount
         return 200, {"data": inv}
 
     def _mark_sent(self, inv):

@@ -14,25 +14,28 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from standins import Directus, DocuSeal, InvoiceNinja, Mautic, Slack, Smtp, make_cert  # noqa: E402
+from standins import Directus, DocuSeal, InvoiceNinja, LpAgency, Mautic, Slack, Smtp, make_cert  # noqa: E402
 
 
 def main():
     tmp = tempfile.mkdtemp(prefix="rill-standins-")
     atexit.register(shutil.rmtree, tmp, True)
     cert, key = make_cert(tmp)
-    slack, mautic, ninja = Slack().start(), Mautic().start(), InvoiceNinja().start()
+    # the demo companies' channels (db/demo.sql) too, so that `make run` with these can post
+    slack = Slack(channels=("C0SALES", "C0OPS", "#sales", "#lumen-sales", "#nordwind")).start()
+    mautic, ninja, agency = Mautic().start(), InvoiceNinja().start(), LpAgency().start()
     docuseal, directus = DocuSeal().start(), Directus().start()
     smtp = Smtp(cert=cert, key=key).start()
     env = {
         "SLACK_WEBHOOK_URL": slack.webhook_url, "SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": slack.token,
-        "SLACK_CHANNEL": sorted(slack.channels)[0],
+        "SLACK_CHANNEL": "#sales",
         "MAUTIC_URL": mautic.url, "MAUTIC_USER": mautic.user, "MAUTIC_PASSWORD": mautic.password,
         "INVOICENINJA_URL": ninja.url, "INVOICENINJA_TOKEN": ninja.token,
         "DOCUSEAL_URL": docuseal.api_url, "DOCUSEAL_TOKEN": docuseal.token,
         "DIRECTUS_URL": directus.url, "DIRECTUS_TOKEN": directus.token,
         "SMTP_URL": smtp.url, "SMTP_USER": smtp.user, "SMTP_PASSWORD": smtp.password,
         "SMTP_CA_FILE": cert, "MAIL_FROM": "Rill <rill@example.com>",
+        "LP_AGENCY_URL": agency.files_url, "LP_AGENCY_TOKEN": agency.token,
     }
     for k, v in env.items():
         print(f"export {k}='{v}'")

@@ -147,7 +147,8 @@ local function new(given)
     if not url:match("^smtps?://[^/]") then bad("the SMTP URL must start with smtp:// or smtps://") end
     local starttls = c:setting("starttls")
     if starttls ~= "required" and starttls ~= "try" then bad('starttls must be "required" or "try"') end
-    local text, from, rcpt, id = build(m, c:setting("from"))
+    -- the default sender is needed only when the message names none
+    local text, from, rcpt, id = build(m, m.from == nil and c:setting("from") or nil)
     local envelope = {}
     for i, a in ipairs(rcpt) do envelope[i] = "<" .. a .. ">" end
     local verify = c:setting("verify", true)

@@ -4,6 +4,7 @@
 --   invoiceninja.create_client(fields)          -> the client (client.id)
 --   invoiceninja.update_client(id, fields)      -> the client
 --   invoiceninja.create_invoice(fields[, { mark_sent = true }]) -> the invoice
+--   invoiceninja.update_invoice(id, fields)     -> the invoice
 --   invoiceninja.create_deposit_invoice{ client_id, total, percent, quote, ... } -> the invoice
 --   invoiceninja.mark_sent(invoice_id)          -> the invoice
 --   invoiceninja.record_payment{ client_id, invoice_id, amount, date, transaction_reference, ... }
@@ -76,6 +77,12 @@ local function new(given)
     check_table("create invoice", fields)
     local query = opts and opts.mark_sent and { mark_sent = "true" } or nil
     return call("create invoice", "POST", "/invoices", fields, query)
+  end
+
+  function ninja.update_invoice(invoice_id, fields)
+    check_table("update invoice", fields)
+    return call("update invoice " .. tostring(invoice_id), "PUT",
+      "/invoices/" .. base.id("invoiceninja", "invoice id", invoice_id), fields)
   end
 
   function ninja.create_deposit_invoice(d)

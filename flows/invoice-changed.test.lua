@@ -1,0 +1,95 @@
+-- An invoice created or changed is mirrored in Invoice Ninja (client once, invoice once, then
+-- updates) and audited.
+local json = require "rill.json"
+
+local function setup(t)
+  t.now("2026-11-25T10:00:00Z")
+  t.fixture("../db/schema.sqlite.sql")
+  t.fixture("../db/demo.sql")
+  t.env { INVOICENINJA_URL = "https://ninja.test", INVOICENINJA_TOKEN = "tok" }
+  t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "CLI9" } } })
+  t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
+    return { json = { data = { id = "NINV-" .. call.json.number, number = call.json.number } } }
+  end)
+  t.stub("PUT", "https://ninja.test/api/v1/invoices/", function(call)
+    return { json = { data = { id = call.url:match("invoices/([^/?]+)") } } }
+  end)
+  t.stub("POST", "https://ninja.test/api/v1/invoices/bulk", { json = { data = { { id = "NINV-F-2026-050" } } } })
+end
+
+local function row(t, id) return t.db.query("SELECT * FROM invoices WHERE id = $1", id)[1] end
+
+test("a new invoice creates its client and itself in Invoice Ninja, keeps both ids, and is audited", function(t)
+  setup(t)
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, currency, status, reference,
+    issued_at, due_date) VALUES (50, 1, 2, 'F-2026-050', 980.5, 'EUR', 'sent', 'F-2026-050', '2026-11-25', '2026-12-25')]])
+  local run = t.db_event("invoice-changed", { op = "insert", new = row(t, 50) })
+  t.eq(run.state, "succeeded", "the run")
+  t.eq(run.result.invoiceninja, { created = "NINV-F-2026-050" }, "created")
+  local clients = t.calls("POST", "ninja.test/api/v1/clients")
+  t.eq(#clients, 1, "one client created")
+  t.eq(clients[1].json.name, "Bernard Architectes", "named after the organisation")
+  t.eq(clients[1].json.contacts[1].email, "hugo@bernard-archi.example", "with the contact's email")
+  local made = t.calls("POST", "ninja.test/api/v1/invoices")
+  t.eq(#made, 1, "one invoice created")
+  t.ok(made[1].url:find("mark_sent=true", 1, true), "marked sent (it is not a draft)")
+  t.eq({ made[1].json.client_id, made[1].json.number, made[1].json.due_date }, { "CLI9", "F-2026-050", "2026-12-25" },
+    "the invoice's fields")
+  t.eq(made[1].json.line_items[1].cost, 980.5, "its amount")
+  t.eq(row(t, 50).invoiceninja_id, "NINV-F-2026-050", "the invoice id kept")
+  t.eq(t.db.query("SELECT invoiceninja_client_id FROM contacts WHERE id = 2")[1].invoiceninja_client_id, "CLI9",
+    "the client id kept")
+  local audit = t.db.query("SELECT * FROM audit_log WHERE table_name = 'invoices' AND record_id = 50")
+  t.eq(#audit, 1, "one audit entry")
+  t.eq({ audit[1].action, audit[1].owner_company }, { "invoice_insert", 1 }, "what and whose")
+  t.contains(audit[1].actor, "invoice-changed", "by this flow")
+
+  -- a later change updates the same invoice: no second client, no second invoice
+  local old = row(t, 50)
+  t.db.exec("UPDATE invoices SET amount = 1000, due_date = '2026-12-31' WHERE id = 50")
+  run = t.db_event("invoice-changed", { op = "update", old = old, new = row(t, 50) })
+  t.eq(run.result.invoiceninja, { updated = "NINV-F-2026-050" }, "updated")
+  t.eq(run.result.changed, { "amount", "due_date" }, "what changed")
+  local put = t.calls("PUT", "ninja.test/api/v1/invoices/NINV-F-2026-050")
+  t.eq(#put, 1, "one update")
+  t.eq(put[1].json.line_items[1].cost, 1000, "the new amount")
+  t.eq(#t.calls("POST", "ninja.test/api/v1/clients"), 1, "still one client")
+  t.eq(#t.calls("POST", "ninja.test/api/v1/invoices"), 1, "still one invoice")
+  local details = json.decode(t.db.query(
+    "SELECT details FROM audit_log WHERE record_id = 50 AND action = 'invoice_update'")[1].details)
+  t.eq({ details.before.amount, details.after.amount }, { 980.5, 1000 }, "the audit says before and after")
+end)
+
+test("a draft that is issued is marked sent; a change Invoice Ninja does not show is only audited", function(t)
+  setup(t)
+  t.db.exec("UPDATE contacts SET invoiceninja_client_id = 'CLI1' WHERE id = 1")
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, status, invoiceninja_id, due_date)
+    VALUES (51, 1, 1, 'F-2026-051', 300, 'draft', 'NINV-F-2026-050', '2026-12-25')]])
+  local old = row(t, 51)
+  t.db.exec("UPDATE invoices SET status = 'sent' WHERE id = 51")
+  local run = t.db_event("invoice-changed", { op = "update", old = old, new = row(t, 51) })
+  t.eq(run.result.invoiceninja, { updated = "NINV-F-2026-050", marked_sent = true }, "updated and marked sent")
+  t.eq(t.calls("POST", "ninja.test/api/v1/invoices/bulk")[1].json, { action = "mark_sent", ids = { "NINV-F-2026-050" } },
+    "the bulk mark_sent")
+  t.eq(#t.calls("POST", "ninja.test/api/v1/clients"), 0, "the client exists: none created")
+
+  old = row(t, 51)
+  t.db.exec("UPDATE invoices SET collection_status = 'x' WHERE id = 51")
+  run = t.db_event("invoice-changed", { op = "update", old = old, new = row(t, 51) })
+  t.eq(run.result.invoiceninja, { skipped = "nothing Invoice Ninja shows changed" }, "not synced")
+  t.eq(#t.calls("PUT", "ninja.test"), 1, "no second update")
+  t.eq(#t.db.query("SELECT * FROM audit_log WHERE record_id = 51"), 2, "both changes audited")
+end)
+
+test("Invoice Ninja refusing the invoice fails the run (retried), and nothing is stored as synced", function(t)
+  setup(t)
+  t.stub("POST", "https://ninja.test/api/v1/invoices", { status = 422,
+    json = { message = "The given data was invalid.", errors = { number = { "The number has already been taken." } } } })
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, status, due_date)
+    VALUES (52, 1, 2, 'F-2026-052', 300, 'sent', '2026-12-25')]])
+  local run = t.db_event("invoice-changed", { op = "insert", new = row(t, 52) })
+  t.ok(run.state == "retrying" or run.state == "failed", "not a success: " .. tostring(run.state))
+  t.contains(run.error, "number: The number has already been taken.", "Invoice Ninja's reason")
+  t.eq(row(t, 52).invoiceninja_id, json.null, "no invoice id stored")
+  t.eq(#t.db.query("SELECT * FROM audit_log WHERE record_id = 52"), 0, "audited only once synced")
+end)

@@ -1,0 +1,146 @@
+-- When the client signs a quote in DocuSeal: the quote becomes `signed`, the client enters the
+-- company's "signed" campaign (Mautic), a deposit invoice for the company's deposit_percent of the
+-- quote is made and marked sent in Invoice Ninja (and recorded in invoices), and the team hears of it.
+-- Every DocuSeal webhook is also emitted as the event "docuseal": it ends quote-sent's wait.
+
+local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
+
+local function plain(row)
+  if not row then return nil end
+  local out = {}
+  for k, v in pairs(row) do
+    if present(v) then out[k] = v end
+  end
+  return out
+end
+
+local function full_name(contact)
+  return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
+end
+
+-- The signed submission's id and our quote id (we set external_id = "quote-ID" on the signer):
+-- form.completed carries the signer (submission_id), submission.completed the submission (id).
+local function identify(payload)
+  local data = type(payload.data) == "table" and payload.data or nil
+  if not data then return nil end
+  local submission_id = data.submission_id
+  if not present(submission_id) and type(data.submission) == "table" then submission_id = data.submission.id end
+  if not present(submission_id) and payload.event_type == "submission.completed" then submission_id = data.id end
+  local external = type(data.external_id) == "string" and data.external_id
+  if not external and type(data.submitters) == "table" and type(data.submitters[1]) == "table" then
+    external = data.submitters[1].external_id
+  end
+  local quote_id = type(external) == "string" and tonumber(external:match("^quote%-(%d+)$")) or nil
+  if not present(submission_id) and not quote_id then return nil end
+  return present(submission_id) and tostring(submission_id) or nil, quote_id
+end
+
+local function load(submission_id, quote_id)
+  local quote = plain(db.query("SELECT * FROM quotes WHERE docuseal_submission_id = $1", submission_id or "")[1])
+  if not quote and quote_id then quote = plain(db.query("SELECT * FROM quotes WHERE id = $1", quote_id)[1]) end
+  if not quote then return nil end
+  return {
+    quote = quote,
+    company = plain(db.query("SELECT * FROM companies WHERE id = $1", quote.owner_company)[1]),
+    contact = plain(db.query("SELECT * FROM contacts WHERE id = $1", quote.contact_id)[1]),
+  }
+end
+
+local function mautic_contact(contact)
+  if contact.mautic_id then return contact.mautic_id end
+  local found = mautic.find_contact(contact.email) or mautic.create_contact {
+    email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
+    company = contact.organization,
+  }
+  -- another flow may have recorded one meanwhile (a quote sent starts two flows): the first one wins
+  db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", found.id, contact.id)
+  return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
+end
+
+local function ninja_client(contact)
+  if contact.invoiceninja_client_id then return contact.invoiceninja_client_id end
+  local client = invoiceninja.create_client {
+    name = contact.organization or full_name(contact),
+    contacts = { { first_name = contact.first_name, last_name = contact.last_name, email = contact.email } },
+  }
+  db.exec("UPDATE contacts SET invoiceninja_client_id = $1 WHERE id = $2 AND invoiceninja_client_id IS NULL",
+    client.id, contact.id)
+  return db.query("SELECT invoiceninja_client_id FROM contacts WHERE id = $1", contact.id)[1].invoiceninja_client_id
+end
+
+return {
+  description = "A quote signed in DocuSeal: deposit invoice, signed campaign, status signed",
+  triggers = {
+    webhook { method = "POST", path = "/api/integrations/docuseal/webhook", mode = "async", emit = "docuseal",
+              verify = signatures.docuseal { secret = { "DOCUSEAL_WEBHOOK_SECRET", "DOCUSEAL_WEBHOOK_SECRET_PREVIOUS" } } },
+  },
+  run = function(ctx)
+    local event = ctx.payload.event_type
+    if event ~= "form.completed" and event ~= "submission.completed" then
+      return { ignored = tostring(event) }
+    end
+    local submission_id, quote_id = identify(ctx.payload)
+    if not submission_id and not quote_id then
+      fail("DocuSeal " .. event .. " without data.submission_id (nor a signer external_id quote-ID)")
+    end
+    local r = step("load the quote", function() return load(submission_id, quote_id) end)
+    if not r then
+      log.warn("a DocuSeal signature for no quote of ours", { submission_id = submission_id })
+      return { ignored = "no quote for submission " .. tostring(submission_id) }
+    end
+    local quote, company, contact = r.quote, r.company, r.contact
+    -- form.completed is per signer: with several, the submission is done when it says so
+    if event == "form.completed" and type(ctx.payload.data.submission) == "table"
+        and present(ctx.payload.data.submission.status) and ctx.payload.data.submission.status ~= "completed" then
+      return { waiting = "other signers", quote = quote.number }
+    end
+
+    -- signed once: a redelivery, or a second event for the same submission, finds it done
+    local signed = step("mark the quote signed", function()
+      local now = time.iso(time.now())
+      return db.exec("UPDATE quotes SET status = 'signed', signed_at = $1, updated_at = $1 "
+        .. "WHERE id = $2 AND status IN ('draft', 'sent')", now, quote.id) > 0
+    end)
+    if not signed then
+      local status = step("status found", function()
+        return db.query("SELECT status FROM quotes WHERE id = $1", quote.id)[1].status
+      end)
+      if status ~= "signed" then
+        step("tell the team about a late signature", function()
+          return slack.post(company.slack_channel, string.format(
+            "Quote %s was signed by %s but is %s: no deposit invoice made, please decide.",
+            quote.number, full_name(contact), status))
+        end)
+      end
+      return { already = status, quote = quote.number }
+    end
+
+    if company.mautic_signed_campaign then
+      local mautic_id = step("mautic contact", function() return mautic_contact(contact) end)
+      step("signed campaign", function() return mautic.add_to_campaign(company.mautic_signed_campaign, mautic_id) end)
+    end
+
+    local client_id = step("invoice ninja client", function() return ninja_client(contact) end)
+    local number = quote.number .. "-DEP"
+    local deposit = step("deposit invoice", function()
+      local today = time.iso(time.now()):sub(1, 10)
+      local inv = invoiceninja.create_deposit_invoice {
+        client_id = client_id, total = quote.amount, percent = company.deposit_percent, quote = quote.number,
+        number = number, po_number = quote.number, date = today, mark_sent = true,
+      }
+      return { id = inv.id, amount = inv.amount, issued = today }
+    end)
+    step("record the deposit invoice", function()
+      return db.exec("INSERT INTO invoices (owner_company, contact_id, quote_id, number, kind, amount, currency, "
+        .. "status, reference, issued_at, due_date, invoiceninja_id) VALUES ($1, $2, $3, $4, 'deposit', $5, $6, "
+        .. "'sent', $4, $7, $7, $8) ON CONFLICT (owner_company, number) DO NOTHING",
+        company.id, contact.id, quote.id, number, deposit.amount, quote.currency, deposit.issued, deposit.id)
+    end)
+    step("tell the team", function()
+      return slack.post(company.slack_channel, string.format(
+        "Quote %s signed by %s (%s %s). Deposit invoice %s: %s %s (%s%%).", quote.number, full_name(contact),
+        quote.amount, quote.currency, number, deposit.amount, quote.currency, company.deposit_percent))
+    end)
+    return { signed = quote.number, deposit_invoice = number, deposit = deposit.amount }
+  end,
+}

@@ -1,0 +1,129 @@
+-- The DocuSeal webhook of a signature: only a signed, fresh request gets in; the quote is signed once,
+-- with its deposit invoice and campaign, however often DocuSeal delivers it. Demo data: quote 2 (company
+-- 1, deposit 30%, signed campaign 12) is sent, contact 2 (Hugo Bernard).
+local crypto = require "rill.crypto"
+local json = require "rill.json"
+local time = require "rill.time"
+
+local SECRET = "whsec_quote_signed_test"
+local PATH = "/api/integrations/docuseal/webhook"
+
+local function services(t)
+  t.env {
+    DOCUSEAL_WEBHOOK_SECRET = SECRET,
+    MAUTIC_URL = "https://mautic.test", MAUTIC_USER = "api", MAUTIC_PASSWORD = "pw",
+    INVOICENINJA_URL = "https://ninja.test", INVOICENINJA_TOKEN = "in-token",
+    SLACK_API_URL = "https://slack.test/api", SLACK_BOT_TOKEN = "xoxb-test",
+  }
+  t.stub("GET", "https://mautic.test/api/contacts", { json = { total = "1", contacts = { ["8"] = { id = 8 } } } })
+  t.stub("POST", "https://mautic.test/api/campaigns/", { json = { success = 1 } })
+  t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "cl2" } } })
+  t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
+    return { json = { data = { id = "dep1", number = call.json.number, amount = call.json.line_items[1].cost } } }
+  end)
+  t.stub("POST", "https://slack.test/api/chat.postMessage", { json = { ok = true, channel = "C1", ts = "1.0" } })
+end
+
+local function fixture(t)
+  t.fixture("../db/schema.sqlite.sql")
+  t.fixture("../db/demo.sql")
+  t.db.exec("UPDATE quotes SET docuseal_submission_id = '55' WHERE id = 2")
+end
+
+local function request(t, payload, opts)
+  opts = opts or {}
+  local body = type(payload) == "string" and payload or json.encode(payload)
+  local ts = string.format("%d", opts.at or t.now())
+  local sig = crypto.hex(crypto.hmac_sha256(opts.secret or SECRET, ts .. "." .. body))
+  return t.webhook("POST", PATH, { body = body, headers = {
+    ["Content-Type"] = "application/json", ["X-Docuseal-Signature"] = ts .. "." .. sig } })
+end
+
+local function completed(submission_id)
+  return { event_type = "form.completed", timestamp = "2026-11-02T09:00:00Z",
+    data = { id = 3, submission_id = submission_id, email = "hugo@bernard-archi.example", status = "completed",
+             submission = { id = submission_id, status = "completed" } } }
+end
+
+test("a signature: quote signed, signed campaign, deposit invoice sent and recorded, Slack", function(t)
+  fixture(t)
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  t.eq(request(t, completed(55)).status, 202, "accepted")
+  local run = t.runs("quote-signed")[1]
+  t.eq(run.state, "succeeded", "run")
+  t.eq(run.result, { signed = "D-2026-002", deposit_invoice = "D-2026-002-DEP", deposit = 705 }, "30% of 2350")
+  local q = t.db.query("SELECT status, signed_at FROM quotes WHERE id = 2")[1]
+  t.eq(q, { status = "signed", signed_at = "2026-11-02T09:00:00Z" }, "the quote")
+  t.eq(#t.calls("POST", "mautic.test/api/campaigns/12/contact/8/add"), 1, "company 1's signed campaign")
+  local inv = t.calls("POST", "ninja.test/api/v1/invoices")[1]
+  t.contains(inv.url, "mark_sent=true", "marked sent")
+  t.eq({ inv.json.client_id, inv.json.number, inv.json.line_items[1].cost }, { "cl2", "D-2026-002-DEP", 705 },
+    "the deposit invoice")
+  t.eq(t.db.query("SELECT kind, amount, status, quote_id, invoiceninja_id FROM invoices WHERE number = $1",
+    "D-2026-002-DEP")[1], { kind = "deposit", amount = 705, status = "sent", quote_id = 2, invoiceninja_id = "dep1" },
+    "recorded in invoices")
+  local slack = t.calls("POST", "slack.test")[1].json
+  t.eq(slack.channel, "#lumen-sales", "company 1's channel")
+  t.contains(slack.text, "Quote D-2026-002 signed by Hugo Bernard", "the message")
+end)
+
+test("the same signature delivered twice: one deposit invoice, one campaign", function(t)
+  fixture(t)
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  t.eq(request(t, completed(55)).status, 202, "first")
+  t.advance("1m")
+  t.eq(request(t, completed(55)).status, 202, "second")
+  local runs = t.runs("quote-signed")
+  t.eq(#runs, 2, "two runs")
+  t.eq(runs[2].result, { already = "signed", quote = "D-2026-002" }, "the second finds it done")
+  t.eq(#t.calls("POST", "ninja.test/api/v1/invoices"), 1, "one deposit invoice")
+  t.eq(#t.calls("POST", "mautic.test/api/campaigns"), 1, "one campaign")
+  t.eq(#t.calls("POST", "slack.test"), 1, "one message")
+end)
+
+test("a signature on an expired quote makes no invoice and asks the team", function(t)
+  fixture(t)
+  services(t)
+  t.db.exec("UPDATE quotes SET status = 'expired' WHERE id = 2")
+  t.now("2026-11-02T09:00:00Z")
+  request(t, completed(55))
+  t.eq(t.runs("quote-signed")[1].result, { already = "expired", quote = "D-2026-002" }, "result")
+  t.eq(#t.calls("POST", "ninja.test"), 0, "no invoice")
+  t.contains(t.calls("POST", "slack.test")[1].json.text, "please decide", "the team asked")
+end)
+
+test("bad signature, stale timestamp: 401, nothing stored", function(t)
+  fixture(t)
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  t.eq(request(t, completed(55), { secret = "whsec_other" }).status, 401, "another secret")
+  t.eq(request(t, completed(55), { at = t.now() - 600 }).status, 401, "ten minutes old")
+  t.eq(t.webhook("POST", PATH, { json = completed(55) }).status, 401, "unsigned")
+  t.eq(#t.runs("quote-signed"), 0, "nothing stored")
+end)
+
+test("malformed: not JSON is a 400; no submission id is a dead run saying why", function(t)
+  fixture(t)
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  t.eq(request(t, "{not json").status, 400, "not JSON")
+  t.eq(request(t, { event_type = "form.completed", data = { email = "x@example.com" } }).status, 202, "accepted")
+  local run = t.runs("quote-signed")[1]
+  t.eq(run.state, "dead", "dead at once")
+  t.contains(run.error, "without data.submission_id", "the reason")
+  t.eq(#t.calls(), 0, "no call")
+end)
+
+test("other events are ignored; an unknown submission is ignored", function(t)
+  fixture(t)
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  request(t, { event_type = "form.viewed", data = { submission_id = 55 } })
+  request(t, completed(999))
+  local runs = t.runs("quote-signed")
+  t.eq(runs[1].result, { ignored = "form.viewed" }, "a view")
+  t.eq(runs[2].result, { ignored = "no quote for submission 999" }, "not ours")
+  t.eq(t.db.query("SELECT status FROM quotes WHERE id = 2")[1].status, "sent", "unchanged")
+end)

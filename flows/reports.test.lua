@@ -1,0 +1,44 @@
+-- Every Monday morning (Paris), each company's week in its own Slack channel.
+
+local function setup(t)
+  t.fixture("../db/schema.sqlite.sql")
+  t.fixture("../db/demo.sql")
+  t.env { SLACK_BOT_TOKEN = "xoxb-test", SLACK_API_URL = "https://slack.test/api" }
+  t.stub("POST", "https://slack.test/api/chat.postMessage", { json = { ok = true, channel = "C1", ts = "1.0" } })
+end
+
+test("Monday 08:00 in Paris, winter and summer time", function(t)
+  t.now("2026-03-25T12:00:00", "Europe/Paris")
+  t.eq(t.next_fire("reports"), "2026-03-30T08:00:00+02:00", "the Monday after the clocks went forward")
+  t.now("2026-10-28T12:00:00", "Europe/Paris")
+  t.eq(t.next_fire("reports"), "2026-11-02T08:00:00+01:00", "the Monday after they went back")
+end)
+
+test("each company gets its own figures for the past week in its own channel", function(t)
+  t.now("2026-11-23T07:59:00", "Europe/Paris") -- a Monday, a minute before the report
+  setup(t)
+  -- Lumen's week: a quote sent, one signed, an invoice paid; one outside the week, another company's
+  t.db.exec("UPDATE quotes SET status = 'sent', sent_at = '2026-11-18T10:00:00Z', valid_until = '2027-01-01' WHERE id = 1")
+  t.db.exec([[INSERT INTO quotes (id, owner_company, contact_id, number, amount, status, sent_at, signed_at, valid_until)
+    VALUES (10, 1, 2, 'D-9', 1000, 'signed', '2026-11-10T10:00:00Z', '2026-11-20T15:00:00Z', '2027-01-01'),
+           (11, 1, 2, 'D-8', 700, 'signed', '2026-11-01T10:00:00Z', '2026-11-05T15:00:00Z', '2027-01-01')]])
+  t.db.exec("UPDATE invoices SET status = 'paid', amount_paid = amount, paid_at = '2026-11-19T08:00:00Z' WHERE id = 3")
+  t.db.exec("UPDATE invoices SET paid_at = '2026-11-19T08:00:00Z' WHERE id = 4")
+  t.advance("2m")
+  local runs = t.runs("reports")
+  t.eq(#runs, 1, "one report run")
+  t.eq(runs[1].state, "succeeded", "it ran")
+  local posts = t.calls("POST", "slack.test")
+  t.eq(#posts, 2, "one message per company")
+  t.eq({ posts[1].json.channel, posts[2].json.channel }, { "#lumen-sales", "#nordwind" }, "each in its channel")
+  local lumen, nordwind = posts[1].json.text, posts[2].json.text
+  t.contains(lumen, "*Atelier Lumen: the week of 2026-11-16 to 2026-11-22*", "the week")
+  t.contains(lumen, "• Quotes sent: 1 (4800.00 EUR)", "quotes sent")
+  t.contains(lumen, "• Quotes signed: 1 (1000.00 EUR)", "signed in the week only")
+  t.contains(lumen, "• Invoices paid: 1 (640.00 EUR)", "paid in the week")
+  t.contains(lumen, "• Open invoices: 2 (2320.00 EUR)", "still open")
+  t.contains(lumen, "• Overdue: 2 (2320.00 EUR)", "overdue")
+  t.contains(nordwind, "• Invoices paid: 1 (3200.00 EUR)", "Nordwind's own payment")
+  t.contains(nordwind, "• Quotes signed: 0 (0.00 EUR)", "nothing of Lumen's")
+  t.contains(nordwind, "• Overdue: 1 (2750.00 EUR)", "Nordwind's overdue invoice")
+end)
