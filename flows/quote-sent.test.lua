@@ -22,7 +22,12 @@ local function services(t)
   t.stub("POST", "https://mautic.test/api/campaigns/", { json = { success = 1 } })
   t.stub("POST", "https://mautic.test/api/emails/", { json = { success = 1 } })
   t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "cl1" } } })
-  t.stub("POST", "https://ninja.test/api/v1/invoices", { json = { data = { id = "inv1", number = "D-2026-001" } } })
+  -- the draft of the quote here, and the deposit invoice that quote-signed makes when the signature comes
+  t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
+    local items = call.json and call.json.line_items
+    return { json = { data = { id = "inv1", number = call.json and call.json.number or "D-2026-001",
+      amount = items and items[1] and items[1].cost } } }
+  end)
   t.stub("POST", "https://slack.test/api/chat.postMessage", { json = { ok = true, channel = "C1", ts = "1.0" } })
   t.stub("MAIL", "smtp://mail.test", { status = 250 })
 end

@@ -487,6 +487,10 @@ end
 
 function queue.running() return running end
 
+-- busy() -> whether a look for ready runs is in flight (rill test waits for
+-- it before it swaps the store).
+function queue.busy() return polling end
+
 -- release(callback): the runs executing here go back to the queue at once
 -- (their leases end now), for another instance or the next start; for a
 -- shutdown that cannot wait for them. callback() once stored.

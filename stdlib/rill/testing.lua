@@ -84,6 +84,12 @@ end
 
 -- ---- the test's API (t) ----
 
+local function active_flow(name, level)
+  local flow = flows.find(name)
+  if not flow then error("no flow named " .. tostring(name) .. " in the flows folder", level + 1) end
+  return flow
+end
+
 local T = {}
 
 local function world(t) return rawget(t, "_world") end
@@ -102,14 +108,36 @@ function T.now(t, when, zone)
   return when
 end
 
+-- The flows whose cron ticks fire as the clock moves: the test file's own
+-- flow, or those named with t.schedule.
+function World:scheduled_flows()
+  local out = {}
+  for name in pairs(self.cron_flows) do
+    if flows.active[name] then out[#out + 1] = flows.active[name] end
+  end
+  return out
+end
+
+-- schedule(name, ...): the flows whose cron ticks fire as time passes
+-- (by default the flow the test file is named after).
+function T.schedule(t, ...)
+  local w = world(t)
+  w.cron_flows = {}
+  for _, name in ipairs { ... } do
+    active_flow(name, 2)
+    w.cron_flows[name] = true
+  end
+end
+
 -- advance(duration): time passes; what falls due meanwhile (cron ticks of
--- the flows, sleeping runs, wait timeouts) happens in time order.
+-- the scheduled flows, sleeping runs, wait timeouts, retries) happens in
+-- time order.
 function T.advance(t, duration)
   local w = world(t)
   local target = w.clock + time.duration(duration)
   while true do
     local next_t = target
-    for _, flow in pairs(flows.active) do
+    for _, flow in pairs(w:scheduled_flows()) do
       for _, trig in ipairs(flow.triggers) do
         if trig.type == "cron" then
           local n = cron.next(trig.spec, w.clock, trig.tz)
@@ -120,7 +148,7 @@ function T.advance(t, duration)
     local due = store.next_due(math.floor(w.clock * 1000))
     if due and due / 1000 < next_t then next_t = due / 1000 end
     w.clock = math.max(w.clock, next_t)
-    for _, flow in pairs(flows.active) do
+    for _, flow in pairs(w:scheduled_flows()) do
       for _, trig in ipairs(flow.triggers) do
         if trig.type == "cron" then
           local n = cron.next(trig.spec, w.clock - 1e-3, trig.tz)
@@ -142,12 +170,6 @@ function World:fire(flow, trig, scheduled)
   while not done do timer.sleep(0.001) end
   if not id then error("rill test: the cron tick could not be stored: " .. tostring(err), 0) end
   return id
-end
-
-local function active_flow(name, level)
-  local flow = flows.find(name)
-  if not flow then error("no flow named " .. tostring(name) .. " in the flows folder", level + 1) end
-  return flow
 end
 
 -- cron(flow) -> the stored run of a tick of the flow's cron trigger, now.
@@ -297,8 +319,9 @@ local function new_world(file)
   seq = seq + 1
   local dir = string.format("%s/rill-test-%d-%d", os.getenv("TMPDIR") or "/tmp", os_c.pid(), seq)
   assert(os_c.mkdir_p(dir))
+  local own = file:match("([^/]+)%.test%.lua$")
   local w = setmetatable({ dir = dir, dir_of_file = file:match("^(.*)/[^/]*$") or ".", stubs = {}, calls = {},
-    unstubbed = {}, env = {}, clock = os.time() }, World)
+    unstubbed = {}, env = {}, clock = os.time(), cron_flows = own and { [own] = true } or {} }, World)
   return w
 end
 
@@ -332,6 +355,8 @@ local function enter(w)
 end
 
 local function leave(w)
+  queue.stop()
+  while queue.busy() do timer.sleep(0.001) end
   db.close()
   store.close()
   for _, f in ipairs { "rill.db", "rill.db-wal", "rill.db-shm", "app.db", "app.db-wal", "app.db-shm" } do
@@ -358,7 +383,6 @@ end
 -- run(files, out) -> passed, failed. out(line) prints.
 function testing.run(files, out)
   local passed, failed = 0, 0
-  queue.start()
   for _, file in ipairs(files) do
     local tests, err = declared(file)
     if not tests then
@@ -368,6 +392,7 @@ function testing.run(files, out)
       for _, tc in ipairs(tests) do
         local w = new_world(file)
         enter(w)
+        queue.start() -- on this test's store
         local started = tz.now()
         local t = setmetatable({ _world = w }, T_MT)
         local ok, terr = xpcall(tc.fn, function(e)
@@ -392,7 +417,6 @@ function testing.run(files, out)
       end
     end
   end
-  queue.stop()
   time.set_clock(nil)
   env.isolate(nil)
   return passed, failed

@@ -18,7 +18,7 @@ local http = require "rill.http"
 local crypto = require "rill.crypto"
 local log = require "rill.log"
 local steps = require "rill.steps"
-local tz = require "rill.c.tz"
+local time = require "rill.time"
 
 local SPEC = {
   url = { env = "SMTP_URL" },
@@ -118,7 +118,7 @@ local function build(m, default_from)
   if #cc > 0 then h[#h + 1] = "Cc: " .. table.concat(cc, ", ") end
   if m.reply_to then h[#h + 1] = "Reply-To: " .. (address("reply_to", m.reply_to)) end
   h[#h + 1] = "Subject: " .. encode_words(header_value("subject", m.subject or ""))
-  h[#h + 1] = "Date: " .. os.date("!%a, %d %b %Y %H:%M:%S +0000", math.floor(tz.now()))
+  h[#h + 1] = "Date: " .. os.date("!%a, %d %b %Y %H:%M:%S +0000", math.floor(time.now()))
   h[#h + 1] = "Message-ID: " .. id
   h[#h + 1] = "MIME-Version: 1.0"
   for name, value in pairs(m.headers or {}) do
