@@ -131,11 +131,16 @@ end
 local function start_listener(name)
   local l = { name = name }
   listeners[name] = l
+  local ok, url = pcall(require("rill.db").url, name)
+  if ok and not url:match("^postgres") then
+    -- a setting, not an outage: said once (until the flows change), not retried
+    l.stopped = true
+    log.warn("db_event triggers need a Postgres database: their flows do not start on this one",
+      { database = name, kind = (url:gsub(":.*", "")) })
+    return
+  end
   task.spawn(function()
-    local url = require("rill.db").url(name)
-    if not url:match("^postgres") then
-      error("db_event triggers need a Postgres database; " .. name .. " is " .. url:gsub(":.*", ""), 0)
-    end
+    if not ok then error(url, 0) end
     local conn, err = require("rill.c.pg").open(url)
     if not conn then error(err, 0) end
     if l.stopped then return conn:close() end -- stopped while it connected
