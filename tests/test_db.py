@@ -4,6 +4,7 @@ NULL, affected counts, transactions committed and rolled back (also when a
 run is killed inside one), errors at the flow's line, a pool under load."""
 import json
 import threading
+import time
 
 from lib.harness import Postgres, Rill, eq, main, test, wait_until
 
@@ -180,6 +181,49 @@ def many_runs_share_the_postgres_pool():
         conns = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
                        r.env["CRM_URL"])
         assert int(conns) <= 1 + 4 + 1, f"connections: {conns} (pool of 4)"
+
+
+TURN = """
+return {
+  deadline = "DEADLINE",
+  triggers = { webhook { path = "/PATH" } },
+  run = function(ctx)
+    local d = db.use("crm")
+    return d.tx(function()
+      d.exec("INSERT INTO turns VALUES ($1)", ctx.payload.i)
+      d.query("SELECT pg_sleep(0.2)")
+      return ctx.payload.i
+    end)
+  end,
+}"""
+
+
+@test
+def transactions_beyond_the_pool_wait_in_line_and_one_stopped_in_line_blocks_nobody():
+    with rill() as r:
+        r.write_flow("turn.lua", TURN.replace("DEADLINE", "10s").replace("PATH", "turn"))
+        r.write_flow("hasty.lua", TURN.replace("DEADLINE", "0.3s").replace("PATH", "hasty"))
+        r.wait_log(msg="flow loaded", file=f"{r.flows_dir}/hasty.lua")
+        sql(r, "crm", ("exec", "CREATE TABLE turns (i INTEGER)"))
+        out = {}
+
+        def go(path, i):
+            out[i] = r.request("POST", path, {"i": i})
+
+        threads = [threading.Thread(target=go, args=("/turn", i)) for i in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)  # the pool of 4 is busy and 8 wait: the hasty ones join the end of the line
+        hasty = [threading.Thread(target=go, args=("/hasty", 100 + i)) for i in range(2)]
+        for t in hasty:
+            t.start()
+        for t in threads + hasty:
+            t.join()
+        eq(sorted(i for i in range(12) if out[i].status == 200), list(range(12)), "every patient transaction ran")
+        eq([out[100].status, out[101].status], [504, 504], "the hasty runs ran out of time waiting in line")
+        rows = sql(r, "crm", ("query", "SELECT count(*) AS n FROM turns WHERE i < 100"))[0]
+        eq(rows, [{"n": 12}], "rows of the patient transactions")
+        eq(r.request("POST", "/turn", {"i": 50}).status, 200, "a transaction after them")
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ local function handle(name)
   if h then return h end
   local url = resolve(name)
   h = setmetatable({ name = name, url = url, kind = url:match("^postgres") and "postgres" or "sqlite",
-    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0, tx_opening = 0 }, Handle)
+    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0, tx_opening = 0, waiters = {} }, Handle)
   handles[name] = h
   return h
 end
@@ -202,26 +202,41 @@ function Handle:exec(sql, ...)
   return res.changes
 end
 
+-- wake_waiter(h): the longest-waiting transaction that still waits (a run
+-- stopped meanwhile does not) looks again for a connection.
+local function wake_waiter(h)
+  while #h.waiters > 0 do
+    if table.remove(h.waiters, 1):wake() then return end
+  end
+end
+
 -- A connection of its own for a transaction: a spare one, a new one while
 -- there are fewer than the pool size (SQLite: one, as its transactions take
 -- the write lock in turn anyway, and waiting here keeps them from holding
--- worker threads in SQLite's busy wait), or else the first one released
--- (looked for every 5 ms: a waiter stopped meanwhile leaves nothing behind).
+-- worker threads in SQLite's busy wait), or else the first one released:
+-- the transaction waits in line, woken by release().
 local function acquire(h)
   local limit = h.kind == "sqlite" and 1 or settings.pool
   while true do
     local c = table.remove(h.spare)
     if c then return c end
     if h.tx_open + h.tx_opening < limit then
-      c = counted(h, "tx_opening", open_conn, h, true)
+      local ok, opened = pcall(counted, h, "tx_opening", open_conn, h, true)
+      if not ok then
+        wake_waiter(h) -- the room this one took is free again
+        error(opened, 0)
+      end
       h.tx_open = h.tx_open + 1
-      return c
+      return opened
     end
-    require("rill.c.timer").sleep(0.005)
+    local w = task.waiter()
+    h.waiters[#h.waiters + 1] = w
+    w:wait()
   end
 end
 
--- Gives a transaction's connection back; one that was lost is closed.
+-- Gives a transaction's connection back (one that was lost is closed), and
+-- wakes the next transaction waiting for one.
 local function release(h, conn)
   if conn.connected and not conn:connected() then
     conn:close()
@@ -229,6 +244,7 @@ local function release(h, conn)
   else
     h.spare[#h.spare + 1] = conn
   end
+  wake_waiter(h)
 end
 
 function Handle:tx(fn)

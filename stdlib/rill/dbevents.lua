@@ -84,7 +84,7 @@ local function drain_once(l)
   })
   local events = res[3]
   if not res[2][1].mine or #events == 0 then return false end
-  local outstanding, failed = 0, nil
+  local outstanding, failed, waiter = 0, nil, nil
   for _, ev in ipairs(events) do
     -- written by a run: the runs it starts are that run's children
     local parent, depth, chain = (ev.origin or ""):match("^(%S+) (%d+) (.+)$")
@@ -97,10 +97,14 @@ local function drain_once(l)
           parent = parent, depth = depth and tonumber(depth) + 1 or 0, chain = chain }, function(id, err)
           outstanding = outstanding - 1
           if not id then failed = err end
+          if outstanding == 0 and waiter then waiter:wake() end
         end)
     end
   end
-  while outstanding > 0 do timer.sleep(0.002) end
+  if outstanding > 0 then -- until the last run is stored (a submit may answer at once)
+    waiter = task.waiter()
+    waiter:wait()
+  end
   if failed then error("storing the runs of database events failed: " .. tostring(failed), 0) end
   -- Only the events read: one with a smaller id may have been committed
   -- since (ids are taken before commits), and is read next time.
