@@ -180,6 +180,21 @@ function M.serve_in_task(c)
     log.info("flows reloaded", { why = why, active = #(function() local n = {} for k in pairs(flows.active) do n[#n + 1] = k end return n end)() })
     return summary
   end
+  -- watched before the first load: a file saved while rill starts is not missed
+  local pending
+  local function schedule_reload(why)
+    if pending then return end
+    pending = timer.after(c.reload_debounce, function()
+      pending = nil
+      reload(why)
+    end)
+  end
+  local watcher
+  if c.watch then
+    local werr
+    watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
+    if not watcher then log.warn("not watching the flows directory", { error = werr }) end
+  end
   reload("start")
   require("rill.pauses").load() -- before the first request: a paused flow's webhooks answer 503
   local admin = require "rill.admin"
@@ -197,20 +212,6 @@ function M.serve_in_task(c)
   log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
     pid = os_c.pid() })
 
-  local pending
-  local function schedule_reload(why)
-    if pending then return end
-    pending = timer.after(c.reload_debounce, function()
-      pending = nil
-      reload(why)
-    end)
-  end
-  local watcher
-  if c.watch then
-    local werr
-    watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
-    if not watcher then log.warn("not watching the flows directory", { error = werr }) end
-  end
   os_c.on_signal("HUP", function() reload("SIGHUP") end)
 
   local stopping = false
