@@ -137,5 +137,15 @@ def sigterm_right_after_a_sync_answer_exits_0_with_the_run_recorded():
         eq([x["state"] for x in r.runs("list", "--flow", "slow-sync")], ["succeeded"], "the sync run is recorded")
 
 
+@test
+def sigterm_as_soon_as_the_port_is_open_exits_0():
+    # the signal handlers are in place from the moment the port answers:
+    # a SIGTERM then drains (exit 0), it does not kill the process
+    for _ in range(5):
+        r = Rill({"a.lua": 'return { triggers = { cron { "0 3 * * *" } }, run = function() end }'}).__enter__()
+        r.signal(signal.SIGTERM)
+        eq(r.proc.wait(timeout=15), 0, "exit code")
+
+
 if __name__ == "__main__":
     main()

@@ -205,13 +205,8 @@ function M.serve_in_task(c)
     reuse_port = c.reuse_port,
   })
   if not server then return fail(lerr) end
-  queue.start()
-  scheduler.start()
-  dbevents.start(c.poll_interval)
-  admin.set_phase("serving")
-  log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
-    pid = os_c.pid() })
-
+  -- the signals are handled from the moment the port is open: a SIGTERM
+  -- right after the first request drains instead of killing the process
   os_c.on_signal("HUP", function() reload("SIGHUP") end)
 
   local stopping = false
@@ -252,6 +247,14 @@ function M.serve_in_task(c)
   end
   os_c.on_signal("TERM", stop)
   os_c.on_signal("INT", stop)
+  queue.start()
+  scheduler.start() -- reads the schedule state: a SIGTERM may come meanwhile
+  if stopping then return end
+  dbevents.start(c.poll_interval)
+  admin.set_phase("serving")
+  log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
+    pid = os_c.pid() })
+
 end
 
 function M.check(args)

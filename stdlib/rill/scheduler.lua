@@ -160,8 +160,12 @@ end
 
 -- start(): fires triggers from now on. In a task: reads the stored schedule
 -- state first, for the missed-ticks policy.
+local stopped = false
+
 function scheduler.start()
+  stopped = false
   saved = store.schedules()
+  if stopped then return end -- stopped while the schedule state was read
   running = true
   for key, entry in pairs(entries) do
     catch_up(entry, saved[key])
@@ -170,6 +174,7 @@ function scheduler.start()
 end
 
 function scheduler.stop()
+  stopped = true
   running = false
   for _, entry in pairs(entries) do stop_entry(entry) end
 end
