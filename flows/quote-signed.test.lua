@@ -83,6 +83,16 @@ test("the same signature delivered twice: one deposit invoice, one campaign", fu
   t.eq(#t.calls("POST", "slack.test"), 1, "one message")
 end)
 
+test("the deposit is rounded to the cent, half up: 30% of 128.45 is 38.54 (38.535), not 38.53", function(t)
+  fixture(t)
+  services(t)
+  t.db.exec("UPDATE quotes SET amount = 128.45 WHERE id = 2")
+  t.now("2026-11-02T09:00:00Z")
+  request(t, completed(55))
+  t.eq(t.calls("POST", "ninja.test/api/v1/invoices")[1].json.line_items[1].cost, 38.54, "the deposit invoiced")
+  t.eq(t.runs("quote-signed")[1].result.deposit, 38.54, "the deposit recorded")
+end)
+
 test("a signature on an expired quote makes no invoice and asks the team", function(t)
   fixture(t)
   services(t)

@@ -91,7 +91,10 @@ local function new(given)
       "create deposit invoice: total (the quote's total) must be a number above 0")
     base.check(type(d.percent) == "number" and d.percent > 0 and d.percent <= 100, "invoiceninja",
       "create deposit invoice: percent must be a number above 0 and at most 100")
-    local amount = math.floor(d.total * d.percent + 0.5) / 100
+    -- in whole cents and hundredths of a percent: total * percent in floats is off by a
+    -- hair below the half cent (128.45 * 30 = 3853.4999...), which rounded a deposit down
+    local cents, hundredths = math.floor(d.total * 100 + 0.5), math.floor(d.percent * 100 + 0.5)
+    local amount = math.floor(cents * hundredths / 10000 + 0.5) / 100
     local fields = copy(d)
     fields.total, fields.percent, fields.quote, fields.mark_sent = nil, nil, nil, nil
     fields.line_items = { {
