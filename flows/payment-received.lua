@@ -3,7 +3,7 @@
 -- invoice becomes paid or partially paid. A payment that no invoice explains goes to a person.
 --
 -- Revolut: only a completed incoming transfer is a payment; one still pending waits (parked) for
--- Revolut's TransactionStateChanged to `completed`. A Revolut payment is also recorded in Invoice
+-- Revolut's TransactionStateChanged to `completed`, unless that came first (noted in audit_log). A Revolut payment is also recorded in Invoice
 -- Ninja; one that came from Invoice Ninja is not sent back there. Each matched payment adds the
 -- company's mautic_payment_points to the client's Mautic contact, tells the company's Slack channel
 -- and emits "payment.received" { invoice_id, payment_id, ... } (a run can wait_for it).
@@ -29,6 +29,9 @@ local function revolut_verify(request)
   return true, string.format("%s:%s:%s", tostring(body.event), tostring(data.id),
     tostring(data.new_state or data.state))
 end
+
+-- The audit_log details that note Revolut's word that a transaction completed.
+local function completion_note(id) return json.encode { transaction = tostring(id) } end
 
 local function company_of(id)
   return db.query("SELECT * FROM companies WHERE id = $1", id)[1]
@@ -213,6 +216,15 @@ local function from_revolut(ctx)
   end
   local tx = body.data
   if body.event == "TransactionStateChanged" then
+    if tx.new_state == "completed" then
+      -- noted first: Revolut may deliver the transfer itself after this (its delivery failed and is
+      -- retried 10 minutes later), when no run waits for this event yet
+      step("note the completion", function()
+        return db.exec([[INSERT INTO audit_log (table_name, action, details, actor, created_at)
+          VALUES ('revolut_transactions', 'transaction_completed', $1, $2, $3)]], completion_note(tx.id),
+          "payment-received " .. ctx.run_id, time.iso(time.now()))
+      end)
+    end
     emit("revolut.state_changed", { id = tx.id, state = tx.new_state })
     return { event = body.event, transaction = tx.id, state = tx.new_state }
   end
@@ -227,9 +239,15 @@ local function from_revolut(ctx)
     if tx.state ~= "pending" and tx.state ~= "created" then
       return { ignored = "transaction " .. tostring(tx.state), transaction = tx.id }
     end
-    local done = wait_for("completed", { event = "revolut.state_changed",
-      match = { id = tx.id, state = "completed" }, timeout = "14d" })
-    if done.timed_out then return { ignored = "not completed within 14 days", transaction = tx.id } end
+    local completed_before = step("completed already", function()
+      return db.query([[SELECT id FROM audit_log WHERE table_name = 'revolut_transactions'
+        AND action = 'transaction_completed' AND details = $1]], completion_note(tx.id))[1] ~= nil
+    end)
+    if not completed_before then
+      local done = wait_for("completed", { event = "revolut.state_changed",
+        match = { id = tx.id, state = "completed" }, timeout = "14d" })
+      if done.timed_out then return { ignored = "not completed within 14 days", transaction = tx.id } end
+    end
   end
   local cp = type(leg.counterparty) == "table" and leg.counterparty or {}
   return record(ctx, {

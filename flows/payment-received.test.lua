@@ -98,6 +98,21 @@ test("a pending transfer waits for Revolut's completed state; part of the amount
   t.contains(t.calls("POST", "slack.test")[1].json.text, "1000.00 EUR still due", "Slack says what is left")
 end)
 
+test("Revolut retries a failed TransactionCreated after its TransactionStateChanged: the payment is recorded", function(t)
+  setup(t)
+  -- the transfer's first delivery failed (rill was paused, say); Revolut retries it 10 minutes later,
+  -- after it delivered the state change to completed
+  local changed = json.encode { event = "TransactionStateChanged", timestamp = "2026-11-25T10:00:00Z",
+    data = { id = "tx-8", request_id = "r-8", old_state = "pending", new_state = "completed" } }
+  t.eq(revolut(t, changed).status, 202, "the state change accepted")
+  t.advance("10m")
+  t.eq(revolut(t, transfer("tx-8", "pending", 1500, "EUR", "F-2026-041")).status, 202, "the retried transfer")
+  local run = t.runs("payment-received")[2]
+  t.eq(run.state, "succeeded", "not left waiting for a state change already delivered")
+  t.eq({ run.result.status, run.result.invoice_status }, { "matched", "paid" }, "the invoice paid")
+  t.eq(#t.db.query("SELECT * FROM payments WHERE external_id = 'tx-8'"), 1, "the payment recorded")
+end)
+
 test("an unmatched, an ambiguous or a foreign-currency payment goes to review, and the invoice is untouched", function(t)
   setup(t)
   revolut(t, transfer("tx-3", "completed", 99, "EUR", "no such ref"))
