@@ -167,6 +167,19 @@ test("a quote valid until the past expires at once, after one reminder", functio
   t.eq(#mails(t), 2, "reminder and follow-up")
 end)
 
+test("a company without a Slack channel: expired and followed up, posted nowhere", function(t)
+  fixture(t)
+  services(t)
+  t.env { SLACK_CHANNEL = "#payments-review" }
+  t.db.exec("UPDATE companies SET slack_channel = NULL WHERE id = 1")
+  t.now("2026-11-02T09:00:00Z")
+  local run = send(t, "2026-10-31")
+  local r = t.get_run(run.id)
+  t.eq(r.state, "succeeded", "run")
+  t.eq(r.result, { expired = true, reminded = true }, "reminded and expired")
+  t.eq(t.calls("POST", "slack.test"), {}, "no message")
+end)
+
 test("a quote inserted already sent starts it too", function(t)
   fixture(t)
   services(t)

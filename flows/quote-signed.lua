@@ -136,11 +136,13 @@ return {
         .. "'sent', $4, $7, $7, $8) ON CONFLICT (owner_company, number) DO NOTHING",
         company.id, contact.id, quote.id, number, deposit.amount, quote.currency, deposit.issued, deposit.id)
     end)
-    step("tell the team", function()
-      return slack.post(company.slack_channel, string.format(
-        "Quote %s signed by %s (%s %s). Deposit invoice %s: %s %s (%s%%).", quote.number, full_name(contact),
-        quote.amount, quote.currency, number, deposit.amount, quote.currency, company.deposit_percent))
-    end)
+    if company.slack_channel then -- none: no message (the default channel is not this company's)
+      step("tell the team", function()
+        return slack.post(company.slack_channel, string.format(
+          "Quote %s signed by %s (%s %s). Deposit invoice %s: %s %s (%s%%).", quote.number, full_name(contact),
+          quote.amount, quote.currency, number, deposit.amount, quote.currency, company.deposit_percent))
+      end)
+    end
     return { signed = quote.number, deposit_invoice = number, deposit = deposit.amount }
   end,
 }

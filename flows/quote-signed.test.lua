@@ -83,6 +83,19 @@ test("the same signature delivered twice: one deposit invoice, one campaign", fu
   t.eq(#t.calls("POST", "slack.test"), 1, "one message")
 end)
 
+test("a company without a Slack channel: signed and invoiced, posted nowhere (not the default channel)", function(t)
+  fixture(t)
+  services(t)
+  t.env { SLACK_CHANNEL = "#payments-review" }
+  t.db.exec("UPDATE companies SET slack_channel = NULL WHERE id = 1")
+  t.now("2026-11-02T09:00:00Z")
+  request(t, completed(55))
+  local run = t.runs("quote-signed")[1]
+  t.eq(run.state, "succeeded", "run")
+  t.eq(run.result.deposit_invoice, "D-2026-002-DEP", "the deposit invoice")
+  t.eq(t.calls("POST", "slack.test"), {}, "no message")
+end)
+
 test("the deposit is rounded to the cent, half up: 30% of 128.45 is 38.54 (38.535), not 38.53", function(t)
   fixture(t)
   services(t)
