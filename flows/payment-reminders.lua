@@ -3,7 +3,8 @@
 -- to the client from the company's sender, never twice for the same step. The last step hands the
 -- file to the collection agency (LP Agency) and the invoice goes to status `collection`.
 -- The guard is the row payment_reminders (invoice_id, step), UNIQUE, inserted before the mail is
--- sent: two runs (a retry, a second instance) cannot both send a step. An invoice found late (already
+-- sent, and only while the invoice is unpaid: two runs (a retry, a second instance) cannot both send
+-- a step, and an invoice paid since the morning's scan gets nothing. An invoice found late (already
 -- past several steps) gets only the step it has reached, not the ones it missed.
 -- Settings: reminder_ladder, sender_email, sender_name, slack_channel (companies); LP_AGENCY_URL and
 -- LP_AGENCY_TOKEN (the agency's API).
@@ -108,7 +109,9 @@ return {
       local key = string.format("invoice %d step %d", r.invoice.id, r.step)
       local claimed = step(key .. ": claim", function()
         local now = time.iso(time.now())
-        return #db.query([[INSERT INTO payment_reminders (invoice_id, step, sent_at) VALUES ($1, $2, $3)
+        -- only while the invoice is still unpaid: a payment may have come since the scan above
+        return #db.query([[INSERT INTO payment_reminders (invoice_id, step, sent_at) SELECT $1, $2, $3
+          WHERE EXISTS (SELECT 1 FROM invoices WHERE id = $1 AND status IN ('sent', 'partially_paid'))
           ON CONFLICT (invoice_id, step) DO NOTHING RETURNING id]], r.invoice.id, r.step, now) == 1
       end)
       if claimed then
