@@ -79,7 +79,9 @@ local function letter(r)
       .. " If you have paid it meanwhile, thank you, and please ignore this message." .. sign
 end
 
--- The agency's API: one POST per file handed over, Bearer token. The agency answers with its file id.
+-- The agency's API: one POST per file handed over, Bearer token. The agency answers with its file id,
+-- or, for a client_reference it already has, 409 with the first file's id: a hand-over repeated by a
+-- retry (the agency got the first one, its answer was lost) is done already.
 local function hand_to_agency(r)
   local url, token = env.LP_AGENCY_URL, env.LP_AGENCY_TOKEN
   if not present(url) or not present(token) then error("lpagency: LP_AGENCY_URL and LP_AGENCY_TOKEN must be set", 0) end
@@ -89,11 +91,12 @@ local function hand_to_agency(r)
     debtor_email = r.contact.email, amount_due = inv.amount - inv.amount_paid, currency = inv.currency,
     due_date = inv.due_date, days_overdue = r.days,
   } })
-  if not res.ok then
+  local ok, body = pcall(res.json, res)
+  local file_id = ok and type(body) == "table" and body.id or nil
+  if not res.ok and not (res.status == 409 and file_id) then
     error(string.format("lpagency: hand over invoice %s: %d %s", inv.number, res.status, res.body:sub(1, 200)), 0)
   end
-  local ok, body = pcall(res.json, res)
-  return { file_id = ok and type(body) == "table" and body.id or nil, status = res.status }
+  return { file_id = file_id, status = res.status }
 end
 
 return {
