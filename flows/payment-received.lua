@@ -161,9 +161,15 @@ local function record(ctx, p)
   if p.source == "revolut" then
     if present(inv.invoiceninja_id) and present(contact.invoiceninja_client_id) then
       step("record in Invoice Ninja", function()
+        local reference = "revolut " .. p.external_id
+        -- a retry of this step (the answer lost after Invoice Ninja made the payment) finds it there
+        for _, known in ipairs(invoiceninja.list_payments { client_id = contact.invoiceninja_client_id,
+            filter = reference }) do
+          if known.transaction_reference == reference and not known.is_deleted then return { id = known.id } end
+        end
         local pay = invoiceninja.record_payment {
           client_id = contact.invoiceninja_client_id, invoice_id = inv.invoiceninja_id, amount = p.amount,
-          date = (p.received_at or time.iso(time.now())):sub(1, 10), transaction_reference = "revolut " .. p.external_id,
+          date = (p.received_at or time.iso(time.now())):sub(1, 10), transaction_reference = reference,
         }
         return { id = pay.id }
       end)

@@ -24,6 +24,7 @@ local function setup(t)
   t.stub("GET", "https://mautic.test/api/contacts", { json = { total = 0, contacts = {} } })
   t.stub("POST", "https://mautic.test/api/contacts/new", { status = 201, json = { contact = { id = 501 } } })
   t.stub("POST", "https://mautic.test/api/contacts/501/points/plus/", { json = { success = 1 } })
+  t.stub("GET", "https://ninja.test/api/v1/payments", { json = { data = {} } })
   t.stub("POST", "https://ninja.test/api/v1/payments", { json = { data = { id = "PAY1" } } })
 end
 
@@ -79,6 +80,30 @@ test("a completed Revolut transfer pays its invoice, once, and tells Invoice Nin
   t.eq(again.json.duplicate, true, "is a duplicate")
   t.eq(#t.runs("payment-received"), 1, "not run again")
   t.eq(#t.db.query("SELECT * FROM payments"), 1, "still one payment")
+end)
+
+test("the Invoice Ninja payment is recorded once, even when a retry follows an answer lost after it was made", function(t)
+  setup(t)
+  local made = {}
+  t.stub("GET", "https://ninja.test/api/v1/payments", function(call)
+    local out = {}
+    for _, p in ipairs(made) do
+      if call.url:find("client_id=" .. p.client_id, 1, true) then out[#out + 1] = p end
+    end
+    return { json = { data = out } }
+  end)
+  t.stub("POST", "https://ninja.test/api/v1/payments", function(call)
+    made[#made + 1] = { id = "PAY" .. #made + 1, client_id = call.json.client_id, amount = call.json.amount,
+      transaction_reference = call.json.transaction_reference }
+    if #made == 1 then return { status = 504, body = "gateway timeout" } end -- recorded, the answer lost
+    return { json = { data = made[#made] } }
+  end)
+  t.eq(revolut(t, transfer("tx-9", "completed", 500, "EUR", "F-2026-041")).status, 202, "accepted")
+  t.advance("1m") -- the retry
+  local run = t.runs("payment-received")[1]
+  t.eq(run.state, "succeeded", "the retried run")
+  t.eq(#made, 1, "one payment in Invoice Ninja, not a second one on the retry")
+  t.eq(#t.calls("POST", "mautic.test/api/contacts/501/points/plus/10"), 1, "the run went on: Mautic points")
 end)
 
 test("a pending transfer waits for Revolut's completed state; part of the amount is a partial payment", function(t)

@@ -9,6 +9,8 @@
 --   invoiceninja.mark_sent(invoice_id)          -> the invoice
 --   invoiceninja.record_payment{ client_id, invoice_id, amount, date, transaction_reference, ... }
 --                                               -> the payment
+--   invoiceninja.list_payments{ client_id = id, filter = text } -> the payments (a list); filter
+--                                               matches amount, date, number, transaction_reference
 --   invoiceninja.with{ url, token }             -> a client with those settings
 -- Settings from the environment: INVOICENINJA_URL (the site, without
 -- /api/v1), INVOICENINJA_TOKEN.
@@ -121,6 +123,12 @@ local function new(given)
       fields.invoices = { { invoice_id = p.invoice_id, amount = p.amount } }
     end
     return call("record payment", "POST", "/payments", fields)
+  end
+
+  function ninja.list_payments(query)
+    base.check(query == nil or type(query) == "table", "invoiceninja", "list payments: expected a table of filters")
+    local v = call("list payments", "GET", "/payments", nil, query)
+    return type(v) == "table" and v or {}
   end
 
   function ninja.with(settings) return new(settings) end
