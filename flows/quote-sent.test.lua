@@ -22,6 +22,7 @@ local function services(t)
   t.stub("POST", "https://mautic.test/api/campaigns/", { json = { success = 1 } })
   t.stub("POST", "https://mautic.test/api/emails/", { json = { success = 1 } })
   t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "cl1" } } })
+  t.stub("GET", "https://ninja.test/api/v1/invoices", { json = { data = {} } }) -- quote-signed: no deposit yet
   -- the draft of the quote here, and the deposit invoice that quote-signed makes when the signature comes
   t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
     local items = call.json and call.json.line_items

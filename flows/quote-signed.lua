@@ -124,10 +124,14 @@ return {
     local number = quote.number .. "-DEP"
     local deposit = step("deposit invoice", function()
       local today = time.iso(time.now()):sub(1, 10)
-      local inv = invoiceninja.create_deposit_invoice {
-        client_id = client_id, total = quote.amount, percent = company.deposit_percent, quote = quote.number,
-        number = number, po_number = quote.number, date = today, mark_sent = true,
-      }
+      -- a retry of this step (the answer lost after Invoice Ninja made it) finds it by its number
+      local inv = invoiceninja.find_invoice(number)
+      if not (inv and inv.client_id == client_id) then
+        inv = invoiceninja.create_deposit_invoice {
+          client_id = client_id, total = quote.amount, percent = company.deposit_percent, quote = quote.number,
+          number = number, po_number = quote.number, date = today, mark_sent = true,
+        }
+      end
       return { id = inv.id, amount = inv.amount, issued = today }
     end)
     step("record the deposit invoice", function()

@@ -3,7 +3,9 @@ X-API-TOKEN (a wrong or missing token: 403 {"message": "Invalid token"},
 as Invoice Ninja's TokenAuth middleware answers). Answers are {"data": ...};
 validation errors are 422 {"message": "The given data was invalid.",
 "errors": {field: [messages]}}. Routes: POST /api/v1/clients, PUT
-/api/v1/clients/ID, POST /api/v1/invoices (?mark_sent=true), PUT
+/api/v1/clients/ID, POST /api/v1/invoices (?mark_sent=true), GET
+/api/v1/invoices (?number=N: the one with that number, InvoiceFilters::number;
+?client_id=ID: that client's), PUT
 /api/v1/invoices/ID, POST
 /api/v1/invoices/bulk {"action": "mark_sent", "ids": [...]}, POST
 /api/v1/payments {client_id, amount, invoices: [{invoice_id, amount}]}, GET
@@ -27,6 +29,7 @@ class InvoiceNinja(HttpStandin):
         ("POST", r"/api/v1/clients", "create_client"),
         ("PUT", r"/api/v1/clients/([^/]+)", "update_client"),
         ("POST", r"/api/v1/invoices", "create_invoice"),
+        ("GET", r"/api/v1/invoices", "list_invoices"),
         ("POST", r"/api/v1/invoices/bulk", "bulk_invoices"),
         ("PUT", r"/api/v1/invoices/([^/]+)", "update_invoice"),
         ("POST", r"/api/v1/payments", "create_payment"),
@@ -161,4 +164,11 @@ class InvoiceNinja(HttpStandin):
             if text and not any(f is not None and text in str(f).lower() for f in fields):
                 continue
             out.append(p)
+        return 200, {"data": out}
+
+    def list_invoices(self, req):
+        number = (req.query.get("number") or [None])[0]
+        client = (req.query.get("client_id") or [""])[0]
+        out = [i for i in self.invoices.values()
+               if (number is None or i.get("number") == number) and (not client or i.get("client_id") == client)]
         return 200, {"data": out}

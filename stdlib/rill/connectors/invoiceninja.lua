@@ -9,6 +9,7 @@
 --   invoiceninja.mark_sent(invoice_id)          -> the invoice
 --   invoiceninja.record_payment{ client_id, invoice_id, amount, date, transaction_reference, ... }
 --                                               -> the payment
+--   invoiceninja.find_invoice(number)         -> the invoice with that number, or nil
 --   invoiceninja.list_payments{ client_id = id, filter = text } -> the payments (a list); filter
 --                                               matches amount, date, number, transaction_reference
 --   invoiceninja.with{ url, token }             -> a client with those settings
@@ -123,6 +124,12 @@ local function new(given)
       fields.invoices = { { invoice_id = p.invoice_id, amount = p.amount } }
     end
     return call("record payment", "POST", "/payments", fields)
+  end
+
+  function ninja.find_invoice(number)
+    base.check(type(number) == "string" and number ~= "", "invoiceninja", "find invoice: the number is a string")
+    local v = call("find invoice " .. number, "GET", "/invoices", nil, { number = number })
+    return type(v) == "table" and v[1] or nil
   end
 
   function ninja.list_payments(query)
