@@ -1,6 +1,6 @@
 -- When a client pays (a transfer into our Revolut account, or a payment recorded in Invoice Ninja),
 -- the payment is matched to its invoice by reference, amount and currency, recorded once, and the
--- invoice becomes paid or partially paid. A payment that no invoice explains goes to a person.
+-- invoice becomes paid or partially paid (one at the collection agency stays in collection until paid). A payment that no invoice explains goes to a person.
 --
 -- Revolut: only a completed incoming transfer is a payment; one still pending waits (parked) for
 -- Revolut's TransactionStateChanged to `completed`, unless that came first (noted in audit_log). A Revolut payment is also recorded in Invoice
@@ -122,7 +122,8 @@ local function record(ctx, p)
       local out = { payment_id = row.id }
       if m.status ~= "review" then
         local after = db.query([[UPDATE invoices SET amount_paid = amount_paid + $1,
-            status = CASE WHEN amount_paid + $1 >= amount - $3 THEN 'paid' ELSE 'partially_paid' END,
+            status = CASE WHEN amount_paid + $1 >= amount - $3 THEN 'paid'
+              WHEN status = 'collection' THEN 'collection' ELSE 'partially_paid' END, -- the agency keeps its file
             paid_at = CASE WHEN amount_paid + $1 >= amount - $3 THEN $4 ELSE paid_at END,
             updated_at = $4
           WHERE id = $2 RETURNING status, amount_paid]], p.amount, inv.id, CENT, now)[1]

@@ -138,6 +138,20 @@ test("Revolut retries a failed TransactionCreated after its TransactionStateChan
   t.eq(#t.db.query("SELECT * FROM payments WHERE external_id = 'tx-8'"), 1, "the payment recorded")
 end)
 
+test("a part paid on an invoice at the collection agency keeps it in collection; the rest pays it", function(t)
+  setup(t)
+  t.db.exec("UPDATE invoices SET status = 'collection', collection_status = 'handed_over' WHERE id = 1")
+  revolut(t, transfer("tx-10", "completed", 500, "EUR", "F-2026-041"))
+  local run = t.runs("payment-received")[1]
+  t.eq({ run.state, run.result.status, run.result.invoice_status }, { "succeeded", "partial", "collection" },
+    "a partial payment")
+  t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "collection",
+    amount_paid = 500 }, "still with the agency, not back to partially_paid")
+  revolut(t, transfer("tx-11", "completed", 1000, "EUR", "F-2026-041"))
+  t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "paid", amount_paid = 1500 },
+    "paid in full")
+end)
+
 test("an unmatched, an ambiguous or a foreign-currency payment goes to review, and the invoice is untouched", function(t)
   setup(t)
   revolut(t, transfer("tx-3", "completed", 99, "EUR", "no such ref"))
