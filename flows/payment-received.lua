@@ -107,11 +107,13 @@ end
 
 -- record(ctx, payment): match, store once, then tell the services.
 local function record(ctx, p)
-  local m = step("match", function() return match(p) end)
-  local inv = m.invoice
   local stored = step("record payment", function()
     local now = time.iso(time.now())
     return db.tx(function()
+      -- matched in the transaction that records it: a retry (the recording failed) sees the invoice as it
+      -- is now, not as it was (paid meanwhile, it would be paid twice)
+      local m = match(p)
+      local inv = m.invoice
       local row = db.query([[INSERT INTO payments (owner_company, invoice_id, source, external_id, amount, currency,
           reference, payer, status, review_reason, received_at, created_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -119,7 +121,7 @@ local function record(ctx, p)
         inv and inv.owner_company, inv and inv.id, p.source, p.external_id, p.amount, p.currency,
         p.reference, p.payer, m.status, m.reason, p.received_at or now, now)[1]
       if not row then return { duplicate = true } end
-      local out = { payment_id = row.id }
+      local out = { payment_id = row.id, match = m }
       if m.status ~= "review" then
         local after = db.query([[UPDATE invoices SET amount_paid = amount_paid + $1,
             status = CASE WHEN amount_paid + $1 >= amount - $3 THEN 'paid'
@@ -142,6 +144,8 @@ local function record(ctx, p)
     log.info("payment already recorded", { source = p.source, external_id = p.external_id })
     return { duplicate = true, source = p.source, external_id = p.external_id }
   end
+  local m = stored.match
+  local inv = m.invoice
 
   local company = inv and step("company", function() return company_of(inv.owner_company) end)
 

@@ -152,6 +152,27 @@ test("a part paid on an invoice at the collection agency keeps it in collection;
     "paid in full")
 end)
 
+test("a payment whose recording is retried after the invoice got paid meanwhile goes to review, not paid twice", function(t)
+  setup(t)
+  -- the database refuses the first recording (a lost connection, say): the run will be retried
+  t.db.exec("CREATE TABLE outage (n INTEGER)")
+  t.db.exec("INSERT INTO outage VALUES (1)")
+  t.db.exec([[CREATE TRIGGER outage_payments BEFORE INSERT ON payments WHEN EXISTS (SELECT 1 FROM outage)
+    BEGIN SELECT RAISE(ABORT, 'database unavailable'); END]])
+  revolut(t, transfer("tx-12", "completed", 1500, "EUR", "F-2026-041"))
+  t.eq(t.runs("payment-received")[1].state, "retrying", "the first recording failed")
+  t.db.exec("DELETE FROM outage")
+  -- meanwhile the client pays the invoice again, another way, and that payment is recorded first
+  revolut(t, transfer("tx-13", "completed", 1500, "EUR", "F-2026-041"))
+  t.eq(t.runs("payment-received")[2].result.invoice_status, "paid", "the invoice paid by the second")
+  t.advance("1m") -- the first run's retry
+  local first = t.runs("payment-received")[1]
+  t.eq({ first.state, first.result.status }, { "succeeded", "review" }, "the first now finds it paid: review")
+  t.contains(first.result.reason, "already paid", "why")
+  t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "paid", amount_paid = 1500 },
+    "the invoice paid once")
+end)
+
 test("an unmatched, an ambiguous or a foreign-currency payment goes to review, and the invoice is untouched", function(t)
   setup(t)
   revolut(t, transfer("tx-3", "completed", 99, "EUR", "no such ref"))
