@@ -70,8 +70,11 @@ return {
 
       if not present(inv.invoiceninja_id) then
         local created = step("create invoice", function()
-          local made = invoiceninja.create_invoice(ninja_fields(inv, client_id),
-            { mark_sent = inv.status ~= "draft" })
+          -- a retry of this step (the answer lost after Invoice Ninja made it) finds it by its number
+          local made = invoiceninja.find_invoice(inv.number)
+          if not (made and made.client_id == client_id) then
+            made = invoiceninja.create_invoice(ninja_fields(inv, client_id), { mark_sent = inv.status ~= "draft" })
+          end
           db.exec("UPDATE invoices SET invoiceninja_id = $1 WHERE id = $2 AND invoiceninja_id IS NULL", made.id, inv.id)
           return { id = made.id }
         end)

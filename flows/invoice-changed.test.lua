@@ -8,6 +8,7 @@ local function setup(t)
   t.fixture("../db/demo.sql")
   t.env { INVOICENINJA_URL = "https://ninja.test", INVOICENINJA_TOKEN = "tok" }
   t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "CLI9" } } })
+  t.stub("GET", "https://ninja.test/api/v1/invoices", { json = { data = {} } }) -- none of that number yet
   t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
     return { json = { data = { id = "NINV-" .. call.json.number, number = call.json.number } } }
   end)
@@ -93,3 +94,27 @@ test("Invoice Ninja refusing the invoice fails the run (retried), and nothing is
   t.eq(row(t, 52).invoiceninja_id, json.null, "no invoice id stored")
   t.eq(#t.db.query("SELECT * FROM audit_log WHERE record_id = 52"), 0, "audited only once synced")
 end)
+
+test("an invoice made in Invoice Ninja but its answer lost: the retry finds it by its number, makes no second", function(t)
+  setup(t)
+  local made = {}
+  t.stub("GET", "https://ninja.test/api/v1/invoices", function(call)
+    for _, inv in ipairs(made) do
+      if call.url:find("number=" .. inv.number, 1, true) then return { json = { data = { inv } } } end
+    end
+    return { json = { data = {} } }
+  end)
+  t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
+    made[#made + 1] = { id = "NINV" .. #made + 1, client_id = call.json.client_id, number = call.json.number }
+    if #made == 1 then return { status = 504, body = "gateway timeout" } end -- made, the answer lost
+    return { json = { data = made[#made] } }
+  end)
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, status, due_date)
+    VALUES (53, 1, 2, 'F-2026-053', 300, 'sent', '2026-12-25')]])
+  local run = t.db_event("invoice-changed", { op = "insert", new = row(t, 53) })
+  t.advance("1m") -- the retry
+  t.eq(t.get_run(run.id).state, "succeeded", "the retried run")
+  t.eq(#made, 1, "one invoice in Invoice Ninja")
+  t.eq(row(t, 53).invoiceninja_id, "NINV1", "the one made, kept")
+end)
+

@@ -60,10 +60,12 @@ return {
             contact and contact.email or "-", contact and contact.phone or "-", lead.notes or "-") }
       end)
     end
-    step("tell the team", function()
-      return slack.post(company.slack_channel, string.format("Lead converted: %s is a client.%s", who,
-        task.created and " Kick-off task for " .. (company.pm_email or "the project manager") .. "." or ""))
-    end)
+    if company.slack_channel then -- none: no message (the default channel is not this company's)
+      step("tell the team", function()
+        return slack.post(company.slack_channel, string.format("Lead converted: %s is a client.%s", who,
+          task.created and " Kick-off task for " .. (company.pm_email or "the project manager") .. "." or ""))
+      end)
+    end
     if contact and contact.mautic_id then
       step("mautic: tag the client", function()
         return mautic.update_contact(contact.mautic_id, { tags = { "client" } }).id

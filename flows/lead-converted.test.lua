@@ -35,6 +35,19 @@ test("converted: a task for the project manager, an email, Slack, Mautic tag, an
   t.eq(t.db.query("SELECT name FROM analytics_events")[1].name, "lead_converted", "analytics")
 end)
 
+test("a company without a Slack channel: no message elsewhere (not the default channel), the task made", function(t)
+  t.fixture("../db/schema.sqlite.sql")
+  t.fixture("../db/demo.sql")
+  services(t)
+  t.env { SLACK_CHANNEL = "#payments-review" }
+  t.db.exec("UPDATE companies SET slack_channel = NULL WHERE id = 1")
+  t.now("2026-11-02T09:00:00Z")
+  local run = convert(t)
+  t.eq(t.get_run(run.id).state, "succeeded", "run")
+  t.eq(t.calls("POST", "slack.test"), {}, "no message")
+  t.eq(#t.db.query("SELECT * FROM tasks WHERE related_id = 1"), 1, "the task")
+end)
+
 test("converted again after a reopening: no second task", function(t)
   t.fixture("../db/schema.sqlite.sql")
   t.fixture("../db/demo.sql")

@@ -99,10 +99,12 @@ local function welcome(lead_id)
       end)
     end
   end
-  step("tell the team" .. tag, function()
-    return slack.post(company.slack_channel, string.format("New lead from %s: %s%s.", lead.source or "?", who,
-      contact and contact.organization and (", " .. contact.organization) or ""))
-  end)
+  if company.slack_channel then -- none: no message (the default channel is not this company's)
+    step("tell the team" .. tag, function()
+      return slack.post(company.slack_channel, string.format("New lead from %s: %s%s.", lead.source or "?", who,
+        contact and contact.organization and (", " .. contact.organization) or ""))
+    end)
+  end
   if company.sales_email then
     step("email the sales team" .. tag, function()
       return email.send { from = string.format("%s <%s>", company.sender_name or company.name, company.sender_email),

@@ -67,6 +67,18 @@ test("a lead inserted in the database: Mautic, nurturing segment, Slack, sales e
     { 2, "lead_created", { lead_id = 2, source = "referral" } }, "analytics")
 end)
 
+test("a company without a Slack channel: no message elsewhere (not the default channel), the rest done", function(t)
+  fixture(t)
+  services(t)
+  t.env { SLACK_CHANNEL = "#payments-review" } -- the default channel, for payments no company claims
+  t.db.exec("UPDATE companies SET slack_channel = NULL WHERE id = 2")
+  t.now("2026-11-02T09:00:00Z")
+  local run = t.db_event("lead-created", { op = "insert", new = { id = 2, owner_company = 2, status = "qualified" } })
+  t.eq(t.get_run(run.id).state, "succeeded", "run")
+  t.eq(t.calls("POST", "slack.test"), {}, "company 2's lead posted nowhere")
+  t.eq(t.calls("MAIL")[1].to, { "<sales@nordwind.example>" }, "the sales team still told")
+end)
+
 test("a Mautic form: contact and lead created, then welcomed; the same person again only updates", function(t)
   fixture(t)
   services(t)

@@ -1,9 +1,9 @@
 -- When a client pays (a transfer into our Revolut account, or a payment recorded in Invoice Ninja),
 -- the payment is matched to its invoice by reference, amount and currency, recorded once, and the
--- invoice becomes paid or partially paid. A payment that no invoice explains goes to a person.
+-- invoice becomes paid or partially paid (one at the collection agency stays in collection until paid). A payment that no invoice explains goes to a person.
 --
 -- Revolut: only a completed incoming transfer is a payment; one still pending waits (parked) for
--- Revolut's TransactionStateChanged to `completed`. A Revolut payment is also recorded in Invoice
+-- Revolut's TransactionStateChanged to `completed`, unless that came first (noted in audit_log). A Revolut payment is also recorded in Invoice
 -- Ninja; one that came from Invoice Ninja is not sent back there. Each matched payment adds the
 -- company's mautic_payment_points to the client's Mautic contact, tells the company's Slack channel
 -- and emits "payment.received" { invoice_id, payment_id, ... } (a run can wait_for it).
@@ -29,6 +29,9 @@ local function revolut_verify(request)
   return true, string.format("%s:%s:%s", tostring(body.event), tostring(data.id),
     tostring(data.new_state or data.state))
 end
+
+-- The audit_log details that note Revolut's word that a transaction completed.
+local function completion_note(id) return json.encode { transaction = tostring(id) } end
 
 local function company_of(id)
   return db.query("SELECT * FROM companies WHERE id = $1", id)[1]
@@ -104,11 +107,13 @@ end
 
 -- record(ctx, payment): match, store once, then tell the services.
 local function record(ctx, p)
-  local m = step("match", function() return match(p) end)
-  local inv = m.invoice
   local stored = step("record payment", function()
     local now = time.iso(time.now())
     return db.tx(function()
+      -- matched in the transaction that records it: a retry (the recording failed) sees the invoice as it
+      -- is now, not as it was (paid meanwhile, it would be paid twice)
+      local m = match(p)
+      local inv = m.invoice
       local row = db.query([[INSERT INTO payments (owner_company, invoice_id, source, external_id, amount, currency,
           reference, payer, status, review_reason, received_at, created_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -116,10 +121,11 @@ local function record(ctx, p)
         inv and inv.owner_company, inv and inv.id, p.source, p.external_id, p.amount, p.currency,
         p.reference, p.payer, m.status, m.reason, p.received_at or now, now)[1]
       if not row then return { duplicate = true } end
-      local out = { payment_id = row.id }
+      local out = { payment_id = row.id, match = m }
       if m.status ~= "review" then
         local after = db.query([[UPDATE invoices SET amount_paid = amount_paid + $1,
-            status = CASE WHEN amount_paid + $1 >= amount - $3 THEN 'paid' ELSE 'partially_paid' END,
+            status = CASE WHEN amount_paid + $1 >= amount - $3 THEN 'paid'
+              WHEN status = 'collection' THEN 'collection' ELSE 'partially_paid' END, -- the agency keeps its file
             paid_at = CASE WHEN amount_paid + $1 >= amount - $3 THEN $4 ELSE paid_at END,
             updated_at = $4
           WHERE id = $2 RETURNING status, amount_paid]], p.amount, inv.id, CENT, now)[1]
@@ -138,6 +144,8 @@ local function record(ctx, p)
     log.info("payment already recorded", { source = p.source, external_id = p.external_id })
     return { duplicate = true, source = p.source, external_id = p.external_id }
   end
+  local m = stored.match
+  local inv = m.invoice
 
   local company = inv and step("company", function() return company_of(inv.owner_company) end)
 
@@ -158,9 +166,15 @@ local function record(ctx, p)
   if p.source == "revolut" then
     if present(inv.invoiceninja_id) and present(contact.invoiceninja_client_id) then
       step("record in Invoice Ninja", function()
+        local reference = "revolut " .. p.external_id
+        -- a retry of this step (the answer lost after Invoice Ninja made the payment) finds it there
+        for _, known in ipairs(invoiceninja.list_payments { client_id = contact.invoiceninja_client_id,
+            filter = reference }) do
+          if known.transaction_reference == reference and not known.is_deleted then return { id = known.id } end
+        end
         local pay = invoiceninja.record_payment {
           client_id = contact.invoiceninja_client_id, invoice_id = inv.invoiceninja_id, amount = p.amount,
-          date = (p.received_at or time.iso(time.now())):sub(1, 10), transaction_reference = "revolut " .. p.external_id,
+          date = (p.received_at or time.iso(time.now())):sub(1, 10), transaction_reference = reference,
         }
         return { id = pay.id }
       end)
@@ -213,6 +227,15 @@ local function from_revolut(ctx)
   end
   local tx = body.data
   if body.event == "TransactionStateChanged" then
+    if tx.new_state == "completed" then
+      -- noted first: Revolut may deliver the transfer itself after this (its delivery failed and is
+      -- retried 10 minutes later), when no run waits for this event yet
+      step("note the completion", function()
+        return db.exec([[INSERT INTO audit_log (table_name, action, details, actor, created_at)
+          VALUES ('revolut_transactions', 'transaction_completed', $1, $2, $3)]], completion_note(tx.id),
+          "payment-received " .. ctx.run_id, time.iso(time.now()))
+      end)
+    end
     emit("revolut.state_changed", { id = tx.id, state = tx.new_state })
     return { event = body.event, transaction = tx.id, state = tx.new_state }
   end
@@ -227,9 +250,15 @@ local function from_revolut(ctx)
     if tx.state ~= "pending" and tx.state ~= "created" then
       return { ignored = "transaction " .. tostring(tx.state), transaction = tx.id }
     end
-    local done = wait_for("completed", { event = "revolut.state_changed",
-      match = { id = tx.id, state = "completed" }, timeout = "14d" })
-    if done.timed_out then return { ignored = "not completed within 14 days", transaction = tx.id } end
+    local completed_before = step("completed already", function()
+      return db.query([[SELECT id FROM audit_log WHERE table_name = 'revolut_transactions'
+        AND action = 'transaction_completed' AND details = $1]], completion_note(tx.id))[1] ~= nil
+    end)
+    if not completed_before then
+      local done = wait_for("completed", { event = "revolut.state_changed",
+        match = { id = tx.id, state = "completed" }, timeout = "14d" })
+      if done.timed_out then return { ignored = "not completed within 14 days", transaction = tx.id } end
+    end
   end
   local cp = type(leg.counterparty) == "table" and leg.counterparty or {}
   return record(ctx, {

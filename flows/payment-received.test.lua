@@ -24,6 +24,7 @@ local function setup(t)
   t.stub("GET", "https://mautic.test/api/contacts", { json = { total = 0, contacts = {} } })
   t.stub("POST", "https://mautic.test/api/contacts/new", { status = 201, json = { contact = { id = 501 } } })
   t.stub("POST", "https://mautic.test/api/contacts/501/points/plus/", { json = { success = 1 } })
+  t.stub("GET", "https://ninja.test/api/v1/payments", { json = { data = {} } })
   t.stub("POST", "https://ninja.test/api/v1/payments", { json = { data = { id = "PAY1" } } })
 end
 
@@ -81,6 +82,30 @@ test("a completed Revolut transfer pays its invoice, once, and tells Invoice Nin
   t.eq(#t.db.query("SELECT * FROM payments"), 1, "still one payment")
 end)
 
+test("the Invoice Ninja payment is recorded once, even when a retry follows an answer lost after it was made", function(t)
+  setup(t)
+  local made = {}
+  t.stub("GET", "https://ninja.test/api/v1/payments", function(call)
+    local out = {}
+    for _, p in ipairs(made) do
+      if call.url:find("client_id=" .. p.client_id, 1, true) then out[#out + 1] = p end
+    end
+    return { json = { data = out } }
+  end)
+  t.stub("POST", "https://ninja.test/api/v1/payments", function(call)
+    made[#made + 1] = { id = "PAY" .. #made + 1, client_id = call.json.client_id, amount = call.json.amount,
+      transaction_reference = call.json.transaction_reference }
+    if #made == 1 then return { status = 504, body = "gateway timeout" } end -- recorded, the answer lost
+    return { json = { data = made[#made] } }
+  end)
+  t.eq(revolut(t, transfer("tx-9", "completed", 500, "EUR", "F-2026-041")).status, 202, "accepted")
+  t.advance("1m") -- the retry
+  local run = t.runs("payment-received")[1]
+  t.eq(run.state, "succeeded", "the retried run")
+  t.eq(#made, 1, "one payment in Invoice Ninja, not a second one on the retry")
+  t.eq(#t.calls("POST", "mautic.test/api/contacts/501/points/plus/10"), 1, "the run went on: Mautic points")
+end)
+
 test("a pending transfer waits for Revolut's completed state; part of the amount is a partial payment", function(t)
   setup(t)
   t.eq(revolut(t, transfer("tx-2", "pending", 500, "EUR", "Invoice F-2026-041, thanks")).status, 202, "accepted")
@@ -96,6 +121,56 @@ test("a pending transfer waits for Revolut's completed state; part of the amount
   local inv = t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1]
   t.eq({ inv.status, inv.amount_paid }, { "partially_paid", 500 }, "the invoice")
   t.contains(t.calls("POST", "slack.test")[1].json.text, "1000.00 EUR still due", "Slack says what is left")
+end)
+
+test("Revolut retries a failed TransactionCreated after its TransactionStateChanged: the payment is recorded", function(t)
+  setup(t)
+  -- the transfer's first delivery failed (rill was paused, say); Revolut retries it 10 minutes later,
+  -- after it delivered the state change to completed
+  local changed = json.encode { event = "TransactionStateChanged", timestamp = "2026-11-25T10:00:00Z",
+    data = { id = "tx-8", request_id = "r-8", old_state = "pending", new_state = "completed" } }
+  t.eq(revolut(t, changed).status, 202, "the state change accepted")
+  t.advance("10m")
+  t.eq(revolut(t, transfer("tx-8", "pending", 1500, "EUR", "F-2026-041")).status, 202, "the retried transfer")
+  local run = t.runs("payment-received")[2]
+  t.eq(run.state, "succeeded", "not left waiting for a state change already delivered")
+  t.eq({ run.result.status, run.result.invoice_status }, { "matched", "paid" }, "the invoice paid")
+  t.eq(#t.db.query("SELECT * FROM payments WHERE external_id = 'tx-8'"), 1, "the payment recorded")
+end)
+
+test("a part paid on an invoice at the collection agency keeps it in collection; the rest pays it", function(t)
+  setup(t)
+  t.db.exec("UPDATE invoices SET status = 'collection', collection_status = 'handed_over' WHERE id = 1")
+  revolut(t, transfer("tx-10", "completed", 500, "EUR", "F-2026-041"))
+  local run = t.runs("payment-received")[1]
+  t.eq({ run.state, run.result.status, run.result.invoice_status }, { "succeeded", "partial", "collection" },
+    "a partial payment")
+  t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "collection",
+    amount_paid = 500 }, "still with the agency, not back to partially_paid")
+  revolut(t, transfer("tx-11", "completed", 1000, "EUR", "F-2026-041"))
+  t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "paid", amount_paid = 1500 },
+    "paid in full")
+end)
+
+test("a payment whose recording is retried after the invoice got paid meanwhile goes to review, not paid twice", function(t)
+  setup(t)
+  -- the database refuses the first recording (a lost connection, say): the run will be retried
+  t.db.exec("CREATE TABLE outage (n INTEGER)")
+  t.db.exec("INSERT INTO outage VALUES (1)")
+  t.db.exec([[CREATE TRIGGER outage_payments BEFORE INSERT ON payments WHEN EXISTS (SELECT 1 FROM outage)
+    BEGIN SELECT RAISE(ABORT, 'database unavailable'); END]])
+  revolut(t, transfer("tx-12", "completed", 1500, "EUR", "F-2026-041"))
+  t.eq(t.runs("payment-received")[1].state, "retrying", "the first recording failed")
+  t.db.exec("DELETE FROM outage")
+  -- meanwhile the client pays the invoice again, another way, and that payment is recorded first
+  revolut(t, transfer("tx-13", "completed", 1500, "EUR", "F-2026-041"))
+  t.eq(t.runs("payment-received")[2].result.invoice_status, "paid", "the invoice paid by the second")
+  t.advance("1m") -- the first run's retry
+  local first = t.runs("payment-received")[1]
+  t.eq({ first.state, first.result.status }, { "succeeded", "review" }, "the first now finds it paid: review")
+  t.contains(first.result.reason, "already paid", "why")
+  t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "paid", amount_paid = 1500 },
+    "the invoice paid once")
 end)
 
 test("an unmatched, an ambiguous or a foreign-currency payment goes to review, and the invoice is untouched", function(t)

@@ -3,7 +3,8 @@
 -- to the client from the company's sender, never twice for the same step. The last step hands the
 -- file to the collection agency (LP Agency) and the invoice goes to status `collection`.
 -- The guard is the row payment_reminders (invoice_id, step), UNIQUE, inserted before the mail is
--- sent: two runs (a retry, a second instance) cannot both send a step. An invoice found late (already
+-- sent, and only while the invoice is unpaid: two runs (a retry, a second instance) cannot both send
+-- a step, and an invoice paid since the morning's scan gets nothing. An invoice found late (already
 -- past several steps) gets only the step it has reached, not the ones it missed.
 -- Settings: reminder_ladder, sender_email, sender_name, slack_channel (companies); LP_AGENCY_URL and
 -- LP_AGENCY_TOKEN (the agency's API).
@@ -78,7 +79,9 @@ local function letter(r)
       .. " If you have paid it meanwhile, thank you, and please ignore this message." .. sign
 end
 
--- The agency's API: one POST per file handed over, Bearer token. The agency answers with its file id.
+-- The agency's API: one POST per file handed over, Bearer token. The agency answers with its file id,
+-- or, for a client_reference it already has, 409 with the first file's id: a hand-over repeated by a
+-- retry (the agency got the first one, its answer was lost) is done already.
 local function hand_to_agency(r)
   local url, token = env.LP_AGENCY_URL, env.LP_AGENCY_TOKEN
   if not present(url) or not present(token) then error("lpagency: LP_AGENCY_URL and LP_AGENCY_TOKEN must be set", 0) end
@@ -88,11 +91,12 @@ local function hand_to_agency(r)
     debtor_email = r.contact.email, amount_due = inv.amount - inv.amount_paid, currency = inv.currency,
     due_date = inv.due_date, days_overdue = r.days,
   } })
-  if not res.ok then
+  local ok, body = pcall(res.json, res)
+  local file_id = ok and type(body) == "table" and body.id or nil
+  if not res.ok and not (res.status == 409 and file_id) then
     error(string.format("lpagency: hand over invoice %s: %d %s", inv.number, res.status, res.body:sub(1, 200)), 0)
   end
-  local ok, body = pcall(res.json, res)
-  return { file_id = ok and type(body) == "table" and body.id or nil, status = res.status }
+  return { file_id = file_id, status = res.status }
 end
 
 return {
@@ -108,7 +112,9 @@ return {
       local key = string.format("invoice %d step %d", r.invoice.id, r.step)
       local claimed = step(key .. ": claim", function()
         local now = time.iso(time.now())
-        return #db.query([[INSERT INTO payment_reminders (invoice_id, step, sent_at) VALUES ($1, $2, $3)
+        -- only while the invoice is still unpaid: a payment may have come since the scan above
+        return #db.query([[INSERT INTO payment_reminders (invoice_id, step, sent_at) SELECT $1, $2, $3
+          WHERE EXISTS (SELECT 1 FROM invoices WHERE id = $1 AND status IN ('sent', 'partially_paid'))
           ON CONFLICT (invoice_id, step) DO NOTHING RETURNING id]], r.invoice.id, r.step, now) == 1
       end)
       if claimed then

@@ -132,3 +132,43 @@ test("a step another instance claims between this run's scan and its claim is no
   t.eq(t.db.query("SELECT sent_at FROM payment_reminders WHERE invoice_id = 2")[1].sent_at, "2026-11-20T08:30:01Z",
     "its claim untouched")
 end)
+
+test("an invoice paid between this run's scan and its claim gets no reminder and is not handed over", function(t)
+  setup(t, "2026-11-20T09:30:00")
+  invoice(t, 1, 1, 1, "F-1", "2026-11-08")   -- Lumen, step 2
+  invoice(t, 2, 2, 4, "R-1", "2026-10-01")   -- Nordwind, 50 days late: its last step (5,15,45), the agency
+  -- while this run mails F-1's reminder, the client of R-1 pays it (payment-received marks it paid)
+  t.stub("MAIL", "smtp://mail.test", function(call)
+    if call.to[1] == "<claire.martin@client.example>" then
+      t.db.exec("UPDATE invoices SET status = 'paid', amount_paid = amount WHERE id = 2")
+    end
+    return { status = 250 }
+  end)
+  local run = t.get_run(t.cron("payment-reminders").id)
+  t.eq(run.result.reminders, { { invoice = "F-1", step = 2, final = false } }, "only the invoice still unpaid")
+  t.eq(#mails_to(t, "j.keller@kunde.example"), 0, "no final notice for a paid invoice")
+  t.eq(#t.calls("POST", "lp.test"), 0, "not handed to the collection agency")
+  t.eq(t.db.query("SELECT status FROM invoices WHERE id = 2")[1].status, "paid", "still paid")
+end)
+
+test("a hand-over repeated after the agency got it (its answer lost) is taken as done: 409 and the first file", function(t)
+  setup(t, "2026-11-20T09:30:00")
+  invoice(t, 2, 2, 4, "R-1", "2026-10-01")   -- Nordwind, 50 days late: its last step, the agency
+  local posts = 0
+  t.stub("POST", "https://lp.test/api/files", function()
+    posts = posts + 1
+    if posts == 1 then return { status = 504, body = "upstream timed out" } end -- the agency filed it all the same
+    return { status = 409, json = { error = "already handed over", id = "LP-77" } }
+  end)
+  local run = t.cron("payment-reminders")
+  t.advance("10m") -- the retry
+  local r = t.get_run(run.id)
+  t.eq(r.state, "succeeded", "the retried run")
+  t.eq(posts, 2, "handed over, then again on the retry")
+  local inv = t.db.query("SELECT status, collection_status FROM invoices WHERE id = 2")[1]
+  t.eq({ inv.status, inv.collection_status }, { "collection", "handed_over" }, "in collection")
+  local audit = t.db.query("SELECT details FROM audit_log WHERE action = 'collection_handover'")
+  t.eq(#audit, 1, "audited once")
+  t.eq(json.decode(audit[1].details).file_id, "LP-77", "with the agency's first file")
+  t.eq(#mails_to(t, "j.keller@kunde.example"), 1, "one final notice")
+end)

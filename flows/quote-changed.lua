@@ -54,11 +54,13 @@ return {
     local quote, company, contact = r.quote, r.company, r.contact
 
     local what = p.op == "insert" and "New quote" or ("Quote " .. tostring(old.status or "?") .. " → " .. became .. ":")
-    step("tell the team", function()
-      return slack.post(company.slack_channel, string.format("%s %s %s for %s: %s %s, valid until %s.", what,
-        quote.number, quote.title and ("(" .. quote.title .. ")") or "", full_name(contact), quote.amount,
-        quote.currency, quote.valid_until and quote.valid_until:sub(1, 10) or "-"))
-    end)
+    if company.slack_channel then -- none: no message (the default channel is not this company's)
+      step("tell the team", function()
+        return slack.post(company.slack_channel, string.format("%s %s %s for %s: %s %s, valid until %s.", what,
+          quote.number, quote.title and ("(" .. quote.title .. ")") or "", full_name(contact), quote.amount,
+          quote.currency, quote.valid_until and quote.valid_until:sub(1, 10) or "-"))
+      end)
+    end
 
     if became == "sent" and company.mautic_quote_email then
       local mautic_id = step("mautic contact", function() return mautic_contact(contact) end)

@@ -28,6 +28,16 @@ test("a new quote of company 2 goes to company 2's channel only", function(t)
   t.eq(#t.calls("POST", "mautic.test"), 0, "no email for a draft")
 end)
 
+test("a company without a Slack channel: its quotes are posted nowhere (not the default channel)", function(t)
+  fixture(t)
+  services(t)
+  t.env { SLACK_CHANNEL = "#payments-review" }
+  t.db.exec("UPDATE companies SET slack_channel = NULL WHERE id = 2")
+  local run = t.db_event("quote-changed", { op = "insert", new = { id = 4, status = "draft", owner_company = 2 } })
+  t.eq(t.get_run(run.id).state, "succeeded", "run")
+  t.eq(t.calls("POST", "slack.test"), {}, "no message")
+end)
+
 test("a quote sent: Slack, and the company's Mautic template to the client", function(t)
   fixture(t)
   services(t)

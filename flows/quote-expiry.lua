@@ -88,7 +88,8 @@ return {
           expired[#expired + 1] = q.number
         end
       end
-      if #reminded + #expired > 0 then
+      -- a company without a channel: no summary (the default channel is not this company's)
+      if #reminded + #expired > 0 and company.slack_channel then
         step("summary for company " .. company.id, function()
           local lines = { string.format("Quotes today (%s):", today) }
           if #expired > 0 then

@@ -45,6 +45,16 @@ test("past validity: expired and followed up; ending soon: reminded; one summary
   t.contains(slack[1].json.text, "expired, client followed up: D-2026-003", "summary")
 end)
 
+test("a company without a Slack channel: reminded and expired, its summary posted nowhere", function(t)
+  setup(t)
+  t.env { SLACK_CHANNEL = "#payments-review" }
+  t.db.exec("UPDATE companies SET slack_channel = NULL WHERE id = 1")
+  local run = t.cron("quote-expiry")
+  t.eq(t.get_run(run.id).state, "succeeded", "run")
+  t.eq(#t.calls("MAIL"), 2, "the reminder and the follow-up")
+  t.eq(t.calls("POST", "slack.test"), {}, "no summary in the default channel")
+end)
+
 test("the next days: nothing twice, and company 2's quote in its own time", function(t)
   setup(t)
   t.cron("quote-expiry")

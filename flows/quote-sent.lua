@@ -182,10 +182,12 @@ return {
           contact.first_name or "", quote.number, quote.title or "", valid_until, company.sender_name or company.name),
       }
     end)
-    step("tell the team", function()
-      return slack.post(company.slack_channel, string.format("Quote %s (%s, %s %s) expired unsigned; "
-        .. "the client got a follow-up.", quote.number, full_name(contact), quote.amount, quote.currency))
-    end)
+    if company.slack_channel then -- none: no message (the default channel is not this company's)
+      step("tell the team", function()
+        return slack.post(company.slack_channel, string.format("Quote %s (%s, %s %s) expired unsigned; "
+          .. "the client got a follow-up.", quote.number, full_name(contact), quote.amount, quote.currency))
+      end)
+    end
     return { expired = true, reminded = claim.claimed }
   end,
 }

@@ -22,6 +22,7 @@ local function services(t)
   t.stub("POST", "https://mautic.test/api/campaigns/", { json = { success = 1 } })
   t.stub("POST", "https://mautic.test/api/emails/", { json = { success = 1 } })
   t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "cl1" } } })
+  t.stub("GET", "https://ninja.test/api/v1/invoices", { json = { data = {} } }) -- quote-signed: no deposit yet
   -- the draft of the quote here, and the deposit invoice that quote-signed makes when the signature comes
   t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
     local items = call.json and call.json.line_items
@@ -165,6 +166,19 @@ test("a quote valid until the past expires at once, after one reminder", functio
   t.eq(r.state, "succeeded", "no wait")
   t.eq(r.result, { expired = true, reminded = true }, "reminded and expired")
   t.eq(#mails(t), 2, "reminder and follow-up")
+end)
+
+test("a company without a Slack channel: expired and followed up, posted nowhere", function(t)
+  fixture(t)
+  services(t)
+  t.env { SLACK_CHANNEL = "#payments-review" }
+  t.db.exec("UPDATE companies SET slack_channel = NULL WHERE id = 1")
+  t.now("2026-11-02T09:00:00Z")
+  local run = send(t, "2026-10-31")
+  local r = t.get_run(run.id)
+  t.eq(r.state, "succeeded", "run")
+  t.eq(r.result, { expired = true, reminded = true }, "reminded and expired")
+  t.eq(t.calls("POST", "slack.test"), {}, "no message")
 end)
 
 test("a quote inserted already sent starts it too", function(t)

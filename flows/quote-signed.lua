@@ -124,10 +124,14 @@ return {
     local number = quote.number .. "-DEP"
     local deposit = step("deposit invoice", function()
       local today = time.iso(time.now()):sub(1, 10)
-      local inv = invoiceninja.create_deposit_invoice {
-        client_id = client_id, total = quote.amount, percent = company.deposit_percent, quote = quote.number,
-        number = number, po_number = quote.number, date = today, mark_sent = true,
-      }
+      -- a retry of this step (the answer lost after Invoice Ninja made it) finds it by its number
+      local inv = invoiceninja.find_invoice(number)
+      if not (inv and inv.client_id == client_id) then
+        inv = invoiceninja.create_deposit_invoice {
+          client_id = client_id, total = quote.amount, percent = company.deposit_percent, quote = quote.number,
+          number = number, po_number = quote.number, date = today, mark_sent = true,
+        }
+      end
       return { id = inv.id, amount = inv.amount, issued = today }
     end)
     step("record the deposit invoice", function()
@@ -136,11 +140,13 @@ return {
         .. "'sent', $4, $7, $7, $8) ON CONFLICT (owner_company, number) DO NOTHING",
         company.id, contact.id, quote.id, number, deposit.amount, quote.currency, deposit.issued, deposit.id)
     end)
-    step("tell the team", function()
-      return slack.post(company.slack_channel, string.format(
-        "Quote %s signed by %s (%s %s). Deposit invoice %s: %s %s (%s%%).", quote.number, full_name(contact),
-        quote.amount, quote.currency, number, deposit.amount, quote.currency, company.deposit_percent))
-    end)
+    if company.slack_channel then -- none: no message (the default channel is not this company's)
+      step("tell the team", function()
+        return slack.post(company.slack_channel, string.format(
+          "Quote %s signed by %s (%s %s). Deposit invoice %s: %s %s (%s%%).", quote.number, full_name(contact),
+          quote.amount, quote.currency, number, deposit.amount, quote.currency, company.deposit_percent))
+      end)
+    end
     return { signed = quote.number, deposit_invoice = number, deposit = deposit.amount }
   end,
 }

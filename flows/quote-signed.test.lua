@@ -4,6 +4,7 @@
 local crypto = require "rill.crypto"
 local json = require "rill.json"
 local time = require "rill.time"
+local http = require "rill.http"
 
 local SECRET = "whsec_quote_signed_test"
 local PATH = "/api/integrations/docuseal/webhook"
@@ -18,6 +19,7 @@ local function services(t)
   t.stub("GET", "https://mautic.test/api/contacts", { json = { total = "1", contacts = { ["8"] = { id = 8 } } } })
   t.stub("POST", "https://mautic.test/api/campaigns/", { json = { success = 1 } })
   t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "cl2" } } })
+  t.stub("GET", "https://ninja.test/api/v1/invoices", { json = { data = {} } }) -- no deposit invoice made yet
   t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
     return { json = { data = { id = "dep1", number = call.json.number, amount = call.json.line_items[1].cost } } }
   end)
@@ -81,6 +83,56 @@ test("the same signature delivered twice: one deposit invoice, one campaign", fu
   t.eq(#t.calls("POST", "ninja.test/api/v1/invoices"), 1, "one deposit invoice")
   t.eq(#t.calls("POST", "mautic.test/api/campaigns"), 1, "one campaign")
   t.eq(#t.calls("POST", "slack.test"), 1, "one message")
+end)
+
+test("a company without a Slack channel: signed and invoiced, posted nowhere (not the default channel)", function(t)
+  fixture(t)
+  services(t)
+  t.env { SLACK_CHANNEL = "#payments-review" }
+  t.db.exec("UPDATE companies SET slack_channel = NULL WHERE id = 1")
+  t.now("2026-11-02T09:00:00Z")
+  request(t, completed(55))
+  local run = t.runs("quote-signed")[1]
+  t.eq(run.state, "succeeded", "run")
+  t.eq(run.result.deposit_invoice, "D-2026-002-DEP", "the deposit invoice")
+  t.eq(t.calls("POST", "slack.test"), {}, "no message")
+end)
+
+test("the deposit is rounded to the cent, half up: 30% of 128.45 is 38.54 (38.535), not 38.53", function(t)
+  fixture(t)
+  services(t)
+  t.db.exec("UPDATE quotes SET amount = 128.45 WHERE id = 2")
+  t.now("2026-11-02T09:00:00Z")
+  request(t, completed(55))
+  t.eq(t.calls("POST", "ninja.test/api/v1/invoices")[1].json.line_items[1].cost, 38.54, "the deposit invoiced")
+  t.eq(t.runs("quote-signed")[1].result.deposit, 38.54, "the deposit recorded")
+end)
+
+test("a deposit invoice made but its answer lost: the retry finds it by its number, makes no second one", function(t)
+  fixture(t)
+  services(t)
+  local made = {}
+  t.stub("GET", "https://ninja.test/api/v1/invoices", function(call)
+    local number = call.url:match("number=([^&]+)")
+    for _, inv in ipairs(made) do
+      if http.encode({ n = inv.number }):sub(3) == number then return { json = { data = { inv } } } end
+    end
+    return { json = { data = {} } }
+  end)
+  t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
+    made[#made + 1] = { id = "dep" .. #made + 1, client_id = call.json.client_id, number = call.json.number,
+      amount = call.json.line_items[1].cost }
+    if #made == 1 then return { status = 504, body = "gateway timeout" } end -- made, the answer lost
+    return { json = { data = made[#made] } }
+  end)
+  t.now("2026-11-02T09:00:00Z")
+  request(t, completed(55))
+  t.advance("1m") -- the retry
+  local run = t.runs("quote-signed")[1]
+  t.eq(run.state, "succeeded", "the retried run")
+  t.eq(#made, 1, "one deposit invoice in Invoice Ninja")
+  t.eq(t.db.query("SELECT invoiceninja_id, amount FROM invoices WHERE number = 'D-2026-002-DEP'")[1],
+    { invoiceninja_id = "dep1", amount = 705 }, "the one made, recorded")
 end)
 
 test("a signature on an expired quote makes no invoice and asks the team", function(t)

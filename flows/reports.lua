@@ -1,7 +1,7 @@
 -- Every Monday at 08:00 (Paris), each company gets its weekly summary in its own Slack channel:
 -- quotes sent, signed and expired during the past seven days (count and amount), invoices paid in
--- those days, and the receivables still open today (due, and overdue). Each company sees only its
--- own figures. Setting: companies.slack_channel (a company without one gets no report).
+-- those days, and the receivables still open today (due, and overdue), each currency summed apart.
+-- Each company sees only its own figures. Setting: companies.slack_channel (a company without one gets no report).
 
 local ZONE = "Europe/Paris"
 
@@ -9,27 +9,44 @@ local function present(v) return v ~= nil and v ~= db.null and v ~= "" end
 
 local function money(amount, currency) return string.format("%.2f %s", amount or 0, currency) end
 
-local function figures(company, from, to, today)
-  local function one(sql, ...) return db.query(sql, ...)[1] end
-  local q = function(col)
-    return one("SELECT count(*) AS n, COALESCE(sum(amount), 0) AS total FROM quotes WHERE owner_company = $1 AND "
-      .. col .. " >= $2 AND " .. col .. " < $3", company.id, from, to)
+-- { n, totals = { { currency, total }, ... } }: amounts in different currencies are never added
+-- together (the company's currency first, then the others)
+local function by_currency(company, sql, ...)
+  local out = { n = 0, totals = {} }
+  for _, r in ipairs(db.query(sql .. " GROUP BY currency ORDER BY currency", ...)) do
+    out.n = out.n + r.n
+    local entry = { currency = r.currency, total = r.total }
+    if r.currency == company.currency then table.insert(out.totals, 1, entry) else out.totals[#out.totals + 1] = entry end
   end
-  local open = "owner_company = $1 AND status IN ('sent', 'partially_paid', 'collection')"
+  return out
+end
+
+local function figures(company, from, to, today)
+  local function sums(what, where, ...)
+    return by_currency(company, "SELECT currency, count(*) AS n, COALESCE(sum(" .. what .. "), 0) AS total FROM "
+      .. where, ...)
+  end
+  local q = function(col)
+    return sums("amount", "quotes WHERE owner_company = $1 AND " .. col .. " >= $2 AND " .. col .. " < $3",
+      company.id, from, to)
+  end
+  local open = "invoices WHERE owner_company = $1 AND status IN ('sent', 'partially_paid', 'collection')"
   return {
     quotes_sent = q("sent_at"), quotes_signed = q("signed_at"), quotes_expired = q("expired_at"),
-    invoices_paid = one("SELECT count(*) AS n, COALESCE(sum(amount), 0) AS total FROM invoices WHERE owner_company = $1"
-      .. " AND status = 'paid' AND paid_at >= $2 AND paid_at < $3", company.id, from, to),
-    receivables = one("SELECT count(*) AS n, COALESCE(sum(amount - amount_paid), 0) AS total FROM invoices WHERE "
-      .. open, company.id),
-    overdue = one("SELECT count(*) AS n, COALESCE(sum(amount - amount_paid), 0) AS total FROM invoices WHERE "
-      .. open .. " AND due_date < $2", company.id, today),
+    invoices_paid = sums("amount", "invoices WHERE owner_company = $1 AND status = 'paid' AND paid_at >= $2 "
+      .. "AND paid_at < $3", company.id, from, to),
+    receivables = sums("amount - amount_paid", open, company.id),
+    overdue = sums("amount - amount_paid", open .. " AND due_date < $2", company.id, today),
   }
 end
 
 local function message(company, f, week)
-  local cur = company.currency
-  local line = function(label, x) return string.format("• %s: %d (%s)", label, x.n, money(x.total, cur)) end
+  local line = function(label, x)
+    local amounts = {}
+    for _, t in ipairs(x.totals) do amounts[#amounts + 1] = money(t.total, t.currency) end
+    if #amounts == 0 then amounts[1] = money(0, company.currency) end
+    return string.format("• %s: %d (%s)", label, x.n, table.concat(amounts, " + "))
+  end
   return table.concat({
     string.format("*%s: the week of %s to %s*", company.name, week.first, week.last),
     "Pipeline",

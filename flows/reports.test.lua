@@ -42,3 +42,19 @@ test("each company gets its own figures for the past week in its own channel", f
   t.contains(nordwind, "• Quotes signed: 0 (0.00 EUR)", "nothing of Lumen's")
   t.contains(nordwind, "• Overdue: 1 (2750.00 EUR)", "Nordwind's overdue invoice")
 end)
+
+test("amounts in another currency are summed apart, never added to the company's currency", function(t)
+  t.now("2026-11-23T07:59:00", "Europe/Paris")
+  setup(t)
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, amount_paid, currency, status,
+    reference, issued_at, due_date) VALUES (20, 1, 2, 'F-CHF-1', 1000, 0, 'CHF', 'sent', 'F-CHF-1', '2026-11-01',
+    '2026-11-15')]])
+  t.db.exec([[INSERT INTO quotes (id, owner_company, contact_id, number, amount, currency, status, sent_at, valid_until)
+    VALUES (20, 1, 2, 'D-CHF-1', 500, 'CHF', 'sent', '2026-11-18T10:00:00Z', '2027-01-01')]])
+  t.advance("2m")
+  local lumen = t.calls("POST", "slack.test")[1].json.text
+  t.contains(lumen, "• Quotes sent: 1 (500.00 CHF)", "the CHF quote, in CHF")
+  t.contains(lumen, "• Open invoices: 4 (2960.00 EUR + 1000.00 CHF)", "open: each currency its own total")
+  t.contains(lumen, "• Overdue: 3 (2320.00 EUR + 1000.00 CHF)", "overdue: each currency its own total")
+  t.contains(lumen, "• Quotes signed: 0 (0.00 EUR)", "none: in the company's currency")
+end)

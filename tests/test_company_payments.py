@@ -6,9 +6,10 @@ Revolut and Invoice Ninja deliveries, signed as those services sign them
 (computed here, independently of rill's code), pay their invoice once; a
 bad signature, a stale Revolut timestamp and a malformed body are refused
 and store nothing; a redelivery records nothing twice; an unmatched payment
-goes to review; a run waiting for "payment.received" gets it; the daily
-reminders, the agency handover, the agency's "paid" and the weekly report
-run their SQL on Postgres. (The reminder ladder over weeks is in
+goes to review; a pending Revolut transfer is recorded whichever of its
+two deliveries (transfer, state change) comes first; a run waiting for
+"payment.received" gets it; the daily reminders, the agency handover, the
+agency's "paid" and the weekly report run their SQL on Postgres. (The reminder ladder over weeks is in
 flows/payment-reminders.test.lua, with rill test's clock.)"""
 import hashlib
 import hmac
@@ -200,6 +201,37 @@ def a_signed_revolut_payment_pays_its_invoice_once_and_reaches_every_service():
         assert "malformed JSON" in r.body, r.body
         eq(len(w.runs("payment-received")), 1, "none of those stored a run")
         eq(w.sql("SELECT status FROM invoices WHERE id = 2"), "sent", "invoice 2 untouched")
+
+
+def state_changed(tx_id, new_state="completed"):
+    return json.dumps({"event": "TransactionStateChanged", "timestamp": "2026-11-25T10:00:00Z", "data": {
+        "id": tx_id, "request_id": "req-" + tx_id, "old_state": "pending", "new_state": new_state}}).encode()
+
+
+@test
+def a_pending_revolut_transfer_is_recorded_whichever_of_its_two_deliveries_comes_first():
+    with World() as w:
+        # the usual order: the transfer pending, then its state change to completed
+        body = transfer("tx-e2e-pending", 500, "F-2026-041", state="pending")
+        r = w.rill.request("POST", "/api/revolut/webhook-handler", body, revolut_headers(body))
+        eq(r.status, 202, f"the pending transfer ({r.body})")
+        first = r.json()["run_id"]
+        wait_until(lambda: w.rill.runs("show", first)["state"] == "waiting", 10, "the transfer waiting")
+        change = state_changed("tx-e2e-pending")
+        eq(w.rill.request("POST", "/api/revolut/webhook-handler", change, revolut_headers(change)).status, 202,
+           "its state change")
+        eq(w.result(first)["invoice_status"], "partially_paid", "recorded once completed")
+        # Revolut retried the transfer's failed delivery after delivering its state change
+        change = state_changed("tx-e2e-late")
+        r = w.rill.request("POST", "/api/revolut/webhook-handler", change, revolut_headers(change))
+        eq(r.status, 202, "the state change first")
+        eq(w.result(r.json()["run_id"])["state"], "completed", "its run done before the transfer arrives")
+        body = transfer("tx-e2e-late", 1000, "F-2026-041", state="pending")
+        r = w.rill.request("POST", "/api/revolut/webhook-handler", body, revolut_headers(body))
+        eq(r.status, 202, f"the transfer after it ({r.body})")
+        eq(w.result(r.json()["run_id"])["invoice_status"], "paid", "recorded without waiting")
+        eq(w.sql("SELECT status, amount_paid FROM invoices WHERE id = 1"), "paid|1500.00", "the invoice paid")
+        eq(w.sql("SELECT external_id FROM payments ORDER BY id"), "tx-e2e-pending\ntx-e2e-late", "two payments")
 
 
 @test

@@ -152,8 +152,13 @@ NINJA = flow("ninja", """
     local sent = invoiceninja.mark_sent(deposit.id)
     local pay = invoiceninja.record_payment { client_id = client.id, invoice_id = inv.id, amount = 400,
       date = "2026-11-27", transaction_reference = "REV-1" }
+    local by_number = invoiceninja.find_invoice(inv.number)
+    local no_such = invoiceninja.find_invoice("NO-SUCH-1")
+    local found = invoiceninja.list_payments { client_id = client.id, filter = "REV-1" }
+    local none = invoiceninja.list_payments { client_id = client.id, filter = "REV-2" }
     local _, dup = pcall(invoiceninja.create_invoice, { client_id = client.id, number = inv.number })
-    return { dup = dup, client = client.id, vat = updated.vat_number, invoice = inv.id, invoice_status = inv.status_id,
+    return { dup = dup, client = client.id, found = #found, found_id = found[1] and found[1].id, none = #none,
+      by_number = by_number and by_number.id, no_such = no_such == nil, vat = updated.vat_number, invoice = inv.id, invoice_status = inv.status_id,
       deposit = deposit.id, deposit_amount = deposit.amount, deposit_status = sent.status_id, payment = pay.id,
       applied = pay.applied }
 """)
@@ -172,7 +177,15 @@ def invoiceninja_clients_invoices_deposit_mark_sent_and_payment():
             calls = [(q.method, q.path) for q in n.received()]
             eq(calls, [("POST", "/api/v1/clients"), ("PUT", f"/api/v1/clients/{out['client']}"),
                        ("POST", "/api/v1/invoices"), ("POST", "/api/v1/invoices"), ("POST", "/api/v1/invoices/bulk"),
-                       ("POST", "/api/v1/payments"), ("POST", "/api/v1/invoices")], "requests")
+                       ("POST", "/api/v1/payments"), ("GET", "/api/v1/invoices"), ("GET", "/api/v1/invoices"),
+                       ("GET", "/api/v1/payments"), ("GET", "/api/v1/payments"),
+                       ("POST", "/api/v1/invoices")], "requests")
+            eq((out["found"], out["found_id"], out["none"]), (1, out["payment"], 0), "list_payments finds the payment")
+            eq((out["by_number"], out["no_such"]), (out["invoice"], True), "find_invoice by number, or nil")
+            eq(n.received("GET", "/api/v1/invoices")[0].query["number"], [n.invoices[out["invoice"]]["number"]],
+               "find_invoice asks for the number")
+            eq(n.received("GET", "/api/v1/payments")[0].query, {"client_id": [out["client"]], "filter": ["REV-1"]},
+               "list_payments' filters in the query")
             for q in n.received():
                 eq((q.headers.get("x-api-token"), q.headers.get("x-requested-with")), (n.token, "XMLHttpRequest"),
                    f"headers of {q.path}")

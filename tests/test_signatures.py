@@ -129,6 +129,10 @@ def check_scheme(r, s):
         run = wait_until(lambda: (lambda x: x if x["state"] == "succeeded" else None)(r.runs("show", run_id)),
                          10, f"run {run_id}")
         eq(json.loads(run["payload"])["n"] in (1, 2, 4), True, "the run's payload is the body")
+        # the stored run (its request headers included) keeps no secret: a shared-secret
+        # header is the secret itself, and `runs show` and the admin API show the run
+        for secret in (s.new, s.old):
+            assert secret not in json.dumps(run), f"a secret reached the stored run {run_id}"
     listed = r.runs("list", "--flow", s.flow)
     eq(sorted(x["id"] for x in listed), sorted(runs), "only accepted requests made runs")
     reasons = [l.get("reason") for l in r.log_lines(msg="webhook refused: signature check failed")

@@ -284,7 +284,14 @@ function queue.submit(flow, trigger, payload, opts, callback)
   local request_json
   if opts.request then
     local r = opts.request
-    request_json = json.encode { method = r.method, path = r.path, query = r.query, headers = r.headers,
+    -- a header holding a secret (a shared-secret webhook's, read by its verifier
+    -- through env) is stored masked: the stored run is shown by `runs show` and the admin API
+    local headers
+    if r.headers then
+      headers = {}
+      for k, v in pairs(r.headers) do headers[k] = log.mask(v) end
+    end
+    request_json = json.encode { method = r.method, path = r.path, query = r.query, headers = headers,
       params = r.params, body = not opts.payload_json and r.body or nil }
   end
   local row = {

@@ -3,10 +3,15 @@ X-API-TOKEN (a wrong or missing token: 403 {"message": "Invalid token"},
 as Invoice Ninja's TokenAuth middleware answers). Answers are {"data": ...};
 validation errors are 422 {"message": "The given data was invalid.",
 "errors": {field: [messages]}}. Routes: POST /api/v1/clients, PUT
-/api/v1/clients/ID, POST /api/v1/invoices (?mark_sent=true), PUT
+/api/v1/clients/ID, POST /api/v1/invoices (?mark_sent=true), GET
+/api/v1/invoices (?number=N: the one with that number, InvoiceFilters::number;
+?client_id=ID: that client's), PUT
 /api/v1/invoices/ID, POST
 /api/v1/invoices/bulk {"action": "mark_sent", "ids": [...]}, POST
-/api/v1/payments {client_id, amount, invoices: [{invoice_id, amount}]}.
+/api/v1/payments {client_id, amount, invoices: [{invoice_id, amount}]}, GET
+/api/v1/payments (?client_id=ID: that client's; ?filter=TEXT: those whose
+amount, date, number or transaction_reference contain TEXT, as Invoice
+Ninja's PaymentFilters::filter searches; deleted ones left out).
 An invoice number is unique (422 for a second one). Ids are hashed-id strings; invoice status_id "1" draft, "2" sent,
 "3" partial, "4" paid. State: .clients, .invoices, .payments (id -> record)."""
 import time
@@ -24,9 +29,11 @@ class InvoiceNinja(HttpStandin):
         ("POST", r"/api/v1/clients", "create_client"),
         ("PUT", r"/api/v1/clients/([^/]+)", "update_client"),
         ("POST", r"/api/v1/invoices", "create_invoice"),
+        ("GET", r"/api/v1/invoices", "list_invoices"),
         ("POST", r"/api/v1/invoices/bulk", "bulk_invoices"),
         ("PUT", r"/api/v1/invoices/([^/]+)", "update_invoice"),
         ("POST", r"/api/v1/payments", "create_payment"),
+        ("GET", r"/api/v1/payments", "list_payments"),
     )
 
     def __init__(self, token="ninja-Standin-token-0123456789abcdef", port=0):
@@ -145,3 +152,23 @@ class InvoiceNinja(HttpStandin):
         self.payments[pid] = {**b, "id": pid, "number": f"{len(self.payments) + 1:04d}", "applied": applied,
                               "date": b.get("date") or time.strftime("%Y-%m-%d", time.gmtime())}
         return 200, {"data": self.payments[pid]}
+
+    def list_payments(self, req):
+        client = (req.query.get("client_id") or [""])[0]
+        text = (req.query.get("filter") or [""])[0].lower()
+        out = []
+        for p in self.payments.values():
+            if p.get("is_deleted") or (client and p.get("client_id") != client):
+                continue
+            fields = (p.get("amount"), p.get("date"), p.get("number"), p.get("transaction_reference"))
+            if text and not any(f is not None and text in str(f).lower() for f in fields):
+                continue
+            out.append(p)
+        return 200, {"data": out}
+
+    def list_invoices(self, req):
+        number = (req.query.get("number") or [None])[0]
+        client = (req.query.get("client_id") or [""])[0]
+        out = [i for i in self.invoices.values()
+               if (number is None or i.get("number") == number) and (not client or i.get("client_id") == client)]
+        return 200, {"data": out}

@@ -9,6 +9,9 @@
 --   invoiceninja.mark_sent(invoice_id)          -> the invoice
 --   invoiceninja.record_payment{ client_id, invoice_id, amount, date, transaction_reference, ... }
 --                                               -> the payment
+--   invoiceninja.find_invoice(number)         -> the invoice with that number, or nil
+--   invoiceninja.list_payments{ client_id = id, filter = text } -> the payments (a list); filter
+--                                               matches amount, date, number, transaction_reference
 --   invoiceninja.with{ url, token }             -> a client with those settings
 -- Settings from the environment: INVOICENINJA_URL (the site, without
 -- /api/v1), INVOICENINJA_TOKEN.
@@ -91,7 +94,10 @@ local function new(given)
       "create deposit invoice: total (the quote's total) must be a number above 0")
     base.check(type(d.percent) == "number" and d.percent > 0 and d.percent <= 100, "invoiceninja",
       "create deposit invoice: percent must be a number above 0 and at most 100")
-    local amount = math.floor(d.total * d.percent + 0.5) / 100
+    -- in whole cents and hundredths of a percent: total * percent in floats is off by a
+    -- hair below the half cent (128.45 * 30 = 3853.4999...), which rounded a deposit down
+    local cents, hundredths = math.floor(d.total * 100 + 0.5), math.floor(d.percent * 100 + 0.5)
+    local amount = math.floor(cents * hundredths / 10000 + 0.5) / 100
     local fields = copy(d)
     fields.total, fields.percent, fields.quote, fields.mark_sent = nil, nil, nil, nil
     fields.line_items = { {
@@ -118,6 +124,18 @@ local function new(given)
       fields.invoices = { { invoice_id = p.invoice_id, amount = p.amount } }
     end
     return call("record payment", "POST", "/payments", fields)
+  end
+
+  function ninja.find_invoice(number)
+    base.check(type(number) == "string" and number ~= "", "invoiceninja", "find invoice: the number is a string")
+    local v = call("find invoice " .. number, "GET", "/invoices", nil, { number = number })
+    return type(v) == "table" and v[1] or nil
+  end
+
+  function ninja.list_payments(query)
+    base.check(query == nil or type(query) == "table", "invoiceninja", "list payments: expected a table of filters")
+    local v = call("list payments", "GET", "/payments", nil, query)
+    return type(v) == "table" and v or {}
   end
 
   function ninja.with(settings) return new(settings) end
