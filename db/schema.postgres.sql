@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS companies (
   mautic_quote_email INTEGER,                -- template mailed to the client when a quote is sent
   mautic_payment_points INTEGER NOT NULL DEFAULT 10,
   docuseal_template INTEGER,
+  mautic_forms TEXT,                         -- ids of the Mautic forms whose submissions are its leads: '2,7'
   created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

@@ -2,7 +2,8 @@
 -- put in the company's nurturing segment; the team hears of it on Slack, the sales team gets an email,
 -- and an analytics event is recorded. A Mautic form creates or updates the contact and its open lead:
 -- the same person filling a form again updates the lead and starts nothing new.
--- Mautic forms name their company in a hidden field `owner_company` (the id in companies).
+-- A Mautic form's submissions belong to the company whose companies.mautic_forms lists the form's
+-- id (never to a field of the form: the visitor could change it).
 
 local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
 
@@ -28,12 +29,16 @@ end
 -- A Mautic form submission -> the contact and lead it creates or updates, in one transaction.
 local function record_submission(s, now)
   local results = type(s.results) == "table" and s.results or {}
-  local company_id = tonumber(text(results.owner_company) or "")
+  local form_id = type(s.form) == "table" and tonumber(s.form.id) or nil
   local email = text(results.email)
-  if not company_id or not email then return { refused = "needs the fields owner_company and email" } end
-  if not db.query("SELECT id FROM companies WHERE id = $1", company_id)[1] then
-    return { refused = "no company " .. company_id }
+  if not form_id or not email then return { refused = "needs the form's id and an email field" } end
+  local owner = db.query("SELECT id FROM companies WHERE ',' || mautic_forms || ',' LIKE $1 ORDER BY id",
+    "%," .. string.format("%d", form_id) .. ",%")
+  if #owner ~= 1 then
+    return { refused = string.format("Mautic form %d is the form of %s (companies.mautic_forms)", form_id,
+      #owner == 0 and "no company" or "several companies") }
   end
+  local company_id = owner[1].id
   email = email:lower()
   local mautic_id = type(s.lead) == "table" and tonumber(s.lead.id) or nil
   local form = type(s.form) == "table" and text(s.form.name) or "a Mautic form"

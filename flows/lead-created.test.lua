@@ -29,11 +29,14 @@ local function fixture(t)
   t.fixture("../db/demo.sql")
 end
 
+-- the demo's forms: 2 is Atelier Lumen's (company 1), 5 Nordwind's (company 2); 9 is nobody's
+local FORMS = { [1] = 2, [2] = 5, [9] = 9 }
+
 local function form(company, email, extra)
-  local results = { owner_company = tostring(company), email = email, firstname = "Léa", lastname = "Roux",
+  local results = { email = email, firstname = "Léa", lastname = "Roux",
                     company = "Roux SARL", message = "A quote for a shop, please" }
   for k, v in pairs(extra or {}) do results[k] = v end
-  return { ["mautic.form_on_submit"] = { { submission = { id = 31, form = { id = 2, name = "Contact us" },
+  return { ["mautic.form_on_submit"] = { { submission = { id = 31, form = { id = FORMS[company], name = "Contact us" },
     lead = { id = 444 }, results = results }, timestamp = "2026-11-02T09:00:00+00:00" } },
     timestamp = "2026-11-02T09:00:00+00:00" }
 end
@@ -116,10 +119,18 @@ test("Mautic webhook: bad signature 401; not JSON 400; no company or email, a de
   t.eq(deliver(t, form(1, nil)).status, 202, "accepted")
   local run = t.runs("lead-created")[1]
   t.eq(run.state, "dead", "dead")
-  t.contains(run.error, "needs the fields owner_company and email", "why")
+  t.contains(run.error, "needs the form's id and an email field", "why")
   deliver(t, form(9, "b@example.com"))
-  t.contains(t.runs("lead-created")[2].error, "no company 9", "an unknown company")
+  t.contains(t.runs("lead-created")[2].error, "Mautic form 9 is the form of no company", "a form of no company")
   t.eq(#t.calls(), 0, "no call")
+end)
+
+test("a field of the form naming another company changes nothing: the form's id decides", function(t)
+  fixture(t)
+  services(t)
+  deliver(t, form(1, "c@example.com", { owner_company = "2" }))
+  t.eq(t.db.query("SELECT l.owner_company FROM leads l JOIN contacts c ON c.id = l.contact_id "
+    .. "WHERE c.email = 'c@example.com'")[1].owner_company, 1, "the lead is the form's company's")
 end)
 
 test("other Mautic events are ignored", function(t)

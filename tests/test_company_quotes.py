@@ -250,9 +250,9 @@ def a_waiting_quote_is_reminded_then_expired_across_restarts_with_the_clock_move
 
 
 def form(company, email, submission=31, mautic_contact=444, message="A quote for a shop, please"):
-    results = {"owner_company": str(company), "email": email, "firstname": "Léa", "lastname": "Roux",
-               "company": "Roux SARL", "message": message}
-    return {"mautic.form_on_submit": [{"submission": {"id": submission, "form": {"id": 2, "name": "Contact us"},
+    results = {"email": email, "firstname": "Léa", "lastname": "Roux", "company": "Roux SARL", "message": message}
+    form_id = {1: 2, 2: 5}[company]  # the demo companies' forms (companies.mautic_forms)
+    return {"mautic.form_on_submit": [{"submission": {"id": submission, "form": {"id": form_id, "name": "Contact us"},
                                                       "lead": {"id": mautic_contact}, "results": results},
                                        "timestamp": "2026-11-27T09:00:00+00:00"}],
             "timestamp": "2026-11-27T09:00:00+00:00"}
