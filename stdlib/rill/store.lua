@@ -639,7 +639,12 @@ function store.deliver(e, waits)
       .. "CAST($5 AS BIGINT), CAST($5 AS BIGINT) WHERE EXISTS (SELECT 1 FROM run_waits WHERE run_id = $1 "
       .. "AND seq = $2) ON CONFLICT DO NOTHING", w.run_id, w.seq, w.name, w.result, now, n = 5 }
     stmts[#stmts + 1] = { "DELETE FROM run_waits WHERE run_id = $1 AND seq = $2", w.run_id, w.seq, n = 2 }
-    stmts[#stmts + 1] = { "UPDATE runs SET run_at = $2 WHERE id = $1 AND state = 'waiting'", w.run_id, now, n = 2 }
+    -- also while 'running' (its attempt may be parking now): the row lock
+    -- orders this with finish(), which then sees the step recorded here (a
+    -- run that committed 'waiting' after this statement looked but before
+    -- this commit would wait until its timeout, READ COMMITTED)
+    stmts[#stmts + 1] = { "UPDATE runs SET run_at = $2 WHERE id = $1 AND state IN ('waiting', 'running')",
+      w.run_id, now, n = 2 }
   end
   stmts[#stmts + 1] = { "UPDATE events SET delivered = 1 WHERE id = $1", e.id, n = 1 }
   store.batch(stmts)
