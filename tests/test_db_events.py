@@ -216,6 +216,24 @@ def a_write_outside_a_run_carries_no_run_origin_even_committed_with_a_runs_write
 
 
 @test
+def a_verify_function_may_write_in_a_transaction_on_postgres():
+    url = pg.new_database()
+    pg.sql("CREATE TABLE notes (who TEXT)", url)
+    flow = """
+return {
+  triggers = { webhook { path = "/hooks/tx", verify = function(req)
+    db.use("crm").tx(function() db.use("crm").exec("INSERT INTO notes (who) VALUES ('verify')") end)
+    return true
+  end } },
+  run = function() return "ok" end,
+}"""
+    with Rill({"tx.lua": flow}, env={"CRM_URL": url}, config=CONFIG) as r:
+        res = r.request("POST", "/hooks/tx", {})
+        eq(res.status, 200, f"answer ({res.body}, {[l.get('error') for l in r.log_lines(level='error')]})")
+    eq(pg.sql("SELECT who FROM notes", url), "verify", "the verify's write")
+
+
+@test
 def db_apply_on_postgres_sends_each_statement_alone():
     url = pg.new_database()
     d = temp_dir()

@@ -260,7 +260,8 @@ function Handle:tx(fn)
   local begin = self.kind == "sqlite" and "BEGIN IMMEDIATE" or "BEGIN"
   local ok, err = pcall(run_batch, self, conn, { begin })
   if ok and self.kind == "postgres" then
-    ok, err = pcall(run_batch, self, conn, { SET_ORIGIN, origin_of(run), n = 1 })
+    -- (a task that is no run, a webhook's verify, has no origin)
+    ok, err = pcall(run_batch, self, conn, { SET_ORIGIN, origin_of(run.id and run or nil), n = 1 })
     if not ok then pcall(run_batch, self, conn, { "ROLLBACK" }) end
   end
   if not ok then
