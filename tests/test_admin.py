@@ -272,6 +272,26 @@ def cancel_ends_a_waiting_run_for_good():
         eq(r.runs("show", retrying)["state"], "cancelled", "the store's state (rill runs show)")
 
 
+AWAITING = """
+return {
+  triggers = { webhook { path = "/hooks/awaiting", mode = "async" } },
+  run = function(ctx) return wait_for("reply", { event = "reply", timeout = "1h" }) end,
+}"""
+
+
+@test
+def a_run_waiting_for_an_event_is_listed_as_waiting_and_can_be_cancelled():
+    with rill({"awaiting.lua": AWAITING}) as r:
+        run_id = submit(r, "/hooks/awaiting", {})
+        ended(r, run_id, ("waiting",))
+        res = api(r, "GET", "/api/runs?state=waiting")
+        eq(res.status, 200, f"state=waiting: {res.body}")
+        eq([x["id"] for x in res.json()["runs"]], [run_id], "the waiting run")
+        assert res.json()["runs"][0].get("next_try"), res.body  # its timeout
+        eq(api(r, "POST", f"/api/runs/{run_id}/cancel").status, 200, "cancel")
+        eq(api(r, "GET", "/api/runs?state=waiting").json()["runs"], [], "none waits any more")
+
+
 @test
 def reload_does_what_a_file_change_does():
     with rill({"echo.lua": ECHO}, env={"RILL_WATCH": "false"}) as r:

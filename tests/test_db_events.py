@@ -3,6 +3,8 @@ updated and deleted become runs of the flows whose db_event trigger matches
 (with the row's new and old values), events written while rill is down run
 after it starts, and the outbox is emptied."""
 import json
+import subprocess
+import threading
 import time
 
 from lib.harness import Postgres, Rill, eq, main, run_cli, temp_dir, test, wait_until
@@ -139,6 +141,109 @@ def install_events_reports_bad_input():
     code, _, err = run_cli("db", "install-events", "--config", "rill.lua", "quotes", cwd=d)
     eq(code, 1, "main is SQLite")
     assert "not a Postgres database" in err, err
+
+
+ORIGIN_CONFIG = """return { databases = { main = "sqlite:data/app.db", crm = "env:CRM_URL" }, db_pool = 1 }"""
+
+# block: holds the one connection of crm's pool until the test lets it go;
+# write: a run's insert; verified: an insert made by a webhook's verify
+# function, which belongs to no run
+ORIGIN_FLOWS = {
+    "block.lua": """
+return {
+  triggers = { webhook { path = "/hooks/block" } },
+  run = function() return db.use("crm").query("SELECT 1 AS ok FROM (SELECT pg_advisory_xact_lock(43)) l") end,
+}""",
+    "write.lua": """
+return {
+  triggers = { webhook { path = "/hooks/write" } },
+  run = function()
+    log.info("run writes")
+    db.use("crm").exec("INSERT INTO notes (who) VALUES ('run')")
+    return "ok"
+  end,
+}""",
+    "verified.lua": """
+return {
+  triggers = { webhook { path = "/hooks/verified", verify = function(req)
+    log.info("verify writes")
+    db.use("crm").exec("INSERT INTO notes (who) VALUES ('verify')")
+    return true
+  end } },
+  run = function() return "ok" end,
+}""",
+}
+
+
+@test
+def a_write_outside_a_run_carries_no_run_origin_even_committed_with_a_runs_write():
+    url = pg.new_database()
+    pg.sql("CREATE TABLE notes (who TEXT, origin TEXT); "
+           "CREATE FUNCTION note_origin() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+           "NEW.origin := NULLIF(current_setting('rill.origin', true), ''); RETURN NEW; END $$; "
+           "CREATE TRIGGER note_origin BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION note_origin()", url)
+    holder = subprocess.Popen(["psql", "-X", "-q", url], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    threads = []
+    try:
+        holder.stdin.write("SELECT pg_advisory_lock(43);\n")
+        holder.stdin.flush()
+        wait_until(lambda: pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 43 "
+                                  "AND granted", url) == "1", 10, "the test's lock")
+        with Rill(ORIGIN_FLOWS, env={"CRM_URL": url}, config=ORIGIN_CONFIG) as r:
+            def post(path):
+                t = threading.Thread(target=r.request, args=("POST", path, {}))
+                t.start()
+                threads.append(t)
+            post("/hooks/block")
+            wait_until(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND datname = current_database()", url) == "1", 10, "the pool held")
+            # both inserts wait for the one connection: they go out together
+            post("/hooks/write")
+            r.wait_log(msg="run writes")
+            post("/hooks/verified")
+            r.wait_log(msg="verify writes")
+            holder.stdin.write("SELECT pg_advisory_unlock(43);\n")
+            holder.stdin.flush()
+            for t in threads:
+                t.join(30)
+            rows = dict(tuple(line.split("|")) for line in pg.sql("SELECT who, origin FROM notes", url).splitlines())
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    eq(sorted(rows), ["run", "verify"], "both inserts")
+    eq(rows["verify"], "", "the verify's insert: no origin")
+    eq(rows["run"].split(" ")[1:], ["0", "write"], "the run's insert: its origin (id, depth, chain)")
+
+
+@test
+def a_verify_function_may_write_in_a_transaction_on_postgres():
+    url = pg.new_database()
+    pg.sql("CREATE TABLE notes (who TEXT)", url)
+    flow = """
+return {
+  triggers = { webhook { path = "/hooks/tx", verify = function(req)
+    db.use("crm").tx(function() db.use("crm").exec("INSERT INTO notes (who) VALUES ('verify')") end)
+    return true
+  end } },
+  run = function() return "ok" end,
+}"""
+    with Rill({"tx.lua": flow}, env={"CRM_URL": url}, config=CONFIG) as r:
+        res = r.request("POST", "/hooks/tx", {})
+        eq(res.status, 200, f"answer ({res.body}, {[l.get('error') for l in r.log_lines(level='error')]})")
+    eq(pg.sql("SELECT who FROM notes", url), "verify", "the verify's write")
+
+
+@test
+def db_apply_on_postgres_sends_each_statement_alone():
+    url = pg.new_database()
+    d = temp_dir()
+    with open(f"{d}/rill.lua", "w") as f:
+        f.write('return { databases = { main = "env:APP_URL" } }')
+    with open(f"{d}/schema.sql", "w") as f:
+        f.write("CREATE TABLE t (a INT);\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n")
+    code, out, err = run_cli("db", "apply", "--config", "rill.lua", "schema.sql", env={"APP_URL": url}, cwd=d)
+    eq((code, err), (0, ""), "db apply")
+    eq(pg.sql("SELECT indexname FROM pg_indexes WHERE tablename = 't'", url), "t_a", "the index")
 
 
 if __name__ == "__main__":

@@ -214,6 +214,33 @@ def max_at_once(r, path, flow, n):
     return max(json.loads(x["result"]) for x in runs)
 
 
+BACKLOG = """
+return {
+  triggers = { webhook { path = "/hooks/backlog", mode = "async" } },
+  concurrency = 1,
+  deadline = "60s",
+  run = function() sleep(30) end,
+}"""
+
+NAPPER = """
+return {
+  triggers = { webhook { path = "/hooks/nap", mode = "async" } },
+  run = function() sleep_for("nap", "0.3s") return "woke" end,
+}"""
+
+
+@test
+def a_flow_held_back_by_its_concurrency_with_a_long_backlog_does_not_hold_back_others():
+    with rill({"backlog.lua": BACKLOG, "napper.lua": NAPPER}, env={"RILL_DRAIN_TIMEOUT": "0.1s"}) as r:
+        # one backlog run holds the flow's only slot; more than the 1,000
+        # runs a poll looks at wait behind it, due before the nap ends
+        for n in range(1010):
+            eq(post(r, "/hooks/backlog", {"n": n}).status, 202, "backlog run stored")
+        nap = post(r, "/hooks/nap", {}).json()["run_id"]
+        run = finished(r, nap)
+        eq((run["state"], json.loads(run["result"])), ("succeeded", "woke"), "the nap woke")
+
+
 @test
 def concurrency_limits_per_flow_and_per_instance():
     flows = {"limited.lua": GAUGE % ("concurrency = 2,", "limited"), "free.lua": GAUGE % ("", "free")}

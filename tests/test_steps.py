@@ -143,6 +143,21 @@ def a_step_marked_retry_false_makes_the_run_dead_after_its_own_tries():
         assert 'step "charge" failed and is marked retry = false' in err and "declined" in err, err
 
 
+@test
+def a_step_marked_retry_false_stopped_by_the_run_deadline_makes_the_run_dead():
+    c = Counter()
+    # the charge's request is sent, then the step is still running at the deadline
+    flow = NOT_RETRYABLE.replace("return {\n", 'return {\n  deadline = "0.5s",\n', 1).replace(
+        ".status end", ".status, sleep(5) end")
+    with Rill({"charge.lua": flow}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/charge", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
+        eq(c.calls.get("charge"), 1, "the charge sent once")
+        err = json.loads(run["error"])["message"]
+        assert 'step "charge"' in err and "retry = false" in err and "deadline exceeded" in err, err
+
+
 SLEEPER = """
 return {
   triggers = { webhook { path = "/sleep", mode = "async" } },

@@ -23,8 +23,8 @@ local phase = "starting"  -- starting | serving | stopping (readyz answers 200 o
 local token_digest      -- sha256 of the token; nil: API disabled
 local reload_flows      -- main's reload(why) -> summary
 local DISABLED = "admin API disabled: set RILL_ADMIN_TOKEN"
-local STATES = { queued = 1, running = 1, retrying = 1, sleeping = 1, succeeded = 1, failed = 1, dead = 1,
-                 cancelled = 1 }
+local STATES = { queued = 1, running = 1, retrying = 1, sleeping = 1, waiting = 1, succeeded = 1, failed = 1,
+                 dead = 1, cancelled = 1 }
 local MAX_LIMIT = 1000
 local REQUEST_LIMITS = { deadline = 10 }
 
@@ -133,7 +133,8 @@ local function run_row(r)
   return {
     id = r.id, flow = r.flow, state = r.state, attempt = r.attempt, max_attempts = r.max_attempts,
     created = iso_ms(r.created), started = iso_ms(r.started), finished = iso_ms(r.finished),
-    next_try = (r.state == "queued" or r.state == "retrying" or r.state == "sleeping") and iso_ms(r.run_at) or nil,
+    next_try = (r.state == "queued" or r.state == "retrying" or r.state == "sleeping"
+      or (r.state == "waiting" and r.run_at < 2 ^ 52)) and iso_ms(r.run_at) or nil,
     error = raw(r.error),
   }
 end
@@ -154,7 +155,7 @@ local function runs_query(q)
     if not known[k] then fail(400, "unknown parameter " .. k .. " (flow, state, since, until, limit)") end
   end
   if q.state and q.state ~= "" and not STATES[q.state] then
-    fail(400, "state: " .. q.state .. " is not a run state (queued, running, retrying, sleeping, "
+    fail(400, "state: " .. q.state .. " is not a run state (queued, running, retrying, sleeping, waiting, "
       .. "succeeded, failed, dead, cancelled)")
   end
   local limit = 50

@@ -68,7 +68,7 @@ input, select { font: inherit; padding: 5px 8px; border: 1px solid var(--line); 
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; background: #eef0f3; color: var(--idle); }
 .badge.succeeded, .badge.active { background: #e6f4ea; color: var(--ok); }
 .badge.dead, .badge.failed, .badge.error { background: #fdecea; color: var(--bad); }
-.badge.retrying, .badge.paused, .badge.sleeping { background: #fff4e5; color: var(--warn); }
+.badge.retrying, .badge.paused, .badge.sleeping, .badge.waiting { background: #fff4e5; color: var(--warn); }
 .badge.running, .badge.queued { background: #e8eefc; color: var(--accent); }
 .error { color: var(--bad); }
 .muted { color: var(--muted); }
@@ -192,7 +192,7 @@ async function act(method, path) {
 
 // ---- runs ----
 
-const STATES = ["", "queued", "running", "retrying", "sleeping", "succeeded", "failed", "dead", "cancelled"];
+const STATES = ["", "queued", "running", "retrying", "sleeping", "waiting", "succeeded", "failed", "dead", "cancelled"];
 
 async function runsPage(params) {
   const q = new URLSearchParams();
@@ -231,7 +231,7 @@ let pollTimer = null;
 async function runPage(id) {
   const r = await api("GET", "/api/runs/" + encodeURIComponent(id));
   const canRetry = ["failed", "dead", "retrying"].includes(r.state);
-  const canCancel = ["queued", "retrying", "sleeping"].includes(r.state);
+  const canCancel = ["queued", "retrying", "sleeping", "waiting"].includes(r.state);
   const kv = (k, v) => v === undefined || v === null || v === "" ? [] : [el("div", {}, k), el("div", { class: "mono" }, v)];
   const byAttempt = {};
   for (const l of r.logs) (byAttempt[l.attempt] = byAttempt[l.attempt] || []).push(l);

@@ -149,14 +149,15 @@ end
 local SET_ORIGIN = "SELECT set_config('rill.origin', $1, true)"
 
 local function origin_of(run)
+  if not run then return "" end
   return run.id .. " " .. run.depth .. " " .. (run.chain or run.flow)
 end
 
--- run_batch(h, conn, stmt[, run]): stmt's result; with run (Postgres), in
--- one transaction after the run's origin is set.
-local function run_batch(h, conn, stmt, run)
+-- run_batch(h, conn, stmt[, origin]): stmt's result; with origin (Postgres:
+-- a run, or false for none), in one transaction after the origin is set.
+local function run_batch(h, conn, stmt, origin)
   local stmts = { stmt }
-  if run then stmts = { { SET_ORIGIN, origin_of(run), n = 1 }, stmt } end
+  if origin ~= nil then stmts = { { SET_ORIGIN, origin_of(origin), n = 1 }, stmt } end
   local ok, res, err
   if h.load[conn] then -- a shared connection: its load counts in pick()
     ok, res, err = pcall(counted, h.load, conn, conn.batch, conn, stmts)
@@ -176,8 +177,20 @@ local function execute(h, sql, ...)
   local run = task.current()
   local tx = run and open_tx[run]
   if tx and tx.handle == h then return run_batch(h, tx.conn, stmt) end
-  -- (a task that is not a run, like a webhook's verify, has no origin)
-  return run_batch(h, pick(h), stmt, run and run.id and h.kind == "postgres" and run or nil)
+  local conn, origin = pick(h), nil
+  if h.kind == "postgres" then
+    if run and run.id then
+      origin = run
+    elseif h.load[conn] > 0 then
+      -- a task that is no run (a webhook's verify) has none; batches sharing
+      -- a connection commit together, and a run's batch before it in the
+      -- group would lend it its origin. (Alone, a statement is sent as it
+      -- is: `rill db apply` may run what a pipeline refuses, such as
+      -- CREATE INDEX CONCURRENTLY.)
+      origin = false
+    end
+  end
+  return run_batch(h, conn, stmt, origin)
 end
 
 -- The functions flows call raise at the flow's line (level 2: they are
@@ -263,7 +276,8 @@ function Handle:tx(fn)
   local begin = self.kind == "sqlite" and "BEGIN IMMEDIATE" or "BEGIN"
   local ok, err = pcall(run_batch, self, conn, { begin })
   if ok and self.kind == "postgres" then
-    ok, err = pcall(run_batch, self, conn, { SET_ORIGIN, origin_of(run), n = 1 })
+    -- (a task that is no run, a webhook's verify, has no origin)
+    ok, err = pcall(run_batch, self, conn, { SET_ORIGIN, origin_of(run.id and run or nil), n = 1 })
     if not ok then pcall(run_batch, self, conn, { "ROLLBACK" }) end
   end
   if not ok then

@@ -367,12 +367,22 @@ end
 poll = function()
   -- In a task: a look at what is ready, then claims sized to the free slots.
   require("rill.c.task").spawn(function()
-    -- the 1,000 due longest: enough to fill the free slots, and to see
-    -- other flows behind one held back by its concurrency
+    -- the 1,000 due longest (enough to fill the free slots) of the flows
+    -- that can take a run now: a long backlog of one paused or held back by
+    -- its concurrency would fill the 1,000 and hide every other flow's runs
+    local skip, held = {}, false
+    for name, flow in pairs(active) do
+      if pauses.is_paused(name) then
+        skip[#skip + 1] = name
+      elseif flow.concurrency and free_slots(flow) <= 0 then
+        skip[#skip + 1], held = name, true
+      end
+    end
     local gen = pauses.generation()
-    local ready, paused = store.ready(store.now_ms(), math.max(1000, queue.concurrency))
+    local ready, paused = store.ready(store.now_ms(), math.max(1000, queue.concurrency), skip)
     pauses.replace(paused, gen)
-    maybe_queued = #ready > 0
+    -- (a run of a flow held back may wait: the end of one of its runs looks)
+    maybe_queued = #ready > 0 or held
     local claims = {}
     local budget = queue.concurrency - running
     for _, r in ipairs(ready) do

@@ -76,6 +76,13 @@ local function finish(run, task_ok, ok, value)
   else
     run.state = "failed"
     run.error = task_ok and value or { message = tostring(ok) }
+    if not task_ok and run.step and run.step.no_retry then
+      -- stopped (its deadline) inside a step marked retry = false: the
+      -- step's outcome is unknown, as when it fails, so no retry either
+      run.error.message = string.format("step %q failed and is marked retry = false: %s", run.step.name,
+        run.error.message)
+      run.error.no_retry = true
+    end
     log.write("error", "run failed: " .. run.error.message,
       { ms = math.floor(run.duration * 1000 + 0.5), traceback = run.error.traceback ~= "" and run.error.traceback or nil }, run)
   end

@@ -86,7 +86,7 @@ function steps.step(name, fn, opts)
   local started = now_ms()
   local err
   for attempt = 1, attempts do
-    run.step = { seq = seq, name = name }
+    run.step = { seq = seq, name = name, no_retry = opts.retry == false }
     local r = { pcall(fn) }
     run.step = nil
     if r[1] then

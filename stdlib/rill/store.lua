@@ -308,20 +308,29 @@ end
 local DUE = WAITING .. " AND run_at <= $1"
 local ORPHANED = "state = 'running' AND lease_until < $1"
 
--- ready(now, limit) -> {flow, n} for each flow with runs ready to claim,
--- counted among the `limit` due longest (counting every due run would make
--- each poll scan them all when many come due at once), and the set of
+-- ready(now, limit[, skip]) -> {flow, n} for each flow with runs ready to
+-- claim, counted among the `limit` due longest (counting every due run would
+-- make each poll scan them all when many come due at once), and the set of
 -- paused flows (read in the same batch: a pause made by another instance
--- holds here from the next poll on).
-function store.ready(now, limit)
+-- holds here from the next poll on). skip: names of flows that cannot take
+-- a run now (paused, at their concurrency), left out of the count: a
+-- backlog of theirs longer than `limit` would hide every other flow's runs.
+function store.ready(now, limit, skip)
   limit = limit or 1000
-  local res = store.batch {
-    { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. DUE
-      .. " ORDER BY run_at LIMIT $2) due GROUP BY 1", now, limit, n = 2 },
-    { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. ORPHANED
-      .. " LIMIT $2) orphaned GROUP BY 1", now, limit, n = 2 },
-    { "SELECT flow FROM flow_pauses" },
-  }
+  local not_in = ""
+  if skip and #skip > 0 then
+    local params = {}
+    for i = 1, #skip do params[i] = "$" .. (i + 2) end
+    not_in = " AND flow NOT IN (" .. table.concat(params, ", ") .. ")"
+  end
+  local function counted(where, order)
+    local st = { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. where .. not_in
+      .. order .. " LIMIT $2) ready GROUP BY 1", now, limit, n = 2 + #(skip or {}) }
+    for i, name in ipairs(skip or {}) do st[i + 3] = name end
+    return st
+  end
+  local res = store.batch { counted(DUE, " ORDER BY run_at"), counted(ORPHANED, ""),
+    { "SELECT flow FROM flow_pauses" } }
   local paused = {}
   for _, r in ipairs(table.remove(res)) do paused[r.flow] = true end
   local by_flow, out = {}, {}
@@ -639,7 +648,12 @@ function store.deliver(e, waits)
       .. "CAST($5 AS BIGINT), CAST($5 AS BIGINT) WHERE EXISTS (SELECT 1 FROM run_waits WHERE run_id = $1 "
       .. "AND seq = $2) ON CONFLICT DO NOTHING", w.run_id, w.seq, w.name, w.result, now, n = 5 }
     stmts[#stmts + 1] = { "DELETE FROM run_waits WHERE run_id = $1 AND seq = $2", w.run_id, w.seq, n = 2 }
-    stmts[#stmts + 1] = { "UPDATE runs SET run_at = $2 WHERE id = $1 AND state = 'waiting'", w.run_id, now, n = 2 }
+    -- also while 'running' (its attempt may be parking now): the row lock
+    -- orders this with finish(), which then sees the step recorded here (a
+    -- run that committed 'waiting' after this statement looked but before
+    -- this commit would wait until its timeout, READ COMMITTED)
+    stmts[#stmts + 1] = { "UPDATE runs SET run_at = $2 WHERE id = $1 AND state IN ('waiting', 'running')",
+      w.run_id, now, n = 2 }
   end
   stmts[#stmts + 1] = { "UPDATE events SET delivered = 1 WHERE id = $1", e.id, n = 1 }
   store.batch(stmts)
