@@ -110,6 +110,36 @@ def an_event_stored_before_the_wait_begins_is_found_by_it():
         eq(result(r, rid)[1]["by"], "early", "its data")
 
 
+TWICE = """
+return {
+  triggers = { webhook { path = "/hooks/twice", mode = "async" } },
+  run = function()
+    local first = wait_for("first", { event = "tick", timeout = "1h" })
+    local second = wait_for("second", { event = "tick", timeout = "1h" })
+    return { first.data.n, second.data.n }
+  end,
+}"""
+
+TICK = """
+return {
+  triggers = { webhook { path = "/hooks/tick", mode = "async", emit = "tick" } },
+  run = function(ctx) return ctx.payload end,
+}"""
+
+
+@test
+def two_waits_for_one_event_name_take_two_events():
+    with Rill({"twice.lua": TWICE, "tick.lua": TICK}, env=store()) as r:
+        rid = r.request("POST", "/hooks/twice", {}).json()["run_id"]
+        wait_until(lambda: result(r, rid)[0] == "waiting", 10, "first wait")
+        r.request("POST", "/hooks/tick", {"n": 1})
+        wait_until(lambda: [s["name"] for s in r.runs("show", rid)["steps"]] == ["first"], 10, "first wait ended")
+        wait_until(lambda: result(r, rid)[0] == "waiting", 10, "second wait: the first event is taken")
+        r.request("POST", "/hooks/tick", {"n": 2})
+        wait_until(lambda: result(r, rid)[0] == "succeeded", 10, "second wait ended")
+        eq(result(r, rid)[1], [1, 2], "each wait its own event")
+
+
 @test
 def wait_for_outside_a_stored_run_is_refused_clearly():
     flow = """

@@ -38,7 +38,8 @@ function events.deliver(e)
   local matched = {}
   for _, w in ipairs(store.waits(e.name)) do
     local match = w.match and json.try_decode(w.match)
-    if match == nil or matches(match, data) then
+    -- an event older than the waiting run (one the sweep delivers late) is not its
+    if e.created >= w.since and (match == nil or matches(match, data)) then
       matched[#matched + 1] = { run_id = w.run_id, seq = w.seq, name = w.name, result = result_of(e, data) }
     end
   end

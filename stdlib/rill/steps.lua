@@ -160,8 +160,14 @@ function steps.wait_for(name, opts)
   if opts.match ~= nil and type(opts.match) ~= "table" then error("wait_for: match must be a table of fields", 2) end
   local run = task.current()
   if not run then error("wait_for: only inside a run", 2) end
+  -- the events earlier waits of this run took: a later wait does not take them again
+  run.consumed = run.consumed or {}
+  local function took(v)
+    if type(v) == "table" and v.id then run.consumed[v.id] = true end
+    return v
+  end
   local seq, done = next_step(run, name)
-  if done then return decode(done.result) end
+  if done then return took(decode(done.result)) end
   if not run.durable then
     error("wait_for: only in a stored run (an async webhook, a cron tick, a database event); "
       .. "this run is not stored, so it cannot be parked", 2)
@@ -175,14 +181,14 @@ function steps.wait_for(name, opts)
   local result
   for _, e in ipairs(found) do
     local data = e.data and json.try_decode(e.data)
-    if opts.match == nil or events.matches(opts.match, data) then
+    if not run.consumed[e.id] and (opts.match == nil or events.matches(opts.match, data)) then
       result = events.result_of(e, data)
       break
     end
   end
   if not result and timeout_at and timeout_at <= now_ms() then result = json.encode { timed_out = true } end
   if result then
-    local v = decode(store.end_wait(run.id, seq, name, result))
+    local v = took(decode(store.end_wait(run.id, seq, name, result)))
     log.write("info", v.timed_out and "wait timed out" or "wait ended by an event", { step = name, event = opts.event }, run)
     return v
   end

@@ -631,9 +631,9 @@ function store.emit(e)
   return res[#res].changes > 0
 end
 
--- waits(event) -> the waits on that event name: {run_id, seq, name, match}. In a task.
+-- waits(event) -> the waits on that event name: {run_id, seq, name, match, since}. In a task.
 function store.waits(event)
-  return store.batch { { "SELECT run_id, seq, name, match FROM run_waits WHERE event = $1", event, n = 1 } }[1]
+  return store.batch { { "SELECT run_id, seq, name, match, since FROM run_waits WHERE event = $1", event, n = 1 } }[1]
 end
 
 -- deliver(e, waits): the event ends each wait in `waits` still there: its
