@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS payments (
   payer TEXT,
   status TEXT NOT NULL,                      -- matched, partial, review (unmatched: a person decides)
   review_reason TEXT,
+  recorded_by TEXT,                          -- the run that recorded it: a retry of that run goes on after it
   received_at TIMESTAMPTZ NOT NULL,
   created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
   UNIQUE (source, external_id)

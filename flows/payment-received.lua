@@ -105,6 +105,20 @@ local function match(p)
   return { invoice = inv, status = p.amount < outstanding - CENT and "partial" or "matched" }
 end
 
+-- recorded_by_this_run(ctx, payment) -> what the recording returned, when this run recorded the payment
+-- in an earlier attempt that died before its step was stored (the retry goes on with the steps after
+-- it); nil when another run recorded it (a duplicate).
+local function recorded_by_this_run(ctx, p)
+  local row = db.query("SELECT id, invoice_id, status, review_reason, recorded_by FROM payments "
+    .. "WHERE source = $1 AND external_id = $2", p.source, p.external_id)[1]
+  if not row or row.recorded_by ~= ctx.run_id then return nil end
+  local inv = present(row.invoice_id) and db.query("SELECT * FROM invoices WHERE id = $1", row.invoice_id)[1] or nil
+  local out = { payment_id = row.id, match = { invoice = inv, status = row.status,
+    reason = present(row.review_reason) and row.review_reason or nil } }
+  if row.status ~= "review" then out.invoice_status, out.amount_paid = inv.status, inv.amount_paid end
+  return out
+end
+
 -- record(ctx, payment): match, store once, then tell the services.
 local function record(ctx, p)
   local stored = step("record payment", function()
@@ -115,12 +129,12 @@ local function record(ctx, p)
       local m = match(p)
       local inv = m.invoice
       local row = db.query([[INSERT INTO payments (owner_company, invoice_id, source, external_id, amount, currency,
-          reference, payer, status, review_reason, received_at, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+          reference, payer, status, review_reason, recorded_by, received_at, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
         ON CONFLICT (source, external_id) DO NOTHING RETURNING id]],
         inv and inv.owner_company, inv and inv.id, p.source, p.external_id, p.amount, p.currency,
-        p.reference, p.payer, m.status, m.reason, p.received_at or now, now)[1]
-      if not row then return { duplicate = true } end
+        p.reference, p.payer, m.status, m.reason, ctx.run_id, p.received_at or now, now)[1]
+      if not row then return recorded_by_this_run(ctx, p) or { duplicate = true } end
       local out = { payment_id = row.id, match = m }
       if m.status ~= "review" then
         local after = db.query([[UPDATE invoices SET amount_paid = amount_paid + $1,
