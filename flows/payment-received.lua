@@ -3,7 +3,8 @@
 -- invoice becomes paid or partially paid (one at the collection agency stays in collection until paid). A payment that no invoice explains goes to a person.
 --
 -- Revolut: only a completed incoming transfer is a payment; one still pending waits (parked) for
--- Revolut's TransactionStateChanged to `completed`, unless that came first (noted in audit_log). A Revolut payment is also recorded in Invoice
+-- Revolut's TransactionStateChanged to `completed`, unless that came first (noted in audit_log); still
+-- pending after 14 days, it goes to review (unless another delivery of it was recorded meanwhile). A Revolut payment is also recorded in Invoice
 -- Ninja; one that came from Invoice Ninja is not sent back there. Each matched payment adds the
 -- company's mautic_payment_points to the client's Mautic contact, tells the company's Slack channel
 -- and emits "payment.received" { invoice_id, payment_id, ... } (a run can wait_for it).
@@ -127,6 +128,9 @@ local function record(ctx, p)
       -- matched in the transaction that records it: a retry (the recording failed) sees the invoice as it
       -- is now, not as it was (paid meanwhile, it would be paid twice)
       local m = match(p)
+      if p.review_reason then -- money that never arrived: a person looks, the likely invoice noted
+        m = { invoice = m.invoice, status = "review", reason = p.review_reason }
+      end
       local inv = m.invoice
       local row = db.query([[INSERT INTO payments (owner_company, invoice_id, source, external_id, amount, currency,
           reference, payer, status, review_reason, recorded_by, received_at, created_at)
@@ -260,6 +264,7 @@ local function from_revolut(ctx)
     return { ignored = "not an incoming transfer", transaction = tx.id }
   end
   if type(leg.currency) ~= "string" then fail("revolut: transaction " .. tostring(tx.id) .. " has no currency") end
+  local never_completed
   if tx.state ~= "completed" then
     if tx.state ~= "pending" and tx.state ~= "created" then
       return { ignored = "transaction " .. tostring(tx.state), transaction = tx.id }
@@ -271,15 +276,17 @@ local function from_revolut(ctx)
     if not completed_before then
       local done = wait_for("completed", { event = "revolut.state_changed",
         match = { id = tx.id, state = "completed" }, timeout = "14d" })
-      if done.timed_out then return { ignored = "not completed within 14 days", transaction = tx.id } end
+      if done.timed_out then never_completed = "transfer still pending after 14 days: it never completed" end
     end
   end
   local cp = type(leg.counterparty) == "table" and leg.counterparty or {}
+  -- never completed: stored for review (unless another delivery recorded it meanwhile: a duplicate)
   return record(ctx, {
     source = "revolut", external_id = tostring(tx.id), amount = leg.amount, currency = leg.currency,
     reference = type(tx.reference) == "string" and tx.reference or nil,
     payer = leg.description or cp.name or cp.id,
     received_at = tx.completed_at or tx.updated_at or tx.created_at,
+    review_reason = never_completed,
   })
 end
 
