@@ -297,7 +297,8 @@ def leads_from_a_mautic_form_and_from_sql_are_welcomed_once_and_a_conversion_mak
             wait_until(lambda: w.mails_to("sales@nordwind.example"), 10, "company 2's sales team mailed")
             assert any("New lead from phone: Jonas Keller" in t for t in w.slack_texts("#nordwind"))
 
-            # converted: the project manager's task, once
+            # converted: the project manager's task, once, due the company's pm_task_days later (its timezone's days)
+            w.sql("UPDATE companies SET pm_task_days = 4, timezone = 'Pacific/Honolulu' WHERE id = 1")
             w.sql(f"UPDATE leads SET status = 'converted' WHERE id = {lead_id}")
             # (the lead's earlier updates ran it too, and were skipped)
             conv = wait_until(lambda: [result(r, x) for x in runs_of(r, "lead-converted", "succeeded")
@@ -305,6 +306,9 @@ def leads_from_a_mautic_form_and_from_sql_are_welcomed_once_and_a_conversion_mak
             eq(conv, [{"converted": int(lead_id), "task": True}], "converted, once")
             eq(w.sql("SELECT title || ' ' || assignee_email FROM tasks WHERE related_table = 'leads'"),
                "Kick-off: Léa Roux (Roux SARL) projets@lumen.example", "the task")
+            eq(w.sql("SELECT t.due_date = (l.converted_at AT TIME ZONE 'Pacific/Honolulu')::date + 4 FROM tasks t "
+                     "JOIN leads l ON l.id = t.related_id WHERE t.related_table = 'leads'"), "t",
+               "due 4 days after the conversion's day in Honolulu")
             eq(len(w.mails_to("projets@lumen.example")), 1, "the project manager mailed")
             eq(w.mautic.contacts[444]["fields"]["all"].get("tags"), ["client"], "tagged in Mautic")
     finally:
