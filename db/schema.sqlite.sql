@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS companies (
   mautic_payment_points INTEGER NOT NULL DEFAULT 10,
   docuseal_template INTEGER,
   mautic_forms TEXT,                         -- ids of the Mautic forms whose submissions are its leads: '2,7'
+  pm_task_days INTEGER NOT NULL DEFAULT 2,   -- a converted lead's kick-off task is due this many days later
+  timezone TEXT NOT NULL DEFAULT 'Europe/Paris', -- its days (due dates, overdue days, the weekly report's week)
   created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 
@@ -113,6 +115,7 @@ CREATE TABLE IF NOT EXISTS payments (
   payer TEXT,
   status TEXT NOT NULL,                      -- matched, partial, review (unmatched: a person decides)
   review_reason TEXT,
+  recorded_by TEXT,                          -- the run that recorded it: a retry of that run goes on after it
   received_at TEXT NOT NULL,
   created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   UNIQUE (source, external_id)

@@ -1,6 +1,7 @@
 -- A lead becomes a client (its status becomes `converted`): the project manager gets a task to start
 -- the project (one per lead) and an email, the team hears of it on Slack, the contact is tagged
--- "client" in Mautic, and an analytics event is recorded.
+-- "client" in Mautic, and an analytics event is recorded. The task is due the company's pm_task_days
+-- after the conversion, counted in days of its timezone.
 
 local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
 
@@ -16,8 +17,6 @@ end
 local function full_name(contact)
   return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
 end
-
-local TASK_DAYS = 2 -- the kick-off task is due this many days after the conversion
 
 return {
   description = "A converted lead: task for the project manager, Slack, Mautic, analytics",
@@ -40,6 +39,7 @@ return {
     local lead, company, contact = r.lead, r.company, r.contact
     local who = contact and (full_name(contact) ~= "" and full_name(contact) or contact.email) or ("lead " .. lead.id)
     local now = step("converted at", time.now)
+    local due_date = time.iso(time.add_days(now, company.pm_task_days, company.timezone), company.timezone):sub(1, 10)
 
     -- one kick-off task per lead, even if it is converted, reopened and converted again
     local task_title = "Kick-off: " .. who .. (contact and contact.organization and (" (" .. contact.organization .. ")") or "")
@@ -48,7 +48,7 @@ return {
       local n = db.exec("INSERT INTO tasks (owner_company, title, assignee_email, related_table, related_id, due_date, "
         .. "created_at) SELECT $1, $2, $3, 'leads', $4, $5, $6 WHERE NOT EXISTS "
         .. "(SELECT 1 FROM tasks WHERE related_table = 'leads' AND related_id = $4)",
-        company.id, task_title, company.pm_email, lead.id, time.iso(now + TASK_DAYS * 86400):sub(1, 10), time.iso(now))
+        company.id, task_title, company.pm_email, lead.id, due_date, time.iso(now))
       return { created = n > 0 }
     end)
     if task.created and company.pm_email then
@@ -56,7 +56,7 @@ return {
         return email.send { from = string.format("%s <%s>", company.sender_name or company.name, company.sender_email),
           to = company.pm_email, subject = task_title,
           text = string.format("%s is now a client of %s. A kick-off task is yours, due %s.\n\nEmail: %s\nPhone: %s\n"
-            .. "Notes: %s\n", who, company.name, time.iso(now + TASK_DAYS * 86400):sub(1, 10),
+            .. "Notes: %s\n", who, company.name, due_date,
             contact and contact.email or "-", contact and contact.phone or "-", lead.notes or "-") }
       end)
     end

@@ -3,7 +3,8 @@
 -- invoice becomes paid or partially paid (one at the collection agency stays in collection until paid). A payment that no invoice explains goes to a person.
 --
 -- Revolut: only a completed incoming transfer is a payment; one still pending waits (parked) for
--- Revolut's TransactionStateChanged to `completed`, unless that came first (noted in audit_log). A Revolut payment is also recorded in Invoice
+-- Revolut's TransactionStateChanged to `completed`, unless that came first (noted in audit_log); still
+-- pending after 14 days, it goes to review (unless another delivery of it was recorded meanwhile). A Revolut payment is also recorded in Invoice
 -- Ninja; one that came from Invoice Ninja is not sent back there. Each matched payment adds the
 -- company's mautic_payment_points to the client's Mautic contact, tells the company's Slack channel
 -- and emits "payment.received" { invoice_id, payment_id, ... } (a run can wait_for it).
@@ -105,6 +106,20 @@ local function match(p)
   return { invoice = inv, status = p.amount < outstanding - CENT and "partial" or "matched" }
 end
 
+-- recorded_by_this_run(ctx, payment) -> what the recording returned, when this run recorded the payment
+-- in an earlier attempt that died before its step was stored (the retry goes on with the steps after
+-- it); nil when another run recorded it (a duplicate).
+local function recorded_by_this_run(ctx, p)
+  local row = db.query("SELECT id, invoice_id, status, review_reason, recorded_by FROM payments "
+    .. "WHERE source = $1 AND external_id = $2", p.source, p.external_id)[1]
+  if not row or row.recorded_by ~= ctx.run_id then return nil end
+  local inv = present(row.invoice_id) and db.query("SELECT * FROM invoices WHERE id = $1", row.invoice_id)[1] or nil
+  local out = { payment_id = row.id, match = { invoice = inv, status = row.status,
+    reason = present(row.review_reason) and row.review_reason or nil } }
+  if row.status ~= "review" then out.invoice_status, out.amount_paid = inv.status, inv.amount_paid end
+  return out
+end
+
 -- record(ctx, payment): match, store once, then tell the services.
 local function record(ctx, p)
   local stored = step("record payment", function()
@@ -113,14 +128,17 @@ local function record(ctx, p)
       -- matched in the transaction that records it: a retry (the recording failed) sees the invoice as it
       -- is now, not as it was (paid meanwhile, it would be paid twice)
       local m = match(p)
+      if p.review_reason then -- money that never arrived: a person looks, the likely invoice noted
+        m = { invoice = m.invoice, status = "review", reason = p.review_reason }
+      end
       local inv = m.invoice
       local row = db.query([[INSERT INTO payments (owner_company, invoice_id, source, external_id, amount, currency,
-          reference, payer, status, review_reason, received_at, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+          reference, payer, status, review_reason, recorded_by, received_at, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
         ON CONFLICT (source, external_id) DO NOTHING RETURNING id]],
         inv and inv.owner_company, inv and inv.id, p.source, p.external_id, p.amount, p.currency,
-        p.reference, p.payer, m.status, m.reason, p.received_at or now, now)[1]
-      if not row then return { duplicate = true } end
+        p.reference, p.payer, m.status, m.reason, ctx.run_id, p.received_at or now, now)[1]
+      if not row then return recorded_by_this_run(ctx, p) or { duplicate = true } end
       local out = { payment_id = row.id, match = m }
       if m.status ~= "review" then
         local after = db.query([[UPDATE invoices SET amount_paid = amount_paid + $1,
@@ -246,6 +264,7 @@ local function from_revolut(ctx)
     return { ignored = "not an incoming transfer", transaction = tx.id }
   end
   if type(leg.currency) ~= "string" then fail("revolut: transaction " .. tostring(tx.id) .. " has no currency") end
+  local never_completed
   if tx.state ~= "completed" then
     if tx.state ~= "pending" and tx.state ~= "created" then
       return { ignored = "transaction " .. tostring(tx.state), transaction = tx.id }
@@ -257,15 +276,17 @@ local function from_revolut(ctx)
     if not completed_before then
       local done = wait_for("completed", { event = "revolut.state_changed",
         match = { id = tx.id, state = "completed" }, timeout = "14d" })
-      if done.timed_out then return { ignored = "not completed within 14 days", transaction = tx.id } end
+      if done.timed_out then never_completed = "transfer still pending after 14 days: it never completed" end
     end
   end
   local cp = type(leg.counterparty) == "table" and leg.counterparty or {}
+  -- never completed: stored for review (unless another delivery recorded it meanwhile: a duplicate)
   return record(ctx, {
     source = "revolut", external_id = tostring(tx.id), amount = leg.amount, currency = leg.currency,
     reference = type(tx.reference) == "string" and tx.reference or nil,
     payer = leg.description or cp.name or cp.id,
     received_at = tx.completed_at or tx.updated_at or tx.created_at,
+    review_reason = never_completed,
   })
 end
 

@@ -123,6 +123,48 @@ test("a pending transfer waits for Revolut's completed state; part of the amount
   t.contains(t.calls("POST", "slack.test")[1].json.text, "1000.00 EUR still due", "Slack says what is left")
 end)
 
+test("a transfer still pending after its 14 days goes to review and to Slack; the invoice is untouched", function(t)
+  setup(t)
+  revolut(t, transfer("tx-16", "pending", 1500, "EUR", "F-2026-041"))
+  t.eq(t.runs("payment-received")[1].state, "waiting", "parked until completed")
+  t.advance("15d")
+  local run = t.runs("payment-received")[1]
+  t.eq({ run.state, run.result.status }, { "succeeded", "review" }, "the run ends with the payment in review")
+  t.contains(run.result.reason, "never completed", "why")
+  local pay = t.db.query("SELECT external_id, status, review_reason, invoice_id FROM payments")
+  t.eq(#pay, 1, "stored for a person")
+  t.eq({ pay[1].external_id, pay[1].status, pay[1].invoice_id }, { "tx-16", "review", 1 },
+    "in the review list, its likely invoice noted")
+  t.contains(pay[1].review_reason, "still pending after 14 days: it never completed", "the reason")
+  t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "sent", amount_paid = 0 },
+    "the invoice not paid by it")
+  local posts = t.calls("POST", "slack.test")
+  t.eq(#posts, 1, "one Slack message")
+  t.eq(posts[1].json.channel, "#lumen-sales", "the likely company's channel")
+  t.contains(posts[1].json.text, "Payment to review: 1500.00 EUR", "a payment to review")
+  t.contains(posts[1].json.text, "tx-16", "naming the transaction")
+  t.eq(#t.calls("POST", "ninja.test"), 0, "nothing to Invoice Ninja")
+  t.eq(#t.calls("*", "mautic.test"), 0, "nothing to Mautic")
+end)
+
+test("a pending transfer rill recorded meanwhile (delivered again, completed) is not put in review at the timeout", function(t)
+  setup(t)
+  revolut(t, transfer("tx-17", "pending", 1500, "EUR", "F-2026-041"))
+  t.advance("1h")
+  revolut(t, transfer("tx-17", "completed", 1500, "EUR", "F-2026-041")) -- another delivery: recorded by it
+  t.eq(t.runs("payment-received")[2].result.status, "matched", "recorded by the completed delivery")
+  t.advance("15d")
+  local first = t.runs("payment-received")[1]
+  t.eq({ first.state, first.result.duplicate }, { "succeeded", true }, "the timed-out run finds it recorded")
+  t.eq(t.db.query("SELECT status, review_reason FROM payments")[1], { status = "matched", review_reason = NULL },
+    "one payment, not in review")
+  local review = {}
+  for _, c in ipairs(t.calls("POST", "slack.test")) do
+    if c.json.text:find("review", 1, true) then review[#review + 1] = c end
+  end
+  t.eq(#review, 0, "no review message")
+end)
+
 test("Revolut retries a failed TransactionCreated after its TransactionStateChanged: the payment is recorded", function(t)
   setup(t)
   -- the transfer's first delivery failed (rill was paused, say); Revolut retries it 10 minutes later,
@@ -171,6 +213,58 @@ test("a payment whose recording is retried after the invoice got paid meanwhile 
   t.contains(first.result.reason, "already paid", "why")
   t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "paid", amount_paid = 1500 },
     "the invoice paid once")
+end)
+
+-- The process dies right after the recording's transaction commits, before the step is written to
+-- the store: the store refuses to record that step once, as a crash there would leave it.
+local function crash_after_recording()
+  local store = require "rill.store"
+  local record_step = store.step
+  store.step = function(run_id, owner, s)
+    if s.name == "record payment" then
+      store.step = record_step
+      error("the process died before the step was recorded", 0)
+    end
+    return record_step(run_id, owner, s)
+  end
+  return function() store.step = record_step end
+end
+
+test("a crash after the payment is saved, before its step is recorded: the retry goes on, once", function(t)
+  setup(t)
+  revolut(t, transfer("tx-14", "pending", 1500, "EUR", "F-2026-041"))
+  local restore = crash_after_recording()
+  revolut(t, json.encode { event = "TransactionStateChanged", timestamp = "2026-11-25T10:00:00Z",
+    data = { id = "tx-14", request_id = "r-14", old_state = "pending", new_state = "completed" } })
+  restore()
+  t.eq(t.runs("payment-received")[1].state, "retrying", "the attempt that recorded the payment died")
+  t.eq(#t.db.query("SELECT * FROM payments WHERE external_id = 'tx-14'"), 1, "the payment was saved")
+  t.advance("1m") -- the same run's retry
+  local run = t.runs("payment-received")[1]
+  t.eq(run.state, "succeeded", "the retry")
+  t.eq({ run.result.status, run.result.invoice_status, run.result.duplicate }, { "matched", "paid", nil },
+    "the payment it recorded, not a duplicate")
+  t.eq(t.db.query("SELECT status, amount_paid FROM invoices WHERE id = 1")[1], { status = "paid", amount_paid = 1500 },
+    "the invoice paid once")
+  t.eq(#t.calls("POST", "ninja.test/api/v1/payments"), 1, "recorded in Invoice Ninja, once")
+  t.eq(#t.calls("POST", "mautic.test/api/contacts/501/points/plus/10"), 1, "Mautic points, once")
+  local posts = t.calls("POST", "slack.test")
+  t.eq(#posts, 1, "one Slack message")
+  t.contains(posts[1].json.text, "Payment received: 1500.00 EUR for invoice F-2026-041 (paid in full)", "the payment's")
+  local emitted = {}
+  for _, st in ipairs(run.steps) do
+    if st.name == "emit payment.received" then emitted[#emitted + 1] = st end
+  end
+  t.eq(#emitted, 1, "payment.received emitted")
+
+  -- another delivery of the same transfer (Revolut's TransactionCreated, completed): another run, a duplicate
+  t.eq(revolut(t, transfer("tx-14", "completed", 1500, "EUR", "F-2026-041")).status, 202, "a new delivery")
+  local runs = t.runs("payment-received")
+  local last = runs[#runs]
+  t.eq({ last.state, last.result.duplicate }, { "succeeded", true }, "a duplicate")
+  t.eq(#t.calls("POST", "slack.test"), 1, "nothing more told")
+  t.eq(#t.calls("POST", "ninja.test/api/v1/payments"), 1, "nothing more in Invoice Ninja")
+  t.eq(#t.db.query("SELECT * FROM payments"), 1, "one payment")
 end)
 
 test("an unmatched, an ambiguous or a foreign-currency payment goes to review, and the invoice is untouched", function(t)

@@ -6,10 +6,9 @@
 -- sent, and only while the invoice is unpaid: two runs (a retry, a second instance) cannot both send
 -- a step, and an invoice paid since the morning's scan gets nothing. An invoice found late (already
 -- past several steps) gets only the step it has reached, not the ones it missed.
--- Settings: reminder_ladder, sender_email, sender_name, slack_channel (companies); LP_AGENCY_URL and
--- LP_AGENCY_TOKEN (the agency's API).
-
-local ZONE = "Europe/Paris"
+-- Days (due, overdue) are counted in the company's timezone.
+-- Settings: reminder_ladder, timezone, sender_email, sender_name, slack_channel (companies);
+-- LP_AGENCY_URL and LP_AGENCY_TOKEN (the agency's API).
 
 local function present(v) return v ~= nil and v ~= db.null and v ~= "" end
 
@@ -30,12 +29,14 @@ local function ladder_of(company)
   return days
 end
 
--- the reminders due today: for each overdue invoice, the highest step reached and not sent yet
-local function due_reminders(today)
-  local today_t = time.parse(today)
+-- the reminders due now: for each overdue invoice, the highest step reached and not sent yet, on the
+-- company's day
+local function due_reminders(now)
   local out = {}
   for _, company in ipairs(db.query("SELECT * FROM companies ORDER BY id")) do
     local ladder = ladder_of(company)
+    local today = time.iso(now, company.timezone):sub(1, 10)
+    local today_t = time.parse(today)
     local invoices = db.query([[SELECT i.*, c.email AS contact_email, c.first_name AS contact_first_name,
         (SELECT max(step) FROM payment_reminders r WHERE r.invoice_id = i.id) AS last_step
       FROM invoices i JOIN contacts c ON c.id = i.contact_id
@@ -102,11 +103,11 @@ end
 return {
   description = "Daily payment reminders on each company's ladder; the last step goes to the collection agency",
   triggers = {
-    cron { "0 9 * * *", tz = ZONE },
+    cron { "0 9 * * *", tz = "Europe/Paris" }, -- when the scan runs; the days are each company's
   },
   run = function(ctx)
-    local today = step("today", function() return time.iso(time.now(), ZONE):sub(1, 10) end)
-    local due = step("due reminders", function() return due_reminders(today) end)
+    local now = step("now", time.now)
+    local due = step("due reminders", function() return due_reminders(now) end)
     local sent = {}
     for _, r in ipairs(due) do
       local key = string.format("invoice %d step %d", r.invoice.id, r.step)
@@ -147,6 +148,6 @@ return {
         sent[#sent + 1] = { invoice = r.invoice.number, step = r.step, final = r.final }
       end
     end
-    return { date = today, reminders = sent }
+    return { at = time.iso(now), reminders = sent } -- (each company counts its own day)
   end,
 }

@@ -84,6 +84,18 @@ test("over forty days an overdue invoice gets its three reminders on days 3, 10 
   t.eq(runs[#runs].payload.scheduled:sub(1, 10), "2026-12-11", "the last one today, the 40th day")
 end)
 
+test("overdue counts in days of the company's timezone: not yet the third day in Honolulu", function(t)
+  setup(t, "2026-11-04T09:00:00") -- 08:00 UTC: the 4th in Paris, still the 3rd (22:00) in Honolulu
+  t.db.exec("UPDATE companies SET reminder_ladder = '3,10,30', timezone = 'Pacific/Honolulu' WHERE id = 2")
+  invoice(t, 1, 1, 1, "F-1", "2026-11-01") -- Atelier Lumen, Paris: 3 days overdue
+  invoice(t, 4, 2, 4, "N-1", "2026-11-01") -- Nordwind, in Honolulu here: 2 days overdue
+  local run = t.cron("payment-reminders")
+  t.eq(t.get_run(run.id).state, "succeeded", "run")
+  t.eq(#mails_to(t, "claire.martin@client.example"), 1, "Lumen's client reminded on its third day")
+  t.eq(#mails_to(t, "j.keller@kunde.example"), 0, "Nordwind's client not yet: its second day")
+  t.eq(#t.db.query("SELECT * FROM payment_reminders WHERE invoice_id = 4"), 0, "no step claimed for it")
+end)
+
 test("never twice for one step: a second run the same day, or a step already claimed, sends nothing", function(t)
   setup(t, "2026-11-20T09:30:00")
   invoice(t, 1, 1, 1, "F-1", "2026-11-08")   -- 12 days late: step 2 reached (3,10,30)

@@ -141,8 +141,12 @@ return {
       event = signature.event, match = signature.match, timeout = math.max(0, remind_at - sent_at) })
     if not signed.timed_out then return { signed = true, submission_id = submission.id } end
 
-    -- the reminder, once: this flow or quote-expiry, whichever claims it first
+    -- the reminder, once: this flow or quote-expiry, whichever claims it first; none for a quote
+    -- already past its date (sent late, or the wait woke late): it only expires, as in quote-expiry
     local claim = step("claim the reminder", function()
+      if time.now() >= expires_at then
+        return { claimed = false, status = db.query("SELECT status FROM quotes WHERE id = $1", quote.id)[1].status }
+      end
       local n = db.exec("UPDATE quotes SET expiry_warned_at = $1 WHERE id = $2 AND status = 'sent' "
         .. "AND expiry_warned_at IS NULL", time.iso(time.now()), quote.id)
       return { claimed = n > 0, status = db.query("SELECT status FROM quotes WHERE id = $1", quote.id)[1].status }

@@ -1,9 +1,8 @@
 -- Every Monday at 08:00 (Paris), each company gets its weekly summary in its own Slack channel:
 -- quotes sent, signed and expired during the past seven days (count and amount), invoices paid in
 -- those days, and the receivables still open today (due, and overdue), each currency summed apart.
--- Each company sees only its own figures. Setting: companies.slack_channel (a company without one gets no report).
-
-local ZONE = "Europe/Paris"
+-- Each company sees only its own figures, its week in its own timezone. Settings: companies.slack_channel
+-- (a company without one gets no report), companies.timezone.
 
 local function present(v) return v ~= nil and v ~= db.null and v ~= "" end
 
@@ -59,21 +58,23 @@ end
 return {
   description = "Weekly pipeline and receivables summary per company, to its Slack channel",
   triggers = {
-    cron { "0 8 * * MON", tz = ZONE },
+    cron { "0 8 * * MON", tz = "Europe/Paris" }, -- when it is sent; each company's week is in its timezone
   },
   run = function(ctx)
-    local period = step("period", function()
-      local now = time.now()
-      local from = time.add_days(now, -7, ZONE)
-      return { from = time.iso(from), to = time.iso(now), today = time.iso(now, ZONE):sub(1, 10),
-        first = time.iso(from, ZONE):sub(1, 10), last = time.iso(time.add_days(now, -1, ZONE), ZONE):sub(1, 10) }
-    end)
+    local now = step("now", time.now)
+    -- the seven days before now, named by the company's dates
+    local function period(zone)
+      local from = time.add_days(now, -7, zone)
+      return { from = time.iso(from), to = time.iso(now), today = time.iso(now, zone):sub(1, 10),
+        first = time.iso(from, zone):sub(1, 10), last = time.iso(time.add_days(now, -1, zone), zone):sub(1, 10) }
+    end
     local companies = step("companies", function()
-      return db.query("SELECT id, name, currency, slack_channel FROM companies ORDER BY id")
+      return db.query("SELECT id, name, currency, slack_channel, timezone FROM companies ORDER BY id")
     end)
     local sent = {}
     for _, company in ipairs(companies) do
       if present(company.slack_channel) then
+        local period = period(company.timezone)
         local f = step("figures " .. company.id, function() return figures(company, period.from, period.to, period.today) end)
         step("report " .. company.id, function()
           return slack.post(company.slack_channel, message(company, f, period))
@@ -81,6 +82,6 @@ return {
         sent[#sent + 1] = { company = company.id, channel = company.slack_channel, figures = f }
       end
     end
-    return { from = period.from, to = period.to, reports = sent }
+    return { from = time.iso(time.add_days(now, -7)), to = time.iso(now), reports = sent }
   end,
 }

@@ -43,6 +43,17 @@ test("each company gets its own figures for the past week in its own channel", f
   t.contains(nordwind, "• Overdue: 1 (2750.00 EUR)", "Nordwind's overdue invoice")
 end)
 
+test("the week is the company's, in its timezone", function(t)
+  t.now("2026-11-23T07:59:00", "Europe/Paris") -- a Monday; in Honolulu still Sunday the 22nd
+  setup(t)
+  t.db.exec("UPDATE companies SET timezone = 'Pacific/Honolulu' WHERE id = 2")
+  t.advance("2m")
+  local posts = t.calls("POST", "slack.test")
+  t.eq(#posts, 2, "one message per company")
+  t.contains(posts[1].json.text, "*Atelier Lumen: the week of 2026-11-16 to 2026-11-22*", "Paris's week")
+  t.contains(posts[2].json.text, "*Nordwind Consulting: the week of 2026-11-15 to 2026-11-21*", "Honolulu's week")
+end)
+
 test("amounts in another currency are summed apart, never added to the company's currency", function(t)
   t.now("2026-11-23T07:59:00", "Europe/Paris")
   setup(t)

@@ -161,6 +161,7 @@ def a_signed_revolut_payment_pays_its_invoice_once_and_reaches_every_service():
            "the invoice row")
         eq(w.sql("SELECT source, external_id, invoice_id, owner_company, status, amount, currency FROM payments"),
            "revolut|tx-e2e-1|1|1|matched|1500.00|EUR", "the payment row")
+        eq(w.sql("SELECT recorded_by FROM payments"), r.json()["run_id"], "the run that recorded it (its retry goes on)")
         payments = list(w.ninja.payments.values())
         eq(len(payments), 1, "one payment recorded in Invoice Ninja")
         eq((payments[0]["client_id"], payments[0]["invoices"]), ("CLI-MARTIN", [{"invoice_id": "INV-F041",

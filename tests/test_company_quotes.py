@@ -7,8 +7,9 @@ service received and on the rows written:
   Mautic email, Slack; the run waits; DocuSeal's signed webhook ends the wait,
   the quote is signed with its deposit invoice, once even when delivered
   twice; bad signatures, stale timestamps and malformed bodies are refused;
-- the timeout path: a quote valid until the past is reminded and expired at
-  once, and the daily scan (quote-expiry) does not do it again; a quote valid
+- the timeout path: a quote valid until the past is expired at once, with
+  its follow-up and no reminder of a date already gone, and the daily scan
+  (quote-expiry) does not do it again; a quote valid
   5 days is reminded, then expired, across restarts with RILL_CLOCK_OFFSET;
 - leads: a signed Mautic form creates contact and lead, welcomed once (its
   replay only updates); a lead inserted in SQL is welcomed; a conversion gives
@@ -191,7 +192,7 @@ def a_quote_sent_waits_for_its_signature_and_the_docuseal_webhook_signs_it_once(
 
 
 @test
-def a_quote_valid_until_the_past_is_reminded_and_expired_once_whichever_flow_comes():
+def a_quote_valid_until_the_past_is_expired_once_without_a_reminder_whichever_flow_comes():
     w = World()
     try:
         with w.rill() as r:
@@ -202,12 +203,12 @@ def a_quote_valid_until_the_past_is_reminded_and_expired_once_whichever_flow_com
             # (the draft's insert ran it too, and was skipped)
             done = wait_until(lambda: [result(r, x) for x in runs_of(r, "quote-sent", "succeeded")
                                        if "skipped" not in result(r, x)], 15, "the quote-sent run")
-            eq(done, [{"expired": True, "reminded": True}], "reminded, then expired at once")
+            eq(done, [{"expired": True, "reminded": False}], "expired at once, not reminded")
             mails = w.mails_to("j.keller@kunde.example", "Q-2026-150")
-            eq(len(mails), 2, "reminder and follow-up")
+            eq(len(mails), 1, "the follow-up only")
             eq(mails[0]["mail_from"], "quotes@nordwind.example", "company 2's sender")
-            assert b"Subject: Your quote Q-2026-150 expires on" in mails[0]["data"], mails[0]["data"][:400]
-            assert b"Subject: Quote Q-2026-150 has expired" in mails[1]["data"], mails[1]["data"][:400]
+            assert b"Subject: Quote Q-2026-150 has expired" in mails[0]["data"], mails[0]["data"][:400]
+            eq(w.sql(f"SELECT expiry_warned_at IS NULL FROM quotes WHERE id = {qid}"), "t", "no reminder claimed")
             eq(w.sql(f"SELECT status FROM quotes WHERE id = {qid}"), "expired", "expired")
             assert any("Q-2026-150" in t and "expired unsigned" in t for t in w.slack_texts("#nordwind")), \
                 w.slack.messages
@@ -218,7 +219,7 @@ def a_quote_valid_until_the_past_is_reminded_and_expired_once_whichever_flow_com
         eq(code, 0, f"rill run quote-expiry ({err[-2000:]})")
         got = json.loads(out)
         eq(got["companies"], [{"company": 1, "reminded": ["D-2026-002"], "expired": ["D-2026-003"]}], "the scan")
-        eq(len(w.mails_to("j.keller@kunde.example", "Q-2026-150")), 2, "nothing more for Q-2026-150")
+        eq(len(w.mails_to("j.keller@kunde.example", "Q-2026-150")), 1, "nothing more for Q-2026-150")
         eq(len(w.mails_to("hugo@bernard-archi.example", "D-2026-002")), 1, "quote 2's reminder")
         eq(w.sql("SELECT status FROM quotes WHERE id = 3"), "expired", "quote 3 expired by the scan")
         assert any("expired, client followed up: D-2026-003" in t for t in w.slack_texts("#lumen-sales"))
@@ -296,7 +297,8 @@ def leads_from_a_mautic_form_and_from_sql_are_welcomed_once_and_a_conversion_mak
             wait_until(lambda: w.mails_to("sales@nordwind.example"), 10, "company 2's sales team mailed")
             assert any("New lead from phone: Jonas Keller" in t for t in w.slack_texts("#nordwind"))
 
-            # converted: the project manager's task, once
+            # converted: the project manager's task, once, due the company's pm_task_days later (its timezone's days)
+            w.sql("UPDATE companies SET pm_task_days = 4, timezone = 'Pacific/Honolulu' WHERE id = 1")
             w.sql(f"UPDATE leads SET status = 'converted' WHERE id = {lead_id}")
             # (the lead's earlier updates ran it too, and were skipped)
             conv = wait_until(lambda: [result(r, x) for x in runs_of(r, "lead-converted", "succeeded")
@@ -304,6 +306,9 @@ def leads_from_a_mautic_form_and_from_sql_are_welcomed_once_and_a_conversion_mak
             eq(conv, [{"converted": int(lead_id), "task": True}], "converted, once")
             eq(w.sql("SELECT title || ' ' || assignee_email FROM tasks WHERE related_table = 'leads'"),
                "Kick-off: Léa Roux (Roux SARL) projets@lumen.example", "the task")
+            eq(w.sql("SELECT t.due_date = (l.converted_at AT TIME ZONE 'Pacific/Honolulu')::date + 4 FROM tasks t "
+                     "JOIN leads l ON l.id = t.related_id WHERE t.related_table = 'leads'"), "t",
+               "due 4 days after the conversion's day in Honolulu")
             eq(len(w.mails_to("projets@lumen.example")), 1, "the project manager mailed")
             eq(w.mautic.contacts[444]["fields"]["all"].get("tags"), ["client"], "tagged in Mautic")
     finally:
