@@ -67,6 +67,7 @@ test: deps
 	@mkdir -p build && : > build/test-totals
 	$(MAKE) lint
 	$(MAKE) all
+	$(BUILD)/rill lua tools/check-lua.lua $(STDLIB_LUA) $(wildcard flows/*.lua)
 	$(MAKE) test-c RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
 	$(MAKE) asan RILL_TEST_TOTALS=$(CURDIR)/build/test-totals
 	$(MAKE) valgrind RILL_TEST_TOTALS=$(CURDIR)/build/test-totals

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Style is checked by tools, not by review: clang-format on the C sources.
-# (Lua files are checked by loading them: the stdlib at every build, which
-# embeds it, and flows/ by `rill test` in make test, which fails on a flow
-# that does not load.)
+# (Lua files are compiled by tools/check-lua.lua, run by make test once rill
+# is built.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=$(ls runtime/*.c runtime/*.h tests/*.c tests/*.h tools/*.c 2>/dev/null)
