@@ -158,3 +158,10 @@ CREATE TABLE IF NOT EXISTS analytics_events (
   properties TEXT,                           -- JSON
   created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- Columns added since the first version of this schema: applying the file
+-- again adds them to a database made by an earlier version.
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS mautic_forms TEXT;
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS pm_task_days INTEGER NOT NULL DEFAULT 2;
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS timezone TEXT NOT NULL DEFAULT 'Europe/Paris';
+ALTER TABLE payments ADD COLUMN IF NOT EXISTS recorded_by TEXT;
