@@ -3,16 +3,8 @@
 -- "client" in Mautic, and an analytics event is recorded. The task is due the company's pm_task_days
 -- after the conversion, counted in days of its timezone.
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
 
-local function plain(row)
-  if not row then return nil end
-  local out = {}
-  for k, v in pairs(row) do
-    if present(v) then out[k] = v end
-  end
-  return out
-end
+local plain = db.plain -- the row without its NULL columns (a step's result)
 
 local function full_name(contact)
   return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")

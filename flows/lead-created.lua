@@ -7,14 +7,7 @@
 
 local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
 
-local function plain(row)
-  if not row then return nil end
-  local out = {}
-  for k, v in pairs(row) do
-    if present(v) then out[k] = v end
-  end
-  return out
-end
+local plain = db.plain -- the row without its NULL columns (a step's result)
 
 local function text(v)
   if not present(v) then return nil end

@@ -2,16 +2,8 @@
 -- channel (signed and expired are announced by quote-signed, quote-sent and quote-expiry). When a quote
 -- is sent, the client also gets the company's quote email (its Mautic template mautic_quote_email).
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
 
-local function plain(row)
-  if not row then return nil end
-  local out = {}
-  for k, v in pairs(row) do
-    if present(v) then out[k] = v end
-  end
-  return out
-end
+local plain = db.plain -- the row without its NULL columns (a step's result)
 
 local function full_name(contact)
   return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")

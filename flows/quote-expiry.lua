@@ -3,15 +3,8 @@
 -- reminder first, once. The team gets one Slack summary per company. quote-sent does the same while
 -- it waits for a signature: the conditional updates below let only one of the two remind, or expire.
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
 
-local function plain(row)
-  local out = {}
-  for k, v in pairs(row) do
-    if present(v) then out[k] = v end
-  end
-  return out
-end
+local plain = db.plain -- the row without its NULL columns (a step's result)
 
 local function sender(company)
   return string.format("%s <%s>", company.sender_name or company.name, company.sender_email)

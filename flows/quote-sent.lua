@@ -5,17 +5,8 @@
 -- quote-expiry does the same reminders and expiries by a daily scan; the database makes sure a
 -- quote is reminded, and expired, once whichever flow gets there first.
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
 
--- A row without its NULL columns, so that it can be a step's result.
-local function plain(row)
-  if not row then return nil end
-  local out = {}
-  for k, v in pairs(row) do
-    if present(v) then out[k] = v end
-  end
-  return out
-end
+local plain = db.plain -- the row without its NULL columns (a step's result)
 
 local function load(quote_id)
   local quote = plain(db.query("SELECT * FROM quotes WHERE id = $1", quote_id)[1])

@@ -325,6 +325,17 @@ function db.query(...) return handle("main"):query(...) end
 function db.exec(...) return handle("main"):exec(...) end
 function db.tx(fn) return handle("main"):tx(fn) end
 
+-- plain(row) -> the row without its NULL columns (nil for no row): a value
+-- a step can return (db.null is not JSON).
+function db.plain(row)
+  if not row then return nil end
+  local out = {}
+  for k, v in pairs(row) do
+    if v ~= db.null then out[k] = v end
+  end
+  return out
+end
+
 -- statements(script) -> the statements of an SQL script, split at each ";"
 -- that ends a line (comment lines dropped), with {{date:N}} and {{time:N}}
 -- replaced by today plus N days (YYYY-MM-DD) and that instant (ISO, UTC),

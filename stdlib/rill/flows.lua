@@ -97,7 +97,7 @@ local function flow_modules()
   m.step, m.sleep_until, m.sleep_for = steps.step, steps.sleep_until, steps.sleep_for
   m.wait_for, m.emit = steps.wait_for, steps.emit
   local db = require "rill.db"
-  m.db = { query = db.query, exec = db.exec, tx = db.tx, use = db.use, null = db.null }
+  m.db = { query = db.query, exec = db.exec, tx = db.tx, use = db.use, null = db.null, plain = db.plain }
   local t = {}
   for k, v in pairs(time) do
     if k ~= "set_clock" then t[k] = v end
