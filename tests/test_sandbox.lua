@@ -46,6 +46,17 @@ t.test("useful globals are present", function()
   for _, name in ipairs(names) do t.eq(r.result[name], true, name) end
 end)
 
+t.test("http gives flows requests, not rill's own settings or its transport", function()
+  local flow = load("h.lua", [[
+return { triggers = { manual() }, run = function()
+  return { configure = http.configure ~= nil, transport = http.transport ~= nil, post = http.post ~= nil }
+end }]])
+  local r = run(flow).result
+  t.eq(r.configure, false, "http.configure")
+  t.eq(r.transport, false, "http.transport")
+  t.eq(r.post, true, "http.post")
+end)
+
 t.test("os keeps only time functions and string.dump is gone", function()
   local f = load("os.lua", [[
 return { triggers = { manual() }, run = function()

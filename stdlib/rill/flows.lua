@@ -90,7 +90,10 @@ local function flow_modules()
     sleep = timer.sleep,
     response = response,
     fail = require("rill.runner").fail,
-    http = require "rill.http",
+    http = (function(h) -- the requests only: configure and transport are rill's, not a flow's
+      return { request = h.request, get = h.get, post = h.post, put = h.put, patch = h.patch, delete = h.delete,
+               encode = h.encode }
+    end)(require "rill.http"),
     signatures = require "rill.signatures",
   }
   local steps = require "rill.steps"

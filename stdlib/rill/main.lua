@@ -45,6 +45,7 @@ usage: rill <command> [options]
   db install-events [--database NAME] TABLE...
                       capture inserts, updates and deletes of Postgres tables for
                       db_event triggers (database: main unless named)
+  lua FILE [ARG...]    run a trusted Lua script with rill's modules (tests, benchmarks)
   version             print rill's version
 
 Every setting can be overridden by an environment variable RILL_<SETTING>

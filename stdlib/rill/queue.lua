@@ -39,18 +39,18 @@ local counts = { succeeded = 0, retrying = 0, dead = 0, failed = 0, submitted = 
 queue.counts = counts
 
 local submitted_total = metrics.counter("rill_queue_submitted_total",
-  "Runs stored by this process (async webhooks, cron ticks, flows.trigger), by flow; duplicates not included.",
+  "Runs stored by this process (async webhooks, cron ticks, database events), by flow; duplicates not included.",
   { "flow" })
 local duplicates_total = metrics.counter("rill_queue_duplicates_total",
   "Deliveries refused as duplicates of a stored run (same idempotency key), by flow.", { "flow" })
 local outcomes_total = metrics.counter("rill_queue_outcomes_total",
-  "Attempts of stored runs whose outcome this process stored, by flow and state: succeeded, retrying, dead, sleeping.",
+  "Attempts of stored runs whose outcome this process stored, by flow and state: succeeded, retrying, dead, sleeping, waiting.",
   { "flow", "state" })
 -- The queue as the store holds it (all instances' runs), read every
 -- poll_interval by a running queue and shown at scrape time: a scrape
 -- never waits on the store, and the oldest due run's age is exact.
 local depth = {}  -- by_state (state -> n), oldest (run_at in ms of the oldest due run), reading
-metrics.gauge("rill_queue_runs", "Runs in the store waiting (queued, retrying, sleeping) or running, by state; "
+metrics.gauge("rill_queue_runs", "Runs in the store waiting (queued, retrying, sleeping, waiting) or running, by state; "
   .. "read from the store every poll_interval.", { "state" }, function(f)
     if not depth.by_state then error("the store has not been read yet", 0) end
     for state, n in pairs(depth.by_state) do f:labels(state):set(n) end

@@ -15,7 +15,7 @@ local started, finished = 0, 0
 local started_total = metrics.counter("rill_runs_started_total",
   "Runs started (every attempt of a stored run counts), by flow.", { "flow" })
 local finished_total = metrics.counter("rill_runs_finished_total",
-  "Runs ended, by flow and state: succeeded, failed, or sleeping (parked by sleep_until).", { "flow", "state" })
+  "Runs ended, by flow and state: succeeded, failed, sleeping or waiting (parked by sleep_*/wait_for).", { "flow", "state" })
 local duration = metrics.histogram("rill_run_duration_seconds",
   "How long runs took from start to end, by flow.", { "flow" })
 metrics.gauge("rill_runs_running", "Runs executing in this process now.", nil,

@@ -524,7 +524,7 @@ function store.requeue(id, pin)
 end
 
 -- cancel(id) -> true, or false and why: a run waiting for its time
--- (queued, retrying, sleeping) ends as cancelled, never to run again.
+-- (queued, retrying, sleeping, waiting) ends as cancelled, never to run again.
 function store.cancel(id)
   local res = store.batch { { "UPDATE runs SET state = 'cancelled', finished = $2, lease_until = NULL, "
     .. "owner = NULL WHERE id = $1 AND " .. WAITING, id, now_ms(), n = 2 },
