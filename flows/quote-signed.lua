@@ -7,6 +7,16 @@ local function present(v) return v ~= nil and v ~= db.null and v ~= json.null en
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
 
+-- DocuSeal 2.5.3 and later sign their webhooks (X-Docuseal-Signature); an older install only sends
+-- a secret in a header named in its UI: set DOCUSEAL_WEBHOOK_HEADER to that header's name to accept it.
+local SECRETS = { "DOCUSEAL_WEBHOOK_SECRET", "DOCUSEAL_WEBHOOK_SECRET_PREVIOUS" }
+local signed = signatures.docuseal { secret = SECRETS }
+local function docuseal_verify(request)
+  local header = env.DOCUSEAL_WEBHOOK_HEADER
+  if header and header ~= "" then return signatures.docuseal { secret = SECRETS, header = header }(request) end
+  return signed(request)
+end
+
 local function full_name(contact)
   return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
 end
@@ -65,7 +75,7 @@ return {
   description = "A quote signed in DocuSeal: deposit invoice, signed campaign, status signed",
   triggers = {
     webhook { method = "POST", path = "/api/integrations/docuseal/webhook", mode = "async", emit = "docuseal",
-              verify = signatures.docuseal { secret = { "DOCUSEAL_WEBHOOK_SECRET", "DOCUSEAL_WEBHOOK_SECRET_PREVIOUS" } } },
+              verify = docuseal_verify },
   },
   run = function(ctx)
     local event = ctx.payload.event_type

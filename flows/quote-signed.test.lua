@@ -179,3 +179,19 @@ test("other events are ignored; an unknown submission is ignored", function(t)
   t.eq(runs[2].result, { ignored = "no quote for submission 999" }, "not ours")
   t.eq(t.db.query("SELECT status FROM quotes WHERE id = 2")[1].status, "sent", "unchanged")
 end)
+
+test("an older DocuSeal (no signature, a secret header named in DOCUSEAL_WEBHOOK_HEADER) is accepted with it only", function(t)
+  fixture(t)
+  services(t)
+  t.env { DOCUSEAL_WEBHOOK_HEADER = "X-Docuseal-Secret" }
+  local body = json.encode { event_type = "form.completed", timestamp = "2026-11-25T10:00:00Z",
+    data = { id = 9, submission_id = 55, status = "completed" } }
+  local function send(secret)
+    return t.webhook("POST", PATH, { body = body, headers = { ["Content-Type"] = "application/json",
+      ["X-Docuseal-Secret"] = secret } })
+  end
+  t.eq(send("not-it").status, 401, "another secret")
+  t.eq(#t.runs("quote-signed"), 0, "nothing stored")
+  t.eq(send(SECRET).status, 202, "the configured secret")
+  t.eq(t.runs("quote-signed")[1].state, "succeeded", "the quote signed")
+end)
