@@ -7,12 +7,18 @@
 INSERT INTO companies (id, name, currency, slack_channel, sender_email, sender_name, sales_email, pm_email,
   quote_validity_days, quote_warning_days, deposit_percent, reminder_ladder, mautic_quote_sent_campaign,
   mautic_signed_campaign, mautic_nurture_segment, mautic_quote_email, mautic_payment_points, docuseal_template,
-  mautic_forms, pm_task_days, timezone)
+  mautic_forms, pm_task_days, timezone, invoiceninja_token_env, docuseal_url_env, docuseal_token_env,
+  mautic_url_env, mautic_user_env, mautic_password_env)
 VALUES
+  -- company 1: the default variables (INVOICENINJA_URL, INVOICENINJA_TOKEN, DOCUSEAL_*, MAUTIC_*)
   (1, 'Atelier Lumen', 'EUR', '#lumen-sales', 'devis@lumen.example', 'Atelier Lumen', 'ventes@lumen.example',
-   'projets@lumen.example', 30, 3, 30, '3,10,30', 11, 12, 21, 31, 10, 41, '2', 2, 'Europe/Paris'),
+   'projets@lumen.example', 30, 3, 30, '3,10,30', 11, 12, 21, 31, 10, 41, '2', 2, 'Europe/Paris',
+   NULL, NULL, NULL, NULL, NULL, NULL),
+  -- company 2: its own token in the same Invoice Ninja account, its own DocuSeal and Mautic
   (2, 'Nordwind Consulting', 'EUR', '#nordwind', 'quotes@nordwind.example', 'Nordwind', 'sales@nordwind.example',
-   'pm@nordwind.example', 15, 2, 40, '5,15,45', 13, 14, 22, 32, 5, 42, '5', 3, 'Europe/Berlin')
+   'pm@nordwind.example', 15, 2, 40, '5,15,45', 13, 14, 22, 32, 5, 42, '5', 3, 'Europe/Berlin',
+   'NORDWIND_INVOICENINJA_TOKEN', 'NORDWIND_DOCUSEAL_URL', 'NORDWIND_DOCUSEAL_TOKEN',
+   'NORDWIND_MAUTIC_URL', 'NORDWIND_MAUTIC_USER', 'NORDWIND_MAUTIC_PASSWORD')
 ON CONFLICT DO NOTHING;
 
 INSERT INTO contacts (id, owner_company, first_name, last_name, email, phone, organization) VALUES

@@ -27,6 +27,15 @@ CREATE TABLE IF NOT EXISTS companies (
   mautic_forms TEXT,                         -- ids of the Mautic forms whose submissions are its leads: '2,7'
   pm_task_days INTEGER NOT NULL DEFAULT 2,   -- a converted lead's kick-off task is due this many days later
   timezone TEXT NOT NULL DEFAULT 'Europe/Paris', -- its days (due dates, overdue days, the weekly report's week)
+  -- Credentials: the NAMES of the environment variables holding this company's URL and secrets for
+  -- each service (never a secret itself here); NULL: the default variable (INVOICENINJA_TOKEN...).
+  invoiceninja_url_env TEXT,                 -- one Invoice Ninja account may hold several companies,
+  invoiceninja_token_env TEXT,               -- each with its own API token
+  docuseal_url_env TEXT,
+  docuseal_token_env TEXT,
+  mautic_url_env TEXT,
+  mautic_user_env TEXT,
+  mautic_password_env TEXT,
   created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
@@ -164,4 +173,11 @@ CREATE TABLE IF NOT EXISTS analytics_events (
 ALTER TABLE companies ADD COLUMN IF NOT EXISTS mautic_forms TEXT;
 ALTER TABLE companies ADD COLUMN IF NOT EXISTS pm_task_days INTEGER NOT NULL DEFAULT 2;
 ALTER TABLE companies ADD COLUMN IF NOT EXISTS timezone TEXT NOT NULL DEFAULT 'Europe/Paris';
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS invoiceninja_url_env TEXT;
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS invoiceninja_token_env TEXT;
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS docuseal_url_env TEXT;
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS docuseal_token_env TEXT;
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS mautic_url_env TEXT;
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS mautic_user_env TEXT;
+ALTER TABLE companies ADD COLUMN IF NOT EXISTS mautic_password_env TEXT;
 ALTER TABLE payments ADD COLUMN IF NOT EXISTS recorded_by TEXT;
