@@ -4,6 +4,30 @@
 -- The Invoice Ninja ids are kept (contacts.invoiceninja_client_id, invoices.invoiceninja_id), stored
 -- only where still empty, so a retried or concurrent run never makes a second client or invoice.
 
+-- The company's own account of a service: companies.<service>_<setting>_env names the environment
+-- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
+-- named but not set fails the run: a company's records never go to another account.
+local function company_client(connector, service, company, settings)
+  local given = {}
+  for _, key in ipairs(settings) do
+    local column = service .. "_" .. key .. "_env"
+    local name = company[column]
+    if type(name) == "string" and name ~= "" then -- a NULL column is db.null, or absent from a plain row
+      if not name:match("^[%a_][%w_]*$") then -- not shown: it may be a secret pasted in the column
+        fail(string.format("company %s (%s): companies.%s is not the name of an environment variable",
+          tostring(company.id), tostring(company.name), column))
+      end
+      local value = env.get(name)
+      if value == nil or value == "" then
+        fail(string.format("company %s (%s): %s is not set (companies.%s names it for %s's %s)",
+          tostring(company.id), tostring(company.name), name, column, service, key))
+      end
+      given[key] = value
+    end
+  end
+  return connector.with(given)
+end
+
 local SYNCED = { "number", "amount", "currency", "status", "issued_at", "due_date", "contact_id", "reference" }
 
 local function present(v) return v ~= nil and v ~= db.null and v ~= json.null and v ~= "" end
@@ -49,15 +73,20 @@ return {
     local contact = step("read contact", function()
       return db.query("SELECT * FROM contacts WHERE id = $1", inv.contact_id)[1]
     end)
+    local company = step("read company", function()
+      return db.plain(db.query("SELECT * FROM companies WHERE id = $1", inv.owner_company)[1])
+    end)
 
     local ninja = { skipped = "cancelled" }
     if inv.status ~= "cancelled" and #changed > 0 then
+      -- the invoice's company's Invoice Ninja (its own token), for every call below
+      local ninja_api = company_client(invoiceninja, "invoiceninja", company, { "url", "token" })
       local client_id = contact.invoiceninja_client_id
       if not present(client_id) then
         client_id = step("create client", function()
           local name = present(contact.organization) and contact.organization
             or ((present(contact.first_name) and contact.first_name .. " " or "") .. (present(contact.last_name) and contact.last_name or ""))
-          local client = invoiceninja.create_client { name = name ~= "" and name or contact.email,
+          local client = ninja_api.create_client { name = name ~= "" and name or contact.email,
             contacts = { { first_name = present(contact.first_name) and contact.first_name or nil,
               last_name = present(contact.last_name) and contact.last_name or nil, email = contact.email,
               phone = present(contact.phone) and contact.phone or nil } } }
@@ -71,9 +100,9 @@ return {
       if not present(inv.invoiceninja_id) then
         local created = step("create invoice", function()
           -- a retry of this step (the answer lost after Invoice Ninja made it) finds it by its number
-          local made = invoiceninja.find_invoice(inv.number)
+          local made = ninja_api.find_invoice(inv.number)
           if not (made and made.client_id == client_id) then
-            made = invoiceninja.create_invoice(ninja_fields(inv, client_id), { mark_sent = inv.status ~= "draft" })
+            made = ninja_api.create_invoice(ninja_fields(inv, client_id), { mark_sent = inv.status ~= "draft" })
           end
           db.exec("UPDATE invoices SET invoiceninja_id = $1 WHERE id = $2 AND invoiceninja_id IS NULL", made.id, inv.id)
           return { id = made.id }
@@ -81,12 +110,12 @@ return {
         ninja = { created = created.id }
       else
         step("update invoice", function()
-          return { id = invoiceninja.update_invoice(inv.invoiceninja_id, ninja_fields(inv, client_id)).id }
+          return { id = ninja_api.update_invoice(inv.invoiceninja_id, ninja_fields(inv, client_id)).id }
         end)
         ninja = { updated = inv.invoiceninja_id }
         local old_status = ev.old and ev.old.status
         if old_status == "draft" and inv.status ~= "draft" then
-          step("mark sent", function() return { id = invoiceninja.mark_sent(inv.invoiceninja_id).id } end)
+          step("mark sent", function() return { id = ninja_api.mark_sent(inv.invoiceninja_id).id } end)
           ninja.marked_sent = true
         end
       end

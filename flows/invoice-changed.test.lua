@@ -6,7 +6,8 @@ local function setup(t)
   t.now("2026-11-25T10:00:00Z")
   t.fixture("../db/schema.sqlite.sql")
   t.fixture("../db/demo.sql")
-  t.env { INVOICENINJA_URL = "https://ninja.test", INVOICENINJA_TOKEN = "tok" }
+  -- one Invoice Ninja account, a token per company: company 2 names its own (companies.invoiceninja_token_env)
+  t.env { INVOICENINJA_URL = "https://ninja.test", INVOICENINJA_TOKEN = "tok", NORDWIND_INVOICENINJA_TOKEN = "tok-nordwind" }
   t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "CLI9" } } })
   t.stub("GET", "https://ninja.test/api/v1/invoices", { json = { data = {} } }) -- none of that number yet
   t.stub("POST", "https://ninja.test/api/v1/invoices", function(call)
@@ -118,3 +119,42 @@ test("an invoice made in Invoice Ninja but its answer lost: the retry finds it b
   t.eq(row(t, 53).invoiceninja_id, "NINV1", "the one made, kept")
 end)
 
+
+test("each company's invoice goes to Invoice Ninja with its company's token, every call of the run", function(t)
+  setup(t)
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, status, due_date) VALUES
+    (54, 1, 2, 'F-2026-054', 300, 'sent', '2026-12-25'), (55, 2, 4, 'R-2026-255', 400, 'sent', '2026-12-25')]])
+  t.eq(t.db_event("invoice-changed", { op = "insert", new = row(t, 54) }).state, "succeeded", "company 1's")
+  local first = #t.calls("*", "ninja.test")
+  t.eq(t.db_event("invoice-changed", { op = "insert", new = row(t, 55) }).state, "succeeded", "company 2's")
+  local calls = t.calls("*", "ninja.test")
+  t.eq(#calls, first * 2, "the same calls for each (find, client, invoice)")
+  for i, c in ipairs(calls) do
+    t.eq(c.headers["x-api-token"], i <= first and "tok" or "tok-nordwind",
+      string.format("call %d (%s %s): its company's token", i, c.method, c.url))
+  end
+end)
+
+test("a company whose token variable is not set: the run fails naming the variable, no call with another token", function(t)
+  setup(t)
+  t.env { NORDWIND_INVOICENINJA_TOKEN = "" } -- named by company 2, but empty: not set
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, status, due_date)
+    VALUES (56, 2, 4, 'R-2026-256', 400, 'sent', '2026-12-25')]])
+  local run = t.db_event("invoice-changed", { op = "insert", new = row(t, 56) })
+  t.eq(run.state, "dead", "failed without retries: a setting to fix")
+  t.contains(run.error, "company 2 (Nordwind Consulting): NORDWIND_INVOICENINJA_TOKEN is not set", "the variable, the company")
+  t.eq(#t.calls("*", "ninja.test"), 0, "nothing sent with the default token")
+  t.eq(row(t, 56).invoiceninja_id, json.null, "nothing stored as synced")
+end)
+
+test("a company's column holding something else than a variable's name: refused without showing it", function(t)
+  setup(t)
+  t.db.exec("UPDATE companies SET invoiceninja_token_env = 'sk live/0123456789' WHERE id = 2")
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, status, due_date)
+    VALUES (57, 2, 4, 'R-2026-257', 400, 'sent', '2026-12-25')]])
+  local run = t.db_event("invoice-changed", { op = "insert", new = row(t, 57) })
+  t.eq(run.state, "dead", "failed")
+  t.contains(run.error, "companies.invoiceninja_token_env is not the name of an environment variable", "why")
+  t.ok(not run.error:find("0123456789", 1, true), "the value is not in the error: " .. run.error)
+  t.eq(#t.calls("*", "ninja.test"), 0, "no call")
+end)
