@@ -5,6 +5,29 @@
 -- quote-expiry does the same reminders and expiries by a daily scan; the database makes sure a
 -- quote is reminded, and expired, once whichever flow gets there first.
 
+-- The company's own account of a service: companies.<service>_<setting>_env names the environment
+-- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
+-- named but not set fails the run: a company's records never go to another account.
+local function company_client(connector, service, company, settings)
+  local given = {}
+  for _, key in ipairs(settings) do
+    local column = service .. "_" .. key .. "_env"
+    local name = company[column]
+    if type(name) == "string" and name ~= "" then -- a NULL column is db.null, or absent from a plain row
+      if not name:match("^[%a_][%w_]*$") then -- not shown: it may be a secret pasted in the column
+        fail(string.format("company %s (%s): companies.%s is not the name of an environment variable",
+          tostring(company.id), tostring(company.name), column))
+      end
+      local value = env.get(name)
+      if value == nil or value == "" then
+        fail(string.format("company %s (%s): %s is not set (companies.%s names it for %s's %s)",
+          tostring(company.id), tostring(company.name), name, column, service, key))
+      end
+      given[key] = value
+    end
+  end
+  return connector.with(given)
+end
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
 
@@ -28,10 +51,10 @@ end
 
 local function day(iso) return iso:sub(1, 10) end
 
--- The client's contact in Mautic: the one recorded, else found by email, else created.
-local function mautic_contact(contact)
+-- The client's contact in the company's Mautic: the one recorded, else found by email, else created.
+local function mautic_contact(mautic_api, contact)
   if contact.mautic_id then return contact.mautic_id end
-  local found = mautic.find_contact(contact.email) or mautic.create_contact {
+  local found = mautic_api.find_contact(contact.email) or mautic_api.create_contact {
     email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
     company = contact.organization,
   }
@@ -40,17 +63,17 @@ local function mautic_contact(contact)
   return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
 end
 
--- The client in Invoice Ninja: updated when known, else created and recorded.
-local function ninja_client(contact)
+-- The client in the company's Invoice Ninja: updated when known, else created and recorded.
+local function ninja_client(ninja_api, contact)
   local fields = {
     name = contact.organization or full_name(contact),
     contacts = { { first_name = contact.first_name, last_name = contact.last_name, email = contact.email } },
   }
   if contact.invoiceninja_client_id then
-    invoiceninja.update_client(contact.invoiceninja_client_id, fields)
+    ninja_api.update_client(contact.invoiceninja_client_id, fields)
     return contact.invoiceninja_client_id
   end
-  local client = invoiceninja.create_client(fields)
+  local client = ninja_api.create_client(fields)
   db.exec("UPDATE contacts SET invoiceninja_client_id = $1 WHERE id = $2 AND invoiceninja_client_id IS NULL",
     client.id, contact.id)
   return db.query("SELECT invoiceninja_client_id FROM contacts WHERE id = $1", contact.id)[1].invoiceninja_client_id
@@ -73,6 +96,11 @@ return {
       fail(string.format("company %d (%s) has no docuseal_template: set it to send quotes for signature",
         company.id, company.name))
     end
+    -- the company's own accounts, for every call below
+    local docuseal_api = company_client(docuseal, "docuseal", company, { "url", "token" })
+    local mautic_api = company.mautic_quote_sent_campaign
+      and company_client(mautic, "mautic", company, { "url", "user", "password" })
+    local ninja_api = company_client(invoiceninja, "invoiceninja", company, { "url", "token" })
 
     -- the end of validity: the quote's own, else the company's validity from today
     local valid_until = step("validity", function()
@@ -83,7 +111,7 @@ return {
     end)
 
     local submission = step("signature request", function()
-      local s = docuseal.create_submission {
+      local s = docuseal_api.create_submission {
         template_id = company.docuseal_template,
         send_email = true,
         submitters = { { email = contact.email, name = full_name(contact), external_id = "quote-" .. quote.id } },
@@ -101,16 +129,16 @@ return {
     end)
 
     if company.mautic_quote_sent_campaign then
-      local mautic_id = step("mautic contact", function() return mautic_contact(contact) end)
+      local mautic_id = step("mautic contact", function() return mautic_contact(mautic_api, contact) end)
       step("quote-sent campaign", function()
-        return mautic.add_to_campaign(company.mautic_quote_sent_campaign, mautic_id)
+        return mautic_api.add_to_campaign(company.mautic_quote_sent_campaign, mautic_id)
       end)
     end
 
-    local client_id = step("invoice ninja client", function() return ninja_client(contact) end)
+    local client_id = step("invoice ninja client", function() return ninja_client(ninja_api, contact) end)
     step("invoice ninja quote", function()
       if quote.invoiceninja_invoice_id then return quote.invoiceninja_invoice_id end
-      local invoice = invoiceninja.create_invoice {
+      local invoice = ninja_api.create_invoice {
         client_id = client_id, number = quote.number, po_number = quote.number,
         line_items = { { product_key = quote.number, notes = quote.title or quote.number,
                          cost = quote.amount, quantity = 1 } },

@@ -14,7 +14,16 @@ local function services(t)
     INVOICENINJA_URL = "https://ninja.test", INVOICENINJA_TOKEN = "in-token",
     SLACK_API_URL = "https://slack.test/api", SLACK_BOT_TOKEN = "xoxb-test",
     SMTP_URL = "smtp://mail.test:587",
+    -- company 2 (companies.*_env): its own DocuSeal and Mautic, its own token in the same Invoice Ninja
+    NORDWIND_DOCUSEAL_URL = "https://sign.nordwind.test/api", NORDWIND_DOCUSEAL_TOKEN = "ds-nordwind",
+    NORDWIND_MAUTIC_URL = "https://mautic.nordwind.test", NORDWIND_MAUTIC_USER = "nordwind",
+    NORDWIND_MAUTIC_PASSWORD = "pw-nordwind", NORDWIND_INVOICENINJA_TOKEN = "in-nordwind",
   }
+  t.stub("POST", "https://sign.nordwind.test/api/submissions", { json = { { id = 19, submission_id = 88,
+    email = "j.keller@kunde.example", status = "sent", embed_src = "https://sign.nordwind.test/s/def" } } })
+  t.stub("GET", "https://mautic.nordwind.test/api/contacts", { json = { total = "0", contacts = {} } })
+  t.stub("POST", "https://mautic.nordwind.test/api/contacts/new", { status = 201, json = { contact = { id = 701 } } })
+  t.stub("POST", "https://mautic.nordwind.test/api/campaigns/", { json = { success = 1 } })
   t.stub("POST", "https://sign.test/api/submissions", { json = { { id = 9, submission_id = 77,
     email = "claire.martin@client.example", status = "sent", embed_src = "https://sign.test/s/abc" } } })
   t.stub("GET", "https://mautic.test/api/contacts", { json = { total = "0", contacts = {} } })
@@ -212,4 +221,52 @@ test("only a change to sent starts it", function(t)
     new = { id = 2, status = "sent" } })
   t.eq(t.get_run(run.id).result, { skipped = "the quote's status did not become sent" }, "skipped")
   t.eq(#t.calls(), 0, "no call")
+end)
+
+-- quote 10: company 2's (Nordwind), a draft of contact 4, made sent
+local function send_nordwind_quote(t)
+  t.db.exec([[INSERT INTO quotes (id, owner_company, contact_id, number, title, amount, currency, status, valid_until)
+    VALUES (10, 2, 4, 'Q-2026-110', 'Audit', 2000, 'EUR', 'sent', '2026-11-30')]])
+  return t.db_event("quote-sent", { op = "update", old = { id = 10, status = "draft" },
+    new = { id = 10, status = "sent", owner_company = 2 } })
+end
+
+test("company 2's quote: its own DocuSeal and Mautic, its own Invoice Ninja token, for every call", function(t)
+  fixture(t)
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  local run = send_nordwind_quote(t)
+  t.eq(t.get_run(run.id).state, "waiting", "sent, waiting for the signature")
+
+  t.eq(#t.calls(nil, "https://sign.test"), 0, "nothing to company 1's DocuSeal")
+  local ds = t.calls(nil, "https://sign.nordwind.test")
+  t.eq(#ds, 1, "the signature request, on company 2's DocuSeal")
+  t.eq({ ds[1].json.template_id, ds[1].headers["x-auth-token"] }, { 42, "ds-nordwind" }, "its template, its key")
+  t.eq(t.db.query("SELECT docuseal_submission_id AS s FROM quotes WHERE id = 10")[1].s, "88", "its submission")
+
+  t.eq(#t.calls(nil, "https://mautic.test"), 0, "nothing to company 1's Mautic")
+  local m = t.calls(nil, "https://mautic.nordwind.test")
+  t.eq(#m, 3, "find, create, campaign: on company 2's Mautic")
+  t.contains(m[3].url, "/api/campaigns/13/contact/701/add", "its quote-sent campaign")
+  for _, c in ipairs(m) do
+    t.eq(c.headers["authorization"], "Basic " .. crypto.base64("nordwind:pw-nordwind"), "its user: " .. c.url)
+  end
+
+  local ninja = t.calls(nil, "ninja.test")
+  t.eq(#ninja, 2, "client and quote in Invoice Ninja")
+  for _, c in ipairs(ninja) do t.eq(c.headers["x-api-token"], "in-nordwind", "its token: " .. c.url) end
+end)
+
+test("company 2 without its DocuSeal key set: a dead run naming it, nothing sent anywhere", function(t)
+  fixture(t)
+  services(t)
+  t.env { NORDWIND_DOCUSEAL_TOKEN = "" }
+  t.now("2026-11-02T09:00:00Z")
+  local run = send_nordwind_quote(t)
+  t.eq(run.state, "dead", "no retry: a setting to fix")
+  t.contains(run.error, "company 2 (Nordwind Consulting): NORDWIND_DOCUSEAL_TOKEN is not set "
+    .. "(companies.docuseal_token_env names it for docuseal's token)", "the variable and the company")
+  t.eq(#t.calls(nil, "sign"), 0, "no signature request with another key")
+  t.eq(#t.calls(nil, "mautic"), 0, "no campaign")
+  t.eq(#t.calls(nil, "ninja"), 0, "nothing in Invoice Ninja")
 end)
