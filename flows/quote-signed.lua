@@ -7,6 +7,30 @@ local function present(v) return v ~= nil and v ~= db.null and v ~= json.null en
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
 
+-- The company's own account of a service: companies.<service>_<setting>_env names the environment
+-- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
+-- named but not set fails the run: a company's records never go to another account.
+local function company_client(connector, service, company, settings)
+  local given = {}
+  for _, key in ipairs(settings) do
+    local column = service .. "_" .. key .. "_env"
+    local name = company[column]
+    if type(name) == "string" and name ~= "" then -- a NULL column is db.null, or absent from a plain row
+      if not name:match("^[%a_][%w_]*$") then -- not shown: it may be a secret pasted in the column
+        fail(string.format("company %s (%s): companies.%s is not the name of an environment variable",
+          tostring(company.id), tostring(company.name), column))
+      end
+      local value = env.get(name)
+      if value == nil or value == "" then
+        fail(string.format("company %s (%s): %s is not set (companies.%s names it for %s's %s)",
+          tostring(company.id), tostring(company.name), name, column, service, key))
+      end
+      given[key] = value
+    end
+  end
+  return connector.with(given)
+end
+
 -- DocuSeal 2.5.3 and later sign their webhooks (X-Docuseal-Signature); an older install only sends
 -- a secret in a header named in its UI: set DOCUSEAL_WEBHOOK_HEADER to that header's name to accept it.
 local SECRETS = { "DOCUSEAL_WEBHOOK_SECRET", "DOCUSEAL_WEBHOOK_SECRET_PREVIOUS" }
@@ -49,9 +73,9 @@ local function load(submission_id, quote_id)
   }
 end
 
-local function mautic_contact(contact)
+local function mautic_contact(mautic_api, contact)
   if contact.mautic_id then return contact.mautic_id end
-  local found = mautic.find_contact(contact.email) or mautic.create_contact {
+  local found = mautic_api.find_contact(contact.email) or mautic_api.create_contact {
     email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
     company = contact.organization,
   }
@@ -60,9 +84,9 @@ local function mautic_contact(contact)
   return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
 end
 
-local function ninja_client(contact)
+local function ninja_client(ninja_api, contact)
   if contact.invoiceninja_client_id then return contact.invoiceninja_client_id end
-  local client = invoiceninja.create_client {
+  local client = ninja_api.create_client {
     name = contact.organization or full_name(contact),
     contacts = { { first_name = contact.first_name, last_name = contact.last_name, email = contact.email } },
   }
@@ -118,19 +142,26 @@ return {
       return { already = status, quote = quote.number }
     end
 
+    -- the company's own accounts, for every call below
+    local mautic_api = company.mautic_signed_campaign
+      and company_client(mautic, "mautic", company, { "url", "user", "password" })
+    local ninja_api = company_client(invoiceninja, "invoiceninja", company, { "url", "token" })
+
     if company.mautic_signed_campaign then
-      local mautic_id = step("mautic contact", function() return mautic_contact(contact) end)
-      step("signed campaign", function() return mautic.add_to_campaign(company.mautic_signed_campaign, mautic_id) end)
+      local mautic_id = step("mautic contact", function() return mautic_contact(mautic_api, contact) end)
+      step("signed campaign", function()
+        return mautic_api.add_to_campaign(company.mautic_signed_campaign, mautic_id)
+      end)
     end
 
-    local client_id = step("invoice ninja client", function() return ninja_client(contact) end)
+    local client_id = step("invoice ninja client", function() return ninja_client(ninja_api, contact) end)
     local number = quote.number .. "-DEP"
     local deposit = step("deposit invoice", function()
       local today = time.iso(time.now()):sub(1, 10)
       -- a retry of this step (the answer lost after Invoice Ninja made it) finds it by its number
-      local inv = invoiceninja.find_invoice(number)
+      local inv = ninja_api.find_invoice(number)
       if not (inv and inv.client_id == client_id) then
-        inv = invoiceninja.create_deposit_invoice {
+        inv = ninja_api.create_deposit_invoice {
           client_id = client_id, total = quote.amount, percent = company.deposit_percent, quote = quote.number,
           number = number, po_number = quote.number, date = today, mark_sent = true,
         }

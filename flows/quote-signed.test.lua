@@ -15,7 +15,14 @@ local function services(t)
     MAUTIC_URL = "https://mautic.test", MAUTIC_USER = "api", MAUTIC_PASSWORD = "pw",
     INVOICENINJA_URL = "https://ninja.test", INVOICENINJA_TOKEN = "in-token",
     SLACK_API_URL = "https://slack.test/api", SLACK_BOT_TOKEN = "xoxb-test",
+    -- company 2 (companies.*_env): its own Mautic, its own token in the same Invoice Ninja
+    NORDWIND_MAUTIC_URL = "https://mautic.nordwind.test", NORDWIND_MAUTIC_USER = "nordwind",
+    NORDWIND_MAUTIC_PASSWORD = "pw-nordwind", NORDWIND_INVOICENINJA_TOKEN = "in-nordwind",
+    NORDWIND_DOCUSEAL_URL = "https://sign.nordwind.test/api", NORDWIND_DOCUSEAL_TOKEN = "ds-nordwind",
   }
+  t.stub("GET", "https://mautic.nordwind.test/api/contacts", { json = { total = "0", contacts = {} } })
+  t.stub("POST", "https://mautic.nordwind.test/api/contacts/new", { status = 201, json = { contact = { id = 71 } } })
+  t.stub("POST", "https://mautic.nordwind.test/api/campaigns/", { json = { success = 1 } })
   t.stub("GET", "https://mautic.test/api/contacts", { json = { total = "1", contacts = { ["8"] = { id = 8 } } } })
   t.stub("POST", "https://mautic.test/api/campaigns/", { json = { success = 1 } })
   t.stub("POST", "https://ninja.test/api/v1/clients", { json = { data = { id = "cl2" } } })
@@ -194,4 +201,38 @@ test("an older DocuSeal (no signature, a secret header named in DOCUSEAL_WEBHOOK
   t.eq(#t.runs("quote-signed"), 0, "nothing stored")
   t.eq(send(SECRET).status, 202, "the configured secret")
   t.eq(t.runs("quote-signed")[1].state, "succeeded", "the quote signed")
+end)
+
+test("company 2's signature: its own Mautic and its own Invoice Ninja token, for every call", function(t)
+  fixture(t)
+  services(t)
+  t.db.exec("UPDATE quotes SET docuseal_submission_id = '66' WHERE id = 4") -- Q-2026-101, company 2's
+  t.now("2026-11-02T09:00:00Z")
+  t.eq(request(t, completed(66)).status, 202, "accepted")
+  local run = t.runs("quote-signed")[1]
+  t.eq(run.result, { signed = "Q-2026-101", deposit_invoice = "Q-2026-101-DEP", deposit = 3840 }, "40% of 9600")
+  t.eq(#t.calls(nil, "https://mautic.test"), 0, "nothing to company 1's Mautic")
+  local m = t.calls(nil, "https://mautic.nordwind.test")
+  t.eq(#m, 3, "find, create, campaign: on company 2's Mautic")
+  t.contains(m[3].url, "/api/campaigns/14/contact/71/add", "its signed campaign")
+  for _, c in ipairs(m) do
+    t.eq(c.headers["authorization"], "Basic " .. crypto.base64("nordwind:pw-nordwind"), "its user: " .. c.url)
+  end
+  local ninja = t.calls(nil, "ninja.test")
+  t.eq(#ninja, 3, "client, look for the deposit, deposit invoice")
+  for _, c in ipairs(ninja) do t.eq(c.headers["x-api-token"], "in-nordwind", "its token: " .. c.url) end
+end)
+
+test("company 2 without its Mautic password set: a dead run naming it, no call with another account", function(t)
+  fixture(t)
+  services(t)
+  t.env { NORDWIND_MAUTIC_PASSWORD = "" }
+  t.db.exec("UPDATE quotes SET docuseal_submission_id = '66' WHERE id = 4")
+  t.now("2026-11-02T09:00:00Z")
+  t.eq(request(t, completed(66)).status, 202, "accepted")
+  local run = t.runs("quote-signed")[1]
+  t.eq(run.state, "dead", "no retry: a setting to fix")
+  t.contains(run.error, "company 2 (Nordwind Consulting): NORDWIND_MAUTIC_PASSWORD is not set", "the variable, the company")
+  t.eq(#t.calls(nil, "mautic"), 0, "no Mautic call")
+  t.eq(#t.calls(nil, "ninja"), 0, "no deposit invoice")
 end)
