@@ -5,13 +5,37 @@
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
 
+-- The company's own account of a service: companies.<service>_<setting>_env names the environment
+-- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
+-- named but not set fails the run: a company's records never go to another account.
+local function company_client(connector, service, company, settings)
+  local given = {}
+  for _, key in ipairs(settings) do
+    local column = service .. "_" .. key .. "_env"
+    local name = company[column]
+    if type(name) == "string" and name ~= "" then -- a NULL column is db.null, or absent from a plain row
+      if not name:match("^[%a_][%w_]*$") then -- not shown: it may be a secret pasted in the column
+        fail(string.format("company %s (%s): companies.%s is not the name of an environment variable",
+          tostring(company.id), tostring(company.name), column))
+      end
+      local value = env.get(name)
+      if value == nil or value == "" then
+        fail(string.format("company %s (%s): %s is not set (companies.%s names it for %s's %s)",
+          tostring(company.id), tostring(company.name), name, column, service, key))
+      end
+      given[key] = value
+    end
+  end
+  return connector.with(given)
+end
+
 local function full_name(contact)
   return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
 end
 
-local function mautic_contact(contact)
+local function mautic_contact(mautic_api, contact)
   if contact.mautic_id then return contact.mautic_id end
-  local found = mautic.find_contact(contact.email) or mautic.create_contact {
+  local found = mautic_api.find_contact(contact.email) or mautic_api.create_contact {
     email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
     company = contact.organization,
   }
@@ -55,9 +79,11 @@ return {
     end
 
     if became == "sent" and company.mautic_quote_email then
-      local mautic_id = step("mautic contact", function() return mautic_contact(contact) end)
+      -- the company's own Mautic, for both calls
+      local mautic_api = company_client(mautic, "mautic", company, { "url", "user", "password" })
+      local mautic_id = step("mautic contact", function() return mautic_contact(mautic_api, contact) end)
       step("email the client", function()
-        return mautic.send_email(company.mautic_quote_email, mautic_id, {
+        return mautic_api.send_email(company.mautic_quote_email, mautic_id, {
           quote_number = quote.number, quote_title = quote.title or "", quote_amount = tostring(quote.amount),
           quote_currency = quote.currency, quote_valid_until = quote.valid_until and quote.valid_until:sub(1, 10) or "",
         })

@@ -1,10 +1,18 @@
 -- New quotes and status changes reach the company's own Slack channel; a quote sent is emailed to the
 -- client through the company's Mautic template; other updates say nothing.
+local crypto = require "rill.crypto"
+
 local function services(t)
   t.env {
     MAUTIC_URL = "https://mautic.test", MAUTIC_USER = "api", MAUTIC_PASSWORD = "pw",
     SLACK_API_URL = "https://slack.test/api", SLACK_BOT_TOKEN = "xoxb-test",
+    -- company 2's own Mautic (companies.mautic_*_env)
+    NORDWIND_MAUTIC_URL = "https://mautic.nordwind.test", NORDWIND_MAUTIC_USER = "nordwind",
+    NORDWIND_MAUTIC_PASSWORD = "pw-nordwind",
   }
+  t.stub("GET", "https://mautic.nordwind.test/api/contacts", { json = { total = "0", contacts = {} } })
+  t.stub("POST", "https://mautic.nordwind.test/api/contacts/new", { status = 201, json = { contact = { id = 71 } } })
+  t.stub("POST", "https://mautic.nordwind.test/api/emails/", { json = { success = 1 } })
   t.stub("GET", "https://mautic.test/api/contacts", { json = { total = "0", contacts = {} } })
   t.stub("POST", "https://mautic.test/api/contacts/new", { status = 201, json = { contact = { id = 700 } } })
   t.stub("POST", "https://mautic.test/api/emails/", { json = { success = 1 } })
@@ -64,4 +72,30 @@ test("updates without a new status, and signed or expired, say nothing here", fu
   t.eq(t.get_run(a.id).result, { skipped = "no new quote, no new status" }, "same status")
   t.eq(t.get_run(b.id).result, { skipped = "signed is announced elsewhere" }, "signed")
   t.eq(#t.calls(), 0, "no call")
+end)
+
+test("company 2's quote sent: emailed through company 2's own Mautic, with its user", function(t)
+  fixture(t)
+  services(t)
+  local run = t.db_event("quote-changed", { op = "update", old = { id = 4, status = "draft" },
+    new = { id = 4, status = "sent" } })
+  t.eq(t.get_run(run.id).result, { notified = "sent", emailed = "j.keller@kunde.example" }, "result")
+  t.eq(#t.calls(nil, "https://mautic.test"), 0, "nothing to company 1's Mautic")
+  local m = t.calls(nil, "https://mautic.nordwind.test")
+  t.eq(#m, 3, "find, create, send")
+  t.contains(m[3].url, "/api/emails/32/contact/71/send", "company 2's template")
+  for _, c in ipairs(m) do
+    t.eq(c.headers["authorization"], "Basic " .. crypto.base64("nordwind:pw-nordwind"), "its user: " .. c.url)
+  end
+end)
+
+test("company 2 without its Mautic URL set: a dead run naming it, no email through company 1's Mautic", function(t)
+  fixture(t)
+  services(t)
+  t.env { NORDWIND_MAUTIC_URL = "" }
+  local run = t.db_event("quote-changed", { op = "update", old = { id = 4, status = "draft" },
+    new = { id = 4, status = "sent" } })
+  t.eq(run.state, "dead", "no retry: a setting to fix")
+  t.contains(run.error, "company 2 (Nordwind Consulting): NORDWIND_MAUTIC_URL is not set", "the variable, the company")
+  t.eq(#t.calls(nil, "mautic"), 0, "no Mautic call")
 end)
