@@ -6,6 +6,30 @@
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
 
+-- The company's own account of a service: companies.<service>_<setting>_env names the environment
+-- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
+-- named but not set fails the run: a company's records never go to another account.
+local function company_client(connector, service, company, settings)
+  local given = {}
+  for _, key in ipairs(settings) do
+    local column = service .. "_" .. key .. "_env"
+    local name = company[column]
+    if type(name) == "string" and name ~= "" then -- a NULL column is db.null, or absent from a plain row
+      if not name:match("^[%a_][%w_]*$") then -- not shown: it may be a secret pasted in the column
+        fail(string.format("company %s (%s): companies.%s is not the name of an environment variable",
+          tostring(company.id), tostring(company.name), column))
+      end
+      local value = env.get(name)
+      if value == nil or value == "" then
+        fail(string.format("company %s (%s): %s is not set (companies.%s names it for %s's %s)",
+          tostring(company.id), tostring(company.name), name, column, service, key))
+      end
+      given[key] = value
+    end
+  end
+  return connector.with(given)
+end
+
 local function full_name(contact)
   return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
 end
@@ -59,8 +83,9 @@ return {
       end)
     end
     if contact and contact.mautic_id then
+      local mautic_api = company_client(mautic, "mautic", company, { "url", "user", "password" }) -- the company's own
       step("mautic: tag the client", function()
-        return mautic.update_contact(contact.mautic_id, { tags = { "client" } }).id
+        return mautic_api.update_contact(contact.mautic_id, { tags = { "client" } }).id
       end)
     end
     step("analytics", function()

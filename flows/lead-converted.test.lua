@@ -1,12 +1,18 @@
 -- A converted lead gives the project manager one task and an email, tells the team, tags the contact
 -- in Mautic and records an analytics event. Demo lead 1: company 1, contact 3 (Inès Petit).
+local crypto = require "rill.crypto"
+
 local function services(t)
   t.env {
     MAUTIC_URL = "https://mautic.test", MAUTIC_USER = "api", MAUTIC_PASSWORD = "pw",
     SLACK_API_URL = "https://slack.test/api", SLACK_BOT_TOKEN = "xoxb-test",
     SMTP_URL = "smtp://mail.test:587",
+    -- company 2's own Mautic (companies.mautic_*_env)
+    NORDWIND_MAUTIC_URL = "https://mautic.nordwind.test", NORDWIND_MAUTIC_USER = "nordwind",
+    NORDWIND_MAUTIC_PASSWORD = "pw-nordwind",
   }
   t.stub("PATCH", "https://mautic.test/api/contacts/", { json = { contact = { id = 66 } } })
+  t.stub("PATCH", "https://mautic.nordwind.test/api/contacts/", { json = { contact = { id = 77 } } })
   t.stub("POST", "https://slack.test/api/chat.postMessage", { json = { ok = true, channel = "C1", ts = "1.0" } })
   t.stub("MAIL", "smtp://mail.test", { status = 250 })
 end
@@ -81,4 +87,20 @@ test("other updates do nothing", function(t)
     new = { id = 1, status = "qualified" } })
   t.eq(t.get_run(run.id).result, { skipped = "the lead's status did not become converted" }, "skipped")
   t.eq(#t.calls(), 0, "no call")
+end)
+
+test("company 2's lead converted: the contact tagged in company 2's own Mautic, with its user", function(t)
+  t.fixture("../db/schema.sqlite.sql")
+  t.fixture("../db/demo.sql")
+  t.db.exec("UPDATE contacts SET mautic_id = 77 WHERE id = 5")
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  t.db.exec("UPDATE leads SET status = 'converted' WHERE id = 2")
+  local run = t.db_event("lead-converted", { op = "update", old = { id = 2, status = "qualified" },
+    new = { id = 2, status = "converted" } })
+  t.eq(t.get_run(run.id).result, { converted = 2, task = true }, "result")
+  t.eq(#t.calls(nil, "https://mautic.test"), 0, "nothing to company 1's Mautic")
+  local tag = t.calls("PATCH", "https://mautic.nordwind.test/api/contacts/77/edit")
+  t.eq(#tag, 1, "tagged in company 2's Mautic")
+  t.eq(tag[1].headers["authorization"], "Basic " .. crypto.base64("nordwind:pw-nordwind"), "with its user")
 end)

@@ -9,6 +9,30 @@ local function present(v) return v ~= nil and v ~= db.null and v ~= json.null en
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
 
+-- The company's own account of a service: companies.<service>_<setting>_env names the environment
+-- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
+-- named but not set fails the run: a company's records never go to another account.
+local function company_client(connector, service, company, settings)
+  local given = {}
+  for _, key in ipairs(settings) do
+    local column = service .. "_" .. key .. "_env"
+    local name = company[column]
+    if type(name) == "string" and name ~= "" then -- a NULL column is db.null, or absent from a plain row
+      if not name:match("^[%a_][%w_]*$") then -- not shown: it may be a secret pasted in the column
+        fail(string.format("company %s (%s): companies.%s is not the name of an environment variable",
+          tostring(company.id), tostring(company.name), column))
+      end
+      local value = env.get(name)
+      if value == nil or value == "" then
+        fail(string.format("company %s (%s): %s is not set (companies.%s names it for %s's %s)",
+          tostring(company.id), tostring(company.name), name, column, service, key))
+      end
+      given[key] = value
+    end
+  end
+  return connector.with(given)
+end
+
 local function text(v)
   if not present(v) then return nil end
   v = tostring(v):match("^%s*(.-)%s*$")
@@ -78,22 +102,24 @@ local function welcome(lead_id)
   local who = contact and (full_name(contact) ~= "" and full_name(contact) or contact.email) or "someone"
 
   if contact then
+    -- the company's own Mautic, for every call below
+    local mautic_api = company_client(mautic, "mautic", company, { "url", "user", "password" })
     local mautic_id = step("mautic contact" .. tag, function()
       local fields = { email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
                        company = contact.organization, phone = contact.phone }
       local m
       if contact.mautic_id then
-        m = mautic.update_contact(contact.mautic_id, fields)
+        m = mautic_api.update_contact(contact.mautic_id, fields)
       else
-        m = mautic.find_contact(contact.email)
-        m = m and mautic.update_contact(m.id, fields) or mautic.create_contact(fields)
+        m = mautic_api.find_contact(contact.email)
+        m = m and mautic_api.update_contact(m.id, fields) or mautic_api.create_contact(fields)
         db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", m.id, contact.id)
       end
       return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
     end)
     if company.mautic_nurture_segment then
       step("nurturing segment" .. tag, function()
-        return mautic.add_to_segment(company.mautic_nurture_segment, mautic_id)
+        return mautic_api.add_to_segment(company.mautic_nurture_segment, mautic_id)
       end)
     end
   end

@@ -13,13 +13,18 @@ local function services(t)
     MAUTIC_URL = "https://mautic.test", MAUTIC_USER = "api", MAUTIC_PASSWORD = "pw",
     SLACK_API_URL = "https://slack.test/api", SLACK_BOT_TOKEN = "xoxb-test",
     SMTP_URL = "smtp://mail.test:587",
+    -- company 2's own Mautic (companies.mautic_*_env)
+    NORDWIND_MAUTIC_URL = "https://mautic.nordwind.test", NORDWIND_MAUTIC_USER = "nordwind",
+    NORDWIND_MAUTIC_PASSWORD = "pw-nordwind",
   }
-  t.stub("GET", "https://mautic.test/api/contacts", { json = { total = "0", contacts = {} } })
-  t.stub("POST", "https://mautic.test/api/contacts/new", { status = 201, json = { contact = { id = 900 } } })
-  t.stub("PATCH", "https://mautic.test/api/contacts/", function(call)
-    return { json = { contact = { id = tonumber(call.url:match("contacts/(%d+)/edit")) } } }
-  end)
-  t.stub("POST", "https://mautic.test/api/segments/", { json = { success = 1 } })
+  for _, site in ipairs { "https://mautic.test", "https://mautic.nordwind.test" } do
+    t.stub("GET", site .. "/api/contacts", { json = { total = "0", contacts = {} } })
+    t.stub("POST", site .. "/api/contacts/new", { status = 201, json = { contact = { id = 900 } } })
+    t.stub("PATCH", site .. "/api/contacts/", function(call)
+      return { json = { contact = { id = tonumber(call.url:match("contacts/(%d+)/edit")) } } }
+    end)
+    t.stub("POST", site .. "/api/segments/", { json = { success = 1 } })
+  end
   t.stub("POST", "https://slack.test/api/chat.postMessage", { json = { ok = true, channel = "C1", ts = "1.0" } })
   t.stub("MAIL", "smtp://mail.test", { status = 250 })
 end
@@ -54,8 +59,13 @@ test("a lead inserted in the database: Mautic, nurturing segment, Slack, sales e
   t.now("2026-11-02T09:00:00Z")
   local run = t.db_event("lead-created", { op = "insert", new = { id = 2, owner_company = 2, status = "qualified" } })
   t.eq(t.get_run(run.id).result, { welcomed = { 2 } }, "result")
-  t.eq(t.calls("POST", "mautic.test/api/contacts/new")[1].json.email, "maja@schulz.example", "Mautic contact")
-  t.eq(#t.calls("POST", "mautic.test/api/segments/22/contact/900/add"), 1, "company 2's nurturing segment")
+  t.eq(#t.calls(nil, "https://mautic.test"), 0, "nothing to company 1's Mautic")
+  t.eq(t.calls("POST", "mautic.nordwind.test/api/contacts/new")[1].json.email, "maja@schulz.example",
+    "the contact, in company 2's Mautic")
+  t.eq(#t.calls("POST", "mautic.nordwind.test/api/segments/22/contact/900/add"), 1, "company 2's nurturing segment")
+  for _, c in ipairs(t.calls(nil, "mautic.nordwind.test")) do
+    t.eq(c.headers["authorization"], "Basic " .. crypto.base64("nordwind:pw-nordwind"), "its user: " .. c.url)
+  end
   t.eq(t.db.query("SELECT mautic_id FROM contacts WHERE id = 5")[1].mautic_id, 900, "Mautic id recorded")
   local slack = t.calls("POST", "slack.test")[1].json
   t.eq(slack.channel, "#nordwind", "company 2's channel")
@@ -139,4 +149,14 @@ test("other Mautic events are ignored", function(t)
   t.now("2026-11-02T09:00:00Z")
   deliver(t, { ["mautic.lead_post_save_update"] = { { contact = { id = 1 } } } })
   t.eq(t.runs("lead-created")[1].result, { ignored = "not a form submission" }, "ignored")
+end)
+
+test("company 2 without its Mautic user set: a dead run naming it, nothing through company 1's Mautic", function(t)
+  fixture(t)
+  services(t)
+  t.env { NORDWIND_MAUTIC_USER = "" }
+  local run = t.db_event("lead-created", { op = "insert", new = { id = 2, owner_company = 2, status = "qualified" } })
+  t.eq(run.state, "dead", "no retry: a setting to fix")
+  t.contains(run.error, "company 2 (Nordwind Consulting): NORDWIND_MAUTIC_USER is not set", "the variable, the company")
+  t.eq(#t.calls(nil, "mautic"), 0, "no Mautic call")
 end)
