@@ -15,6 +15,30 @@
 
 local CENT = 0.005
 
+-- The company's own account of a service: companies.<service>_<setting>_env names the environment
+-- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
+-- named but not set fails the run: a company's records never go to another account.
+local function company_client(connector, service, company, settings)
+  local given = {}
+  for _, key in ipairs(settings) do
+    local column = service .. "_" .. key .. "_env"
+    local name = company[column]
+    if type(name) == "string" and name ~= "" then -- a NULL column is db.null, or absent from a plain row
+      if not name:match("^[%a_][%w_]*$") then -- not shown: it may be a secret pasted in the column
+        fail(string.format("company %s (%s): companies.%s is not the name of an environment variable",
+          tostring(company.id), tostring(company.name), column))
+      end
+      local value = env.get(name)
+      if value == nil or value == "" then
+        fail(string.format("company %s (%s): %s is not set (companies.%s names it for %s's %s)",
+          tostring(company.id), tostring(company.name), name, column, service, key))
+      end
+      given[key] = value
+    end
+  end
+  return connector.with(given)
+end
+
 local function present(v) return v ~= nil and v ~= db.null and v ~= "" end
 
 local function money(amount, currency) return string.format("%.2f %s", amount, currency or "") end
@@ -183,14 +207,15 @@ local function record(ctx, p)
 
   if p.source == "revolut" then
     if present(inv.invoiceninja_id) and present(contact.invoiceninja_client_id) then
+      local ninja_api = company_client(invoiceninja, "invoiceninja", company, { "url", "token" }) -- the company's own
       step("record in Invoice Ninja", function()
         local reference = "revolut " .. p.external_id
         -- a retry of this step (the answer lost after Invoice Ninja made the payment) finds it there
-        for _, known in ipairs(invoiceninja.list_payments { client_id = contact.invoiceninja_client_id,
+        for _, known in ipairs(ninja_api.list_payments { client_id = contact.invoiceninja_client_id,
             filter = reference }) do
           if known.transaction_reference == reference and not known.is_deleted then return { id = known.id } end
         end
-        local pay = invoiceninja.record_payment {
+        local pay = ninja_api.record_payment {
           client_id = contact.invoiceninja_client_id, invoice_id = inv.invoiceninja_id, amount = p.amount,
           date = (p.received_at or time.iso(time.now())):sub(1, 10), transaction_reference = reference,
         }
@@ -201,10 +226,11 @@ local function record(ctx, p)
     end
   end
 
+  local mautic_api = company_client(mautic, "mautic", company, { "url", "user", "password" }) -- the company's own
   local mautic_id = step("Mautic contact", function()
     if present(contact.mautic_id) then return contact.mautic_id end
-    local found = mautic.find_contact(contact.email)
-    local id = found and found.id or mautic.create_contact {
+    local found = mautic_api.find_contact(contact.email)
+    local id = found and found.id or mautic_api.create_contact {
       email = contact.email, firstname = present(contact.first_name) and contact.first_name or nil,
       lastname = present(contact.last_name) and contact.last_name or nil,
       company = present(contact.organization) and contact.organization or nil,
@@ -214,7 +240,7 @@ local function record(ctx, p)
   end)
   if company.mautic_payment_points > 0 then
     step("Mautic points", function()
-      return mautic.add_points(mautic_id, company.mautic_payment_points,
+      return mautic_api.add_points(mautic_id, company.mautic_payment_points,
         { event_name = "payment received", action_name = inv.number })
     end)
   end
