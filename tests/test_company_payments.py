@@ -10,7 +10,9 @@ goes to review; a pending Revolut transfer is recorded whichever of its
 two deliveries (transfer, state change) comes first; a run waiting for
 "payment.received" gets it; the daily reminders, the agency handover, the
 agency's "paid" and the weekly report run their SQL on Postgres. (The reminder ladder over weeks is in
-flows/payment-reminders.test.lua, with rill test's clock.)"""
+flows/payment-reminders.test.lua, with rill test's clock.) Each company's calls carry its own
+credentials (companies.*_env): company 2 has its own token in the shared Invoice Ninja account and its
+own Mautic, and a variable it names but that is not set is a dead run naming it."""
 import hashlib
 import hmac
 import json
@@ -25,6 +27,22 @@ pg = Postgres()
 CONFIG = 'return { databases = { main = "env:DATABASE_URL" }, timezone = "Europe/Paris" }'
 REVOLUT_SECRET = "wsk_e2e_revolut_secret"
 NINJA_SECRET = "ninja-e2e-shared-secret"
+NORDWIND_NINJA_TOKEN = "ninja-nordwind-token-fedcba9876543210"
+
+
+class NinjaAccount(InvoiceNinja):
+    """One Invoice Ninja account holding both demo companies, each with its own API token (in Invoice
+    Ninja v5 a token belongs to one company of the account); any other token is refused."""
+
+    def __init__(self, *tokens):
+        super().__init__(token=tokens[0])
+        self.tokens = set(tokens)
+
+    def authorized(self, req):
+        return req.headers.get("x-api-token") in self.tokens
+
+    def tokens_of(self, method, path):
+        return [r.headers.get("x-api-token") for r in self.received(method, path)]
 LP_SECRET = "lp-e2e-webhook-secret"
 
 # a flow that waits for the event payment-received emits, as a business flow would
@@ -53,7 +71,7 @@ class World:
     """A fresh Postgres database with the schema and demo data, the stand-ins,
     and a rill serving the company's flows on them."""
 
-    def __init__(self, before_events=()):
+    def __init__(self, before_events=(), unset=()):
         self.url = pg.new_database()
         self.dir = temp_dir()
         with open(os.path.join(self.dir, "rill.lua"), "w") as f:
@@ -70,7 +88,8 @@ class World:
         eq(code, 0, f"install-events ({err})")
         cert, key = make_cert(temp_dir())
         self.slack = Slack(channels=("#lumen-sales", "#nordwind", "#payments-review")).start()
-        self.mautic, self.ninja = Mautic().start(), InvoiceNinja().start()
+        self.mautic, self.ninja = Mautic().start(), NinjaAccount(InvoiceNinja().token, NORDWIND_NINJA_TOKEN).start()
+        self.nordwind_mautic = Mautic(user="nordwind-api", password="nordwind-Standin-pass-7").start()
         self.agency, self.smtp = LpAgency().start(), Smtp(cert=cert, key=key).start()
         self.env = {
             "DATABASE_URL": self.url, "RILL_POLL_INTERVAL": "0.1s",
@@ -82,7 +101,13 @@ class World:
             "INVOICENINJA_URL": self.ninja.url, "INVOICENINJA_TOKEN": self.ninja.token,
             "SMTP_URL": self.smtp.url, "SMTP_USER": self.smtp.user, "SMTP_PASSWORD": self.smtp.password,
             "SMTP_CA_FILE": cert, "LP_AGENCY_URL": self.agency.files_url, "LP_AGENCY_TOKEN": self.agency.token,
+            # company 2's own credentials, the variables the demo's companies row names
+            "NORDWIND_INVOICENINJA_TOKEN": NORDWIND_NINJA_TOKEN, "NORDWIND_MAUTIC_URL": self.nordwind_mautic.url,
+            "NORDWIND_MAUTIC_USER": self.nordwind_mautic.user,
+            "NORDWIND_MAUTIC_PASSWORD": self.nordwind_mautic.password,
         }
+        for name in unset:
+            del self.env[name]
         self.rill = Rill(company_flows(), env=self.env, config=CONFIG, dir=self.dir)
 
     def __enter__(self):
@@ -93,7 +118,7 @@ class World:
         try:
             return self.rill.__exit__(*exc)
         finally:
-            for s in (self.slack, self.mautic, self.ninja, self.agency, self.smtp):
+            for s in (self.slack, self.mautic, self.nordwind_mautic, self.ninja, self.agency, self.smtp):
                 s.stop()
 
     def sql(self, statement):
@@ -167,6 +192,9 @@ def a_signed_revolut_payment_pays_its_invoice_once_and_reaches_every_service():
         eq((payments[0]["client_id"], payments[0]["invoices"]), ("CLI-MARTIN", [{"invoice_id": "INV-F041",
                                                                                 "amount": 1500}]), "applied")
         eq(payments[0]["transaction_reference"], "revolut tx-e2e-1", "the Revolut transaction named")
+        eq(set(r.headers.get("x-api-token") for r in w.ninja.requests), {w.ninja.token},
+           "company 1's calls carry the default token")
+        eq(w.nordwind_mautic.requests, [], "nothing to company 2's Mautic")
         eq(w.ninja.invoices["INV-F041"]["status_id"], "4", "paid in Invoice Ninja")
         contacts = list(w.mautic.contacts.values())
         eq(len(contacts), 1, "one Mautic contact")
@@ -267,6 +295,50 @@ def an_invoice_ninja_payment_with_its_shared_secret_pays_its_invoice_and_is_not_
         r = w.rill.request("POST", hook, b"amount=820", headers)
         eq(r.status, 400, "not JSON, though it says it is")
         assert "malformed JSON" in r.body, r.body
+
+
+@test
+def company_2s_payment_goes_to_invoice_ninja_with_its_own_token_and_to_its_own_mautic():
+    # invoice 5 (R-2026-202, 2750 EUR, Nordwind, contact 5) is in Invoice Ninja, in company 2's books
+    ninja_ids = ["UPDATE invoices SET invoiceninja_id = 'INV-R202' WHERE id = 5",
+                 "UPDATE contacts SET invoiceninja_client_id = 'CLI-SCHULZ' WHERE id = 5"]
+    with World(before_events=ninja_ids) as w:
+        w.ninja.clients["CLI-SCHULZ"] = {"id": "CLI-SCHULZ", "name": "Schulz & Partner", "balance": 2750,
+                                         "paid_to_date": 0, "contacts": []}
+        w.ninja.invoices["INV-R202"] = {"id": "INV-R202", "client_id": "CLI-SCHULZ", "number": "R-2026-202",
+                                        "amount": 2750, "balance": 2750, "paid_to_date": 0, "status_id": "2"}
+        body = transfer("tx-e2e-nw", 2750, "R-2026-202")
+        r = w.rill.request("POST", "/api/revolut/webhook-handler", body, revolut_headers(body))
+        eq(r.status, 202, f"accepted ({r.body})")
+        result = w.result(r.json()["run_id"])
+        eq((result["invoice"], result["invoice_status"], result["owner_company"]), ("R-2026-202", "paid", 2), "paid")
+        eq(w.ninja.tokens_of("GET", "/api/v1/payments") + w.ninja.tokens_of("POST", "/api/v1/payments"),
+           [NORDWIND_NINJA_TOKEN] * 2, "looked for and recorded with company 2's token")
+        eq(w.ninja.invoices["INV-R202"]["status_id"], "4", "paid in Invoice Ninja")
+        contacts = list(w.nordwind_mautic.contacts.values())
+        eq([(c["fields"]["all"]["email"], c["points"]) for c in contacts], [("maja@schulz.example", 5)],
+           "Nordwind's 5 points, in its own Mautic")
+        eq(w.mautic.requests, [], "nothing to company 1's Mautic")
+        # the invoice row changed: invoice-changed mirrors it with company 2's token too
+        wait_until(lambda: w.ninja.received("PUT", "/api/v1/invoices/INV-R202"), 20, "the invoice mirrored")
+        eq(w.ninja.tokens_of("PUT", "/api/v1/invoices/INV-R202"), [NORDWIND_NINJA_TOKEN], "with company 2's token")
+        eq(set(r.headers.get("x-api-token") for r in w.ninja.requests), {NORDWIND_NINJA_TOKEN},
+           "no call of company 2's with the default token")
+
+
+@test
+def a_company_whose_token_variable_is_not_set_gets_a_dead_run_naming_it_and_no_call():
+    ninja_ids = ["UPDATE invoices SET invoiceninja_id = 'INV-R202' WHERE id = 5",
+                 "UPDATE contacts SET invoiceninja_client_id = 'CLI-SCHULZ' WHERE id = 5"]
+    with World(before_events=ninja_ids, unset=["NORDWIND_INVOICENINJA_TOKEN"]) as w:
+        body = transfer("tx-e2e-nw2", 2750, "R-2026-202")
+        r = w.rill.request("POST", "/api/revolut/webhook-handler", body, revolut_headers(body))
+        eq(r.status, 202, f"accepted ({r.body})")
+        run = w.finished(r.json()["run_id"])
+        eq(run["state"], "dead", "dead at once: a setting to fix")
+        assert "company 2 (Nordwind Consulting): NORDWIND_INVOICENINJA_TOKEN is not set" in run["error"], run["error"]
+        eq(w.sql("SELECT status FROM invoices WHERE id = 5"), "paid", "the payment itself recorded here")
+        eq(w.ninja.requests, [], "nothing sent to Invoice Ninja with the default token")
 
 
 @test
