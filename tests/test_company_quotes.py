@@ -13,7 +13,12 @@ service received and on the rows written:
   5 days is reminded, then expired, across restarts with RILL_CLOCK_OFFSET;
 - leads: a signed Mautic form creates contact and lead, welcomed once (its
   replay only updates); a lead inserted in SQL is welcomed; a conversion gives
-  the project manager one task."""
+  the project manager one task;
+- each company's own credentials (companies.*_env): company 2's quote goes to
+  its own DocuSeal and Mautic and to Invoice Ninja with its own token, from
+  the signature request to the deposit invoice; a variable it names but that
+  is not set is a dead run naming it, and nothing goes to company 1's
+  accounts."""
 import base64
 import glob
 import hashlib
@@ -32,6 +37,19 @@ DOCUSEAL_SECRET = "whsec_e2e_docuseal_secret"
 MAUTIC_SECRET = "e2e-mautic-webhook-secret"
 DOCUSEAL_PATH = "/api/integrations/docuseal/webhook"
 MAUTIC_PATH = "/api/mautic/webhook"
+NORDWIND_NINJA_TOKEN = "ninja-nordwind-token-fedcba9876543210"
+
+
+class NinjaAccount(InvoiceNinja):
+    """One Invoice Ninja account holding both demo companies, each with its own API token (in Invoice
+    Ninja v5 a token belongs to one company of the account); any other token is refused."""
+
+    def __init__(self, *tokens):
+        super().__init__(token=tokens[0])
+        self.tokens = set(tokens)
+
+    def authorized(self, req):
+        return req.headers.get("x-api-token") in self.tokens
 
 
 def real_flows():
@@ -64,8 +82,13 @@ class World:
         cert, key = make_cert(self.dir)
         self.slack = Slack(channels=("#lumen-sales", "#nordwind")).start()
         self.mautic = Mautic(segments=(21, 22), campaigns=(11, 12, 13, 14), emails=(31, 32)).start()
-        self.ninja = InvoiceNinja().start()
+        self.ninja = NinjaAccount(InvoiceNinja().token, NORDWIND_NINJA_TOKEN).start()
         self.docuseal = DocuSeal(templates=(41, 42)).start()
+        # company 2's own DocuSeal and Mautic (its submission ids far from company 1's)
+        self.nordwind_docuseal = DocuSeal(token="docuseal-nordwind-key-9876543210", templates=(42,)).start()
+        self.nordwind_docuseal.next_id = 501
+        self.nordwind_mautic = Mautic(user="nordwind-api", password="nordwind-Standin-pass-7", segments=(22,),
+                                      campaigns=(13, 14), emails=(32,)).start()
         self.smtp = Smtp(cert=cert, key=key).start()
         self.env = {
             "APP_DB": self.db, "RILL_POLL_INTERVAL": "0.1s",
@@ -76,16 +99,24 @@ class World:
             "SMTP_URL": self.smtp.url, "SMTP_USER": self.smtp.user, "SMTP_PASSWORD": self.smtp.password,
             "SMTP_CA_FILE": cert,
             "DOCUSEAL_WEBHOOK_SECRET": DOCUSEAL_SECRET, "MAUTIC_WEBHOOK_SECRET": MAUTIC_SECRET,
+            # company 2's own credentials, the variables the demo's companies row names
+            "NORDWIND_INVOICENINJA_TOKEN": NORDWIND_NINJA_TOKEN,
+            "NORDWIND_DOCUSEAL_URL": self.nordwind_docuseal.api_url,
+            "NORDWIND_DOCUSEAL_TOKEN": self.nordwind_docuseal.token,
+            "NORDWIND_MAUTIC_URL": self.nordwind_mautic.url, "NORDWIND_MAUTIC_USER": self.nordwind_mautic.user,
+            "NORDWIND_MAUTIC_PASSWORD": self.nordwind_mautic.password,
         }
 
-    def rill(self, **extra):
-        return Rill(real_flows(), env={**self.env, **extra}, config=CONFIG, dir=self.dir)
+    def rill(self, unset=(), **extra):
+        env = {k: v for k, v in {**self.env, **extra}.items() if k not in unset}
+        return Rill(real_flows(), env=env, config=CONFIG, dir=self.dir)
 
     def sql(self, statement):
         return pg.sql(statement, self.db)
 
     def stop(self):
-        for s in (self.slack, self.mautic, self.ninja, self.docuseal, self.smtp):
+        for s in (self.slack, self.mautic, self.ninja, self.docuseal, self.smtp, self.nordwind_docuseal,
+                  self.nordwind_mautic):
             s.stop()
 
     def mails_to(self, address, about=None):
@@ -178,6 +209,9 @@ def a_quote_sent_waits_for_its_signature_and_the_docuseal_webhook_signs_it_once(
             eq(w.sql("SELECT kind || ' ' || amount || ' ' || status FROM invoices WHERE number = 'D-2026-001-DEP'"),
                "deposit 1440.00 sent", "deposit recorded")
             eq(w.mautic.campaigns[12], {contact}, "Mautic: company 1's signed campaign")
+            eq(set(x.headers.get("x-api-token") for x in w.ninja.requests), {w.ninja.token},
+               "company 1's Invoice Ninja calls carry the default token")
+            eq((w.nordwind_docuseal.requests, w.nordwind_mautic.requests), ([], []), "nothing to company 2's")
 
             # DocuSeal delivers it again: nothing more
             eq(docuseal_request(r, completed(1, "claire.martin@client.example")).status, 202, "redelivery")
@@ -250,6 +284,60 @@ def a_waiting_quote_is_reminded_then_expired_across_restarts_with_the_clock_move
         w.stop()
 
 
+@test
+def company_2s_quote_goes_to_its_own_docuseal_and_mautic_and_to_invoice_ninja_with_its_own_token():
+    w = World()
+    try:
+        with w.rill() as r:
+            w.sql("INSERT INTO quotes (owner_company, contact_id, number, title, amount, status, valid_until) "
+                  "VALUES (2, 4, 'Q-2026-160', 'Training', 1500, 'draft', current_date + 10)")
+            qid = w.sql("SELECT id FROM quotes WHERE number = 'Q-2026-160'")
+            w.sql(f"UPDATE quotes SET status = 'sent' WHERE id = {qid}")
+            wait_run(r, "quote-sent", states=("waiting",))
+            eq(list(w.nordwind_docuseal.submissions), [501], "the signature request, in company 2's DocuSeal")
+            eq(w.nordwind_docuseal.submissions[501]["template"]["id"], 42, "company 2's template")
+            eq(w.docuseal.requests, [], "nothing to company 1's DocuSeal")
+            contact = int(w.sql("SELECT mautic_id FROM contacts WHERE id = 4"))
+            eq(w.nordwind_mautic.campaigns[13], {contact}, "company 2's quote-sent campaign, in its Mautic")
+            wait_until(lambda: w.nordwind_mautic.sent, 10, "quote-changed's email")
+            eq([m["email"] for m in w.nordwind_mautic.sent], [32], "company 2's template, from its Mautic")
+            draft = [i for i in w.ninja.invoices.values() if i["number"] == "Q-2026-160"]
+            eq(len(draft), 1, "the quote mirrored in Invoice Ninja")
+
+            w.nordwind_docuseal.complete(501)
+            completion = completed(501, "j.keller@kunde.example")
+            completion["data"]["external_id"] = f"quote-{qid}"  # DocuSeal sends the signer's external_id
+            eq(docuseal_request(r, completion).status, 202, "signed webhook")
+            signed = wait_run(r, "quote-signed")[0]
+            eq(result(r, signed), {"signed": "Q-2026-160", "deposit_invoice": "Q-2026-160-DEP", "deposit": 600},
+               "company 2's 40% deposit")
+            eq(w.nordwind_mautic.campaigns[14], {contact}, "company 2's signed campaign, in its Mautic")
+            eq(w.mautic.requests, [], "nothing to company 1's Mautic")
+            tokens = set(x.headers.get("x-api-token") for x in w.ninja.requests)
+            eq(tokens, {NORDWIND_NINJA_TOKEN}, "every Invoice Ninja call with company 2's token")
+            eq(len(w.ninja.received("POST", "/api/v1/invoices")), 2, "the draft and the deposit invoice")
+    finally:
+        w.stop()
+
+
+@test
+def company_2_without_its_docuseal_key_set_gets_a_dead_run_naming_it_and_nothing_is_sent():
+    w = World()
+    try:
+        with w.rill(unset=["NORDWIND_DOCUSEAL_TOKEN"]) as r:
+            w.sql("INSERT INTO quotes (owner_company, contact_id, number, title, amount, status, valid_until) "
+                  "VALUES (2, 4, 'Q-2026-170', 'Audit', 900, 'sent', current_date + 10)")
+            dead = wait_run(r, "quote-sent", states=("dead",))[0]
+            error = r.runs("show", dead["id"])["error"]
+            assert "company 2 (Nordwind Consulting): NORDWIND_DOCUSEAL_TOKEN is not set" in error, error
+            eq((w.docuseal.requests, w.nordwind_docuseal.requests), ([], []), "no signature request anywhere")
+            eq(w.ninja.requests, [], "nothing in Invoice Ninja")
+            eq(w.sql("SELECT docuseal_submission_id IS NULL FROM quotes WHERE number = 'Q-2026-170'"), "t",
+               "no submission recorded")
+    finally:
+        w.stop()
+
+
 def form(company, email, submission=31, mautic_contact=444, message="A quote for a shop, please"):
     results = {"email": email, "firstname": "Léa", "lastname": "Roux", "company": "Roux SARL", "message": message}
     form_id = {1: 2, 2: 5}[company]  # the demo companies' forms (companies.mautic_forms)
@@ -296,6 +384,9 @@ def leads_from_a_mautic_form_and_from_sql_are_welcomed_once_and_a_conversion_mak
             eq(len(runs_of(r, "lead-created")), 3, "the form's own insert started no run")
             wait_until(lambda: w.mails_to("sales@nordwind.example"), 10, "company 2's sales team mailed")
             assert any("New lead from phone: Jonas Keller" in t for t in w.slack_texts("#nordwind"))
+            keller = int(w.sql("SELECT mautic_id FROM contacts WHERE id = 4"))
+            eq(w.nordwind_mautic.segments[22], {keller}, "company 2's lead nurtured in its own Mautic")
+            eq(w.nordwind_mautic.contacts[keller]["fields"]["all"]["email"], "j.keller@kunde.example", "its contact")
 
             # converted: the project manager's task, once, due the company's pm_task_days later (its timezone's days)
             w.sql("UPDATE companies SET pm_task_days = 4, timezone = 'Pacific/Honolulu' WHERE id = 1")
