@@ -153,8 +153,10 @@ return {
     local expires_at = time.parse(valid_until) + 86400
     local remind_at = expires_at - company.quote_warning_days * 86400
     local sent_at = step("waiting since", time.now)
+    -- this quote's signer: a company with its own DocuSeal numbers its own submissions, so the
+    -- submission id alone may be another company's
     local signature = { event = "docuseal", match = { event_type = "form.completed",
-                                                     data = { submission_id = submission.id } } }
+      data = { submission_id = submission.id, external_id = "quote-" .. quote.id } } }
 
     local signed = wait_for("signature before the reminder", {
       event = signature.event, match = signature.match, timeout = math.max(0, remind_at - sent_at) })

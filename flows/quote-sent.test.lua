@@ -270,3 +270,20 @@ test("company 2 without its DocuSeal key set: a dead run naming it, nothing sent
   t.eq(#t.calls(nil, "mautic"), 0, "no campaign")
   t.eq(#t.calls(nil, "ninja"), 0, "nothing in Invoice Ninja")
 end)
+
+test("another company's DocuSeal completing its own submission 77 does not end this quote's wait", function(t)
+  fixture(t)
+  services(t)
+  t.now("2026-11-02T09:00:00Z")
+  local run = send(t, "2026-11-30")
+  local body = json.encode { event_type = "form.completed", timestamp = time.iso(t.now()),
+    data = { id = 3, submission_id = 77, status = "completed", email = "someone@else.example",
+             external_id = "quote-999", submission = { id = 77, status = "completed" } } }
+  local ts = string.format("%d", t.now())
+  t.webhook("POST", "/api/integrations/docuseal/webhook", { body = body, headers = {
+    ["Content-Type"] = "application/json",
+    ["X-Docuseal-Signature"] = ts .. "." .. crypto.hex(crypto.hmac_sha256(SECRET, ts .. "." .. body)) } })
+  t.eq(t.get_run(run.id).state, "waiting", "still waiting: quote-999 is not this quote")
+  t.eq(signed_webhook(t, 77).status, 202, "this quote's signer")
+  t.eq(t.get_run(run.id).state, "succeeded", "the wait ended")
+end)

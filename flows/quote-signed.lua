@@ -62,9 +62,15 @@ local function identify(payload)
   return present(submission_id) and tostring(submission_id) or nil, quote_id
 end
 
+-- The quote: by our own id (the signer's external_id), else by the submission's id. Two companies with
+-- their own DocuSeal may each have a submission 12: an id found on several quotes names none of them.
 local function load(submission_id, quote_id)
-  local quote = plain(db.query("SELECT * FROM quotes WHERE docuseal_submission_id = $1", submission_id or "")[1])
-  if not quote and quote_id then quote = plain(db.query("SELECT * FROM quotes WHERE id = $1", quote_id)[1]) end
+  local quote = quote_id and plain(db.query("SELECT * FROM quotes WHERE id = $1", quote_id)[1])
+  if not quote then
+    local found = db.query("SELECT * FROM quotes WHERE docuseal_submission_id = $1", submission_id or "")
+    if #found > 1 then return { ambiguous = #found } end
+    quote = plain(found[1])
+  end
   if not quote then return nil end
   return {
     quote = quote,
@@ -114,6 +120,10 @@ return {
     if not r then
       log.warn("a DocuSeal signature for no quote of ours", { submission_id = submission_id })
       return { ignored = "no quote for submission " .. tostring(submission_id) }
+    end
+    if r.ambiguous then -- each company's DocuSeal numbers its own submissions
+      fail(string.format("DocuSeal submission %s is on %d quotes (companies with their own DocuSeal) and the "
+        .. "signer has no external_id quote-ID: sign the right quote by hand", submission_id, r.ambiguous))
     end
     local quote, company, contact = r.quote, r.company, r.contact
     -- form.completed is per signer: with several, the submission is done when it says so

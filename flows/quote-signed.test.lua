@@ -236,3 +236,22 @@ test("company 2 without its Mautic password set: a dead run naming it, no call w
   t.eq(#t.calls(nil, "mautic"), 0, "no Mautic call")
   t.eq(#t.calls(nil, "ninja"), 0, "no deposit invoice")
 end)
+
+test("two companies' DocuSeals both have a submission 55: the signer's external_id names the quote", function(t)
+  fixture(t)
+  services(t)
+  t.db.exec("UPDATE quotes SET docuseal_submission_id = '55' WHERE id = 4") -- company 2's, in its own DocuSeal
+  t.now("2026-11-02T09:00:00Z")
+  local signed = completed(55)
+  signed.data.external_id = "quote-4"
+  t.eq(request(t, signed).status, 202, "accepted")
+  t.eq(t.runs("quote-signed")[1].result.signed, "Q-2026-101", "company 2's quote signed")
+  t.eq(t.db.query("SELECT status FROM quotes WHERE id = 2")[1].status, "sent", "company 1's quote 55 untouched")
+
+  t.db.exec("UPDATE quotes SET status = 'sent', docuseal_submission_id = '56' WHERE id IN (2, 4)")
+  t.eq(request(t, completed(56)).status, 202, "accepted") -- no external_id
+  local run = t.runs("quote-signed")[2]
+  t.eq(run.state, "dead", "neither quote signed")
+  t.contains(run.error, "DocuSeal submission 56 is on 2 quotes", "why")
+  t.eq(#t.db.query("SELECT id FROM quotes WHERE status = 'signed'"), 0, "none signed")
+end)

@@ -84,9 +84,8 @@ class World:
         self.mautic = Mautic(segments=(21, 22), campaigns=(11, 12, 13, 14), emails=(31, 32)).start()
         self.ninja = NinjaAccount(InvoiceNinja().token, NORDWIND_NINJA_TOKEN).start()
         self.docuseal = DocuSeal(templates=(41, 42)).start()
-        # company 2's own DocuSeal and Mautic (its submission ids far from company 1's)
+        # company 2's own DocuSeal and Mautic (its DocuSeal numbers its submissions from 1 too)
         self.nordwind_docuseal = DocuSeal(token="docuseal-nordwind-key-9876543210", templates=(42,)).start()
-        self.nordwind_docuseal.next_id = 501
         self.nordwind_mautic = Mautic(user="nordwind-api", password="nordwind-Standin-pass-7", segments=(22,),
                                       campaigns=(13, 14), emails=(32,)).start()
         self.smtp = Smtp(cert=cert, key=key).start()
@@ -159,9 +158,11 @@ def mautic_request(r, payload, secret=MAUTIC_SECRET):
         "Content-Type": "application/json", "Webhook-Signature": sig})
 
 
-def completed(submission_id, email):
+def completed(submission_id, email, quote_id):
+    """DocuSeal's form.completed: the signer, with the external_id quote-sent gave it."""
     return {"event_type": "form.completed", "timestamp": "2026-11-27T09:00:00Z",
             "data": {"id": 1, "submission_id": submission_id, "email": email, "status": "completed",
+                     "external_id": f"quote-{quote_id}",
                      "submission": {"id": submission_id, "status": "completed"}}}
 
 
@@ -188,14 +189,14 @@ def a_quote_sent_waits_for_its_signature_and_the_docuseal_webhook_signs_it_once(
                        "the team told")
 
             # refused before the flow: a wrong secret, a stale timestamp, not JSON
-            eq(docuseal_request(r, completed(1, "x"), secret="whsec_wrong").status, 401, "wrong secret")
-            eq(docuseal_request(r, completed(1, "x"), at=time.time() - 600).status, 401, "ten minutes old")
+            eq(docuseal_request(r, completed(1, "x", 1), secret="whsec_wrong").status, 401, "wrong secret")
+            eq(docuseal_request(r, completed(1, "x", 1), at=time.time() - 600).status, 401, "ten minutes old")
             eq(docuseal_request(r, "{not json").status, 400, "not JSON")
             eq(len(runs_of(r, "quote-signed")), 0, "nothing stored")
 
             # the client signs
             w.docuseal.complete(1)
-            res = docuseal_request(r, completed(1, "claire.martin@client.example"))
+            res = docuseal_request(r, completed(1, "claire.martin@client.example", 1))
             eq(res.status, 202, f"signed webhook ({res.body})")
             signed = wait_run(r, "quote-signed")[0]
             eq(result(r, signed), {"signed": "D-2026-001", "deposit_invoice": "D-2026-001-DEP", "deposit": 1440},
@@ -214,7 +215,7 @@ def a_quote_sent_waits_for_its_signature_and_the_docuseal_webhook_signs_it_once(
             eq((w.nordwind_docuseal.requests, w.nordwind_mautic.requests), ([], []), "nothing to company 2's")
 
             # DocuSeal delivers it again: nothing more
-            eq(docuseal_request(r, completed(1, "claire.martin@client.example")).status, 202, "redelivery")
+            eq(docuseal_request(r, completed(1, "claire.martin@client.example", 1)).status, 202, "redelivery")
             again = wait_run(r, "quote-signed", count=2)
             eq(sorted(json.dumps(result(r, x), sort_keys=True) for x in again)[0],
                json.dumps({"already": "signed", "quote": "D-2026-001"}, sort_keys=True), "the second finds it done")
@@ -289,13 +290,15 @@ def company_2s_quote_goes_to_its_own_docuseal_and_mautic_and_to_invoice_ninja_wi
     w = World()
     try:
         with w.rill() as r:
+            # company 1's quote 2 waits for its submission 1, in company 1's DocuSeal
+            w.sql("UPDATE quotes SET docuseal_submission_id = '1' WHERE id = 2")
             w.sql("INSERT INTO quotes (owner_company, contact_id, number, title, amount, status, valid_until) "
                   "VALUES (2, 4, 'Q-2026-160', 'Training', 1500, 'draft', current_date + 10)")
             qid = w.sql("SELECT id FROM quotes WHERE number = 'Q-2026-160'")
             w.sql(f"UPDATE quotes SET status = 'sent' WHERE id = {qid}")
-            wait_run(r, "quote-sent", states=("waiting",))
-            eq(list(w.nordwind_docuseal.submissions), [501], "the signature request, in company 2's DocuSeal")
-            eq(w.nordwind_docuseal.submissions[501]["template"]["id"], 42, "company 2's template")
+            waiting = wait_run(r, "quote-sent", states=("waiting",))[0]
+            eq(list(w.nordwind_docuseal.submissions), [1], "the signature request, in company 2's DocuSeal")
+            eq(w.nordwind_docuseal.submissions[1]["template"]["id"], 42, "company 2's template")
             eq(w.docuseal.requests, [], "nothing to company 1's DocuSeal")
             contact = int(w.sql("SELECT mautic_id FROM contacts WHERE id = 4"))
             eq(w.nordwind_mautic.campaigns[13], {contact}, "company 2's quote-sent campaign, in its Mautic")
@@ -304,13 +307,13 @@ def company_2s_quote_goes_to_its_own_docuseal_and_mautic_and_to_invoice_ninja_wi
             draft = [i for i in w.ninja.invoices.values() if i["number"] == "Q-2026-160"]
             eq(len(draft), 1, "the quote mirrored in Invoice Ninja")
 
-            w.nordwind_docuseal.complete(501)
-            completion = completed(501, "j.keller@kunde.example")
-            completion["data"]["external_id"] = f"quote-{qid}"  # DocuSeal sends the signer's external_id
-            eq(docuseal_request(r, completion).status, 202, "signed webhook")
+            w.nordwind_docuseal.complete(1)
+            eq(docuseal_request(r, completed(1, "j.keller@kunde.example", qid)).status, 202, "signed webhook")
             signed = wait_run(r, "quote-signed")[0]
             eq(result(r, signed), {"signed": "Q-2026-160", "deposit_invoice": "Q-2026-160-DEP", "deposit": 600},
                "company 2's 40% deposit")
+            eq(w.sql("SELECT status FROM quotes WHERE id = 2"), "sent", "company 1's quote with a submission 1 too: not signed")
+            wait_until(lambda: r.runs("show", waiting["id"])["state"] == "succeeded", 10, "company 2's wait ended")
             eq(w.nordwind_mautic.campaigns[14], {contact}, "company 2's signed campaign, in its Mautic")
             eq(w.mautic.requests, [], "nothing to company 1's Mautic")
             tokens = set(x.headers.get("x-api-token") for x in w.ninja.requests)
