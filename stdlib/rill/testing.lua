@@ -263,12 +263,13 @@ function T.stub(t, method, prefix, response)
   table.insert(world(t).stubs, 1, { method = method:upper(), prefix = prefix, response = response or {} })
 end
 
--- calls([method][, url_part]) -> the outbound calls made, in order:
+-- calls([method][, url_part]) -> the outbound calls made, in order (method
+-- nil or "*": any):
 -- {method, url, headers, body, json}.
 function T.calls(t, method, part)
   local out = {}
   for _, c in ipairs(world(t).calls) do
-    if (method == nil or c.method == method:upper()) and (part == nil or c.url:find(part, 1, true)) then
+    if (method == nil or method == "*" or c.method == method:upper()) and (part == nil or c.url:find(part, 1, true)) then
       out[#out + 1] = c
     end
   end

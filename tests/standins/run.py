@@ -37,6 +37,13 @@ def main():
         "SMTP_CA_FILE": cert, "MAIL_FROM": "Rill <rill@example.com>",
         "LP_AGENCY_URL": agency.files_url, "LP_AGENCY_TOKEN": agency.token,
     }
+    # the demo's company 2 names its own accounts' variables (db/demo.sql): here the same stand-ins
+    env.update({
+        "NORDWIND_INVOICENINJA_TOKEN": ninja.token,
+        "NORDWIND_DOCUSEAL_URL": docuseal.api_url, "NORDWIND_DOCUSEAL_TOKEN": docuseal.token,
+        "NORDWIND_MAUTIC_URL": mautic.url, "NORDWIND_MAUTIC_USER": mautic.user,
+        "NORDWIND_MAUTIC_PASSWORD": mautic.password,
+    })
     for k, v in env.items():
         print(f"export {k}='{v}'")
     sys.stdout.flush()
