@@ -155,7 +155,7 @@ test("a company's column holding something else than a variable's name: refused 
     VALUES (57, 2, 4, 'R-2026-257', 400, 'sent', '2026-12-25')]])
   local run = t.db_event("invoice-changed", { op = "insert", new = row(t, 57) })
   t.eq(run.state, "dead", "failed")
-  t.contains(run.error, "companies.invoiceninja_token_env is not the name of an environment variable", "why")
+  t.contains(run.error, "the variable named for invoiceninja's token is not an environment variable name", "why")
   t.ok(not run.error:find("0123456789", 1, true), "the value is not in the error: " .. run.error)
   t.eq(#t.calls(nil, "ninja.test"), 0, "no call")
 end)

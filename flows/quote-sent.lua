@@ -9,24 +9,9 @@
 -- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
 -- named but not set fails the run: a company's records never go to another account.
 local function company_client(connector, service, company, settings)
-  local given = {}
-  for _, key in ipairs(settings) do
-    local column = service .. "_" .. key .. "_env"
-    local name = company[column]
-    if type(name) == "string" and name ~= "" then -- a NULL column is db.null, or absent from a plain row
-      if not name:match("^[%a_][%w_]*$") then -- not shown: it may be a secret pasted in the column
-        fail(string.format("company %s (%s): companies.%s is not the name of an environment variable",
-          tostring(company.id), tostring(company.name), column))
-      end
-      local value = env.get(name)
-      if value == nil or value == "" then
-        fail(string.format("company %s (%s): %s is not set (companies.%s names it for %s's %s)",
-          tostring(company.id), tostring(company.name), name, column, service, key))
-      end
-      given[key] = value
-    end
-  end
-  return connector.with(given)
+  local names = {}
+  for _, key in ipairs(settings) do names[key] = company[service .. "_" .. key .. "_env"] end
+  return connector.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
 end
 
 local plain = db.plain -- the row without its NULL columns (a step's result)

@@ -265,7 +265,7 @@ test("company 2 without its DocuSeal key set: a dead run naming it, nothing sent
   local run = send_nordwind_quote(t)
   t.eq(run.state, "dead", "no retry: a setting to fix")
   t.contains(run.error, "company 2 (Nordwind Consulting): NORDWIND_DOCUSEAL_TOKEN is not set "
-    .. "(companies.docuseal_token_env names it for docuseal's token)", "the variable and the company")
+    .. "(named for docuseal's token)", "the variable and the company")
   t.eq(#t.calls(nil, "sign"), 0, "no signature request with another key")
   t.eq(#t.calls(nil, "mautic"), 0, "no campaign")
   t.eq(#t.calls(nil, "ninja"), 0, "nothing in Invoice Ninja")

@@ -45,6 +45,34 @@ function base.raise(message)
   error(where() .. log.mask(message), 0)
 end
 
+-- from_env(service, spec, names[, owner]) -> the settings of one tenant's
+-- account, read from the environment variables `names` gives (setting ->
+-- variable name; nil, "" or db.null: that setting's default), for
+-- NAME.with_env. A variable named but not set ends the run as dead (no
+-- retry: a setting to fix), naming it and the owner (say "company 2
+-- (Nordwind)"), so that a tenant's calls never go to the default account.
+-- A name that is not one is not shown: it may be a secret pasted there.
+function base.from_env(service, spec, names, owner)
+  owner = owner or service
+  local fail = require("rill.runner").fail
+  local given = {}
+  for key, name in pairs(names or {}) do
+    if not spec[key] then base.raise(service .. ".with_env: unknown setting " .. tostring(key)) end
+    if type(name) == "string" and name ~= "" then
+      if not name:match("^[%a_][%w_]*$") then
+        fail(string.format("%s%s: the variable named for %s's %s is not an environment variable name", where(),
+          owner, service, key), 0)
+      end
+      local value = env.get(name)
+      if value == nil or value == "" then
+        fail(string.format("%s%s: %s is not set (named for %s's %s)", where(), owner, name, service, key), 0)
+      end
+      given[key] = value
+    end
+  end
+  return given
+end
+
 local CLIENT = {}
 CLIENT.__index = CLIENT
 

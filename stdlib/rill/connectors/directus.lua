@@ -85,6 +85,7 @@ local function new(given)
   end
 
   function directus.with(settings) return new(settings) end
+  function directus.with_env(names, owner) return new(base.from_env("directus", SPEC, names, owner)) end
 
   return directus
 end

@@ -52,6 +52,7 @@ local function new(given)
   end
 
   function docuseal.with(settings) return new(settings) end
+  function docuseal.with_env(names, owner) return new(base.from_env("docuseal", SPEC, names, owner)) end
 
   return docuseal
 end

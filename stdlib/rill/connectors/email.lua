@@ -171,6 +171,7 @@ local function new(given)
   end
 
   function email.with(settings) return new(settings) end
+  function email.with_env(names, owner) return new(base.from_env("email", SPEC, names, owner)) end
 
   return email
 end

@@ -139,6 +139,7 @@ local function new(given)
   end
 
   function ninja.with(settings) return new(settings) end
+  function ninja.with_env(names, owner) return new(base.from_env("invoiceninja", SPEC, names, owner)) end
 
   return ninja
 end

@@ -107,6 +107,7 @@ local function new(given)
   end
 
   function mautic.with(settings) return new(settings) end
+  function mautic.with_env(names, owner) return new(base.from_env("mautic", SPEC, names, owner)) end
 
   return mautic
 end

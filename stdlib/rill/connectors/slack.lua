@@ -69,6 +69,7 @@ local function new(given)
   end
 
   function slack.with(settings) return new(settings) end
+  function slack.with_env(names, owner) return new(base.from_env("slack", SPEC, names, owner)) end
 
   return slack
 end
