@@ -237,6 +237,35 @@ static void group_work(uv_work_t *w) {
         return;
     }
     int alone = group->next == NULL; /* one batch: its own transaction, no savepoint */
+    if (!alone) {
+        /* First without savepoints (three statements per batch, and a copy
+         * of each page a batch touches): batches rarely fail. When one does,
+         * the whole transaction is undone and the group runs again, each
+         * batch in its savepoint, so that only the failing one is lost. */
+        batch *b = group;
+        while (b && b->error == NULL && !sqlite3_get_autocommit(c->db)) {
+            run_batch(c, b);
+            if (b->error == NULL)
+                b = b->next;
+        }
+        if (b == NULL) {
+            if (exec_simple(c, "COMMIT", &err) != 0) {
+                exec_simple(c, "ROLLBACK", NULL);
+                fail_group(group, err ? err : "commit failed");
+                free(err);
+            }
+            return;
+        }
+        if (!sqlite3_get_autocommit(c->db))
+            exec_simple(c, "ROLLBACK", NULL);
+        for (batch *r = group; r; r = r->next)
+            batch_reset(r);
+        if (exec_simple(c, writes ? "BEGIN IMMEDIATE" : "BEGIN", &err) != 0) {
+            fail_group(group, err ? err : "cannot begin a transaction");
+            free(err);
+            return;
+        }
+    }
     for (batch *b = group; b; b = b->next) {
         if (!alone)
             exec_simple(c, "SAVEPOINT b", NULL);
