@@ -37,6 +37,10 @@
 typedef struct cached_stmt {
     char *sql;
     sqlite3_stmt *stmt;
+    /* index[i]: SQLite's index of $i+1 (0 when unused), found at the first
+     * bind; nindex of them known */
+    int nindex;
+    int index[BATCH_MAX_PARAMS];
 } cached_stmt;
 
 typedef struct sqlite_conn {
@@ -59,14 +63,15 @@ static unsigned hash_sql(const char *s) {
     return h;
 }
 
-/* A prepared statement for sql, from the cache when it was seen before;
- * NULL with a malloc'd reason in *err. */
-static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached, char **err) {
+/* A prepared statement for sql, from the cache when it was seen before
+ * (then *cached is its cache slot, else NULL); NULL with a malloc'd reason
+ * in *err. */
+static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, cached_stmt **cached, char **err) {
     unsigned h = hash_sql(sql) % STMT_CACHE;
     cached_stmt *slot = &c->cache[h];
-    *cached = 0;
+    *cached = NULL;
     if (slot->sql && strcmp(slot->sql, sql) == 0) {
-        *cached = 1;
+        *cached = slot;
         return slot->stmt;
     }
     sqlite3_stmt *st = NULL;
@@ -91,15 +96,29 @@ static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached, char 
     }
     slot->sql = copy;
     slot->stmt = st;
-    *cached = 1;
+    slot->nindex = 0;
+    *cached = slot;
     return st;
 }
 
-static int bind_params(sqlite3_stmt *st, const stmt_req *s) {
+/* SQLite's index of parameter $i+1 of st (0 when the statement does not
+ * use it), looked up by name once per cached statement. */
+static int param_index(sqlite3_stmt *st, cached_stmt *cached, int i) {
+    if (cached && i < cached->nindex)
+        return cached->index[i];
     char name[16];
+    snprintf(name, sizeof name, "$%d", i + 1);
+    int idx = sqlite3_bind_parameter_index(st, name);
+    if (cached && i == cached->nindex) {
+        cached->index[i] = idx;
+        cached->nindex++;
+    }
+    return idx;
+}
+
+static int bind_params(sqlite3_stmt *st, cached_stmt *cached, const stmt_req *s) {
     for (int i = 0; i < s->nparams; i++) {
-        snprintf(name, sizeof name, "$%d", i + 1);
-        int idx = sqlite3_bind_parameter_index(st, name);
+        int idx = param_index(st, cached, i);
         if (idx == 0)
             continue; /* a parameter the statement does not use */
         const value *v = &s->params[i];
@@ -156,12 +175,12 @@ static const char *column_name(int i, void *st) {
 
 /* Runs one statement; on failure returns a malloc'd message. */
 static char *run_stmt(sqlite_conn *c, stmt_req *s) {
-    int cached;
+    cached_stmt *cached;
     char *err = NULL;
     sqlite3_stmt *st = prepare(c, s->sql, &cached, &err);
     if (st == NULL)
         return err ? err : strdup("out of memory");
-    int rc = bind_params(st, s);
+    int rc = bind_params(st, cached, s);
     if (rc == SQLITE_OK && stmt_set_columns(s, sqlite3_column_count(st), column_name, st) != 0)
         err = strdup("out of memory");
     while (rc == SQLITE_OK && err == NULL) {

@@ -276,6 +276,23 @@ static void test_sqlite_failing_batch_after_others_in_its_group(void) {
     close_state();
 }
 
+static void test_sqlite_parameters_out_of_order(void) {
+    /* $n is the n-th parameter wherever and however often it appears, also
+     * from a statement's cached form (its second use), and with a parameter
+     * the statement does not use. */
+    open_backend("sqlite = require 'rill.c.sqlite'");
+    T_EQ_STR(run("out = nil; go(function()\n"
+                 "  local c = sqlite.open(':memory:')\n"
+                 "  local q = 'SELECT $3 AS c, $1 AS a, $3 || $1 AS ca'\n"
+                 "  local r1 = assert(c:batch { { q, 'x', 'unused', 'z', n = 3 } })[1]\n"
+                 "  local r2 = assert(c:batch { { q, 'p', 'unused', 'q', n = 3 } })[1]\n"
+                 "  out = show(r1) .. '|' .. show(r2)\n"
+                 "  c:close()\n"
+                 "end)"),
+             "a=x:string,c=z:string,ca=zx:string|a=p:string,c=q:string,ca=qp:string");
+    close_state();
+}
+
 static void test_sqlite_open_error(void) {
     open_backend("sqlite = require 'rill.c.sqlite'");
     T_EQ_STR(run("local ok, e = pcall(sqlite.open, '/nonexistent/dir/x.db'); out = e"),
@@ -419,6 +436,7 @@ int main(void) {
     T_RUN(test_sqlite);
     T_RUN(test_sqlite_rollback_of_the_whole_transaction);
     T_RUN(test_sqlite_failing_batch_after_others_in_its_group);
+    T_RUN(test_sqlite_parameters_out_of_order);
     T_RUN(test_sqlite_open_error);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", sqlite_dir);
