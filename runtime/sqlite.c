@@ -447,6 +447,10 @@ static int l_open(lua_State *L) {
 }
 
 int rill_sqlite_open(lua_State *L) {
+    /* No global count of SQLite's memory (nothing reads it): counting takes
+     * a process-wide mutex at every allocation. Only possible before the
+     * library's first use; later it refuses, harmlessly. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     static const luaL_Reg methods[] = {{"batch", l_batch}, {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
     rill_lua_metatable(L, CONN_MT, methods);
