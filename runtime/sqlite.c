@@ -23,7 +23,6 @@
  * stmts = { {sql, p1, p2, ..., n = nparams}, ... }; each result is a table
  * of rows (tables keyed by column name) with a field `changes`.
  */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,27 +56,11 @@ typedef struct sqlite_conn {
 
 /* ---- the worker side: runs on a thread-pool thread, no Lua ---- */
 
-/* Eight bytes at a time: a statement's text is hashed at every use, and
- * the run's INSERT is 400 bytes long. */
-static unsigned hash_sql(const char *s) {
-    size_t n = strlen(s), i = 0;
-    uint64_t h = 0x9e3779b97f4a7c15u ^ n, w;
-    for (; i + 8 <= n; i += 8) {
-        memcpy(&w, s + i, 8);
-        h = (h ^ w) * 0x100000001b3u;
-        h ^= h >> 29;
-    }
-    w = 0;
-    memcpy(&w, s + i, n - i);
-    h = (h ^ w) * 0xff51afd7ed558ccdu;
-    return (unsigned)(h ^ (h >> 33));
-}
-
 /* A prepared statement for sql, from the cache when it was seen before
  * (then *cached is its cache slot, else NULL); NULL with a malloc'd reason
  * in *err. */
 static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, cached_stmt **cached, char **err) {
-    unsigned h = hash_sql(sql) % STMT_CACHE;
+    unsigned h = batch_hash_sql(sql) % STMT_CACHE;
     cached_stmt *slot = &c->cache[h];
     *cached = NULL;
     if (slot->sql && strcmp(slot->sql, sql) == 0) {
