@@ -2,12 +2,27 @@
  * batch.c: statement batches shared by the store backends (see batch.h):
  * C values, reading a batch from Lua, delivering its outcome.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "batch.h"
+
+unsigned batch_hash_sql(const char *sql) {
+    size_t n = strlen(sql), i = 0;
+    uint64_t h = 0x9e3779b97f4a7c15u ^ n, w;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, sql + i, 8);
+        h = (h ^ w) * 0x100000001b3u;
+        h ^= h >> 29;
+    }
+    w = 0;
+    memcpy(&w, sql + i, n - i);
+    h = (h ^ w) * 0xff51afd7ed558ccdu;
+    return (unsigned)(h ^ (h >> 33));
+}
 
 int value_set_text(value *v, const char *p, size_t n) {
     v->type = VAL_TEXT;

@@ -57,6 +57,11 @@ typedef struct batch {
     char *error; /* NULL on success */
 } batch;
 
+/* A hash of a statement's text, for the backends' caches of prepared
+ * statements: eight bytes at a time (it runs at every use of a statement,
+ * and the run's INSERT is 400 bytes long). */
+unsigned batch_hash_sql(const char *sql);
+
 /* Copies n bytes at p into v as text; 0, or -1 when out of memory. */
 int value_set_text(value *v, const char *p, size_t n);
 void value_free(value *v);

@@ -324,13 +324,11 @@ static const char *param_text(const value *v, char *buf, size_t n, unsigned *oid
     }
 }
 
-/* FNV-1a over the SQL and its parameter types: a statement is prepared
+/* A hash of the SQL and its parameter types: a statement is prepared
  * for the types it is called with, so a float where an integer came first
  * gets a statement of its own rather than a type error. */
 static unsigned hash_stmt(const char *sql, const unsigned *oids, int n) {
-    unsigned h = 2166136261u;
-    for (; *sql; sql++)
-        h = (h ^ (unsigned char)*sql) * 16777619u;
+    unsigned h = batch_hash_sql(sql);
     for (int i = 0; i < n; i++)
         h = (h ^ oids[i]) * 16777619u;
     return h;

@@ -37,6 +37,10 @@
 typedef struct cached_stmt {
     char *sql;
     sqlite3_stmt *stmt;
+    /* index[i]: SQLite's index of $i+1 (0 when unused), found at the first
+     * bind; nindex of them known */
+    int nindex;
+    int index[BATCH_MAX_PARAMS];
 } cached_stmt;
 
 typedef struct sqlite_conn {
@@ -52,21 +56,15 @@ typedef struct sqlite_conn {
 
 /* ---- the worker side: runs on a thread-pool thread, no Lua ---- */
 
-static unsigned hash_sql(const char *s) {
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
-/* A prepared statement for sql, from the cache when it was seen before;
- * NULL with a malloc'd reason in *err. */
-static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached, char **err) {
-    unsigned h = hash_sql(sql) % STMT_CACHE;
+/* A prepared statement for sql, from the cache when it was seen before
+ * (then *cached is its cache slot, else NULL); NULL with a malloc'd reason
+ * in *err. */
+static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, cached_stmt **cached, char **err) {
+    unsigned h = batch_hash_sql(sql) % STMT_CACHE;
     cached_stmt *slot = &c->cache[h];
-    *cached = 0;
+    *cached = NULL;
     if (slot->sql && strcmp(slot->sql, sql) == 0) {
-        *cached = 1;
+        *cached = slot;
         return slot->stmt;
     }
     sqlite3_stmt *st = NULL;
@@ -91,15 +89,29 @@ static sqlite3_stmt *prepare(sqlite_conn *c, const char *sql, int *cached, char 
     }
     slot->sql = copy;
     slot->stmt = st;
-    *cached = 1;
+    slot->nindex = 0;
+    *cached = slot;
     return st;
 }
 
-static int bind_params(sqlite3_stmt *st, const stmt_req *s) {
+/* SQLite's index of parameter $i+1 of st (0 when the statement does not
+ * use it), looked up by name once per cached statement. */
+static int param_index(sqlite3_stmt *st, cached_stmt *cached, int i) {
+    if (cached && i < cached->nindex)
+        return cached->index[i];
     char name[16];
+    snprintf(name, sizeof name, "$%d", i + 1);
+    int idx = sqlite3_bind_parameter_index(st, name);
+    if (cached && i == cached->nindex) {
+        cached->index[i] = idx;
+        cached->nindex++;
+    }
+    return idx;
+}
+
+static int bind_params(sqlite3_stmt *st, cached_stmt *cached, const stmt_req *s) {
     for (int i = 0; i < s->nparams; i++) {
-        snprintf(name, sizeof name, "$%d", i + 1);
-        int idx = sqlite3_bind_parameter_index(st, name);
+        int idx = param_index(st, cached, i);
         if (idx == 0)
             continue; /* a parameter the statement does not use */
         const value *v = &s->params[i];
@@ -156,12 +168,12 @@ static const char *column_name(int i, void *st) {
 
 /* Runs one statement; on failure returns a malloc'd message. */
 static char *run_stmt(sqlite_conn *c, stmt_req *s) {
-    int cached;
+    cached_stmt *cached;
     char *err = NULL;
     sqlite3_stmt *st = prepare(c, s->sql, &cached, &err);
     if (st == NULL)
         return err ? err : strdup("out of memory");
-    int rc = bind_params(st, s);
+    int rc = bind_params(st, cached, s);
     if (rc == SQLITE_OK && stmt_set_columns(s, sqlite3_column_count(st), column_name, st) != 0)
         err = strdup("out of memory");
     while (rc == SQLITE_OK && err == NULL) {
@@ -237,6 +249,35 @@ static void group_work(uv_work_t *w) {
         return;
     }
     int alone = group->next == NULL; /* one batch: its own transaction, no savepoint */
+    if (!alone) {
+        /* First without savepoints (three statements per batch, and a copy
+         * of each page a batch touches): batches rarely fail. When one does,
+         * the whole transaction is undone and the group runs again, each
+         * batch in its savepoint, so that only the failing one is lost. */
+        batch *b = group;
+        while (b && b->error == NULL && !sqlite3_get_autocommit(c->db)) {
+            run_batch(c, b);
+            if (b->error == NULL)
+                b = b->next;
+        }
+        if (b == NULL) {
+            if (exec_simple(c, "COMMIT", &err) != 0) {
+                exec_simple(c, "ROLLBACK", NULL);
+                fail_group(group, err ? err : "commit failed");
+                free(err);
+            }
+            return;
+        }
+        if (!sqlite3_get_autocommit(c->db))
+            exec_simple(c, "ROLLBACK", NULL);
+        for (batch *r = group; r; r = r->next)
+            batch_reset(r);
+        if (exec_simple(c, writes ? "BEGIN IMMEDIATE" : "BEGIN", &err) != 0) {
+            fail_group(group, err ? err : "cannot begin a transaction");
+            free(err);
+            return;
+        }
+    }
     for (batch *b = group; b; b = b->next) {
         if (!alone)
             exec_simple(c, "SAVEPOINT b", NULL);
@@ -399,6 +440,10 @@ static int l_open(lua_State *L) {
 }
 
 int rill_sqlite_open(lua_State *L) {
+    /* No global count of SQLite's memory (nothing reads it): counting takes
+     * a process-wide mutex at every allocation. Only possible before the
+     * library's first use; later it refuses, harmlessly. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     static const luaL_Reg methods[] = {{"batch", l_batch}, {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
     rill_lua_metatable(L, CONN_MT, methods);

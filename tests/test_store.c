@@ -242,6 +242,57 @@ static void test_sqlite_rollback_of_the_whole_transaction(void) {
     close_state();
 }
 
+static void test_sqlite_failing_batch_after_others_in_its_group(void) {
+    /* A group runs first without savepoints; a batch failing after others
+     * of its group makes the whole group run again, each batch in its
+     * savepoint: the batches before it keep their work and report the rows
+     * of the second run only, the ones after it run once. */
+    open_backend("sqlite = require 'rill.c.sqlite'");
+    static char code[1536];
+    snprintf(code, sizeof code,
+             "out = nil; go(function()\n"
+             "  local c = sqlite.open('%s/regroup.db')\n"
+             "  assert(c:batch { { 'CREATE TABLE u (k TEXT PRIMARY KEY)' } })\n"
+             "  assert(c:batch { { 'INSERT INTO u VALUES ($1)', 'a', n = 1 } })\n"
+             "  local got = {}\n"
+             "  c:batch({ { 'SELECT 1 AS one' } }, function() end) -- goes alone\n"
+             "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'b', n = 1 }, { 'SELECT k FROM u ORDER BY "
+             "k' } },\n"
+             "    function(res, err) got[1] = res and res[1].changes .. ':' .. show(res[2]) or err "
+             "end)\n"
+             "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'c', n = 1 },\n"
+             "            { 'INSERT INTO u VALUES ($1)', 'a', n = 1 } },\n"
+             "    function(res, err) got[2] = res and 'ok' or err:match('^%%a+: ') .. 'failed' "
+             "end)\n"
+             "  c:batch({ { 'INSERT INTO u VALUES ($1)', 'd', n = 1 } },\n"
+             "    function(res, err) got[3] = res and res[1].changes or err end)\n"
+             "  local rows = assert(c:batch { { 'SELECT k FROM u ORDER BY k' } })[1]\n"
+             "  out = table.concat(got, ',') .. '|' .. show(rows)\n"
+             "  c:close()\n"
+             "end)",
+             sqlite_dir);
+    T_EQ_STR(run(code),
+             "1:k=a:string;k=b:string,sqlite: failed,1|k=a:string;k=b:string;k=d:string");
+    close_state();
+}
+
+static void test_sqlite_parameters_out_of_order(void) {
+    /* $n is the n-th parameter wherever and however often it appears, also
+     * from a statement's cached form (its second use), and with a parameter
+     * the statement does not use. */
+    open_backend("sqlite = require 'rill.c.sqlite'");
+    T_EQ_STR(run("out = nil; go(function()\n"
+                 "  local c = sqlite.open(':memory:')\n"
+                 "  local q = 'SELECT $3 AS c, $1 AS a, $3 || $1 AS ca'\n"
+                 "  local r1 = assert(c:batch { { q, 'x', 'unused', 'z', n = 3 } })[1]\n"
+                 "  local r2 = assert(c:batch { { q, 'p', 'unused', 'q', n = 3 } })[1]\n"
+                 "  out = show(r1) .. '|' .. show(r2)\n"
+                 "  c:close()\n"
+                 "end)"),
+             "a=x:string,c=z:string,ca=zx:string|a=p:string,c=q:string,ca=qp:string");
+    close_state();
+}
+
 static void test_sqlite_open_error(void) {
     open_backend("sqlite = require 'rill.c.sqlite'");
     T_EQ_STR(run("local ok, e = pcall(sqlite.open, '/nonexistent/dir/x.db'); out = e"),
@@ -384,6 +435,8 @@ int main(void) {
         return 2;
     T_RUN(test_sqlite);
     T_RUN(test_sqlite_rollback_of_the_whole_transaction);
+    T_RUN(test_sqlite_failing_batch_after_others_in_its_group);
+    T_RUN(test_sqlite_parameters_out_of_order);
     T_RUN(test_sqlite_open_error);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", sqlite_dir);
