@@ -19,7 +19,7 @@ import json
 import os
 import time
 
-from lib.harness import ROOT, Postgres, Rill, eq, main, run_cli, temp_dir, test, wait_until
+from lib.harness import ROOT, Postgres, Rill, eq, main, repo_flows, run_cli, temp_dir, test, wait_until
 from standins import InvoiceNinja, LpAgency, Mautic, Slack, Smtp, make_cert
 
 pg = Postgres()
@@ -29,20 +29,6 @@ REVOLUT_SECRET = "wsk_e2e_revolut_secret"
 NINJA_SECRET = "ninja-e2e-shared-secret"
 NORDWIND_NINJA_TOKEN = "ninja-nordwind-token-fedcba9876543210"
 
-
-class NinjaAccount(InvoiceNinja):
-    """One Invoice Ninja account holding both demo companies, each with its own API token (in Invoice
-    Ninja v5 a token belongs to one company of the account); any other token is refused."""
-
-    def __init__(self, *tokens):
-        super().__init__(token=tokens[0])
-        self.tokens = set(tokens)
-
-    def authorized(self, req):
-        return req.headers.get("x-api-token") in self.tokens
-
-    def tokens_of(self, method, path):
-        return [r.headers.get("x-api-token") for r in self.received(method, path)]
 LP_SECRET = "lp-e2e-webhook-secret"
 
 # a flow that waits for the event payment-received emits, as a business flow would
@@ -58,13 +44,7 @@ return {
 
 
 def company_flows():
-    out = {}
-    for name in sorted(os.listdir(os.path.join(ROOT, "flows"))):
-        if name.endswith(".lua") and not name.endswith(".test.lua"):
-            with open(os.path.join(ROOT, "flows", name)) as f:
-                out[name] = f.read()
-    out["await-payment.lua"] = AWAIT
-    return out
+    return {**repo_flows(), "await-payment.lua": AWAIT}
 
 
 class World:
@@ -88,7 +68,7 @@ class World:
         eq(code, 0, f"install-events ({err})")
         cert, key = make_cert(temp_dir())
         self.slack = Slack(channels=("#lumen-sales", "#nordwind", "#payments-review")).start()
-        self.mautic, self.ninja = Mautic().start(), NinjaAccount(InvoiceNinja().token, NORDWIND_NINJA_TOKEN).start()
+        self.mautic, self.ninja = Mautic().start(), InvoiceNinja(other_tokens=(NORDWIND_NINJA_TOKEN,)).start()
         self.nordwind_mautic = Mautic(user="nordwind-api", password="nordwind-Standin-pass-7").start()
         self.agency, self.smtp = LpAgency().start(), Smtp(cert=cert, key=key).start()
         self.env = {

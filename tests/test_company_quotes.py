@@ -20,14 +20,13 @@ service received and on the rows written:
   is not set is a dead run naming it, and nothing goes to company 1's
   accounts."""
 import base64
-import glob
 import hashlib
 import hmac
 import json
 import os
 import time
 
-from lib.harness import ROOT, Postgres, Rill, eq, main, run_cli, temp_dir, test, wait_until
+from lib.harness import ROOT, Postgres, Rill, eq, main, repo_flows, run_cli, temp_dir, test, wait_until
 from standins import DocuSeal, InvoiceNinja, Mautic, Slack, Smtp, make_cert
 
 pg = Postgres()
@@ -40,26 +39,6 @@ MAUTIC_PATH = "/api/mautic/webhook"
 NORDWIND_NINJA_TOKEN = "ninja-nordwind-token-fedcba9876543210"
 
 
-class NinjaAccount(InvoiceNinja):
-    """One Invoice Ninja account holding both demo companies, each with its own API token (in Invoice
-    Ninja v5 a token belongs to one company of the account); any other token is refused."""
-
-    def __init__(self, *tokens):
-        super().__init__(token=tokens[0])
-        self.tokens = set(tokens)
-
-    def authorized(self, req):
-        return req.headers.get("x-api-token") in self.tokens
-
-
-def real_flows():
-    """flows/*.lua of the repository (tests are not flows)."""
-    out = {}
-    for path in glob.glob(os.path.join(ROOT, "flows", "*.lua")):
-        if not path.endswith(".test.lua"):
-            with open(path) as f:
-                out[os.path.basename(path)] = f.read()
-    return out
 
 
 class World:
@@ -82,7 +61,7 @@ class World:
         cert, key = make_cert(self.dir)
         self.slack = Slack(channels=("#lumen-sales", "#nordwind")).start()
         self.mautic = Mautic(segments=(21, 22), campaigns=(11, 12, 13, 14), emails=(31, 32)).start()
-        self.ninja = NinjaAccount(InvoiceNinja().token, NORDWIND_NINJA_TOKEN).start()
+        self.ninja = InvoiceNinja(other_tokens=(NORDWIND_NINJA_TOKEN,)).start()
         self.docuseal = DocuSeal(templates=(41, 42)).start()
         # company 2's own DocuSeal and Mautic (its DocuSeal numbers its submissions from 1 too)
         self.nordwind_docuseal = DocuSeal(token="docuseal-nordwind-key-9876543210", templates=(42,)).start()
@@ -108,7 +87,7 @@ class World:
 
     def rill(self, unset=(), **extra):
         env = {k: v for k, v in {**self.env, **extra}.items() if k not in unset}
-        return Rill(real_flows(), env=env, config=CONFIG, dir=self.dir)
+        return Rill(repo_flows(), env=env, config=CONFIG, dir=self.dir)
 
     def sql(self, statement):
         return pg.sql(statement, self.db)

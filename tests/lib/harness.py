@@ -89,6 +89,16 @@ def run_cli(*args, env=None, cwd=None, timeout=30):
     return p.returncode, p.stdout, p.stderr
 
 
+def repo_flows():
+    """The repository's flows/*.lua, {file name: source} (test files are not flows)."""
+    out = {}
+    for name in sorted(os.listdir(os.path.join(ROOT, "flows"))):
+        if name.endswith(".lua") and not name.endswith(".test.lua"):
+            with open(os.path.join(ROOT, "flows", name)) as f:
+                out[name] = f.read()
+    return out
+
+
 class Postgres:
     """A throwaway Postgres server for this test process (tools/pg-sandbox.sh:
     a real server on loopback, its own cluster), stopped when the process

@@ -36,14 +36,21 @@ class InvoiceNinja(HttpStandin):
         ("GET", r"/api/v1/payments", "list_payments"),
     )
 
-    def __init__(self, token="ninja-Standin-token-0123456789abcdef", port=0):
+    def __init__(self, token="ninja-Standin-token-0123456789abcdef", port=0, other_tokens=()):
+        # other_tokens: one account holding several companies, each with its own API token (in
+        # Invoice Ninja v5 a token belongs to one company of the account); any other is refused
         super().__init__(port)
         self.token = token
+        self.tokens = {token, *other_tokens}
         self.clients, self.invoices, self.payments = {}, {}, {}
         self.invoice_number = 0
 
     def authorized(self, req):
-        return req.headers.get("x-api-token") == self.token
+        return req.headers.get("x-api-token") in self.tokens
+
+    def tokens_of(self, method, path):
+        """The API tokens the requests received on method and path carried, in order."""
+        return [r.headers.get("x-api-token") for r in self.received(method, path)]
 
     def unauthorized(self, req):
         return 403, {"message": "Invalid token", "errors": []}
