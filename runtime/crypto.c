@@ -22,19 +22,29 @@ typedef struct algorithm {
     const char *name;    /* as rill spells it */
     const char *openssl; /* as OpenSSL fetches it */
     EVP_MD *md;          /* fetched on first use */
-    EVP_MAC_CTX *hmac;   /* keyed anew for every call */
+    EVP_MAC_CTX *hmac;   /* keyed with key, when key is not NULL */
+    unsigned char *key;  /* a copy of the key hmac holds, so that a call with the same key
+                            (a webhook's secret, every request) skips the keying */
+    size_t keylen;
 } algorithm;
 
 static algorithm algorithms[] = {
-    {"sha1", "SHA1", NULL, NULL},
-    {"sha256", "SHA256", NULL, NULL},
-    {"sha384", "SHA384", NULL, NULL},
-    {"sha512", "SHA512", NULL, NULL},
+    {"sha1", "SHA1", NULL, NULL, NULL, 0},
+    {"sha256", "SHA256", NULL, NULL, NULL, 0},
+    {"sha384", "SHA384", NULL, NULL, NULL, 0},
+    {"sha512", "SHA512", NULL, NULL, NULL, 0},
 };
 static EVP_MAC *hmac_mac;
 
+static void forget_key(algorithm *a) {
+    OPENSSL_clear_free(a->key, a->keylen);
+    a->key = NULL;
+    a->keylen = 0;
+}
+
 static void crypto_cleanup(void) {
     for (size_t i = 0; i < RILL_ARRAY_LEN(algorithms); i++) {
+        forget_key(&algorithms[i]);
         EVP_MAC_CTX_free(algorithms[i].hmac);
         EVP_MD_free(algorithms[i].md);
         algorithms[i].hmac = NULL;
@@ -86,11 +96,27 @@ int rill_crypto_hmac(const char *alg, const void *key, size_t keylen, const void
     EVP_MAC_CTX *ctx = a ? hmac_context(a) : NULL;
     if (ctx == NULL)
         return -1;
-    /* OpenSSL refuses a NULL key even with length 0; an empty key is valid HMAC. */
-    if (!EVP_MAC_init(ctx, keylen ? key : empty_key, keylen, NULL) ||
-        !EVP_MAC_update(ctx, data, len) || !EVP_MAC_final(ctx, out, outlen, EVP_MAX_MD_SIZE))
-        return -1;
+    int same_key = a->key != NULL && a->keylen == keylen && CRYPTO_memcmp(a->key, key, keylen) == 0;
+    if (same_key) {
+        /* a NULL key: the one set before, its padded blocks already hashed */
+        if (!EVP_MAC_init(ctx, NULL, 0, NULL))
+            goto failed;
+    } else {
+        forget_key(a);
+        /* OpenSSL refuses a NULL key even with length 0; an empty key is valid HMAC. */
+        if (!EVP_MAC_init(ctx, keylen ? key : empty_key, keylen, NULL))
+            goto failed;
+        if ((a->key = OPENSSL_malloc(keylen ? keylen : 1)) != NULL) {
+            memcpy(a->key, keylen ? key : empty_key, keylen);
+            a->keylen = keylen;
+        }
+    }
+    if (!EVP_MAC_update(ctx, data, len) || !EVP_MAC_final(ctx, out, outlen, EVP_MAX_MD_SIZE))
+        goto failed;
     return 0;
+failed:
+    forget_key(a);
+    return -1;
 }
 
 int rill_crypto_random(void *buf, size_t n) {

@@ -52,8 +52,19 @@ static void test_hmacs(void) {
              "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
     T_EQ_STR(eval("c.hex(c.hmac('sha256', '', ''))"),
              "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
-    /* the cached context is re-keyed on every call */
+    /* the cached context is re-keyed when the key changes */
     T_EQ_STR(eval("c.hmac('sha256', 'a', 'x') == c.hmac('sha256', 'b', 'x')"), "false");
+    /* and keeps its key when it does not: the same key, new data, each
+     * answer as from a fresh key (RFC 4231 case 2 after two other calls) */
+    T_EQ_STR(eval("(function() c.hmac('sha256', 'Jefe', 'one'); c.hmac('sha256', 'Jefe', 'two'); "
+                  "return c.hex(c.hmac('sha256', 'Jefe', 'what do ya want for nothing?')) end)()"),
+             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    T_EQ_STR(eval("c.hmac('sha256', 'Jefe', 'one') == c.hmac('sha256', 'Jefe', 'two')"), "false");
+    /* a key that is a prefix of the one before is another key */
+    T_EQ_STR(
+        eval("(function() c.hmac('sha256', 'Jefe', 'x'); local a = c.hmac('sha256', 'Jef', 'x'); "
+             "return a == c.hmac('sha256', 'Jefe', 'x') end)()"),
+        "false");
 }
 
 static void test_c_api(void) {

@@ -201,5 +201,51 @@ def keep_alive_and_pipelined_requests_are_answered_in_order():
         eq(ids, [0, 1, 2, 3, 4], "answers in request order on one connection")
 
 
+def _closed_by_server(s, wait):
+    """Whether the server closes s (recv gives EOF) within wait seconds."""
+    s.settimeout(wait)
+    try:
+        return s.recv(65536) == b""
+    except socket.timeout:
+        return False
+
+
+ECHO_REQ = (b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 8\r\n\r\n{\"id\":1}")
+
+
+@test
+def idle_and_half_sent_connections_are_closed_and_busy_ones_kept():
+    # keepalive_timeout: an idle connection closes after it; each request
+    # answered moves that point later. request_timeout: a request not
+    # whole within it gets its connection closed.
+    with Rill(FLOWS, env={"RILL_KEEPALIVE_TIMEOUT": "2s", "RILL_REQUEST_TIMEOUT": "1s"}) as r:
+        def answer(s):
+            s.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                chunk = s.recv(65536)
+                assert chunk, "connection closed before the answer"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200"), data[:40]
+
+        with socket.create_connection(("127.0.0.1", r.port)) as s:
+            s.sendall(ECHO_REQ)
+            answer(s)
+            assert _closed_by_server(s, 10), "an idle keep-alive connection was never closed"
+        with socket.create_connection(("127.0.0.1", r.port)) as s:
+            s.sendall(ECHO_REQ[:40])
+            assert _closed_by_server(s, 10), "a half-sent request's connection was never closed"
+        with socket.create_connection(("127.0.0.1", r.port)) as s:
+            # requests 0.5s apart for 4s, twice the keep-alive: each one
+            # answered on the same connection
+            for _ in range(8):
+                s.sendall(ECHO_REQ)
+                answer(s)
+                assert not _closed_by_server(s, 0.5), "a busy connection was closed"
+            s.sendall(ECHO_REQ)
+            answer(s)
+
+
 if __name__ == "__main__":
     main()
