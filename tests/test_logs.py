@@ -3,9 +3,8 @@ asked. Every line written during a run carries the run's id and flow (lines
 of sync and async runs, of the http module, of a failing run and of its
 retry), and lines outside runs carry no run id."""
 import http.server
-import threading
 
-from lib.harness import Rill, eq, main, test, wait_until
+from lib.harness import Rill, eq, main, serve_http, test, wait_until
 
 FLOWS = {
     "hello.lua": """
@@ -42,15 +41,9 @@ class Target(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start_target():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
-
-
 @test
 def every_line_of_a_run_carries_its_run_id_and_flow_and_no_other_line_does():
-    target = start_target()
+    target = serve_http(Target)
     env = {"TARGET": f"http://127.0.0.1:{target.server_address[1]}", "RILL_POLL_INTERVAL": "0.1s"}
     with Rill(FLOWS, env=env) as r:
         res = r.request("POST", "/hooks/hello", {"who": "Ada"})

@@ -6,9 +6,8 @@ import http.client
 import http.server
 import re
 import signal
-import threading
 
-from lib.harness import Rill, eq, main, test, wait_until
+from lib.harness import Rill, eq, main, serve_http, test, wait_until
 
 FLOWS = {
     "ok.lua": """
@@ -72,12 +71,6 @@ class Target(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def start_target():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
 
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
@@ -151,7 +144,7 @@ def rill_with_admin(flows, env=None):
 
 @test
 def metrics_count_webhooks_runs_outbound_http_db_queue_cron_and_reloads():
-    target = start_target()
+    target = serve_http(Target)
     tgt = f"127.0.0.1:{target.server_address[1]}"
     with rill_with_admin(FLOWS, {"TARGET": "http://" + tgt}) as r:
         for _ in range(5):

@@ -18,10 +18,9 @@ import http.client
 import http.server
 import json
 import os
-import threading
 import time
 
-from lib.harness import ROOT, Rill, eq, main, test, wait_until
+from lib.harness import ROOT, Rill, eq, main, serve_http, test, wait_until
 
 NEW, OLD, THIRD = "s3cret-new-0123456789", "s3cret-old-9876543210", "s3cret-other-5555555555"
 WH_NEW = "whsec_" + base64.b64encode(b"standard-webhooks key, new!").decode()
@@ -380,8 +379,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 @test
 def outbound_webhooks_are_signed_the_standard_webhooks_way():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_http(Receiver)
     src = """
 return {
   triggers = { webhook { path = "/hooks/notify" } },

@@ -89,6 +89,16 @@ def run_cli(*args, env=None, cwd=None, timeout=30):
     return p.returncode, p.stdout, p.stderr
 
 
+def serve_http(handler):
+    """A local HTTP server answering with handler (a BaseHTTPRequestHandler
+    class) on a free port, in a thread; .server_address[1] is its port."""
+    import http.server
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
 def repo_flows():
     """The repository's flows/*.lua, {file name: source} (test files are not flows)."""
     out = {}
