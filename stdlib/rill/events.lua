@@ -35,12 +35,13 @@ events.result_of = result_of
 -- deliver(e): ends the waits event e (a stored event row) matches. In a task.
 function events.deliver(e)
   local data = e.data and json.try_decode(e.data)
-  local matched = {}
+  local matched, result = {}, nil
   for _, w in ipairs(store.waits(e.name)) do
     local match = w.match and json.try_decode(w.match)
     -- an event older than the waiting run (one the sweep delivers late) is not its
     if e.created >= w.since and (match == nil or matches(match, data)) then
-      matched[#matched + 1] = { run_id = w.run_id, seq = w.seq, name = w.name, result = result_of(e, data) }
+      result = result or result_of(e, data) -- the same for every wait it ends
+      matched[#matched + 1] = { run_id = w.run_id, seq = w.seq, name = w.name, result = result }
     end
   end
   store.deliver(e, matched)
