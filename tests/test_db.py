@@ -213,7 +213,8 @@ def transactions_beyond_the_pool_wait_in_line_and_one_stopped_in_line_blocks_nob
         threads = [threading.Thread(target=go, args=("/turn", i)) for i in range(12)]
         for t in threads:
             t.start()
-        time.sleep(0.1)  # the pool of 4 is busy and 8 wait: the hasty ones join the end of the line
+        # the pool of 4 is busy and 8 wait: the hasty ones join the end of the line
+        wait_until(lambda: r.metric('rill_db_pool_waiting{database="crm"}') == 8, 10, "8 transactions in line")
         hasty = [threading.Thread(target=go, args=("/hasty", 100 + i)) for i in range(2)]
         for t in hasty:
             t.start()

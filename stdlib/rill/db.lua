@@ -40,6 +40,9 @@ metrics.gauge("rill_db_pool_in_use",
     f:labels(name, "statements"):set(n)
     f:labels(name, "transactions"):set(h.tx_open - #h.spare)
   end))
+metrics.gauge("rill_db_pool_waiting",
+  "Transactions waiting in line for a connection of their database's pool, by database.",
+  { "database" }, each_handle(function(f, name, h) f:labels(name):set(#h.waiters) end))
 metrics.gauge("rill_db_pool_max", "Most connections a database's pool opens (db_pool; 1 for SQLite).",
   { "database" }, each_handle(function(f, name, h)
     f:labels(name):set(h.kind == "sqlite" and 1 or settings.pool)

@@ -246,6 +246,20 @@ class Rill:
             h["Authorization"] = f"Bearer {token}"
         return self.request(method, path, body, h, timeout, port=self.admin_port)
 
+    def metric(self, sample):
+        """The value of one sample of /metrics, named as it is printed
+        (name{labels}), or None when it is not there."""
+        for line in self.admin("GET", "/metrics").body.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+        return None
+
+    def wait_ready(self, timeout=30.0):
+        """Waits for /readyz to answer 200 (a loaded machine may take a while
+        to open the store)."""
+        wait_until(lambda: self.admin("GET", "/readyz").status == 200, timeout, "/readyz to answer 200")
+
     def request(self, method, path, body=None, headers=None, timeout=30, port=None):
         conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
