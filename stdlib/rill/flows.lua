@@ -111,6 +111,8 @@ local function flow_modules()
     m[name] = require("rill.connectors." .. name)
   end
   for name, ctor in pairs(triggers.constructors) do m[name] = ctor end
+  -- for tests/hostile/exit_c_spin.lua only: C code no hook can interrupt
+  if os_c.getenv("RILL_TEST_SPIN_C") == "1" then m._test_spin_c = os_c.spin_c end
   return m
 end
 
@@ -118,11 +120,13 @@ local function stem(file)
   return (file:match("([^/]+)%.lua$") or file)
 end
 
--- Runs a flow chunk under the load deadline; returns ok, value.
-local function run_chunk(chunk)
+-- Runs a flow chunk under the load deadline and a run's memory limit;
+-- returns ok, value.
+local function run_chunk(chunk, file)
   local result
   local t = task.spawn(chunk, function(_, ...) result = { ... } end,
-    { deadline = flows.load_deadline, preempt = false }, nil)
+    { deadline = flows.load_deadline, preempt = false, memory = require("rill.runner").memory_limit,
+      label = "the top-level code of " .. file }, nil)
   if not result then
     t:kill("flows must not wait while loading")
   end
@@ -196,8 +200,11 @@ function flows.load_file(file, source)
   if not chunk then return nil, err end
   setfenv(chunk, sandbox.new(flow_modules()))
   jit.off(chunk, true)
-  local ok, def = run_chunk(chunk)
-  if not ok then return nil, tostring(def) end
+  local ok, def = run_chunk(chunk, file)
+  if not ok then
+    local msg = require("rill.runner").describe_error(def)
+    return nil, msg:find(file, 1, true) and msg or (file .. ": " .. msg)
+  end
   local vok, flow = pcall(validate, def, file)
   if not vok then return nil, tostring(flow) end
   loads = loads + 1

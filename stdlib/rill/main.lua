@@ -115,6 +115,9 @@ local function apply(c)
   local runner = require "rill.runner"
   runner.default_deadline = c.deadline
   runner.max_depth = c.max_depth
+  runner.memory_limit = c.run_memory_limit
+  require("rill.c.task").configure { process_memory = c.process_memory_limit, kill_grace = c.kill_grace }
+  require("rill.log").max_run_lines = c.max_log_lines
   require("rill.flows").load_deadline = c.load_deadline
   require("rill.queue").configure(c)
   require("rill.http").configure { max_per_host = c.http_max_per_host }
@@ -261,6 +264,14 @@ end
 function M.check(args)
   local dir = args[2] or "flows"
   require("rill.log").configure("error", "text")
+  -- the same limits as at serve's loads: settings from RILL_* (a config
+  -- file that cannot be read leaves the defaults, its own error is serve's)
+  local sok, c = pcall(settings, {})
+  if sok then
+    require("rill.runner").memory_limit = c.run_memory_limit
+    require("rill.c.task").configure { kill_grace = c.kill_grace }
+    require("rill.flows").load_deadline = c.load_deadline
+  end
   local flows = require "rill.flows"
   local summary = flows.reload(dir)
   local files = {}
