@@ -40,8 +40,15 @@ static const void *pcall_fn, *xpcall_fn;
 
 /* Whether co can yield here: no C function other than pcall/xpcall may sit
  * between this point and the coroutine's base (a table.sort comparator, a
- * gsub callback, a __tostring called by tostring cannot yield). */
+ * gsub callback, a __tostring called by tostring cannot yield), and no
+ * message handler may be running. pcall_fn and xpcall_fn are LuaJIT's own:
+ * the ones flows see (sandbox.lua) are Lua functions calling them. */
 static int can_yield(lua_State *L) {
+    /* A message handler runs with the status LUA_ERRERR, called from C
+     * inside LuaJIT's error machinery: no frame shows it, and a yield there
+     * would fail the handler ("error in error handling"). */
+    if (lua_status(L) != 0)
+        return 0;
     lua_Debug ar;
     for (int level = 0; lua_getstack(L, level, &ar); level++) {
         lua_getinfo(L, "f", &ar);
