@@ -50,6 +50,26 @@ static void frees_credit_the_meter_charged_whoever_runs(void) {
     rill_meter_close(a);
 }
 
+static void small_blocks_keep_their_bytes_across_classes(void) {
+    size_t base = rill_alloc_total();
+    char *p = get(10);
+    memcpy(p, "0123456789", 10);
+    p = rill_alloc(NULL, p, 10, 14); /* same 16-byte class */
+    T_CHECK(memcmp(p, "0123456789", 10) == 0);
+    p = rill_alloc(NULL, p, 14, 200); /* another class */
+    T_CHECK(memcmp(p, "0123456789", 10) == 0);
+    p = rill_alloc(NULL, p, 200, 5000); /* past the small sizes */
+    T_CHECK(memcmp(p, "0123456789", 10) == 0);
+    p = rill_alloc(NULL, p, 5000, 3); /* back to small */
+    T_CHECK(memcmp(p, "012", 3) == 0);
+    T_EQ_INT(rill_alloc_total(), base + 3);
+    put(p, 3);
+    for (int i = 0; i < 10000; i++) /* through the free lists and past their cap */
+        put(get(64), 64);
+    rill_alloc_give_back();
+    T_EQ_INT(rill_alloc_total(), base);
+}
+
 static void a_meter_over_its_limit_is_refused_with_the_reason(void) {
     char kill[RILL_KILL_MAX] = "";
     refused = 0;
@@ -112,6 +132,7 @@ static void a_lua_state_survives_a_refused_chunk(void) {
 int main(void) {
     T_CHECK(rill_alloc_init(on_over) == 0);
     T_RUN(frees_credit_the_meter_charged_whoever_runs);
+    T_RUN(small_blocks_keep_their_bytes_across_classes);
     T_RUN(a_meter_over_its_limit_is_refused_with_the_reason);
     T_RUN(the_process_limit_refuses_runs_not_rill);
     T_RUN(a_lua_state_survives_a_refused_chunk);
