@@ -46,12 +46,15 @@ local function pass(...)
   return ...
 end
 
-function sandbox.pcall(f, ...)
-  return pass(raw_pcall(f, ...))
+function sandbox.pcall(...)
+  if select("#", ...) == 0 then raw_error("bad argument #1 to 'pcall' (value expected)", 2) end
+  return pass(raw_pcall(...))
 end
 
 function sandbox.xpcall(f, handler, ...)
-  if type(handler) ~= "function" then return pass(raw_xpcall(f, handler, ...)) end
+  if type(handler) ~= "function" then
+    raw_error("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
   return pass(raw_xpcall(f, function(e)
     if killed() then return e end
     return handler(e)
