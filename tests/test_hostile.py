@@ -145,6 +145,8 @@ def every_hostile_flow_fails_under_serve_while_another_webhook_answers():
                       f" RSS {rss_mb(r.proc.pid):.0f} MB")
                 assert 500 <= res.status < 600, f"{name}: status {res.status} {body}"
                 assert body.get("run_id"), f"{name}: no run_id in {body}"
+                if name.startswith("mem_"):
+                    eq(body.get("error"), "run exceeded its memory limit", f"{name}: the answer's error")
                 line = r.wait_log(level="error", run=body["run_id"], msg_has="run failed")
                 assert expect in line["msg"], f"{name}: {line['msg']!r} should contain {expect!r}"
                 assert took < deadline + SLACK, f"{name}: took {took:.1f}s, deadline {deadline}s"
@@ -163,6 +165,13 @@ def every_hostile_flow_fails_under_serve_while_another_webhook_answers():
               f" {rss_mb(r.proc.pid):.0f} MB at the end")
         eq(bad, [], "every ping answered 200")
         assert pinger.count() > 0
+        metrics = r.admin("GET", "/metrics").body
+        for name, _, _ in all_cases:
+            limit = "memory" if name.startswith("mem_") else "deadline" if name.startswith(("dl_", "fair_", "log_")) else None
+            if limit:
+                line = f'rill_runs_stopped_total{{flow="{name}",limit="{limit}"}} 1'
+                assert line in metrics, f"/metrics lacks {line}"
+        assert f'rill_log_lines_dropped_total{{flow="log_flood"}}' in metrics
 
 
 @test

@@ -16,10 +16,18 @@ local started_total = metrics.counter("rill_runs_started_total",
   "Runs started (every attempt of a stored run counts), by flow.", { "flow" })
 local finished_total = metrics.counter("rill_runs_finished_total",
   "Runs ended, by flow and state: succeeded, failed, sleeping or waiting (parked by sleep_*/wait_for).", { "flow", "state" })
+local stopped_total = metrics.counter("rill_runs_stopped_total",
+  "Runs ended by a limit no code can catch, by flow and limit: deadline or memory (run_memory_limit, process_memory_limit).",
+  { "flow", "limit" })
+local log_dropped_total = metrics.counter("rill_log_lines_dropped_total",
+  "Log lines of runs dropped over max_log_lines, by flow.", { "flow" })
 local duration = metrics.histogram("rill_run_duration_seconds",
   "How long runs took from start to end, by flow.", { "flow" })
 metrics.gauge("rill_runs_running", "Runs executing in this process now.", nil,
   function(f) f:set(started - finished) end)
+
+metrics.gauge("rill_lua_memory_bytes", "Lua memory in use, all runs and rill's own (process_memory_limit bounds it).",
+  nil, function(f) f:set(task.memory()) end)
 
 local function clean_traceback(tb)
   local lines = {}
@@ -93,7 +101,11 @@ local function finish(run, task_ok, ok, value)
     -- value is on_error's table, or, when on_error itself failed or the run
     -- was ended (task.c), whatever came instead: a message is made of it
     if not task_ok then
+      -- ended from outside its code (task.c): a limit, or a kill
       run.error = { message = describe(ok) }
+      local m = run.error.message
+      run.error.limit = m:find("^deadline exceeded") and "deadline" or m:find("^memory limit exceeded") and "memory" or nil
+      if run.error.limit then stopped_total:labels(run.flow, run.error.limit):inc() end
     elseif type(value) == "table" and type(rawget(value, "message")) == "string" then
       run.error = value
     else
@@ -110,6 +122,7 @@ local function finish(run, task_ok, ok, value)
       { ms = math.floor(run.duration * 1000 + 0.5), traceback = run.error.traceback ~= "" and run.error.traceback or nil }, run)
   end
   if run.log_count and run.log_count > log.max_run_lines then
+    log_dropped_total:labels(run.flow):inc(run.log_count - log.max_run_lines)
     log.write("warn", string.format("this run's log lines over max_log_lines (%d) were dropped", log.max_run_lines),
       { dropped = run.log_count - log.max_run_lines }, run)
   end
