@@ -31,6 +31,8 @@ static rill_watch *current;            /* loop thread only */
 static _Atomic uint64_t current_until; /* min(deadline, slice end) of `current`, 0 for none */
 static _Atomic uint64_t give_up_at;    /* earliest deadline + grace of the watches, 0 for none */
 static uint64_t grace_ns = 10000000000ULL;
+static uint64_t hold_ns =
+    1000000000ULL;           /* max_hold: longest stretch past a slice that cannot yield */
 static atomic_int armed;     /* the signal was sent and the hook not yet removed */
 static atomic_int giving_up; /* the signal was sent for the last line of defence */
 static atomic_int running;   /* the watch thread should keep going */
@@ -90,8 +92,26 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
     }
     if (now < w->slice_end)
         return; /* the signal was meant for a resume that has ended since */
-    if (!can_yield(L))
-        return; /* a slice can wait for the next check */
+    if (!can_yield(L)) {
+        /* A slice can wait for the next check, but not for ever: code that
+         * cannot be paused (a comparator, a message handler, a __tostring
+         * called from C) holds every other run and request meanwhile. */
+        if (hold_ns && now - w->slice_end >= hold_ns) {
+            if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
+                snprintf(w->kill, RILL_KILL_MAX,
+                         "held the loop longer than max_hold (%.3g s) where it cannot be paused "
+                         "(a callback from C, a message handler) at %s:%d",
+                         (double)hold_ns / 1e9, ar->short_src, ar->currentline);
+            else
+                snprintf(w->kill, RILL_KILL_MAX,
+                         "held the loop longer than max_hold (%.3g s) where it cannot be paused "
+                         "(a callback from C, a message handler)",
+                         (double)hold_ns / 1e9);
+            lua_pushstring(L, w->kill);
+            lua_error(L);
+        }
+        return;
+    }
     w->stopped = RILL_WATCHDOG_SLICE;
     lua_yield(L, 0); /* yielding from a hook: a LuaJIT feature */
 }
@@ -232,6 +252,10 @@ void rill_watchdog_stop_now(void) {
         return;
     atomic_store(&armed, 1);
     lua_sethook(hook_state, stop_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+void rill_watchdog_set_max_hold(double seconds) {
+    hold_ns = seconds > 0 ? (uint64_t)(seconds * 1e9) : 0;
 }
 
 void rill_watchdog_set_grace(double seconds) {

@@ -55,6 +55,12 @@ void rill_watchdog_stop_now(void);
  * supervisor to restart it (durable runs are taken over as after a crash).
  * 0 disables it. */
 void rill_watchdog_set_grace(double seconds);
+
+/* How long a run in time slices may hold the loop past the end of its slice
+ * where the hook cannot yield (a table.sort comparator, a message handler,
+ * a __tostring called from C) before it is ended like at its deadline.
+ * 0: until its deadline. */
+void rill_watchdog_set_max_hold(double seconds);
 #define RILL_WATCHDOG_EXIT 70
 
 #endif

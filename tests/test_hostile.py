@@ -17,7 +17,7 @@ import time
 from lib.harness import ROOT, Rill, eq, main, run_cli, temp_dir, test, wait_until
 
 HOSTILE = os.path.join(ROOT, "tests", "hostile")
-PREFIXES = ("dl_", "mem_", "err_", "fair_", "log_")
+PREFIXES = ("dl_", "hold_", "mem_", "err_", "fair_", "log_")
 MAX_LOG_LINES = 200
 # A small run memory limit keeps the memory cases quick; the grace is the
 # last line of defence's, kept short so that exit_* does not wait long.
@@ -167,7 +167,7 @@ def every_hostile_flow_fails_under_serve_while_another_webhook_answers():
         assert pinger.count() > 0
         metrics = r.admin("GET", "/metrics").body
         for name, _, _ in all_cases:
-            limit = "memory" if name.startswith("mem_") else "deadline" if name.startswith(("dl_", "fair_", "log_")) else None
+            limit = {"mem_": "memory", "hold": "hold", "dl_": "deadline", "fair": "deadline", "log_": "deadline"}.get(name[:4])
             if limit:
                 line = f'rill_runs_stopped_total{{flow="{name}",limit="{limit}"}} 1'
                 assert line in metrics, f"/metrics lacks {line}"

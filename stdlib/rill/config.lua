@@ -26,6 +26,8 @@ config.defaults = {
                                -- allocating fails (rill's own code never does)
   kill_grace = "10s",          -- a run still running this long past its deadline is stuck in
                                -- C code: rill logs it and exits for its supervisor to restart it
+  max_hold = "1s",             -- a run holding the loop this long where it cannot be paused
+                               -- (a sort comparator, a message handler) fails like at its deadline
   max_log_lines = 1000,        -- log lines one run may write; the rest are counted and dropped
   keepalive_timeout = "75s",   -- idle keep-alive connections are closed after this
   request_timeout = "30s",     -- a client must send a whole request within this
@@ -134,7 +136,7 @@ function config.load(path)
   c.max_body = config.size(c.max_body, "max_body")
   c.run_memory_limit = config.size(c.run_memory_limit, "run_memory_limit")
   c.process_memory_limit = config.size(c.process_memory_limit, "process_memory_limit")
-  for _, k in ipairs { "deadline", "load_deadline", "kill_grace", "keepalive_timeout", "request_timeout",
+  for _, k in ipairs { "deadline", "load_deadline", "kill_grace", "max_hold", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
                        "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do
     c[k] = config.seconds(c[k], k)

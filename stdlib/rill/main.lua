@@ -116,7 +116,8 @@ local function apply(c)
   runner.default_deadline = c.deadline
   runner.max_depth = c.max_depth
   runner.memory_limit = c.run_memory_limit
-  require("rill.c.task").configure { process_memory = c.process_memory_limit, kill_grace = c.kill_grace }
+  require("rill.c.task").configure { process_memory = c.process_memory_limit, kill_grace = c.kill_grace,
+    max_hold = c.max_hold }
   require("rill.log").max_run_lines = c.max_log_lines
   require("rill.flows").load_deadline = c.load_deadline
   require("rill.queue").configure(c)

@@ -17,7 +17,7 @@ local started_total = metrics.counter("rill_runs_started_total",
 local finished_total = metrics.counter("rill_runs_finished_total",
   "Runs ended, by flow and state: succeeded, failed, sleeping or waiting (parked by sleep_*/wait_for).", { "flow", "state" })
 local stopped_total = metrics.counter("rill_runs_stopped_total",
-  "Runs ended by a limit no code can catch, by flow and limit: deadline or memory (run_memory_limit, process_memory_limit).",
+  "Runs ended by a limit no code can catch, by flow and limit: deadline, memory (run_memory_limit, process_memory_limit) or hold (max_hold).",
   { "flow", "limit" })
 local log_dropped_total = metrics.counter("rill_log_lines_dropped_total",
   "Log lines of runs dropped over max_log_lines, by flow.", { "flow" })
@@ -104,7 +104,8 @@ local function finish(run, task_ok, ok, value)
       -- ended from outside its code (task.c): a limit, or a kill
       run.error = { message = describe(ok) }
       local m = run.error.message
-      run.error.limit = m:find("^deadline exceeded") and "deadline" or m:find("^memory limit exceeded") and "memory" or nil
+      run.error.limit = m:find("^deadline exceeded") and "deadline" or m:find("^memory limit exceeded") and "memory"
+        or m:find("^held the loop longer than max_hold") and "hold" or nil
       if run.error.limit then stopped_total:labels(run.flow, run.error.limit):inc() end
     elseif type(value) == "table" and type(rawget(value, "message")) == "string" then
       run.error = value
