@@ -197,6 +197,36 @@ def code_stuck_in_c_past_its_deadline_exits_rill_naming_the_run():
     assert code != 0 and "could not be stopped" in err and "exit_c_spin" in err, (code, err)
 
 
+STUCK_DURABLE = """
+-- attempt 1 gets stuck in C (when rill runs with RILL_TEST_SPIN_C=1); a
+-- later one, after the restart, completes
+return {
+  deadline = "1s",
+  triggers = { webhook { path = "/hooks/stuck", mode = "async" } },
+  run = function(ctx)
+    if ctx.attempt == 1 and _test_spin_c then _test_spin_c(120) end
+    log.info("durable run done", { attempt = ctx.attempt })
+    return { attempt = ctx.attempt }
+  end,
+}"""
+
+
+@test
+def a_durable_run_stuck_in_c_is_taken_over_after_the_exit_as_after_kill_9():
+    d = temp_dir("rill-hostile-durable-")
+    env = dict(ENV, RILL_LEASE="2s", RILL_POLL_INTERVAL="0.2s", RILL_RETRY_BACKOFF="0s")
+    with Rill({"stuck.lua": STUCK_DURABLE}, env=dict(env, RILL_TEST_SPIN_C="1"), dir=d) as r:
+        res = r.request("POST", "/hooks/stuck", {})
+        eq(res.status, 202, "accepted")
+        run_id = res.json()["run_id"]
+        wait_until(lambda: r.proc.poll() is not None, 60, "rill to exit (last line of defence)")
+        assert r.proc.returncode != 0
+        assert any("could not be stopped" in json.dumps(l) and run_id in json.dumps(l) for l in r.logs), r.logs[-3:]
+    with Rill(None, env=env, dir=d) as r:
+        line = r.wait_log(msg="durable run done", run=run_id, timeout=60)
+        assert line.get("attempt", 0) >= 2, line
+
+
 @test
 def hostile_top_level_code_is_rejected_by_rill_check():
     d = os.path.join(HOSTILE, "load")
