@@ -94,26 +94,37 @@ static void task_release(rill_task *t, int reusable) {
 
 /* ---- Giving memory back after a big run ---- */
 
-/* A run that held this much (or was ended) is followed by a full collection
- * and malloc_trim, so that the process's RSS comes back down. */
+/* A run that held this much (or was ended) is followed by two complete GC
+ * cycles (the first may have marked the run's values while they were still
+ * reachable) and malloc_trim, so that the process's RSS comes back down.
+ * The cycles are done in steps of at most GIVE_BACK_SLICE_NS per loop
+ * iteration: a full collection of a few hundred MiB at once would hold
+ * every other request for half a second. */
 #define GIVE_BACK_AFTER (32u << 20)
+#define GIVE_BACK_SLICE_NS 2000000ULL
 static uv_timer_t give_back_timer;
-static int give_back_init;
+static int give_back_init, give_back_cycles;
 
 static void give_back(uv_timer_t *timer) {
-    (void)timer;
-    lua_gc(main_state, LUA_GCCOLLECT, 0);
-    rill_alloc_give_back();
+    uint64_t until = uv_hrtime() + GIVE_BACK_SLICE_NS;
+    while (uv_hrtime() < until) {
+        if (lua_gc(main_state, LUA_GCSTEP, 256) && ++give_back_cycles == 2) {
+            uv_timer_stop(timer);
+            rill_alloc_give_back();
+            return;
+        }
+    }
 }
 
-/* On the next loop iteration: the run's values are unreferenced by then. */
+/* From the next loop iteration on: the run's values are unreferenced by then. */
 static void give_back_soon(void) {
     if (!give_back_init) {
         uv_timer_init(rill_loop(), &give_back_timer);
         uv_unref((uv_handle_t *)&give_back_timer);
         give_back_init = 1;
     }
-    uv_timer_start(&give_back_timer, give_back, 0, 0);
+    give_back_cycles = 0;
+    uv_timer_start(&give_back_timer, give_back, 0, 1);
 }
 
 /* Calls on_done(ok, ...) with the nvalues values on top of `from`'s stack. */
