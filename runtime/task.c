@@ -448,8 +448,9 @@ static int l_memory(lua_State *L) {
 }
 
 /* configure{process_memory = bytes, kill_grace = seconds, max_hold =
- * seconds}: the limit of all Lua memory together (0: none), the last line
- * of defence's grace, and the longest a run may hold the loop unpaused. */
+ * seconds, stuck_file = path}: the limit of all Lua memory together (0:
+ * none), the last line of defence's grace and the file it names what was
+ * stuck in, and the longest a run may hold the loop unpaused. */
 static int l_configure(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "process_memory");
@@ -458,6 +459,9 @@ static int l_configure(lua_State *L) {
     lua_getfield(L, 1, "kill_grace");
     if (!lua_isnil(L, -1))
         rill_watchdog_set_grace(luaL_checknumber(L, -1));
+    lua_getfield(L, 1, "stuck_file");
+    if (!lua_isnil(L, -1))
+        rill_watchdog_set_stuck_file(luaL_checkstring(L, -1));
     lua_getfield(L, 1, "max_hold");
     if (!lua_isnil(L, -1))
         rill_watchdog_set_max_hold(luaL_checknumber(L, -1));

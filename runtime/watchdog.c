@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 /* SIGURG is ignored by default and used by nothing else in rill, which makes
@@ -31,6 +32,8 @@ static rill_watch *current;            /* loop thread only */
 static _Atomic uint64_t current_until; /* min(deadline, slice end) of `current`, 0 for none */
 static _Atomic uint64_t give_up_at;    /* earliest deadline + grace of the watches, 0 for none */
 static uint64_t grace_ns = 10000000000ULL;
+static char
+    stuck_file[512]; /* where the last line of defence names what was stuck; "" for nowhere */
 static uint64_t hold_ns =
     1000000000ULL;           /* max_hold: longest stretch past a slice that cannot yield */
 static atomic_int armed;     /* the signal was sent and the hook not yet removed */
@@ -140,6 +143,16 @@ static void give_up(void) {
             "code the watchdog cannot interrupt; exiting for the supervisor to restart rill\n");
         ssize_t ignored = write(2, line, n);
         (void)ignored;
+        if (stuck_file[0] != '\0') {
+            /* what was stuck, for the next start (flows.lua does not load
+             * the same version of a flow file again) */
+            int fd = open(stuck_file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) {
+                const char *label = w->label ? w->label : "";
+                ignored = write(fd, label, strlen(label));
+                close(fd);
+            }
+        }
         _exit(RILL_WATCHDOG_EXIT);
     }
 }
@@ -256,6 +269,10 @@ void rill_watchdog_stop_now(void) {
 
 void rill_watchdog_set_max_hold(double seconds) {
     hold_ns = seconds > 0 ? (uint64_t)(seconds * 1e9) : 0;
+}
+
+void rill_watchdog_set_stuck_file(const char *path) {
+    snprintf(stuck_file, sizeof stuck_file, "%s", path ? path : "");
 }
 
 void rill_watchdog_set_grace(double seconds) {

@@ -63,4 +63,8 @@ void rill_watchdog_set_grace(double seconds);
 void rill_watchdog_set_max_hold(double seconds);
 #define RILL_WATCHDOG_EXIT 70
 
+/* The file the last line of defence writes the stuck run's label to before
+ * exiting (replaced each time), or "" for none. */
+void rill_watchdog_set_stuck_file(const char *path);
+
 #endif

@@ -229,6 +229,32 @@ def a_durable_run_stuck_in_c_is_taken_over_after_the_exit_as_after_kill_9():
         assert line.get("attempt", 0) >= 2, line
 
 
+STUCK_AT_LOAD = """
+-- top-level code stuck in C (with RILL_TEST_SPIN_C=1)
+_test_spin_c(120)
+return {}
+"""
+
+
+@test
+def a_flow_file_stuck_in_c_at_load_exits_rill_once_then_stays_unloaded():
+    d = temp_dir("rill-hostile-load-")
+    env = dict(ENV, RILL_TEST_SPIN_C="1", RILL_LOAD_DEADLINE="0.5s")
+    with Rill({"ping.lua": PING}, env=env, dir=d) as r:
+        r.write_flow("stuck.lua", STUCK_AT_LOAD)
+        wait_until(lambda: r.proc.poll() is not None, 60, "rill to exit (last line of defence)")
+        eq(r.proc.returncode, 70, "exit code")
+        assert any("the top-level code of" in json.dumps(l) and "stuck.lua" in json.dumps(l) for l in r.logs), r.logs[-3:]
+    with Rill(None, env=env, dir=d) as r:
+        line = r.wait_log(msg_has="flow rejected")
+        assert "stuck.lua" in line["msg"] and "not loaded" in line["msg"], line
+        eq(r.request("GET", "/hooks/ping").status, 200, "the other flows serve")
+        before = r.reloads()
+        r.write_flow("stuck.lua", PING.replace("/hooks/ping", "/hooks/fixed"))
+        r.wait_reload(before)
+        wait_until(lambda: r.request("GET", "/hooks/fixed").status == 200, 10, "the changed file to load")
+
+
 @test
 def hostile_top_level_code_is_rejected_by_rill_check():
     d = os.path.join(HOSTILE, "load")

@@ -26,6 +26,8 @@ config.defaults = {
                                -- allocating fails (rill's own code never does)
   kill_grace = "10s",          -- a run still running this long past its deadline is stuck in
                                -- C code: rill logs it and exits for its supervisor to restart it
+  stuck_file = "data/rill-stuck.txt", -- where the kill_grace exit names what was stuck, so that
+                               -- a flow file stuck at load is not loaded again at the restart
   max_hold = "1s",             -- a run holding the loop this long where it cannot be paused
                                -- (a sort comparator, a message handler) fails like at its deadline
   max_log_lines = 1000,        -- log lines one run may write; the rest are counted and dropped
