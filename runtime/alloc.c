@@ -36,8 +36,9 @@ typedef struct meter {
 
 static meter *meters;
 static uint32_t meter_count, meter_cap,
-    free_meters;         /* free_meters: 0 for none (meter 0 is never free) */
-static uint32_t current; /* the meter charged now */
+    free_meters;             /* free_meters: 0 for none (meter 0 is never free) */
+static uint32_t current;     /* the meter charged now */
+static uint32_t open_meters; /* meters open (runs metered now) */
 static size_t total, process_limit;
 static void (*on_over)(void);
 
@@ -71,12 +72,16 @@ static int may_grow(meter *m, size_t n) {
             on_over();
         return 0;
     }
-    if (process_limit && total + n > process_limit + reserve) {
+    /* Over the process's limit, the runs holding more than an equal share
+     * of it are refused, not whichever small run happens to allocate: the
+     * others go on (the process stays over its limit until a big one ends). */
+    if (process_limit && total + n > process_limit + reserve &&
+        m->used + n > process_limit / (open_meters ? open_meters : 1)) {
         if (m->kill && m->kill[0] == '\0')
             snprintf(m->kill, RILL_KILL_MAX,
                      "memory limit exceeded: rill's Lua memory reached %zu MiB "
-                     "(process_memory_limit) while this run allocated",
-                     process_limit >> 20);
+                     "(process_memory_limit), this run holding %zu MiB of it",
+                     process_limit >> 20, m->used >> 20);
         if (on_over)
             on_over();
         return 0;
@@ -224,6 +229,7 @@ uint32_t rill_meter_open(size_t limit, char *kill) {
     meters[id].limit = limit;
     meters[id].kill = kill;
     meters[id].next = 0;
+    open_meters++;
     return id;
 }
 
@@ -240,6 +246,7 @@ size_t rill_meter_close(uint32_t id) {
     m->kill = NULL;
     m->next = free_meters;
     free_meters = id;
+    open_meters--;
     return max_used;
 }
 

@@ -92,18 +92,28 @@ static void a_meter_over_its_limit_is_refused_with_the_reason(void) {
     rill_meter_close(m);
 }
 
-static void the_process_limit_refuses_runs_not_rill(void) {
-    char kill[RILL_KILL_MAX] = "";
-    rill_alloc_set_process_limit(rill_alloc_total() + (1 << 20));
-    uint32_t m = rill_meter_open(0, kill);
-    uint32_t outer = rill_meter_enter(m);
-    T_CHECK(get(2 << 20) == NULL);
-    T_CHECK(strstr(kill, "process_memory_limit") != NULL);
+static void the_process_limit_refuses_big_runs_not_small_ones_nor_rill(void) {
+    char big_kill[RILL_KILL_MAX] = "", small_kill[RILL_KILL_MAX] = "";
+    uint32_t big = rill_meter_open(0, big_kill), small = rill_meter_open(0, small_kill);
+    rill_alloc_set_process_limit(rill_alloc_total() + (8 << 20));
+    uint32_t outer = rill_meter_enter(big);
+    void *b = get(7 << 20);
+    T_CHECK(b != NULL);
+    rill_meter_enter(small);
+    void *s = get(2 << 20); /* over the process limit, but far under an equal share */
+    T_CHECK(s != NULL);
+    T_EQ_INT(small_kill[0], '\0');
+    rill_meter_enter(big);
+    T_CHECK(get(1 << 20) == NULL); /* the big one is refused */
+    T_CHECK(strstr(big_kill, "process_memory_limit") != NULL);
     rill_meter_enter(outer);
-    void *own = get(2 << 20);
+    void *own = get(2 << 20); /* rill's own meter never is */
     T_CHECK(own != NULL);
     put(own, 2 << 20);
-    rill_meter_close(m);
+    put(s, 2 << 20);
+    put(b, 7 << 20);
+    rill_meter_close(small);
+    rill_meter_close(big);
     rill_alloc_set_process_limit(0);
 }
 
@@ -134,7 +144,7 @@ int main(void) {
     T_RUN(frees_credit_the_meter_charged_whoever_runs);
     T_RUN(small_blocks_keep_their_bytes_across_classes);
     T_RUN(a_meter_over_its_limit_is_refused_with_the_reason);
-    T_RUN(the_process_limit_refuses_runs_not_rill);
+    T_RUN(the_process_limit_refuses_big_runs_not_small_ones_nor_rill);
     T_RUN(a_lua_state_survives_a_refused_chunk);
     return T_END();
 }

@@ -22,8 +22,8 @@ config.defaults = {
   load_deadline = "2s",        -- time a flow file may take to load
   run_memory_limit = "256MiB", -- Lua memory one run (or one flow file's loading) may hold;
                                -- over it the run fails naming this setting
-  process_memory_limit = "2GiB", -- Lua memory of all runs together: past it, the run
-                               -- allocating fails (rill's own code never does)
+  process_memory_limit = "2GiB", -- Lua memory of all runs together: past it, the runs
+                               -- holding more than an equal share fail (rill's own code never does)
   kill_grace = "10s",          -- a run still running this long past its deadline is stuck in
                                -- C code: rill logs it and exits for its supervisor to restart it
   stuck_file = "data/rill-stuck.txt", -- where the kill_grace exit names what was stuck, so that
