@@ -11,6 +11,7 @@
 #include <lualib.h>
 
 #include "stdlib_embed.h"
+#include "task.h"
 #include "watchdog.h"
 
 static void close_handle(uv_handle_t *h, void *arg) {
@@ -27,14 +28,26 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
+/* An error outside any protected call: a bug in rill, never a flow's doing
+ * (runs and loads are protected). */
+static int panic(lua_State *L) {
+    fprintf(stderr, "rill: fatal Lua error: %s\n", lua_tostring(L, -1));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t *loop = rill_loop();
-    lua_State *L = luaL_newstate();
+    /* Every Lua allocation goes through alloc.c, which charges it to the
+     * run making it (memory limits, docs/architecture.md). */
+    lua_State *L =
+        rill_alloc_init(rill_task_on_memory_refused) == 0 ? lua_newstate(rill_alloc, NULL) : NULL;
     if (L == NULL) {
-        fprintf(stderr, "rill: cannot create a Lua state\n");
+        fprintf(stderr,
+                "rill: cannot create a Lua state (LuaJIT must be built with GC64 on x86_64)\n");
         return 1;
     }
+    lua_atpanic(L, panic);
     luaL_openlibs(L);
     rill_modules_register(L, rill_stdlib_files);
     if (rill_watchdog_start(L) != 0) {

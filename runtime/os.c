@@ -296,6 +296,18 @@ static int l_isatty(lua_State *L) {
     return 1;
 }
 
+/* spin_c(seconds): spins in C for that long, never returning to Lua. For
+ * tests only (tests/hostile/exit_c_spin.lua): code the watchdog cannot
+ * interrupt, which rill's last line of defence must end. Flows get it only
+ * when RILL_TEST_SPIN_C=1 (flows.lua). */
+static int l_spin_c(lua_State *L) {
+    uint64_t until = uv_hrtime() + (uint64_t)(luaL_checknumber(L, 1) * 1e9);
+    volatile uint64_t n = 0;
+    while (uv_hrtime() < until)
+        n++;
+    return 0;
+}
+
 int rill_os_open(lua_State *L) {
     static const luaL_Reg handle_methods[] = {
         {"close", l_handle_close}, {"unref", l_handle_unref}, {NULL, NULL}};
@@ -312,6 +324,7 @@ int rill_os_open(lua_State *L) {
                                      {"hrtime", l_hrtime},
                                      {"pid", l_pid},
                                      {"rss", l_rss},
+                                     {"spin_c", l_spin_c},
                                      {"isatty", l_isatty},
                                      {NULL, NULL}};
     const char *mts[] = {WATCH_MT, SIGNAL_MT};

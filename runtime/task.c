@@ -92,6 +92,41 @@ static void task_release(rill_task *t, int reusable) {
     }
 }
 
+/* ---- Giving memory back after a big run ---- */
+
+/* A run that held this much (or was ended) is followed by two complete GC
+ * cycles (the first may have marked the run's values while they were still
+ * reachable) and malloc_trim, so that the process's RSS comes back down.
+ * The cycles are done in steps of at most GIVE_BACK_SLICE_NS per loop
+ * iteration: a full collection of a few hundred MiB at once would hold
+ * every other request for half a second. */
+#define GIVE_BACK_AFTER (32u << 20)
+#define GIVE_BACK_SLICE_NS 2000000ULL
+static uv_timer_t give_back_timer;
+static int give_back_init, give_back_cycles;
+
+static void give_back(uv_timer_t *timer) {
+    uint64_t until = uv_hrtime() + GIVE_BACK_SLICE_NS;
+    while (uv_hrtime() < until) {
+        if (lua_gc(main_state, LUA_GCSTEP, 256) && ++give_back_cycles == 2) {
+            uv_timer_stop(timer);
+            rill_alloc_give_back();
+            return;
+        }
+    }
+}
+
+/* From the next loop iteration on: the run's values are unreferenced by then. */
+static void give_back_soon(void) {
+    if (!give_back_init) {
+        uv_timer_init(rill_loop(), &give_back_timer);
+        uv_unref((uv_handle_t *)&give_back_timer);
+        give_back_init = 1;
+    }
+    give_back_cycles = 0;
+    uv_timer_start(&give_back_timer, give_back, 0, 1);
+}
+
 /* Calls on_done(ok, ...) with the nvalues values on top of `from`'s stack. */
 static void task_finish(rill_task *t, int ok, lua_State *from, int nvalues) {
     lua_State *L = main_state;
@@ -99,6 +134,12 @@ static void task_finish(rill_task *t, int ok, lua_State *from, int nvalues) {
     t->state = TASK_DONE;
     if (t->timer_init)
         uv_timer_stop(&t->timer);
+    if (t->meter) {
+        size_t most = rill_meter_close(t->meter);
+        t->meter = 0;
+        if (most >= GIVE_BACK_AFTER || t->kill[0] != '\0')
+            give_back_soon();
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, done_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->data_ref);
     lua_pushboolean(L, ok);
@@ -130,9 +171,19 @@ static void on_deadline(uv_timer_t *timer) {
     rill_task *t = timer->data;
     lua_Debug ar;
     char msg[320];
-    if (t->cancel == ready_remove && lua_getstack(t->co, 0, &ar) && lua_getinfo(t->co, "Sl", &ar))
+    int level = 0, found = 0;
+    /* in the ready queue: it was computing (or in sleep(0)); name the first
+     * Lua line of its stack, not the C function it yielded in */
+    while (t->cancel == ready_remove && lua_getstack(t->co, level++, &ar))
+        if (lua_getinfo(t->co, "Sl", &ar) && ar.currentline > 0) {
+            found = 1;
+            break;
+        }
+    if (found)
         snprintf(msg, sizeof msg, "deadline exceeded: code still running at %s:%d", ar.short_src,
                  ar.currentline);
+    else if (t->cancel == ready_remove)
+        snprintf(msg, sizeof msg, "deadline exceeded: code still running");
     else
         snprintf(msg, sizeof msg, "deadline exceeded while waiting");
     rill_task_kill(t, msg);
@@ -218,23 +269,29 @@ static void task_run(rill_task *t, int nargs) {
     running[depth++] = t;
     t->state = TASK_RUNNING;
     rill_watch w;
-    rill_watchdog_enter(&w, t->co, t->deadline, t->preempt);
+    rill_watchdog_enter(&w, t->co, t->deadline, t->preempt, t->kill, t->label);
+    uint32_t outer_meter = rill_meter_enter(t->meter);
     int rc = lua_resume(t->co, nargs);
+    rill_meter_enter(outer_meter);
     rill_watchdog_leave(&w);
     depth--;
 
-    if (rc == LUA_YIELD && t->cancel != NULL) {
+    if (t->kill[0] != '\0') {
+        /* Ended (deadline, memory limit) whatever it returned or caught. */
+        if (rc == LUA_YIELD && t->cancel != NULL) {
+            t->state = TASK_WAITING;
+            rill_task_kill(t, t->kill);
+        } else {
+            task_fail(t, t->kill);
+        }
+    } else if (rc == LUA_YIELD && t->cancel != NULL) {
         t->state = TASK_WAITING;
         arm_deadline(t);
     } else if (rc == LUA_YIELD && w.stopped == RILL_WATCHDOG_SLICE) {
         ready_push(t); /* others get a turn; it goes on at the next pass */
         arm_deadline(t);
     } else if (rc == LUA_YIELD) {
-        /* Yielded with nothing to wait for: stopped at its deadline. */
-        char msg[320];
-        snprintf(msg, sizeof msg, "deadline exceeded: code still running%s%s",
-                 w.where[0] ? " at " : "", w.where);
-        task_fail(t, msg);
+        task_fail(t, "a run yielded outside a primitive (coroutine.yield is not for flows)");
     } else if (rc == 0) {
         task_finish(t, 1, t->co, lua_gettop(t->co));
     } else {
@@ -244,6 +301,16 @@ static void task_run(rill_task *t, int nargs) {
         }
         task_finish(t, 0, t->co, 1);
     }
+}
+
+int rill_task_yield_turn(lua_State *L, rill_task *t) {
+    ready_push(t);
+    t->state = TASK_RUNNING; /* until the yield below returns to task_run */
+    return lua_yield(L, 0);
+}
+
+void rill_task_on_memory_refused(void) {
+    rill_watchdog_stop_now();
 }
 
 void rill_task_resume(rill_task *t, int nargs) {
@@ -291,14 +358,19 @@ static rill_task *check_task(lua_State *L, int idx) {
 static int l_spawn(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    double seconds = 0;
+    double seconds = 0, memory = 0;
     int preempt = 1;
+    const char *label = NULL;
     if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "deadline");
         seconds = luaL_optnumber(L, -1, 0);
         lua_getfield(L, 3, "preempt");
         preempt = lua_isnil(L, -1) || lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        lua_getfield(L, 3, "memory");
+        memory = luaL_optnumber(L, -1, 0);
+        lua_getfield(L, 3, "label");
+        label = lua_tostring(L, -1);
+        lua_pop(L, 4); /* label stays valid: the limits table holds the string */
     } else {
         seconds = luaL_optnumber(L, 3, 0);
     }
@@ -327,6 +399,12 @@ static int l_spawn(lua_State *L) {
     }
     t->deadline = seconds > 0 ? uv_hrtime() + (uint64_t)(seconds * 1e9) : 0;
     t->preempt = (unsigned char)preempt;
+    if (label)
+        snprintf(t->label, sizeof t->label, "%s", label);
+    /* A task given a memory limit is metered (flow runs and loads); rill's
+     * own tasks are charged to meter 0, which is never refused. */
+    if (memory > 0)
+        t->meter = rill_meter_open((size_t)memory, t->kill);
     live_tasks++;
 
     lua_pushvalue(L, 1);
@@ -345,6 +423,49 @@ static int l_current(lua_State *L) {
         return 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->data_ref);
     return 1;
+}
+
+/* killed() -> why the task running now must end (its deadline, its memory
+ * limit), or nil while it may run. pcall and xpcall as flows see them
+ * (sandbox.lua) raise this again, so that no flow code can catch it. */
+static int l_killed(lua_State *L) {
+    rill_task *t = rill_task_current();
+    if (t == NULL || t->kill[0] == '\0')
+        return 0;
+    lua_pushstring(L, t->kill);
+    return 1;
+}
+
+/* memory() -> bytes of Lua memory live now, and those charged to the
+ * running task (nil outside a metered task). */
+static int l_memory(lua_State *L) {
+    rill_task *t = rill_task_current();
+    lua_pushnumber(L, (lua_Number)rill_alloc_total());
+    if (t == NULL || t->meter == 0)
+        return 1;
+    lua_pushnumber(L, (lua_Number)rill_meter_used(t->meter));
+    return 2;
+}
+
+/* configure{process_memory = bytes, kill_grace = seconds, max_hold =
+ * seconds, stuck_file = path}: the limit of all Lua memory together (0:
+ * none), the last line of defence's grace and the file it names what was
+ * stuck in, and the longest a run may hold the loop unpaused. */
+static int l_configure(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "process_memory");
+    if (!lua_isnil(L, -1))
+        rill_alloc_set_process_limit((size_t)luaL_checknumber(L, -1));
+    lua_getfield(L, 1, "kill_grace");
+    if (!lua_isnil(L, -1))
+        rill_watchdog_set_grace(luaL_checknumber(L, -1));
+    lua_getfield(L, 1, "stuck_file");
+    if (!lua_isnil(L, -1))
+        rill_watchdog_set_stuck_file(luaL_checkstring(L, -1));
+    lua_getfield(L, 1, "max_hold");
+    if (!lua_isnil(L, -1))
+        rill_watchdog_set_max_hold(luaL_checknumber(L, -1));
+    return 0;
 }
 
 static int l_count(lua_State *L) {
@@ -422,11 +543,10 @@ int rill_task_open(lua_State *L) {
         {"kill", l_task_kill}, {"alive", l_task_alive}, {"waiting", l_task_waiting}, {NULL, NULL}};
     static const luaL_Reg waiter_methods[] = {
         {"wait", l_waiter_wait}, {"wake", l_waiter_wake}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"spawn", l_spawn},
-                                     {"current", l_current},
-                                     {"count", l_count},
-                                     {"waiter", l_waiter},
-                                     {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"spawn", l_spawn},         {"current", l_current},
+                                     {"count", l_count},         {"killed", l_killed},
+                                     {"configure", l_configure}, {"memory", l_memory},
+                                     {"waiter", l_waiter},       {NULL, NULL}};
     rill_lua_metatable(L, WAITER_MT, waiter_methods);
     lua_pop(L, 1);
     rill_lua_metatable(L, TASK_MT, methods);

@@ -14,6 +14,7 @@
 #ifndef RILL_TASK_H
 #define RILL_TASK_H
 
+#include "alloc.h"
 #include "rill.h"
 
 typedef void (*rill_cancel_fn)(void *op);
@@ -32,6 +33,10 @@ typedef struct rill_task {
     unsigned char state;          /* TASK_RUNNING, TASK_WAITING or TASK_DONE */
     unsigned char timer_init;     /* timer was uv_timer_init'ed and needs closing */
     unsigned char preempt;        /* runs in time slices (flow runs); not flow loads */
+    uint32_t meter;               /* the allocator's meter its blocks are charged to (alloc.h) */
+    char kill[RILL_KILL_MAX];     /* "" while it may run; why it must end once written (its
+                                   * deadline, its memory limit): from then on nothing of it runs */
+    char label[96];               /* "flow F run R": names it in the last line of defence */
 } rill_task;
 
 /* The task whose coroutine is executing now, or NULL. */
@@ -51,6 +56,13 @@ void rill_task_resume(rill_task *t, int nargs);
 /* Ends a task that is waiting: cancels its pending operation and reports
  * on_done(data, false, reason). No effect on a finished task. */
 void rill_task_kill(rill_task *t, const char *reason);
+
+/* Sleeps zero seconds: puts t at the back of the ready queue and yields,
+ * so that every run and request waiting now goes first. */
+int rill_task_yield_turn(lua_State *L, rill_task *t);
+
+/* The allocator refused the running task: end it as soon as possible. */
+void rill_task_on_memory_refused(void);
 
 /* How many tasks are alive (started and not finished). */
 int rill_task_count(void);

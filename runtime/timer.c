@@ -40,6 +40,8 @@ static int l_sleep(lua_State *L) {
     double seconds = luaL_checknumber(L, 1);
     luaL_argcheck(L, seconds >= 0, 1, "must not be negative");
     rill_task *t = rill_task_check(L, "sleep");
+    if (seconds * 1000 < 0.5) /* sleep(0): a turn for the others, no timer (see task.h) */
+        return rill_task_yield_turn(L, t);
     sleep_req *req = malloc(sizeof *req);
     if (req == NULL)
         return luaL_error(L, "sleep: out of memory");

@@ -14,28 +14,46 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 /* SIGURG is ignored by default and used by nothing else in rill, which makes
  * it a safe doorbell (Go's runtime preempts goroutines with it too). */
 #define WATCHDOG_SIGNAL SIGURG
-#define POLL_NS 5000000ULL   /* how often the thread looks */
-#define SLICE_NS 20000000ULL /* how long one resume may run before others get a turn */
-#define HOOK_EVERY 1000      /* instructions between two checks once armed */
+#define POLL_NS 2000000ULL /* how often the thread looks */
+#define SLICE_NS                                                                                   \
+    3000000ULL          /* how long one resume may run before others get a turn: with              \
+                         * POLL_NS, a burning run holds the loop ~5 ms at a time */
+#define HOOK_EVERY 1000 /* instructions between two checks once armed */
 
 static lua_State *hook_state;
 static pthread_t loop_thread, watch_thread;
 static rill_watch *current;            /* loop thread only */
 static _Atomic uint64_t current_until; /* min(deadline, slice end) of `current`, 0 for none */
-static atomic_int armed;               /* the signal was sent and the hook not yet removed */
-static atomic_int running;             /* the watch thread should keep going */
+static _Atomic uint64_t give_up_at;    /* earliest deadline + grace of the watches, 0 for none */
+static uint64_t grace_ns = 10000000000ULL;
+static char
+    stuck_file[512]; /* where the last line of defence names what was stuck; "" for nowhere */
+static uint64_t hold_ns =
+    1000000000ULL;           /* max_hold: longest stretch past a slice that cannot yield */
+static atomic_int armed;     /* the signal was sent and the hook not yet removed */
+static atomic_int giving_up; /* the signal was sent for the last line of defence */
+static atomic_int running;   /* the watch thread should keep going */
 static pthread_mutex_t stop_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
 static const void *pcall_fn, *xpcall_fn;
 
 /* Whether co can yield here: no C function other than pcall/xpcall may sit
  * between this point and the coroutine's base (a table.sort comparator, a
- * gsub callback, a __tostring called by tostring cannot yield). */
+ * gsub callback, a __tostring called by tostring cannot yield), and no
+ * message handler may be running. pcall_fn and xpcall_fn are LuaJIT's own:
+ * the ones flows see (sandbox.lua) are Lua functions calling them. */
 static int can_yield(lua_State *L) {
+    /* A message handler runs with the status LUA_ERRERR, called from C
+     * inside LuaJIT's error machinery: no frame shows it, and a yield there
+     * would fail the handler ("error in error handling"). */
+    if (lua_status(L) != 0)
+        return 0;
     lua_Debug ar;
     for (int level = 0; lua_getstack(L, level, &ar); level++) {
         lua_getinfo(L, "f", &ar);
@@ -53,24 +71,96 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
     if (w == NULL || L != w->co)
         return;
     uint64_t now = uv_hrtime();
-    int why = w->deadline && now >= w->deadline ? RILL_WATCHDOG_DEADLINE
-              : now >= w->slice_end             ? RILL_WATCHDOG_SLICE
-                                                : RILL_WATCHDOG_NONE;
-    if (why == RILL_WATCHDOG_NONE)
-        return; /* the signal was meant for a resume that has ended since */
-    if (why == RILL_WATCHDOG_DEADLINE && w->where[0] == '\0' && lua_getinfo(L, "Sl", ar))
-        snprintf(w->where, sizeof w->where, "%s:%d", ar->short_src, ar->currentline);
-    if (!can_yield(L)) {
-        if (why == RILL_WATCHDOG_DEADLINE) /* unwind to where it can yield */
-            luaL_error(L, "deadline exceeded");
-        return; /* a slice can wait for the next check */
+    if (w->kill[0] == '\0' && w->deadline && now >= w->deadline) {
+        if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
+            snprintf(w->kill, RILL_KILL_MAX, "deadline exceeded: code still running at %s:%d",
+                     ar->short_src, ar->currentline);
+        else
+            snprintf(w->kill, RILL_KILL_MAX, "deadline exceeded: code still running");
     }
-    w->stopped = why;
+    if (w->kill[0] != '\0') {
+        /* The task is ended: nothing of it may run on. Where it can yield,
+         * it yields and task.c ends it; inside a C function (a sort
+         * comparator, a message handler called by error) an error unwinds
+         * to a point where it can. pcall and xpcall pass such errors on
+         * (sandbox.lua), and the hook stays installed until the resume
+         * returns, so a handler that loops is interrupted again. */
+        if (can_yield(L)) {
+            w->stopped = RILL_WATCHDOG_KILLED;
+            lua_yield(L, 0);
+            return;
+        }
+        lua_pushstring(L, w->kill);
+        lua_error(L);
+    }
+    if (now < w->slice_end)
+        return; /* the signal was meant for a resume that has ended since */
+    if (!can_yield(L)) {
+        /* A slice can wait for the next check, but not for ever: code that
+         * cannot be paused (a comparator, a message handler, a __tostring
+         * called from C) holds every other run and request meanwhile. */
+        if (hold_ns && now - w->slice_end >= hold_ns) {
+            if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
+                snprintf(w->kill, RILL_KILL_MAX,
+                         "held the loop longer than max_hold (%.3g s) where it cannot be paused "
+                         "(a callback from C, a message handler) at %s:%d",
+                         (double)hold_ns / 1e9, ar->short_src, ar->currentline);
+            else
+                snprintf(w->kill, RILL_KILL_MAX,
+                         "held the loop longer than max_hold (%.3g s) where it cannot be paused "
+                         "(a callback from C, a message handler)",
+                         (double)hold_ns / 1e9);
+            lua_pushstring(L, w->kill);
+            lua_error(L);
+        }
+        return;
+    }
+    w->stopped = RILL_WATCHDOG_SLICE;
     lua_yield(L, 0); /* yielding from a hook: a LuaJIT feature */
+}
+
+/* Appends s to the line being built in a signal handler (no stdio there). */
+static size_t append(char *buf, size_t len, size_t cap, const char *s) {
+    while (*s && len + 1 < cap)
+        buf[len++] = *s++;
+    return len;
+}
+
+/* The last line of defence, on the loop thread: a resume is still running
+ * kill_grace past its deadline, so it is stuck where the hook cannot reach.
+ * Nothing can stop it but ending the process. */
+static void give_up(void) {
+    uint64_t now = uv_hrtime();
+    for (rill_watch *w = current; w; w = w->outer) {
+        if (w->deadline == 0 || now < w->deadline + grace_ns)
+            continue;
+        char line[400];
+        size_t n = append(line, 0, sizeof line, "rill: fatal: ");
+        n = append(line, n, sizeof line, w->label && w->label[0] ? w->label : "a run");
+        n = append(
+            line, n, sizeof line,
+            " could not be stopped: still running kill_grace past its deadline, stuck in C "
+            "code the watchdog cannot interrupt; exiting for the supervisor to restart rill\n");
+        ssize_t ignored = write(2, line, n);
+        (void)ignored;
+        if (stuck_file[0] != '\0') {
+            /* what was stuck, for the next start (flows.lua does not load
+             * the same version of a flow file again) */
+            int fd = open(stuck_file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) {
+                const char *label = w->label ? w->label : "";
+                ignored = write(fd, label, strlen(label));
+                close(fd);
+            }
+        }
+        _exit(RILL_WATCHDOG_EXIT);
+    }
 }
 
 static void on_signal(int sig) {
     (void)sig;
+    if (atomic_exchange(&giving_up, 0))
+        give_up();
     if (atomic_load_explicit(&current_until, memory_order_relaxed) != 0)
         lua_sethook(hook_state, stop_hook, LUA_MASKCOUNT, HOOK_EVERY);
 }
@@ -88,7 +178,11 @@ static void *watch(void *arg) {
         }
         pthread_cond_timedwait(&stop_cond, &stop_mutex, &until);
         uint64_t limit = atomic_load_explicit(&current_until, memory_order_relaxed);
-        if (limit != 0 && uv_hrtime() >= limit && !atomic_exchange(&armed, 1))
+        uint64_t now = uv_hrtime();
+        if (limit != 0 && now >= limit && !atomic_exchange(&armed, 1))
+            pthread_kill(loop_thread, WATCHDOG_SIGNAL);
+        uint64_t last = atomic_load_explicit(&give_up_at, memory_order_relaxed);
+        if (last != 0 && now >= last && !atomic_exchange(&giving_up, 1))
             pthread_kill(loop_thread, WATCHDOG_SIGNAL);
     }
     pthread_mutex_unlock(&stop_mutex);
@@ -129,21 +223,29 @@ void rill_watchdog_stop(void) {
 }
 
 static void publish(rill_watch *w) {
-    uint64_t until = 0;
+    uint64_t until = 0, last = 0;
     if (w && (w->deadline || w->slice_end != UINT64_MAX)) {
         until = w->slice_end;
         if (w->deadline && w->deadline < until)
             until = w->deadline;
     }
+    if (w && w->kill[0] != '\0')
+        until = 1; /* already ended: the hook must act at once */
+    for (rill_watch *o = w; o && grace_ns; o = o->outer)
+        if (o->deadline && (last == 0 || o->deadline + grace_ns < last))
+            last = o->deadline + grace_ns;
     atomic_store_explicit(&current_until, until, memory_order_relaxed);
+    atomic_store_explicit(&give_up_at, last, memory_order_relaxed);
 }
 
-void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt) {
+void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt, char *kill,
+                         const char *label) {
     w->co = co;
     w->deadline = deadline;
     w->slice_end = preempt ? uv_hrtime() + SLICE_NS : UINT64_MAX;
+    w->kill = kill;
+    w->label = label;
     w->stopped = RILL_WATCHDOG_NONE;
-    w->where[0] = '\0';
     w->outer = current;
     current = w;
     publish(w);
@@ -156,4 +258,23 @@ void rill_watchdog_leave(rill_watch *w) {
         lua_sethook(hook_state, NULL, 0, 0);
         atomic_store(&armed, 0);
     }
+}
+
+void rill_watchdog_stop_now(void) {
+    if (current == NULL || hook_state == NULL)
+        return;
+    atomic_store(&armed, 1);
+    lua_sethook(hook_state, stop_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+void rill_watchdog_set_max_hold(double seconds) {
+    hold_ns = seconds > 0 ? (uint64_t)(seconds * 1e9) : 0;
+}
+
+void rill_watchdog_set_stuck_file(const char *path) {
+    snprintf(stuck_file, sizeof stuck_file, "%s", path ? path : "");
+}
+
+void rill_watchdog_set_grace(double seconds) {
+    grace_ns = seconds > 0 ? (uint64_t)(seconds * 1e9) : 0;
 }

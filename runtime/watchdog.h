@@ -10,18 +10,22 @@
 #ifndef RILL_WATCHDOG_H
 #define RILL_WATCHDOG_H
 
+#include "alloc.h"
 #include "rill.h"
 
 /* Why the hook stopped a coroutine. */
-enum { RILL_WATCHDOG_NONE, RILL_WATCHDOG_SLICE, RILL_WATCHDOG_DEADLINE };
+enum { RILL_WATCHDOG_NONE, RILL_WATCHDOG_SLICE, RILL_WATCHDOG_KILLED };
 
 /* The watch over one resume; the enclosing one is saved in it. */
 typedef struct rill_watch {
     lua_State *co;     /* the coroutine being resumed */
     uint64_t deadline; /* absolute uv_hrtime() ns, 0 for none */
     uint64_t slice_end;
-    int stopped;     /* RILL_WATCHDOG_*: why the hook yielded it */
-    char where[200]; /* "file:line" where it was stopped */
+    char *kill;        /* the task's reason buffer (RILL_KILL_MAX): "" while it may run.
+                        * Once written (deadline, memory limit) the task is ended: the
+                        * hook keeps raising or yielding until its resume returns. */
+    const char *label; /* "flow F run R", for the last line of defence */
+    int stopped;       /* RILL_WATCHDOG_*: why the hook yielded it */
     struct rill_watch *outer;
 } rill_watch;
 
@@ -33,10 +37,34 @@ int rill_watchdog_start(lua_State *L);
 void rill_watchdog_stop(void);
 
 /* A resume of co with this deadline begins, in a time slice unless
- * preempt is 0; w lives on the caller's stack
- * until rill_watchdog_leave(w), which removes the hook and restores the
- * enclosing watch. Afterwards w->stopped and w->where say what happened. */
-void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt);
+ * preempt is 0; kill is the task's reason buffer and label names it. w
+ * lives on the caller's stack until rill_watchdog_leave(w), which removes
+ * the hook and restores the enclosing watch. Afterwards w->stopped says why
+ * the hook yielded, and kill why the task must end, if it must. */
+void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt, char *kill,
+                         const char *label);
 void rill_watchdog_leave(rill_watch *w);
+
+/* The resume in progress must stop now (its kill reason was just written,
+ * by the allocator): installs the hook without waiting for the thread. */
+void rill_watchdog_stop_now(void);
+
+/* How long code may go on past its deadline, stuck where the hook cannot
+ * reach (inside a C function), before rill gives up on it: it writes one
+ * line naming the run to stderr and exits with RILL_WATCHDOG_EXIT, for the
+ * supervisor to restart it (durable runs are taken over as after a crash).
+ * 0 disables it. */
+void rill_watchdog_set_grace(double seconds);
+
+/* How long a run in time slices may hold the loop past the end of its slice
+ * where the hook cannot yield (a table.sort comparator, a message handler,
+ * a __tostring called from C) before it is ended like at its deadline.
+ * 0: until its deadline. */
+void rill_watchdog_set_max_hold(double seconds);
+#define RILL_WATCHDOG_EXIT 70
+
+/* The file the last line of defence writes the stuck run's label to before
+ * exiting (replaced each time), or "" for none. */
+void rill_watchdog_set_stuck_file(const char *path);
 
 #endif

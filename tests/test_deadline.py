@@ -31,6 +31,19 @@ return {
   triggers = { webhook { path = "/hooks/waits" } },
   run = function(ctx) sleep(30) return "never" end,
 }""",
+    "slow_handler.lua": """
+-- A message handler that computes longer than a time slice: preempting it
+-- must not break it (a yield there would be "error in error handling").
+return {
+  triggers = { webhook { path = "/hooks/slow_handler" } },
+  run = function(ctx)
+    local ok, e = xpcall(function() local x = nil; return x + 1 end, function(e)
+      local t = os.clock() while os.clock() - t < 0.05 do end
+      return "handled"
+    end)
+    return { ok = ok, e = e }
+  end,
+}""",
     "ping.lua": """
 return {
   triggers = { webhook { method = "GET", path = "/hooks/ping" } },
@@ -75,6 +88,14 @@ def pcall_cannot_swallow_the_deadline():
     with Rill(FLOWS) as r:
         res, _ = _while_busy(r, "/hooks/stubborn")
         eq(res.status, 504, "status")
+
+
+@test
+def a_message_handler_longer_than_a_slice_is_not_broken():
+    with Rill(FLOWS) as r:
+        res = r.request("POST", "/hooks/slow_handler", {})
+        eq(res.status, 200, "status")
+        eq(res.json(), {"ok": False, "e": "handled"}, "what the handler returned")
 
 
 @test

@@ -127,4 +127,47 @@ end }]]
   t.eq(traced[control.run], true, "the control was traced")
 end)
 
+-- pcall and xpcall as flows see them: Lua functions over LuaJIT's own,
+-- which let the end of a run through (tests/test_hostile.py); otherwise
+-- they behave as the originals.
+t.test("pcall and xpcall keep their behaviour for a run that may go on", function()
+  local f = load("calls.lua", [[
+return {
+  triggers = { manual() },
+  run = function(ctx)
+    local a = { pcall(function(x, y) return x + y, "two" end, 1, 2) }
+    local b = { xpcall(function(x) error("boom " .. x, 0) end, function(e) return "handled " .. e end, 7) }
+    local c = { pcall(error, { code = 1 }) }
+    local d = { pcall(xpcall, error, 42) }
+    local e = { pcall(pcall) }
+    return { a = a, b = b, c = { c[1], c[2].code }, d = d[2], e = e[2], same = pcall ~= _G.xpcall }
+  end,
+}]])
+  local r = run(f)
+  t.eq(r.state, "succeeded", "run")
+  local enc = require("rill.json").encode
+  t.eq(enc(r.result.a), '[true,3,"two"]', "pcall passes arguments and results")
+  t.eq(enc(r.result.b), '[false,"handled boom 7"]', "xpcall passes arguments and calls the handler")
+  t.eq(enc(r.result.c), "[false,1]", "an error table comes back as is")
+  t.eq(r.result.d, "bad argument #2 to 'xpcall' (function expected, got number)", "xpcall without a handler")
+  t.eq(r.result.e, "bad argument #1 to 'pcall' (value expected)", "pcall of nothing")
+end)
+
+t.test("an error object of any type makes a readable failure", function()
+  local cases = {
+    ["error(nil)"] = "error object: nil",
+    ["error(false)"] = "error object: false",
+    ["error({ code = 42 })"] = 'error object: {"code":42}',
+    ["error({ message = 'plain' })"] = "plain",
+    ["error(setmetatable({}, { __tostring = function() error('no') end }))"] = "error object: a table with a metatable, no message",
+    ["error(setmetatable({}, { __index = function() error('no') end }))"] = "error object: a table with a metatable, no message",
+    ["error(tostring)"] = "error object: a function",
+  }
+  for code, want in pairs(cases) do
+    local r = run(load("e.lua", "return { triggers = { manual() }, run = function() " .. code .. " end }"))
+    t.eq(r.state, "failed", code)
+    t.eq(r.error.message, want, code)
+  end
+end)
+
 t.done()

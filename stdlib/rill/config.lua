@@ -20,6 +20,17 @@ config.defaults = {
   max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
   deadline = "30s",            -- default run deadline; a flow may set its own
   load_deadline = "2s",        -- time a flow file may take to load
+  run_memory_limit = "256MiB", -- Lua memory one run (or one flow file's loading) may hold;
+                               -- over it the run fails naming this setting
+  process_memory_limit = "2GiB", -- Lua memory of all runs together: past it, the runs
+                               -- holding more than an equal share fail (rill's own code never does)
+  kill_grace = "10s",          -- a run still running this long past its deadline is stuck in
+                               -- C code: rill logs it and exits for its supervisor to restart it
+  stuck_file = "data/rill-stuck.txt", -- where the kill_grace exit names what was stuck, so that
+                               -- a flow file stuck at load is not loaded again at the restart
+  max_hold = "1s",             -- a run holding the loop this long where it cannot be paused
+                               -- (a sort comparator, a message handler) fails like at its deadline
+  max_log_lines = 1000,        -- log lines one run may write; the rest are counted and dropped
   keepalive_timeout = "75s",   -- idle keep-alive connections are closed after this
   request_timeout = "30s",     -- a client must send a whole request within this
   drain_timeout = "10s",       -- on SIGTERM, how long running runs get to finish
@@ -49,7 +60,8 @@ config.defaults = {
                                -- (a run parked for days is woken by a restart with "2d")
 }
 
-local units = { b = 1, kb = 1000, kib = 1024, mb = 1000 * 1000, mib = 1024 * 1024 }
+local units = { b = 1, kb = 1000, kib = 1024, mb = 1000 * 1000, mib = 1024 * 1024,
+                gb = 1000 * 1000 * 1000, gib = 1024 * 1024 * 1024 }
 
 -- size("1MiB") -> 1048576; accepts a number of bytes too.
 function config.size(v, key)
@@ -124,7 +136,9 @@ function config.load(path)
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
   c.max_body = config.size(c.max_body, "max_body")
-  for _, k in ipairs { "deadline", "load_deadline", "keepalive_timeout", "request_timeout",
+  c.run_memory_limit = config.size(c.run_memory_limit, "run_memory_limit")
+  c.process_memory_limit = config.size(c.process_memory_limit, "process_memory_limit")
+  for _, k in ipairs { "deadline", "load_deadline", "kill_grace", "max_hold", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
                        "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do
     c[k] = config.seconds(c[k], k)

@@ -17,6 +17,7 @@ local flows = {
   errors = {},   -- file -> load error message
   load_deadline = 2,
   reloads = 0,
+  stuck = nil,   -- "the top-level code of FILE (version HASH)": stuck in C at the last start
 }
 
 local listeners = {}
@@ -111,6 +112,8 @@ local function flow_modules()
     m[name] = require("rill.connectors." .. name)
   end
   for name, ctor in pairs(triggers.constructors) do m[name] = ctor end
+  -- for tests/hostile/exit_c_spin.lua only: C code no hook can interrupt
+  if os_c.getenv("RILL_TEST_SPIN_C") == "1" then m._test_spin_c = os_c.spin_c end
   return m
 end
 
@@ -118,11 +121,13 @@ local function stem(file)
   return (file:match("([^/]+)%.lua$") or file)
 end
 
--- Runs a flow chunk under the load deadline; returns ok, value.
-local function run_chunk(chunk)
+-- Runs a flow chunk under the load deadline and a run's memory limit;
+-- returns ok, value.
+local function run_chunk(chunk, label)
   local result
   local t = task.spawn(chunk, function(_, ...) result = { ... } end,
-    { deadline = flows.load_deadline, preempt = false }, nil)
+    { deadline = flows.load_deadline, preempt = false, memory = require("rill.runner").memory_limit,
+      label = label }, nil)
   if not result then
     t:kill("flows must not wait while loading")
   end
@@ -192,17 +197,27 @@ end
 -- load_file(file, source) -> flow version, or nil and a "file:line: message" error.
 function flows.load_file(file, source)
   if source:byte(1) == 27 then return nil, file .. ": precompiled bytecode is not accepted" end
+  local hash = crypto.hex(crypto.digest("sha256", source)):sub(1, 12)
+  local label = "the top-level code of " .. file .. " (version " .. hash .. ")"
+  if flows.stuck == label then
+    -- loading it again would make rill exit again, and again at each restart
+    return nil, file .. ": not loaded: this version's top-level code got stuck in C code at an earlier load "
+      .. "and rill exited (kill_grace); change the file to load it again"
+  end
   local chunk, err = loadstring(source, "@" .. file)
   if not chunk then return nil, err end
   setfenv(chunk, sandbox.new(flow_modules()))
   jit.off(chunk, true)
-  local ok, def = run_chunk(chunk)
-  if not ok then return nil, tostring(def) end
+  local ok, def = run_chunk(chunk, label)
+  if not ok then
+    local msg = require("rill.runner").describe_error(def)
+    return nil, msg:find(file, 1, true) and msg or (file .. ": " .. msg)
+  end
   local vok, flow = pcall(validate, def, file)
   if not vok then return nil, tostring(flow) end
   loads = loads + 1
   flow.file = file
-  flow.hash = crypto.hex(crypto.digest("sha256", source)):sub(1, 12)
+  flow.hash = hash
   flow.version = flow.hash
   flow.loaded_at = os.time()
   return flow

@@ -6,7 +6,7 @@ local os_c = require "rill.c.os"
 local task = require "rill.c.task"
 local tz = require "rill.c.tz"
 
-local log = {}
+local log = { max_run_lines = 1000 } -- max_log_lines: lines one run may write
 
 local LEVELS = { debug = 10, info = 20, warn = 30, error = 40 }
 local threshold = LEVELS.info
@@ -125,6 +125,7 @@ end
 -- write(level, msg, fields[, run]): the one place a log line is made.
 -- run defaults to the run executing now, if any.
 function log.write(level, msg, fields, run)
+  local implicit = run == nil -- a line written by the run's code (rill's lines about a run name it)
   run = run or task.current()
   local now = tz.now()
   local line = {
@@ -134,6 +135,19 @@ function log.write(level, msg, fields, run)
     run = type(run) == "table" and run.id or nil,
   }
   if type(run) == "table" and run.id then
+    -- a run's volume is bounded: past max_run_lines its lines are counted
+    -- and dropped, with one line saying so (and the count when it ends)
+    if implicit then
+      local n = (run.log_count or 0) + 1
+      run.log_count = n
+      if n > log.max_run_lines then
+        if n == log.max_run_lines + 1 then
+          log.write("warn", string.format("this run wrote max_log_lines (%d) log lines: its next ones are dropped",
+            log.max_run_lines), nil, run)
+        end
+        return
+      end
+    end
     local logs = run.logs
     if not logs then
       logs = {}

@@ -115,6 +115,25 @@ local function apply(c)
   local runner = require "rill.runner"
   runner.default_deadline = c.deadline
   runner.max_depth = c.max_depth
+  runner.memory_limit = c.run_memory_limit
+  require("rill.c.task").configure { process_memory = c.process_memory_limit, kill_grace = c.kill_grace,
+    max_hold = c.max_hold, stuck_file = c.stuck_file }
+  -- what the last exit through kill_grace named (docs/operations.md): a
+  -- flow file's version stays unloaded while the file names it; a run is
+  -- reported once (the store takes it over)
+  local stuck = c.stuck_file ~= "" and os_c.read_file(c.stuck_file)
+  if stuck and stuck ~= "" then
+    local log = require "rill.log"
+    if stuck:find("^the top%-level code of ") then
+      require("rill.flows").stuck = stuck
+      log.warn("a flow file version stays unloaded: rill exited when its top-level code got stuck in C (kill_grace)",
+        { stuck = stuck, file = c.stuck_file })
+    else
+      log.warn("rill last exited because a run was stuck in C past its deadline (kill_grace)", { stuck = stuck })
+      os.remove(c.stuck_file)
+    end
+  end
+  require("rill.log").max_run_lines = c.max_log_lines
   require("rill.flows").load_deadline = c.load_deadline
   require("rill.queue").configure(c)
   require("rill.http").configure { max_per_host = c.http_max_per_host }
@@ -261,6 +280,14 @@ end
 function M.check(args)
   local dir = args[2] or "flows"
   require("rill.log").configure("error", "text")
+  -- the same limits as at serve's loads: settings from RILL_* (a config
+  -- file that cannot be read leaves the defaults, its own error is serve's)
+  local sok, c = pcall(settings, {})
+  if sok then
+    require("rill.runner").memory_limit = c.run_memory_limit
+    require("rill.c.task").configure { kill_grace = c.kill_grace }
+    require("rill.flows").load_deadline = c.load_deadline
+  end
   local flows = require "rill.flows"
   local summary = flows.reload(dir)
   local files = {}

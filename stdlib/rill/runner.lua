@@ -8,7 +8,7 @@ local tz = require "rill.c.tz"
 local log = require "rill.log"
 local metrics = require "rill.metrics"
 
-local runner = { max_depth = 8, default_deadline = 30 }
+local runner = { max_depth = 8, default_deadline = 30, memory_limit = 256 * 1024 * 1024 }
 
 local started, finished = 0, 0
 
@@ -16,10 +16,18 @@ local started_total = metrics.counter("rill_runs_started_total",
   "Runs started (every attempt of a stored run counts), by flow.", { "flow" })
 local finished_total = metrics.counter("rill_runs_finished_total",
   "Runs ended, by flow and state: succeeded, failed, sleeping or waiting (parked by sleep_*/wait_for).", { "flow", "state" })
+local stopped_total = metrics.counter("rill_runs_stopped_total",
+  "Runs ended by a limit no code can catch, by flow and limit: deadline, memory (run_memory_limit, process_memory_limit) or hold (max_hold).",
+  { "flow", "limit" })
+local log_dropped_total = metrics.counter("rill_log_lines_dropped_total",
+  "Log lines of runs dropped over max_log_lines, by flow.", { "flow" })
 local duration = metrics.histogram("rill_run_duration_seconds",
   "How long runs took from start to end, by flow.", { "flow" })
 metrics.gauge("rill_runs_running", "Runs executing in this process now.", nil,
   function(f) f:set(started - finished) end)
+
+metrics.gauge("rill_lua_memory_bytes", "Lua memory in use, all runs and rill's own (process_memory_limit bounds it).",
+  nil, function(f) f:set(task.memory()) end)
 
 local function clean_traceback(tb)
   local lines = {}
@@ -44,16 +52,31 @@ function runner.fail(message, level)
   error(setmetatable({ message = where .. tostring(message) }, FAIL_MT))
 end
 
-local function on_error(e)
-  local msg = type(e) == "string" and e or ("error object: " .. tostring(e))
-  local no_retry = getmetatable(e) == FAIL_MT or nil
-  if no_retry then
-    msg = e.message
-  elseif type(e) == "table" then
+local MAX_MESSAGE = 4000
+
+-- describe(e) -> a readable message for an error object of any type. It
+-- never calls the object's metamethods (__tostring, __index may loop or
+-- raise: a flow's error must not be able to hang or break its own report).
+local function describe(e)
+  local t = type(e)
+  if t == "string" then return #e > MAX_MESSAGE and e:sub(1, MAX_MESSAGE) .. "..." or e end
+  if t == "number" or t == "boolean" or t == "nil" then return "error object: " .. tostring(e) end
+  if t == "table" then
+    local m = rawget(e, "message")
+    if type(m) == "string" then return describe(m) end
     local ok, s = pcall(require("rill.json").encode, e)
-    if ok then msg = s end
+    if ok and type(s) == "string" and s ~= "{}" and s ~= "[]" then return "error object: " .. describe(s) end
+    return "error object: a table" .. (getmetatable(e) ~= nil and " with a metatable" or "") .. ", no message"
   end
-  return { message = msg, traceback = clean_traceback(debug.traceback("", 2)), no_retry = no_retry }
+  return "error object: a " .. t
+end
+runner.describe_error = describe
+
+local function on_error(e)
+  local why = task.killed()
+  if why then return { message = why, traceback = "" } end -- ended: no handler work
+  local no_retry = type(e) == "table" and rawequal(getmetatable(e), FAIL_MT) or nil
+  return { message = describe(e), traceback = clean_traceback(debug.traceback("", 2)), no_retry = no_retry }
 end
 
 -- The body of every run's coroutine.
@@ -75,7 +98,20 @@ local function finish(run, task_ok, ok, value)
     end
   else
     run.state = "failed"
-    run.error = task_ok and value or { message = tostring(ok) }
+    -- value is on_error's table, or, when on_error itself failed or the run
+    -- was ended (task.c), whatever came instead: a message is made of it
+    if not task_ok then
+      -- ended from outside its code (task.c): a limit, or a kill
+      run.error = { message = describe(ok) }
+      local m = run.error.message
+      run.error.limit = m:find("^deadline exceeded") and "deadline" or m:find("^memory limit exceeded") and "memory"
+        or m:find("^held the loop longer than max_hold") and "hold" or nil
+      if run.error.limit then stopped_total:labels(run.flow, run.error.limit):inc() end
+    elseif type(value) == "table" and type(rawget(value, "message")) == "string" then
+      run.error = value
+    else
+      run.error = { message = describe(value) }
+    end
     if not task_ok and run.step and run.step.no_retry then
       -- stopped (its deadline) inside a step marked retry = false: the
       -- step's outcome is unknown, as when it fails, so no retry either
@@ -85,6 +121,11 @@ local function finish(run, task_ok, ok, value)
     end
     log.write("error", "run failed: " .. run.error.message,
       { ms = math.floor(run.duration * 1000 + 0.5), traceback = run.error.traceback ~= "" and run.error.traceback or nil }, run)
+  end
+  if run.log_count and run.log_count > log.max_run_lines then
+    log_dropped_total:labels(run.flow):inc(run.log_count - log.max_run_lines)
+    log.write("warn", string.format("this run's log lines over max_log_lines (%d) were dropped", log.max_run_lines),
+      { dropped = run.log_count - log.max_run_lines }, run)
   end
   -- what the run left open (a database transaction, when it was killed
   -- inside one) is closed now, however the run ended
@@ -145,7 +186,8 @@ function runner.start(flow, trigger, payload, opts)
   }
   if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end
   local deadline = opts.deadline or flow.deadline or runner.default_deadline
-  task.spawn(body, finish, deadline, run, flow.run, ctx)
+  task.spawn(body, finish, { deadline = deadline, memory = runner.memory_limit,
+    label = "flow " .. run.flow .. " run " .. run.id }, run, flow.run, ctx)
   return run
 end
 

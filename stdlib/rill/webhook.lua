@@ -145,8 +145,10 @@ local function respond(run)
   local req, route = run.caller.req, run.caller.route
   if run.state ~= "succeeded" then
     local timeout = run.error.message:find("deadline exceeded", 1, true)
-    return reply_error(req, route, timeout and 504 or 500, timeout and "run exceeded its deadline" or "run failed",
-      { run_id = run.id })
+    local why = timeout and "run exceeded its deadline"
+      or run.error.limit == "memory" and "run exceeded its memory limit"
+      or run.error.limit == "hold" and "run held the loop too long (max_hold)" or "run failed"
+    return reply_error(req, route, timeout and 504 or 500, why, { run_id = run.id })
   end
   local r = run.result
   if r == nil then return answer(req, route, 204, "") end

@@ -1,0 +1,150 @@
+/*
+ * test_alloc.c: the Lua allocator's meters (alloc.c): blocks charged to the
+ * meter current when made and credited back to it when freed, whoever runs
+ * then; limits refused with the reason written; rill's own meter never
+ * refused; a Lua state on this allocator survives a refused run.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "alloc.h"
+#include "t.h"
+
+static int refused;
+static void on_over(void) {
+    refused++;
+}
+
+static void *get(size_t n) {
+    return rill_alloc(NULL, NULL, 0, n);
+}
+
+static void put(void *p, size_t n) {
+    rill_alloc(NULL, p, n, 0);
+}
+
+static void frees_credit_the_meter_charged_whoever_runs(void) {
+    char kill[RILL_KILL_MAX] = "";
+    size_t base = rill_alloc_total();
+    uint32_t a = rill_meter_open(0, kill), b = rill_meter_open(0, kill);
+    uint32_t outer = rill_meter_enter(a);
+    void *p = get(1000);
+    rill_meter_enter(b);
+    void *q = get(500);
+    put(p, 1000); /* freed while b runs: a is credited */
+    T_EQ_INT(rill_meter_used(a), 0);
+    T_EQ_INT(rill_meter_used(b), 500);
+    p = rill_alloc(NULL, q, 500, 2000); /* grown while b runs */
+    T_EQ_INT(rill_meter_used(b), 2000);
+    T_EQ_INT(rill_alloc_total(), base + 2000);
+    rill_meter_enter(outer);
+    T_EQ_INT(rill_meter_close(b), 2000);
+    put(p, 2000); /* after its meter closed: the total only */
+    T_EQ_INT(rill_alloc_total(), base);
+    uint32_t c = rill_meter_open(0, kill); /* b's slot again, new generation */
+    T_EQ_INT(rill_meter_used(c), 0);
+    rill_meter_close(c);
+    rill_meter_close(a);
+}
+
+static void small_blocks_keep_their_bytes_across_classes(void) {
+    size_t base = rill_alloc_total();
+    char *p = get(10);
+    memcpy(p, "0123456789", 10);
+    p = rill_alloc(NULL, p, 10, 14); /* same 16-byte class */
+    T_CHECK(memcmp(p, "0123456789", 10) == 0);
+    p = rill_alloc(NULL, p, 14, 200); /* another class */
+    T_CHECK(memcmp(p, "0123456789", 10) == 0);
+    p = rill_alloc(NULL, p, 200, 5000); /* past the small sizes */
+    T_CHECK(memcmp(p, "0123456789", 10) == 0);
+    p = rill_alloc(NULL, p, 5000, 3); /* back to small */
+    T_CHECK(memcmp(p, "012", 3) == 0);
+    T_EQ_INT(rill_alloc_total(), base + 3);
+    put(p, 3);
+    for (int i = 0; i < 10000; i++) /* through the free lists and past their cap */
+        put(get(64), 64);
+    rill_alloc_give_back();
+    T_EQ_INT(rill_alloc_total(), base);
+}
+
+static void a_meter_over_its_limit_is_refused_with_the_reason(void) {
+    char kill[RILL_KILL_MAX] = "";
+    refused = 0;
+    uint32_t m = rill_meter_open(1 << 20, kill);
+    uint32_t outer = rill_meter_enter(m);
+    void *p = get(512 << 10);
+    T_CHECK(p != NULL);
+    T_CHECK(get(768 << 10) == NULL);
+    T_EQ_INT(refused, 1);
+    T_CHECK(strstr(kill, "run_memory_limit") != NULL);
+    void *r = get(1024); /* ended: a small reserve to unwind with */
+    T_CHECK(r != NULL);
+    T_CHECK(get(64 << 20) == NULL); /* but not more */
+    rill_meter_enter(outer);
+    void *own = get(8 << 20); /* rill's own meter is never refused */
+    T_CHECK(own != NULL);
+    put(own, 8 << 20);
+    put(r, 1024);
+    put(p, 512 << 10);
+    rill_meter_close(m);
+}
+
+static void the_process_limit_refuses_big_runs_not_small_ones_nor_rill(void) {
+    char big_kill[RILL_KILL_MAX] = "", small_kill[RILL_KILL_MAX] = "";
+    uint32_t big = rill_meter_open(0, big_kill), small = rill_meter_open(0, small_kill);
+    rill_alloc_set_process_limit(rill_alloc_total() + (8 << 20));
+    uint32_t outer = rill_meter_enter(big);
+    void *b = get(7 << 20);
+    T_CHECK(b != NULL);
+    rill_meter_enter(small);
+    void *s = get(2 << 20); /* over the process limit, but far under an equal share */
+    T_CHECK(s != NULL);
+    T_EQ_INT(small_kill[0], '\0');
+    rill_meter_enter(big);
+    T_CHECK(get(1 << 20) == NULL); /* the big one is refused */
+    T_CHECK(strstr(big_kill, "process_memory_limit") != NULL);
+    rill_meter_enter(outer);
+    void *own = get(2 << 20); /* rill's own meter never is */
+    T_CHECK(own != NULL);
+    put(own, 2 << 20);
+    put(s, 2 << 20);
+    put(b, 7 << 20);
+    rill_meter_close(small);
+    rill_meter_close(big);
+    rill_alloc_set_process_limit(0);
+}
+
+static void a_lua_state_survives_a_refused_chunk(void) {
+    char kill[RILL_KILL_MAX] = "";
+    lua_State *L = lua_newstate(rill_alloc, NULL);
+    T_CHECK(L != NULL); /* LuaJIT accepts a custom allocator only in GC64 mode */
+    if (L == NULL)
+        return;
+    luaL_openlibs(L);
+    uint32_t m = rill_meter_open(8 << 20, kill);
+    uint32_t outer = rill_meter_enter(m);
+    int rc = luaL_dostring(L, "local t = {} for i = 1, 1e7 do t[i] = ('x'):rep(50) .. i end");
+    rill_meter_enter(outer);
+    T_CHECK(rc != 0);
+    T_CHECK(lua_tostring(L, -1) && strstr(lua_tostring(L, -1), "not enough memory"));
+    T_CHECK(kill[0] != '\0');
+    lua_settop(L, 0);
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    T_CHECK(rill_meter_used(m) < (1 << 20)); /* its garbage went back to it */
+    rill_meter_close(m);
+    T_EQ_INT(luaL_dostring(L, "x = ('y'):rep(1e6)"), 0); /* rill's own code goes on */
+    lua_close(L);
+}
+
+int main(void) {
+    T_CHECK(rill_alloc_init(on_over) == 0);
+    T_RUN(frees_credit_the_meter_charged_whoever_runs);
+    T_RUN(small_blocks_keep_their_bytes_across_classes);
+    T_RUN(a_meter_over_its_limit_is_refused_with_the_reason);
+    T_RUN(the_process_limit_refuses_big_runs_not_small_ones_nor_rill);
+    T_RUN(a_lua_state_survives_a_refused_chunk);
+    return T_END();
+}
