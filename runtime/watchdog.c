@@ -157,3 +157,10 @@ void rill_watchdog_leave(rill_watch *w) {
         atomic_store(&armed, 0);
     }
 }
+
+int rill_watchdog_due(void) {
+    rill_watch *w = current;
+    if (w == NULL || w->deadline == 0 || !atomic_load_explicit(&armed, memory_order_relaxed))
+        return 0;
+    return uv_hrtime() >= w->deadline;
+}

@@ -39,4 +39,9 @@ void rill_watchdog_stop(void);
 void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt);
 void rill_watchdog_leave(rill_watch *w);
 
+/* Whether the resume in progress is past its deadline: for C code that
+ * loops (the pattern matcher) and cannot be stopped by the hook. Cheap: one
+ * relaxed load until the watch thread has rung, then a clock read. */
+int rill_watchdog_due(void);
+
 #endif

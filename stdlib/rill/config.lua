@@ -20,6 +20,10 @@ config.defaults = {
   max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
   deadline = "30s",            -- default run deadline; a flow may set its own
   load_deadline = "2s",        -- time a flow file may take to load
+  pattern_max_steps = 10000000, -- steps one string.find/match/gmatch/gsub search may take
+                               -- (a backtracking pattern fails with "pattern too complex")
+  max_string = "64MiB",        -- largest string a flow builds in one call (string.rep, gsub,
+                               -- string.format, table.concat)
   keepalive_timeout = "75s",   -- idle keep-alive connections are closed after this
   request_timeout = "30s",     -- a client must send a whole request within this
   drain_timeout = "10s",       -- on SIGTERM, how long running runs get to finish
@@ -124,6 +128,7 @@ function config.load(path)
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
   c.max_body = config.size(c.max_body, "max_body")
+  c.max_string = config.size(c.max_string, "max_string")
   for _, k in ipairs { "deadline", "load_deadline", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
                        "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do

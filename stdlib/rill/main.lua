@@ -116,6 +116,7 @@ local function apply(c)
   runner.default_deadline = c.deadline
   runner.max_depth = c.max_depth
   require("rill.flows").load_deadline = c.load_deadline
+  require("rill.bounded").configure { pattern_max_steps = c.pattern_max_steps, max_string = c.max_string }
   require("rill.queue").configure(c)
   require("rill.http").configure { max_per_host = c.http_max_per_host }
   require("rill.db").configure(c)

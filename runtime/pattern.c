@@ -1,0 +1,567 @@
+/*
+ * pattern.c: Lua 5.1 pattern matching with a budget, as rill.c.pattern.
+ * The string library's matcher backtracks in C with no limit, so one call
+ * can hold the loop forever. This one counts its steps: every CHECK_EVERY
+ * steps it asks the watchdog whether the resume in progress is past its
+ * deadline ("deadline exceeded"), and past max_steps it gives up ("pattern
+ * too complex"). find, match and gmatch live here; gsub is written in Lua on
+ * top of exec (stdlib/rill/strings.lua) so its replacement function is a
+ * plain, preemptible Lua call.
+ */
+#include <ctype.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "watchdog.h"
+
+#define ESC '%'
+#define SPECIALS "^$*+?.([%-"
+#define MAX_CAPTURES 32     /* as LUA_MAXCAPTURES */
+#define MAX_DEPTH 200       /* nested matches (C stack) before "pattern too complex" */
+#define CHECK_EVERY 4096    /* steps between two looks at the deadline and the cap */
+#define CAP_UNFINISHED (-1) /* a capture opened and not yet closed */
+#define CAP_POSITION (-2)   /* a () capture: a position, not a substring */
+
+static uint64_t max_steps = 10000000; /* the setting pattern_max_steps */
+
+typedef struct matcher {
+    const char *src, *src_end; /* the subject */
+    const char *pat_end;       /* the pattern ends here (it may hold '\0') */
+    lua_State *L;
+    int where; /* the stack level errors are blamed on (luaL_where) */
+    int level; /* captures opened so far */
+    int depth; /* nested calls of match() */
+    uint64_t steps, next_check;
+    struct {
+        const char *init;
+        ptrdiff_t len; /* or CAP_UNFINISHED, CAP_POSITION */
+    } capture[MAX_CAPTURES];
+} matcher;
+
+/* Raises msg at m->where: the flow code that called find, or that called
+ * the gsub written in Lua over exec. */
+static int fail(matcher *m, const char *fmt, ...) {
+    va_list ap;
+    luaL_where(m->L, m->where);
+    va_start(ap, fmt);
+    lua_pushvfstring(m->L, fmt, ap);
+    va_end(ap);
+    lua_concat(m->L, 2);
+    return lua_error(m->L);
+}
+
+/* ---- The budget ---- */
+
+static void over_budget(matcher *m) {
+    if (m->steps >= max_steps)
+        fail(m, "pattern too complex: gave up after %d steps (setting pattern_max_steps)",
+             (int)m->steps);
+    if (rill_watchdog_due())
+        fail(m, "deadline exceeded");
+    m->next_check = m->steps + CHECK_EVERY;
+}
+
+/* One unit of work; cheap unless a check is due. */
+static inline void step(matcher *m) {
+    if (++m->steps >= m->next_check)
+        over_budget(m);
+}
+
+/* ---- Single characters, classes and sets ---- */
+
+static int in_class(int c, int cl) {
+    int yes;
+    switch (tolower(cl)) {
+    case 'a':
+        yes = isalpha(c);
+        break;
+    case 'c':
+        yes = iscntrl(c);
+        break;
+    case 'd':
+        yes = isdigit(c);
+        break;
+    case 'g': /* printable but not a space, as LuaJIT has it */
+        yes = isgraph(c);
+        break;
+    case 'l':
+        yes = islower(c);
+        break;
+    case 'p':
+        yes = ispunct(c);
+        break;
+    case 's':
+        yes = isspace(c);
+        break;
+    case 'u':
+        yes = isupper(c);
+        break;
+    case 'w':
+        yes = isalnum(c);
+        break;
+    case 'x':
+        yes = isxdigit(c);
+        break;
+    case 'z':
+        yes = c == 0;
+        break;
+    default:
+        return cl == c; /* %. %% %[ ...: the character itself */
+    }
+    if (isupper(cl))
+        yes = !yes;
+    return yes != 0;
+}
+
+/* The end of the single-character item that starts at p (a character, a
+ * %class or a [set]). */
+static const char *item_end(matcher *m, const char *p) {
+    char c = *p++;
+    if (c == ESC) {
+        if (p >= m->pat_end)
+            fail(m, "malformed pattern (ends with '%%')");
+        return p + 1;
+    }
+    if (c == '[') {
+        if (p < m->pat_end && *p == '^')
+            p++;
+        /* The first character of a set is part of it even when it is ']'. */
+        do {
+            if (p >= m->pat_end)
+                fail(m, "malformed pattern (missing ']')");
+            c = *p++;
+            if (c == ESC && p < m->pat_end)
+                p++;
+        } while (p >= m->pat_end || *p != ']');
+        return p + 1;
+    }
+    return p;
+}
+
+/* Whether c is in the set [ ... ] from p (at '[') to last (at its ']'). */
+static int in_set(int c, const char *p, const char *last) {
+    int want = 1;
+    if (p[1] == '^') {
+        want = 0;
+        p++;
+    }
+    while (++p < last) {
+        if (*p == ESC) {
+            p++;
+            if (in_class(c, (unsigned char)*p))
+                return want;
+        } else if (p[1] == '-' && p + 2 < last) {
+            if ((unsigned char)p[0] <= c && c <= (unsigned char)p[2])
+                return want;
+            p += 2;
+        } else if ((unsigned char)*p == c) {
+            return want;
+        }
+    }
+    return !want;
+}
+
+/* Whether the subject character at s matches the item p..ep. */
+static int item_matches(matcher *m, const char *s, const char *p, const char *ep) {
+    if (s >= m->src_end)
+        return 0;
+    int c = (unsigned char)*s;
+    switch (*p) {
+    case '.':
+        return 1;
+    case ESC:
+        return in_class(c, (unsigned char)p[1]);
+    case '[':
+        return in_set(c, p, ep - 1);
+    default:
+        return (unsigned char)*p == c;
+    }
+}
+
+/* ---- The matcher ---- */
+
+static const char *match(matcher *m, const char *s, const char *p);
+
+/* Greedy: the longest run of the item first, then shorter ones. */
+static const char *match_greedy(matcher *m, const char *s, const char *p, const char *ep) {
+    ptrdiff_t n = 0;
+    while (item_matches(m, s + n, p, ep)) {
+        step(m);
+        n++;
+    }
+    for (; n >= 0; n--) {
+        const char *r = match(m, s + n, ep + 1);
+        if (r)
+            return r;
+    }
+    return NULL;
+}
+
+/* Lazy: the rest of the pattern first, then one more of the item. */
+static const char *match_lazy(matcher *m, const char *s, const char *p, const char *ep) {
+    for (;;) {
+        const char *r = match(m, s, ep + 1);
+        if (r)
+            return r;
+        if (!item_matches(m, s, p, ep))
+            return NULL;
+        step(m);
+        s++;
+    }
+}
+
+static const char *open_capture(matcher *m, const char *s, const char *p, ptrdiff_t what) {
+    if (m->level >= MAX_CAPTURES)
+        fail(m, "too many captures");
+    m->capture[m->level].init = s;
+    m->capture[m->level].len = what;
+    m->level++;
+    const char *r = match(m, s, p);
+    if (r == NULL)
+        m->level--;
+    return r;
+}
+
+static const char *close_capture(matcher *m, const char *s, const char *p) {
+    int l = m->level - 1;
+    while (l >= 0 && m->capture[l].len != CAP_UNFINISHED)
+        l--;
+    if (l < 0)
+        fail(m, "invalid pattern capture");
+    m->capture[l].len = s - m->capture[l].init;
+    const char *r = match(m, s, p);
+    if (r == NULL)
+        m->capture[l].len = CAP_UNFINISHED;
+    return r;
+}
+
+/* %bxy: a balanced run from x to its matching y. */
+static const char *match_balanced(matcher *m, const char *s, const char *p) {
+    if (p + 1 >= m->pat_end)
+        fail(m, "unbalanced pattern");
+    if (s >= m->src_end || *s != p[0])
+        return NULL;
+    int open = 1;
+    while (++s < m->src_end) {
+        step(m);
+        if (*s == p[1]) {
+            if (--open == 0)
+                return s + 1;
+        } else if (*s == p[0]) {
+            open++;
+        }
+    }
+    return NULL;
+}
+
+/* %1..%9: the same text as an earlier, closed capture. */
+static const char *match_backref(matcher *m, const char *s, int digit) {
+    int l = digit - '1';
+    if (l < 0 || l >= m->level || m->capture[l].len == CAP_UNFINISHED)
+        fail(m, "invalid capture index");
+    ptrdiff_t len = m->capture[l].len;
+    if (len < 0) /* a position capture matches no text */
+        return NULL;
+    if (m->src_end - s >= len && memcmp(m->capture[l].init, s, (size_t)len) == 0)
+        return s + len;
+    return NULL;
+}
+
+/* Matches the pattern from p against the subject from s; returns the end of
+ * the match or NULL. Recursion is bounded by MAX_DEPTH. */
+static const char *match(matcher *m, const char *s, const char *p) {
+    if (++m->depth > MAX_DEPTH)
+        fail(m, "pattern too complex");
+    const char *r = NULL;
+    for (;;) {
+        step(m);
+        if (p >= m->pat_end) {
+            r = s;
+            break;
+        }
+        if (*p == '(') {
+            if (p + 1 < m->pat_end && p[1] == ')')
+                r = open_capture(m, s, p + 2, CAP_POSITION);
+            else
+                r = open_capture(m, s, p + 1, CAP_UNFINISHED);
+            break;
+        }
+        if (*p == ')') {
+            r = close_capture(m, s, p + 1);
+            break;
+        }
+        if (*p == '$' && p + 1 == m->pat_end) {
+            r = s == m->src_end ? s : NULL;
+            break;
+        }
+        if (*p == ESC && p + 1 < m->pat_end && p[1] == 'b') {
+            s = match_balanced(m, s, p + 2);
+            if (s == NULL)
+                break;
+            p += 4;
+            continue;
+        }
+        if (*p == ESC && p + 1 < m->pat_end && p[1] == 'f') {
+            p += 2;
+            if (p >= m->pat_end || *p != '[')
+                fail(m, "missing '[' after '%%f' in pattern");
+            const char *ep = item_end(m, p);
+            int before = s == m->src ? 0 : (unsigned char)s[-1];
+            int here = s < m->src_end ? (unsigned char)*s : 0;
+            if (in_set(before, p, ep - 1) || !in_set(here, p, ep - 1))
+                break;
+            p = ep;
+            continue;
+        }
+        if (*p == ESC && p + 1 < m->pat_end && isdigit((unsigned char)p[1])) {
+            s = match_backref(m, s, (unsigned char)p[1]);
+            if (s == NULL)
+                break;
+            p += 2;
+            continue;
+        }
+        /* A single-character item, perhaps with a quantifier. */
+        const char *ep = item_end(m, p);
+        char q = ep < m->pat_end ? *ep : '\0';
+        if (q == '?') {
+            if (item_matches(m, s, p, ep) && (r = match(m, s + 1, ep + 1)) != NULL)
+                break;
+            p = ep + 1;
+            continue;
+        }
+        if (q == '*') {
+            r = match_greedy(m, s, p, ep);
+            break;
+        }
+        if (q == '+') {
+            r = item_matches(m, s, p, ep) ? match_greedy(m, s + 1, p, ep) : NULL;
+            break;
+        }
+        if (q == '-') {
+            r = match_lazy(m, s, p, ep);
+            break;
+        }
+        if (!item_matches(m, s, p, ep))
+            break;
+        s++;
+        p = ep;
+    }
+    m->depth--;
+    return r;
+}
+
+/* ---- Lua functions ---- */
+
+static void push_capture(matcher *m, int i, const char *s, const char *e, int lazy) {
+    if (i >= m->level) {
+        if (i != 0)
+            fail(m, "invalid capture index");
+        lua_pushlstring(m->L, s, (size_t)(e - s)); /* no captures: the whole match */
+        return;
+    }
+    ptrdiff_t len = m->capture[i].len;
+    if (len == CAP_UNFINISHED && lazy)
+        lua_pushboolean(m->L, 0); /* gsub raises if its replacement uses it */
+    else if (len == CAP_UNFINISHED)
+        fail(m, "unfinished capture");
+    else if (len == CAP_POSITION)
+        lua_pushinteger(m->L, m->capture[i].init - m->src + 1);
+    else
+        lua_pushlstring(m->L, m->capture[i].init, (size_t)len);
+}
+
+/* Pushes the captures (or the whole match when whole is set and there are
+ * none); returns how many. A capture left unfinished raises, or is pushed
+ * as false when lazy is set. */
+static int push_captures(matcher *m, const char *s, const char *e, int whole, int lazy) {
+    int n = (m->level == 0 && whole) ? 1 : m->level;
+    luaL_checkstack(m->L, n, "too many captures");
+    for (int i = 0; i < n; i++)
+        push_capture(m, i, s, e, lazy);
+    return n;
+}
+
+static void matcher_init(matcher *m, lua_State *L, const char *s, size_t ls, const char *p,
+                         const char *pe, int where) {
+    m->L = L;
+    m->where = where;
+    m->src = s;
+    m->src_end = s + ls;
+    /* As in Lua 5.1 and LuaJIT, a '\0' ends the pattern. */
+    const char *nul = memchr(p, '\0', (size_t)(pe - p));
+    m->pat_end = nul ? nul : pe;
+    m->level = 0;
+    m->depth = 0;
+    m->steps = 0;
+    m->next_check = CHECK_EVERY < max_steps ? CHECK_EVERY : max_steps;
+    /* A loop of many small calls stops at the deadline too. */
+    if (rill_watchdog_due())
+        fail(m, "deadline exceeded");
+}
+
+/* Searches for p in s from offset init (0-based, at most ls); anchored
+ * patterns try init only. Returns the start of the match (its end in *e). */
+static const char *search(matcher *m, size_t init, const char *p, int anchored, const char **e) {
+    const char *s = m->src + init;
+    do {
+        m->level = 0;
+        m->depth = 0;
+        step(m);
+        if ((*e = match(m, s, p)) != NULL)
+            return s;
+    } while (s++ < m->src_end && !anchored);
+    return NULL;
+}
+
+/* A plain search, counted too (it is O(ls * lp) at worst). */
+static const char *search_plain(matcher *m, size_t init, const char *p, size_t lp) {
+    const char *s = m->src + init;
+    if (lp == 0)
+        return s;
+    while ((size_t)(m->src_end - s) >= lp) {
+        const char *hit = memchr(s, p[0], (size_t)(m->src_end - s) - lp + 1);
+        if (hit == NULL)
+            return NULL;
+        m->steps += lp / 64;
+        step(m);
+        if (memcmp(hit, p, lp) == 0)
+            return hit;
+        s = hit + 1;
+    }
+    return NULL;
+}
+
+/* Lua 5.1's start position: negative counts from the end; clamped to the
+ * string. Returns a 0-based offset in [0, ls]. */
+static size_t start_at(lua_State *L, int arg, size_t ls) {
+    lua_Integer i = luaL_optinteger(L, arg, 1);
+    if (i < 0)
+        i += (lua_Integer)ls + 1;
+    i--;
+    if (i < 0)
+        i = 0;
+    if ((size_t)i > ls)
+        i = (lua_Integer)ls;
+    return (size_t)i;
+}
+
+static int find_or_match(lua_State *L, int find) {
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    size_t init = start_at(L, 3, ls);
+    matcher m;
+    matcher_init(&m, L, s, ls, p, p + lp, 1);
+    if (find && (lua_toboolean(L, 4) || strpbrk(p, SPECIALS) == NULL)) {
+        const char *hit = search_plain(&m, init, p, lp);
+        if (hit == NULL) {
+            lua_pushnil(L);
+            return 1;
+        }
+        lua_pushinteger(L, hit - s + 1);
+        lua_pushinteger(L, (lua_Integer)(hit - s + lp));
+        return 2;
+    }
+    int anchored = lp > 0 && *p == '^';
+    const char *e, *start = search(&m, init, p + anchored, anchored, &e);
+    if (start == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (!find)
+        return push_captures(&m, start, e, 1, 0);
+    lua_pushinteger(L, start - s + 1);
+    lua_pushinteger(L, e - s);
+    return push_captures(&m, NULL, NULL, 0, 0) + 2;
+}
+
+/* find(s, pattern[, init[, plain]]): string.find. */
+static int l_find(lua_State *L) {
+    return find_or_match(L, 1);
+}
+
+/* match(s, pattern[, init]): string.match. */
+static int l_match(lua_State *L) {
+    return find_or_match(L, 0);
+}
+
+/* exec(s, pattern, init) -> start, end, captures... or nil: one search
+ * from init (1-based, 1..#s+1; a leading '^' anchors it there), for gsub.
+ * end is start - 1 for an empty match; with no captures, none follow; a
+ * capture left unfinished is false (an error only if the replacement uses it). */
+static int l_exec(lua_State *L) {
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    lua_Integer init = luaL_checkinteger(L, 3) - 1;
+    if (init < 0 || (size_t)init > ls) {
+        lua_pushnil(L);
+        return 1;
+    }
+    matcher m;
+    matcher_init(&m, L, s, ls, p, p + lp, 2);
+    int anchored = lp > 0 && *p == '^';
+    const char *e, *start = search(&m, (size_t)init, p + anchored, anchored, &e);
+    if (start == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushinteger(L, start - s + 1);
+    lua_pushinteger(L, e - s);
+    return push_captures(&m, NULL, NULL, 0, 1) + 2;
+}
+
+/* The iterator gmatch returns; upvalues: subject, pattern, next offset. */
+static int gmatch_next(lua_State *L) {
+    size_t ls, lp;
+    const char *s = lua_tolstring(L, lua_upvalueindex(1), &ls);
+    const char *p = lua_tolstring(L, lua_upvalueindex(2), &lp);
+    lua_Integer at = lua_tointeger(L, lua_upvalueindex(3));
+    if (at < 0 || (size_t)at > ls)
+        return 0;
+    matcher m;
+    matcher_init(&m, L, s, ls, p, p + lp, 1);
+    /* As in Lua 5.1, gmatch takes a leading '^' literally. */
+    const char *e, *start = search(&m, (size_t)at, p, 0, &e);
+    if (start == NULL) {
+        lua_pushinteger(L, (lua_Integer)ls + 1);
+        lua_replace(L, lua_upvalueindex(3));
+        return 0;
+    }
+    lua_Integer next = e - s;
+    if (e == start)
+        next++; /* an empty match: go on one character later */
+    lua_pushinteger(L, next);
+    lua_replace(L, lua_upvalueindex(3));
+    return push_captures(&m, start, e, 1, 0);
+}
+
+/* gmatch(s, pattern): string.gmatch. */
+static int l_gmatch(lua_State *L) {
+    luaL_checkstring(L, 1);
+    luaL_checkstring(L, 2);
+    lua_settop(L, 2);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, gmatch_next, 3);
+    return 1;
+}
+
+/* set_max_steps(n): the step cap of one call (setting pattern_max_steps). */
+static int l_set_max_steps(lua_State *L) {
+    lua_Number n = luaL_checknumber(L, 1);
+    luaL_argcheck(L, n >= 1, 1, "a number of steps, 1 or more");
+    max_steps = (uint64_t)n;
+    return 0;
+}
+
+int rill_pattern_open(lua_State *L) {
+    static const luaL_Reg funcs[] = {{"find", l_find},
+                                     {"match", l_match},
+                                     {"gmatch", l_gmatch},
+                                     {"exec", l_exec},
+                                     {"set_max_steps", l_set_max_steps},
+                                     {NULL, NULL}};
+    lua_newtable(L);
+    luaL_register(L, NULL, funcs);
+    return 1;
+}
