@@ -9,7 +9,9 @@
  * plain, preemptible Lua call.
  */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "watchdog.h"
@@ -69,48 +71,50 @@ static inline void step(matcher *m) {
 
 /* ---- Single characters, classes and sets ---- */
 
-static int in_class(int c, int cl) {
-    int yes;
-    switch (tolower(cl)) {
-    case 'a':
-        yes = isalpha(c);
-        break;
-    case 'c':
-        yes = iscntrl(c);
-        break;
-    case 'd':
-        yes = isdigit(c);
-        break;
-    case 'g': /* printable but not a space, as LuaJIT has it */
-        yes = isgraph(c);
-        break;
-    case 'l':
-        yes = islower(c);
-        break;
-    case 'p':
-        yes = ispunct(c);
-        break;
-    case 's':
-        yes = isspace(c);
-        break;
-    case 'u':
-        yes = isupper(c);
-        break;
-    case 'w':
-        yes = isalnum(c);
-        break;
-    case 'x':
-        yes = isxdigit(c);
-        break;
-    case 'z':
-        yes = c == 0;
-        break;
-    default:
-        return cl == c; /* %. %% %[ ...: the character itself */
+/* Which characters each class holds, built once from <ctype.h> by
+ * rill_pattern_open: one table lookup per test instead of a call. */
+enum {
+    CL_ALPHA = 1 << 0,
+    CL_CNTRL = 1 << 1,
+    CL_DIGIT = 1 << 2,
+    CL_GRAPH = 1 << 3,
+    CL_LOWER = 1 << 4,
+    CL_PUNCT = 1 << 5,
+    CL_SPACE = 1 << 6,
+    CL_UPPER = 1 << 7,
+    CL_ALNUM = 1 << 8,
+    CL_XDIGIT = 1 << 9,
+    CL_ZERO = 1 << 10,
+    CL_NEGATE = 1 << 15 /* in class_of: an upper-case letter, the complement */
+};
+static uint16_t char_classes[256]; /* character -> the classes it is in */
+static uint16_t class_of[256];     /* letter after '%' -> its class bit, 0 if none */
+
+static void classes_init(void) {
+    static const struct {
+        char letter;
+        uint16_t bit;
+        int (*test)(int);
+    } classes[] = {{'a', CL_ALPHA, isalpha},   {'c', CL_CNTRL, iscntrl}, {'d', CL_DIGIT, isdigit},
+                   {'g', CL_GRAPH, isgraph},   {'l', CL_LOWER, islower}, {'p', CL_PUNCT, ispunct},
+                   {'s', CL_SPACE, isspace},   {'u', CL_UPPER, isupper}, {'w', CL_ALNUM, isalnum},
+                   {'x', CL_XDIGIT, isxdigit}, {'z', CL_ZERO, NULL}};
+    for (size_t k = 0; k < RILL_ARRAY_LEN(classes); k++) {
+        class_of[(unsigned char)classes[k].letter] = classes[k].bit;
+        class_of[toupper((unsigned char)classes[k].letter)] = classes[k].bit | CL_NEGATE;
+        for (int c = 0; c < 256; c++)
+            if (classes[k].test ? classes[k].test(c) != 0 : c == 0)
+                char_classes[c] |= classes[k].bit;
     }
-    if (isupper(cl))
-        yes = !yes;
-    return yes != 0;
+}
+
+/* Whether c is in the class %cl (%a, %D...); %. %% %[ stand for themselves. */
+static inline int in_class(int c, int cl) {
+    uint16_t bit = class_of[cl];
+    if (bit == 0)
+        return cl == c;
+    int yes = (char_classes[c] & bit & ~CL_NEGATE) != 0;
+    return (bit & CL_NEGATE) ? !yes : yes;
 }
 
 /* The end of the single-character item that starts at p (a character, a
@@ -399,11 +403,34 @@ static void matcher_init(matcher *m, lua_State *L, const char *s, size_t ls, con
         fail(m, "deadline exceeded");
 }
 
+/* When the pattern starts with a single-character item that must match at
+ * least once (no *, ? or - after it), the end of that item, else NULL. */
+static const char *first_item_end(matcher *m, const char *p) {
+    if (p >= m->pat_end || *p == '(' || *p == ')' || (*p == '$' && p + 1 == m->pat_end))
+        return NULL;
+    if (*p == ESC && p + 1 < m->pat_end &&
+        (p[1] == 'b' || p[1] == 'f' || isdigit((unsigned char)p[1])))
+        return NULL;
+    const char *ep = item_end(m, p);
+    if (ep < m->pat_end && (*ep == '*' || *ep == '?' || *ep == '-'))
+        return NULL;
+    return ep;
+}
+
 /* Searches for p in s from offset init (0-based, at most ls); anchored
  * patterns try init only. Returns the start of the match (its end in *e). */
 static const char *search(matcher *m, size_t init, const char *p, int anchored, const char **e) {
     const char *s = m->src + init;
+    const char *first = anchored ? NULL : first_item_end(m, p);
     do {
+        if (first) { /* skip, cheaply, where the first item cannot match */
+            while (s < m->src_end && !item_matches(m, s, p, first)) {
+                step(m);
+                s++;
+            }
+            if (s >= m->src_end)
+                return NULL;
+        }
         m->level = 0;
         m->depth = 0;
         step(m);
@@ -511,6 +538,105 @@ static int l_exec(lua_State *L) {
     return push_captures(&m, NULL, NULL, 0, 1) + 2;
 }
 
+/* Appends the replacement template repl for the match s..e: '%0' is the
+ * match, '%1'..'%9' a capture, '%' before anything else that character. */
+static size_t add_template(matcher *m, luaL_Buffer *b, const char *repl, size_t lr, const char *s,
+                           const char *e) {
+    size_t added = 0;
+    for (size_t i = 0; i < lr; i++) {
+        const char *piece = repl + i;
+        size_t len = 1;
+        char num[32];
+        if (repl[i] == ESC) {
+            i++;
+            /* A trailing '%' adds the '\0' that ends the template in C Lua. */
+            int c = i < lr ? (unsigned char)repl[i] : 0;
+            piece = i < lr ? repl + i : "";
+            if (isdigit(c)) {
+                int l = c - '1';
+                if (c == '0' || (l == 0 && m->level == 0)) {
+                    piece = s;
+                    len = (size_t)(e - s);
+                } else if (l >= m->level) {
+                    fail(m, "invalid capture index");
+                } else if (m->capture[l].len == CAP_UNFINISHED) {
+                    fail(m, "unfinished capture");
+                } else if (m->capture[l].len == CAP_POSITION) {
+                    len = (size_t)snprintf(num, sizeof num, "%d",
+                                           (int)(m->capture[l].init - m->src + 1));
+                    piece = num;
+                } else {
+                    piece = m->capture[l].init;
+                    len = (size_t)m->capture[l].len;
+                }
+            }
+        }
+        luaL_addlstring(b, piece, len);
+        added += len;
+    }
+    return added;
+}
+
+/* gsub_string(s, pattern, repl, max_n): string.gsub with a replacement
+ * string (no call into Lua, so all in C); gsub with a function or a table
+ * is a Lua loop over exec (bounded.lua). Each search has its step budget;
+ * the result is refused past max_string. */
+static size_t max_string = 64u << 20;
+
+static int l_gsub_string(lua_State *L) {
+    size_t ls, lp, lr;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    const char *repl = luaL_checklstring(L, 3, &lr);
+    lua_Number max_n = luaL_optnumber(L, 4, (lua_Number)ls + 2);
+    matcher m;
+    matcher_init(&m, L, s, ls, p, p + lp, 2);
+    int anchored = lp > 0 && *p == '^';
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    const char *src = s, *end = s + ls, *e;
+    size_t size = 0;
+    lua_Number n = 0;
+    while (n < max_n) {
+        m.steps = 0;
+        m.next_check = CHECK_EVERY < max_steps ? CHECK_EVERY : max_steps;
+        const char *start = search(&m, (size_t)(src - s), p + anchored, anchored, &e);
+        if (start == NULL)
+            break;
+        n++;
+        luaL_addlstring(&b, src, (size_t)(start - src));
+        size += (size_t)(start - src) + add_template(&m, &b, repl, lr, start, e);
+        if (e > start) {
+            src = e;
+        } else { /* an empty match: keep the next character and go past it */
+            if (start < end) {
+                luaL_addchar(&b, *start);
+                size++;
+            }
+            src = start + 1;
+        }
+        if (size > max_string)
+            fail(&m, "gsub: a result of over %d bytes is over the limit max_string (%d bytes)",
+                 (int)size, (int)max_string);
+        if (src > end || anchored)
+            break;
+    }
+    if (n == 0) {
+        lua_pushvalue(L, 1);
+        lua_pushinteger(L, 0);
+        return 2;
+    }
+    if (src < end) {
+        if (size + (size_t)(end - src) > max_string)
+            fail(&m, "gsub: a result of %d bytes is over the limit max_string (%d bytes)",
+                 (int)(size + (size_t)(end - src)), (int)max_string);
+        luaL_addlstring(&b, src, (size_t)(end - src));
+    }
+    luaL_pushresult(&b);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 2;
+}
+
 /* The iterator gmatch returns; upvalues: subject, pattern, next offset. */
 static int gmatch_next(lua_State *L) {
     size_t ls, lp;
@@ -554,11 +680,23 @@ static int l_set_max_steps(lua_State *L) {
     return 0;
 }
 
+/* set_max_string(n): the largest result of gsub_string (setting max_string). */
+static int l_set_max_string(lua_State *L) {
+    lua_Number n = luaL_checknumber(L, 1);
+    luaL_argcheck(L, n >= 1, 1, "a number of bytes, 1 or more");
+    max_string = (size_t)n;
+    return 0;
+}
+
 int rill_pattern_open(lua_State *L) {
+    if (class_of['a'] == 0)
+        classes_init();
     static const luaL_Reg funcs[] = {{"find", l_find},
                                      {"match", l_match},
                                      {"gmatch", l_gmatch},
                                      {"exec", l_exec},
+                                     {"gsub_string", l_gsub_string},
+                                     {"set_max_string", l_set_max_string},
                                      {"set_max_steps", l_set_max_steps},
                                      {NULL, NULL}};
     lua_newtable(L);

@@ -15,7 +15,7 @@ local pattern = require "rill.c.pattern"
 
 local bounded = { max_string = 64 * 1024 * 1024 }
 
-local exec = pattern.exec
+local exec, gsub_string = pattern.exec, pattern.gsub_string
 local type, tostring, select, error, rawget, rawset = type, tostring, select, error, rawget, rawset
 local sub, byte, find = string.sub, string.byte, string.find
 local concat, floor = table.concat, math.floor
@@ -26,7 +26,10 @@ bounded.find, bounded.match, bounded.gmatch = pattern.find, pattern.match, patte
 -- configure{pattern_max_steps = n, max_string = bytes}
 function bounded.configure(c)
   if c.pattern_max_steps then pattern.set_max_steps(c.pattern_max_steps) end
-  if c.max_string then bounded.max_string = c.max_string end
+  if c.max_string then
+    bounded.max_string = c.max_string
+    pattern.set_max_string(c.max_string)
+  end
 end
 
 local function too_big(what, n, level)
@@ -142,7 +145,8 @@ function bounded.gsub(s, p, repl, max_n)
     end
     max_n = n
   end
-  local tmpl = kind == "string" and parse_template(repl) or nil
+  if kind == "string" then return gsub_string(s, p, repl, max_n) end
+  local tmpl = nil
   local len, anchored = #s, byte(p, 1) == 94
   local limit = bounded.max_string
   local out, nout, size = {}, 0, 0

@@ -29,6 +29,28 @@ end
 -- that getmetatable("").__index cannot reach the real string table.
 getmetatable("").__metatable = false
 
+-- ---- Bounded C work (issue 14: pattern matching, sort, string builders) ----
+-- Flows get rill.bounded's find/match/gmatch/gsub/rep/format and its
+-- table.sort/concat. Method calls (s:find(...)) go through the string
+-- metatable, shared by every string in the process: its __index becomes a
+-- table holding the bounded functions too, for flows and stdlib alike
+-- (docs/architecture.md gives the cost). That table is never handed out.
+local bounded = require "rill.bounded"
+local BOUNDED_STRING = { "find", "match", "gmatch", "gsub", "rep", "format" }
+local BOUNDED_TABLE = { "sort", "concat" }
+do
+  local methods = {}
+  for k, v in pairs(string) do methods[k] = v end
+  for _, name in ipairs(BOUNDED_STRING) do methods[name] = bounded[name] end
+  methods.dump = nil
+  debug.getmetatable("").__index = methods
+end
+local function bound(env)
+  for _, name in ipairs(BOUNDED_STRING) do env.string[name] = bounded[name] end
+  for _, name in ipairs(BOUNDED_TABLE) do env.table[name] = bounded[name] end
+end
+-- ---- end of bounded C work ----
+
 -- new(modules) -> a fresh globals table. `modules` maps a global name to a
 -- plain table (copied), or to a function or a read-only proxy (a table
 -- with a metatable, given as is).
@@ -39,6 +61,7 @@ function sandbox.new(modules)
   env.table = copy(table)
   env.math = copy(math)
   env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
+  bound(env)
   for name, m in pairs(modules) do
     env[name] = (type(m) == "table" and getmetatable(m) == nil) and copy(m) or m
   end
