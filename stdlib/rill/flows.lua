@@ -85,7 +85,7 @@ local function flow_modules()
     json = { encode = json.encode, decode = json.decode, null = json.null },
     log = { debug = log.debug, info = log.info, warn = log.warn, error = log.error },
     crypto = require "rill.crypto",
-    env = require("rill.env").env,
+    env = require("rill.env").proxy(), -- one per flow: a rawset in one reaches no other
     flows = flow_api,
     sleep = timer.sleep,
     response = response,

@@ -36,7 +36,7 @@ end
 -- fail(message[, level]): what a flow calls to fail its run with no retry.
 -- Like error(), the message starts with the caller's file:line (level 1
 -- the caller, 0 no position).
-local FAIL_MT = {}
+local FAIL_MT = { __metatable = false } -- out of flows' reach: shared by every fail()
 function runner.fail(message, level)
   level = level or 1
   local info = level > 0 and debug.getinfo(level + 1, "Sl")
@@ -46,7 +46,7 @@ end
 
 local function on_error(e)
   local msg = type(e) == "string" and e or ("error object: " .. tostring(e))
-  local no_retry = getmetatable(e) == FAIL_MT or nil
+  local no_retry = debug.getmetatable(e) == FAIL_MT or nil
   if no_retry then
     msg = e.message
   elseif type(e) == "table" then

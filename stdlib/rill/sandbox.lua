@@ -51,6 +51,22 @@ local function bound(env)
 end
 -- ---- end of bounded C work ----
 
+-- ---- Isolation (issue 14: what one flow reaches, no other flow sees changed) ----
+-- Plain module tables are copied per flow (below). A module given as a
+-- proxy (env) is made per flow by its module and is read-only: __newindex
+-- refuses a write, and the flow's rawset refuses one too, naming it (a write
+-- would only change that flow's own proxy, but silently). Shared metatables
+-- (http responses, fail(), connectors, the string metatable) carry
+-- __metatable = false so getmetatable() cannot reach them.
+local read_only = setmetatable({}, { __mode = "k" }) -- proxy -> the name flows know it by
+local raw_set = rawset
+local function guarded_rawset(t, k, v)
+  local name = type(t) == "table" and read_only[t]
+  if name then error(name .. " is read-only (rawset of " .. tostring(k) .. ")", 2) end
+  return raw_set(t, k, v)
+end
+-- ---- end of isolation ----
+
 -- new(modules) -> a fresh globals table. `modules` maps a global name to a
 -- plain table (copied), or to a function or a read-only proxy (a table
 -- with a metatable, given as is).
@@ -64,7 +80,9 @@ function sandbox.new(modules)
   bound(env)
   for name, m in pairs(modules) do
     env[name] = (type(m) == "table" and getmetatable(m) == nil) and copy(m) or m
+    if type(m) == "table" and getmetatable(m) ~= nil then read_only[m] = name end
   end
+  env.rawset = guarded_rawset
   env._G = env
   return env
 end
