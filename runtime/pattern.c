@@ -3,12 +3,13 @@
  * The string library's matcher backtracks in C with no limit, so one call
  * can hold the loop forever. This one counts its steps: every CHECK_EVERY
  * steps it asks the watchdog whether the resume in progress is past its
- * deadline ("deadline exceeded"), and past max_steps it gives up ("pattern
- * too complex"). find, match and gmatch live here; gsub is written in Lua on
- * top of exec (stdlib/rill/strings.lua) so its replacement function is a
- * plain, preemptible Lua call.
+ * deadline (then the run ends there, as the watchdog's hook ends it), and
+ * past max_steps it gives up ("pattern too complex", an ordinary error). find, match and gmatch
+ * live here; gsub is written in Lua on top of exec (stdlib/rill/strings.lua) so its replacement
+ * function is a plain, preemptible Lua call.
  */
 #include <ctype.h>
+#include <setjmp.h>
 #include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,9 +31,10 @@ typedef struct matcher {
     const char *src, *src_end; /* the subject */
     const char *pat_end;       /* the pattern ends here (it may hold '\0') */
     lua_State *L;
-    int where; /* the stack level errors are blamed on (luaL_where) */
-    int level; /* captures opened so far */
-    int depth; /* nested calls of match() */
+    jmp_buf *deadline; /* where to go when the run's deadline has passed */
+    int where;         /* the stack level errors are blamed on (luaL_where) */
+    int level;         /* captures opened so far */
+    int depth;         /* nested calls of match() */
     uint64_t steps, next_check;
     struct {
         const char *init;
@@ -59,7 +61,7 @@ static void over_budget(matcher *m) {
         fail(m, "pattern too complex: gave up after %d steps (setting pattern_max_steps)",
              (int)m->steps);
     if (rill_watchdog_due())
-        fail(m, "deadline exceeded");
+        longjmp(*m->deadline, 1); /* nothing to free: the matcher allocates nothing */
     m->next_check = m->steps + CHECK_EVERY;
 }
 
@@ -386,8 +388,9 @@ static int push_captures(matcher *m, const char *s, const char *e, int whole, in
 }
 
 static void matcher_init(matcher *m, lua_State *L, const char *s, size_t ls, const char *p,
-                         const char *pe, int where) {
+                         const char *pe, int where, jmp_buf *deadline) {
     m->L = L;
+    m->deadline = deadline;
     m->where = where;
     m->src = s;
     m->src_end = s + ls;
@@ -400,7 +403,7 @@ static void matcher_init(matcher *m, lua_State *L, const char *s, size_t ls, con
     m->next_check = CHECK_EVERY < max_steps ? CHECK_EVERY : max_steps;
     /* A loop of many small calls stops at the deadline too. */
     if (rill_watchdog_due())
-        fail(m, "deadline exceeded");
+        longjmp(*deadline, 1);
 }
 
 /* When the pattern starts with a single-character item that must match at
@@ -478,7 +481,10 @@ static int find_or_match(lua_State *L, int find) {
     const char *p = luaL_checklstring(L, 2, &lp);
     size_t init = start_at(L, 3, ls);
     matcher m;
-    matcher_init(&m, L, s, ls, p, p + lp, 1);
+    jmp_buf deadline;
+    if (setjmp(deadline))
+        return rill_watchdog_stop_run(L);
+    matcher_init(&m, L, s, ls, p, p + lp, 1, &deadline);
     if (find && (lua_toboolean(L, 4) || strpbrk(p, SPECIALS) == NULL)) {
         const char *hit = search_plain(&m, init, p, lp);
         if (hit == NULL) {
@@ -526,7 +532,10 @@ static int l_exec(lua_State *L) {
         return 1;
     }
     matcher m;
-    matcher_init(&m, L, s, ls, p, p + lp, 2);
+    jmp_buf deadline;
+    if (setjmp(deadline))
+        return rill_watchdog_stop_run(L);
+    matcher_init(&m, L, s, ls, p, p + lp, 2, &deadline);
     int anchored = lp > 0 && *p == '^';
     const char *e, *start = search(&m, (size_t)init, p + anchored, anchored, &e);
     if (start == NULL) {
@@ -590,7 +599,10 @@ static int l_gsub_string(lua_State *L) {
     const char *repl = luaL_checklstring(L, 3, &lr);
     lua_Number max_n = luaL_optnumber(L, 4, (lua_Number)ls + 2);
     matcher m;
-    matcher_init(&m, L, s, ls, p, p + lp, 2);
+    jmp_buf deadline;
+    if (setjmp(deadline))
+        return rill_watchdog_stop_run(L);
+    matcher_init(&m, L, s, ls, p, p + lp, 2, &deadline);
     int anchored = lp > 0 && *p == '^';
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -646,7 +658,10 @@ static int gmatch_next(lua_State *L) {
     if (at < 0 || (size_t)at > ls)
         return 0;
     matcher m;
-    matcher_init(&m, L, s, ls, p, p + lp, 1);
+    jmp_buf deadline;
+    if (setjmp(deadline))
+        return rill_watchdog_stop_run(L);
+    matcher_init(&m, L, s, ls, p, p + lp, 1, &deadline);
     /* As in Lua 5.1, gmatch takes a leading '^' literally. */
     const char *e, *start = search(&m, (size_t)at, p, 0, &e);
     if (start == NULL) {

@@ -35,9 +35,9 @@ static const void *pcall_fn, *xpcall_fn;
 /* Whether co can yield here: no C function other than pcall/xpcall may sit
  * between this point and the coroutine's base (a table.sort comparator, a
  * gsub callback, a __tostring called by tostring cannot yield). */
-static int can_yield(lua_State *L) {
+static int can_yield(lua_State *L, int from) {
     lua_Debug ar;
-    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+    for (int level = from; lua_getstack(L, level, &ar); level++) {
         lua_getinfo(L, "f", &ar);
         const void *fn = lua_topointer(L, -1);
         int is_c = lua_iscfunction(L, -1);
@@ -60,7 +60,7 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
         return; /* the signal was meant for a resume that has ended since */
     if (why == RILL_WATCHDOG_DEADLINE && w->where[0] == '\0' && lua_getinfo(L, "Sl", ar))
         snprintf(w->where, sizeof w->where, "%s:%d", ar->short_src, ar->currentline);
-    if (!can_yield(L)) {
+    if (!can_yield(L, 0)) {
         if (why == RILL_WATCHDOG_DEADLINE) /* unwind to where it can yield */
             luaL_error(L, "deadline exceeded");
         return; /* a slice can wait for the next check */
@@ -163,4 +163,25 @@ int rill_watchdog_due(void) {
     if (w == NULL || w->deadline == 0 || !atomic_load_explicit(&armed, memory_order_relaxed))
         return 0;
     return uv_hrtime() >= w->deadline;
+}
+
+/* Where a C function called from Lua was stopped: the first caller outside
+ * rill's stdlib (the flow's line, not bounded.lua's). */
+static void note_where(lua_State *L, rill_watch *w) {
+    lua_Debug ar;
+    for (int level = 1; w->where[0] == '\0' && lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 &&
+            strstr(ar.short_src, "stdlib/rill/") == NULL)
+            snprintf(w->where, sizeof w->where, "%s:%d", ar.short_src, ar.currentline);
+    }
+}
+
+int rill_watchdog_stop_run(lua_State *L) {
+    rill_watch *w = current;
+    if (w != NULL && L == w->co && can_yield(L, 1)) {
+        w->stopped = RILL_WATCHDOG_DEADLINE;
+        note_where(L, w);
+        return lua_yield(L, 0);
+    }
+    return luaL_error(L, "deadline exceeded");
 }

@@ -44,4 +44,11 @@ void rill_watchdog_leave(rill_watch *w);
  * relaxed load until the watch thread has rung, then a clock read. */
 int rill_watchdog_due(void);
 
+/* For a C function that found rill_watchdog_due(): `return
+ * rill_watchdog_stop_run(L);` ends its run as the hook does, by yielding
+ * the coroutine, never to be resumed (task.c reports "deadline exceeded:
+ * code still running at file:line"), which no pcall can catch. Where it
+ * cannot yield (a C function below it), it raises "deadline exceeded". */
+int rill_watchdog_stop_run(lua_State *L);
+
 #endif
