@@ -26,6 +26,8 @@
 #define CAP_POSITION (-2)   /* a () capture: a position, not a substring */
 
 static uint64_t max_steps = 10000000; /* the setting pattern_max_steps */
+static double gave_up;                /* calls stopped at max_steps, for /metrics */
+static double too_large;              /* gsub results refused over max_string */
 
 typedef struct matcher {
     const char *src, *src_end; /* the subject */
@@ -57,7 +59,7 @@ static int fail(matcher *m, const char *fmt, ...) {
 /* ---- The budget ---- */
 
 static void over_budget(matcher *m) {
-    if (m->steps >= max_steps)
+    if (m->steps >= max_steps && ++gave_up)
         fail(m, "pattern too complex: gave up after %d steps (setting pattern_max_steps)",
              (int)m->steps);
     if (rill_watchdog_due())
@@ -401,9 +403,11 @@ static void matcher_init(matcher *m, lua_State *L, const char *s, size_t ls, con
     m->depth = 0;
     m->steps = 0;
     m->next_check = CHECK_EVERY < max_steps ? CHECK_EVERY : max_steps;
-    /* A loop of many small calls stops at the deadline too. */
+    /* A loop of many small calls stops at the deadline too, and gives
+     * others their turn when its slice is over. */
     if (rill_watchdog_due())
         longjmp(*deadline, 1);
+    rill_watchdog_check_soon();
 }
 
 /* When the pattern starts with a single-character item that must match at
@@ -627,7 +631,7 @@ static int l_gsub_string(lua_State *L) {
             }
             src = start + 1;
         }
-        if (size > max_string)
+        if (size > max_string && ++too_large)
             fail(&m, "gsub: a result of over %d bytes is over the limit max_string (%d bytes)",
                  (int)size, (int)max_string);
         if (src > end || anchored)
@@ -639,7 +643,7 @@ static int l_gsub_string(lua_State *L) {
         return 2;
     }
     if (src < end) {
-        if (size + (size_t)(end - src) > max_string)
+        if (size + (size_t)(end - src) > max_string && ++too_large)
             fail(&m, "gsub: a result of %d bytes is over the limit max_string (%d bytes)",
                  (int)(size + (size_t)(end - src)), (int)max_string);
         luaL_addlstring(&b, src, (size_t)(end - src));
@@ -687,6 +691,14 @@ static int l_gmatch(lua_State *L) {
     return 1;
 }
 
+/* gave_up() -> how many calls gave up at pattern_max_steps since start,
+ * and how many gsub results were refused over max_string. */
+static int l_gave_up(lua_State *L) {
+    lua_pushnumber(L, gave_up);
+    lua_pushnumber(L, too_large);
+    return 2;
+}
+
 /* set_max_steps(n): the step cap of one call (setting pattern_max_steps). */
 static int l_set_max_steps(lua_State *L) {
     lua_Number n = luaL_checknumber(L, 1);
@@ -713,6 +725,7 @@ int rill_pattern_open(lua_State *L) {
                                      {"gsub_string", l_gsub_string},
                                      {"set_max_string", l_set_max_string},
                                      {"set_max_steps", l_set_max_steps},
+                                     {"gave_up", l_gave_up},
                                      {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

@@ -31,6 +31,7 @@ static atomic_int running;             /* the watch thread should keep going */
 static pthread_mutex_t stop_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
 static const void *pcall_fn, *xpcall_fn;
+static int soon; /* the hook runs at every instruction (rill_watchdog_check_soon) */
 
 /* Whether co can yield here: no C function other than pcall/xpcall may sit
  * between this point and the coroutine's base (a table.sort comparator, a
@@ -48,6 +49,15 @@ static int can_yield(lua_State *L, int from) {
     return 1;
 }
 
+static void stop_hook(lua_State *L, lua_Debug *ar);
+
+void rill_watchdog_check_soon(void) {
+    if (atomic_load_explicit(&armed, memory_order_relaxed) && !soon && current != NULL) {
+        soon = 1;
+        lua_sethook(hook_state, stop_hook, LUA_MASKCOUNT, 1);
+    }
+}
+
 static void stop_hook(lua_State *L, lua_Debug *ar) {
     rill_watch *w = current;
     if (w == NULL || L != w->co)
@@ -58,6 +68,10 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
                                                 : RILL_WATCHDOG_NONE;
     if (why == RILL_WATCHDOG_NONE)
         return; /* the signal was meant for a resume that has ended since */
+    if (ar->event == LUA_HOOKCOUNT && soon) { /* back to the usual pace if it cannot yield */
+        soon = 0;
+        lua_sethook(L, stop_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    }
     if (why == RILL_WATCHDOG_DEADLINE && w->where[0] == '\0' && lua_getinfo(L, "Sl", ar))
         snprintf(w->where, sizeof w->where, "%s:%d", ar->short_src, ar->currentline);
     if (!can_yield(L, 0)) {
@@ -155,6 +169,7 @@ void rill_watchdog_leave(rill_watch *w) {
     if (atomic_load(&armed)) {
         lua_sethook(hook_state, NULL, 0, 0);
         atomic_store(&armed, 0);
+        soon = 0;
     }
 }
 

@@ -51,4 +51,10 @@ int rill_watchdog_due(void);
  * cannot yield (a C function below it), it raises "deadline exceeded". */
 int rill_watchdog_stop_run(lua_State *L);
 
+/* For a C function that may take milliseconds: once the watch thread has
+ * rung (a slice or the deadline is over), makes the hook run at the next
+ * instruction instead of 1,000 instructions later, which after slow C
+ * calls would be seconds. One relaxed load when nothing is due. */
+void rill_watchdog_check_soon(void);
+
 #endif

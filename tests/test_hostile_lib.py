@@ -89,11 +89,12 @@ def _while_pinging(r, path):
     t = threading.Thread(target=hostile)
     t.start()
     before = False
-    while not done.is_set():
+    while True:  # at least one ping, however fast the hostile run ends
         status = r.request("GET", "/hooks/ping", timeout=DEADLINE + GRACE).status
         pings.append(status)
-        if not done.is_set():
-            before = True
+        if done.is_set():
+            break
+        before = True
     t.join()
     return result["res"], pings, before
 
@@ -117,6 +118,10 @@ def each_hostile_flow_ends_as_it_says_under_serve_while_another_webhook_answers(
             if text == "deadline exceeded":
                 assert before, name + ": no ping was answered while it ran"
         eq(r.request("GET", "/hooks/ping").status, 200, "rill serves after the suite")
+        metrics = r.admin("GET", "/metrics").body
+        for limit in ("pattern_max_steps", "max_string"):
+            m = re.search(r'^rill_limit_refusals\{limit="%s"\} (\d+)' % limit, metrics, re.M)
+            assert m and int(m.group(1)) > 0, f"/metrics counts the calls {limit} stopped: {m and m.group(0)}"
 
 
 @test

@@ -23,6 +23,16 @@ local string_rep, string_format = string.rep, string.format
 
 bounded.find, bounded.match, bounded.gmatch = pattern.find, pattern.match, pattern.gmatch
 
+local refused = 0 -- results refused over max_string since start (gsub's are counted in C)
+
+-- Each limit is visible in /metrics: how many calls it stopped.
+require("rill.metrics").gauge("rill_limit_refusals", "Calls stopped by a per-call limit since start "
+  .. "(pattern_max_steps: a pattern gave up; max_string: a result too large).", { "limit" }, function(f)
+  local steps, gsub_refused = pattern.gave_up()
+  f:labels("pattern_max_steps"):set(steps)
+  f:labels("max_string"):set(refused + gsub_refused)
+end)
+
 -- configure{pattern_max_steps = n, max_string = bytes}
 function bounded.configure(c)
   if c.pattern_max_steps then pattern.set_max_steps(c.pattern_max_steps) end
@@ -32,7 +42,11 @@ function bounded.configure(c)
   end
 end
 
+-- refusal(): counts one result refused over max_string elsewhere (json).
+function bounded.refusal() refused = refused + 1 end
+
 local function too_big(what, n, level)
+  refused = refused + 1
   error(string_format("%s: a result of %.0f bytes is over the limit max_string (%d bytes)", what, n,
     bounded.max_string), level + 1)
 end
@@ -145,7 +159,10 @@ function bounded.gsub(s, p, repl, max_n)
     end
     max_n = n
   end
-  if kind == "string" then return gsub_string(s, p, repl, max_n) end
+  if kind == "string" then -- not a tail call: errors name the flow's line, two levels up
+    local out, n = gsub_string(s, p, repl, max_n)
+    return out, n
+  end
   local tmpl = nil
   local len, anchored = #s, byte(p, 1) == 94
   local limit = bounded.max_string

@@ -55,6 +55,7 @@ function json.encode(v)
     too_deep = false
     local size = weigh(v, 0, 0, limit)
     if size > limit and not too_deep then
+      require("rill.bounded").refusal()
       error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
         size, limit), 2)
     end
