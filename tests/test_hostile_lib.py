@@ -138,5 +138,21 @@ def writes_into_shared_tables_reach_no_other_flow():
         eq(again.status, 200, "a second poison run")
 
 
+@test
+def top_level_code_that_backtracks_or_loops_in_patterns_fails_rill_check():
+    cases = {
+        # issue 14: this hung `rill check`
+        "backtrack.lua": ('local x = ("a"):rep(2e5):find(".-.-.-.-.-b")\n', "pattern too complex"),
+        "many.lua": ('while true do ("a"):rep(1500):find(".-b") end\n', "deadline exceeded"),
+    }
+    for name, (top, text) in cases.items():
+        d = temp_dir()
+        with open(os.path.join(d, name), "w") as f:
+            f.write(top + "return { triggers = { manual() }, run = function() end }\n")
+        code, out, err = run_cli("check", d, timeout=DEADLINE + GRACE)
+        eq(code, 1, name + " exit code")
+        assert text in out + err, f"{name}: {out + err!r} does not say {text!r}"
+
+
 if __name__ == "__main__":
     main()
