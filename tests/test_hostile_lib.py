@@ -11,7 +11,7 @@ import os
 import re
 import threading
 
-from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
+from lib.harness import Rill, eq, main, run_cli, serve_http, temp_dir, test
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTILE = sorted(glob.glob(os.path.join(HERE, "hostile", "lib_*.lua")))
@@ -136,6 +136,52 @@ def writes_into_shared_tables_reach_no_other_flow():
            "what another flow sees")
         again = r.request("POST", "/hooks/lib_query_poison", {})
         eq(again.status, 200, "a second poison run")
+
+
+@test
+def an_http_response_gives_no_way_to_the_metatables_every_response_shares():
+    import http.server
+
+    class Target(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    target = serve_http(Target)
+    url = f"http://127.0.0.1:{target.server_address[1]}/"
+    flows = {
+        # Replaces the methods every http response shares, when it can reach them.
+        "poison.lua": """
+return {
+  triggers = { webhook { path = "/hooks/poison" } },
+  run = function()
+    local res = http.get("%s")
+    local mt, hmt = getmetatable(res), getmetatable(res.headers)
+    if type(mt) == "table" then mt.json = function() return "poisoned" end end
+    if type(hmt) == "table" then hmt.__index = function() return "poisoned" end end
+    return { mt = type(mt), hmt = type(hmt) }
+  end,
+}""" % url,
+        "victim.lua": """
+return {
+  triggers = { webhook { path = "/hooks/victim" } },
+  run = function()
+    local res = http.get("%s")
+    return { json = type(res:json()), ctype = res.headers["Content-Type"] }
+  end,
+}""" % url,
+    }
+    with Rill(flows) as r:
+        eq(r.request("POST", "/hooks/poison", {}).json(), {"mt": "boolean", "hmt": "boolean"}, "what getmetatable gives")
+        eq(r.request("POST", "/hooks/victim", {}).json(), {"json": "table", "ctype": "application/json"},
+           "another flow's response")
+    target.shutdown()
 
 
 @test
