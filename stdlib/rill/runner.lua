@@ -126,6 +126,17 @@ end
 -- id (a run id chosen beforehand, e.g. already sent in a 202), attempt
 -- (of a durable run, from 1), scheduled (of a durable run: when it was due).
 -- opts.on_done may be called before start returns (a run that never waits).
+-- A copy of a trigger's plain data for one run's ctx.trigger: the table
+-- passed in is shared (a route's, a cron or database trigger's spec, which
+-- the scheduler reads too), and a run that changes its ctx.trigger must
+-- change no other run's.
+local function own_copy(v, depth)
+  if type(v) ~= "table" or depth > 4 then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = own_copy(x, depth + 1) end
+  return c
+end
+
 function runner.start(flow, trigger, payload, opts)
   opts = opts or {}
   local parent = opts.parent
@@ -140,7 +151,7 @@ function runner.start(flow, trigger, payload, opts)
   started = started + 1
   started_total:labels(run.flow):inc()
   local ctx = {
-    payload = payload, trigger = trigger, run_id = run.id, flow = flow.name,
+    payload = payload, trigger = own_copy(trigger, 1), run_id = run.id, flow = flow.name,
     request = opts.request, parent_run_id = run.parent, attempt = run.attempt,
   }
   if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end

@@ -82,7 +82,7 @@ function webhook.rebuild(active)
     local flow = active[name]
     for _, t in ipairs(flow.triggers) do
       if t.type == "webhook" then
-        -- what ctx.trigger of each run of this route holds (copied per run)
+        -- what ctx.trigger of each run of this route holds (runner.start copies it per run)
         local info = { type = "webhook", method = t.method, path = t.path }
         local route = { flow = flow, trigger = t, info = info, info_json = json.encode(info) }
         if t.params then
@@ -226,9 +226,7 @@ end
 
 start = function(req, route, payload, request, verified_id)
   if route.trigger.mode == "async" then return accept(req, route, payload, request, verified_id) end
-  local info = route.info -- a copy per run: a run that changes its ctx.trigger changes no other's
-  runner.start(route.flow, { type = info.type, method = info.method, path = info.path }, payload,
-    { request = request, on_done = respond_with,
+  runner.start(route.flow, route.info, payload, { request = request, on_done = respond_with,
     caller = { req = req, route = route, body = request.body } })
 end
 

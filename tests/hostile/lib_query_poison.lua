@@ -6,12 +6,13 @@ return {
   deadline = "2s",
   triggers = { manual(), webhook { path = "/hooks/lib_query_poison" } },
   run = function(ctx)
+    local seen = { path = ctx.trigger.path, query_empty = not ctx.request or next(ctx.request.query) == nil }
     local q = ctx.request and ctx.request.query
     if q then
       rawset(q, "admin", "yes")
       table.insert(q, "poison")
     end
     rawset(ctx.trigger, "path", "/poisoned")
-    return "done"
+    return seen
   end,
 }
