@@ -199,4 +199,27 @@ end }]])
   t.eq(r.result.sorted, "1,2,3", "sorted")
 end)
 
+t.test("a payload passed to another flow, and its result, are copies", function()
+  local callee = load("callee.lua", [[
+return { name = "callee", triggers = { from_flow() }, run = function(ctx)
+  ctx.payload.list[1] = "changed by callee"
+  return { probe = ctx.payload.probe, mt = getmetatable(ctx.payload) == nil, shared = RESULT_KEPT }
+end }]])
+  local caller = load("caller.lua", [[
+return { triggers = { manual() }, run = function()
+  local calls = 0
+  local payload = setmetatable({ list = { "mine" } }, { __index = function() calls = calls + 1 return "from caller" end })
+  local r = flows.trigger("callee", payload)
+  r.mt = "changed by caller"
+  return { kept = payload.list[1], calls = calls, probe = r.probe, mt = r.mt }
+end }]])
+  flows.active.callee = callee
+  local r = run(caller)
+  flows.active.callee = nil
+  t.eq(r.state, "succeeded", "run: " .. tostring(r.error and r.error.message))
+  t.eq(r.result.kept, "mine", "the caller's table after the callee changed its payload")
+  t.eq(r.result.calls, 0, "the caller's metamethod ran in the callee")
+  t.eq(r.result.probe, nil, "the callee read through the caller's metatable")
+end)
+
 t.done()
