@@ -91,8 +91,9 @@ enum {
     CL_ZERO = 1 << 10,
     CL_NEGATE = 1 << 15 /* in class_of: an upper-case letter, the complement */
 };
-static uint16_t char_classes[256]; /* character -> the classes it is in */
-static uint16_t class_of[256];     /* letter after '%' -> its class bit, 0 if none */
+static uint16_t char_classes[256];  /* character -> the classes it is in */
+static uint16_t class_of[256];      /* letter after '%' -> its class bit, 0 if none */
+static uint32_t class_bits[256][8]; /* letter after '%' -> the characters of its class, as bits */
 
 static void classes_init(void) {
     static const struct {
@@ -109,6 +110,14 @@ static void classes_init(void) {
         for (int c = 0; c < 256; c++)
             if (classes[k].test ? classes[k].test(c) != 0 : c == 0)
                 char_classes[c] |= classes[k].bit;
+    }
+    for (int cl = 0; cl < 256; cl++) {
+        uint16_t bit = class_of[cl];
+        for (int c = 0; bit != 0 && c < 256; c++) {
+            int yes = (char_classes[c] & bit & ~CL_NEGATE) != 0;
+            if ((bit & CL_NEGATE) ? !yes : yes)
+                class_bits[cl][c >> 5] |= 1u << (c & 31);
+        }
     }
 }
 
@@ -169,6 +178,50 @@ static int in_set(int c, const char *p, const char *last) {
     return !want;
 }
 
+/* A [set] compiled to a bitmap, for the loops that test one item against
+ * many characters (a greedy run, the search's first-item filter): one bit
+ * test per character instead of a walk of the set. */
+typedef struct charset {
+    uint32_t bits[8];
+} charset;
+
+static inline int charset_has(const charset *cs, unsigned char c) {
+    return (cs->bits[c >> 5] >> (c & 31)) & 1;
+}
+
+static inline void charset_add(charset *cs, int c) {
+    cs->bits[c >> 5] |= 1u << (c & 31);
+}
+
+/* The same membership as in_set(c, p, last), for every c at once. */
+static void charset_compile(charset *cs, const char *p, const char *last) {
+    memset(cs, 0, sizeof *cs);
+    int negate = p[1] == '^';
+    if (negate)
+        p++;
+    while (++p < last) {
+        if (*p == ESC) {
+            p++;
+            int cl = (unsigned char)*p;
+            if (class_of[cl] == 0) {
+                charset_add(cs, cl);
+            } else {
+                for (int i = 0; i < 8; i++)
+                    cs->bits[i] |= class_bits[cl][i];
+            }
+        } else if (p[1] == '-' && p + 2 < last) {
+            for (int c = (unsigned char)p[0]; c <= (unsigned char)p[2]; c++)
+                charset_add(cs, c);
+            p += 2;
+        } else {
+            charset_add(cs, (unsigned char)*p);
+        }
+    }
+    if (negate)
+        for (int i = 0; i < 8; i++)
+            cs->bits[i] = ~cs->bits[i];
+}
+
 /* Whether the subject character at s matches the item p..ep. */
 static int item_matches(matcher *m, const char *s, const char *p, const char *ep) {
     if (s >= m->src_end)
@@ -193,9 +246,18 @@ static const char *match(matcher *m, const char *s, const char *p);
 /* Greedy: the longest run of the item first, then shorter ones. */
 static const char *match_greedy(matcher *m, const char *s, const char *p, const char *ep) {
     ptrdiff_t n = 0;
-    while (item_matches(m, s + n, p, ep)) {
-        step(m);
-        n++;
+    if (*p == '[') {
+        charset cs;
+        charset_compile(&cs, p, ep - 1);
+        while (s + n < m->src_end && charset_has(&cs, (unsigned char)s[n])) {
+            step(m);
+            n++;
+        }
+    } else {
+        while (item_matches(m, s + n, p, ep)) {
+            step(m);
+            n++;
+        }
     }
     for (; n >= 0; n--) {
         const char *r = match(m, s + n, ep + 1);
@@ -429,8 +491,18 @@ static const char *first_item_end(matcher *m, const char *p) {
 static const char *search(matcher *m, size_t init, const char *p, int anchored, const char **e) {
     const char *s = m->src + init;
     const char *first = anchored ? NULL : first_item_end(m, p);
+    charset first_set;
+    if (first && *p == '[')
+        charset_compile(&first_set, p, first - 1);
     do {
-        if (first) { /* skip, cheaply, where the first item cannot match */
+        if (first && *p == '[') { /* skip, cheaply, where the first item cannot match */
+            while (s < m->src_end && !charset_has(&first_set, (unsigned char)*s)) {
+                step(m);
+                s++;
+            }
+            if (s >= m->src_end)
+                return NULL;
+        } else if (first) {
             while (s < m->src_end && !item_matches(m, s, p, first)) {
                 step(m);
                 s++;
