@@ -44,6 +44,7 @@ int rill_os_open(lua_State *L);
 int rill_sqlite_open(lua_State *L);
 int rill_pg_open(lua_State *L);
 int rill_http_client_open(lua_State *L);
+int rill_pattern_open(lua_State *L);
 
 /* Creates the metatable `name` (once) with `methods` as its __index, and
  * leaves it on the stack, so a module can add __gc and friends. */

@@ -37,6 +37,7 @@ static char
 static uint64_t hold_ns =
     1000000000ULL;           /* max_hold: longest stretch past a slice that cannot yield */
 static atomic_int armed;     /* the signal was sent and the hook not yet removed */
+static int soon;             /* the hook runs at every instruction (rill_watchdog_check_soon) */
 static atomic_int giving_up; /* the signal was sent for the last line of defence */
 static atomic_int running;   /* the watch thread should keep going */
 static pthread_mutex_t stop_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -48,14 +49,14 @@ static const void *pcall_fn, *xpcall_fn;
  * gsub callback, a __tostring called by tostring cannot yield), and no
  * message handler may be running. pcall_fn and xpcall_fn are LuaJIT's own:
  * the ones flows see (sandbox.lua) are Lua functions calling them. */
-static int can_yield(lua_State *L) {
+static int can_yield(lua_State *L, int from) {
     /* A message handler runs with the status LUA_ERRERR, called from C
      * inside LuaJIT's error machinery: no frame shows it, and a yield there
      * would fail the handler ("error in error handling"). */
     if (lua_status(L) != 0)
         return 0;
     lua_Debug ar;
-    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+    for (int level = from; lua_getstack(L, level, &ar); level++) {
         lua_getinfo(L, "f", &ar);
         const void *fn = lua_topointer(L, -1);
         int is_c = lua_iscfunction(L, -1);
@@ -66,10 +67,23 @@ static int can_yield(lua_State *L) {
     return 1;
 }
 
+static void stop_hook(lua_State *L, lua_Debug *ar);
+
+void rill_watchdog_check_soon(void) {
+    if (atomic_load_explicit(&armed, memory_order_relaxed) && !soon && current != NULL) {
+        soon = 1;
+        lua_sethook(hook_state, stop_hook, LUA_MASKCOUNT, 1);
+    }
+}
+
 static void stop_hook(lua_State *L, lua_Debug *ar) {
     rill_watch *w = current;
     if (w == NULL || L != w->co)
         return;
+    if (ar->event == LUA_HOOKCOUNT && soon) { /* back to the usual pace if it cannot yield */
+        soon = 0;
+        lua_sethook(L, stop_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    }
     uint64_t now = uv_hrtime();
     if (w->kill[0] == '\0' && w->deadline && now >= w->deadline) {
         if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
@@ -85,7 +99,7 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
          * to a point where it can. pcall and xpcall pass such errors on
          * (sandbox.lua), and the hook stays installed until the resume
          * returns, so a handler that loops is interrupted again. */
-        if (can_yield(L)) {
+        if (can_yield(L, 0)) {
             w->stopped = RILL_WATCHDOG_KILLED;
             lua_yield(L, 0);
             return;
@@ -95,7 +109,7 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
     }
     if (now < w->slice_end)
         return; /* the signal was meant for a resume that has ended since */
-    if (!can_yield(L)) {
+    if (!can_yield(L, 0)) {
         /* A slice can wait for the next check, but not for ever: code that
          * cannot be paused (a comparator, a message handler, a __tostring
          * called from C) holds every other run and request meanwhile. */
@@ -257,7 +271,46 @@ void rill_watchdog_leave(rill_watch *w) {
     if (atomic_load(&armed)) {
         lua_sethook(hook_state, NULL, 0, 0);
         atomic_store(&armed, 0);
+        soon = 0;
     }
+}
+
+int rill_watchdog_due(void) {
+    rill_watch *w = current;
+    if (w == NULL || !atomic_load_explicit(&armed, memory_order_relaxed))
+        return 0;
+    if (w->kill[0] != '\0')
+        return 1; /* ended already (its memory limit, max_hold) */
+    return w->deadline != 0 && uv_hrtime() >= w->deadline;
+}
+
+/* The kill reason of a run stopped inside a C function called from Lua: at
+ * the first caller outside rill's stdlib (the flow's line, not bounded.lua's). */
+static void note_deadline(lua_State *L, rill_watch *w) {
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 &&
+            strstr(ar.short_src, "stdlib/rill/") == NULL) {
+            snprintf(w->kill, RILL_KILL_MAX, "deadline exceeded: code still running at %s:%d",
+                     ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    snprintf(w->kill, RILL_KILL_MAX, "deadline exceeded: code still running");
+}
+
+int rill_watchdog_stop_run(lua_State *L) {
+    rill_watch *w = current;
+    if (w == NULL || L != w->co)
+        return luaL_error(L, "deadline exceeded");
+    if (w->kill[0] == '\0')
+        note_deadline(L, w);
+    if (can_yield(L, 1)) {
+        w->stopped = RILL_WATCHDOG_KILLED;
+        return lua_yield(L, 0);
+    }
+    lua_pushstring(L, w->kill);
+    return lua_error(L);
 }
 
 void rill_watchdog_stop_now(void) {

@@ -67,4 +67,24 @@ void rill_watchdog_set_max_hold(double seconds);
  * exiting (replaced each time), or "" for none. */
 void rill_watchdog_set_stuck_file(const char *path);
 
+/* Whether the resume in progress must end (past its deadline, or killed by
+ * a limit): for C code that loops (the pattern matcher) and cannot be
+ * stopped by the hook. Cheap: one relaxed load until the watch thread has
+ * rung, then a clock read. */
+int rill_watchdog_due(void);
+
+/* For a C function that found rill_watchdog_due(): `return
+ * rill_watchdog_stop_run(L);` ends its run as the hook does: it writes the
+ * kill reason ("deadline exceeded: code still running at file:line", the
+ * flow's line) unless one is set, and yields the coroutine, never to be
+ * resumed. Where it cannot yield (a C function below it), it raises the
+ * reason, which the pcall and xpcall flows see pass on (sandbox.lua). */
+int rill_watchdog_stop_run(lua_State *L);
+
+/* For a C function that may take milliseconds: once the watch thread has
+ * rung (a slice or the deadline is over), makes the hook run at the next
+ * instruction instead of 1,000 instructions later, which after slow C
+ * calls would be seconds. One relaxed load when nothing is due. */
+void rill_watchdog_check_soon(void);
+
 #endif

@@ -170,4 +170,99 @@ t.test("an error object of any type makes a readable failure", function()
   end
 end)
 
+-- ---- Isolation (issue 14): what one flow can reach, no other flow sees changed ----
+
+t.test("rawset on env changes nothing another flow reads, and is refused naming env", function()
+  require("rill.env").configure { SLACK_CHANNEL = "#general" }
+  local a = load("a.lua", [[
+return { triggers = { manual() }, run = function()
+  local ok, err = pcall(rawset, env, "SLACK_CHANNEL", "#attacker")
+  table.insert(env, "x")
+  return { refused = not ok, err = tostring(err) }
+end }]])
+  local b = load("b.lua", [[
+return { triggers = { manual() }, run = function()
+  return { channel = env.SLACK_CHANNEL, get = env.get("SLACK_CHANNEL"), slot = rawget(env, 1) == nil }
+end }]])
+  local ra = run(a).result
+  t.eq(ra.refused, true, "rawset(env, ...) refused")
+  t.ok(ra.err:find("env", 1, true) and ra.err:find("read-only", 1, true), ra.err)
+  local rb = run(b).result
+  t.eq(rb.channel, "#general", "env.SLACK_CHANNEL in b")
+  t.eq(rb.get, "#general", "env.get in b")
+  t.eq(rb.slot, true, "a's table.insert(env) not seen by b")
+  require("rill.env").configure {}
+end)
+
+t.test("a connector client gives no way to the shared settings or methods", function()
+  local f = load("a.lua", [[
+return { triggers = { manual() }, run = function()
+  local out = {}
+  for _, name in ipairs { "slack", "mautic", "invoiceninja", "docuseal", "directus", "email" } do
+    local c = _G[name].with {}
+    out[name] = type(getmetatable(c)) ~= "table" and rawget(c, "spec") == nil and rawget(c, "given") == nil
+  end
+  return out
+end }]])
+  local r = run(f)
+  t.eq(r.state, "succeeded", "run")
+  for k, v in pairs(r.result) do t.eq(v, true, k) end
+end)
+
+t.test("shared metatables and sentinels are out of reach", function()
+  local f = load("mt.lua", [[
+return { triggers = { manual() }, run = function()
+  local _, failure = pcall(fail, "x")
+  return { fail_mt = type(getmetatable(failure)) ~= "table",
+           string_mt = getmetatable("") == false, index = ("").__index == nil, dump = ("").dump == nil,
+           rep_bounded = not pcall(string.rep, "x", 1e10), method_rep_bounded = not pcall(("x").rep, "x", 1e10) }
+end }]])
+  for k, v in pairs(run(f).result) do t.eq(v, true, k) end
+end)
+
+t.test("a flow's string and table functions are the bounded ones, methods included", function()
+  local f = load("b.lua", [[
+return { triggers = { manual() }, run = function()
+  local long = ("a"):rep(2e5)
+  local ok1, e1 = pcall(string.find, long, ".-.-.-.-.-b")
+  local ok2, e2 = pcall(function() return long:find(".-.-.-.-.-b") end)
+  local t = { 3, 1, 2 }
+  table.sort(t, function(x, y) return x < y end)
+  return { e1 = not ok1 and e1, e2 = not ok2 and e2, sorted = table.concat(t, ",") }
+end }]])
+  -- a low step limit, so that the run ends within its first time slice
+  -- (this script cannot run the loop that would resume it)
+  require("rill.bounded").configure { pattern_max_steps = 100000 }
+  local r = run(f)
+  require("rill.bounded").configure { pattern_max_steps = 10000000 }
+  t.ok(r, "the run ended in its first slice")
+  t.eq(r.state, "succeeded", "run")
+  t.ok(tostring(r.result.e1):find("pattern too complex", 1, true), tostring(r.result.e1))
+  t.ok(tostring(r.result.e2):find("pattern too complex", 1, true), tostring(r.result.e2))
+  t.eq(r.result.sorted, "1,2,3", "sorted")
+end)
+
+t.test("a payload passed to another flow, and its result, are copies", function()
+  local callee = load("callee.lua", [[
+return { name = "callee", triggers = { from_flow() }, run = function(ctx)
+  ctx.payload.list[1] = "changed by callee"
+  return { probe = ctx.payload.probe, mt = getmetatable(ctx.payload) == nil, shared = RESULT_KEPT }
+end }]])
+  local caller = load("caller.lua", [[
+return { triggers = { manual() }, run = function()
+  local calls = 0
+  local payload = setmetatable({ list = { "mine" } }, { __index = function() calls = calls + 1 return "from caller" end })
+  local r = flows.trigger("callee", payload)
+  r.mt = "changed by caller"
+  return { kept = payload.list[1], calls = calls, probe = r.probe, mt = r.mt }
+end }]])
+  flows.active.callee = callee
+  local r = run(caller)
+  flows.active.callee = nil
+  t.eq(r.state, "succeeded", "run: " .. tostring(r.error and r.error.message))
+  t.eq(r.result.kept, "mine", "the caller's table after the callee changed its payload")
+  t.eq(r.result.calls, 0, "the caller's metamethod ran in the callee")
+  t.eq(r.result.probe, nil, "the callee read through the caller's metatable")
+end)
+
 t.done()

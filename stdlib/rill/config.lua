@@ -29,8 +29,12 @@ config.defaults = {
   stuck_file = "data/rill-stuck.txt", -- where the kill_grace exit names what was stuck, so that
                                -- a flow file stuck at load is not loaded again at the restart
   max_hold = "1s",             -- a run holding the loop this long where it cannot be paused
-                               -- (a sort comparator, a message handler) fails like at its deadline
+                               -- (a message handler) fails like at its deadline
   max_log_lines = 1000,        -- log lines one run may write; the rest are counted and dropped
+  pattern_max_steps = 10000000, -- steps one string.find/match/gmatch/gsub search may take
+                               -- (a backtracking pattern fails with "pattern too complex")
+  max_string = "64MiB",        -- largest string a flow builds in one call (string.rep, gsub,
+                               -- string.format, table.concat)
   keepalive_timeout = "75s",   -- idle keep-alive connections are closed after this
   request_timeout = "30s",     -- a client must send a whole request within this
   drain_timeout = "10s",       -- on SIGTERM, how long running runs get to finish
@@ -138,6 +142,7 @@ function config.load(path)
   c.max_body = config.size(c.max_body, "max_body")
   c.run_memory_limit = config.size(c.run_memory_limit, "run_memory_limit")
   c.process_memory_limit = config.size(c.process_memory_limit, "process_memory_limit")
+  c.max_string = config.size(c.max_string, "max_string")
   for _, k in ipairs { "deadline", "load_deadline", "kill_grace", "max_hold", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
                        "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do

@@ -24,13 +24,21 @@ local function get(name)
   return v
 end
 
-local env = setmetatable({}, {
+-- proxy() -> a read-only view of the variables: each flow gets its own (a
+-- write into one, by rawset or table.insert, reaches no other flow; the
+-- sandbox refuses rawset on it, naming it).
+local ENV_MT = {
   __index = function(_, name) return get(name) end,
   __newindex = function(_, name) error("env is read-only (tried to set " .. tostring(name) .. ")", 2) end,
   __metatable = false,
-})
+}
+local function proxy()
+  local p = setmetatable({}, ENV_MT)
+  rawset(p, "get", get)
+  return p
+end
 
-rawset(env, "get", get)
+local env = proxy()
 
 -- configure(t): the config file's `env` table (plain values, not secrets).
 local function configure(t)
@@ -42,4 +50,4 @@ end
 -- process environment, for tests; isolate(nil) ends it.
 local function isolate(t) isolated = t end
 
-return { env = env, get = get, configure = configure, isolate = isolate }
+return { env = env, proxy = proxy, get = get, configure = configure, isolate = isolate }

@@ -29,6 +29,20 @@ local FLOW_KEYS = { name = 1, description = 1, triggers = 1, run = 1, deadline =
 -- The `flows` module flows see: flows.trigger(name, payload[, {wait = false}]).
 local flow_api = {}
 
+-- A copy of a value passed between two flows (a payload, a result): its
+-- tables become the receiver's own, without metatables, so neither flow
+-- can change the other's tables or run its code through a metamethod.
+-- Shared tables and cycles stay shared within the copy.
+local function plain_copy(v, seen)
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local c = {}
+  seen[v] = c
+  for k, x in next, v do c[plain_copy(k, seen)] = plain_copy(x, seen) end
+  return c
+end
+
 function flow_api.trigger(name, payload, opts)
   if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
   local runner = require "rill.runner"
@@ -42,6 +56,7 @@ function flow_api.trigger(name, payload, opts)
     -- a loop, most likely: retrying would loop again, so no retry
     runner.fail("flows.trigger: " .. runner.too_deep(runner.chain_of(parent, name)), 2)
   end
+  payload = plain_copy(payload)
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }
   if not wait then
@@ -60,7 +75,7 @@ function flow_api.trigger(name, payload, opts)
     waiter = task.waiter()
     waiter:wait()
   end
-  if done_run.state == "succeeded" then return done_run.result end
+  if done_run.state == "succeeded" then return plain_copy(done_run.result) end
   error(string.format("flows.trigger: flow '%s' failed (run %s): %s", name, done_run.id,
     done_run.error.message), 2)
 end
@@ -86,7 +101,7 @@ local function flow_modules()
     json = { encode = json.encode, decode = json.decode, null = json.null },
     log = { debug = log.debug, info = log.info, warn = log.warn, error = log.error },
     crypto = require "rill.crypto",
-    env = require("rill.env").env,
+    env = require("rill.env").proxy(), -- one per flow: a rawset in one reaches no other
     flows = flow_api,
     sleep = timer.sleep,
     response = response,

@@ -120,7 +120,7 @@ local function prepare(opts, method, level)
     ca_file = opts.ca_file, redirects = opts.redirects }
 end
 
-local RESPONSE = {}
+local RESPONSE = { __metatable = false } -- shared by every response: out of flows' reach
 RESPONSE.__index = RESPONSE
 
 function RESPONSE:json()
@@ -130,7 +130,8 @@ function RESPONSE:json()
 end
 
 -- Header lookups in any case: response.headers["Content-Type"].
-local HEADERS = { __index = function(t, k) return type(k) == "string" and rawget(t, k:lower()) or nil end }
+local HEADERS = { __index = function(t, k) return type(k) == "string" and rawget(t, k:lower()) or nil end,
+                  __metatable = false }
 
 local function request(opts, level)
   local method = check(opts, level + 1)

@@ -27,7 +27,39 @@ function json.decode(s)
   return v
 end
 
+-- ---- Bounded output (issue 14) ----
+-- cjson builds its output with malloc, outside the Lua heap and its limits,
+-- and a table can hold one long string a million times: the output is
+-- weighed first and refused over max_string. Each step adds at least 4
+-- bytes, so the walk ends within max_string / 4 steps, cycles included.
+local too_deep -- set by weigh: cjson refuses it itself, with its own message
+local function weigh(v, depth, total, limit)
+  local tv = type(v)
+  if tv == "string" then return total + #v + 2 end
+  if tv ~= "table" then return total + 24 end
+  if depth > 100 then
+    too_deep = true
+    return limit + 1
+  end
+  for k, x in pairs(v) do
+    total = weigh(x, depth + 1, total + (type(k) == "string" and #k + 4 or 8), limit)
+    if total > limit then return total end
+  end
+  return total
+end
+-- ---- end of bounded output ----
+
 function json.encode(v)
+  if type(v) == "table" then
+    local limit = require("rill.bounded").max_string
+    too_deep = false
+    local size = weigh(v, 0, 0, limit)
+    if size > limit and not too_deep then
+      require("rill.bounded").refusal()
+      error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
+        size, limit), 2)
+    end
+  end
   local ok, s = pcall(encode, v)
   if not ok then
     error("json.encode: " .. tostring(s), 2)

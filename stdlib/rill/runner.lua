@@ -44,7 +44,7 @@ end
 -- fail(message[, level]): what a flow calls to fail its run with no retry.
 -- Like error(), the message starts with the caller's file:line (level 1
 -- the caller, 0 no position).
-local FAIL_MT = {}
+local FAIL_MT = { __metatable = false } -- out of flows' reach: shared by every fail()
 function runner.fail(message, level)
   level = level or 1
   local info = level > 0 and debug.getinfo(level + 1, "Sl")
@@ -66,7 +66,7 @@ local function describe(e)
     if type(m) == "string" then return describe(m) end
     local ok, s = pcall(require("rill.json").encode, e)
     if ok and type(s) == "string" and s ~= "{}" and s ~= "[]" then return "error object: " .. describe(s) end
-    return "error object: a table" .. (getmetatable(e) ~= nil and " with a metatable" or "") .. ", no message"
+    return "error object: a table" .. (debug.getmetatable(e) ~= nil and " with a metatable" or "") .. ", no message"
   end
   return "error object: a " .. t
 end
@@ -75,7 +75,7 @@ runner.describe_error = describe
 local function on_error(e)
   local why = task.killed()
   if why then return { message = why, traceback = "" } end -- ended: no handler work
-  local no_retry = type(e) == "table" and rawequal(getmetatable(e), FAIL_MT) or nil
+  local no_retry = type(e) == "table" and rawequal(debug.getmetatable(e), FAIL_MT) or nil
   return { message = describe(e), traceback = clean_traceback(debug.traceback("", 2)), no_retry = no_retry }
 end
 
@@ -167,6 +167,17 @@ end
 -- id (a run id chosen beforehand, e.g. already sent in a 202), attempt
 -- (of a durable run, from 1), scheduled (of a durable run: when it was due).
 -- opts.on_done may be called before start returns (a run that never waits).
+-- A copy of a trigger's plain data for one run's ctx.trigger: the table
+-- passed in is shared (a route's, a cron or database trigger's spec, which
+-- the scheduler reads too), and a run that changes its ctx.trigger must
+-- change no other run's.
+local function own_copy(v, depth)
+  if type(v) ~= "table" or depth > 4 then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = own_copy(x, depth + 1) end
+  return c
+end
+
 function runner.start(flow, trigger, payload, opts)
   opts = opts or {}
   local parent = opts.parent
@@ -181,7 +192,7 @@ function runner.start(flow, trigger, payload, opts)
   started = started + 1
   started_total:labels(run.flow):inc()
   local ctx = {
-    payload = payload, trigger = trigger, run_id = run.id, flow = flow.name,
+    payload = payload, trigger = own_copy(trigger, 1), run_id = run.id, flow = flow.name,
     request = opts.request, parent_run_id = run.parent, attempt = run.attempt,
   }
   if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end

@@ -62,6 +62,44 @@ function sandbox.xpcall(f, handler, ...)
 end
 -- ---- end of pcall and xpcall ----
 
+-- ---- Bounded C work (issue 14: pattern matching, sort, string builders) ----
+-- Flows get rill.bounded's find/match/gmatch/gsub/rep/format and its
+-- table.sort/concat. Method calls (s:find(...)) go through the string
+-- metatable, shared by every string in the process: its __index becomes a
+-- table holding the bounded functions too, for flows and stdlib alike
+-- (docs/architecture.md gives the cost). That table is never handed out.
+local bounded = require "rill.bounded"
+local BOUNDED_STRING = { "find", "match", "gmatch", "gsub", "rep", "format" }
+local BOUNDED_TABLE = { "sort", "concat" }
+do
+  local methods = {}
+  for k, v in pairs(string) do methods[k] = v end
+  for _, name in ipairs(BOUNDED_STRING) do methods[name] = bounded[name] end
+  methods.dump = nil
+  debug.getmetatable("").__index = methods
+end
+local function bound(env)
+  for _, name in ipairs(BOUNDED_STRING) do env.string[name] = bounded[name] end
+  for _, name in ipairs(BOUNDED_TABLE) do env.table[name] = bounded[name] end
+end
+-- ---- end of bounded C work ----
+
+-- ---- Isolation (issue 14: what one flow reaches, no other flow sees changed) ----
+-- Plain module tables are copied per flow (below). A module given as a
+-- proxy (env) is made per flow by its module and is read-only: __newindex
+-- refuses a write, and the flow's rawset refuses one too, naming it (a write
+-- would only change that flow's own proxy, but silently). Shared metatables
+-- (http responses, fail(), connectors, the string metatable) carry
+-- __metatable = false so getmetatable() cannot reach them.
+local read_only = setmetatable({}, { __mode = "k" }) -- proxy -> the name flows know it by
+local raw_set = rawset
+local function guarded_rawset(t, k, v)
+  local name = type(t) == "table" and read_only[t]
+  if name then error(name .. " is read-only (rawset of " .. tostring(k) .. ")", 2) end
+  return raw_set(t, k, v)
+end
+-- ---- end of isolation ----
+
 -- new(modules) -> a fresh globals table. `modules` maps a global name to a
 -- plain table (copied), or to a function or a read-only proxy (a table
 -- with a metatable, given as is).
@@ -72,10 +110,13 @@ function sandbox.new(modules)
   env.table = copy(table)
   env.math = copy(math)
   env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
+  bound(env)
   for name, m in pairs(modules) do
     env[name] = (type(m) == "table" and getmetatable(m) == nil) and copy(m) or m
+    if type(m) == "table" and getmetatable(m) ~= nil then read_only[m] = name end
   end
   env.pcall, env.xpcall = sandbox.pcall, sandbox.xpcall -- the end of a run cannot be caught (above)
+  env.rawset = guarded_rawset
   env._G = env
   return env
 end

@@ -27,7 +27,8 @@ local runner = require "rill.runner"
 local steps = {}
 
 -- Raised to end an attempt that parks the run (queue.lua sees run.park).
-local PARK = setmetatable({}, { __tostring = function() return "the run sleeps (parked in the store)" end })
+local PARK = setmetatable({}, { __tostring = function() return "the run sleeps (parked in the store)" end,
+                                __metatable = false }) -- shared by every run: out of flows' reach
 steps.PARK = PARK
 
 local store_now = require("rill.store").now_ms

@@ -24,7 +24,6 @@ local paths = {}     -- path -> {methods}, for 405 answers
 
 local JSON = { ["content-type"] = "application/json" }
 local PAUSED_RETRY_AFTER = "60" -- seconds a sender of a paused flow's webhook is asked to wait
-local NO_QUERY = setmetatable({}, { __newindex = function() error("ctx.request.query is read-only", 2) end })
 
 local accept, start, verified
 local task = require "rill.c.task"
@@ -83,7 +82,7 @@ function webhook.rebuild(active)
     local flow = active[name]
     for _, t in ipairs(flow.triggers) do
       if t.type == "webhook" then
-        -- ctx.trigger of every run of this route: one table, shared, read-only by convention
+        -- what ctx.trigger of each run of this route holds (runner.start copies it per run)
         local info = { type = "webhook", method = t.method, path = t.path }
         local route = { flow = flow, trigger = t, info = info, info_json = json.encode(info) }
         if t.params then
@@ -276,7 +275,7 @@ function webhook.dispatch(req, method, path, query, headers, body)
   local trigger = route.trigger
   local payload, status, reason = payload_of(trigger, method, query, headers, body)
   if status then return reply_error(req, route, status, reason) end
-  local request = { method = method, path = path, query = query and parse_form(query) or NO_QUERY,
+  local request = { method = method, path = path, query = query and parse_form(query) or {},
                     headers = headers, body = body, params = params }
   if trigger.verify then
     return task.spawn(trigger.verify, verified, VERIFY_LIMITS, { req, route, payload, request }, request)

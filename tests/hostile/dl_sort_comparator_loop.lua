@@ -1,5 +1,6 @@
--- hostile: pcall around table.sort whose comparator loops (a C function calling back into Lua)
--- must: the run fails at its deadline; other webhooks answer meanwhile
+-- hostile: pcall around table.sort whose comparator loops (LuaJIT's own sort would
+-- call it from C, where it cannot be paused: flows get rill.bounded's sort, in Lua)
+-- must: the run is paused every slice, fails at its deadline; other webhooks answer meanwhile
 -- expect: deadline exceeded
 return {
   deadline = "1s",

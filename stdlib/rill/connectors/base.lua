@@ -73,7 +73,7 @@ function base.from_env(service, spec, names, owner)
   return given
 end
 
-local CLIENT = {}
+local CLIENT = { __metatable = false } -- shared by every client: out of flows' reach
 CLIENT.__index = CLIENT
 
 -- client(service, spec, given) -> a client. spec maps each setting to

@@ -1,0 +1,318 @@
+-- bounded: string and table functions that no single call can turn into
+-- unbounded work or memory. The string library's own ones backtrack in C
+-- with no limit (string.find), build results of any size (string.rep,
+-- gsub, table.concat, string.format) or call back into Lua from C where the
+-- watchdog cannot preempt (table.sort, gsub's replacement function).
+--   find, match, gmatch: rill.c.pattern, Lua 5.1 patterns with a step budget
+--     (setting pattern_max_steps) that also stop at the run's deadline.
+--   gsub: a Lua loop over pattern.exec; the replacement function is a plain
+--     Lua call and the result is built in a table, capped at max_string.
+--   rep, format, concat: refuse a result over max_string before building it.
+--   sort: a Lua quicksort, so the comparator can be preempted.
+-- sandbox.lua gives them to flows, and points the string metatable (shared
+-- by every string in the process) at a table holding them.
+local pattern = require "rill.c.pattern"
+
+local bounded = { max_string = 64 * 1024 * 1024 }
+
+local exec, gsub_string = pattern.exec, pattern.gsub_string
+local type, tostring, select, error, rawget, rawset = type, tostring, select, error, rawget, rawset
+local sub, byte, find = string.sub, string.byte, string.find
+local concat, floor = table.concat, math.floor
+local string_rep, string_format = string.rep, string.format
+
+bounded.find, bounded.match, bounded.gmatch = pattern.find, pattern.match, pattern.gmatch
+
+local refused = 0 -- results refused over max_string since start (gsub's are counted in C)
+
+-- Each limit is visible in /metrics: how many calls it stopped.
+require("rill.metrics").gauge("rill_limit_refusals", "Calls stopped by a per-call limit since start "
+  .. "(pattern_max_steps: a pattern gave up; max_string: a result too large).", { "limit" }, function(f)
+  local steps, gsub_refused = pattern.gave_up()
+  f:labels("pattern_max_steps"):set(steps)
+  f:labels("max_string"):set(refused + gsub_refused)
+end)
+
+-- configure{pattern_max_steps = n, max_string = bytes}
+function bounded.configure(c)
+  if c.pattern_max_steps then pattern.set_max_steps(c.pattern_max_steps) end
+  if c.max_string then
+    bounded.max_string = c.max_string
+    pattern.set_max_string(c.max_string)
+  end
+end
+
+-- refusal(): counts one result refused over max_string elsewhere (json).
+function bounded.refusal() refused = refused + 1 end
+
+local function too_big(what, n, level)
+  refused = refused + 1
+  error(string_format("%s: a result of %.0f bytes is over the limit max_string (%d bytes)", what, n,
+    bounded.max_string), level + 1)
+end
+
+-- The argument as a string, as luaL_checklstring would (numbers convert).
+local function checkstring(v, n, fname, level)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return tostring(v) end
+  error(string_format("bad argument #%d to '%s' (string expected, got %s)", n, fname,
+    v == nil and "no value" or t), level + 1)
+end
+
+-- ---- gsub ----
+
+-- A replacement string, parsed once: literal pieces and capture numbers
+-- (0 for the whole match). As in Lua 5.1, '%' before a non-digit is that
+-- character.
+local function parse_template(repl)
+  if not find(repl, "%", 1, true) then return nil end
+  local parts, lit, i, n = {}, {}, 1, #repl
+  while i <= n do
+    local c = sub(repl, i, i)
+    if c == "%" then
+      i = i + 1
+      local d = byte(repl, i)
+      if d and d >= 48 and d <= 57 then
+        if #lit > 0 then parts[#parts + 1] = concat(lit); lit = {} end
+        parts[#parts + 1] = d - 48
+      else
+        lit[#lit + 1] = d and sub(repl, i, i) or "\0"
+      end
+    else
+      lit[#lit + 1] = c
+    end
+    i = i + 1
+  end
+  if #lit > 0 then parts[#parts + 1] = concat(lit) end
+  return parts
+end
+
+-- A capture as text; false is one left unfinished (exec's marker).
+local function capture_text(v, level)
+  if v == false then error("unfinished capture", level + 1) end
+  return type(v) == "number" and tostring(v) or v
+end
+
+local function check_finished(level, ...)
+  for i = 1, select("#", ...) do
+    if select(i, ...) == false then error("unfinished capture", level + 1) end
+  end
+end
+
+-- The text that replaces one match: s[st..e], with captures `...`.
+local function replacement(s, repl, kind, tmpl, st, e, ...)
+  local ncap = select("#", ...)
+  if kind == "string" then
+    if not tmpl then return repl end
+    local out = {}
+    for i = 1, #tmpl do
+      local part = tmpl[i]
+      if type(part) == "string" then
+        out[i] = part
+      elseif part == 0 or (part == 1 and ncap == 0) then
+        out[i] = sub(s, st, e)
+      elseif part <= ncap then
+        out[i] = capture_text((select(part, ...)), 4)
+      else
+        error("invalid capture index", 4)
+      end
+    end
+    return concat(out)
+  end
+  local v
+  if kind == "function" then
+    check_finished(4, ...)
+    if ncap == 0 then v = repl(sub(s, st, e)) else v = repl(...) end
+  else -- a table: indexed by the first capture only
+    local key = ...
+    if ncap == 0 then key = sub(s, st, e) elseif key == false then error("unfinished capture", 4) end
+    v = repl[key]
+  end
+  if not v then return sub(s, st, e) end
+  local tv = type(v)
+  if tv == "string" then return v end
+  if tv == "number" then return tostring(v) end
+  error("invalid replacement value (a " .. tv .. ")", 4)
+end
+
+local function one(s, repl, kind, tmpl, st, e, ...)
+  if not st then return nil end
+  return st, e, replacement(s, repl, kind, tmpl, st, e, ...)
+end
+
+-- gsub(s, pattern, repl[, n]): string.gsub.
+function bounded.gsub(s, p, repl, max_n)
+  s = checkstring(s, 1, "gsub", 2)
+  p = checkstring(p, 2, "gsub", 2)
+  local kind = type(repl)
+  if kind == "number" then repl, kind = tostring(repl), "string" end
+  if kind ~= "string" and kind ~= "function" and kind ~= "table" then
+    error("bad argument #3 to 'gsub' (string/function/table expected)", 2)
+  end
+  if max_n == nil then
+    max_n = 1 / 0
+  else
+    local n = tonumber(max_n)
+    if not n then
+      error(string_format("bad argument #4 to 'gsub' (number expected, got %s)", type(max_n)), 2)
+    end
+    max_n = n
+  end
+  if kind == "string" then -- not a tail call: errors name the flow's line, two levels up
+    local out, n = gsub_string(s, p, repl, max_n)
+    return out, n
+  end
+  local tmpl = nil
+  local len, anchored = #s, byte(p, 1) == 94
+  local limit = bounded.max_string
+  local out, nout, size = {}, 0, 0
+  local src, count = 1, 0
+  while count < max_n do
+    local st, e, text = one(s, repl, kind, tmpl, exec(s, p, src))
+    if not st then break end
+    count = count + 1
+    if st > src then
+      nout = nout + 1
+      out[nout] = sub(s, src, st - 1)
+      size = size + (st - src)
+    end
+    nout = nout + 1
+    out[nout] = text
+    size = size + #text
+    if e >= st then
+      src = e + 1
+    else -- an empty match: keep the next character and go past it
+      if st <= len then
+        nout = nout + 1
+        out[nout] = sub(s, st, st)
+        size = size + 1
+      end
+      src = st + 1
+    end
+    if size > limit then too_big("gsub", size, 2) end
+    if anchored or src > len + 1 then break end
+  end
+  if count == 0 then return s, 0 end
+  if src <= len then
+    nout = nout + 1
+    out[nout] = sub(s, src)
+    size = size + (len - src + 1)
+    if size > limit then too_big("gsub", size, 2) end
+  end
+  return concat(out, "", 1, nout), count
+end
+
+-- ---- Builders with a size limit ----
+
+-- rep(s, n[, sep]): string.rep, refused over max_string.
+function bounded.rep(s, n, sep)
+  s = checkstring(s, 1, "rep", 2)
+  local count = tonumber(n)
+  if count == nil then
+    error(string_format("bad argument #2 to 'rep' (number expected, got %s)", n == nil and "no value" or type(n)), 2)
+  end
+  if count >= 1 then
+    local size = #s * count + (sep ~= nil and #checkstring(sep, 3, "rep", 2) * (count - 1) or 0)
+    if size > bounded.max_string then too_big("string.rep", size, 2) end
+  end
+  if sep == nil then return string_rep(s, n) end
+  return string_rep(s, n, sep)
+end
+
+-- format(fmt, ...): string.format, refused when its arguments alone would
+-- make a result over max_string (each %s can repeat a long string).
+function bounded.format(fmt, ...)
+  local size = type(fmt) == "string" and #fmt or 0
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    size = size + (type(v) == "string" and #v or 128)
+  end
+  if size > bounded.max_string then too_big("string.format", size, 2) end
+  return string_format(fmt, ...)
+end
+
+-- concat(t[, sep[, i[, j]]]): table.concat, refused over max_string (a
+-- table can hold the same long string a million times).
+function bounded.concat(t, sep, i, j)
+  if type(t) ~= "table" then
+    error(string_format("bad argument #1 to 'concat' (table expected, got %s)", t == nil and "no value" or type(t)), 2)
+  end
+  local first, last = tonumber(i) or 1, tonumber(j) or #t
+  local size, seplen = 0, type(sep) == "string" and #sep or 0
+  local limit = bounded.max_string
+  for k = first, last do
+    local v = rawget(t, k)
+    if type(v) == "string" then size = size + #v + seplen else size = size + 24 + seplen end
+    if size > limit then too_big("table.concat", size, 2) end
+  end
+  return concat(t, sep, i, j)
+end
+
+-- ---- sort ----
+
+local function lt_default(a, b) return a < b end
+
+local function bad_order() error("invalid order function for sorting", 3) end
+
+-- Quicksort with a median of three, sorting the smaller part first (so the
+-- recursion stays O(log n) deep); a comparator that is not a strict order
+-- runs an index off the range, which raises as Lua's table.sort does.
+local function quicksort(t, lo, hi, lt)
+  while lo < hi do
+    if lt(rawget(t, hi), rawget(t, lo)) then
+      local x = rawget(t, lo); rawset(t, lo, rawget(t, hi)); rawset(t, hi, x)
+    end
+    if hi - lo == 1 then return end
+    local mid = floor((lo + hi) / 2)
+    local a, m = rawget(t, lo), rawget(t, mid)
+    if lt(m, a) then
+      rawset(t, mid, a); rawset(t, lo, m)
+    else
+      local z = rawget(t, hi)
+      if lt(z, m) then rawset(t, mid, z); rawset(t, hi, m) end
+    end
+    if hi - lo == 2 then return end
+    local pivot = rawget(t, mid)
+    rawset(t, mid, rawget(t, hi - 1)); rawset(t, hi - 1, pivot)
+    local i, j = lo, hi - 1
+    while true do
+      i = i + 1
+      while lt(rawget(t, i), pivot) do
+        if i >= hi then bad_order() end
+        i = i + 1
+      end
+      j = j - 1
+      while lt(pivot, rawget(t, j)) do
+        if j <= lo then bad_order() end
+        j = j - 1
+      end
+      if j < i then break end
+      local x = rawget(t, i); rawset(t, i, rawget(t, j)); rawset(t, j, x)
+    end
+    rawset(t, hi - 1, rawget(t, i)); rawset(t, i, pivot)
+    if i - lo < hi - i then
+      quicksort(t, lo, i - 1, lt)
+      lo = i + 1
+    else
+      quicksort(t, i + 1, hi, lt)
+      hi = i - 1
+    end
+  end
+end
+
+-- sort(t[, comp]): table.sort, in Lua so that the watchdog can stop a
+-- comparator that loops (a C sort calling back into Lua cannot yield).
+function bounded.sort(t, comp)
+  if type(t) ~= "table" then
+    error(string_format("bad argument #1 to 'sort' (table expected, got %s)", t == nil and "no value" or type(t)), 2)
+  end
+  if comp ~= nil and type(comp) ~= "function" then
+    error(string_format("bad argument #2 to 'sort' (function expected, got %s)", type(comp)), 2)
+  end
+  quicksort(t, 1, #t, comp or lt_default)
+end
+jit.off(bounded.sort, true)
+jit.off(quicksort, true)
+
+return bounded
