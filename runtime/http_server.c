@@ -65,24 +65,25 @@ static const char *const refusal_names[REFUSED_COUNT] = {
  * server:close() point at it, so it is freed when the last of its owners
  * (the listening handles, each connection, the Lua object) lets go. */
 typedef struct http_server {
-    uv_poll_t poll;           /* the listening socket, accepted from by hand */
-    uv_timer_t accept_timer;  /* resumes accepting after running out of descriptors */
-    int fd;                   /* the listening socket, -1 when none */
-    int dispatch_ref;         /* the Lua dispatch function */
-    int self_ref;             /* anchors the Lua object while listening */
-    int refs;                 /* owners: handles (1), connections, the Lua object */
-    int handles_open;         /* poll + accept_timer */
-    size_t max_body;          /* bytes; larger bodies get 413 */
-    size_t max_url;           /* bytes; longer URLs get 414 */
-    size_t max_header_size;   /* bytes of request line and headers; 431 beyond */
-    int max_headers;          /* header lines (trailers included); 431 beyond */
-    int max_connections;      /* open connections; more are answered 503 */
-    size_t max_write_backlog; /* answer bytes queued on a connection before reading it pauses */
-    size_t max_pipeline;      /* received bytes not parsed yet before reading pauses */
-    unsigned max_requests;    /* requests per connection; the last one closes it */
-    uint64_t keepalive_ms;    /* idle connection lifetime */
-    uint64_t request_ms;      /* time for one whole request: receiving and answering */
-    int connections;          /* open connections (refused ones not counted) */
+    uv_poll_t poll;             /* the listening socket, accepted from by hand */
+    uv_timer_t accept_timer;    /* resumes accepting after running out of descriptors */
+    int fd;                     /* the listening socket, -1 when none */
+    int dispatch_ref;           /* the Lua dispatch function */
+    int self_ref;               /* anchors the Lua object while listening */
+    int refs;                   /* owners: handles (1), connections, the Lua object */
+    int handles_open;           /* poll + accept_timer */
+    size_t max_body;            /* bytes; larger bodies get 413 */
+    size_t max_url;             /* bytes; longer URLs get 414 */
+    size_t max_header_size;     /* bytes of request line and headers; 431 beyond */
+    int max_headers;            /* header lines (trailers included); 431 beyond */
+    int max_connections;        /* open connections; more are answered 503 */
+    size_t max_write_backlog;   /* answer bytes queued on a connection before reading it pauses */
+    size_t max_pipeline;        /* received bytes not parsed yet before reading pauses */
+    unsigned max_requests;      /* requests per connection; the last one closes it */
+    uint64_t keepalive_ms;      /* idle connection lifetime */
+    uint64_t request_ms;        /* time for one whole request: receiving and answering */
+    int connections;            /* open connections (refused ones not counted) */
+    size_t queued, queued_peak; /* answer bytes waiting in write queues, now and at most */
     unsigned char closing, accept_paused;
     double refused[REFUSED_COUNT]; /* counts, by reason */
 } http_server;
@@ -332,6 +333,7 @@ static void conn_schedule(conn *c) {
 typedef struct write_req {
     uv_write_t req;
     conn *c;
+    size_t len;
     char data[];
 } write_req;
 
@@ -342,6 +344,7 @@ static int conn_over_backlog(conn *c) {
 static void on_written(uv_write_t *w, int status) {
     write_req *wr = (write_req *)w;
     conn *c = wr->c;
+    c->srv->queued -= wr->len;
     free(wr);
     if (status < 0) {
         conn_close(c);
@@ -407,12 +410,16 @@ static void conn_write(conn *c, const char *data, size_t len) {
     }
     memcpy(wr->data, data + n, rest);
     wr->c = c;
+    wr->len = rest;
     b = uv_buf_init(wr->data, (unsigned)rest);
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
         free(wr);
         conn_close(c);
         return;
     }
+    c->srv->queued += rest;
+    if (c->srv->queued > c->srv->queued_peak)
+        c->srv->queued_peak = c->srv->queued;
     if (!c->backlogged && conn_over_backlog(c)) {
         /* the client does not read its answers: read no more of its requests */
         c->backlogged = 1;
@@ -1138,11 +1145,17 @@ static int l_server_connections(lua_State *L) {
     return 1;
 }
 
-/* server:stats() -> { connections = n, accepting = bool, refused = {reason = count} }:
- * what the limits refused since the start, for Lua's metrics and log lines. */
+/* server:stats() -> { connections = n, accepting = bool, queued = bytes,
+ * queued_peak = bytes, refused = {reason = count} }: what the limits refused
+ * since the start and the answers waiting for slow readers (now, and the
+ * most ever), for Lua's metrics and log lines. */
 static int l_server_stats(lua_State *L) {
     http_server *srv = check_server(L);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 5);
+    lua_pushnumber(L, (double)srv->queued);
+    lua_setfield(L, -2, "queued");
+    lua_pushnumber(L, (double)srv->queued_peak);
+    lua_setfield(L, -2, "queued_peak");
     lua_pushinteger(L, srv->connections);
     lua_setfield(L, -2, "connections");
     lua_pushboolean(L, !srv->closing && !srv->accept_paused);

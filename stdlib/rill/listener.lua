@@ -38,6 +38,13 @@ metrics.gauge("rill_http_connections", "Open connections of each HTTP listener."
   for _, name in ipairs(order) do f:labels(name):set(watched[name].server:stats().connections) end
 end)
 
+metrics.gauge("rill_http_write_queue_bytes",
+  "Answer bytes each HTTP listener holds for clients slower to read them than the socket takes.", { "listener" },
+  function(f) for _, name in ipairs(order) do f:labels(name):set(watched[name].server:stats().queued) end end)
+metrics.gauge("rill_http_write_queue_peak_bytes",
+  "The most answer bytes each HTTP listener has held at once for slow readers since the start.", { "listener" },
+  function(f) for _, name in ipairs(order) do f:labels(name):set(watched[name].server:stats().queued_peak) end end)
+
 local function check(interval)
   local now = os.time()
   for _, name in ipairs(order) do
