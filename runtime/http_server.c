@@ -64,26 +64,29 @@ static const char *const refusal_names[REFUSED_COUNT] = {
 /* The server outlives its listening socket: connections still open after
  * server:close() point at it, so it is freed when the last of its owners
  * (the listening handles, each connection, the Lua object) lets go. */
+typedef struct conn conn;
+
 typedef struct http_server {
-    uv_poll_t poll;             /* the listening socket, accepted from by hand */
-    uv_timer_t accept_timer;    /* resumes accepting after running out of descriptors */
-    int fd;                     /* the listening socket, -1 when none */
-    int dispatch_ref;           /* the Lua dispatch function */
-    int self_ref;               /* anchors the Lua object while listening */
-    int refs;                   /* owners: handles (1), connections, the Lua object */
-    int handles_open;           /* poll + accept_timer */
-    size_t max_body;            /* bytes; larger bodies get 413 */
-    size_t max_url;             /* bytes; longer URLs get 414 */
-    size_t max_header_size;     /* bytes of request line and headers; 431 beyond */
-    int max_headers;            /* header lines (trailers included); 431 beyond */
-    int max_connections;        /* open connections; more are answered 503 */
-    size_t max_write_backlog;   /* answer bytes queued on a connection before reading it pauses */
-    size_t max_pipeline;        /* received bytes not parsed yet before reading pauses */
-    unsigned max_requests;      /* requests per connection; the last one closes it */
-    uint64_t keepalive_ms;      /* idle connection lifetime */
-    uint64_t request_ms;        /* time for one whole request: receiving and answering */
-    int connections;            /* open connections (refused ones not counted) */
-    size_t queued, queued_peak; /* answer bytes waiting in write queues, now and at most */
+    uv_poll_t poll;              /* the listening socket, accepted from by hand */
+    uv_timer_t accept_timer;     /* resumes accepting after running out of descriptors */
+    int fd;                      /* the listening socket, -1 when none */
+    int dispatch_ref;            /* the Lua dispatch function */
+    int self_ref;                /* anchors the Lua object while listening */
+    int refs;                    /* owners: handles (1), connections, the Lua object */
+    int handles_open;            /* poll + accept_timer */
+    size_t max_body;             /* bytes; larger bodies get 413 */
+    size_t max_url;              /* bytes; longer URLs get 414 */
+    size_t max_header_size;      /* bytes of request line and headers; 431 beyond */
+    int max_headers;             /* header lines (trailers included); 431 beyond */
+    int max_connections;         /* open connections; more are answered 503 */
+    size_t max_write_backlog;    /* answer bytes queued on a connection before reading it pauses */
+    size_t max_pipeline;         /* received bytes not parsed yet before reading pauses */
+    unsigned max_requests;       /* requests per connection; the last one closes it */
+    uint64_t keepalive_ms;       /* idle connection lifetime */
+    uint64_t request_ms;         /* time for one whole request: receiving and answering */
+    int connections;             /* open connections (refused ones not counted) */
+    size_t queued, queued_peak;  /* answer bytes waiting in write queues, now and at most */
+    conn *idle_head, *idle_tail; /* connections between requests, the longest idle first */
     unsigned char closing, accept_paused;
     double refused[REFUSED_COUNT]; /* counts, by reason */
 } http_server;
@@ -94,7 +97,7 @@ typedef struct server_ud {
 
 typedef struct request request;
 
-typedef struct conn {
+struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* request, idle or linger timeout, checked lazily (conn_expire_in) */
     uv_idle_t next;   /* parses and dispatches what is buffered, from the loop */
@@ -125,7 +128,9 @@ typedef struct conn {
     unsigned char handles_closed; /* uv_close called */
     unsigned char lingering;      /* the last answer is written: discard input until EOF */
     unsigned char keep_alive, reading, backlogged, expect_continue, refuse_503;
-} conn;
+    unsigned char idle; /* on the server's idle list */
+    conn *idle_prev, *idle_next;
+};
 
 struct request {
     conn *c; /* NULL once answered or once the connection is gone */
@@ -214,6 +219,40 @@ static void server_unref(http_server *srv) {
 
 /* ---- Connection lifecycle ---- */
 
+/* The idle list: connections with no request begun, oldest first. At
+ * max_connections the oldest of them makes room for a new connection
+ * (nginx reuses its keep-alive connections the same way), so that idle
+ * sockets cannot lock real clients out. */
+static void idle_remove(conn *c) {
+    if (!c->idle)
+        return;
+    http_server *srv = c->srv;
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        srv->idle_head = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    else
+        srv->idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+    c->idle = 0;
+}
+
+static void idle_add(conn *c) {
+    http_server *srv = c->srv;
+    if (c->idle || c->closing || c->lingering || c->refuse_503)
+        return;
+    c->idle = 1;
+    c->idle_prev = srv->idle_tail;
+    c->idle_next = NULL;
+    if (srv->idle_tail)
+        srv->idle_tail->idle_next = c;
+    else
+        srv->idle_head = c;
+    srv->idle_tail = c;
+}
+
 static void conn_handle_closed(uv_handle_t *h) {
     conn *c = h->data;
     if (--c->handles_open > 0)
@@ -223,8 +262,6 @@ static void conn_handle_closed(uv_handle_t *h) {
     buf_free(&c->body);
     buf_free(&c->pending);
     buf_free(&c->out);
-    if (!c->refuse_503)
-        c->srv->connections--;
     server_unref(c->srv);
     free(c);
 }
@@ -242,7 +279,10 @@ static void conn_close_handles(conn *c) {
 static void conn_close(conn *c) {
     if (c->closing)
         return;
+    idle_remove(c);
     c->closing = 1;
+    if (!c->refuse_503)
+        c->srv->connections--; /* counted out now: a connection it made room for counts in */
     if (c->req) {
         c->req->c = NULL; /* a late req:respond() becomes a no-op */
         c->req = NULL;
@@ -370,6 +410,7 @@ static void on_shutdown(uv_shutdown_t *s, int status) {
 static void conn_linger(conn *c) {
     if (c->closing || c->lingering)
         return;
+    idle_remove(c);
     c->lingering = 1;
     if (c->req) {
         c->req->c = NULL;
@@ -496,6 +537,7 @@ static int on_message_begin(http_parser *p) {
     conn *c = p->data;
     conn_reset_request(c);
     c->in_request = 1;
+    idle_remove(c);
     c->requests++;
     conn_expire_in(c, c->srv->request_ms);
     return 0;
@@ -794,8 +836,13 @@ static void conn_open(http_server *srv, int fd) {
     c->handles_open = 3;
     c->srv = srv;
     srv->refs++;
+    if (srv->connections >= srv->max_connections && srv->idle_head) {
+        /* at the limit: the longest idle connection makes room */
+        conn_refuse_count(c, REFUSED_MAX_CONNECTIONS);
+        conn_close(srv->idle_head);
+    }
     if (srv->connections >= srv->max_connections) {
-        /* over the limit: this one hears 503 to its first request */
+        /* over the limit, none idle: this one hears 503 to its first request */
         c->refuse_503 = 1;
         conn_refuse_count(c, REFUSED_MAX_CONNECTIONS);
     } else {
@@ -805,6 +852,7 @@ static void conn_open(http_server *srv, int fd) {
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     conn_expire_in(c, c->refuse_503 ? LINGER_MS : srv->keepalive_ms);
+    idle_add(c);
     conn_update_reading(c);
 }
 
@@ -941,6 +989,8 @@ static int l_request_respond(lua_State *L) {
     buf_free(&extra);
     if (!c->closing && !c->lingering) {
         conn_expire_in(c, c->srv->keepalive_ms);
+        if (conn_unparsed(c) == 0)
+            idle_add(c);
         if (c->busy == 1) /* answered later: the drain is not on the stack */
             conn_schedule(c);
     }

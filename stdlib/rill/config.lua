@@ -18,9 +18,10 @@ config.defaults = {
   log_format = "auto",         -- json | text | auto (text on a terminal, json otherwise)
   timezone = "UTC",            -- default zone of cron triggers (time functions take a zone, UTC without one)
   max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
-  max_connections = "auto",    -- open webhook connections; more are answered 503. auto: the
-                               -- descriptor limit (ulimit -n) less what the store, the database
-                               -- pools, outbound HTTP and the admin listener need
+  max_connections = "auto",    -- open webhook connections; at the limit the longest idle one makes
+                               -- room (503 when none is idle). auto: the descriptor limit (ulimit -n)
+                               -- less what the store, the database pools, outbound HTTP and the
+                               -- admin listener need
   admin_max_connections = 16,  -- the admin listener's own budget, kept apart from the webhooks'
   max_url = "8KiB",            -- longest request URL (414 beyond)
   max_header_size = "32KiB",   -- request line and headers together (431 beyond)

@@ -14,7 +14,7 @@ local order = {}
 
 -- What each reason means, for the log line; the setting that bites is named.
 local WHY = {
-  max_connections = "connections over max_connections answered 503",
+  max_connections = "at max_connections: the longest idle connection closed to make room, or 503 when none is idle",
   descriptors = "out of file descriptors: accepting paused, resumed shortly (raise the limit, ulimit -n, or lower max_connections)",
   max_header_size = "request headers over max_header_size answered 431",
   max_headers = "requests with more header lines than max_headers answered 431",
