@@ -324,6 +324,7 @@ static void conn_reset_request(conn *c) {
     c->header_bytes = 0;
     c->expect_continue = 0;
     c->in_trailers = 0;
+    c->head = 0;
 }
 
 static void conn_refuse_count(conn *c, enum refusal why) {
@@ -1148,7 +1149,14 @@ static int l_listen(lua_State *L) {
     srv->keepalive_ms = 75000;
     srv->request_ms = 30000;
     server_options(L, 4, srv);
-    uv_poll_init_socket(rill_loop(), &srv->poll, fd);
+    int rc = uv_poll_init_socket(rill_loop(), &srv->poll, fd);
+    if (rc != 0) {
+        close(fd);
+        free(srv);
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+        return 2;
+    }
     uv_timer_init(rill_loop(), &srv->accept_timer);
     srv->poll.data = srv->accept_timer.data = srv;
     srv->handles_open = 2;
