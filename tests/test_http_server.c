@@ -234,6 +234,12 @@ static const char *FAIR_SERVER =
     "end, { max_pipeline = 4 * 1024 * 1024, max_requests = 100000 }))\n"
     "return fair:port()";
 
+/* Waits for a condition, polling, for at most 30 s (a generous bound: the
+ * check that follows fails if the condition never came). */
+#define WAIT_FOR(cond)                                                                             \
+    for (int wait_i_ = 0; !(cond) && wait_i_ < 30000; wait_i_++)                                   \
+    usleep(1000)
+
 static int unsent(int fd) {
     int n = 0;
     ioctl(fd, SIOCOUTQ, &n);
@@ -274,16 +280,13 @@ static void *fair_client(void *arg) {
         off += (size_t)n;
     }
     free(a);
-    while (unsent(fair_a) > 0) /* every byte of A acknowledged by the server's kernel */
-        usleep(1000);
+    WAIT_FOR(unsent(fair_a) == 0); /* every byte of A acknowledged by the server's kernel */
     atomic_store(&fair_stage, 1);
-    while (atomic_load(&fair_stage) < 2)
-        usleep(1000);
+    WAIT_FOR(atomic_load(&fair_stage) >= 2);
     static const char b[] = "GET /b HTTP/1.1\r\nHost: t\r\n\r\n";
     if (write(fair_b, b, sizeof b - 1) < 0)
         perror("write");
-    while (unsent(fair_b) > 0)
-        usleep(1000);
+    WAIT_FOR(unsent(fair_b) == 0);
     atomic_store(&fair_stage, 3);
     fair_b_got = read_all(fair_b, 1);
     fair_a_got = read_all(fair_a, FAIR_REQUESTS);
@@ -308,8 +311,7 @@ static void fair_tick(uv_timer_t *t) {
         if (unread == 0) {
             atomic_store(&fair_stage, 2);
             /* B's request reaches the kernel while the loop waits here */
-            while (atomic_load(&fair_stage) < 3)
-                usleep(1000);
+            WAIT_FOR(atomic_load(&fair_stage) >= 3);
             if (luaL_dostring(L, "held:respond(200, 'held')") != 0)
                 fprintf(stderr, "%s\n", lua_tostring(L, -1));
         }
