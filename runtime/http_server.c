@@ -10,6 +10,7 @@
  * reason (server:stats()); Lua logs and exports the counts.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -87,6 +88,8 @@ typedef struct http_server {
     int connections;             /* open connections (refused ones not counted) */
     size_t queued, queued_peak;  /* answer bytes waiting in write queues, now and at most */
     conn *idle_head, *idle_tail; /* connections between requests, the longest idle first */
+    int *reserve;                /* descriptors held (on /dev/null) for when the process runs out */
+    int reserve_n, reserve_want;
     unsigned char closing, accept_paused;
     double refused[REFUSED_COUNT]; /* counts, by reason */
 } http_server;
@@ -262,7 +265,13 @@ static void conn_handle_closed(uv_handle_t *h) {
     buf_free(&c->body);
     buf_free(&c->pending);
     buf_free(&c->out);
-    server_unref(c->srv);
+    http_server *srv = c->srv;
+    if (!srv->closing && srv->reserve_n < srv->reserve_want) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the descriptor just freed */
+        if (fd >= 0)
+            srv->reserve[srv->reserve_n++] = fd;
+    }
+    server_unref(srv);
     free(c);
 }
 
@@ -877,6 +886,18 @@ static void on_listen_readable(uv_poll_t *p, int status, int events) {
         }
         if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
             continue;
+        if ((errno == EMFILE || errno == ENFILE) && srv->reserve_n > 0) {
+            /* a descriptor held in reserve for this: the listener keeps answering */
+            close(srv->reserve[--srv->reserve_n]);
+            srv->refused[REFUSED_DESCRIPTORS]++;
+            continue;
+        }
+        if ((errno == EMFILE || errno == ENFILE) && srv->idle_head) {
+            /* the longest idle connection gives its descriptor up */
+            srv->refused[REFUSED_DESCRIPTORS]++;
+            conn_close(srv->idle_head);
+            continue;
+        }
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
             /* out of descriptors: the clients wait in the kernel's backlog
              * instead of being reset, and accepting resumes a little later */
@@ -1015,6 +1036,10 @@ static void server_handle_closed(uv_handle_t *h) {
     if (srv->fd >= 0)
         close(srv->fd);
     srv->fd = -1;
+    while (srv->reserve_n > 0)
+        close(srv->reserve[--srv->reserve_n]);
+    free(srv->reserve);
+    srv->reserve = NULL;
     server_unref(srv);
 }
 
@@ -1076,6 +1101,18 @@ static void server_options(lua_State *L, int idx, http_server *srv) {
     n = srv->max_requests;
     option_size(L, idx, "max_requests", &n);
     srv->max_requests = n > UINT_MAX ? UINT_MAX : n < 1 ? 1 : (unsigned)n;
+    n = (size_t)srv->reserve_want;
+    option_size(L, idx, "reserve_descriptors", &n);
+    if (srv->reserve == NULL && n > 0 && n < 4096) { /* set once, at listen */
+        srv->reserve = calloc(n, sizeof *srv->reserve);
+        srv->reserve_want = srv->reserve ? (int)n : 0;
+        while (srv->reserve_n < srv->reserve_want) {
+            int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                break;
+            srv->reserve[srv->reserve_n++] = fd;
+        }
+    }
     option_ms(L, idx, "keepalive_timeout", &srv->keepalive_ms);
     option_ms(L, idx, "request_timeout", &srv->request_ms);
     /* http_parser's own bound on a header section is one global: kept above ours */
@@ -1108,7 +1145,9 @@ static int server_socket(const struct sockaddr *addr, int reuse_port) {
  * options: max_body, max_url, max_header_size, max_write_backlog,
  * max_pipeline (bytes); max_headers, max_connections, max_requests (per
  * connection); keepalive_timeout, request_timeout (seconds); reuse_port
- * (share the port with other processes that set it too). */
+ * (share the port with other processes that set it too);
+ * reserve_descriptors (held on /dev/null and given up one at a time when
+ * accept() runs out, so that this listener keeps answering). */
 static int l_listen(lua_State *L) {
     const char *host = luaL_checkstring(L, 1);
     int port = (int)luaL_checkinteger(L, 2);
@@ -1152,6 +1191,9 @@ static int l_listen(lua_State *L) {
     int rc = uv_poll_init_socket(rill_loop(), &srv->poll, fd);
     if (rc != 0) {
         close(fd);
+        while (srv->reserve_n > 0)
+            close(srv->reserve[--srv->reserve_n]);
+        free(srv->reserve);
         free(srv);
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));

@@ -183,6 +183,52 @@ def with_few_descriptors_idle_sockets_do_not_silence_webhooks_or_healthz():
 
 
 @test
+def running_out_of_descriptors_is_logged_and_healthz_and_webhooks_still_answer():
+    # max_connections set above what RLIMIT_NOFILE allows: accept() fails
+    # with EMFILE; rill says so, the longest idle connection gives its
+    # descriptor up, and the admin listener uses descriptors held in reserve
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+    with Rill(FLOWS, env={"RILL_MAX_CONNECTIONS": "1000"}, preexec_fn=low_nofile) as r:
+        idle = []
+        try:
+            for _ in range(120):
+                idle.append(socket.create_connection(("127.0.0.1", r.port)))
+            line = r.wait_log(msg_has="descriptors")
+            eq(line.get("reason"), "descriptors", "reason")
+            eq(r.admin("GET", "/healthz", timeout=10).status, 200, "/healthz")
+            eq(r.request("POST", "/hooks/echo", {"n": 1}, timeout=10).status, 200, "a webhook")
+            assert metric(r, "rill_http_refused_total", listener="webhooks", reason="descriptors") >= 1
+        finally:
+            for s in idle:
+                s.close()
+        wait_until(lambda: r.request("POST", "/hooks/echo", {"n": 2}).status == 200, 20, "a 200 again")
+
+
+@test
+def out_of_descriptors_with_none_idle_accepting_pauses_and_resumes():
+    # 120 connections each in the middle of a request (none idle): accept()
+    # runs out, accepting pauses (the clients wait in the kernel's queue),
+    # /healthz answers from the admin listener's reserve, and once the
+    # connections go a webhook is accepted and answered again
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+    with Rill(FLOWS, env={"RILL_MAX_CONNECTIONS": "1000"}, preexec_fn=low_nofile) as r:
+        busy = []
+        try:
+            for _ in range(120):
+                s = socket.create_connection(("127.0.0.1", r.port))
+                s.sendall(b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\n")
+                busy.append(s)
+            r.wait_log(msg_has="descriptors")
+            eq(r.admin("GET", "/healthz", timeout=10).status, 200, "/healthz")
+        finally:
+            for s in busy:
+                s.close()
+        wait_until(lambda: r.request("POST", "/hooks/echo", {"n": 2}, timeout=10).status == 200, 20, "a 200 again")
+
+
+@test
 def at_max_connections_with_none_idle_a_new_client_gets_a_503():
     with Rill(FLOWS, env={"RILL_MAX_CONNECTIONS": "2"}) as r:
         busy = [socket.create_connection(("127.0.0.1", r.port)) for _ in range(2)]
