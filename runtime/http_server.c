@@ -761,6 +761,8 @@ static void conn_drain(conn *c) {
         c->pending.len -= c->pending_off;
         c->pending_off = 0;
     }
+    if (!c->in_request && !c->in_flight && conn_unparsed(c) == 0)
+        idle_add(c); /* e.g. only the CRLF some clients send after a body was left */
     if (!c->closing)
         conn_update_reading(c);
     conn_leave(c);
