@@ -33,6 +33,10 @@
  * a long pipeline is served in slices, and other connections get their
  * turn between them. */
 #define REQUESTS_PER_TURN 16
+/* Connections the kernel queues before rill accepts them (capped by
+ * net.core.somaxconn): a burst larger than this loses SYNs, and their
+ * clients wait a second to retry. */
+#define LISTEN_BACKLOG 4096
 /* After accept() ran out of descriptors, accepting resumes after this. */
 #define ACCEPT_RETRY_MS 100
 /* A connection closed after an answer (an error, Connection: close) reads
@@ -1135,7 +1139,7 @@ static int server_socket(const struct sockaddr *addr, int reuse_port) {
         addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
-        bind(fd, addr, len) != 0 || listen(fd, 1024) != 0) {
+        bind(fd, addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
         int err = -errno;
         close(fd);
         return err;
