@@ -76,6 +76,7 @@ typedef struct http_server {
     uv_timer_t accept_timer;     /* resumes accepting after running out of descriptors */
     int fd;                      /* the listening socket, -1 when none */
     int dispatch_ref;            /* the Lua dispatch function */
+    int error_ref;               /* on_error(message): where a failed dispatch is reported */
     int self_ref;                /* anchors the Lua object while listening */
     int refs;                    /* owners: handles (1), connections, the Lua object */
     int handles_open;            /* poll + accept_timer */
@@ -697,7 +698,18 @@ static void conn_dispatch(conn *c) {
     }
     lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
     if (lua_pcall(L, 6, 0, 0) != 0) {
-        fprintf(stderr, "rill: error in the HTTP dispatch: %s\n", lua_tostring(L, -1));
+        /* reported through Lua (rill's JSON log) when the server was given
+         * on_error; stderr only when that fails too */
+        int reported = 0;
+        if (srv->error_ref != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, srv->error_ref);
+            lua_pushvalue(L, -2);
+            reported = lua_pcall(L, 1, 0, 0) == 0;
+            if (!reported)
+                lua_pop(L, 1);
+        }
+        if (!reported)
+            fprintf(stderr, "rill: error in the HTTP dispatch: %s\n", lua_tostring(L, -1));
         lua_pop(L, 1);
         if (c->req) {
             c->req->c = NULL;
@@ -1057,8 +1069,9 @@ static void server_stop(http_server *srv) {
     srv->closing = 1;
     lua_State *L = rill_task_main_state();
     luaL_unref(L, LUA_REGISTRYINDEX, srv->dispatch_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->error_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->self_ref);
-    srv->dispatch_ref = srv->self_ref = LUA_NOREF;
+    srv->dispatch_ref = srv->error_ref = srv->self_ref = LUA_NOREF;
     uv_close((uv_handle_t *)&srv->poll, server_handle_closed);
     uv_close((uv_handle_t *)&srv->accept_timer, server_handle_closed);
 }
@@ -1153,7 +1166,8 @@ static int server_socket(const struct sockaddr *addr, int reuse_port) {
  * connection); keepalive_timeout, request_timeout (seconds); reuse_port
  * (share the port with other processes that set it too);
  * reserve_descriptors (held on /dev/null and given up one at a time when
- * accept() runs out, so that this listener keeps answering). */
+ * accept() runs out, so that this listener keeps answering); on_error
+ * (called with the message when the dispatch raises; the client gets 500). */
 static int l_listen(lua_State *L) {
     const char *host = luaL_checkstring(L, 1);
     int port = (int)luaL_checkinteger(L, 2);
@@ -1169,7 +1183,10 @@ static int l_listen(lua_State *L) {
     if (lua_istable(L, 4)) {
         lua_getfield(L, 4, "reuse_port");
         reuse_port = lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        lua_getfield(L, 4, "on_error");
+        luaL_argcheck(L, lua_isnil(L, -1) || lua_isfunction(L, -1), 4,
+                      "on_error must be a function");
+        lua_pop(L, 2);
     }
     int fd = server_socket((struct sockaddr *)&addr, reuse_port);
     if (fd < 0) {
@@ -1215,6 +1232,14 @@ static int l_listen(lua_State *L) {
     lua_setmetatable(L, -2);
     lua_pushvalue(L, 3);
     srv->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    srv->error_ref = LUA_NOREF;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "on_error");
+        if (lua_isfunction(L, -1))
+            srv->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    }
     lua_pushvalue(L, -1);
     srv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     uv_poll_start(&srv->poll, UV_READABLE, on_listen_readable);

@@ -32,12 +32,13 @@ static const char *SERVER =
     "srv = assert(http.listen('127.0.0.1', 0, function(req, m, p, q, h, b)\n"
     "  local text = m .. ' ' .. p .. '?' .. (q or '') .. '|' .. (h['x-a'] or '')\n"
     "    .. '|' .. b\n"
+    "  if p == '/boom' then error('boom') end\n"
     "  if p == '/later' then\n"
     "    timer.after(0.05, function() late_answer = tostring(req:respond(200, text)) end)\n"
     "  else\n"
     "    req:respond(200, text, { ['x-b'] = 'yes', ['content-type'] = 'text/plain' })\n"
     "  end\n"
-    "end, { max_body = 64 }))\n"
+    "end, { max_body = 64, on_error = function(m) dispatch_error = m end }))\n"
     "return srv:port()";
 
 typedef struct exchange {
@@ -57,6 +58,7 @@ static exchange cases[] = {
     {"GET /later HTTP/1.1\r\nHost: t\r\n\r\n", 1, "", 0},
     {"GET /later HTTP/1.1\r\nHost: t\r\n\r\n", 0, "", 1},
     {"GET /c HTTP/1.0\r\n\r\n", 1, "", 0},
+    {"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n", 1, "", 0},
 };
 
 static void exchange_run(exchange *x) {
@@ -201,6 +203,14 @@ static void test_a_late_answer_and_a_client_that_left(void) {
     lua_getfield(L, LUA_GLOBALSINDEX, "late_answer");
     /* the second /later client hung up: its late respond() reports false */
     T_EQ_STR(lua_tostring(L, -1), "false");
+    lua_pop(L, 1);
+}
+
+static void test_a_dispatch_that_raises_is_a_500_reported_to_on_error(void) {
+    T_CHECK(strstr(cases[8].got, "HTTP/1.1 500 ") == cases[8].got);
+    lua_getfield(L, LUA_GLOBALSINDEX, "dispatch_error");
+    const char *m = lua_tostring(L, -1);
+    T_CHECK(m != NULL && strstr(m, "boom") != NULL);
     lua_pop(L, 1);
 }
 
@@ -420,6 +430,7 @@ int main(void) {
     T_RUN(test_garbage_is_400);
     T_RUN(test_a_late_answer_and_a_client_that_left);
     T_RUN(test_http_1_0_closes);
+    T_RUN(test_a_dispatch_that_raises_is_a_500_reported_to_on_error);
     T_RUN(test_a_pipelined_backlog_does_not_hold_up_another_connection);
     T_RUN(test_an_answer_after_the_server_closed);
     lua_close(L);

@@ -400,6 +400,7 @@ function admin.start(c, opts)
   limits.max_body, limits.max_connections = 64 * 1024, c.admin_max_connections
   -- descriptors held for it: when the process runs out, it still accepts
   limits.reserve_descriptors = c.admin_max_connections
+  limits.on_error = function(msg) log.error("error in the admin dispatch", { error = msg }) end
   server, err = require("rill.c.http_server").listen(c.admin_host, c.admin_port, admin.dispatch, limits)
   if not server then
     log.error("the admin listener could not start: " .. tostring(err), { admin_listen = c.admin_listen })

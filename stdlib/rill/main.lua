@@ -204,6 +204,7 @@ function M.serve_in_task(c)
   local listener = require "rill.listener"
   local limits = listener.options(c)
   limits.reuse_port = c.reuse_port
+  limits.on_error = function(msg) log.error("error in the HTTP dispatch", { error = msg }) end
   local server, lerr = server_c.listen(c.host, c.port, webhook.dispatch, limits)
   if not server then return fail(lerr) end
   listener.watch("webhooks", server, c.http_log_interval)
