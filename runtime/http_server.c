@@ -1,20 +1,26 @@
 /*
  * http_server.c: the HTTP/1.1 server webhooks arrive on. It owns listening
- * sockets, connections, parsing (http_parser), limits (body size, timeouts)
- * and writing responses. It knows nothing of routes: each complete request
- * goes to one Lua dispatch function as (req, method, path, query, headers,
- * body), which answers, now or later, with req:respond(status, body, headers).
+ * sockets, connections, parsing (http_parser), the listener's limits and
+ * writing responses. It knows nothing of routes: each complete request goes
+ * to one Lua dispatch function as (req, method, path, query, headers, body),
+ * which answers, now or later, with req:respond(status, body, headers).
  * A connection handles one request at a time; pipelined bytes wait in a
- * buffer until the response to the request before them is written.
+ * buffer, and the next request is parsed from the loop, never from inside
+ * the answer to the one before it. What a limit refuses is counted per
+ * reason (server:stats()); Lua logs and exports the counts.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <http_parser.h>
 
@@ -23,47 +29,123 @@
 
 #define SERVER_MT "rill.http_server"
 #define REQUEST_MT "rill.http_request"
-#define MAX_URL 8192
-#define MAX_PENDING (1024 * 1024) /* pipelined bytes held before reading pauses */
+/* Requests one connection may have parsed and dispatched in one loop turn:
+ * a long pipeline is served in slices, and other connections get their
+ * turn between them. */
+#define REQUESTS_PER_TURN 16
+/* Connections the kernel queues before rill accepts them (capped by
+ * net.core.somaxconn): a burst larger than this loses SYNs, and their
+ * clients wait a second to retry. */
+#define LISTEN_BACKLOG 4096
+/* After accept() ran out of descriptors, accepting resumes after this. */
+#define ACCEPT_RETRY_MS 100
+/* A connection closed after an answer (an error, Connection: close) reads
+ * and discards what the client still sends, for at most this long, so that
+ * the answer is not lost to a reset (nginx's lingering close). */
+#define LINGER_MS 2000
+
+/* Why the listener refused or cut something; the names are the metric's
+ * label values (rill_http_refused_total{reason=...}). */
+enum refusal {
+    REFUSED_MAX_CONNECTIONS,
+    REFUSED_DESCRIPTORS,
+    REFUSED_MAX_HEADER_SIZE,
+    REFUSED_MAX_HEADERS,
+    REFUSED_MAX_URL,
+    REFUSED_MAX_BODY,
+    REFUSED_WRITE_BACKLOG,
+    REFUSED_REQUEST_TIMEOUT,
+    REFUSED_KEEPALIVE_TIMEOUT,
+    REFUSED_MAX_REQUESTS,
+    REFUSED_BAD_REQUEST,
+    REFUSED_COUNT
+};
+
+static const char *const refusal_names[REFUSED_COUNT] = {
+    "max_connections",   "descriptors",  "max_header_size", "max_headers",
+    "max_url",           "max_body",     "write_backlog",   "request_timeout",
+    "keepalive_timeout", "max_requests", "bad_request"};
+
+/* The server outlives its listening socket: connections still open after
+ * server:close() point at it, so it is freed when the last of its owners
+ * (the listening handles, each connection, the Lua object) lets go. */
+typedef struct conn conn;
 
 typedef struct http_server {
-    uv_tcp_t tcp;
-    int dispatch_ref;      /* the Lua dispatch function */
-    int self_ref;          /* anchors the userdata until the handle closes */
-    size_t max_body;       /* bytes; larger bodies get 413 */
-    uint64_t keepalive_ms; /* idle connection lifetime */
-    uint64_t request_ms;   /* time allowed to send one whole request */
-    int connections;       /* open connections */
-    unsigned char closing;
+    uv_poll_t poll;              /* the listening socket, accepted from by hand */
+    uv_timer_t accept_timer;     /* resumes accepting after running out of descriptors */
+    int fd;                      /* the listening socket, -1 when none */
+    int dispatch_ref;            /* the Lua dispatch function */
+    int error_ref;               /* on_error(message): where a failed dispatch is reported */
+    int self_ref;                /* anchors the Lua object while listening */
+    int refs;                    /* owners: handles (1), connections, the Lua object */
+    int handles_open;            /* poll + accept_timer */
+    size_t max_body;             /* bytes; larger bodies get 413 */
+    size_t max_url;              /* bytes; longer URLs get 414 */
+    size_t max_header_size;      /* bytes of request line and headers; 431 beyond */
+    int max_headers;             /* header lines (trailers included); 431 beyond */
+    int max_connections;         /* open connections; more are answered 503 */
+    size_t max_write_backlog;    /* answer bytes queued on a connection before reading it pauses */
+    size_t max_pipeline;         /* received bytes not parsed yet before reading pauses */
+    unsigned max_requests;       /* requests per connection; the last one closes it */
+    uint64_t keepalive_ms;       /* idle connection lifetime */
+    uint64_t request_ms;         /* time for one whole request: receiving and answering */
+    int connections;             /* open connections (refused ones not counted) */
+    size_t queued, queued_peak;  /* answer bytes waiting in write queues, now and at most */
+    conn *idle_head, *idle_tail; /* connections between requests, the longest idle first */
+    int *reserve;                /* descriptors held (on /dev/null) for when the process runs out */
+    int reserve_n, reserve_want;
+    unsigned char closing, accept_paused;
+    double refused[REFUSED_COUNT]; /* counts, by reason */
 } http_server;
+
+typedef struct server_ud {
+    http_server *srv;
+} server_ud;
 
 typedef struct request request;
 
-typedef struct conn {
+struct conn {
     uv_tcp_t tcp;
-    uv_timer_t timer; /* idle or request timeout, checked lazily (conn_expire_in) */
-    uint64_t expires; /* loop time the connection closes at, 0 for never (a request in flight) */
+    uv_timer_t timer; /* request, idle or linger timeout, checked lazily (conn_expire_in) */
+    uv_idle_t next;   /* parses and dispatches what is buffered, from the loop */
+    uv_shutdown_t shutdown;
+    uint64_t expires; /* loop time the connection times out at */
     uint64_t due;     /* loop time the timer fires at, when it is active */
     http_server *srv;
     http_parser parser;
     buf url, headers, body; /* headers: name\0value\0 pairs, names lowercased */
     buf out;                /* the response being written, reused */
     int header_state;       /* 0 none, 1 in a name, 2 in a value */
-    int nheaders;
-    buf pending;      /* received bytes not parsed yet */
+    int nheaders;           /* header lines of this request, trailers included */
+    size_t header_bytes;    /* bytes of request line and header lines */
+    buf pending;            /* received bytes; those before pending_off are parsed */
+    size_t pending_off;
     request *req;     /* the request waiting for its response */
     int error_status; /* a limit tripped while parsing: answer this and close */
     const char *error_reason;
-    unsigned char in_flight, dispatching, closing, keep_alive, reading_paused, expect_continue;
-    int handles_open; /* tcp + timer: freed when both have closed */
-} conn;
+    int error_kind;            /* the refusal counted for it */
+    unsigned requests;         /* requests begun on this connection */
+    int busy;                  /* parsing, dispatching or answering is on the stack: close later */
+    int handles_open;          /* tcp + timer + next: freed when all have closed */
+    unsigned char in_request;  /* between a request's first byte and its answer */
+    unsigned char in_flight;   /* parsed and dispatched, not answered yet */
+    unsigned char in_trailers; /* headers done: header lines now are chunked trailers */
+    unsigned char head;        /* the request is a HEAD: its answer has no body */
+    unsigned char closing;     /* handles closing (or about to, once not busy) */
+    unsigned char handles_closed; /* uv_close called */
+    unsigned char lingering;      /* the last answer is written: discard input until EOF */
+    unsigned char keep_alive, reading, backlogged, expect_continue, refuse_503;
+    unsigned char idle; /* on the server's idle list */
+    conn *idle_prev, *idle_next;
+};
 
 struct request {
     conn *c; /* NULL once answered or once the connection is gone */
 };
 
 static http_parser_settings parser_settings;
-static uv_buf_t read_buffer; /* shared: data is parsed or copied before the next read */
+static uv_buf_t read_buffer; /* shared: data is copied before the next read */
 
 /* ---- Small helpers ---- */
 
@@ -136,7 +218,48 @@ static const char *http_date(void) {
     return date;
 }
 
+/* ---- Server lifetime ---- */
+
+static void server_unref(http_server *srv) {
+    if (--srv->refs == 0)
+        free(srv);
+}
+
 /* ---- Connection lifecycle ---- */
+
+/* The idle list: connections with no request begun, oldest first. At
+ * max_connections the oldest of them makes room for a new connection
+ * (nginx reuses its keep-alive connections the same way), so that idle
+ * sockets cannot lock real clients out. */
+static void idle_remove(conn *c) {
+    if (!c->idle)
+        return;
+    http_server *srv = c->srv;
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        srv->idle_head = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    else
+        srv->idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+    c->idle = 0;
+}
+
+static void idle_add(conn *c) {
+    http_server *srv = c->srv;
+    if (c->idle || c->closing || c->lingering || c->refuse_503)
+        return;
+    c->idle = 1;
+    c->idle_prev = srv->idle_tail;
+    c->idle_next = NULL;
+    if (srv->idle_tail)
+        srv->idle_tail->idle_next = c;
+    else
+        srv->idle_head = c;
+    srv->idle_tail = c;
+}
 
 static void conn_handle_closed(uv_handle_t *h) {
     conn *c = h->data;
@@ -147,40 +270,58 @@ static void conn_handle_closed(uv_handle_t *h) {
     buf_free(&c->body);
     buf_free(&c->pending);
     buf_free(&c->out);
-    c->srv->connections--;
+    http_server *srv = c->srv;
+    if (!srv->closing && srv->reserve_n < srv->reserve_want) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the descriptor just freed */
+        if (fd >= 0)
+            srv->reserve[srv->reserve_n++] = fd;
+    }
+    server_unref(srv);
     free(c);
 }
 
+static void conn_close_handles(conn *c) {
+    c->handles_closed = 1;
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->next, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+}
+
+/* Marks the connection closing: its request (if any) is detached, nothing
+ * more is parsed, dispatched or written. The handles are closed at once
+ * when nothing of this connection is on the stack, else by conn_leave. */
 static void conn_close(conn *c) {
     if (c->closing)
         return;
+    idle_remove(c);
     c->closing = 1;
+    if (!c->refuse_503)
+        c->srv->connections--; /* counted out now: a connection it made room for counts in */
     if (c->req) {
         c->req->c = NULL; /* a late req:respond() becomes a no-op */
         c->req = NULL;
     }
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    if (c->busy == 0)
+        conn_close_handles(c);
 }
 
-/* The timer is armed at most once per connection's quiet period: moving
- * the expiry later (every request does) only writes c->expires, and the
- * timer, when it fires early, re-arms itself for the rest. Three timer-heap
- * operations per request saved. */
-static void on_timeout(uv_timer_t *timer) {
-    conn *c = timer->data;
-    uint64_t now = uv_now(timer->loop);
-    if (c->expires == 0 || c->expires > now) {
-        /* a request in flight has no expiry: looked at again later */
-        uint64_t wait = c->expires ? c->expires - now : c->srv->keepalive_ms;
-        c->due = now + wait;
-        uv_timer_start(&c->timer, on_timeout, wait, 0);
-        return;
-    }
-    conn_close(c);
+/* Brackets every piece of work on a connection that may fail halfway
+ * (parsing, dispatching, answering): a close asked for inside is done at
+ * the end, never under the feet of the parser or the dispatch. */
+static void conn_enter(conn *c) {
+    c->busy++;
 }
 
-/* The connection closes ms from now (unless moved again). */
+static void conn_leave(conn *c) {
+    if (--c->busy == 0 && c->closing && !c->handles_closed)
+        conn_close_handles(c);
+}
+
+static void on_timeout(uv_timer_t *timer);
+
+/* The timer is armed at most once per quiet period: moving the expiry later
+ * (every request does) only writes c->expires, and the timer, when it fires
+ * early, re-arms itself for the rest. */
 static void conn_expire_in(conn *c, uint64_t ms) {
     uint64_t now = uv_now(c->timer.loop);
     c->expires = now + ms;
@@ -194,7 +335,52 @@ static void conn_reset_request(conn *c) {
     c->url.len = c->headers.len = c->body.len = 0;
     c->header_state = 0;
     c->nheaders = 0;
+    c->header_bytes = 0;
     c->expect_continue = 0;
+    c->in_trailers = 0;
+    c->head = 0;
+}
+
+static void conn_refuse_count(conn *c, enum refusal why) {
+    c->srv->refused[why]++;
+}
+
+/* ---- Reading control ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
+static void conn_drain(conn *c);
+
+static size_t conn_unparsed(const conn *c) {
+    return c->pending.len - c->pending_off;
+}
+
+/* Reads while there is room: not closing, answers not piling up unread
+ * (backpressure), pipelined bytes under max_pipeline. A lingering
+ * connection reads (and discards) until the client's EOF. */
+static void conn_update_reading(conn *c) {
+    int want = !c->closing &&
+               (c->lingering || (!c->backlogged && conn_unparsed(c) < c->srv->max_pipeline));
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = 1;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+static void on_next(uv_idle_t *idle) {
+    conn *c = idle->data;
+    uv_idle_stop(idle);
+    conn_drain(c);
+}
+
+/* Buffered requests are parsed on the next loop turn (habit 10: never from
+ * inside the answer to the request before them). */
+static void conn_schedule(conn *c) {
+    if (!c->closing && !c->lingering)
+        uv_idle_start(&c->next, on_next);
 }
 
 /* ---- Writing ---- */
@@ -202,35 +388,76 @@ static void conn_reset_request(conn *c) {
 typedef struct write_req {
     uv_write_t req;
     conn *c;
-    int close_after;
+    size_t len;
     char data[];
 } write_req;
+
+static int conn_over_backlog(conn *c) {
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > c->srv->max_write_backlog;
+}
 
 static void on_written(uv_write_t *w, int status) {
     write_req *wr = (write_req *)w;
     conn *c = wr->c;
-    if ((status < 0 || wr->close_after) && !c->closing)
-        conn_close(c);
+    c->srv->queued -= wr->len;
     free(wr);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->backlogged && !c->closing &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= c->srv->max_write_backlog / 2) {
+        c->backlogged = 0; /* the client reads again: so do we */
+        conn_update_reading(c);
+        conn_schedule(c);
+    }
 }
 
-/* Writes all of data, copying what the socket does not take at once. */
-static void conn_write(conn *c, const char *data, size_t len, int close_after) {
-    if (c->closing)
+static void on_shutdown(uv_shutdown_t *s, int status) {
+    conn *c = s->data;
+    if (status < 0)
+        conn_close(c);
+}
+
+/* The last answer is queued: the write side is shut once it is sent, and
+ * what the client still sends is read and dropped until its EOF (or
+ * LINGER_MS), so that a reset does not destroy the answer in flight. */
+static void conn_linger(conn *c) {
+    if (c->closing || c->lingering)
         return;
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (n == UV_EAGAIN)
-        n = 0;
-    if (n < 0) {
+    idle_remove(c);
+    c->lingering = 1;
+    if (c->req) {
+        c->req->c = NULL;
+        c->req = NULL;
+    }
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         conn_close(c);
         return;
     }
-    if ((size_t)n == len) {
-        if (close_after)
-            conn_close(c);
+    conn_expire_in(c, LINGER_MS);
+    conn_update_reading(c);
+}
+
+/* Writes all of data, queueing what the socket does not take at once. A
+ * failure marks the connection closing; the caller's stack unwinds first. */
+static void conn_write(conn *c, const char *data, size_t len) {
+    if (c->closing || c->lingering)
         return;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int n = 0;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n == UV_EAGAIN)
+            n = 0;
+        if (n < 0) {
+            conn_close(c);
+            return;
+        }
     }
+    if ((size_t)n == len)
+        return;
     size_t rest = len - (size_t)n;
     write_req *wr = malloc(sizeof *wr + rest);
     if (wr == NULL) {
@@ -239,15 +466,24 @@ static void conn_write(conn *c, const char *data, size_t len, int close_after) {
     }
     memcpy(wr->data, data + n, rest);
     wr->c = c;
-    wr->close_after = close_after;
+    wr->len = rest;
     b = uv_buf_init(wr->data, (unsigned)rest);
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
         free(wr);
         conn_close(c);
+        return;
+    }
+    c->srv->queued += rest;
+    if (c->srv->queued > c->srv->queued_peak)
+        c->srv->queued_peak = c->srv->queued;
+    if (!c->backlogged && conn_over_backlog(c)) {
+        /* the client does not read its answers: read no more of its requests */
+        c->backlogged = 1;
+        conn_refuse_count(c, REFUSED_WRITE_BACKLOG);
+        conn_update_reading(c);
     }
 }
 
-/* Formats and writes one response. extra_headers: "Name: value\r\n" lines. */
 static int buf_append_str(buf *b, const char *s) {
     return buf_append(b, s, strlen(s));
 }
@@ -263,7 +499,9 @@ static int buf_append_uint(buf *b, size_t v) {
 }
 
 /* Formats and writes one response, in the connection's reused buffer.
- * extra_headers: "Name: value\r\n" lines. */
+ * extra_headers: "Name: value\r\n" lines. A HEAD request's answer has the
+ * Content-Length of the body but not the body. close_after: the connection
+ * lingers and closes once it is written. */
 static void conn_respond(conn *c, int status, const char *content_type, const char *extra_headers,
                          size_t extra_len, const char *body, size_t body_len, int close_after) {
     int keep = c->keep_alive && !close_after;
@@ -276,11 +514,13 @@ static void conn_respond(conn *c, int status, const char *content_type, const ch
         buf_append(out, "\r\nDate: ", 8) || buf_append_str(out, http_date()) ||
         buf_append(out, "\r\n", 2) || (!keep && buf_append_str(out, "Connection: close\r\n")) ||
         buf_append(out, extra_headers, extra_len) || buf_append(out, "\r\n", 2) ||
-        buf_append(out, body, body_len)) {
+        (!c->head && buf_append(out, body, body_len))) {
         conn_close(c);
         return;
     }
-    conn_write(c, out->data, out->len, !keep);
+    conn_write(c, out->data, out->len);
+    if (!keep)
+        conn_linger(c);
 }
 
 static void conn_respond_error(conn *c, int status, const char *reason) {
@@ -291,33 +531,56 @@ static void conn_respond_error(conn *c, int status, const char *reason) {
 
 /* ---- Parsing ---- */
 
-static void conn_resume_reading(conn *c);
+/* A limit tripped inside a parser callback: recorded, answered by
+ * conn_parse once the parser has returned. */
+static int parse_refuse(conn *c, int status, const char *reason, enum refusal why) {
+    c->error_status = status;
+    c->error_reason = reason;
+    c->error_kind = (int)why;
+    return -1;
+}
+
+static int count_header_bytes(conn *c, size_t len) {
+    c->header_bytes += len;
+    if (c->header_bytes > c->srv->max_header_size)
+        return parse_refuse(c, 431, "request headers are too large (max_header_size)",
+                            REFUSED_MAX_HEADER_SIZE);
+    return 0;
+}
 
 static int on_message_begin(http_parser *p) {
     conn *c = p->data;
     conn_reset_request(c);
+    c->in_request = 1;
+    idle_remove(c);
+    c->requests++;
     conn_expire_in(c, c->srv->request_ms);
     return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
-    if (c->url.len + len > MAX_URL) {
-        c->error_status = 414;
-        c->error_reason = "URL too long";
+    if (c->url.len + len > c->srv->max_url)
+        return parse_refuse(c, 414, "URL too long (max_url)", REFUSED_MAX_URL);
+    if (count_header_bytes(c, len))
         return -1;
-    }
     return buf_append(&c->url, at, len);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
+    if (count_header_bytes(c, len))
+        return -1;
     if (c->header_state != 1) {
-        if (c->header_state == 2 && buf_append(&c->headers, "", 1)) /* end the value */
-            return -1;
+        if (c->header_state == 2 && !c->in_trailers && buf_append(&c->headers, "", 1))
+            return -1; /* end the value */
         c->header_state = 1;
-        c->nheaders++;
+        if (++c->nheaders > c->srv->max_headers)
+            return parse_refuse(c, 431, "too many request headers (max_headers)",
+                                REFUSED_MAX_HEADERS);
     }
+    if (c->in_trailers)
+        return 0; /* chunked trailers are dropped: never merged into the headers */
     size_t start = c->headers.len;
     if (buf_append(&c->headers, at, len))
         return -1;
@@ -329,12 +592,14 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
 
 static int on_header_value(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
+    if (count_header_bytes(c, len))
+        return -1;
     if (c->header_state != 2) {
-        if (buf_append(&c->headers, "", 1)) /* end the name */
+        if (!c->in_trailers && buf_append(&c->headers, "", 1)) /* end the name */
             return -1;
         c->header_state = 2;
     }
-    return buf_append(&c->headers, at, len);
+    return c->in_trailers ? 0 : buf_append(&c->headers, at, len);
 }
 
 static int on_headers_complete(http_parser *p) {
@@ -342,11 +607,11 @@ static int on_headers_complete(http_parser *p) {
     if (c->header_state == 2 && buf_append(&c->headers, "", 1))
         return -1;
     c->header_state = 0;
-    if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body) {
-        c->error_status = 413;
-        c->error_reason = "request body is larger than the limit";
-        return -1;
-    }
+    c->in_trailers = 1;
+    c->head = p->method == HTTP_HEAD;
+    if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
+        return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
+                            REFUSED_MAX_BODY);
     /* Answer "Expect: 100-continue" so that clients like curl send the body. */
     for (const char *h = c->headers.data, *end = h + c->headers.len; h && h < end;) {
         const char *v = h + strlen(h) + 1;
@@ -354,18 +619,19 @@ static int on_headers_complete(http_parser *p) {
             c->expect_continue = 1;
         h = v + strlen(v) + 1;
     }
-    if (c->expect_continue)
-        conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, 0);
+    if (c->expect_continue && !c->refuse_503 && !c->srv->closing) {
+        conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        if (c->closing)
+            return -1; /* the peer is gone: stop here, the loop closes it */
+    }
     return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
-    if (c->body.len + len > c->srv->max_body) {
-        c->error_status = 413;
-        c->error_reason = "request body is larger than the limit";
-        return -1;
-    }
+    if (c->body.len + len > c->srv->max_body)
+        return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
+                            REFUSED_MAX_BODY);
     return buf_append(&c->body, at, len);
 }
 
@@ -373,20 +639,29 @@ static int on_message_complete(http_parser *p) {
     conn *c = p->data;
     c->in_flight = 1;
     c->keep_alive = (unsigned char)http_should_keep_alive(p);
+    if (c->requests >= c->srv->max_requests) {
+        c->keep_alive = 0; /* the last request this connection may carry */
+        conn_refuse_count(c, REFUSED_MAX_REQUESTS);
+    }
     http_parser_pause(p, 1);
     return 0;
 }
 
-/* Hands the parsed request to Lua. */
+/* Hands the parsed request to Lua. Never on a closing connection. */
 static void conn_dispatch(conn *c) {
     lua_State *L = rill_task_main_state();
     http_server *srv = c->srv;
-    c->expires = 0;
-    if (srv->closing) {
-        /* stopped accepting (a drain): a connection kept alive from before
-         * brings no new request in, and is closed */
-        conn_respond_error(c, 503, "shutting down: retry on another instance or later");
+    if (c->closing || c->lingering)
+        return;
+    if (srv->closing || c->refuse_503) {
+        /* a drain: a connection kept alive from before brings no new request
+         * in; or one over max_connections */
         c->in_flight = 0;
+        c->in_request = 0;
+        if (c->refuse_503)
+            conn_respond_error(c, 503, "too many connections (max_connections): retry later");
+        else
+            conn_respond_error(c, 503, "shutting down: retry on another instance or later");
         return;
     }
 
@@ -422,57 +697,91 @@ static void conn_dispatch(conn *c) {
         h = v + strlen(v) + 1;
     }
     lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
-    c->dispatching = 1;
     if (lua_pcall(L, 6, 0, 0) != 0) {
-        fprintf(stderr, "rill: error in the HTTP dispatch: %s\n", lua_tostring(L, -1));
+        /* reported through Lua (rill's JSON log) when the server was given
+         * on_error; stderr only when that fails too */
+        int reported = 0;
+        if (srv->error_ref != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, srv->error_ref);
+            lua_pushvalue(L, -2);
+            reported = lua_pcall(L, 1, 0, 0) == 0;
+            if (!reported)
+                lua_pop(L, 1);
+        }
+        if (!reported)
+            fprintf(stderr, "rill: error in the HTTP dispatch: %s\n", lua_tostring(L, -1));
         lua_pop(L, 1);
         if (c->req) {
             c->req->c = NULL;
             c->req = NULL;
-            conn_respond_error(c, 500, "internal error");
             c->in_flight = 0;
+            c->in_request = 0;
+            conn_respond_error(c, 500, "internal error");
         }
     }
-    c->dispatching = 0;
 }
 
-/* Parses data; returns how many bytes were consumed. */
+/* Parses data up to the end of one request; returns the bytes consumed.
+ * A complete request leaves c->in_flight set (the caller dispatches it). */
 static size_t conn_parse(conn *c, const char *data, size_t len) {
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0); /* the previous request has been answered */
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-    if (err == HPE_PAUSED) {
-        conn_dispatch(c);
+    if (err == HPE_PAUSED || err == HPE_OK || c->closing)
         return n;
-    }
-    if (err != HPE_OK) {
-        int status = c->error_status ? c->error_status : 400;
-        const char *reason = c->error_reason;
-        if (!reason)
-            reason = err == HPE_HEADER_OVERFLOW ? "request headers are too large"
-                                                : http_errno_description(err);
-        if (err == HPE_HEADER_OVERFLOW)
+    int status = c->error_status ? c->error_status : 400;
+    const char *reason = c->error_reason;
+    enum refusal why = c->error_status ? (enum refusal)c->error_kind : REFUSED_BAD_REQUEST;
+    if (!reason) {
+        if (err == HPE_HEADER_OVERFLOW) {
             status = 431;
-        conn_respond_error(c, status, reason);
-        return len;
+            reason = "request headers are too large (max_header_size)";
+            why = REFUSED_MAX_HEADER_SIZE;
+        } else if (err == HPE_INVALID_CONTENT_LENGTH && (c->parser.flags & F_CHUNKED)) {
+            reason = "invalid chunk size";
+        } else {
+            reason = http_errno_description(err);
+        }
     }
-    return n;
+    conn_refuse_count(c, why);
+    c->in_flight = 0;
+    conn_respond_error(c, status, reason);
+    return len;
 }
 
-/* Parses buffered bytes while no request is waiting for its response. */
+/* Parses and dispatches buffered requests, at most REQUESTS_PER_TURN, while
+ * none waits for its answer and the client reads its answers; what is left
+ * is scheduled for the next loop turn. Consumes by offset: the buffer is
+ * compacted only once most of it is parsed. */
 static void conn_drain(conn *c) {
-    while (!c->in_flight && !c->closing && c->pending.len > 0) {
-        size_t n = conn_parse(c, c->pending.data, c->pending.len);
-        if (n == 0 && !c->in_flight)
+    conn_enter(c);
+    int budget = REQUESTS_PER_TURN;
+    while (!c->in_flight && !c->closing && !c->lingering && !c->backlogged &&
+           conn_unparsed(c) > 0) {
+        if (budget-- == 0) {
+            conn_schedule(c);
             break;
-        memmove(c->pending.data, c->pending.data + n, c->pending.len - n);
-        c->pending.len -= n;
+        }
+        size_t n = conn_parse(c, c->pending.data + c->pending_off, conn_unparsed(c));
+        c->pending_off += n;
+        if (c->in_flight)
+            conn_dispatch(c);
+        else if (n == 0)
+            break;
     }
-    if (c->reading_paused && c->pending.len < MAX_PENDING / 2 && !c->closing) {
-        c->reading_paused = 0;
-        conn_resume_reading(c);
+    if (c->pending_off == c->pending.len) {
+        c->pending.len = c->pending_off = 0;
+    } else if (c->pending_off > c->pending.len / 2) {
+        memmove(c->pending.data, c->pending.data + c->pending_off, conn_unparsed(c));
+        c->pending.len -= c->pending_off;
+        c->pending_off = 0;
     }
+    if (!c->in_request && !c->in_flight && conn_unparsed(c) == 0)
+        idle_add(c); /* e.g. only the CRLF some clients send after a body was left */
+    if (!c->closing)
+        conn_update_reading(c);
+    conn_leave(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
@@ -485,83 +794,202 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
         conn_close(c);
         return;
     }
-    if (nread == 0)
-        return;
-    if (c->in_flight || c->pending.len > 0) {
-        if (buf_append(&c->pending, b->base, (size_t)nread)) {
-            conn_close(c);
-            return;
-        }
-        if (c->pending.len > MAX_PENDING) {
-            uv_read_stop(stream);
-            c->reading_paused = 1;
-        }
-        if (!c->in_flight)
-            conn_drain(c);
-        return;
-    }
-    size_t n = conn_parse(c, b->base, (size_t)nread);
-    if (n < (size_t)nread && !c->closing) {
-        if (buf_append(&c->pending, b->base + n, (size_t)nread - n))
-            conn_close(c);
-        else
-            conn_drain(c);
-    }
-}
-
-static void conn_resume_reading(conn *c) {
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-}
-
-static void on_connection(uv_stream_t *server_stream, int status) {
-    http_server *srv = server_stream->data;
-    if (status < 0)
-        return;
-    conn *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return;
-    c->srv = srv;
-    uv_tcp_init(rill_loop(), &c->tcp);
-    uv_timer_init(rill_loop(), &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->handles_open = 2;
-    srv->connections++;
-    if (uv_accept(server_stream, (uv_stream_t *)&c->tcp) != 0) {
+    if (nread == 0 || c->closing || c->lingering)
+        return; /* lingering: what comes now is dropped */
+    if (buf_append(&c->pending, b->base, (size_t)nread)) {
         conn_close(c);
         return;
+    }
+    if (!c->in_flight)
+        conn_drain(c);
+    else
+        conn_update_reading(c);
+}
+
+/* The connection's time is up: a request being received gets 408, one
+ * being handled 504 (its late answer is dropped), an idle one is closed. */
+static void on_timeout(uv_timer_t *timer) {
+    conn *c = timer->data;
+    uint64_t now = uv_now(timer->loop);
+    if (c->expires > now) {
+        c->due = c->expires;
+        uv_timer_start(&c->timer, on_timeout, c->expires - now, 0);
+        return;
+    }
+    if (c->closing)
+        return;
+    if (c->lingering) {
+        conn_close(c);
+        return;
+    }
+    conn_enter(c);
+    if (c->in_request) {
+        conn_refuse_count(c, REFUSED_REQUEST_TIMEOUT);
+        if (c->req) {
+            c->req->c = NULL;
+            c->req = NULL;
+        }
+        int handling = c->in_flight;
+        c->in_flight = 0;
+        c->in_request = 0;
+        if (handling)
+            conn_respond_error(c, 504, "the request was not answered in time (request_timeout)");
+        else
+            conn_respond_error(c, 408, "the request was not received in time (request_timeout)");
+    } else {
+        conn_refuse_count(c, REFUSED_KEEPALIVE_TIMEOUT);
+        conn_close(c);
+    }
+    conn_leave(c);
+}
+
+/* ---- Accepting ---- */
+
+static void on_listen_readable(uv_poll_t *p, int status, int events);
+
+static void conn_open(http_server *srv, int fd) {
+    conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    if (uv_tcp_init(rill_loop(), &c->tcp) != 0 || uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        free(c);
+        return;
+    }
+    uv_timer_init(rill_loop(), &c->timer);
+    uv_idle_init(rill_loop(), &c->next);
+    c->tcp.data = c->timer.data = c->next.data = c;
+    c->handles_open = 3;
+    c->srv = srv;
+    srv->refs++;
+    if (srv->connections >= srv->max_connections && srv->idle_head) {
+        /* at the limit: the longest idle connection makes room */
+        conn_refuse_count(c, REFUSED_MAX_CONNECTIONS);
+        conn_close(srv->idle_head);
+    }
+    if (srv->connections >= srv->max_connections) {
+        /* over the limit, none idle: this one hears 503 to its first request */
+        c->refuse_503 = 1;
+        conn_refuse_count(c, REFUSED_MAX_CONNECTIONS);
+    } else {
+        srv->connections++;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    conn_expire_in(c, srv->keepalive_ms);
-    conn_resume_reading(c);
+    conn_expire_in(c, c->refuse_503 ? LINGER_MS : srv->keepalive_ms);
+    idle_add(c);
+    conn_update_reading(c);
+}
+
+static void on_accept_retry(uv_timer_t *t) {
+    http_server *srv = t->data;
+    if (srv->closing || !srv->accept_paused)
+        return;
+    srv->accept_paused = 0;
+    uv_poll_start(&srv->poll, UV_READABLE, on_listen_readable);
+}
+
+static void on_listen_readable(uv_poll_t *p, int status, int events) {
+    http_server *srv = p->data;
+    if (srv->closing)
+        return;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(srv->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_open(srv, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+            continue;
+        if ((errno == EMFILE || errno == ENFILE) && srv->reserve_n > 0) {
+            /* a descriptor held in reserve for this: the listener keeps answering */
+            close(srv->reserve[--srv->reserve_n]);
+            srv->refused[REFUSED_DESCRIPTORS]++;
+            continue;
+        }
+        if ((errno == EMFILE || errno == ENFILE) && srv->idle_head) {
+            /* the longest idle connection gives its descriptor up */
+            srv->refused[REFUSED_DESCRIPTORS]++;
+            conn_close(srv->idle_head);
+            continue;
+        }
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* out of descriptors: the clients wait in the kernel's backlog
+             * instead of being reset, and accepting resumes a little later */
+            srv->refused[REFUSED_DESCRIPTORS]++;
+            srv->accept_paused = 1;
+            uv_poll_stop(&srv->poll);
+            uv_timer_start(&srv->accept_timer, on_accept_retry, ACCEPT_RETRY_MS, 0);
+        }
+        return;
+    }
 }
 
 /* ---- Lua API: request ---- */
 
-static void headers_from_table(lua_State *L, int idx, buf *out) {
+/* Appends "Name: value\r\n" lines from a table: name = value pairs, or
+ * "Name: value" strings in its array part (the HTTP client's two shapes).
+ * Content-Length and Content-Type are set elsewhere. Returns NULL, or what
+ * is wrong (the answer is refused, nothing is sent). */
+static const char *header_line(buf *out, const char *k, size_t kl, const char *v, size_t vl) {
+    if (kl == 0 || strcspn(k, ":\r\n \t") != kl || memchr(k, 0, kl))
+        return "a header name is empty or has a colon, a space or a line break";
+    if (strcspn(v, "\r\n") != vl)
+        return "a header value has a line break";
+    if ((kl == 14 && strncasecmp(k, "content-length", kl) == 0) ||
+        (kl == 12 && strncasecmp(k, "content-type", kl) == 0))
+        return NULL;
+    if (buf_append(out, k, kl) || buf_append(out, ": ", 2) || buf_append(out, v, vl) ||
+        buf_append(out, "\r\n", 2))
+        return "out of memory";
+    return NULL;
+}
+
+static const char *headers_from_table(lua_State *L, int idx, buf *out) {
     if (lua_isnoneornil(L, idx))
-        return;
-    luaL_checktype(L, idx, LUA_TTABLE);
+        return NULL;
+    if (!lua_istable(L, idx))
+        return "headers must be a table";
+    const char *bad = NULL;
     lua_pushnil(L);
-    while (lua_next(L, idx)) {
+    while (bad == NULL && lua_next(L, idx)) {
+        int kt = lua_type(L, -2), vt = lua_type(L, -1);
         size_t kl, vl;
-        const char *k = lua_tolstring(L, -2, &kl);
-        const char *v = lua_tolstring(L, -1, &vl);
-        if (k && v && !memchr(k, '\n', kl) && !memchr(v, '\n', vl) && !memchr(k, '\r', kl) &&
-            !memchr(v, '\r', vl) && strcasecmp(k, "content-length") != 0 &&
-            strcasecmp(k, "content-type") != 0) {
-            buf_append(out, k, kl);
-            buf_append(out, ": ", 2);
-            buf_append(out, v, vl);
-            buf_append(out, "\r\n", 2);
+        if (kt == LUA_TNUMBER && vt == LUA_TSTRING) {
+            /* "Name: value" */
+            const char *line = lua_tolstring(L, -1, &vl);
+            const char *colon = memchr(line, ':', vl);
+            if (colon == NULL) {
+                bad = "a header line has no colon (expected \"Name: value\")";
+            } else {
+                const char *v = colon + 1;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                bad = header_line(out, line, (size_t)(colon - line), v, vl - (size_t)(v - line));
+            }
+        } else if (kt == LUA_TSTRING && (vt == LUA_TSTRING || vt == LUA_TNUMBER)) {
+            const char *k = lua_tolstring(L, -2, &kl); /* a string key: no conversion in place */
+            lua_pushvalue(L, -1);
+            const char *v = lua_tolstring(L, -1, &vl); /* the copy is converted, not the value */
+            bad = header_line(out, k, kl, v, vl);
+            lua_pop(L, 1);
+        } else {
+            bad = "headers are name = value pairs or \"Name: value\" strings";
         }
         lua_pop(L, 1);
     }
+    if (bad)
+        lua_pop(L, 1); /* the key lua_next left */
+    return bad;
 }
 
 /* req:respond(status, body, headers) -> true, or false when the client is
- * gone. headers["content-type"] defaults to application/json. */
+ * gone. headers: name = value pairs or "Name: value" strings; content-type
+ * defaults to application/json. Headers that are not headers raise (a
+ * programmer's mistake, nothing is sent). */
 static int l_request_respond(lua_State *L) {
     request *req = luaL_checkudata(L, 1, REQUEST_MT);
     int status = (int)luaL_checkinteger(L, 2);
@@ -578,25 +1006,35 @@ static int l_request_respond(lua_State *L) {
         if (lua_isstring(L, -1) && !strpbrk(lua_tostring(L, -1), "\r\n"))
             ctype = lua_tostring(L, -1);
     }
+    buf extra = {0};
+    const char *bad = headers_from_table(L, 4, &extra);
+    if (bad) {
+        buf_free(&extra);
+        return luaL_argerror(L, 4, bad);
+    }
     conn *c = req->c;
     if (c == NULL) {
+        buf_free(&extra);
         lua_pushboolean(L, 0);
         return 1;
     }
-    buf extra = {0};
-    headers_from_table(L, 4, &extra);
     req->c = NULL;
     c->req = NULL;
+    c->in_flight = 0;
+    c->in_request = 0;
+    conn_enter(c);
     /* while draining, the connection closes after the answer in flight */
     conn_respond(c, status, ctype, extra.data ? extra.data : "", extra.len, body, body_len,
                  c->srv->closing);
     buf_free(&extra);
-    c->in_flight = 0;
-    if (!c->closing) {
+    if (!c->closing && !c->lingering) {
         conn_expire_in(c, c->srv->keepalive_ms);
-        if (!c->dispatching)
-            conn_drain(c);
+        if (conn_unparsed(c) == 0)
+            idle_add(c);
+        if (c->busy == 1) /* answered later: the drain is not on the stack */
+            conn_schedule(c);
     }
+    conn_leave(c);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -609,52 +1047,127 @@ static int l_request_alive(lua_State *L) {
 
 /* ---- Lua API: server ---- */
 
-static void server_closed(uv_handle_t *h) {
+static void server_handle_closed(uv_handle_t *h) {
     http_server *srv = h->data;
+    if (--srv->handles_open > 0)
+        return;
+    if (srv->fd >= 0)
+        close(srv->fd);
+    srv->fd = -1;
+    while (srv->reserve_n > 0)
+        close(srv->reserve[--srv->reserve_n]);
+    free(srv->reserve);
+    srv->reserve = NULL;
+    server_unref(srv);
+}
+
+/* Stops listening: the dispatch and the Lua object are let go; open
+ * connections keep the struct alive until they close. */
+static void server_stop(http_server *srv) {
+    if (srv->closing)
+        return;
+    srv->closing = 1;
     lua_State *L = rill_task_main_state();
     luaL_unref(L, LUA_REGISTRYINDEX, srv->dispatch_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->error_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, srv->self_ref);
-    srv->dispatch_ref = srv->self_ref = LUA_NOREF;
+    srv->dispatch_ref = srv->error_ref = srv->self_ref = LUA_NOREF;
+    uv_close((uv_handle_t *)&srv->poll, server_handle_closed);
+    uv_close((uv_handle_t *)&srv->accept_timer, server_handle_closed);
+}
+
+static http_server *check_server(lua_State *L) {
+    return ((server_ud *)luaL_checkudata(L, 1, SERVER_MT))->srv;
+}
+
+static int l_server_gc(lua_State *L) {
+    server_ud *ud = luaL_checkudata(L, 1, SERVER_MT);
+    if (ud->srv)
+        server_unref(ud->srv);
+    ud->srv = NULL;
+    return 0;
+}
+
+static void option_size(lua_State *L, int idx, const char *name, size_t *out) {
+    lua_getfield(L, idx, name);
+    if (lua_isnumber(L, -1) && lua_tonumber(L, -1) >= 0)
+        *out = (size_t)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+}
+
+static void option_ms(lua_State *L, int idx, const char *name, uint64_t *out) {
+    lua_getfield(L, idx, name);
+    if (lua_isnumber(L, -1) && lua_tonumber(L, -1) >= 0)
+        *out = (uint64_t)(lua_tonumber(L, -1) * 1000);
+    lua_pop(L, 1);
 }
 
 static void server_options(lua_State *L, int idx, http_server *srv) {
     if (!lua_istable(L, idx))
         return;
-    lua_getfield(L, idx, "max_body");
-    if (lua_isnumber(L, -1))
-        srv->max_body = (size_t)lua_tonumber(L, -1);
-    lua_getfield(L, idx, "keepalive_timeout");
-    if (lua_isnumber(L, -1))
-        srv->keepalive_ms = (uint64_t)(lua_tonumber(L, -1) * 1000);
-    lua_getfield(L, idx, "request_timeout");
-    if (lua_isnumber(L, -1))
-        srv->request_ms = (uint64_t)(lua_tonumber(L, -1) * 1000);
-    lua_pop(L, 3);
+    size_t n;
+    option_size(L, idx, "max_body", &srv->max_body);
+    option_size(L, idx, "max_url", &srv->max_url);
+    option_size(L, idx, "max_header_size", &srv->max_header_size);
+    option_size(L, idx, "max_write_backlog", &srv->max_write_backlog);
+    option_size(L, idx, "max_pipeline", &srv->max_pipeline);
+    n = (size_t)srv->max_headers;
+    option_size(L, idx, "max_headers", &n);
+    srv->max_headers = n > INT_MAX ? INT_MAX : (int)n;
+    n = (size_t)srv->max_connections;
+    option_size(L, idx, "max_connections", &n);
+    srv->max_connections = n > INT_MAX ? INT_MAX : (int)n;
+    n = srv->max_requests;
+    option_size(L, idx, "max_requests", &n);
+    srv->max_requests = n > UINT_MAX ? UINT_MAX : n < 1 ? 1 : (unsigned)n;
+    n = (size_t)srv->reserve_want;
+    option_size(L, idx, "reserve_descriptors", &n);
+    if (srv->reserve == NULL && n > 0 && n < 4096) { /* set once, at listen */
+        srv->reserve = calloc(n, sizeof *srv->reserve);
+        srv->reserve_want = srv->reserve ? (int)n : 0;
+        while (srv->reserve_n < srv->reserve_want) {
+            int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                break;
+            srv->reserve[srv->reserve_n++] = fd;
+        }
+    }
+    option_ms(L, idx, "keepalive_timeout", &srv->keepalive_ms);
+    option_ms(L, idx, "request_timeout", &srv->request_ms);
+    /* http_parser's own bound on a header section is one global: kept above ours */
+    if (srv->max_header_size + srv->max_url >= 80 * 1024)
+        http_parser_set_max_header_size((uint32_t)(srv->max_header_size + srv->max_url + 1024));
 }
 
-/* Initializes srv->tcp; with reuse_port, its socket is made at once and
- * marked SO_REUSEPORT before the bind, so that several processes listen on
- * one port and the kernel spreads the connections between them. */
-static int server_socket(http_server *srv, int family, int reuse_port, int *made) {
-    int rc = reuse_port ? uv_tcp_init_ex(rill_loop(), &srv->tcp, (unsigned)family)
-                        : uv_tcp_init(rill_loop(), &srv->tcp);
-    if (rc != 0)
-        return rc;
-    *made = 1;
-    srv->tcp.data = srv;
-    if (!reuse_port)
-        return 0;
-    uv_os_fd_t fd;
+/* The listening socket, made by hand so that accepting can pause (when the
+ * process is out of descriptors) and resume; with reuse_port it is marked
+ * SO_REUSEPORT before the bind, so that several processes listen on one
+ * port and the kernel spreads the connections between them. */
+static int server_socket(const struct sockaddr *addr, int reuse_port) {
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
     int one = 1;
-    rc = uv_fileno((uv_handle_t *)&srv->tcp, &fd);
-    if (rc == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-        rc = uv_translate_sys_error(errno);
-    return rc;
+    socklen_t len =
+        addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
+        bind(fd, addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
 }
 
 /* listen(host, port, dispatch, options) -> server, or nil, message.
- * options: max_body (bytes), keepalive_timeout, request_timeout (seconds),
- * reuse_port (share the port with other processes that set it too). */
+ * options: max_body, max_url, max_header_size, max_write_backlog,
+ * max_pipeline (bytes); max_headers, max_connections, max_requests (per
+ * connection); keepalive_timeout, request_timeout (seconds); reuse_port
+ * (share the port with other processes that set it too);
+ * reserve_descriptors (held on /dev/null and given up one at a time when
+ * accept() runs out, so that this listener keeps answering); on_error
+ * (called with the message when the dispatch raises; the client gets 500). */
 static int l_listen(lua_State *L) {
     const char *host = luaL_checkstring(L, 1);
     int port = (int)luaL_checkinteger(L, 2);
@@ -666,52 +1179,79 @@ static int l_listen(lua_State *L) {
         lua_pushfstring(L, "invalid listen address %s", host);
         return 2;
     }
-    http_server *srv = lua_newuserdata(L, sizeof *srv);
-    memset(srv, 0, sizeof *srv);
-    srv->max_body = 1024 * 1024;
-    srv->keepalive_ms = 75000;
-    srv->request_ms = 30000;
-    server_options(L, 4, srv);
     int reuse_port = 0;
     if (lua_istable(L, 4)) {
         lua_getfield(L, 4, "reuse_port");
         reuse_port = lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        lua_getfield(L, 4, "on_error");
+        luaL_argcheck(L, lua_isnil(L, -1) || lua_isfunction(L, -1), 4,
+                      "on_error must be a function");
+        lua_pop(L, 2);
     }
-    luaL_getmetatable(L, SERVER_MT);
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, 3);
-    srv->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, -1);
-    srv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    int made = 0;
-    int rc = server_socket(srv, addr.ss_family, reuse_port, &made);
-    if (rc == 0)
-        rc = uv_tcp_bind(&srv->tcp, (struct sockaddr *)&addr, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->tcp, 1024, on_connection);
+    int fd = server_socket((struct sockaddr *)&addr, reuse_port);
+    if (fd < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot listen on %s:%d: %s", host, port, uv_strerror(fd));
+        return 2;
+    }
+    http_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL) {
+        close(fd);
+        return luaL_error(L, "out of memory");
+    }
+    srv->fd = fd;
+    srv->max_body = 1024 * 1024;
+    srv->max_url = 8192;
+    srv->max_header_size = 32 * 1024;
+    srv->max_headers = 100;
+    srv->max_connections = 1024;
+    srv->max_write_backlog = 1024 * 1024;
+    srv->max_pipeline = 1024 * 1024;
+    srv->max_requests = 10000;
+    srv->keepalive_ms = 75000;
+    srv->request_ms = 30000;
+    server_options(L, 4, srv);
+    int rc = uv_poll_init_socket(rill_loop(), &srv->poll, fd);
     if (rc != 0) {
-        if (made) {
-            srv->closing = 1;
-            uv_close((uv_handle_t *)&srv->tcp, server_closed);
-        } else {
-            luaL_unref(L, LUA_REGISTRYINDEX, srv->dispatch_ref);
-            luaL_unref(L, LUA_REGISTRYINDEX, srv->self_ref);
-            srv->dispatch_ref = srv->self_ref = LUA_NOREF;
-        }
+        close(fd);
+        while (srv->reserve_n > 0)
+            close(srv->reserve[--srv->reserve_n]);
+        free(srv->reserve);
+        free(srv);
         lua_pushnil(L);
         lua_pushfstring(L, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
         return 2;
     }
+    uv_timer_init(rill_loop(), &srv->accept_timer);
+    srv->poll.data = srv->accept_timer.data = srv;
+    srv->handles_open = 2;
+    srv->refs = 2; /* the handles, the Lua object */
+    server_ud *ud = lua_newuserdata(L, sizeof *ud);
+    ud->srv = srv;
+    luaL_getmetatable(L, SERVER_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 3);
+    srv->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    srv->error_ref = LUA_NOREF;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "on_error");
+        if (lua_isfunction(L, -1))
+            srv->error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    srv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_poll_start(&srv->poll, UV_READABLE, on_listen_readable);
     return 1;
 }
 
 /* server:port() -> the port actually bound (useful with port 0). */
 static int l_server_port(lua_State *L) {
-    http_server *srv = luaL_checkudata(L, 1, SERVER_MT);
+    http_server *srv = check_server(L);
     struct sockaddr_storage addr;
-    int len = sizeof addr;
-    if (uv_tcp_getsockname(&srv->tcp, (struct sockaddr *)&addr, &len) != 0)
+    socklen_t len = sizeof addr;
+    if (srv->fd < 0 || getsockname(srv->fd, (struct sockaddr *)&addr, &len) != 0)
         return 0;
     int port = addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
                                           : ((struct sockaddr_in *)&addr)->sin_port;
@@ -719,38 +1259,67 @@ static int l_server_port(lua_State *L) {
     return 1;
 }
 
-/* server:configure(options): new limits apply to requests parsed from now on. */
+/* server:configure(options): new limits apply from now on. */
 static int l_server_configure(lua_State *L) {
-    http_server *srv = luaL_checkudata(L, 1, SERVER_MT);
-    server_options(L, 2, srv);
+    server_options(L, 2, check_server(L));
     return 0;
 }
 
 /* server:close(): stops accepting; open connections finish their request. */
 static int l_server_close(lua_State *L) {
-    http_server *srv = luaL_checkudata(L, 1, SERVER_MT);
-    if (!srv->closing) {
-        srv->closing = 1;
-        uv_close((uv_handle_t *)&srv->tcp, server_closed);
-    }
+    server_stop(check_server(L));
     return 0;
 }
 
 static int l_server_connections(lua_State *L) {
-    http_server *srv = luaL_checkudata(L, 1, SERVER_MT);
+    lua_pushinteger(L, check_server(L)->connections);
+    return 1;
+}
+
+/* server:stats() -> { connections = n, accepting = bool, queued = bytes,
+ * queued_peak = bytes, refused = {reason = count} }: what the limits refused
+ * since the start and the answers waiting for slow readers (now, and the
+ * most ever), for Lua's metrics and log lines. */
+static int l_server_stats(lua_State *L) {
+    http_server *srv = check_server(L);
+    lua_createtable(L, 0, 5);
+    lua_pushnumber(L, (double)srv->queued);
+    lua_setfield(L, -2, "queued");
+    lua_pushnumber(L, (double)srv->queued_peak);
+    lua_setfield(L, -2, "queued_peak");
     lua_pushinteger(L, srv->connections);
+    lua_setfield(L, -2, "connections");
+    lua_pushboolean(L, !srv->closing && !srv->accept_paused);
+    lua_setfield(L, -2, "accepting");
+    lua_createtable(L, 0, REFUSED_COUNT);
+    for (int i = 0; i < REFUSED_COUNT; i++) {
+        lua_pushnumber(L, srv->refused[i]);
+        lua_setfield(L, -2, refusal_names[i]);
+    }
+    lua_setfield(L, -2, "refused");
+    return 1;
+}
+
+/* descriptor_limit() -> the process's RLIMIT_NOFILE (soft), for deriving
+ * max_connections. */
+static int l_descriptor_limit(lua_State *L) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        lua_pushnumber(L, 1024 * 1024);
+    else
+        lua_pushnumber(L, (double)rl.rlim_cur);
     return 1;
 }
 
 int rill_http_server_open(lua_State *L) {
     static const luaL_Reg request_methods[] = {
         {"respond", l_request_respond}, {"alive", l_request_alive}, {NULL, NULL}};
-    static const luaL_Reg server_methods[] = {{"port", l_server_port},
-                                              {"configure", l_server_configure},
-                                              {"close", l_server_close},
-                                              {"connections", l_server_connections},
-                                              {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"listen", l_listen}, {NULL, NULL}};
+    static const luaL_Reg server_methods[] = {
+        {"port", l_server_port},   {"configure", l_server_configure},
+        {"close", l_server_close}, {"connections", l_server_connections},
+        {"stats", l_server_stats}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"listen", l_listen}, {"descriptor_limit", l_descriptor_limit}, {NULL, NULL}};
     static char storage[64 * 1024];
     read_buffer = uv_buf_init(storage, sizeof storage);
     parser_settings.on_message_begin = on_message_begin;
@@ -763,10 +1332,13 @@ int rill_http_server_open(lua_State *L) {
 
     /* No __gc on requests: finalizers are costly for an object made per
      * request, and every request is answered, by its run (whose deadline
-     * guarantees an end) or by the dispatch's error path. */
+     * guarantees an end), by the dispatch's error path or by request_timeout.
+     * A server has one: its Lua object is one of the struct's owners. */
     rill_lua_metatable(L, REQUEST_MT, request_methods);
     lua_pop(L, 1);
     rill_lua_metatable(L, SERVER_MT, server_methods);
+    lua_pushcfunction(L, l_server_gc);
+    lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

@@ -5,10 +5,12 @@
  * gets back; the checks run after both are done.
  */
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,12 +32,13 @@ static const char *SERVER =
     "srv = assert(http.listen('127.0.0.1', 0, function(req, m, p, q, h, b)\n"
     "  local text = m .. ' ' .. p .. '?' .. (q or '') .. '|' .. (h['x-a'] or '')\n"
     "    .. '|' .. b\n"
+    "  if p == '/boom' then error('boom') end\n"
     "  if p == '/later' then\n"
     "    timer.after(0.05, function() late_answer = tostring(req:respond(200, text)) end)\n"
     "  else\n"
     "    req:respond(200, text, { ['x-b'] = 'yes', ['content-type'] = 'text/plain' })\n"
     "  end\n"
-    "end, { max_body = 64 }))\n"
+    "end, { max_body = 64, on_error = function(m) dispatch_error = m end }))\n"
     "return srv:port()";
 
 typedef struct exchange {
@@ -55,6 +58,7 @@ static exchange cases[] = {
     {"GET /later HTTP/1.1\r\nHost: t\r\n\r\n", 1, "", 0},
     {"GET /later HTTP/1.1\r\nHost: t\r\n\r\n", 0, "", 1},
     {"GET /c HTTP/1.0\r\n\r\n", 1, "", 0},
+    {"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n", 1, "", 0},
 };
 
 static void exchange_run(exchange *x) {
@@ -91,9 +95,40 @@ static void exchange_run(exchange *x) {
     close(fd);
 }
 
+static int connect_to(int to_port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)to_port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* "Expect: 100-continue" with its body, then an abortive close (RST): the
+ * 100 Continue the server writes fails while it is still parsing, and the
+ * request goes to a route that answers later. */
+static void expect_continue_then_reset(void) {
+    static const char req[] = "POST /later HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                              "Content-Length: 5\r\n\r\nhello";
+    int fd = connect_to(port);
+    if (fd < 0)
+        return;
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    if (write(fd, req, sizeof req - 1) < 0) {
+        close(fd);
+        return;
+    }
+    close(fd);
+}
+
 static void *client(void *arg) {
     for (size_t i = 0; i < RILL_ARRAY_LEN(cases); i++)
         exchange_run(&cases[i]);
+    for (int i = 0; i < 300; i++)
+        expect_continue_then_reset();
     usleep(100000); /* let the server see the early hang-up and the late answer */
     atomic_store(&client_done, 1);
     return NULL;
@@ -171,13 +206,223 @@ static void test_a_late_answer_and_a_client_that_left(void) {
     lua_pop(L, 1);
 }
 
+static void test_a_dispatch_that_raises_is_a_500_reported_to_on_error(void) {
+    T_CHECK(strstr(cases[8].got, "HTTP/1.1 500 ") == cases[8].got);
+    lua_getfield(L, LUA_GLOBALSINDEX, "dispatch_error");
+    const char *m = lua_tostring(L, -1);
+    T_CHECK(m != NULL && strstr(m, "boom") != NULL);
+    lua_pop(L, 1);
+}
+
 static void test_http_1_0_closes(void) {
     T_CHECK(strstr(cases[7].got, "HTTP/1.1 200 OK\r\n") == cases[7].got);
     T_CHECK(strstr(cases[7].got, "Connection: close\r\n") != NULL);
 }
 
+/* ---- Fairness: one connection's pipelined backlog does not hold up others ----
+ *
+ * Connection A sends "/hold" (answered later) then FAIR_REQUESTS pipelined
+ * GETs; once the server has read all of them (nothing left unread in its
+ * sockets), connection B sends one GET, and while B's bytes wait in the
+ * kernel the loop answers "/hold" from inside a single timer callback. The
+ * server must dispatch B before the last of A's backlog: draining the
+ * backlog inside that answer (all of it in one loop turn) serves B last. */
+
+#define FAIR_REQUESTS 16000
+static const char FAIR_ONE[] = "GET /a HTTP/1.1\r\nHost: t\r\n\r\n";
+static atomic_int fair_stage; /* 1 A sent, 2 the server has read A, 3 B sent, 4 done */
+static int fair_a, fair_b;
+static size_t fair_a_got, fair_b_got;
+
+static const char *FAIR_SERVER =
+    "local http = require 'rill.c.http_server'\n"
+    "seq = {}\n"
+    "fair = assert(http.listen('127.0.0.1', 0, function(req, m, p)\n"
+    "  if p == '/hold' then held = req return end\n"
+    "  seq[#seq + 1] = p:sub(2, 2)\n"
+    "  req:respond(200, 'k')\n"
+    "end, { max_pipeline = 4 * 1024 * 1024, max_requests = 100000 }))\n"
+    "return fair:port()";
+
+/* Waits for a condition, polling, for at most 30 s (a generous bound: the
+ * check that follows fails if the condition never came). */
+#define WAIT_FOR(cond)                                                                             \
+    for (int wait_i_ = 0; !(cond) && wait_i_ < 30000; wait_i_++)                                   \
+    usleep(1000)
+
+static int unsent(int fd) {
+    int n = 0;
+    ioctl(fd, SIOCOUTQ, &n);
+    return n;
+}
+
+/* Reads until want responses have come: counted by their body, "k" (no
+ * other lower-case k in our responses). */
+static size_t read_all(int fd, size_t want) {
+    static char sink[65536];
+    size_t responses = 0;
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (responses < want) {
+        ssize_t n = read(fd, sink, sizeof sink);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            responses += sink[i] == 'k';
+    }
+    return responses;
+}
+
+static void *fair_client(void *arg) {
+    static const char hold[] = "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n";
+    size_t one = sizeof FAIR_ONE - 1;
+    size_t len = sizeof hold - 1;
+    char *a = malloc(len + one * FAIR_REQUESTS);
+    memcpy(a, hold, len);
+    for (int i = 0; i < FAIR_REQUESTS; i++, len += one)
+        memcpy(a + len, FAIR_ONE, one);
+    fair_a = connect_to(port);
+    fair_b = connect_to(port);
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fair_a, a + off, len - off);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    free(a);
+    WAIT_FOR(unsent(fair_a) == 0); /* every byte of A acknowledged by the server's kernel */
+    atomic_store(&fair_stage, 1);
+    WAIT_FOR(atomic_load(&fair_stage) >= 2);
+    static const char b[] = "GET /b HTTP/1.1\r\nHost: t\r\n\r\n";
+    if (write(fair_b, b, sizeof b - 1) < 0)
+        perror("write");
+    WAIT_FOR(unsent(fair_b) == 0);
+    atomic_store(&fair_stage, 3);
+    fair_b_got = read_all(fair_b, 1);
+    fair_a_got = read_all(fair_a, FAIR_REQUESTS);
+    close(fair_a);
+    close(fair_b);
+    atomic_store(&fair_stage, 4);
+    return NULL;
+}
+
+static void count_unread(uv_handle_t *h, void *arg) {
+    uv_os_fd_t fd;
+    int n = 0;
+    if (h->type == UV_TCP && uv_fileno(h, &fd) == 0 && ioctl(fd, FIONREAD, &n) == 0)
+        *(int *)arg += n;
+}
+
+static void fair_tick(uv_timer_t *t) {
+    int stage = atomic_load(&fair_stage);
+    if (stage == 1) {
+        int unread = 0;
+        uv_walk(rill_loop(), count_unread, &unread);
+        if (unread == 0) {
+            atomic_store(&fair_stage, 2);
+            /* B's request reaches the kernel while the loop waits here */
+            WAIT_FOR(atomic_load(&fair_stage) >= 3);
+            if (luaL_dostring(L, "held:respond(200, 'held')") != 0)
+                fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        }
+    } else if (stage == 4) {
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *)t, NULL);
+        if (luaL_dostring(L, "fair:close()") != 0)
+            fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    }
+}
+
+static void serve_fairness(void) {
+    if (luaL_dostring(L, FAIR_SERVER) != 0) {
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        exit(1);
+    }
+    port = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    pthread_t th;
+    pthread_create(&th, NULL, fair_client, NULL);
+    uv_timer_t tick;
+    uv_timer_init(rill_loop(), &tick);
+    uv_timer_start(&tick, fair_tick, 5, 5);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+}
+
+static void test_a_pipelined_backlog_does_not_hold_up_another_connection(void) {
+    /* the sequence of dispatched paths: 'b' before the last 'a' */
+    T_CHECK(luaL_dostring(L,
+                          "local s = table.concat(seq)\n"
+                          "return #s, (s:find('b', 1, true) or 0), (s:find('a[^a]*$') or 0)") == 0);
+    int n = (int)lua_tointeger(L, -3), b_at = (int)lua_tointeger(L, -2),
+        last_a = (int)lua_tointeger(L, -1);
+    lua_pop(L, 3);
+    T_EQ_INT(n, FAIR_REQUESTS + 1);
+    T_CHECK(b_at > 0 && b_at < last_a);
+    T_EQ_INT(fair_b_got, 1);
+    T_EQ_INT(fair_a_got, FAIR_REQUESTS);
+}
+
+/* ---- A server closed while its connections live ----
+ * The server's struct outlives it: a connection answered after the server
+ * closed, and after its Lua object was collected, still finds it. */
+
+static atomic_int closed_stage;
+static char closed_got[4096];
+
+static const char *CLOSED_SERVER =
+    "local http = require 'rill.c.http_server'\n"
+    "local timer = require 'rill.c.timer'\n"
+    "gone = assert(http.listen('127.0.0.1', 0, function(req)\n"
+    "  held = req\n"
+    "  gone:close(); gone = nil\n"
+    "  timer.after(0.01, function()\n"
+    "    collectgarbage(); collectgarbage()\n"
+    "    held_answer = tostring(held:respond(200, 'after close')); held = nil\n"
+    "  end)\n"
+    "end))\n"
+    "return gone:port()";
+
+static void *closed_client(void *arg) {
+    int fd = connect_to(port);
+    static const char req[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+    if (fd >= 0 && write(fd, req, sizeof req - 1) > 0) {
+        struct timeval tv = {.tv_sec = 10};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        size_t len = 0;
+        ssize_t n;
+        while ((n = read(fd, closed_got + len, sizeof closed_got - 1 - len)) > 0)
+            len += (size_t)n;
+    }
+    if (fd >= 0)
+        close(fd);
+    atomic_store(&closed_stage, 1);
+    return NULL;
+}
+
+static void serve_closed_server(void) {
+    if (luaL_dostring(L, CLOSED_SERVER) != 0) {
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        exit(1);
+    }
+    port = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    pthread_t th;
+    pthread_create(&th, NULL, closed_client, NULL);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+}
+
+static void test_an_answer_after_the_server_closed(void) {
+    T_CHECK(strstr(closed_got, "HTTP/1.1 200 OK\r\n") == closed_got);
+    T_CHECK(strstr(closed_got, "Connection: close\r\n") != NULL);
+    T_CHECK(strstr(closed_got, "\r\n\r\nafter close") != NULL);
+}
+
 int main(void) {
     serve_all_cases();
+    serve_fairness();
+    serve_closed_server();
     T_RUN(test_a_simple_get);
     T_RUN(test_a_post_body);
     T_RUN(test_pipelined_requests_in_order);
@@ -185,6 +430,9 @@ int main(void) {
     T_RUN(test_garbage_is_400);
     T_RUN(test_a_late_answer_and_a_client_that_left);
     T_RUN(test_http_1_0_closes);
+    T_RUN(test_a_dispatch_that_raises_is_a_500_reported_to_on_error);
+    T_RUN(test_a_pipelined_backlog_does_not_hold_up_another_connection);
+    T_RUN(test_an_answer_after_the_server_closed);
     lua_close(L);
     uv_loop_close(rill_loop());
     return T_END();

@@ -394,12 +394,19 @@ function admin.start(c, opts)
     return nil
   end
   local err
-  server, err = require("rill.c.http_server").listen(c.admin_host, c.admin_port, admin.dispatch,
-    { max_body = 64 * 1024, keepalive_timeout = c.keepalive_timeout, request_timeout = c.request_timeout })
+  -- its own connection budget (admin_max_connections), kept out of the
+  -- webhooks' max_connections: probes are answered whatever the webhooks get
+  local limits = require("rill.listener").options(c)
+  limits.max_body, limits.max_connections = 64 * 1024, c.admin_max_connections
+  -- descriptors held for it: when the process runs out, it still accepts
+  limits.reserve_descriptors = c.admin_max_connections
+  limits.on_error = function(msg) log.error("error in the admin dispatch", { error = msg }) end
+  server, err = require("rill.c.http_server").listen(c.admin_host, c.admin_port, admin.dispatch, limits)
   if not server then
     log.error("the admin listener could not start: " .. tostring(err), { admin_listen = c.admin_listen })
     return nil
   end
+  require("rill.listener").watch("admin", server, c.http_log_interval)
   local where = c.admin_host .. ":" .. server:port()
   if token_digest then
     log.info("admin API and console listening", { admin = "http://" .. where .. "/console/" })

@@ -18,6 +18,21 @@ config.defaults = {
   log_format = "auto",         -- json | text | auto (text on a terminal, json otherwise)
   timezone = "UTC",            -- default zone of cron triggers (time functions take a zone, UTC without one)
   max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
+  max_connections = "auto",    -- open webhook connections; at the limit the longest idle one makes
+                               -- room (503 when none is idle). auto: the descriptor limit (ulimit -n)
+                               -- less what the store, the database pools, outbound HTTP and the
+                               -- admin listener need
+  admin_max_connections = 16,  -- the admin listener's own budget, kept apart from the webhooks'
+  max_url = "8KiB",            -- longest request URL (414 beyond)
+  max_header_size = "32KiB",   -- request line and headers together (431 beyond)
+  max_headers = 100,           -- header lines in a request, trailers included (431 beyond)
+  max_write_backlog = "1MiB",  -- answers queued for a client that does not read them, past which
+                               -- its connection is not read until it catches up
+  max_pipeline = "1MiB",       -- received bytes not parsed yet (pipelined requests) past which
+                               -- a connection is not read until they are handled
+  max_requests = 10000,        -- requests per connection; the last one's answer closes it
+  http_log_interval = "60s",   -- a limit that bites is logged once per this per reason (and counted
+                               -- in /metrics as rill_http_refused_total)
   deadline = "30s",            -- default run deadline; a flow may set its own
   load_deadline = "2s",        -- time a flow file may take to load
   run_memory_limit = "256MiB", -- Lua memory one run (or one flow file's loading) may hold;
@@ -36,7 +51,8 @@ config.defaults = {
   max_string = "64MiB",        -- largest string a flow builds in one call (string.rep, gsub,
                                -- string.format, table.concat)
   keepalive_timeout = "75s",   -- idle keep-alive connections are closed after this
-  request_timeout = "30s",     -- a client must send a whole request within this
+  request_timeout = "30s",     -- a whole request, received and answered, within this: else 408
+                               -- (still receiving) or 504 (being handled; the run goes on)
   drain_timeout = "10s",       -- on SIGTERM, how long running runs get to finish
   reload_debounce = "0.1s",    -- file changes closer than this reload once
   watch = true,                -- reload when files in flows_dir change
@@ -139,12 +155,19 @@ function config.load(path)
     if v and type(default) ~= "table" then c[k] = coerce("RILL_" .. k:upper(), default, v) end
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
-  c.max_body = config.size(c.max_body, "max_body")
-  c.run_memory_limit = config.size(c.run_memory_limit, "run_memory_limit")
-  c.process_memory_limit = config.size(c.process_memory_limit, "process_memory_limit")
-  c.max_string = config.size(c.max_string, "max_string")
+  for _, k in ipairs { "max_body", "max_url", "max_header_size", "max_write_backlog", "max_pipeline",
+                       "run_memory_limit", "process_memory_limit", "max_string" } do
+    c[k] = config.size(c[k], k)
+  end
+  if c.max_connections ~= "auto" then
+    local n = tonumber(c.max_connections)
+    if not n or n < 1 then
+      error(string.format("config: max_connections: %q is not a number or \"auto\"", tostring(c.max_connections)), 0)
+    end
+    c.max_connections = n
+  end
   for _, k in ipairs { "deadline", "load_deadline", "kill_grace", "max_hold", "keepalive_timeout", "request_timeout",
-                       "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
+                       "drain_timeout", "reload_debounce", "http_log_interval", "lease", "poll_interval", "retention",
                        "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do
     c[k] = config.seconds(c[k], k)
   end

@@ -221,11 +221,13 @@ function M.serve_in_task(c)
   local admin = require "rill.admin"
   admin.start(c, { reload = reload })
 
-  local server, lerr = server_c.listen(c.host, c.port, webhook.dispatch, {
-    max_body = c.max_body, keepalive_timeout = c.keepalive_timeout, request_timeout = c.request_timeout,
-    reuse_port = c.reuse_port,
-  })
+  local listener = require "rill.listener"
+  local limits = listener.options(c)
+  limits.reuse_port = c.reuse_port
+  limits.on_error = function(msg) log.error("error in the HTTP dispatch", { error = msg }) end
+  local server, lerr = server_c.listen(c.host, c.port, webhook.dispatch, limits)
   if not server then return fail(lerr) end
+  listener.watch("webhooks", server, c.http_log_interval)
   -- the signals are handled from the moment the port is open: a SIGTERM
   -- right after the first request drains instead of killing the process
   os_c.on_signal("HUP", function() reload("SIGHUP") end)
@@ -274,7 +276,7 @@ function M.serve_in_task(c)
   dbevents.start(c.poll_interval)
   admin.set_phase("serving")
   log.info("rill " .. VERSION .. " serving", { listen = c.host .. ":" .. server:port(), flows = c.flows_dir,
-    pid = os_c.pid() })
+    pid = os_c.pid(), max_connections = limits.max_connections, descriptors = server_c.descriptor_limit() })
 
 end
 

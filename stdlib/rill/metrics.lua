@@ -72,8 +72,10 @@ local function register(kind, name, help, labelnames, opts)
   return f
 end
 
-function metrics.counter(name, help, labelnames)
-  return register("counter", name, help, labelnames)
+-- counter(name, help, labelnames[, collect]): collect, as for a gauge, for
+-- counts kept elsewhere (in C) and read at each render.
+function metrics.counter(name, help, labelnames, collect)
+  return register("counter", name, help, labelnames, collect and { collect = collect } or nil)
 end
 
 -- gauge(name, help, labelnames[, collect]): collect(family), when given,

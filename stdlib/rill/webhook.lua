@@ -119,6 +119,37 @@ local function allowed(path)
   end
 end
 
+-- valid_utf8(s): whether s is well-formed UTF-8 (RFC 3629: no overlong
+-- forms, no surrogates, nothing past U+10FFFF). JSON text must be.
+local byte = string.byte
+local function valid_utf8(s)
+  if not s:find("[\128-\255]") then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = byte(s, i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local len, min
+      if c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
+      elseif c >= 0xE0 and c <= 0xEF then len, min = 3, 0x800
+      elseif c >= 0xF0 and c <= 0xF4 then len, min = 4, 0x10000
+      else return false end
+      if i + len - 1 > n then return false end
+      local cp = c % (2 ^ (7 - len))
+      for j = i + 1, i + len - 1 do
+        local b = byte(s, j)
+        if b < 0x80 or b > 0xBF then return false end
+        cp = cp * 64 + (b - 0x80)
+      end
+      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return false end
+      i = i + len
+    end
+  end
+  return true
+end
+webhook.valid_utf8 = valid_utf8
+
 -- The payload a trigger declares, from the raw request; or nil, status, reason.
 local function payload_of(trigger, method, query, headers, body)
   if body == "" then
@@ -130,6 +161,7 @@ local function payload_of(trigger, method, query, headers, body)
     if ctype and not ctype:find("[Jj][Ss][Oo][Nn]") then
       return nil, 415, "this webhook expects Content-Type application/json, got " .. ctype
     end
+    if not valid_utf8(body) then return nil, 400, "malformed JSON body: not valid UTF-8" end
     local v, err = json.try_decode(body)
     if v == nil then return nil, 400, "malformed JSON body: " .. tostring(err) end
     return v
@@ -137,6 +169,31 @@ local function payload_of(trigger, method, query, headers, body)
     return parse_form(body)
   end
   return body
+end
+
+-- headers_of(h) -> name = value table, or nil and what is wrong: the shapes
+-- the HTTP client takes (name = value pairs), and "Name: value" strings.
+local function headers_of(h)
+  if h == nil then return nil end
+  if type(h) ~= "table" then return nil, "headers must be a table" end
+  local out = {}
+  for k, v in pairs(h) do
+    local name, value
+    if type(k) == "number" and type(v) == "string" then
+      name, value = v:match("^([^:]*):[ \t]*(.*)$")
+      if not name then return nil, string.format("header %q is not \"Name: value\"", v) end
+    elseif type(k) == "string" and (type(v) == "string" or type(v) == "number") then
+      name, value = k, tostring(v)
+    else
+      return nil, string.format("header %s = %s: headers are name = value strings or \"Name: value\" strings",
+        tostring(k), tostring(v))
+    end
+    if name == "" or name:find("[%c%s:]") or value:find("[\r\n]") then
+      return nil, string.format("header %q has a line break, a space or a colon in its name", name)
+    end
+    out[name] = value
+  end
+  return out
 end
 
 -- Answers a sync webhook's request (run.caller) with the run's outcome.
@@ -153,7 +210,13 @@ local function respond(run)
   if r == nil then return answer(req, route, 204, "") end
   local status, body, headers = 200, r, JSON
   if getmetatable(r) == "response" then
-    status, body, headers = r.status, r.body, r.headers
+    local herr
+    status, body = r.status, r.body
+    headers, herr = headers_of(r.headers)
+    if herr then
+      log.write("error", "the run's response has a bad header: " .. herr, nil, run)
+      return reply_error(req, route, 500, "run response has a bad header", { run_id = run.id })
+    end
     if type(body) == "string" then
       if not (headers and (headers["content-type"] or headers["Content-Type"])) then
         local h = { ["content-type"] = "text/plain; charset=utf-8" }

@@ -156,7 +156,7 @@ class Response:
 class Rill:
     """A running `rill serve` with the flows given as {filename: source}."""
 
-    def __init__(self, flows=None, env=None, config=None, dir=None):
+    def __init__(self, flows=None, env=None, config=None, dir=None, preexec_fn=None):
         # dir: a directory kept across several Rill()s (a restart on the same
         # store, data/rill.db under it); by default a fresh one, removed after.
         self.own_dir = dir is None
@@ -174,6 +174,7 @@ class Rill:
                          "RILL_RELOAD_DEBOUNCE": "0.05s", "RILL_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}"})
         self.env.update(env or {})
         self.config = config
+        self.preexec_fn = preexec_fn  # runs in the child before rill (e.g. a lower RLIMIT_NOFILE)
         self.logs = []
         self._lock = threading.Lock()
 
@@ -195,7 +196,7 @@ class Rill:
                 f.write(self.config)
             args += ["--config", cfg]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=self.env, cwd=self.dir, text=True)
+                                     env=self.env, cwd=self.dir, text=True, preexec_fn=self.preexec_fn)
         self._reader = threading.Thread(target=self._read_logs, daemon=True)
         self._reader.start()
         try:
