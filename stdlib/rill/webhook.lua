@@ -175,7 +175,7 @@ local function payload_of(trigger, method, query, headers, body)
     local v, err = json.try_decode(body)
     if v == nil then return nil, 400, "malformed JSON body: " .. tostring(err) end
     -- only an exponent or over 308 digits can overflow: most bodies skip the walk
-    if (body:find("%d[eE]") or body:find(("%d"):rep(309))) and has_infinity(v) then
+    if (body:find("[%d.][eE]") or body:find(("%d"):rep(309))) and has_infinity(v) then
       return nil, 400, "malformed JSON body: a number is out of range"
     end
     return v
