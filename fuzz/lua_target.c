@@ -19,6 +19,7 @@
 #include <lualib.h>
 
 #include "rill.h"
+#include "lua_alloc.h"
 #include "stdlib_embed.h"
 
 #ifndef FUZZ_TARGET
@@ -62,18 +63,8 @@ static int traceback(lua_State *l) {
     return 1;
 }
 
-/* Lua's memory from malloc, not LuaJIT's own mmap arena: ASan checks it,
- * and LeakSanitizer sees the C objects that only a userdata points to. */
-static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    if (nsize == 0) {
-        free(ptr);
-        return NULL;
-    }
-    return realloc(ptr, nsize);
-}
-
 static void setup(void) {
-    L = lua_newstate(lua_alloc, NULL);
+    L = lua_newstate(fuzz_lua_alloc, NULL);
     if (L == NULL)
         abort();
     luaL_openlibs(L);
