@@ -280,6 +280,7 @@ class Abuse:
             await asyncio.wait([asyncio.ensure_future(self.watch())], timeout=a.duration)
         else:
             await asyncio.sleep(a.duration)
+        self.stop_at = time.time()  # a cancellation that wait_for swallows still ends each loop
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
