@@ -123,6 +123,8 @@ static void fuzz_client_read(fuzz_client *c) {
             c->received += (size_t)n;
             continue;
         }
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         c->peer_gone = 1; /* EOF, or a reset */
@@ -135,8 +137,17 @@ static void fuzz_client_open(fuzz_client *c) {
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fuzz_port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        perror("fuzz: connect");
+    int rc = c->fd < 0 ? -1 : connect(c->fd, (struct sockaddr *)&a, sizeof a);
+    if (rc != 0 && errno == EINTR) { /* libFuzzer's timer signal: the connect goes on */
+        struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+        socklen_t len = sizeof rc;
+        while (poll(&pfd, 1, 1000) < 0 && errno == EINTR)
+            ;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &rc, &len) != 0)
+            rc = -1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "fuzz: cannot connect to the server: %s\n", strerror(rc > 0 ? rc : errno));
         abort();
     }
     int one = 1;
@@ -153,6 +164,8 @@ static void fuzz_client_send(fuzz_client *c, const unsigned char *p, size_t len)
             p += n;
             len -= (size_t)n;
             stuck = 0;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             stuck++;
             fuzz_pump(1);
