@@ -3,7 +3,8 @@
 -- "zone" and a line "offset" (seconds from 2026-01-01, the "after" of next).
 -- parse must return a schedule or raise a clean "cron: ..." message; next
 -- must terminate (the driver's instruction budget) and return nil or a whole
--- instant strictly after `after`, and next from that instant a later one.
+-- instant strictly after `after` whose wall time matches the expression
+-- (away from DST changes), and next from that instant a later one.
 local cron = require "rill.cron"
 local tz = require "rill.c.tz"
 
@@ -42,6 +43,18 @@ return function(data)
   if t1 == nil then return end
   if type(t1) ~= "number" or t1 ~= math.floor(t1) or t1 <= after then
     fail("next(%q, %s, %s) returned %s", expr, after, zone, tostring(t1))
+  end
+  -- away from a DST change, the instant's wall time matches every field
+  local l = tz.to_local(t1, zone)
+  if tz.to_local(t1 - 3 * 3600, zone).offset == tz.to_local(t1 + 3 * 3600, zone).offset then
+    local wd = l.wday -- 0 is Sunday
+    local dom, dow = spec.dom[l.day], spec.dow[wd]
+    local day_ok
+    if spec.dom_star or spec.dow_star then day_ok = dom and dow else day_ok = dom or dow end
+    if not (spec.second[l.sec] and spec.minute[l.min] and spec.hour[l.hour] and spec.month[l.month] and day_ok) then
+      fail("next(%q, %s, %s) = %s, %04d-%02d-%02d %02d:%02d:%02d (wday %d), which the expression does not match",
+        expr, after, zone, t1, l.year, l.month, l.day, l.hour, l.min, l.sec, wd)
+    end
   end
   local ok2, t2 = pcall(cron.next, spec, t1, zone)
   if not ok2 then fail("next(%q, %s, %s) raised: %s", expr, t1, zone, tostring(t2)) end
