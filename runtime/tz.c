@@ -15,6 +15,7 @@
 #include "rill.h"
 
 #define MAX_TYPES 256
+#define MAX_SECONDS 1e15 /* ~31 million years either side of 1970 */
 
 typedef struct tz_type {
     int32_t utcoff;
@@ -446,6 +447,10 @@ static void set_int(lua_State *L, const char *k, int v) {
 /* to_local(t, zone) -> {year, month, day, hour, min, sec, wday, yday, offset, isdst, abbr} */
 static int l_to_local(lua_State *L) {
     double t = luaL_checknumber(L, 1);
+    /* NaN, infinities and times past ~30 million years have no int64 seconds
+     * (converting them is undefined behaviour) and no calendar date */
+    if (!(t >= -MAX_SECONDS && t <= MAX_SECONDS))
+        return luaL_error(L, "time %f is outside the supported range", t);
     const rill_tz *tz = check_zone(L, 2);
     rill_local l;
     rill_tz_to_local(tz, (int64_t)floor(t), &l);

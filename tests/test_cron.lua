@@ -48,6 +48,20 @@ t.test("refuses mistakes with the field and the reason", function()
   t.err(function() cron.parse("@every 5m") end, "unknown macro")
 end)
 
+-- found probing fuzz/cron.lua's inputs: tonumber took hex, exponents and signs, so that
+-- "0x3" meant 3, "*/1e999" a step of infinity, and "1e999" was refused as
+-- "-9223372036854775808 is out of range"
+t.test("a value or a step is digits or a name, and an error quotes it as written", function()
+  t.err(function() cron.parse("1e999 * * * *") end, "cron: field 'minute' (\"1e999\"): \"1e999\" is not a value")
+  t.err(function() cron.parse("0x3 * * * *") end, "\"0x3\" is not a value")
+  t.err(function() cron.parse("-0 * * * *") end, "\"-0\" is not a value")
+  t.err(function() cron.parse("1.0 * * * *") end, "\"1.0\" is not a value")
+  t.err(function() cron.parse("*/1e999 * * * *") end, "step \"1e999\" is not a positive whole number")
+  t.err(function() cron.parse("*/0x1 * * * *") end, "step \"0x1\"")
+  t.err(function() cron.parse("0 99999999999999999999 * * *") end, "99999999999999999999 is out of range 0-23")
+  t.eq(cron.parse("07 * * * *").minute[7], true, "a leading zero is still a value")
+end)
+
 t.test("plain schedules", function()
   t.eq(fires("* * * * *", "2026-11-25T10:00:30Z", "UTC", 2), "2026-11-25T10:01:00Z 2026-11-25T10:02:00Z", "every minute")
   t.eq(fires("*/20 * * * * *", "2026-11-25T10:00:30Z", "UTC", 3),

@@ -71,4 +71,13 @@ t.test("the clock can be set for tests and restored", function()
   t.ok(math.abs(time.now() - os.time()) < 5, "restored")
 end)
 
+-- found by fuzz/cron.lua: a NaN or infinite instant reached a C conversion to
+-- an integer (undefined behaviour), and came out as some date
+t.test("an instant that is not a finite number, or is millions of years away, is refused", function()
+  t.err(function() time.iso(0 / 0) end, "outside the supported range")
+  t.err(function() time.to_local(1 / 0, "Europe/Paris") end, "outside the supported range")
+  t.err(function() time.to_local(-1e300) end, "outside the supported range")
+  t.eq(time.iso(0), "1970-01-01T00:00:00Z", "the epoch still formats")
+end)
+
 t.done()

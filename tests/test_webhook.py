@@ -132,6 +132,30 @@ def bad_requests_get_a_4xx_with_a_reason():
 
 
 @test
+def a_json_body_that_is_not_utf8_or_has_an_infinite_number_is_refused_with_400():
+    # Found by fuzz/webhook_json.lua: such bytes reached the flow and came
+    # back unescaped. RFC 8259: JSON exchanged between systems is UTF-8.
+    with Rill(FLOWS) as r:
+        for raw, what in [(b'{"a":"\xff"}', "a stray byte"), (b'{"a":"\xc0\xaf"}', "an overlong /"),
+                          (b'{"a":"\xed\xa0\x80"}', "a UTF-16 surrogate"),
+                          (b'{"a":"\xf4\x90\x80\x80"}', "past U+10FFFF"), (b'{"a":"caf\xc3"}', "a cut sequence"),
+                          (b'{"\xe9":1}', "a Latin-1 key")]:
+            res = r.request("POST", "/hooks/echo", raw, {"Content-Type": "application/json"})
+            eq(res.status, 400, what)
+            assert "not UTF-8" in res.json()["error"], res
+        # found by fuzz/webhook_json.lua too: a number past a double's range
+        # became infinity, which the flow could not even send back as JSON
+        for raw in [b'{"amount":1e400}', b'[-1E+999]', b'[12.e400]', b'{"a":[1' + b'0' * 400 + b']}']:
+            res = r.request("POST", "/hooks/echo", raw, {"Content-Type": "application/json"})
+            eq(res.status, 400, raw[:20])
+            assert "out of range" in res.json()["error"], res
+        text = '{"a":"caf\u00e9 \U0001F600 \\ud83d\\ude00"}'
+        res = r.request("POST", "/hooks/echo", text.encode(), {"Content-Type": "application/json"})
+        eq(res.status, 200, "UTF-8 and escapes")
+        eq(res.json()["payload"], {"a": "caf\u00e9 \U0001F600 \U0001F600"}, "decoded")
+
+
+@test
 def a_failing_run_answers_500_with_its_id_and_logs_file_and_line():
     with Rill(FLOWS) as r:
         res = r.request("POST", "/hooks/broken", {})

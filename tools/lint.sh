@@ -4,7 +4,7 @@
 # is built.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-files=$(ls runtime/*.c runtime/*.h tests/*.c tests/*.h tools/*.c 2>/dev/null)
+files=$(ls runtime/*.c runtime/*.h tests/*.c tests/*.h tools/*.c fuzz/*.c fuzz/*.h 2>/dev/null)
 bad=0
 for f in $files; do
   if ! clang-format --dry-run --Werror "$f" >/dev/null 2>&1; then

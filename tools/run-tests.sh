@@ -5,6 +5,7 @@
 #   run-tests.sh lua RILL FILE...         Lua tests, run by `rill lua`
 #   run-tests.sh py FILE...               end-to-end tests (python3)
 #   run-tests.sh flows RILL DIR           the flows' own tests (rill test)
+#   run-tests.sh fuzz SECONDS DIR TARGET...  a smoke of each libFuzzer target (tools/fuzz.sh)
 # Exits non-zero when any suite fails or prints no closing line.
 set -uo pipefail
 kind=$1; shift
@@ -37,6 +38,8 @@ case $kind in
     for t in "$@"; do run_one "$(basename "$t")" "$rill" lua "$t"; done ;;
   py) for t in "$@"; do run_one "$(basename "$t")" python3 "$t"; done ;;
   flows) run_one "rill test $2" "$1" test --flows "$2" ;;
+  fuzz) secs=$1 dir=$2; shift 2
+    for t in "$@"; do run_one "$t" "$(dirname "$0")/fuzz.sh" smoke "$secs" "$dir" "$t"; done ;;
   *) echo "run-tests.sh: unknown kind $kind" >&2; exit 2 ;;
 esac
 echo "$kind: $passed passed, $failed failed"

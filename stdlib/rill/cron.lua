@@ -47,12 +47,13 @@ local function field_error(field, text, why)
   error(string.format("cron: field '%s' (%q): %s", field.name, text, why), 0)
 end
 
+-- A value is digits or a name: tonumber alone would take "0x3", "1e999", "-0".
 local function value(field, text, s)
-  local v = tonumber(s)
+  local v = s:match("^%d+$") and tonumber(s)
   if not v and field.names then v = field.names[s:lower()] end
-  if not v or v ~= floor(v) then field_error(field, text, string.format("%q is not a value", s)) end
+  if not v then field_error(field, text, string.format("%q is not a value", s)) end
   if v < field.min or v > field.max then
-    field_error(field, text, string.format("%d is out of range %d-%d", v, field.min, field.max))
+    field_error(field, text, string.format("%s is out of range %d-%d", s, field.min, field.max))
   end
   return v
 end
@@ -80,8 +81,8 @@ local function parse_field(field, text)
     end
     local n = 1
     if step then
-      n = tonumber(step)
-      if not n or n < 1 or n ~= floor(n) then field_error(field, text, string.format("step %q is not a positive whole number", step)) end
+      n = step:match("^%d+$") and tonumber(step)
+      if not n or n < 1 then field_error(field, text, string.format("step %q is not a positive whole number", step)) end
     end
     for v = lo, hi, n do set[v] = true end
   end

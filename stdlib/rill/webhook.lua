@@ -119,36 +119,44 @@ local function allowed(path)
   end
 end
 
--- valid_utf8(s): whether s is well-formed UTF-8 (RFC 3629: no overlong
--- forms, no surrogates, nothing past U+10FFFF). JSON text must be.
-local byte = string.byte
-local function valid_utf8(s)
-  if not s:find("[\128-\255]") then return true end
-  local i, n = 1, #s
-  while i <= n do
-    local c = byte(s, i)
-    if c < 0x80 then
-      i = i + 1
-    else
-      local len, min
-      if c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
-      elseif c >= 0xE0 and c <= 0xEF then len, min = 3, 0x800
-      elseif c >= 0xF0 and c <= 0xF4 then len, min = 4, 0x10000
-      else return false end
-      if i + len - 1 > n then return false end
-      local cp = c % (2 ^ (7 - len))
-      for j = i + 1, i + len - 1 do
-        local b = byte(s, j)
-        if b < 0x80 or b > 0xBF then return false end
-        cp = cp * 64 + (b - 0x80)
-      end
-      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return false end
-      i = i + len
+-- The byte ranges of a UTF-8 sequence's second byte, by its first byte
+-- (RFC 3629: no overlong forms, no UTF-16 surrogates, nothing past U+10FFFF);
+-- its further bytes are all 80-BF.
+local UTF8_LEAD = {}
+for c = 0xC2, 0xDF do UTF8_LEAD[c] = { 1, 0x80, 0xBF } end
+for c = 0xE1, 0xEF do UTF8_LEAD[c] = { 2, 0x80, 0xBF } end
+UTF8_LEAD[0xE0], UTF8_LEAD[0xED] = { 2, 0xA0, 0xBF }, { 2, 0x80, 0x9F }
+for c = 0xF1, 0xF3 do UTF8_LEAD[c] = { 3, 0x80, 0xBF } end
+UTF8_LEAD[0xF0], UTF8_LEAD[0xF4] = { 3, 0x90, 0xBF }, { 3, 0x80, 0x8F }
+
+-- The position of the first byte of s that is not valid UTF-8, or nil.
+-- (cjson copies string bytes as they are: invalid ones would reach the flow.)
+local function utf8_error(s)
+  local i = s:find("[\128-\255]")
+  while i do
+    local lead = UTF8_LEAD[s:byte(i)]
+    if not lead then return i end
+    local b = s:byte(i + 1)
+    if not b or b < lead[2] or b > lead[3] then return i end
+    for k = i + 2, i + lead[1] do
+      b = s:byte(k)
+      if not b or b < 0x80 or b > 0xBF then return i end
+    end
+    i = s:find("[\128-\255]", i + lead[1] + 1)
+  end
+end
+
+-- Does v hold a number that overflowed a double? cjson reads 1e400 as
+-- infinity, which no JSON can carry back (a sync run's result, an event).
+local function has_infinity(v)
+  if type(v) == "number" then return v == math.huge or v == -math.huge end
+  if type(v) == "table" then
+    for _, x in pairs(v) do
+      if has_infinity(x) then return true end
     end
   end
-  return true
+  return false
 end
-webhook.valid_utf8 = valid_utf8
 
 -- The payload a trigger declares, from the raw request; or nil, status, reason.
 local function payload_of(trigger, method, query, headers, body)
@@ -161,15 +169,21 @@ local function payload_of(trigger, method, query, headers, body)
     if ctype and not ctype:find("[Jj][Ss][Oo][Nn]") then
       return nil, 415, "this webhook expects Content-Type application/json, got " .. ctype
     end
-    if not valid_utf8(body) then return nil, 400, "malformed JSON body: not valid UTF-8" end
+    local bad = utf8_error(body)
+    if bad then return nil, 400, "malformed JSON body: byte " .. bad .. " is not UTF-8" end
     local v, err = json.try_decode(body)
     if v == nil then return nil, 400, "malformed JSON body: " .. tostring(err) end
+    -- only an exponent or over 308 digits can overflow: most bodies skip the walk
+    if (body:find("[%d.][eE]") or body:find(("%d"):rep(309))) and has_infinity(v) then
+      return nil, 400, "malformed JSON body: a number is out of range"
+    end
     return v
   elseif trigger.body == "form" then
     return parse_form(body)
   end
   return body
 end
+webhook.payload_of = payload_of -- for tests and fuzz/webhook_json.lua
 
 -- headers_of(h) -> name = value table, or nil and what is wrong: the shapes
 -- the HTTP client takes (name = value pairs), and "Name: value" strings.

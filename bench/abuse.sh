@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# bench/abuse.sh: issue 13's "Done means" check. Builds rill with ASan and
+# UBSan (build-asan/rill, as `make asan` does), serves three webhooks (sync,
+# async, and a sync one whose run sleeps) from a temporary directory, runs
+# bench/abuse.py against it for DURATION seconds (default 600), stops rill,
+# and reports the sanitizers' errors (ASAN_OPTIONS log_path) and the normal
+# requests' p99. Exit code 0 only with no sanitizer error, rill alive to the
+# end and no failed normal request. Env: DURATION, ABUSE_ARGS (more options
+# for abuse.py), KEEP=1 keeps the directory (logs, store).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+. "$here/lib.sh"
+DURATION=${DURATION:-600}
+
+make -s -C "$root" BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+     SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/rill || exit 2
+
+work=$(mktemp -d /tmp/rill-abuse-XXXXXX)
+mkdir -p "$work/flows"
+cat > "$work/flows/sync.lua" <<'LUA'
+return {
+  triggers = { webhook { method = "POST", path = "/hooks/sync" } },
+  run = function(ctx) return { ok = true, id = ctx.payload.id } end,
+}
+LUA
+cat > "$work/flows/async.lua" <<'LUA'
+return {
+  triggers = { webhook { method = "POST", path = "/hooks/async", mode = "async" } },
+  run = function(ctx) return { stored = true } end,
+}
+LUA
+cat > "$work/flows/sleep.lua" <<'LUA'
+return {
+  triggers = { webhook { method = "POST", path = "/hooks/sleep" } },
+  run = function(ctx) sleep(0.05) return { slept = true } end,
+}
+LUA
+
+port=$(free_port) admin=$(free_port)
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null
+  [ "${KEEP:-0}" = 1 ] && echo "abuse: kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+(cd "$work" && exec env ASAN_OPTIONS="log_path=$work/asan:detect_leaks=1" \
+   UBSAN_OPTIONS="log_path=$work/ubsan:print_stacktrace=1" RILL_LOG_LEVEL=warn \
+   RILL_ADMIN_LISTEN="127.0.0.1:$admin" "$root/build-asan/rill" serve --flows "$work/flows" \
+   --listen "127.0.0.1:$port" > "$work/rill.log" 2>&1) &
+pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
+echo "abuse: ASan rill (pid $pid) on 127.0.0.1:$port, admin $admin, for $DURATION s; logs in $work"
+
+# shellcheck disable=SC2086
+python3 "$here/abuse.py" --port "$port" --admin-port "$admin" --pid "$pid" --duration "$DURATION" \
+  --path /hooks/sync --abuse-path /hooks/sync --abuse-path /hooks/async --abuse-path /hooks/sleep \
+  ${ABUSE_ARGS:-} | tee "$work/abuse.out"
+abuse_rc=${PIPESTATUS[0]}
+
+if kill -0 "$pid" 2>/dev/null; then
+  kill -TERM "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && { echo "abuse: rill did not stop on SIGTERM in 20 s"; kill -KILL "$pid"; }
+fi
+wait "$pid" 2>/dev/null; rill_rc=$?; pid=
+echo "abuse: rill exited with $rill_rc"
+
+reports=$(ls "$work"/asan.* "$work"/ubsan.* 2>/dev/null)
+if [ -n "$reports" ]; then
+  echo "abuse: SANITIZER ERRORS ($(echo "$reports" | wc -l) reports):"
+  for r in $reports; do
+    echo "--- $r"
+    grep -E "ERROR|SUMMARY|runtime error|^    #[0-9] " "$r" | head -25
+  done
+  KEEP=1
+else
+  echo "abuse: no ASan or UBSan error"
+fi
+grep -E "^RESULT" "$work/abuse.out" | sed "s/^RESULT/abuse: RESULT sanitizer_reports=$(echo -n "$reports" | grep -c .)/"
+[ -z "$reports" ] && [ "$abuse_rc" -eq 0 ]
