@@ -540,6 +540,26 @@ static int parse_refuse(conn *c, int status, const char *reason, enum refusal wh
     return -1;
 }
 
+/* The pair of the headers buffer (name\0value\0 ...) that starts at *at:
+ * 1 and name and value, with *at moved past it, or 0 at the end. Each
+ * string is bounded by the buffer, whatever bytes a client put in it. */
+static int header_next(const buf *b, size_t *at, const char **name, const char **value) {
+    if (b->data == NULL || *at >= b->len)
+        return 0;
+    const char *end = b->data + b->len;
+    const char *n = b->data + *at;
+    const char *n_end = memchr(n, '\0', (size_t)(end - n));
+    if (n_end == NULL)
+        return 0;
+    const char *v_end = memchr(n_end + 1, '\0', (size_t)(end - n_end - 1));
+    if (v_end == NULL)
+        return 0;
+    *name = n;
+    *value = n_end + 1;
+    *at = (size_t)(v_end + 1 - b->data);
+    return 1;
+}
+
 static int count_header_bytes(conn *c, size_t len) {
     c->header_bytes += len;
     if (c->header_bytes > c->srv->max_header_size)
@@ -613,12 +633,10 @@ static int on_headers_complete(http_parser *p) {
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
     /* Answer "Expect: 100-continue" so that clients like curl send the body. */
-    for (const char *h = c->headers.data, *end = h + c->headers.len; h && h < end;) {
-        const char *v = h + strlen(h) + 1;
+    const char *h, *v;
+    for (size_t at = 0; header_next(&c->headers, &at, &h, &v);)
         if (strcmp(h, "expect") == 0 && strcasecmp(v, "100-continue") == 0)
             c->expect_continue = 1;
-        h = v + strlen(v) + 1;
-    }
     if (c->expect_continue && !c->refuse_503 && !c->srv->closing) {
         conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         if (c->closing)
@@ -682,8 +700,8 @@ static void conn_dispatch(conn *c) {
         lua_pushnil(L);
     }
     lua_createtable(L, 0, c->nheaders);
-    for (const char *h = c->headers.data, *end = h + c->headers.len; h && h < end;) {
-        const char *v = h + strlen(h) + 1;
+    const char *h, *v;
+    for (size_t at = 0; header_next(&c->headers, &at, &h, &v);) {
         lua_getfield(L, -1, h);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
@@ -694,7 +712,6 @@ static void conn_dispatch(conn *c) {
             lua_concat(L, 3);
         }
         lua_setfield(L, -2, h);
-        h = v + strlen(v) + 1;
     }
     lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
     if (lua_pcall(L, 6, 0, 0) != 0) {
