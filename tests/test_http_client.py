@@ -74,6 +74,17 @@ class Server:
                         time.sleep(0.3)
                 elif url.path == "/big":
                     self.send(200, b"y" * int(q["n"]), "application/octet-stream")
+                elif url.path == "/endless-headers":
+                    # headers that never end: the client must stop reading them
+                    self.send_response(200)
+                    try:
+                        for i in range(200000):
+                            self.send_header(f"X-Filler-{i}", "z" * 100)
+                            if i % 1000 == 999:
+                                self.flush_headers()
+                        self.end_headers()
+                    except OSError:
+                        pass  # the client hung up, as it should
                 elif url.path == "/redirect":
                     self.send(302, "", "text/plain", extra=[("Location", "/json")])
                 else:
@@ -182,6 +193,12 @@ def response_size_is_limited():
         eq(call(r, url=server.url + "/big?n=3000000")["size"], 3000000, "a 3 MB body")
         err = call(r, url=server.url + "/big?n=3000000", max_size=1000000)["error"]
         assert "response larger than 1000000 bytes" in err, err
+        # headers that never end are cut off too (libcurl holds at most 300 KiB of them)
+        err = call(r, url=server.url + "/endless-headers")["error"]
+        assert "/endless-headers: " in err and "headers" in err, err
+        # a response is held outside the run's memory limit: max_string bounds what a flow may ask for
+        err = call(r, url=server.url + "/big?n=10", max_size=2 ** 40)["error"]
+        assert "max_size 1099511627776 is over max_string" in err, err
 
 
 @test

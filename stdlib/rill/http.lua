@@ -78,6 +78,12 @@ local function check(opts, level)
       bad("%s must be a number, 0 or more, got %s", k, tostring(opts[k]))
     end
   end
+  -- a response is held in memory outside the Lua heap (the run's memory
+  -- limit does not see it): no larger than the largest string a flow may build
+  local max_string = require("rill.bounded").max_string
+  if opts.max_size and opts.max_size > max_string then
+    bad("max_size %d is over max_string (%d bytes), the largest string a flow may hold", opts.max_size, max_string)
+  end
   if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then bad("ca_file must be a file name") end
   if opts.headers ~= nil and type(opts.headers) ~= "table" then bad("headers must be a table") end
   local n = (opts.body ~= nil and 1 or 0) + (opts.json ~= nil and 1 or 0) + (opts.form ~= nil and 1 or 0)
