@@ -322,7 +322,7 @@ void batch_deliver(batch *b, const char *who) {
         luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
         b->cb_ref = LUA_NOREF;
         if (lua_pcall(L, push_outcome(L, b, who), 0, 0) != 0) {
-            fprintf(stderr, "rill: error in a %s callback: %s\n", who, lua_tostring(L, -1));
+            rill_log("error", "error in a %s callback: %s", who, lua_tostring(L, -1));
             lua_pop(L, 1);
         }
     }

@@ -424,7 +424,7 @@ static void conn_dispatch(conn *c) {
     lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
     c->dispatching = 1;
     if (lua_pcall(L, 6, 0, 0) != 0) {
-        fprintf(stderr, "rill: error in the HTTP dispatch: %s\n", lua_tostring(L, -1));
+        rill_log("error", "error in the HTTP dispatch: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
         if (c->req) {
             c->req->c = NULL;

@@ -624,7 +624,7 @@ static void deliver_notifications(pg_conn *c) {
             lua_pushstring(L, n->relname);
             lua_pushstring(L, n->extra);
             if (lua_pcall(L, 2, 0, 0) != 0) {
-                fprintf(stderr, "rill: error in a postgres on_notify: %s\n", lua_tostring(L, -1));
+                rill_log("error", "error in a postgres on_notify: %s", lua_tostring(L, -1));
                 lua_pop(L, 1);
             }
         }

@@ -16,6 +16,8 @@ config.defaults = {
   flows_dir = "flows",         -- the folder of flow files, watched for changes
   log_level = "info",          -- debug | info | warn | error
   log_format = "auto",         -- json | text | auto (text on a terminal, json otherwise)
+  log_buffer = "1MiB",         -- log lines held while stderr does not take them (a stalled
+                               -- reader); beyond, lines are dropped and counted
   timezone = "UTC",            -- default zone of cron triggers (time functions take a zone, UTC without one)
   max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
   deadline = "30s",            -- default run deadline; a flow may set its own
@@ -124,6 +126,8 @@ function config.load(path)
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
   c.max_body = config.size(c.max_body, "max_body")
+  c.log_buffer = config.size(c.log_buffer, "log_buffer")
+  if c.log_buffer < 4096 then error("config: log_buffer: at least 4KiB", 0) end
   for _, k in ipairs { "deadline", "load_deadline", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
                        "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do

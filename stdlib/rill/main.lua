@@ -109,7 +109,7 @@ end
 
 -- Applies settings to the modules that hold them.
 local function apply(c)
-  require("rill.log").configure(c.log_level, c.log_format)
+  require("rill.log").configure(c.log_level, c.log_format, c.log_buffer)
   require("rill.env").configure(c.env)
   require("rill.triggers").default_timezone = c.timezone
   local runner = require "rill.runner"
