@@ -228,6 +228,18 @@ static void fail_group(batch *group, const char *why) {
         batch_fail(b, why);
 }
 
+/* Rolls the group's transaction back and fails every batch of it with why
+ * and SQLite's reason (err, freed). */
+static void abandon(sqlite_conn *c, batch *group, const char *why, char *err) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: %s; the group's transaction was rolled back", why,
+             err ? err : "?");
+    free(err);
+    if (!sqlite3_get_autocommit(c->db))
+        exec_simple(c, "ROLLBACK", NULL);
+    fail_group(group, msg);
+}
+
 static void group_work(uv_work_t *w) {
     sqlite_conn *c = w->data;
     batch *group = c->group;
@@ -279,8 +291,11 @@ static void group_work(uv_work_t *w) {
         }
     }
     for (batch *b = group; b; b = b->next) {
-        if (!alone)
-            exec_simple(c, "SAVEPOINT b", NULL);
+        if (!alone && exec_simple(c, "SAVEPOINT b", &err) != 0) {
+            /* Without its savepoint a batch could not be undone alone. */
+            abandon(c, group, "cannot start a batch's savepoint", err);
+            return;
+        }
         run_batch(c, b);
         if (sqlite3_get_autocommit(c->db)) {
             /* The error ended the whole transaction (ON CONFLICT ROLLBACK, a
@@ -288,10 +303,17 @@ static void group_work(uv_work_t *w) {
             fail_group(group, b->error ? b->error : "the transaction was rolled back");
             return;
         }
-        if (!alone && b->error)
-            exec_simple(c, "ROLLBACK TO b", NULL);
-        if (!alone)
-            exec_simple(c, "RELEASE b", NULL);
+        /* A batch's own statements may have released or rolled back its
+         * savepoint: then its writes cannot be undone alone, and the
+         * whole group is undone rather than commit half a failed batch. */
+        if (!alone && b->error && exec_simple(c, "ROLLBACK TO b", &err) != 0) {
+            abandon(c, group, "cannot undo a failed batch alone", err);
+            return;
+        }
+        if (!alone && exec_simple(c, "RELEASE b", &err) != 0) {
+            abandon(c, group, "a batch ended its own savepoint", err);
+            return;
+        }
     }
     if (alone && group->error) {
         exec_simple(c, "ROLLBACK", NULL);
