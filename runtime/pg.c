@@ -99,13 +99,36 @@ static void free_handle(uv_handle_t *h) {
     free(h);
 }
 
-/* Closes a handle this module allocated; its memory goes with it. */
+/* Handles the loop's wind-down (main.c) closed without a close callback:
+ * the loop may still hold them, so they are freed only at exit, after the
+ * loop is gone. (Freeing one here, while closing, let the loop touch freed
+ * memory when a connection was collected during the wind-down.) */
+static uv_handle_t **orphans;
+static size_t norphans;
+
+static void free_orphans(void) {
+    for (size_t i = 0; i < norphans; i++)
+        free(orphans[i]);
+    free(orphans);
+    orphans = NULL;
+    norphans = 0;
+}
+
+/* Closes a handle this module allocated; its memory goes with it, in its
+ * close callback and nowhere else. */
 static void close_handle(uv_handle_t *h) {
     h->data = NULL;
-    if (uv_is_closing(h))
-        free(h); /* closed by the loop's wind-down (main.c), which has ended */
-    else
+    if (!uv_is_closing(h)) {
         uv_close(h, free_handle);
+        return;
+    }
+    uv_handle_t **more = realloc(orphans, sizeof *orphans * (norphans + 1));
+    if (more == NULL)
+        return; /* leaked: the process is ending anyway */
+    if (orphans == NULL)
+        atexit(free_orphans);
+    orphans = more;
+    orphans[norphans++] = h;
 }
 
 static void unwatch(pg_conn *c) {
@@ -458,6 +481,24 @@ static int set_iso_time(value *v, const char *text) {
     return value_set_text(v, iso, strlen(iso));
 }
 
+/* Whether a numeric's text ("-123.4500") has at most 15 significant
+ * digits, which a double keeps (DBL_DIG): then it is read as a number;
+ * longer ones, NaN and infinities stay text, every digit kept. */
+static int fits_double(const char *text) {
+    int digits = 0, leading = 1;
+    for (const char *p = text + (*text == '-' || *text == '+'); *p; p++) {
+        if (*p == '.')
+            continue;
+        if (*p < '0' || *p > '9')
+            return 0;
+        if (leading && *p == '0')
+            continue;
+        leading = 0;
+        digits++;
+    }
+    return digits <= 15;
+}
+
 static int keep_rows(stmt_req *s, PGresult *res) {
     int ncols = PQnfields(res), nrows = PQntuples(res);
     if (stmt_set_columns(s, ncols, field_name, res) != 0)
@@ -478,9 +519,15 @@ static int keep_rows(stmt_req *s, PGresult *res) {
                 row[i].type = VAL_INT;
                 row[i].u.i = strtoll(text, NULL, 10);
                 break;
+            case OID_NUMERIC:
+                if (!fits_double(text)) { /* its exact text (batch.h) */
+                    if (value_set_text(&row[i], text, (size_t)PQgetlength(res, r, i)) != 0)
+                        return -1;
+                    break;
+                }
+                /* fallthrough */
             case OID_FLOAT4:
             case OID_FLOAT8:
-            case OID_NUMERIC:
                 row[i].type = VAL_FLOAT;
                 row[i].u.d = strtod(text, NULL);
                 break;
