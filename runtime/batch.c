@@ -271,6 +271,7 @@ batch *batch_from_call(lua_State *L, const char *who) {
         b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     b->task = t;
+    b->queued_at = uv_now(rill_loop());
     return b;
 }
 

@@ -31,6 +31,14 @@ config.defaults = {
   store = "sqlite:data/rill.db", -- the durable store: sqlite:PATH, or a postgres:// URL
   store_sync = "normal",       -- SQLite: normal (a crash of rill loses nothing; a power
                                -- loss may lose the last commits) or full (fsync per commit)
+  store_timeout = "8s",        -- a write the store has not taken within this fails (an async
+                               -- webhook answers 503 + Retry-After); Postgres: the connection
+                               -- is dropped and made again; SQLite: the statement is interrupted
+  store_statement_timeout = "5s", -- Postgres: a statement of rill's own running (or waiting on
+                               -- a lock) longer than this is cancelled by the server
+  store_reconnect_max = "5s",  -- Postgres: longest wait between two attempts to reconnect
+                               -- (100 ms doubling, jittered); batches meanwhile fail at once
+  store_retry_after = "5s",    -- the Retry-After of a 503 when the store cannot take an event
   concurrency = 100,           -- runs at once in this instance; more wait in the store
   lease = "60s",               -- a running run is taken over by another instance after this
                                -- long without its instance renewing it (it died)
@@ -130,7 +138,8 @@ function config.load(path)
   if c.log_buffer < 4096 then error("config: log_buffer: at least 4KiB", 0) end
   for _, k in ipairs { "deadline", "load_deadline", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "lease", "poll_interval", "retention",
-                       "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do
+                       "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset",
+                       "store_timeout", "store_statement_timeout", "store_reconnect_max", "store_retry_after" } do
     c[k] = config.seconds(c[k], k)
   end
   local host, port = tostring(c.listen):match("^%[?([^%]]*)%]?:(%d+)$")

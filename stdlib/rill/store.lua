@@ -226,11 +226,14 @@ end
 
 -- open(url, opts): "sqlite:PATH" (or a plain path) or "postgres://..." (a
 -- libpq URL); applies migrations. In a task. opts.sync (SQLite): "normal" |
--- "full". store.url is the URL without its password, for logs.
+-- "full"; opts.timeout: seconds a batch may wait on the store before it
+-- fails; opts.statement_timeout, opts.reconnect_max (Postgres): seconds.
+-- store.url is the URL without its password, for logs.
 function store.open(url, opts)
   opts = opts or {}
   if url:match("^postgres") then
-    conn = check(require("rill.c.pg").open(url))
+    conn = check(require("rill.c.pg").open(url, { timeout = opts.timeout,
+      statement_timeout = opts.statement_timeout, reconnect_max = opts.reconnect_max }))
     dialect = DIALECTS.postgres
     store.kind, store.url = "postgres", url:gsub("^(%a+://[^:/@]+):[^@]*@", "%1:***@")
     return migrate()
