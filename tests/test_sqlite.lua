@@ -1,13 +1,14 @@
--- SQLite connections (runtime/sqlite.c) through their Lua surface: group
--- commit keeps each batch's failure its own, even when a batch's own
--- statements undo the savepoint that isolates it.
+-- SQLite connections (runtime/sqlite.c) through their Lua surface: opening
+-- runs off the loop; group commit keeps each batch's failure its own, even
+-- when a batch's own statements undo the savepoint that isolates it.
 local t = require "t"
 local task = require "rill.c.task"
+local timer = require "rill.c.timer"
 local sqlite = require "rill.c.sqlite"
 
 local function fresh()
   local path = os.tmpname() -- a new empty file of our own: SQLite makes it a database
-  return sqlite.open(path), path
+  return assert(sqlite.open(path)), path
 end
 
 -- Queues every batch in one loop turn (one group), waits for all outcomes.
@@ -43,6 +44,27 @@ t.test("a batch that releases its own savepoint and fails commits none of its wr
     t.ok(out[i].err or table.concat(ks, ","):find(k, 1, true), "batch " .. i .. " committed or failed")
   end
   conn:close()
+end)
+
+t.test("opening a database whose file stalls (a FIFO nobody writes) does not stall the loop", function()
+  local fifo = os.tmpname()
+  os.remove(fifo)
+  t.eq(os.execute("mkfifo " .. fifo), 0, "mkfifo")
+  -- only so that a loop that does stall (the defect) ends instead of hanging
+  os.execute("timeout 20 sh -c 'sleep 5; head -c 65536 /dev/zero > " .. fifo .. "' >/dev/null 2>&1 &")
+  local order, w = {}, task.waiter()
+  task.spawn(function() return sqlite.open(fifo) end, function(_, ok, conn, err)
+    order[#order + 1] = "open"
+    w:wake()
+  end)
+  timer.sleep(0.01) -- the loop turns while the worker waits on the FIFO
+  order[#order + 1] = "timer"
+  local f = io.open(fifo, "w") -- the worker holds it open: this does not wait
+  f:write(string.rep("\0", 100))
+  f:close()
+  if #order < 2 then w:wait() end
+  os.remove(fifo)
+  t.eq(table.concat(order, ","), "timer,open", "what ended first")
 end)
 
 t.done()

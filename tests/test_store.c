@@ -295,7 +295,7 @@ static void test_sqlite_parameters_out_of_order(void) {
 
 static void test_sqlite_open_error(void) {
     open_backend("sqlite = require 'rill.c.sqlite'");
-    T_EQ_STR(run("local ok, e = pcall(sqlite.open, '/nonexistent/dir/x.db'); out = e"),
+    T_EQ_STR(run("local c, e = sqlite.open('/nonexistent/dir/x.db'); out = e"),
              "sqlite: cannot open /nonexistent/dir/x.db: unable to open database file");
     close_state();
 }

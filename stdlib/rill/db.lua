@@ -111,7 +111,9 @@ local function open_conn(h, tx)
   local path = h.url:gsub("^sqlite:", "")
   local dir = path:match("^(.*)/[^/]+$")
   if dir then require("rill.c.os").mkdir_p(dir) end
-  return require("rill.c.sqlite").open(path, { raw = tx })
+  local c, err = require("rill.c.sqlite").open(path, { raw = tx })
+  if not c then error("db " .. h.name .. ": " .. err, 0) end
+  return c
 end
 
 local function handle(name)

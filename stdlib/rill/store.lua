@@ -241,7 +241,7 @@ function store.open(url, opts)
   local path = url:gsub("^sqlite:", "")
   local dir = path:match("^(.*)/[^/]+$")
   if dir then require("rill.c.os").mkdir_p(dir) end
-  conn = require("rill.c.sqlite").open(path, { synchronous = opts.sync or "normal" })
+  conn = check(require("rill.c.sqlite").open(path, { synchronous = opts.sync or "normal", timeout = opts.timeout }))
   dialect = DIALECTS.sqlite
   store.kind, store.url = "sqlite", path
   return migrate()
