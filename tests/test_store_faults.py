@@ -237,9 +237,13 @@ def a_full_sqlite_disk_gets_503_loses_nothing_acknowledged_and_recovers_when_spa
             assert answers[-1][2], "503 with Retry-After"
             eq(sorted({a[0] for a in answers[:-1]}), [202], "answers before the disk was full")
             r.wait_log(msg_has="disk is full")
+            res = r.admin("GET", "/readyz")
+            eq(res.status, 503, "/readyz while the disk is full")
+            assert "full" in res.json()["reason"], res.json()
             subprocess.run(["mount", "-o", "remount,size=64m", data], check=True)
             wait_until(lambda: r.request("POST", "/hooks/big", {"pad": pad, "n": 999}, {"X-Id": "b999"},
                                          timeout=20).status == 202, 30, "an event accepted once space is back")
+            wait_until(lambda: r.admin("GET", "/readyz").status == 200, 30, "/readyz to say ready again")
             accepted = {a[1] for a in answers if a[0] == 202}
 
             def all_succeeded():

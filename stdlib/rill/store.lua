@@ -192,11 +192,50 @@ local function check(res, err)
   return res
 end
 
+-- Why the store could not take the last write, while no write since has
+-- succeeded, and when (store.write_failure_at, tz.now()): /readyz reports
+-- it for 30 s (an idle instance, which writes nothing, is not held "not
+-- ready" by an old failure). Only the store's own failures count (down,
+-- stalled, full, locked), not a statement's.
+store.write_failure, store.write_failure_at = nil, 0
+local STORE_FAILURE = { "unreachable", "connection lost", "timeout", "did not take", "full", "locked",
+  "interrupted", "busy", "cannot connect", "timed out" }
+
+local function writes(stmts)
+  for _, s in ipairs(stmts) do
+    if not s[1]:match("^%s*[Ss][Ee][Ll][Ee][Cc][Tt]") then return true end
+  end
+  return false
+end
+
+local function note(stmts, res, err)
+  if res then
+    if store.write_failure and writes(stmts) then store.write_failure = nil end
+    return
+  end
+  local e = tostring(err):lower()
+  for _, word in ipairs(STORE_FAILURE) do
+    if e:find(word, 1, true) then
+      if writes(stmts) then
+        store.write_failure, store.write_failure_at = tostring(err), require("rill.c.tz").now()
+      end
+      return
+    end
+  end
+end
+
 -- batch(stmts[, callback]): in a task, returns the results or raises; with a
 -- callback, returns at once and calls callback(results) or callback(nil, err).
 function store.batch(stmts, callback)
-  if callback then return conn:batch(stmts, callback) end
-  return check(conn:batch(stmts))
+  if callback then
+    return conn:batch(stmts, function(res, err)
+      note(stmts, res, err)
+      return callback(res, err)
+    end)
+  end
+  local res, err = conn:batch(stmts)
+  note(stmts, res, err)
+  return check(res, err)
 end
 
 local function migrate()
