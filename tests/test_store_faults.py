@@ -6,6 +6,7 @@ with 202 is lost, and rill recovers by itself when the store is back."""
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -252,6 +253,26 @@ def a_full_sqlite_disk_gets_503_loses_nothing_acknowledged_and_recovers_when_spa
             wait_until(all_succeeded, 60, "every accepted event's run to succeed")
     finally:
         subprocess.run(["umount", "-l", data])
+
+
+
+@test
+def an_sqlite_store_locked_by_another_process_gets_503_in_time_and_recovers():
+    with Rill({"event.lua": EVENT}, env=FAST) as r:
+        eq(r.request("POST", "/hooks/event", {"n": 0}, {"X-Id": "e0"}).status, 202, "before the lock")
+        other = sqlite3.connect(os.path.join(r.dir, "data", "rill.db"), isolation_level=None, timeout=30)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        try:
+            res = r.request("POST", "/hooks/event", {"n": 1}, {"X-Id": "e1"}, timeout=20)
+            eq(res.status, 503, f"while the lock is held ({res.body})")
+            assert res.headers.get("retry-after"), res.headers
+            line = r.wait_log(msg_has="could not be stored")
+            assert "locked" in line["error"] or "interrupted" in line["error"], line
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        wait_until(lambda: r.request("POST", "/hooks/event", {"n": 1}, {"X-Id": "e1"}, timeout=20).status == 202,
+                   30, "the event accepted once the lock is gone")
 
 
 if __name__ == "__main__":
