@@ -916,6 +916,7 @@ static void on_timer(uv_timer_t *h) {
         char msg[128];
         snprintf(msg, sizeof msg, "no answer within %.1f s (the store_timeout)",
                  (double)c->timeout_ms / 1000);
+        rill_log("warn", "postgres: %s: the connection is dropped and made again", msg);
         broken(c, msg);
     } else {
         start_group(c);

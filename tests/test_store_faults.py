@@ -141,6 +141,7 @@ def postgres_stopped_under_load_gets_503_and_runs_resume_when_it_is_back():
             return not missing or None
         wait_until(all_succeeded, 60, "every accepted event's run to succeed")
         assert r.log_lines(msg_has="could not be stored"), "the 503s are logged"
+        assert metric(r, "rill_store_failures_total") > 0, "store failures counted"
         wait_until(lambda: r.admin("GET", "/readyz").status == 200, 30, "/readyz to say ready again")
 
 

@@ -208,6 +208,10 @@ local function writes(stmts)
   return false
 end
 
+local failures_total = require("rill.metrics").counter("rill_store_failures_total",
+  "Batches of rill's own statements that the store could not take: down, stalled (store_timeout, "
+    .. "store_statement_timeout), full, locked.", { "kind" })
+
 local function note(stmts, res, err)
   if res then
     if store.write_failure and writes(stmts) then store.write_failure = nil end
@@ -216,6 +220,7 @@ local function note(stmts, res, err)
   local e = tostring(err):lower()
   for _, word in ipairs(STORE_FAILURE) do
     if e:find(word, 1, true) then
+      failures_total:labels(store.kind):inc()
       if writes(stmts) then
         store.write_failure, store.write_failure_at = tostring(err), require("rill.c.tz").now()
       end
