@@ -71,6 +71,7 @@ def a_log_reader_that_stops_reading_stalls_no_webhook():
             raise
         dropped = metric(r, "rill_log_lines_dropped_total")
         assert dropped and dropped > 0, f"dropped lines counted: {dropped}"
+        print(f"    {dropped:.0f} log lines dropped")
         r.reading.set()  # reading resumes: one line says how many were lost
         line = r.wait_log(timeout=20, msg_has="log lines dropped")
         assert line.get("dropped", 0) > 0, line
@@ -196,10 +197,12 @@ def reconnecting_to_a_store_that_is_down_backs_off_instead_of_trying_at_every_wr
             statuses = [r.request("POST", "/hooks/event", {"n": n}, {"X-Id": f"e{n}"}, timeout=20).status
                         for n in range(1, 61)]
         finally:
+            fake.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone would not): the port is free
             fake.close()
             pg.resume()
         eq(sorted(set(statuses)), [503], "answers while the store is down")
         assert len(attempts) <= 20, f"{len(attempts)} connection attempts for 60 writes"
+        print(f"    {len(attempts)} connection attempts for 60 writes")
         wait_until(lambda: r.request("POST", "/hooks/event", {"n": 99}, {"X-Id": "e99"}, timeout=20).status == 202,
                    30, "an event accepted once the store is back")
 
