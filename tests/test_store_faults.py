@@ -46,8 +46,12 @@ class GatedRill(Rill):
     def _read_logs(self):
         for line in self.proc.stderr:
             self.reading.wait()
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short counts as not JSON, not as a crash of the reader
+                entry = {"raw": line}
             with self._lock:
-                self.logs.append(json.loads(line) if line.startswith("{") else {"raw": line})
+                self.logs.append(entry)
 
 
 def metric(r, name):
@@ -109,6 +113,24 @@ class Sender:
         for t in self.threads:
             t.join()
         return [a for _, a in self.answers.values()]
+
+
+@test
+def what_the_log_holds_at_exit_is_written_not_lost():
+    r = GatedRill({"chatty.lua": CHATTY})  # log_buffer 1 MiB: room for all of it
+    with r:
+        r.reading.clear()
+        try:
+            for i in range(3):  # 300 KB: the 64 KiB pipe fills, the rest waits in the buffer
+                eq(r.request("POST", "/hooks/chatty", {}, timeout=20).status, 200, f"request {i}")
+        finally:
+            r.signal(15)  # SIGTERM, its line queued behind them
+            r.reading.set()  # rill writes what it holds before it exits
+        eq(r.proc.wait(timeout=20), 0, "exit code")
+    r._reader.join(timeout=10)
+    eq(len(r.log_lines(msg="a chatty line")), 300, "lines of the three runs")
+    assert r.log_lines(msg="stopping"), "the line logged at SIGTERM"
+    eq(r.log_lines(msg_has="log lines dropped"), [], "lines dropped")
 
 
 @test
