@@ -54,6 +54,7 @@ typedef struct batch {
     int nstmts;
     stmt_req *stmts;
     int writes;         /* some statement is not a SELECT */
+    int left_out;       /* backend scratch: failed for good, not run again with its group */
     uint64_t queued_at; /* loop time (ms) it was queued: a backend fails it when the
                          * store cannot take it in time */
     char *error;        /* NULL on success */

@@ -314,7 +314,10 @@ static void group_work(uv_work_t *w) {
             return;
         }
     }
+again:
     for (batch *b = group; b; b = b->next) {
+        if (b->left_out)
+            continue;
         if (!alone && exec_simple(c, "SAVEPOINT b", &err) != 0) {
             /* Without its savepoint a batch could not be undone alone. */
             abandon(c, group, "cannot start a batch's savepoint", err);
@@ -327,16 +330,35 @@ static void group_work(uv_work_t *w) {
             fail_group(group, b->error ? b->error : "the transaction was rolled back");
             return;
         }
+        if (alone)
+            continue;
         /* A batch's own statements may have released or rolled back its
-         * savepoint: then its writes cannot be undone alone, and the
-         * whole group is undone rather than commit half a failed batch. */
-        if (!alone && b->error && exec_simple(c, "ROLLBACK TO b", &err) != 0) {
-            abandon(c, group, "cannot undo a failed batch alone", err);
-            return;
-        }
-        if (!alone && exec_simple(c, "RELEASE b", &err) != 0) {
-            abandon(c, group, "a batch ended its own savepoint", err);
-            return;
+         * savepoint: then its writes cannot be undone alone. The whole
+         * transaction is undone rather than commit half a failed batch,
+         * and the group runs again without that batch, failed for good. */
+        const char *broke = NULL;
+        if (b->error && exec_simple(c, "ROLLBACK TO b", &err) != 0)
+            broke = "cannot undo a failed batch alone";
+        else if (exec_simple(c, "RELEASE b", &err) != 0)
+            broke = "the batch ended its own savepoint";
+        if (broke) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "%s (%.200s; %.200s): none of its statements is kept", broke,
+                     b->error ? b->error : "no error of its own", err ? err : "?");
+            free(err);
+            err = NULL;
+            exec_simple(c, "ROLLBACK", NULL);
+            for (batch *r = group; r; r = r->next)
+                if (!r->left_out)
+                    batch_reset(r);
+            batch_fail(b, msg);
+            b->left_out = 1;
+            if (exec_simple(c, writes ? "BEGIN IMMEDIATE" : "BEGIN", &err) != 0) {
+                fail_group(group, err ? err : "cannot begin a transaction");
+                free(err);
+                return;
+            }
+            goto again;
         }
     }
     if (alone && group->error) {
