@@ -559,6 +559,8 @@ static void open_done(uv_work_t *w, int status) {
     }
     free(c->open_error);
     c->open_error = NULL;
+    free(c->path); /* needed to open only */
+    c->path = NULL;
     luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
     c->self_ref = LUA_NOREF;
     if (t)
@@ -616,6 +618,8 @@ static int l_open(lua_State *L) {
     }
     c->work.data = c;
     open_work(&c->work); /* not in a task: here, the only way left */
+    free(c->path);
+    c->path = NULL;
     if (c->db == NULL) {
         lua_pushnil(L);
         lua_pushfstring(L, "sqlite: %s", c->open_error ? c->open_error : "cannot open");
