@@ -67,13 +67,26 @@ static void push_json(lua_State *L, const char *p, size_t n) {
     }
 }
 
+#define EXACT_INT_MAX (INT64_C(1) << 53)
+
+static const char *int64_text(int64_t i, char buf[24]) {
+    snprintf(buf, 24, "%lld", (long long)i);
+    return buf;
+}
+
 static void value_push(lua_State *L, const value *v) {
+    char buf[24];
     switch (v->type) {
     case VAL_JSON:
         push_json(L, v->u.s.p, v->u.s.n);
         break;
     case VAL_INT:
-        lua_pushnumber(L, (lua_Number)v->u.i);
+        /* A double holds every integer up to 2^53; past it, the exact
+         * digits as a string rather than a number that lost some. */
+        if (v->u.i > EXACT_INT_MAX || v->u.i < -EXACT_INT_MAX)
+            lua_pushfstring(L, "%s", int64_text(v->u.i, buf));
+        else
+            lua_pushnumber(L, (lua_Number)v->u.i);
         break;
     case VAL_FLOAT:
         lua_pushnumber(L, v->u.d);
@@ -258,6 +271,7 @@ batch *batch_from_call(lua_State *L, const char *who) {
         b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     b->task = t;
+    b->queued_at = uv_now(rill_loop());
     return b;
 }
 
@@ -322,7 +336,7 @@ void batch_deliver(batch *b, const char *who) {
         luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
         b->cb_ref = LUA_NOREF;
         if (lua_pcall(L, push_outcome(L, b, who), 0, 0) != 0) {
-            fprintf(stderr, "rill: error in a %s callback: %s\n", who, lua_tostring(L, -1));
+            rill_log("error", "error in a %s callback: %s", who, lua_tostring(L, -1));
             lua_pop(L, 1);
         }
     }

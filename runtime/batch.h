@@ -53,8 +53,11 @@ typedef struct batch {
     int cb_ref;      /* or the callback, or LUA_NOREF (none, or cancelled) */
     int nstmts;
     stmt_req *stmts;
-    int writes;  /* some statement is not a SELECT */
-    char *error; /* NULL on success */
+    int writes;         /* some statement is not a SELECT */
+    int left_out;       /* backend scratch: failed for good, not run again with its group */
+    uint64_t queued_at; /* loop time (ms) it was queued: a backend fails it when the
+                         * store cannot take it in time */
+    char *error;        /* NULL on success */
 } batch;
 
 /* A hash of a statement's text, for the backends' caches of prepared

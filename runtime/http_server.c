@@ -726,7 +726,7 @@ static void conn_dispatch(conn *c) {
                 lua_pop(L, 1);
         }
         if (!reported)
-            fprintf(stderr, "rill: error in the HTTP dispatch: %s\n", lua_tostring(L, -1));
+            rill_log("error", "error in the HTTP dispatch: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
         if (c->req) {
             c->req->c = NULL;

@@ -10,6 +10,7 @@
 
 #include <lualib.h>
 
+#include "log.h"
 #include "stdlib_embed.h"
 #include "task.h"
 #include "watchdog.h"
@@ -69,6 +70,7 @@ int main(int argc, char **argv) {
         rc = lua_pcall(L, 1, 0, 1);
     }
     if (rc != 0) {
+        rill_log_flush(2000); /* the log's lines first, then this one */
         fprintf(stderr, "rill: %s\n", lua_tostring(L, -1));
         return 1;
     }
@@ -77,6 +79,7 @@ int main(int argc, char **argv) {
     /* Wind down: close what is left so that close callbacks run once. */
     uv_walk(loop, close_handle, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
+    rill_log_flush(2000); /* what the log holds, if its reader reads within 2 s */
     rill_watchdog_stop();
     int code = rill_os_exit_code();
     lua_close(L);

@@ -87,6 +87,7 @@ void rill_modules_register(lua_State *L, const rill_embedded_file *stdlib) {
         {"rill.c.pg", rill_pg_open},
         {"rill.c.http_client", rill_http_client_open},
         {"rill.c.pattern", rill_pattern_open},
+        {"rill.c.log", rill_log_open},
         {"cjson", luaopen_cjson},
     };
     rill_task_init(L);

@@ -63,7 +63,7 @@ static void callback_handle_call(callback_handle *ch, const char *arg) {
     else
         lua_pushnil(L);
     if (lua_pcall(L, 1, 0, 0) != 0) {
-        fprintf(stderr, "rill: error in a callback: %s\n", lua_tostring(L, -1));
+        rill_log("error", "error in a callback: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
     }
 }

@@ -25,6 +25,8 @@
  *      conn:on_notify(fn)    fn(channel, payload) for NOTIFY (after LISTEN)
  *      conn:close()
  */
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +91,24 @@ typedef struct pg_conn {
     int notify_ref;            /* on_notify(channel, payload), or LUA_NOREF */
     int no_reconnect;          /* once lost, stay lost (a transaction's connection) */
     int connected_once;
+    /* Where to connect: the URL's host name is resolved on libuv's threads
+     * (uv_getaddrinfo), never by libpq's blocking getaddrinfo on the loop,
+     * and handed to libpq as hostaddr (host stays, for TLS and SNI). */
+    char *host;                  /* the name to resolve, or NULL (an address, a socket path) */
+    uv_getaddrinfo_t *resolving; /* in flight; its callback frees it */
+    int connect_timeout_s;
+    /* A group that gets no answer within timeout_ms is failed and the
+     * connection dropped: a lock, a stalled server or a silent network
+     * partition must not hold every caller. 0: no limit. */
+    long timeout_ms;
+    int group_timed; /* the timer is the group's deadline now */
+    /* Reconnecting: after `failures` failed attempts in a row, none before
+     * retry_at (loop time, ms); batches meanwhile fail at once with
+     * last_error, so that callers answer "retry later" instead of waiting. */
+    int failures;
+    uint64_t retry_at;
+    long reconnect_max_ms;
+    char last_error[512];
     prepared prep[MAX_PREPARED];
     int nprep, next_id;
 } pg_conn;
@@ -99,13 +119,36 @@ static void free_handle(uv_handle_t *h) {
     free(h);
 }
 
-/* Closes a handle this module allocated; its memory goes with it. */
+/* Handles the loop's wind-down (main.c) closed without a close callback:
+ * the loop may still hold them, so they are freed only at exit, after the
+ * loop is gone. (Freeing one here, while closing, let the loop touch freed
+ * memory when a connection was collected during the wind-down.) */
+static uv_handle_t **orphans;
+static size_t norphans;
+
+static void free_orphans(void) {
+    for (size_t i = 0; i < norphans; i++)
+        free(orphans[i]);
+    free(orphans);
+    orphans = NULL;
+    norphans = 0;
+}
+
+/* Closes a handle this module allocated; its memory goes with it, in its
+ * close callback and nowhere else. */
 static void close_handle(uv_handle_t *h) {
     h->data = NULL;
-    if (uv_is_closing(h))
-        free(h); /* closed by the loop's wind-down (main.c), which has ended */
-    else
+    if (!uv_is_closing(h)) {
         uv_close(h, free_handle);
+        return;
+    }
+    uv_handle_t **more = realloc(orphans, sizeof *orphans * (norphans + 1));
+    if (more == NULL)
+        return; /* leaked: the process is ending anyway */
+    if (orphans == NULL)
+        atexit(free_orphans);
+    orphans = more;
+    orphans[norphans++] = h;
 }
 
 static void unwatch(pg_conn *c) {
@@ -163,6 +206,9 @@ static void forget_prepared(pg_conn *c, int all) {
 }
 
 static void disconnect(pg_conn *c) {
+    if (c->resolving) /* its callback frees it, and finds no connection */
+        c->resolving->data = NULL;
+    c->resolving = NULL;
     forget_prepared(c, 1);
     unwatch(c);
     if (c->pg)
@@ -197,6 +243,9 @@ static void on_timer(uv_timer_t *h);
 static void broken(pg_conn *c, const char *why) {
     char msg[512];
     snprintf(msg, sizeof msg, "connection lost: %s", why);
+    snprintf(c->last_error, sizeof c->last_error, "%s", msg);
+    uv_timer_stop(c->timer);
+    c->group_timed = 0;
     batch *group = c->group;
     c->group = c->cur = c->failed = NULL;
     disconnect(c);
@@ -208,10 +257,35 @@ static void broken(pg_conn *c, const char *why) {
 
 static void ignore_notice(void *arg, const char *message) {}
 
+/* When the next attempt may start after `failures` failed ones in a row:
+ * 100 ms doubling up to reconnect_max, each wait between half and all of
+ * it, so that instances that lost the store together do not return to it
+ * in step. */
+static void back_off(pg_conn *c) {
+    double wait = 100;
+    for (int i = 1; i < c->failures && wait < (double)c->reconnect_max_ms; i++)
+        wait *= 2;
+    if (wait > (double)c->reconnect_max_ms)
+        wait = (double)c->reconnect_max_ms;
+    wait *= 0.5 + 0.5 * (double)(uv_hrtime() % 1000) / 1000;
+    c->retry_at = uv_now(rill_loop()) + (uint64_t)wait;
+}
+
 static void opened(pg_conn *c, const char *error) {
     rill_task *t = c->opener;
     c->opener = NULL;
     uv_timer_stop(c->timer);
+    if (error) {
+        if (c->failures++ == 0)
+            rill_log("warn", "postgres: cannot connect to the store: %s", error);
+        snprintf(c->last_error, sizeof c->last_error, "%s", error);
+        back_off(c);
+    } else {
+        if (c->failures > 0)
+            rill_log("info", "postgres: connected again after %d failed attempts", c->failures);
+        c->failures = 0;
+        c->retry_at = 0;
+    }
     if (error) {
         batch *pending = c->pending;
         c->pending = c->pending_tail = NULL;
@@ -260,28 +334,17 @@ fail:
     opened(c, buf);
 }
 
-/* The URL's connect_timeout in seconds, or 10. */
-static int connect_timeout(pg_conn *c) {
-    int seconds = 10;
-    PQconninfoOption *opts = PQconninfo(c->pg);
-    for (PQconninfoOption *o = opts; o && o->keyword; o++)
-        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atoi(o->val) > 0)
-            seconds = atoi(o->val);
-    PQconninfoFree(opts);
-    return seconds;
-}
-
-/* Starts connecting; the socket's first writability drives the rest.
- * Returns -1 with the reason in err when it fails at once. */
-static int start_connect(pg_conn *c, char *err, size_t n) {
-    c->state = PG_CONNECTING;
+/* Starts libpq's connection (hostaddr: the resolved addresses, or NULL);
+ * the socket's first writability drives the rest. -1 with the reason in
+ * err when it fails at once. */
+static int start_libpq(pg_conn *c, const char *host, const char *hostaddr, char *err, size_t n) {
     /* the URL, plus session settings: UTC, so that times read back as ISO
      * instants, and the statement timeout */
     char options[96];
     snprintf(options, sizeof options, "-c TimeZone=UTC -c statement_timeout=%ld",
              c->statement_timeout_ms);
-    const char *keys[] = {"dbname", "options", NULL};
-    const char *values[] = {c->conninfo, options, NULL};
+    const char *keys[] = {"dbname", "options", hostaddr ? "host" : NULL, "hostaddr", NULL};
+    const char *values[] = {c->conninfo, options, host, hostaddr, NULL};
     c->pg = PQconnectStartParams(keys, values, 1);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || PQsetnonblocking(c->pg, 1) != 0) {
         pg_error(c, err, n);
@@ -294,9 +357,92 @@ static int start_connect(pg_conn *c, char *err, size_t n) {
         disconnect(c);
         return -1;
     }
-    /* libpq leaves connect_timeout to the caller in nonblocking mode */
-    uv_timer_start(c->timer, on_timer, (uint64_t)connect_timeout(c) * 1000, 0);
     return 0;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    pg_conn *c = req->data;
+    char err[512], names[8 * 256 + 8], addrs[8 * (INET6_ADDRSTRLEN + 1)];
+    size_t nn = 0, na = 0;
+    int count = 0;
+    for (struct addrinfo *a = status == 0 ? res : NULL; a && count < 8; a = a->ai_next) {
+        char ip[INET6_ADDRSTRLEN];
+        const void *where = a->ai_family == AF_INET
+                                ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
+                                : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
+        if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+            inet_ntop(a->ai_family, where, ip, sizeof ip) == NULL)
+            continue;
+        /* libpq tries each address in turn: host is repeated to match */
+        if (c)
+            nn +=
+                (size_t)snprintf(names + nn, sizeof names - nn, "%s%s", count ? "," : "", c->host);
+        na += (size_t)snprintf(addrs + na, sizeof addrs - na, "%s%s", count ? "," : "", ip);
+        count++;
+    }
+    uv_freeaddrinfo(res);
+    free(req);
+    if (c == NULL)
+        return; /* given up on (connect timeout, close) */
+    c->resolving = NULL;
+    if (count == 0) {
+        snprintf(err, sizeof err, "cannot resolve %s: %s", c->host,
+                 status ? uv_strerror(status) : "no address");
+        disconnect(c);
+        opened(c, err);
+    } else if (start_libpq(c, names, addrs, err, sizeof err) != 0) {
+        opened(c, err);
+    }
+}
+
+/* Starts connecting: resolves the host name first, off the loop, when the
+ * URL names one. The connect_timeout covers both. -1 with the reason in
+ * err when it fails at once. */
+static int start_connect(pg_conn *c, char *err, size_t n) {
+    c->state = PG_CONNECTING;
+    /* libpq leaves connect_timeout to the caller in nonblocking mode */
+    uv_timer_start(c->timer, on_timer, (uint64_t)c->connect_timeout_s * 1000, 0);
+    if (c->host == NULL)
+        return start_libpq(c, NULL, NULL, err, n);
+    uv_getaddrinfo_t *req = malloc(sizeof *req);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = req ? uv_getaddrinfo(rill_loop(), req, on_resolved, c->host, NULL, &hints) : UV_ENOMEM;
+    if (rc != 0) {
+        free(req);
+        snprintf(err, n, "cannot resolve %s: %s", c->host, uv_strerror(rc));
+        disconnect(c);
+        return -1;
+    }
+    req->data = c;
+    c->resolving = req;
+    return 0;
+}
+
+/* Reads what connecting needs from the URL once: the host name to resolve
+ * (a single name without hostaddr; an address or a socket path needs no
+ * resolving, and a list of hosts is left to libpq, which resolves it
+ * itself, blocking), and connect_timeout (by default the connection's
+ * timeout when it has one, else 10 s). */
+static void read_conninfo(pg_conn *c) {
+    c->connect_timeout_s = c->timeout_ms > 0 ? (int)((c->timeout_ms + 999) / 1000) : 10;
+    PQconninfoOption *opts = PQconninfoParse(c->conninfo, NULL);
+    const char *host = NULL;
+    int hostaddr = 0;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "connect_timeout") == 0 && atoi(o->val) > 0)
+            c->connect_timeout_s = atoi(o->val);
+        else if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = 1;
+    }
+    unsigned char ip[16];
+    if (host && !hostaddr && host[0] != '/' && host[0] != '@' && strchr(host, ',') == NULL &&
+        inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1)
+        c->host = strdup(host);
+    PQconninfoFree(opts);
 }
 
 /* ---- sending a group ---- */
@@ -405,6 +551,31 @@ static int send_group(pg_conn *c) {
     return watch(c, flushed ? UV_READABLE | UV_WRITABLE : UV_READABLE);
 }
 
+/* Fails the pending batches that waited longer than the timeout behind
+ * slow groups: a caller gets its answer ("retry later") in bounded time
+ * even when every group before it takes nearly the whole timeout. */
+static void fail_late(pg_conn *c) {
+    uint64_t now = uv_now(rill_loop());
+    batch *keep = NULL, *keep_tail = NULL, *late = NULL, *late_tail = NULL;
+    for (batch *b = c->pending, *next; b; b = next) {
+        next = b->next;
+        b->next = NULL;
+        if (now - b->queued_at >= (uint64_t)c->timeout_ms)
+            batch_queue(&late, &late_tail, b);
+        else
+            batch_queue(&keep, &keep_tail, b);
+    }
+    c->pending = keep;
+    c->pending_tail = keep_tail;
+    if (late) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "the store did not take this within %.1f s (the store_timeout); not stored",
+                 (double)c->timeout_ms / 1000);
+        fail_list(late, msg);
+    }
+}
+
 static void start_group(pg_conn *c) {
     char buf[512];
     if (c->group || c->state == PG_CONNECTING)
@@ -425,9 +596,25 @@ static void start_group(pg_conn *c) {
             c->pending = c->pending_tail = NULL;
             fail_list(pending, "connection lost, with the transaction it held");
             start_group(c);
+        } else if (c->retry_at > uv_now(rill_loop())) {
+            /* Waiting before the next attempt: fail at once, so that a
+             * webhook answers "retry later" now, not after a timeout. */
+            char msg[640];
+            snprintf(msg, sizeof msg, "the store is unreachable (next attempt in %.1f s): %s",
+                     (double)(c->retry_at - uv_now(rill_loop())) / 1000, c->last_error);
+            batch *pending = c->pending;
+            c->pending = c->pending_tail = NULL;
+            fail_list(pending, msg);
+            start_group(c);
         } else if (start_connect(c, buf, sizeof buf) != 0) {
             opened(c, buf);
         }
+        return;
+    }
+    if (c->timeout_ms > 0)
+        fail_late(c);
+    if (c->pending == NULL) {
+        start_group(c);
         return;
     }
     c->group = c->cur = c->pending;
@@ -436,6 +623,10 @@ static void start_group(pg_conn *c) {
     c->pending = c->pending_tail = NULL;
     if (send_group(c) != 0)
         broken(c, pg_error(c, buf, sizeof buf));
+    else if (c->timeout_ms > 0) {
+        c->group_timed = 1;
+        uv_timer_start(c->timer, on_timer, (uint64_t)c->timeout_ms, 0);
+    }
 }
 
 /* ---- receiving results ---- */
@@ -458,6 +649,24 @@ static int set_iso_time(value *v, const char *text) {
     return value_set_text(v, iso, strlen(iso));
 }
 
+/* Whether a numeric's text ("-123.4500") has at most 15 significant
+ * digits, which a double keeps (DBL_DIG): then it is read as a number;
+ * longer ones, NaN and infinities stay text, every digit kept. */
+static int fits_double(const char *text) {
+    int digits = 0, leading = 1;
+    for (const char *p = text + (*text == '-' || *text == '+'); *p; p++) {
+        if (*p == '.')
+            continue;
+        if (*p < '0' || *p > '9')
+            return 0;
+        if (leading && *p == '0')
+            continue;
+        leading = 0;
+        digits++;
+    }
+    return digits <= 15;
+}
+
 static int keep_rows(stmt_req *s, PGresult *res) {
     int ncols = PQnfields(res), nrows = PQntuples(res);
     if (stmt_set_columns(s, ncols, field_name, res) != 0)
@@ -478,9 +687,15 @@ static int keep_rows(stmt_req *s, PGresult *res) {
                 row[i].type = VAL_INT;
                 row[i].u.i = strtoll(text, NULL, 10);
                 break;
+            case OID_NUMERIC:
+                if (!fits_double(text)) { /* its exact text (batch.h) */
+                    if (value_set_text(&row[i], text, (size_t)PQgetlength(res, r, i)) != 0)
+                        return -1;
+                    break;
+                }
+                /* fallthrough */
             case OID_FLOAT4:
             case OID_FLOAT8:
-            case OID_NUMERIC:
                 row[i].type = VAL_FLOAT;
                 row[i].u.d = strtod(text, NULL);
                 break;
@@ -512,6 +727,8 @@ static int keep_rows(stmt_req *s, PGresult *res) {
 
 /* The group's transaction ended (committed, or rolled back by a failure). */
 static void group_done(pg_conn *c) {
+    uv_timer_stop(c->timer); /* the group's deadline */
+    c->group_timed = 0;
     batch *group = c->group, *failed = c->failed;
     char *commit_error = c->commit_error;
     c->group = c->cur = c->failed = NULL;
@@ -624,7 +841,7 @@ static void deliver_notifications(pg_conn *c) {
             lua_pushstring(L, n->relname);
             lua_pushstring(L, n->extra);
             if (lua_pcall(L, 2, 0, 0) != 0) {
-                fprintf(stderr, "rill: error in a postgres on_notify: %s\n", lua_tostring(L, -1));
+                rill_log("error", "error in a postgres on_notify: %s", lua_tostring(L, -1));
                 lua_pop(L, 1);
             }
         }
@@ -692,9 +909,15 @@ static void on_timer(uv_timer_t *h) {
         return;
     if (c->state == PG_CONNECTING) {
         char msg[128];
-        snprintf(msg, sizeof msg, "timed out connecting after %d s", connect_timeout(c));
+        snprintf(msg, sizeof msg, "timed out connecting after %d s", c->connect_timeout_s);
         disconnect(c);
         opened(c, msg);
+    } else if (c->group && c->group_timed) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "no answer within %.1f s (the store_timeout)",
+                 (double)c->timeout_ms / 1000);
+        rill_log("warn", "postgres: %s: the connection is dropped and made again", msg);
+        broken(c, msg);
     } else {
         start_group(c);
     }
@@ -759,6 +982,8 @@ static int l_gc(lua_State *L) {
     c->timer = NULL;
     free(c->conninfo);
     c->conninfo = NULL;
+    free(c->host);
+    c->host = NULL;
     return 0;
 }
 
@@ -783,12 +1008,19 @@ static int l_open(lua_State *L) {
         c->statement_timeout_ms = (long)(luaL_optnumber(L, -1, 0) * 1000);
         lua_getfield(L, 2, "reconnect");
         c->no_reconnect = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        lua_getfield(L, 2, "timeout");
+        c->timeout_ms = (long)(luaL_optnumber(L, -1, 0) * 1000);
+        lua_getfield(L, 2, "reconnect_max");
+        c->reconnect_max_ms = (long)(luaL_optnumber(L, -1, 5) * 1000);
+        lua_pop(L, 4);
+    } else {
+        c->reconnect_max_ms = 5000;
     }
     if ((c->conninfo = strdup(conninfo)) == NULL || (c->timer = malloc(sizeof *c->timer)) == NULL)
         return luaL_error(L, "postgres: out of memory");
     uv_timer_init(rill_loop(), c->timer);
     c->timer->data = c;
+    read_conninfo(c);
     char err[512];
     if (start_connect(c, err, sizeof err) != 0) {
         lua_pushnil(L);

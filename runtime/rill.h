@@ -29,6 +29,12 @@
 #define RILL_DEBUG(...) ((void)0)
 #endif
 
+/* Writes a log line (level "debug" | "info" | "warn" | "error"; a printf
+ * format) in the shape of stdlib/rill/log.lua's lines, without blocking
+ * (log.c: a line the output cannot take is buffered, or dropped and
+ * counted). The way C code reports errors: never straight to stderr. */
+void rill_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #define RILL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The process's one event loop. */
@@ -45,6 +51,7 @@ int rill_sqlite_open(lua_State *L);
 int rill_pg_open(lua_State *L);
 int rill_http_client_open(lua_State *L);
 int rill_pattern_open(lua_State *L);
+int rill_log_open(lua_State *L);
 
 /* Creates the metatable `name` (once) with `methods` as its __index, and
  * leaves it on the stack, so a module can add __gc and friends. */

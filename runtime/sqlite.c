@@ -15,9 +15,17 @@
  * never touches a Lua state. Parameters are written $1, $2 ... in SQL, the
  * same as for Postgres.
  *
+ * Opening (with its pragmas) and closing (which may checkpoint the WAL)
+ * touch the disk too, so they run on a worker as well: the loop never
+ * waits on SQLite. A group that runs longer than the connection's timeout
+ * is interrupted (sqlite3_interrupt), so that a stalled disk or a held lock
+ * fails its callers in bounded time; a full disk is logged (once a minute).
+ *
  * Lua: sqlite.open(path, {synchronous = "normal"|"full"|"off", busy_ms = n,
- *                    raw = false})   raw: no transaction around batches (the
+ *                    raw = false, timeout = seconds})
+ *                                    raw: no transaction around batches (the
  *                                    caller sends BEGIN and COMMIT: db.tx)
+ *                   -> conn, or nil and the reason   (in a task: yields while it opens)
  *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
  *      conn:close()
  * stmts = { {sql, p1, p2, ..., n = nparams}, ... }; each result is a table
@@ -32,6 +40,8 @@
 #include "batch.h"
 
 #define CONN_MT "rill.sqlite"
+
+static const char *SYNC_MODES[] = {"off", "normal", "full", NULL};
 #define STMT_CACHE 64 /* prepared statements kept per connection */
 
 typedef struct cached_stmt {
@@ -46,6 +56,14 @@ typedef struct cached_stmt {
 typedef struct sqlite_conn {
     sqlite3 *db;
     uv_work_t work;
+    uv_timer_t *deadline; /* interrupts a group past timeout_ms; freed in its close callback */
+    long timeout_ms;      /* 0: none */
+    int full;             /* the last group met a full disk (SQLITE_FULL) */
+    /* opening, on the worker */
+    rill_task *opener; /* the task waiting in sqlite.open, or NULL once cancelled */
+    char *path;
+    int sync, busy_ms;
+    char *open_error;
     batch *pending, *pending_tail; /* waiting for the next group */
     batch *group;                  /* executing on a worker; NULL when idle */
     int closing;
@@ -189,6 +207,8 @@ static char *run_stmt(sqlite_conn *c, stmt_req *s) {
     }
     if (rc != SQLITE_OK && err == NULL)
         err = strdup(sqlite3_errmsg(c->db));
+    if ((rc & 0xff) == SQLITE_FULL)
+        c->full = 1;
     /* rows changed, or rows returned by a query (as Postgres counts) */
     s->changes = sqlite3_stmt_readonly(st) ? s->nrows : sqlite3_changes(c->db);
     sqlite3_reset(st);
@@ -200,8 +220,11 @@ static char *run_stmt(sqlite_conn *c, stmt_req *s) {
 
 static int exec_simple(sqlite_conn *c, const char *sql, char **err) {
     char *msg = NULL;
-    if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) == SQLITE_OK)
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
+    if (rc == SQLITE_OK)
         return 0;
+    if ((rc & 0xff) == SQLITE_FULL)
+        c->full = 1;
     if (err && *err == NULL)
         *err = strdup(msg ? msg : sqlite3_errmsg(c->db));
     sqlite3_free(msg);
@@ -228,10 +251,23 @@ static void fail_group(batch *group, const char *why) {
         batch_fail(b, why);
 }
 
+/* Rolls the group's transaction back and fails every batch of it with why
+ * and SQLite's reason (err, freed). */
+static void abandon(sqlite_conn *c, batch *group, const char *why, char *err) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: %s; the group's transaction was rolled back", why,
+             err ? err : "?");
+    free(err);
+    if (!sqlite3_get_autocommit(c->db))
+        exec_simple(c, "ROLLBACK", NULL);
+    fail_group(group, msg);
+}
+
 static void group_work(uv_work_t *w) {
     sqlite_conn *c = w->data;
     batch *group = c->group;
     char *err = NULL;
+    c->full = 0;
     if (c->raw) { /* a connection that one transaction owns (db.tx) */
         for (batch *b = group; b; b = b->next)
             run_batch(c, b);
@@ -278,9 +314,15 @@ static void group_work(uv_work_t *w) {
             return;
         }
     }
+again:
     for (batch *b = group; b; b = b->next) {
-        if (!alone)
-            exec_simple(c, "SAVEPOINT b", NULL);
+        if (b->left_out)
+            continue;
+        if (!alone && exec_simple(c, "SAVEPOINT b", &err) != 0) {
+            /* Without its savepoint a batch could not be undone alone. */
+            abandon(c, group, "cannot start a batch's savepoint", err);
+            return;
+        }
         run_batch(c, b);
         if (sqlite3_get_autocommit(c->db)) {
             /* The error ended the whole transaction (ON CONFLICT ROLLBACK, a
@@ -288,10 +330,36 @@ static void group_work(uv_work_t *w) {
             fail_group(group, b->error ? b->error : "the transaction was rolled back");
             return;
         }
-        if (!alone && b->error)
-            exec_simple(c, "ROLLBACK TO b", NULL);
-        if (!alone)
-            exec_simple(c, "RELEASE b", NULL);
+        if (alone)
+            continue;
+        /* A batch's own statements may have released or rolled back its
+         * savepoint: then its writes cannot be undone alone. The whole
+         * transaction is undone rather than commit half a failed batch,
+         * and the group runs again without that batch, failed for good. */
+        const char *broke = NULL;
+        if (b->error && exec_simple(c, "ROLLBACK TO b", &err) != 0)
+            broke = "cannot undo a failed batch alone";
+        else if (exec_simple(c, "RELEASE b", &err) != 0)
+            broke = "the batch ended its own savepoint";
+        if (broke) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "%s (%.200s; %.200s): none of its statements is kept", broke,
+                     b->error ? b->error : "no error of its own", err ? err : "?");
+            free(err);
+            err = NULL;
+            exec_simple(c, "ROLLBACK", NULL);
+            for (batch *r = group; r; r = r->next)
+                if (!r->left_out)
+                    batch_reset(r);
+            batch_fail(b, msg);
+            b->left_out = 1;
+            if (exec_simple(c, writes ? "BEGIN IMMEDIATE" : "BEGIN", &err) != 0) {
+                fail_group(group, err ? err : "cannot begin a transaction");
+                free(err);
+                return;
+            }
+            goto again;
+        }
     }
     if (alone && group->error) {
         exec_simple(c, "ROLLBACK", NULL);
@@ -302,9 +370,55 @@ static void group_work(uv_work_t *w) {
     }
 }
 
+/* Opens c->path with its pragmas; the reason in c->open_error on failure. */
+static void open_work(uv_work_t *w) {
+    sqlite_conn *c = w->data;
+    int rc = sqlite3_open_v2(
+        c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    char msg[600];
+    if (rc != SQLITE_OK) {
+        snprintf(msg, sizeof msg, "cannot open %s: %s", c->path,
+                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        c->open_error = strdup(msg);
+        return;
+    }
+    sqlite3_busy_timeout(c->db, c->busy_ms);
+    char pragmas[160];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON; PRAGMA "
+             "cache_size=-65536;",
+             SYNC_MODES[c->sync]);
+    char *err = NULL;
+    if (exec_simple(c, pragmas, &err) != 0) {
+        snprintf(msg, sizeof msg, "cannot set up %s: %s", c->path, err ? err : "?");
+        free(err);
+        sqlite3_close(c->db);
+        c->db = NULL;
+        c->open_error = strdup(msg);
+    }
+}
+
 /* ---- the loop side ---- */
 
-static void close_db(sqlite_conn *c) {
+typedef struct closer {
+    uv_work_t work;
+    sqlite3 *db;
+} closer;
+
+static void close_work(uv_work_t *w) {
+    sqlite3_close(((closer *)w)->db); /* may checkpoint the WAL: disk work */
+}
+
+static void close_done(uv_work_t *w, int status) {
+    free(w);
+}
+
+/* Closes the database: the statements here (no disk work), the handle on a
+ * worker, unless `now` (a collected connection: its memory goes next) or
+ * the worker cannot be had. */
+static void close_db(sqlite_conn *c, int now) {
     for (int i = 0; i < STMT_CACHE; i++) {
         if (c->cache[i].sql) {
             sqlite3_finalize(c->cache[i].stmt);
@@ -312,8 +426,27 @@ static void close_db(sqlite_conn *c) {
             c->cache[i].sql = NULL;
         }
     }
-    sqlite3_close(c->db);
+    closer *cl = now ? NULL : malloc(sizeof *cl);
+    if (cl) {
+        cl->db = c->db;
+        if (uv_queue_work(rill_loop(), &cl->work, close_work, close_done) != 0) {
+            free(cl);
+            cl = NULL;
+        }
+    }
+    if (cl == NULL)
+        sqlite3_close(c->db);
     c->db = NULL;
+}
+
+static void free_timer(uv_handle_t *h) {
+    free(h);
+}
+
+static void on_deadline(uv_timer_t *h) {
+    sqlite_conn *c = h->data;
+    if (c && c->group && c->db)
+        sqlite3_interrupt(c->db); /* thread-safe: the statement fails "interrupted" */
 }
 
 static void start_group(sqlite_conn *c);
@@ -322,8 +455,16 @@ static void group_done(uv_work_t *w, int status) {
     sqlite_conn *c = w->data;
     batch *group = c->group;
     c->group = NULL;
+    if (c->deadline)
+        uv_timer_stop(c->deadline);
     if (status != 0)
         fail_group(group, uv_strerror(status));
+    static uint64_t full_logged; /* loop time of the last line about it */
+    if (c->full && (full_logged == 0 || uv_now(rill_loop()) - full_logged >= 60000)) {
+        full_logged = uv_now(rill_loop());
+        rill_log("error", "sqlite: the disk is full (or the database reached its size limit): "
+                          "writes fail, and async webhooks answer 503, until space is freed");
+    }
     while (group) {
         batch *next = group->next;
         batch_deliver(group, "sqlite");
@@ -340,7 +481,7 @@ static void start_group(sqlite_conn *c) {
         return;
     if (c->pending == NULL || c->db == NULL) {
         if (c->closing && c->db)
-            close_db(c);
+            close_db(c, 0);
         luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
         c->self_ref = LUA_NOREF;
         return;
@@ -348,6 +489,8 @@ static void start_group(sqlite_conn *c) {
     c->group = c->pending;
     c->pending = c->pending_tail = NULL;
     c->work.data = c;
+    if (c->deadline && c->timeout_ms > 0)
+        uv_timer_start(c->deadline, on_deadline, (uint64_t)c->timeout_ms, 0);
     if (uv_queue_work(rill_loop(), &c->work, group_work, group_done) != 0) {
         fail_group(c->group, "cannot queue work");
         group_done(&c->work, 0);
@@ -381,23 +524,60 @@ static int l_close(lua_State *L) {
         return 0;
     c->closing = 1;
     if (c->group == NULL && c->pending == NULL)
-        close_db(c);
+        close_db(c, 0);
     return 0;
 }
 
 static int l_gc(lua_State *L) {
     sqlite_conn *c = luaL_checkudata(L, 1, CONN_MT);
     if (c->db && c->group == NULL) /* a running group anchors the userdata */
-        close_db(c);
+        close_db(c, 1);
+    if (c->deadline) {
+        c->deadline->data = NULL;
+        if (!uv_is_closing((uv_handle_t *)c->deadline))
+            uv_close((uv_handle_t *)c->deadline, free_timer);
+        c->deadline = NULL; /* closed by the loop's wind-down: freed with the process */
+    }
+    free(c->path);
+    c->path = NULL;
     return 0;
 }
 
-static const char *SYNC_MODES[] = {"off", "normal", "full", NULL};
+static void open_done(uv_work_t *w, int status) {
+    sqlite_conn *c = w->data;
+    rill_task *t = c->opener;
+    c->opener = NULL;
+    lua_State *L = rill_task_main_state();
+    if (t == NULL) { /* the task is gone: nobody will use or close it */
+        if (c->db)
+            close_db(c, 0);
+    } else if (c->db == NULL) {
+        lua_pushnil(t->co);
+        lua_pushfstring(t->co, "sqlite: %s", c->open_error ? c->open_error : uv_strerror(status));
+    } else {
+        lua_rawgeti(t->co, LUA_REGISTRYINDEX, c->self_ref);
+    }
+    free(c->open_error);
+    c->open_error = NULL;
+    free(c->path); /* needed to open only */
+    c->path = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+    c->self_ref = LUA_NOREF;
+    if (t)
+        rill_task_resume(t, c->db ? 1 : 2);
+}
 
-/* sqlite.open(path [, opts]) -> conn; raises with the reason */
+static void open_cancel(void *op) {
+    ((sqlite_conn *)op)->opener = NULL;
+}
+
+/* sqlite.open(path [, opts]) -> conn, or nil and the reason. In a task,
+ * the opening runs on a worker and the task waits; outside one (a script's
+ * top level), here. */
 static int l_open(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     int sync = 1, busy_ms = 5000, raw = 0;
+    double timeout = 0;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "synchronous");
         if (!lua_isnil(L, -1))
@@ -406,35 +586,46 @@ static int l_open(lua_State *L) {
         busy_ms = (int)luaL_optinteger(L, -1, busy_ms);
         lua_getfield(L, 2, "raw");
         raw = lua_toboolean(L, -1);
-        lua_pop(L, 3);
+        lua_getfield(L, 2, "timeout");
+        timeout = luaL_optnumber(L, -1, 0);
+        lua_pop(L, 4);
     }
     sqlite_conn *c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
     c->self_ref = LUA_NOREF;
     c->raw = raw;
+    c->sync = sync;
+    c->busy_ms = busy_ms;
+    c->timeout_ms = (long)(timeout * 1000);
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
-    int rc = sqlite3_open_v2(
-        path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        const char *msg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc);
-        lua_pushfstring(L, "sqlite: cannot open %s: %s", path, msg);
-        sqlite3_close(c->db);
-        c->db = NULL;
-        return lua_error(L);
+    if ((c->path = strdup(path)) == NULL)
+        return luaL_error(L, "sqlite: out of memory");
+    if (c->timeout_ms > 0 && (c->deadline = malloc(sizeof *c->deadline)) != NULL) {
+        uv_timer_init(rill_loop(), c->deadline);
+        c->deadline->data = c;
+        uv_unref((uv_handle_t *)c->deadline);
     }
-    sqlite3_busy_timeout(c->db, busy_ms);
-    char pragmas[160];
-    snprintf(pragmas, sizeof pragmas,
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON; PRAGMA "
-             "cache_size=-65536;",
-             SYNC_MODES[sync]);
-    char *err = NULL;
-    if (exec_simple(c, pragmas, &err) != 0) {
-        lua_pushfstring(L, "sqlite: cannot set up %s: %s", path, err ? err : "?");
-        free(err);
-        close_db(c);
-        return lua_error(L);
+    rill_task *t = rill_task_current();
+    if (t && t->co == L) {
+        c->work.data = c;
+        if (uv_queue_work(rill_loop(), &c->work, open_work, open_done) == 0) {
+            lua_pushvalue(L, -1);
+            c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* anchored while it opens */
+            c->opener = t;
+            return rill_task_wait(L, t, open_cancel, c);
+        }
+    }
+    c->work.data = c;
+    open_work(&c->work); /* not in a task: here, the only way left */
+    free(c->path);
+    c->path = NULL;
+    if (c->db == NULL) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "sqlite: %s", c->open_error ? c->open_error : "cannot open");
+        free(c->open_error);
+        c->open_error = NULL;
+        return 2;
     }
     return 1;
 }

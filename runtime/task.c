@@ -151,7 +151,7 @@ static void task_finish(rill_task *t, int ok, lua_State *from, int nvalues) {
     t->done_ref = LUA_NOREF;
     task_release(t, ok && from == t->co);
     if (lua_pcall(L, nvalues + 2, 0, 0) != 0) {
-        fprintf(stderr, "rill: internal error in a task's on_done: %s\n", lua_tostring(L, -1));
+        rill_log("error", "internal error in a task's on_done: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
     }
     luaL_unref(L, LUA_REGISTRYINDEX, done_ref);

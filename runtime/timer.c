@@ -80,7 +80,7 @@ static void callback_timer_fire(uv_timer_t *timer) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ct->fn_ref);
     callback_timer_release(ct);
     if (lua_pcall(L, 0, 0, 0) != 0) {
-        fprintf(stderr, "rill: error in a timer callback: %s\n", lua_tostring(L, -1));
+        rill_log("error", "error in a timer callback: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
     }
 }

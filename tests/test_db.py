@@ -102,6 +102,38 @@ def postgres_types_booleans_timestamps_and_json():
                      "price": 1.25, "nothing": "NULL"}], "row")
 
 
+EXACT = """
+return {
+  triggers = { webhook { path = "/exact" } },
+  run = function(ctx)
+    -- each value as its Lua type and every digit (JSON and tostring keep 14)
+    local row, out = db.use(ctx.payload.db).query(ctx.payload.sql)[1], {}
+    for k, v in pairs(row) do
+      out[k] = type(v) == "number" and string.format("number %.17g", v) or (type(v) .. " " .. tostring(v))
+    end
+    return out
+  end,
+}"""
+
+
+@test
+def integers_past_2_to_the_53_and_long_decimals_keep_every_digit():
+    # a double holds integers up to 2^53 and 15 significant decimal digits:
+    # beyond, values come back as their exact text
+    with Rill({"exact.lua": EXACT}, env={"CRM_URL": pg.new_database()}, config=CONFIG) as r:
+        res = r.request("POST", "/exact", {"db": "crm", "sql":
+                        "SELECT 9007199254740992::bigint AS edge, 9007199254740993::bigint AS past, "
+                        "(-9223372036854775808)::bigint AS least, 12345678901234567.891::numeric AS long, "
+                        "123456789012345::numeric AS fits, 0.1::numeric AS tenth"})
+        eq(res.json(), {"edge": "number 9007199254740992", "past": "string 9007199254740993",
+                        "least": "string -9223372036854775808", "long": "string 12345678901234567.891",
+                        "fits": "number 123456789012345", "tenth": "number 0.10000000000000001"}, "postgres row")
+        res = r.request("POST", "/exact", {"db": "main", "sql":
+                        "SELECT 9007199254740992 AS edge, 9007199254740993 AS past, -9223372036854775808 AS least"})
+        eq(res.json(), {"edge": "number 9007199254740992", "past": "string 9007199254740993",
+                        "least": "string -9223372036854775808"}, "sqlite row")
+
+
 @test
 def transactions_commit_or_roll_back():
     with rill() as r:

@@ -173,7 +173,7 @@ def every_hostile_flow_fails_under_serve_while_another_webhook_answers():
             if limit and expect != "max_string":  # refused before it was built: an ordinary error
                 line = f'rill_runs_stopped_total{{flow="{name}",limit="{limit}"}} 1'
                 assert line in metrics, f"/metrics lacks {line}"
-        assert f'rill_log_lines_dropped_total{{flow="log_flood"}}' in metrics
+        assert f'rill_run_log_lines_dropped_total{{flow="log_flood"}}' in metrics
 
 
 @test

@@ -3,8 +3,10 @@ asked. Every line written during a run carries the run's id and flow (lines
 of sync and async runs, of the http module, of a failing run and of its
 retry), and lines outside runs carry no run id."""
 import http.server
+import json
+import os
 
-from lib.harness import Rill, eq, main, serve_http, test, wait_until
+from lib.harness import Rill, eq, main, run_cli, serve_http, temp_dir, test, wait_until
 
 FLOWS = {
     "hello.lua": """
@@ -100,6 +102,19 @@ def text_lines_show_the_flow_and_the_end_of_the_run_id():
         assert "who=Ada" in line, line
         serving = [l["raw"] for l in r.log_lines() if " serving" in l.get("raw", "")]
         assert serving and "[" not in serving[0].split("serving")[0], serving
+
+
+@test
+def an_error_reported_by_c_is_a_line_of_the_json_log():
+    script = os.path.join(temp_dir(), "c_error.lua")
+    with open(script, "w") as f:
+        f.write('require("rill.log").configure("info", "json")\n'
+                'require("rill.c.timer").after(0, function() error("boom from a timer") end)\n')
+    code, _, err = run_cli("lua", script)
+    eq(code, 0, "exit code")
+    lines = [json.loads(l) for l in err.splitlines()]  # not JSON: raises
+    eq([(l["level"], "boom from a timer" in l["msg"], bool(l.get("ts"))) for l in lines],
+       [("error", True, True)], "the C error's line")
 
 
 if __name__ == "__main__":

@@ -311,6 +311,10 @@ local function readyz(req)
     if phase == "stopping" then return "stopping: running runs are draining" end
     if not store.is_open() then return "the store is not open" end
     store.batch { { "SELECT 1 AS ok" } }
+    -- it answers, but may not take writes (a full disk, a lock held)
+    if store.write_failure and require("rill.c.tz").now() - store.write_failure_at < 30 then
+      return "the store cannot take writes: " .. store.write_failure
+    end
     if flows.reloads == 0 then return "the flows are not loaded yet" end
     return nil
   end, function(_, ok, why)

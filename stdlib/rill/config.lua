@@ -16,6 +16,8 @@ config.defaults = {
   flows_dir = "flows",         -- the folder of flow files, watched for changes
   log_level = "info",          -- debug | info | warn | error
   log_format = "auto",         -- json | text | auto (text on a terminal, json otherwise)
+  log_buffer = "1MiB",         -- log lines held while stderr does not take them (a stalled
+                               -- reader); beyond, lines are dropped and counted
   timezone = "UTC",            -- default zone of cron triggers (time functions take a zone, UTC without one)
   max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
   max_connections = "auto",    -- open webhook connections; at the limit the longest idle one makes
@@ -60,6 +62,14 @@ config.defaults = {
   store = "sqlite:data/rill.db", -- the durable store: sqlite:PATH, or a postgres:// URL
   store_sync = "normal",       -- SQLite: normal (a crash of rill loses nothing; a power
                                -- loss may lose the last commits) or full (fsync per commit)
+  store_timeout = "8s",        -- a write the store has not taken within this fails (an async
+                               -- webhook answers 503 + Retry-After); Postgres: the connection
+                               -- is dropped and made again; SQLite: the statement is interrupted
+  store_statement_timeout = "5s", -- Postgres: a statement of rill's own running (or waiting on
+                               -- a lock) longer than this is cancelled by the server
+  store_reconnect_max = "5s",  -- Postgres: longest wait between two attempts to reconnect
+                               -- (100 ms doubling, jittered); batches meanwhile fail at once
+  store_retry_after = "5s",    -- the Retry-After of a 503 when the store cannot take an event
   concurrency = 100,           -- runs at once in this instance; more wait in the store
   lease = "60s",               -- a running run is taken over by another instance after this
                                -- long without its instance renewing it (it died)
@@ -156,9 +166,10 @@ function config.load(path)
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
   for _, k in ipairs { "max_body", "max_url", "max_header_size", "max_write_backlog", "max_pipeline",
-                       "run_memory_limit", "process_memory_limit", "max_string" } do
+                       "run_memory_limit", "process_memory_limit", "max_string", "log_buffer" } do
     c[k] = config.size(c[k], k)
   end
+  if c.log_buffer < 4096 then error("config: log_buffer: at least 4KiB", 0) end
   if c.max_connections ~= "auto" then
     local n = tonumber(c.max_connections)
     if not n or n < 1 then
@@ -168,7 +179,8 @@ function config.load(path)
   end
   for _, k in ipairs { "deadline", "load_deadline", "kill_grace", "max_hold", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "http_log_interval", "lease", "poll_interval", "retention",
-                       "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset" } do
+                       "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset",
+                       "store_timeout", "store_statement_timeout", "store_reconnect_max", "store_retry_after" } do
     c[k] = config.seconds(c[k], k)
   end
   local host, port = tostring(c.listen):match("^%[?([^%]]*)%]?:(%d+)$")

@@ -114,7 +114,9 @@ local function open_conn(h, tx)
   local path = h.url:gsub("^sqlite:", "")
   local dir = path:match("^(.*)/[^/]+$")
   if dir then require("rill.c.os").mkdir_p(dir) end
-  return require("rill.c.sqlite").open(path, { raw = tx })
+  local c, err = require("rill.c.sqlite").open(path, { raw = tx })
+  if not c then error("db " .. h.name .. ": " .. err, 0) end
+  return c
 end
 
 local function handle(name)
@@ -122,7 +124,7 @@ local function handle(name)
   if h then return h end
   local url = resolve(name)
   h = setmetatable({ name = name, url = url, kind = url:match("^postgres") and "postgres" or "sqlite",
-    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0, tx_opening = 0, waiters = {} }, Handle)
+    conns = {}, load = {}, opening = 0, spare = {}, tx_open = 0, tx_opening = 0, waiters = {}, open_waiters = {} }, Handle)
   handles[name] = h
   return h
 end
@@ -136,11 +138,24 @@ local function pick(h)
     if not best or h.load[c] < h.load[best] then best = c end
   end
   local room = h.kind == "postgres" and #h.conns + h.opening < settings.pool
+  if best == nil and h.kind ~= "postgres" and h.opening > 0 then
+    -- SQLite's one connection is opening (on a worker: it waits): wait too
+    local w = task.waiter()
+    h.open_waiters[#h.open_waiters + 1] = w
+    w:wait()
+    return pick(h)
+  end
   if best == nil or (h.load[best] > 0 and room) then
-    local c = counted(h, "opening", open_conn, h)
-    h.conns[#h.conns + 1] = c
-    h.load[c] = 0
-    best = c
+    local ok, c = pcall(counted, h, "opening", open_conn, h)
+    if ok then
+      h.conns[#h.conns + 1] = c
+      h.load[c] = 0
+      best = c
+    end
+    local waiting = h.open_waiters
+    h.open_waiters = {}
+    for _, w in ipairs(waiting) do w:wake() end
+    if not ok then error(c, 0) end
   end
   return best
 end

@@ -3,6 +3,7 @@
 -- `rill run` and, later, the store can show a run's own log. Values of
 -- secrets read through env, and fields whose name looks secret, are masked.
 local os_c = require "rill.c.os"
+local out = require "rill.c.log" -- stderr, written without blocking (runtime/log.c)
 local task = require "rill.c.task"
 local tz = require "rill.c.tz"
 
@@ -49,14 +50,20 @@ local function mask(s)
 end
 log.mask = mask
 
-function log.configure(level, format)
+-- configure(level, format[, buffer]): buffer, the most bytes of lines held
+-- while stderr does not take them (log_buffer); more are dropped and counted.
+function log.configure(level, format, buffer)
   threshold = LEVELS[level] or LEVELS.info
   if format == "auto" then
     as_json = not os_c.isatty(2)
   else
     as_json = format == "json"
   end
+  out.configure { json = as_json, buffer = buffer }
 end
+
+-- Lines dropped since the start because stderr did not take them in time.
+log.dropped = out.dropped
 
 function log.enabled(level)
   return LEVELS[level] >= threshold
@@ -157,7 +164,7 @@ function log.write(level, msg, fields, run)
     if run.on_log then run.on_log(line) end
   end
   if LEVELS[level] >= threshold then
-    os_c.write(2, as_json and format_json(line) or format_text(line))
+    out.write(as_json and format_json(line) or format_text(line))
   end
 end
 

@@ -109,7 +109,7 @@ end
 
 -- Applies settings to the modules that hold them.
 local function apply(c)
-  require("rill.log").configure(c.log_level, c.log_format)
+  require("rill.log").configure(c.log_level, c.log_format, c.log_buffer)
   require("rill.env").configure(c.env)
   require("rill.triggers").default_timezone = c.timezone
   local runner = require "rill.runner"
@@ -188,7 +188,9 @@ function M.serve_in_task(c)
   local dbevents = require "rill.dbevents"
   local tz = require "rill.c.tz"
 
-  local version = store.open(c.store, { sync = c.store_sync })
+  local version = store.open(c.store, { sync = c.store_sync, timeout = c.store_timeout,
+    statement_timeout = c.store_statement_timeout, reconnect_max = c.store_reconnect_max })
+  require("rill.webhook").store_retry_after = c.store_retry_after
   log.info("store open", { store = store.kind .. ":" .. store.url, schema = version })
 
   flows.on_reload(webhook.rebuild)

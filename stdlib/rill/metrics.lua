@@ -225,5 +225,9 @@ metrics.gauge("rill_process_start_time_seconds", "When this rill process started
   function(f) f:set(start_time) end)
 metrics.gauge("rill_lua_memory_bytes", "Memory held by the Lua heap.", nil,
   function(f) f:set(collectgarbage("count") * 1024) end)
+local log_c = require "rill.c.log"
+metrics.counter("rill_log_lines_dropped_total",
+  "Log lines dropped because stderr did not take them in time (a stalled reader; log_buffer was full).", nil,
+  function(f) f:labels():inc(log_c.dropped()) end)
 
 return metrics

@@ -11,6 +11,7 @@
 local json = require "rill.json"
 local crypto = require "rill.c.crypto"
 local timer = require "rill.c.timer"
+local tz = require "rill.c.tz"
 local store = require "rill.store"
 local runner = require "rill.runner"
 local log = require "rill.log"
@@ -35,6 +36,7 @@ local started = false
 local poll_timer, renew_timer, prune_timer
 local polling, poll_again = false, false
 local maybe_queued = true -- runs may wait in the store: look after each finish
+local store_outcome       -- defined below
 local counts = { succeeded = 0, retrying = 0, dead = 0, failed = 0, submitted = 0, duplicates = 0 }
 queue.counts = counts
 
@@ -203,21 +205,49 @@ finished = function(run)
     end
   end
   local lines = stored_lines(run)
-  store.finish(row.id, instance, run.attempt, f, lines, function(ours, err)
+  store_outcome(row, run, f, lines, function(ours, err, tries)
     hold(row.flow, -1)
     counts[f.state] = (counts[f.state] or 0) + 1
     outcomes_total:labels(row.flow, f.state):inc()
     if ours == nil then
       log.write("error", "the run's outcome could not be stored; it will run again when its lease expires",
-        { error = err }, run)
+        { error = err, tries = tries }, run)
+    elseif not ours and tries > 1 then
+      log.write("info", "the run's outcome was stored by an earlier try, or another instance took the run", nil, run)
     elseif not ours then
       log.write("warn", "the run's lease had expired and another instance took it; this outcome is dropped", nil, run)
+    elseif tries > 1 then
+      log.write("info", "the run's outcome is stored", { tries = tries }, run)
     end
     if f.state == "retrying" or f.state == "sleeping" or f.state == "waiting" then
       wake_at(f.run_at)
     end
     if maybe_queued then kick() end
   end)
+end
+
+-- Stores a run's outcome; when the store cannot take it (down, stalled),
+-- tries again, 0.2 s doubling to 5 s, for as long as a lease: the run is
+-- still ours meanwhile (renewals go on), and running it again because one
+-- write failed would repeat what it did. done(ours, err, tries).
+store_outcome = function(row, run, f, lines, done)
+  local tries, delay = 0, 0.2
+  local give_up = tz.now() + queue.lease -- the real clock: a test's clock jumps by days
+  local function try()
+    tries = tries + 1
+    store.finish(row.id, instance, run.attempt, f, lines, function(ours, err)
+      if ours == nil and tz.now() + delay < give_up then
+        if tries == 1 then
+          log.write("warn", "the run's outcome could not be stored; trying again", { error = err }, run)
+        end
+        timer.after(delay, try)
+        delay = math.min(delay * 2, 5)
+        return
+      end
+      done(ours, err, tries)
+    end)
+  end
+  try()
 end
 
 -- The version a run pinned to the one that failed (`rill runs retry

@@ -19,7 +19,7 @@ local finished_total = metrics.counter("rill_runs_finished_total",
 local stopped_total = metrics.counter("rill_runs_stopped_total",
   "Runs ended by a limit no code can catch, by flow and limit: deadline, memory (run_memory_limit, process_memory_limit) or hold (max_hold).",
   { "flow", "limit" })
-local log_dropped_total = metrics.counter("rill_log_lines_dropped_total",
+local log_dropped_total = metrics.counter("rill_run_log_lines_dropped_total",
   "Log lines of runs dropped over max_log_lines, by flow.", { "flow" })
 local duration = metrics.histogram("rill_run_duration_seconds",
   "How long runs took from start to end, by flow.", { "flow" })

@@ -192,11 +192,55 @@ local function check(res, err)
   return res
 end
 
+-- Why the store could not take the last write, while no write since has
+-- succeeded, and when (store.write_failure_at, tz.now()): /readyz reports
+-- it for 30 s (an idle instance, which writes nothing, is not held "not
+-- ready" by an old failure). Only the store's own failures count (down,
+-- stalled, full, locked), not a statement's.
+store.write_failure, store.write_failure_at = nil, 0
+local STORE_FAILURE = { "unreachable", "connection lost", "timeout", "did not take", "full", "locked",
+  "interrupted", "busy", "cannot connect", "timed out" }
+
+local function writes(stmts)
+  for _, s in ipairs(stmts) do
+    if not s[1]:match("^%s*[Ss][Ee][Ll][Ee][Cc][Tt]") then return true end
+  end
+  return false
+end
+
+local failures_total = require("rill.metrics").counter("rill_store_failures_total",
+  "Batches of rill's own statements that the store could not take: down, stalled (store_timeout, "
+    .. "store_statement_timeout), full, locked.", { "kind" })
+
+local function note(stmts, res, err)
+  if res then
+    if store.write_failure and writes(stmts) then store.write_failure = nil end
+    return
+  end
+  local e = tostring(err):lower()
+  for _, word in ipairs(STORE_FAILURE) do
+    if e:find(word, 1, true) then
+      failures_total:labels(store.kind):inc()
+      if writes(stmts) then
+        store.write_failure, store.write_failure_at = tostring(err), require("rill.c.tz").now()
+      end
+      return
+    end
+  end
+end
+
 -- batch(stmts[, callback]): in a task, returns the results or raises; with a
 -- callback, returns at once and calls callback(results) or callback(nil, err).
 function store.batch(stmts, callback)
-  if callback then return conn:batch(stmts, callback) end
-  return check(conn:batch(stmts))
+  if callback then
+    return conn:batch(stmts, function(res, err)
+      note(stmts, res, err)
+      return callback(res, err)
+    end)
+  end
+  local res, err = conn:batch(stmts)
+  note(stmts, res, err)
+  return check(res, err)
 end
 
 local function migrate()
@@ -226,11 +270,14 @@ end
 
 -- open(url, opts): "sqlite:PATH" (or a plain path) or "postgres://..." (a
 -- libpq URL); applies migrations. In a task. opts.sync (SQLite): "normal" |
--- "full". store.url is the URL without its password, for logs.
+-- "full"; opts.timeout: seconds a batch may wait on the store before it
+-- fails; opts.statement_timeout, opts.reconnect_max (Postgres): seconds.
+-- store.url is the URL without its password, for logs.
 function store.open(url, opts)
   opts = opts or {}
   if url:match("^postgres") then
-    conn = check(require("rill.c.pg").open(url))
+    conn = check(require("rill.c.pg").open(url, { timeout = opts.timeout,
+      statement_timeout = opts.statement_timeout, reconnect_max = opts.reconnect_max }))
     dialect = DIALECTS.postgres
     store.kind, store.url = "postgres", url:gsub("^(%a+://[^:/@]+):[^@]*@", "%1:***@")
     return migrate()
@@ -238,7 +285,7 @@ function store.open(url, opts)
   local path = url:gsub("^sqlite:", "")
   local dir = path:match("^(.*)/[^/]+$")
   if dir then require("rill.c.os").mkdir_p(dir) end
-  conn = require("rill.c.sqlite").open(path, { synchronous = opts.sync or "normal" })
+  conn = check(require("rill.c.sqlite").open(path, { synchronous = opts.sync or "normal", timeout = opts.timeout }))
   dialect = DIALECTS.sqlite
   store.kind, store.url = "sqlite", path
   return migrate()

@@ -13,6 +13,7 @@ local pauses = require "rill.pauses"
 local metrics = require "rill.metrics"
 
 local webhook = {}
+webhook.store_retry_after = 5 -- seconds; the store_retry_after setting
 
 local requests = metrics.counter("rill_webhook_requests_total",
   "Webhook requests answered, by method, route (the trigger's path; none when no route matched) and status.",
@@ -40,10 +41,10 @@ local function answer(req, route, status, body, headers)
   return req:respond(status, body, headers)
 end
 
-local function reply_error(req, route, status, message, extra)
+local function reply_error(req, route, status, message, extra, headers)
   local body = { error = message }
   if extra then for k, v in pairs(extra) do body[k] = v end end
-  answer(req, route, status, json.encode(body), extra and extra.allow and { allow = extra.allow } or nil)
+  answer(req, route, status, json.encode(body), headers or (extra and extra.allow and { allow = extra.allow } or nil))
 end
 
 local function unescape(s)
@@ -295,8 +296,11 @@ accept = function(req, route, payload, request, verified_id)
   end
   queue.submit(route.flow, route.info, payload, opts, function(id, dup)
     if not id then
-      log.error("an async webhook's run could not be stored", { path = request.path, error = dup })
-      return reply_error(req, route, 503, "the event could not be stored; retry later")
+      -- Nothing was acknowledged: the sender keeps the event and sends it
+      -- again (its delivery id makes a stored one a duplicate, not a second run).
+      log.error("an async webhook's run could not be stored: answered 503", { path = request.path, error = dup })
+      return reply_error(req, route, 503, "the event could not be stored; retry later", nil,
+        { ["retry-after"] = string.format("%d", math.ceil(webhook.store_retry_after)) })
     end
     if dup then return answer(req, route, 200, '{"run_id":"' .. id .. '","duplicate":true}', JSON) end
     answer(req, route, 202, '{"run_id":"' .. id .. '"}', JSON)

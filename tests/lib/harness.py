@@ -137,6 +137,16 @@ class Postgres:
         self.sql(f"CREATE DATABASE {name}")
         return self.url.rsplit("/", 1)[0] + "/" + name
 
+    def pause(self):
+        """Stops the server, its data kept: the store goes away."""
+        subprocess.run([os.path.join(ROOT, "tools", "pg-sandbox.sh"), "pause", self.dir],
+                       check=True, capture_output=True, timeout=60)
+
+    def resume(self):
+        """Starts the paused server again, on the same port."""
+        subprocess.run([os.path.join(ROOT, "tools", "pg-sandbox.sh"), "resume", self.dir],
+                       check=True, capture_output=True, timeout=60)
+
     def stop(self):
         subprocess.run([os.path.join(ROOT, "tools", "pg-sandbox.sh"), "stop", self.dir],
                        capture_output=True, timeout=60)
