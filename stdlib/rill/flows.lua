@@ -154,12 +154,17 @@ local function check_retries(r, file)
   return out
 end
 
-local function validate(def, file)
+local FLOW_FIELDS = { "name", "description", "triggers", "run", "deadline", "retries", "concurrency" }
+
+local function validate(def, file, source)
   if type(def) ~= "table" then
     error(file .. ": a flow file must return a table with triggers and a run function", 0)
   end
   for k in pairs(def) do
-    if not FLOW_KEYS[k] then error(string.format("%s: unknown flow field %q", file, tostring(k)), 0) end
+    if not FLOW_KEYS[k] then
+      local line = triggers.field_line(source, k)
+      error(string.format("%s%s: %s", file, line and (":" .. line) or "", triggers.unknown("field", k, FLOW_FIELDS)), 0)
+    end
   end
   local name = def.name or stem(file)
   if type(name) ~= "string" or not name:match(NAME_PATTERN) then
@@ -208,12 +213,14 @@ function flows.load_file(file, source)
   if not chunk then return nil, err end
   setfenv(chunk, sandbox.new(flow_modules()))
   jit.off(chunk, true)
+  triggers.loading_source = source
   local ok, def = run_chunk(chunk, label)
+  triggers.loading_source = nil
   if not ok then
     local msg = require("rill.runner").describe_error(def)
     return nil, msg:find(file, 1, true) and msg or (file .. ": " .. msg)
   end
-  local vok, flow = pcall(validate, def, file)
+  local vok, flow = pcall(validate, def, file, source)
   if not vok then return nil, tostring(flow) end
   loads = loads + 1
   flow.file = file
