@@ -193,11 +193,14 @@ local makers = {
 triggers.default_timezone = "UTC"
 
 -- The constructors as flows see them. No tail calls: they would drop the
--- frame that the error levels count on.
+-- frame that the error levels count on. Each trigger keeps the line it was
+-- declared at, for the messages that name it (two flows on one route).
 triggers.constructors = {}
 for name, maker in pairs(makers) do
   triggers.constructors[name] = function(spec)
     local t = maker(spec, 4)
+    local info = debug.getinfo(2, "l")
+    t.line = info and info.currentline > 0 and info.currentline or nil
     return t
   end
 end
