@@ -63,16 +63,17 @@ local function distance(a, b)
 end
 
 -- unknown(kind, key, names) -> "unknown option 'pathh' (did you mean 'path'?)",
--- or the list of names when none is close.
+-- or the list of names when none is close. A long key is shown cut.
 function triggers.unknown(kind, key, names)
   local best, best_d
-  if type(key) == "string" then
+  if type(key) == "string" and #key <= 64 then -- a longer name is no typo, and costly to compare
     for _, name in ipairs(names) do
       local dist = distance(key:lower(), name)
       if dist <= 2 and dist < #key / 2 and (not best_d or dist < best_d) then best, best_d = name, dist end
     end
   end
-  local shown = type(key) == "string" and ("'" .. key .. "'") or ("[" .. tostring(key) .. "]")
+  local shown = type(key) == "string" and ("'" .. key:sub(1, 64) .. (#key > 64 and "...'" or "'"))
+    or ("[" .. tostring(key):sub(1, 64) .. "]")
   if best then return string.format("unknown %s %s (did you mean '%s'?)", kind, shown, best) end
   return string.format("unknown %s %s (%ss: %s)", kind, shown, kind, table.concat(names, ", "))
 end
