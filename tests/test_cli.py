@@ -134,5 +134,38 @@ def a_flow_starting_itself_stops_at_the_depth_limit():
     assert "deeper than 8" in out, out
 
 
+@test
+def check_names_both_files_and_lines_of_a_route_conflict():
+    d = flows_dir({
+        "quote-signed.lua": 'return {\n  triggers = {\n    webhook { path = "/hooks/docuseal", mode = "async" },\n  },\n  run = function() end,\n}',
+        "big-deal-alert.lua": 'return {\n  triggers = { webhook { path = "/hooks/docuseal" } },\n  run = function() end,\n}',
+        "ok.lua": GOOD["hello.lua"],
+    })
+    code, _, err = run_cli("check", d)
+    eq(code, 1, "exit code")
+    for expected in [f"{d}/big-deal-alert.lua:2: webhook POST /hooks/docuseal is also declared by {d}/quote-signed.lua:3",
+                     f"{d}/quote-signed.lua:3: webhook POST /hooks/docuseal is also declared by {d}/big-deal-alert.lua:2",
+                     "2 flow file(s) with errors"]:
+        assert expected in err, f"{expected!r} not in:\n{err}"
+
+
+@test
+def check_reports_unknown_fields_and_trigger_options_with_their_line():
+    d = flows_dir({
+        "field.lua": "return {\n  triggers = { manual() },\n  run = function() end,\n  retires = 3,\n}",
+        "option.lua": "return {\n  triggers = {\n    webhook {\n      pathh = \"/hooks/x\",\n    },\n  },\n  run = function() end,\n}",
+        "cronopt.lua": "return {\n  triggers = { cron { \"0 9 * * *\", timezone = \"UTC\" } },\n  run = function() end,\n}",
+        "odd.lua": "return {\n  triggers = { manual() },\n  run = function() end,\n  frobnicate = true,\n}",
+    })
+    code, _, err = run_cli("check", d)
+    eq(code, 1, "exit code")
+    for expected in [f"{d}/field.lua:4: unknown field 'retires' (did you mean 'retries'?)",
+                     f"{d}/option.lua:4: webhook: unknown option 'pathh' (did you mean 'path'?)",
+                     f"{d}/cronopt.lua:2: cron: unknown option 'timezone'",
+                     f"{d}/odd.lua:4: unknown field 'frobnicate' (fields:"]:
+        assert expected in err, f"{expected!r} not in:\n{err}"
+    assert "(did you mean" not in err.split("odd.lua")[1].split("\n")[0], err
+
+
 if __name__ == "__main__":
     main()

@@ -50,6 +50,17 @@ def a_broken_file_is_rejected_and_the_previous_version_keeps_serving():
 
 
 @test
+def on_a_reload_an_unknown_field_is_refused_with_its_line():
+    with Rill({"v.lua": versioned(1)}) as r:
+        n = r.reloads()
+        r.write_flow("v.lua", versioned(2).replace("  run =", "  retires = 3,\n  run ="))
+        r.wait_reload(n)
+        line = r.wait_log(msg_has="flow rejected")
+        assert f"{r.flows_dir}/v.lua:5: unknown field 'retires' (did you mean 'retries'?)" in line["msg"], line
+        eq(r.request("POST", "/hooks/v", {}).json()["before"], 1, "the previous version serves")
+
+
+@test
 def added_and_removed_files_add_and_remove_routes():
     other = 'return { triggers = { webhook { path = "/hooks/other" } }, run = function() return "other" end }'
     with Rill({"v.lua": versioned(1)}) as r:

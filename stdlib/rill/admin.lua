@@ -79,12 +79,14 @@ local function fail(status, message) error(setmetatable({ status = status, messa
 
 -- ---- flows ----
 
--- A trigger as JSON: its settings, without functions or the parsed cron spec.
+-- A trigger as JSON: its settings, without functions, the parsed cron spec or
+-- the line it is declared at.
 local function trigger_info(t)
   local out = {}
   for k, v in pairs(t) do
     local kind = type(v)
-    if type(k) == "string" and k ~= "spec" and (kind == "string" or kind == "number" or kind == "boolean") then
+    if type(k) == "string" and k ~= "spec" and k ~= "line"
+        and (kind == "string" or kind == "number" or kind == "boolean") then
       out[k] = v
     end
   end

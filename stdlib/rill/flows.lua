@@ -169,12 +169,17 @@ local function check_retries(r, file)
   return out
 end
 
-local function validate(def, file)
+local FLOW_FIELDS = { "name", "description", "triggers", "run", "deadline", "retries", "concurrency" }
+
+local function validate(def, file, source)
   if type(def) ~= "table" then
     error(file .. ": a flow file must return a table with triggers and a run function", 0)
   end
   for k in pairs(def) do
-    if not FLOW_KEYS[k] then error(string.format("%s: unknown flow field %q", file, tostring(k)), 0) end
+    if not FLOW_KEYS[k] then
+      local line = triggers.field_line(source, k)
+      error(string.format("%s%s: %s", file, line and (":" .. line) or "", triggers.unknown("field", k, FLOW_FIELDS)), 0)
+    end
   end
   local name = def.name or stem(file)
   if type(name) ~= "string" or not name:match(NAME_PATTERN) then
@@ -205,7 +210,8 @@ local function validate(def, file)
     list[i] = trig
     accepts[trig.type] = true
   end
-  return { name = name, description = def.description, run = def.run, triggers = list,
+  return { name = name, name_line = def.name ~= nil and triggers.field_line(source, "name") or nil,
+           description = def.description, run = def.run, triggers = list,
            accepts = accepts, deadline = deadline, retries = retries, concurrency = concurrency }
 end
 
@@ -223,12 +229,14 @@ function flows.load_file(file, source)
   if not chunk then return nil, err end
   setfenv(chunk, sandbox.new(flow_modules()))
   jit.off(chunk, true)
+  triggers.loading_source = source
   local ok, def = run_chunk(chunk, label)
+  triggers.loading_source = nil
   if not ok then
     local msg = require("rill.runner").describe_error(def)
     return nil, msg:find(file, 1, true) and msg or (file .. ": " .. msg)
   end
-  local vok, flow = pcall(validate, def, file)
+  local vok, flow = pcall(validate, def, file, source)
   if not vok then return nil, tostring(flow) end
   loads = loads + 1
   flow.file = file
@@ -242,36 +250,79 @@ local function is_flow_file(name)
   return name:match("%.lua$") and not name:match("%.test%.lua$") and not name:match("^[_.]")
 end
 
--- Webhook routes and names of `versions` that clash: returns file -> message.
--- Versions already active are placed first, so a new file never evicts them.
+-- Where a version declares what it claims: "file:line", the line of the
+-- trigger's constructor (or, for a trigger written by hand, the first line
+-- naming its path; for the flow's name, its name field), or the file alone.
+local function place(v, file, line, text)
+  if not line and text and v.source then
+    local n = 0
+    for l in (v.source .. "\n"):gmatch("([^\n]*)\n") do
+      n = n + 1
+      if l:find('"' .. text .. '"', 1, true) or l:find("'" .. text .. "'", 1, true) then
+        line = n
+        break
+      end
+    end
+  end
+  return line and (file .. ":" .. line) or file
+end
+
+-- What a version claims for itself alone: its flow name and its webhook
+-- routes (method and path, parameters unnamed). key -> {what, at}.
+local function claims(v, file)
+  local out = { ["name " .. v.name] = { what = "flow name '" .. v.name .. "'", verb = "used",
+    at = place(v, file, v.name_line) } }
+  for _, t in ipairs(v.triggers) do
+    if t.type == "webhook" then
+      out["route " .. t.method .. " " .. t.path:gsub(":[%w_]+", ":")] = { what = "webhook " .. t.method .. " " .. t.path,
+        verb = "served", at = place(v, file, t.line, t.path) }
+    end
+  end
+  return out
+end
+
+-- conflicts(versions, files) -> file -> message: the versions that claim a
+-- route or a name another version claims. The file whose version in force
+-- claims it too keeps it (its new version as well), so a new file never
+-- evicts a flow that serves; the others are refused, naming it. When no
+-- version in force claims it (at start, or two new files), every claimant
+-- is refused, naming the others: no file order decides.
 local function conflicts(versions, files)
-  local names, routes, bad = {}, {}, {}
-  local order = {}
+  local by_key, keys = {}, {}
   for _, file in ipairs(files) do
-    if versions[file] and versions[file] == flows.by_file[file] then order[#order + 1] = file end
-  end
-  for _, file in ipairs(files) do
-    if not (versions[file] and versions[file] == flows.by_file[file]) then order[#order + 1] = file end
-  end
-  for _, file in ipairs(order) do
     local v = versions[file]
     if v then
-      if names[v.name] then
-        bad[file] = string.format("%s: flow name '%s' is already used by %s", file, v.name, names[v.name])
-      else
-        for _, t in ipairs(v.triggers) do
-          if t.type == "webhook" then
-            local key = t.method .. " " .. t.path:gsub(":[%w_]+", ":")
-            if routes[key] then
-              bad[file] = string.format("%s: webhook %s %s is already served by %s", file, t.method, t.path, routes[key])
-            end
-          end
+      for key, c in pairs(claims(v, file)) do
+        if not by_key[key] then
+          by_key[key] = {}
+          keys[#keys + 1] = key
         end
+        table.insert(by_key[key], { file = file, claim = c })
       end
-      if not bad[file] then
-        names[v.name] = file
-        for _, t in ipairs(v.triggers) do
-          if t.type == "webhook" then routes[t.method .. " " .. t.path:gsub(":[%w_]+", ":")] = file end
+    end
+  end
+  table.sort(keys)
+  local bad = {}
+  local function refuse(file, msg) bad[file] = bad[file] and (bad[file] .. "\n" .. msg) or msg end
+  for _, key in ipairs(keys) do
+    local list = by_key[key]
+    if #list > 1 then
+      local owner
+      for _, e in ipairs(list) do
+        local current = flows.by_file[e.file]
+        if current and claims(current, e.file)[key] then owner = e end
+      end
+      for _, e in ipairs(list) do
+        if owner and e ~= owner then
+          refuse(e.file, string.format("%s: %s is already %s by %s", e.claim.at, e.claim.what, e.claim.verb,
+            owner.claim.at))
+        elseif not owner then
+          local others = {}
+          for _, o in ipairs(list) do
+            if o ~= e then others[#others + 1] = o.claim.at end
+          end
+          refuse(e.file, string.format("%s: %s is also declared by %s", e.claim.at, e.claim.what,
+            table.concat(others, " and ")))
         end
       end
     end
@@ -296,7 +347,8 @@ metrics.gauge("rill_flow_files_failing", "Flow files whose last load failed (an 
     f:set(n)
   end)
 
--- reload(dir) -> summary {loaded = {files}, removed = {files}, failed = {file = msg}}
+-- reload(dir) -> summary {loaded = {files}, removed = {files}, failed = {file = msg},
+-- conflicts = {file = msg}} (conflicts: the failures for a route or name taken)
 -- Loads new and changed files; a failure keeps the file's previous version.
 function flows.reload(dir)
   local names, err = os_c.list_dir(dir)
@@ -332,15 +384,23 @@ function flows.reload(dir)
       end
     end
   end
-  -- A new version that clashes with another file's is refused like a load error.
-  for file, msg in pairs(conflicts(next_by_file, files)) do
-    summary.failed[file] = msg
-    local old = flows.by_file[file]
-    next_by_file[file] = (old and old ~= next_by_file[file]) and old or nil
-    for i, f in ipairs(summary.loaded) do
-      if f == file then table.remove(summary.loaded, i) break end
+  -- A new version that clashes with another file's is refused like a load
+  -- error and its file keeps its version in force (or none). That older
+  -- version may clash with another new one: again, until none clashes.
+  summary.conflicts = {}
+  repeat
+    local again = false
+    for file, msg in pairs(conflicts(next_by_file, files)) do
+      summary.failed[file] = summary.conflicts[file] or msg
+      summary.conflicts[file] = summary.failed[file]
+      local old = flows.by_file[file]
+      next_by_file[file] = (old and old ~= next_by_file[file]) and old or nil
+      if next_by_file[file] then again = true end
+      for i, f in ipairs(summary.loaded) do
+        if f == file then table.remove(summary.loaded, i) break end
+      end
     end
-  end
+  until not again
   for file in pairs(flows.by_file) do
     if not seen[file] then summary.removed[#summary.removed + 1] = file end
   end

@@ -218,7 +218,19 @@ function M.serve_in_task(c)
     watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
     if not watcher then log.warn("not watching the flows directory", { error = werr }) end
   end
-  reload("start")
+  local first = reload("start")
+  if next(first.conflicts or {}) then
+    -- the order of loading would pick which flow serves, the other offline:
+    -- rill does not start until the files say which
+    local files = {}
+    for file in pairs(first.conflicts) do files[#files + 1] = file end
+    table.sort(files)
+    log.error("rill does not start: flows claim the same route or name (a route is a method and a path); "
+      .. "give each its own, then start again", { files = table.concat(files, " ") })
+    if watcher then watcher:close() end
+    store.close()
+    return os_c.exit(1)
+  end
   require("rill.pauses").load() -- before the first request: a paused flow's webhooks answer 503
   local admin = require "rill.admin"
   admin.start(c, { reload = reload })

@@ -25,10 +25,71 @@ local function fail(level, fmt, ...)
   error(string.format(fmt, ...), level)
 end
 
-local function check_keys(t, allowed, what, level)
+-- The source text of the flow file being loaded (set by flows.load_file), so
+-- that a mistake inside a table is reported at its own line.
+triggers.loading_source = nil
+
+-- field_line(source, key[, from]) -> the first line from `from` on where
+-- `key = ` is written as a table field (at a line's start or after { , ;),
+-- or nil. A name in a comment or a string may match: a hint, not a parse.
+function triggers.field_line(source, key, from)
+  if type(source) ~= "string" or type(key) ~= "string" or not key:match("^[%a_][%w_]*$") then return nil end
+  from = from or 1
+  local n = 0
+  for line in (source .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if n >= from and (line:match("^%s*" .. key .. "%s*=[^=]") or line:match("[{,;]%s*" .. key .. "%s*=[^=]")
+        or line:match("^%s*" .. key .. "%s*=$") or line:match("[{,;]%s*" .. key .. "%s*=$")) then
+      return n
+    end
+  end
+end
+
+-- Edit distance (insert, delete, substitute, swap two neighbours) of a and b.
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 0, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      d[i][j] = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1) and a:sub(i - 1, i - 1) == b:sub(j, j) then
+        d[i][j] = math.min(d[i][j], d[i - 2][j - 2] + 1)
+      end
+    end
+  end
+  return d[#a][#b]
+end
+
+-- unknown(kind, key, names) -> "unknown option 'pathh' (did you mean 'path'?)",
+-- or the list of names when none is close. A long key is shown cut.
+function triggers.unknown(kind, key, names)
+  local best, best_d
+  if type(key) == "string" and #key <= 64 then -- a longer name is no typo, and costly to compare
+    for _, name in ipairs(names) do
+      local dist = distance(key:lower(), name)
+      if dist <= 2 and dist < #key / 2 and (not best_d or dist < best_d) then best, best_d = name, dist end
+    end
+  end
+  local shown = type(key) == "string" and ("'" .. key:sub(1, 64) .. (#key > 64 and "...'" or "'"))
+    or ("[" .. tostring(key):sub(1, 64) .. "]")
+  if best then return string.format("unknown %s %s (did you mean '%s'?)", kind, shown, best) end
+  return string.format("unknown %s %s (%ss: %s)", kind, shown, kind, table.concat(names, ", "))
+end
+
+-- check_keys: every key of t is in allowed (names: the ones a flow writes).
+-- At a flow's load (level > 1), the error names the option's own line.
+local function check_keys(t, allowed, names, what, level)
   for k in pairs(t) do
     if not allowed[k] then
-      fail(level + 1, "%s: unknown option %q", what, tostring(k))
+      local msg = what .. ": " .. triggers.unknown("option", k, names)
+      local info = level > 1 and debug.getinfo(level, "Sl")
+      if info and info.source:sub(1, 1) == "@" and info.currentline > 0 then
+        local line = triggers.field_line(triggers.loading_source, k, info.currentline) or info.currentline
+        error(string.format("%s:%d: %s", info.source:sub(2), line, msg), 0)
+      end
+      fail(level + 1, "%s", msg)
     end
   end
 end
@@ -36,7 +97,7 @@ end
 local function make_webhook(spec, level)
   if type(spec) ~= "table" then fail(level, "webhook: expected a table, like webhook { path = \"/hooks/x\" }") end
   check_keys(spec, { path = 1, method = 1, mode = 1, body = 1, idempotency = 1, verify = 1, emit = 1, [MARK] = 1,
-    type = 1 }, "webhook", level)
+    type = 1 }, { "path", "method", "mode", "body", "idempotency", "verify", "emit" }, "webhook", level)
   local path = spec.path
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
     fail(level, "webhook: path must be a string starting with '/', got %s", tostring(path))
@@ -75,7 +136,8 @@ local function make_cron(spec, level)
   if type(spec) ~= "table" or type(spec[1]) ~= "string" then
     fail(level, "cron: expected an expression, like cron \"0 9 * * *\" or cron { \"0 9 * * *\", tz = \"Europe/Paris\" }")
   end
-  check_keys(spec, { [1] = 1, tz = 1, missed = 1, [MARK] = 1, type = 1, expr = 1, spec = 1 }, "cron", level)
+  check_keys(spec, { [1] = 1, tz = 1, missed = 1, [MARK] = 1, type = 1, expr = 1, spec = 1 }, { "tz", "missed" },
+    "cron", level)
   local missed = spec.missed or "skip"
   if missed ~= "skip" and missed ~= "run_once" then
     fail(level, "cron: missed = %q is not \"skip\" or \"run_once\"", tostring(missed))
@@ -98,7 +160,7 @@ local OPS = { insert = true, update = true, delete = true }
 local function make_db_event(spec, level)
   if type(spec) ~= "table" then fail(level, "db_event: expected { table = \"name\", on = ... }") end
   check_keys(spec, { table = 1, on = 1, database = 1, ops = 1, ignore_own_writes = 1, [MARK] = 1, type = 1 },
-    "db_event", level)
+    { "table", "on", "database", "ignore_own_writes" }, "db_event", level)
   if spec.ignore_own_writes ~= nil and type(spec.ignore_own_writes) ~= "boolean" then
     fail(level, "db_event: ignore_own_writes must be true or false")
   end
@@ -132,11 +194,14 @@ local makers = {
 triggers.default_timezone = "UTC"
 
 -- The constructors as flows see them. No tail calls: they would drop the
--- frame that the error levels count on.
+-- frame that the error levels count on. Each trigger keeps the line it was
+-- declared at, for the messages that name it (two flows on one route).
 triggers.constructors = {}
 for name, maker in pairs(makers) do
   triggers.constructors[name] = function(spec)
     local t = maker(spec, 4)
+    local info = debug.getinfo(2, "l")
+    t.line = info and info.currentline > 0 and info.currentline or nil
     return t
   end
 end
