@@ -245,6 +245,42 @@ def at_max_connections_with_none_idle_a_new_client_gets_a_503():
 
 
 @test
+def ten_thousand_idle_connections_and_500_slowloris_leave_healthz_and_webhooks_answering():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 10000 + 500 + 200
+    if hard != resource.RLIM_INFINITY and hard < want:
+        raise AssertionError(f"this test needs {want} descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    with Rill(FLOWS, env={"RILL_REQUEST_TIMEOUT": "2s"}) as r:
+        idle, slow = [], []
+        try:
+            for _ in range(10000):
+                idle.append(socket.create_connection(("127.0.0.1", r.port)))
+            for _ in range(500):
+                s = socket.create_connection(("127.0.0.1", r.port))
+                s.sendall(b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                slow.append(s)
+            wait_until(lambda: metric(r, "rill_http_connections", listener="webhooks") >= 10500, 60,
+                       "10,500 connections open in rill")
+            # the slow ones drip a byte each, well within the idle time, and get cut
+            # at request_timeout; meanwhile the admin listener and webhooks answer
+            for i in range(20):
+                for s in slow:
+                    try:
+                        s.send(b"a")
+                    except OSError:
+                        pass
+                eq(r.admin("GET", "/healthz", timeout=10).status, 200, "/healthz")
+                eq(r.request("POST", "/hooks/echo", {"n": i}, timeout=10).status, 200, "a webhook")
+            wait_until(lambda: metric(r, "rill_http_refused_total", listener="webhooks", reason="request_timeout") >= 500,
+                       30, "the 500 slow requests cut at request_timeout")
+            eq(r.proc.poll(), None, "rill is running")
+        finally:
+            for s in idle + slow:
+                s.close()
+
+
+@test
 def list_style_response_headers_are_sent_and_bad_ones_are_a_500_with_the_run():
     with Rill(FLOWS) as r:
         res = r.request("POST", "/hooks/listheaders", {}, timeout=10)
