@@ -165,7 +165,9 @@ end
 -- request of a sync webhook), request (webhook details for ctx.request),
 -- parent (run), deadline (seconds, overriding the flow's), on_log(line),
 -- id (a run id chosen beforehand, e.g. already sent in a 202), attempt
--- (of a durable run, from 1), scheduled (of a durable run: when it was due).
+-- (of a durable run, from 1), scheduled (of a durable run: when it was due),
+-- preempt (false: no time slices, the run goes on to its end or its deadline
+-- in one go; for tests that cannot run the loop that would resume it).
 -- opts.on_done may be called before start returns (a run that never waits).
 -- A copy of a trigger's plain data for one run's ctx.trigger: the table
 -- passed in is shared (a route's, a cron or database trigger's spec, which
@@ -197,7 +199,7 @@ function runner.start(flow, trigger, payload, opts)
   }
   if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end
   local deadline = opts.deadline or flow.deadline or runner.default_deadline
-  task.spawn(body, finish, { deadline = deadline, memory = runner.memory_limit,
+  task.spawn(body, finish, { deadline = deadline, memory = runner.memory_limit, preempt = opts.preempt,
     label = "flow " .. run.flow .. " run " .. run.id }, run, flow.run, ctx)
   return run
 end
