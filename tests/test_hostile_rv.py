@@ -33,5 +33,23 @@ def a_big_json_encode_gives_its_c_buffer_back():
                    f"RSS back under {base + RSS_BACK_MB:.0f} MB (started at {base:.0f})")
 
 
+@test
+def a_json_decode_ended_by_the_memory_limit_leaves_no_c_buffer_behind():
+    name = "rv_json_decode_leaks_buffer"
+    with open(os.path.join(HOSTILE, name + ".lua")) as f:
+        src = f.read()
+    # 200 MiB: the 20 MB string is decoded (cjson's buffer written) before the
+    # array of numbers takes the run over its limit
+    with Rill({name + ".lua": src}, env={"RILL_RUN_MEMORY_LIMIT": "200MiB"}) as r:
+        base = rss_mb(r.proc.pid)
+        for i in range(5):
+            res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
+            eq(res.status, 500, f"status of run {i} ({res.body[:200]!r})")
+            assert "memory limit" in res.json()["error"], res.body[:200]
+        # five leaks were 100 MB: back within RSS_BACK_MB of the start
+        wait_until(lambda: rss_mb(r.proc.pid) < base + RSS_BACK_MB, 30,
+                   f"RSS back under {base + RSS_BACK_MB:.0f} MB (started at {base:.0f})")
+
+
 if __name__ == "__main__":
     main()

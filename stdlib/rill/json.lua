@@ -15,6 +15,9 @@ cjson.decode_max_depth(100)
 
 local json = { null = cjson.null }
 local decode, encode = cjson.decode, cjson.encode
+-- A decode unwound by a Lua error (a run's memory limit) leaves cjson's
+-- malloc'd scratch buffer behind: release() frees it (runtime/cjson_buf.c).
+local release_decode_buffer = require("rill.c.cjson_buf").release
 
 function json.decode(s)
   if type(s) ~= "string" then
@@ -22,6 +25,7 @@ function json.decode(s)
   end
   local ok, v = pcall(decode, s)
   if not ok then
+    release_decode_buffer()
     error("json.decode: " .. tostring(v):gsub("^Expected", "expected"), 2)
   end
   return v
@@ -98,6 +102,7 @@ end
 function json.try_decode(s)
   local ok, v = pcall(decode, s)
   if ok then return v end
+  release_decode_buffer()
   return nil, tostring(v)
 end
 
