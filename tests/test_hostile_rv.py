@@ -3,7 +3,7 @@ memory a run leaves behind outside the Lua heap once it has ended."""
 import os
 import shutil
 
-from lib.harness import Rill, eq, main, temp_dir, test, wait_until
+from lib.harness import Rill, eq, main, test, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTILE = os.path.join(HERE, "hostile")
@@ -49,6 +49,31 @@ def a_json_decode_ended_by_the_memory_limit_leaves_no_c_buffer_behind():
         # five leaks were 100 MB: back within RSS_BACK_MB of the start
         wait_until(lambda: rss_mb(r.proc.pid) < base + RSS_BACK_MB, 30,
                    f"RSS back under {base + RSS_BACK_MB:.0f} MB (started at {base:.0f})")
+
+
+PING = """
+return {
+  triggers = { webhook { method = "GET", path = "/hooks/ping" } },
+  run = function() return { pong = true } end,
+}"""
+
+
+@test
+def a_sync_result_answered_after_its_run_runs_none_of_the_flows_metamethods():
+    # the webhook reads a sync run's result after the run, outside its
+    # deadline: a metamethod of the flow called there held the loop for ever
+    answers = {"rv_fake_response_index_loops": (200, None), "rv_response_header_tostring_loops": (500, "bad header")}
+    flows = {"ping.lua": PING}
+    for name in answers:
+        with open(os.path.join(HOSTILE, name + ".lua")) as f:
+            flows[name + ".lua"] = f.read()
+    with Rill(flows) as r:
+        for name, (status, text) in answers.items():
+            res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=20)
+            eq(res.status, status, f"{name}: status ({res.body[:200]!r})")
+            if text:
+                assert text in res.body, f"{name}: {res.body[:200]!r} does not say {text!r}"
+            eq(r.request("GET", "/hooks/ping", timeout=20).status, 200, f"ping after {name}")
 
 
 if __name__ == "__main__":
