@@ -212,8 +212,10 @@ local function headers_of(h)
       return nil, string.format("header %s = %s: headers are name = value strings or \"Name: value\" strings",
         plain(k), plain(v))
     end
-    if name == "" or name:find("[%c%s:]") or value:find("[\r\n]") then
-      return nil, string.format("header %q has a line break, a space or a colon in its name", name)
+    -- a NUL too: the listener refuses it (it raised there, after the run,
+    -- and the request waited for request_timeout)
+    if name == "" or name:find("[%c%s:]") or value:find("[%z\r\n]") then
+      return nil, string.format("header %q has a line break, a NUL, a space or a colon in its name", name)
     end
     out[name] = value
   end
