@@ -3,7 +3,7 @@ memory a run leaves behind outside the Lua heap once it has ended."""
 import os
 import shutil
 
-from lib.harness import Rill, eq, main, test, wait_until
+from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTILE = os.path.join(HERE, "hostile")
@@ -75,6 +75,15 @@ def a_sync_result_answered_after_its_run_runs_none_of_the_flows_metamethods():
             if text:
                 assert text in res.body, f"{name}: {res.body[:200]!r} does not say {text!r}"
             eq(r.request("GET", "/hooks/ping", timeout=20).status, 200, f"ping after {name}")
+
+
+@test
+def a_flow_cannot_reseed_the_generator_every_flow_shares():
+    d = temp_dir()
+    path = shutil.copy(os.path.join(HOSTILE, "rv_math_randomseed_shared.lua"), d)
+    code, out, err = run_cli("run", path, "--flows", d, timeout=30)
+    eq(code, 1, f"exit code ({out!r} {err[-300:]!r})")
+    assert "math.randomseed" in out + err, out + err
 
 
 if __name__ == "__main__":
