@@ -122,6 +122,7 @@ struct conn {
     buf pending;            /* received bytes; those before pending_off are parsed */
     size_t pending_off;
     request *req;     /* the request waiting for its response */
+    int req_ref;      /* the registry's reference that keeps req alive meanwhile */
     int error_status; /* a limit tripped while parsing: answer this and close */
     const char *error_reason;
     int error_kind;            /* the refusal counted for it */
@@ -280,6 +281,21 @@ static void conn_handle_closed(uv_handle_t *h) {
     free(c);
 }
 
+/* Detaches the request waiting for its answer: a late req:respond() becomes
+ * a no-op, and the registry lets the request go. It held it while c->req
+ * pointed at it: requests have no __gc, and a request that Lua dropped
+ * unanswered (an error on an answer path) was collected, and its memory
+ * written at request_timeout. L: the running thread (any thread's registry
+ * is the same). */
+static void conn_detach_req(lua_State *L, conn *c) {
+    if (c->req == NULL)
+        return;
+    c->req->c = NULL;
+    c->req = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
+    c->req_ref = LUA_NOREF;
+}
+
 static void conn_close_handles(conn *c) {
     c->handles_closed = 1;
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
@@ -297,10 +313,7 @@ static void conn_close(conn *c) {
     c->closing = 1;
     if (!c->refuse_503)
         c->srv->connections--; /* counted out now: a connection it made room for counts in */
-    if (c->req) {
-        c->req->c = NULL; /* a late req:respond() becomes a no-op */
-        c->req = NULL;
-    }
+    conn_detach_req(rill_task_main_state(), c); /* a late req:respond() becomes a no-op */
     if (c->busy == 0)
         conn_close_handles(c);
 }
@@ -427,10 +440,7 @@ static void conn_linger(conn *c) {
         return;
     idle_remove(c);
     c->lingering = 1;
-    if (c->req) {
-        c->req->c = NULL;
-        c->req = NULL;
-    }
+    conn_detach_req(rill_task_main_state(), c);
     c->shutdown.data = c;
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         conn_close(c);
@@ -689,6 +699,8 @@ static void conn_dispatch(conn *c) {
     c->req = req;
     luaL_getmetatable(L, REQUEST_MT);
     lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* until answered or detached */
     lua_pushstring(L, http_method_str((enum http_method)c->parser.method));
     const char *url = c->url.data ? c->url.data : "/";
     const char *q = strchr(url, '?');
@@ -729,8 +741,7 @@ static void conn_dispatch(conn *c) {
             rill_log("error", "error in the HTTP dispatch: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
         if (c->req) {
-            c->req->c = NULL;
-            c->req = NULL;
+            conn_detach_req(L, c);
             c->in_flight = 0;
             c->in_request = 0;
             conn_respond_error(c, 500, "internal error");
@@ -842,10 +853,7 @@ static void on_timeout(uv_timer_t *timer) {
     conn_enter(c);
     if (c->in_request) {
         conn_refuse_count(c, REFUSED_REQUEST_TIMEOUT);
-        if (c->req) {
-            c->req->c = NULL;
-            c->req = NULL;
-        }
+        conn_detach_req(rill_task_main_state(), c);
         int handling = c->in_flight;
         c->in_flight = 0;
         c->in_request = 0;
@@ -879,6 +887,7 @@ static void conn_open(http_server *srv, int fd) {
     uv_idle_init(rill_loop(), &c->next);
     c->tcp.data = c->timer.data = c->next.data = c;
     c->handles_open = 3;
+    c->req_ref = LUA_NOREF;
     c->srv = srv;
     srv->refs++;
     if (srv->connections >= srv->max_connections && srv->idle_head) {
@@ -1035,8 +1044,7 @@ static int l_request_respond(lua_State *L) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    req->c = NULL;
-    c->req = NULL;
+    conn_detach_req(L, c);
     c->in_flight = 0;
     c->in_request = 0;
     conn_enter(c);

@@ -88,6 +88,7 @@ void rill_modules_register(lua_State *L, const rill_embedded_file *stdlib) {
         {"rill.c.http_client", rill_http_client_open},
         {"rill.c.pattern", rill_pattern_open},
         {"rill.c.log", rill_log_open},
+        {"rill.c.cjson_buf", rill_cjson_buf_open},
         {"cjson", luaopen_cjson},
     };
     rill_task_init(L);

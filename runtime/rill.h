@@ -51,6 +51,8 @@ int rill_sqlite_open(lua_State *L);
 int rill_pg_open(lua_State *L);
 int rill_http_client_open(lua_State *L);
 int rill_pattern_open(lua_State *L);
+/* rill.c.cjson_buf: release() frees the decode buffer a Lua error left behind (cjson_buf.c) */
+int rill_cjson_buf_open(lua_State *L);
 int rill_log_open(lua_State *L);
 
 /* Creates the metatable `name` (once) with `methods` as its __index, and

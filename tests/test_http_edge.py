@@ -365,5 +365,51 @@ def a_json_body_that_is_not_utf8_is_a_400():
         assert b"UTF-8" in got, got
 
 
+# The listener's Lua API alone: a request its dispatch dropped without an
+# answer (what a Lua error on an answer path leaves) is still the
+# connection's, so the collector must not free it.
+KEEP_REQ = """
+local http = require 'rill.c.http_server'
+local timer = require 'rill.c.timer'
+local weak = setmetatable({}, { __mode = 'v' })
+local srv = assert(http.listen('127.0.0.1', 0, function(req) weak[1] = req end, { request_timeout = 20 }))
+io.stdout:write(srv:port(), '\\n'); io.stdout:flush()
+local function tick()
+  if not weak[1] then return timer.after(0.02, tick) end
+  collectgarbage(); collectgarbage()
+  if weak[1] then weak[1]:respond(200, 'kept') else io.stdout:write('collected\\n') end
+  srv:close()
+end
+timer.after(0.02, tick)
+"""
+
+
+@test
+def a_request_dropped_by_lua_unanswered_is_kept_until_it_is_answered():
+    # it had no owner: collected, its memory was written at request_timeout
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(KEEP_REQ)
+    p = subprocess.Popen([harness.RILL, "lua", f.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(p.stdout.readline())
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = b""
+        while b"kept" not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        out, err = p.communicate(timeout=30)
+    finally:
+        os.unlink(f.name)
+        if p.poll() is None:
+            p.kill()
+    assert got.startswith(b"HTTP/1.1 200") and b"kept" in got, f"answer {got[:200]!r}, rill said {out!r} {err[-500:]!r}"
+
+
 if __name__ == "__main__":
     main()

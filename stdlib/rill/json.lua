@@ -15,6 +15,9 @@ cjson.decode_max_depth(100)
 
 local json = { null = cjson.null }
 local decode, encode = cjson.decode, cjson.encode
+-- A decode unwound by a Lua error (a run's memory limit) leaves cjson's
+-- malloc'd scratch buffer behind: release() frees it (runtime/cjson_buf.c).
+local release_decode_buffer = require("rill.c.cjson_buf").release
 
 function json.decode(s)
   if type(s) ~= "string" then
@@ -22,6 +25,7 @@ function json.decode(s)
   end
   local ok, v = pcall(decode, s)
   if not ok then
+    release_decode_buffer()
     error("json.decode: " .. tostring(v):gsub("^Expected", "expected"), 2)
   end
   return v
@@ -49,18 +53,45 @@ local function weigh(v, depth, total, limit)
 end
 -- ---- end of bounded output ----
 
+-- cjson keeps its output buffer between calls (encode_keep_buffer), at the
+-- largest size it ever reached: one big encode (each string reserves six
+-- bytes per byte, for escapes) left that much malloc'd memory, outside any
+-- limit, for the life of the process. After an encode that may have grown it
+-- past KEEP, or that failed (a run ended by its memory limit inside cjson),
+-- the buffer is freed: turning the option off frees it, on again starts a
+-- small one. `grown` stays set if the run was ended before that: the next
+-- encode frees it first.
+local KEEP = 1024 * 1024
+local grown = false
+local function release()
+  cjson.encode_keep_buffer(false)
+  cjson.encode_keep_buffer(true)
+  grown = false
+end
+
 function json.encode(v)
+  if grown then release() end
+  local limit = require("rill.bounded").max_string
+  local size = 0
   if type(v) == "table" then
-    local limit = require("rill.bounded").max_string
     too_deep = false
-    local size = weigh(v, 0, 0, limit)
+    size = weigh(v, 0, 0, limit)
     if size > limit and not too_deep then
       require("rill.bounded").refusal()
       error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
         size, limit), 2)
     end
+  elseif type(v) == "string" then
+    size = weigh(v, 0, 0, limit)
+    if size > limit then
+      require("rill.bounded").refusal()
+      error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
+        size, limit), 2)
+    end
   end
+  grown = size * 6 > KEEP
   local ok, s = pcall(encode, v)
+  if grown or not ok then release() end
   if not ok then
     error("json.encode: " .. tostring(s), 2)
   end
@@ -71,6 +102,7 @@ end
 function json.try_decode(s)
   local ok, v = pcall(decode, s)
   if ok then return v end
+  release_decode_buffer()
   return nil, tostring(v)
 end
 

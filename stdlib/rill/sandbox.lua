@@ -109,6 +109,11 @@ function sandbox.new(modules)
   env.string = copy(string, { dump = true })
   env.table = copy(table)
   env.math = copy(math)
+  -- one generator for the process: a flow reseeding it made every other
+  -- flow's math.random (and rill's retry jitter) predictable
+  env.math.randomseed = function()
+    error("math.randomseed is not available to flows: every flow shares the one generator", 2)
+  end
   env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
   bound(env)
   for name, m in pairs(modules) do

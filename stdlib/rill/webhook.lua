@@ -188,6 +188,15 @@ webhook.payload_of = payload_of -- for tests and fuzz/webhook_json.lua
 
 -- headers_of(h) -> name = value table, or nil and what is wrong: the shapes
 -- the HTTP client takes (name = value pairs), and "Name: value" strings.
+-- A key or value of a flow's table, named without calling its metamethods:
+-- this runs after the run, outside its deadline (a __tostring that loops
+-- held the loop for good).
+local function plain(v)
+  local t = type(v)
+  if t == "string" or t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  return "a " .. t
+end
+
 local function headers_of(h)
   if h == nil then return nil end
   if type(h) ~= "table" then return nil, "headers must be a table" end
@@ -201,10 +210,12 @@ local function headers_of(h)
       name, value = k, tostring(v)
     else
       return nil, string.format("header %s = %s: headers are name = value strings or \"Name: value\" strings",
-        tostring(k), tostring(v))
+        plain(k), plain(v))
     end
-    if name == "" or name:find("[%c%s:]") or value:find("[\r\n]") then
-      return nil, string.format("header %q has a line break, a space or a colon in its name", name)
+    -- a NUL too: the listener refuses it (it raised there, after the run,
+    -- and the request waited for request_timeout)
+    if name == "" or name:find("[%c%s:]") or value:find("[%z\r\n]") then
+      return nil, string.format("header %q has a line break, a NUL, a space or a colon in its name", name)
     end
     out[name] = value
   end
@@ -224,10 +235,18 @@ local function respond(run)
   local r = run.result
   if r == nil then return answer(req, route, 204, "") end
   local status, body, headers = 200, r, JSON
-  if getmetatable(r) == "response" then
+  -- the result is read raw, after its run and outside its deadline: only
+  -- response()'s own metatable makes it a response (a flow's table can say
+  -- __metatable = "response", with an __index that loops), and no
+  -- metamethod of the flow's runs here
+  if rawequal(debug.getmetatable(r), require("rill.flows").response_mt) then
     local herr
-    status, body = r.status, r.body
-    headers, herr = headers_of(r.headers)
+    status, body = rawget(r, "status"), rawget(r, "body")
+    if type(status) ~= "number" or status < 200 or status > 599 or status % 1 ~= 0 then
+      log.write("error", "the run's response has a bad status: " .. plain(status), nil, run)
+      return reply_error(req, route, 500, "run response has a bad status", { run_id = run.id })
+    end
+    headers, herr = headers_of(rawget(r, "headers"))
     if herr then
       log.write("error", "the run's response has a bad header: " .. herr, nil, run)
       return reply_error(req, route, 500, "run response has a bad header", { run_id = run.id })

@@ -1,0 +1,90 @@
+"""Hostile flows found by the review of issues 13 and 14 (tests/hostile/rv_*.lua):
+memory a run leaves behind outside the Lua heap once it has ended."""
+import os
+import shutil
+
+from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOSTILE = os.path.join(HERE, "hostile")
+RSS_BACK_MB = 64  # like test_hostile.py: RSS comes back within this of where it started
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+@test
+def a_big_json_encode_gives_its_c_buffer_back():
+    name = "rv_json_encode_keeps_buffer"
+    with open(os.path.join(HOSTILE, name + ".lua")) as f:
+        src = f.read()
+    with Rill({name + ".lua": src}) as r:
+        base = rss_mb(r.proc.pid)
+        res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
+        eq(res.status, 200, f"status ({res.body[:200]!r})")
+        eq(res.json(), 180000002, "the encoded length")
+        # liveness bound only: the C buffer is released by the call itself
+        wait_until(lambda: rss_mb(r.proc.pid) < base + RSS_BACK_MB, 30,
+                   f"RSS back under {base + RSS_BACK_MB:.0f} MB (started at {base:.0f})")
+
+
+@test
+def a_json_decode_ended_by_the_memory_limit_leaves_no_c_buffer_behind():
+    name = "rv_json_decode_leaks_buffer"
+    with open(os.path.join(HOSTILE, name + ".lua")) as f:
+        src = f.read()
+    # 200 MiB: the 20 MB string is decoded (cjson's buffer written) before the
+    # array of numbers takes the run over its limit
+    with Rill({name + ".lua": src}, env={"RILL_RUN_MEMORY_LIMIT": "200MiB"}) as r:
+        base = rss_mb(r.proc.pid)
+        for i in range(5):
+            res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
+            eq(res.status, 500, f"status of run {i} ({res.body[:200]!r})")
+            assert "memory limit" in res.json()["error"], res.body[:200]
+        # five leaks were 100 MB: back within RSS_BACK_MB of the start
+        wait_until(lambda: rss_mb(r.proc.pid) < base + RSS_BACK_MB, 30,
+                   f"RSS back under {base + RSS_BACK_MB:.0f} MB (started at {base:.0f})")
+
+
+PING = """
+return {
+  triggers = { webhook { method = "GET", path = "/hooks/ping" } },
+  run = function() return { pong = true } end,
+}"""
+
+
+@test
+def a_sync_result_answered_after_its_run_runs_none_of_the_flows_metamethods():
+    # the webhook reads a sync run's result after the run, outside its
+    # deadline: a metamethod of the flow called there held the loop for ever
+    answers = {"rv_fake_response_index_loops": (200, None), "rv_response_header_tostring_loops": (500, "bad header"),
+               "rv_response_header_nul": (500, "bad header")}
+    flows = {"ping.lua": PING}
+    for name in answers:
+        with open(os.path.join(HOSTILE, name + ".lua")) as f:
+            flows[name + ".lua"] = f.read()
+    with Rill(flows) as r:
+        for name, (status, text) in answers.items():
+            res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=20)
+            eq(res.status, status, f"{name}: status ({res.body[:200]!r})")
+            if text:
+                assert text in res.body, f"{name}: {res.body[:200]!r} does not say {text!r}"
+            eq(r.request("GET", "/hooks/ping", timeout=20).status, 200, f"ping after {name}")
+
+
+@test
+def a_flow_cannot_reseed_the_generator_every_flow_shares():
+    d = temp_dir()
+    path = shutil.copy(os.path.join(HOSTILE, "rv_math_randomseed_shared.lua"), d)
+    code, out, err = run_cli("run", path, "--flows", d, timeout=30)
+    eq(code, 1, f"exit code ({out!r} {err[-300:]!r})")
+    assert "math.randomseed" in out + err, out + err
+
+
+if __name__ == "__main__":
+    main()
