@@ -281,6 +281,20 @@ def ten_thousand_idle_connections_and_500_slowloris_leave_healthz_and_webhooks_a
 
 
 @test
+def a_json_body_of_too_many_values_is_refused_before_it_is_decoded():
+    with Rill(FLOWS) as r:
+        many = "[" + "{}," * 30000 + "{}]"  # 90 KB, but 30,001 tables once decoded
+        res = r.request("POST", "/hooks/echo", body=many, headers={"Content-Type": "application/json"})
+        eq(res.status, 413, f"status ({res.body})")
+        assert "max_json_values" in res.body, res
+        # a large body of few values is taken
+        few = json.dumps({"text": "x" * 200000, "list": list(range(100))})
+        res = r.request("POST", "/hooks/echo", body=few, headers={"Content-Type": "application/json"})
+        eq(res.status, 200, f"status ({res.body[:200]})")
+        eq(len(res.json()["payload"]["text"]), 200000, "the text came through")
+
+
+@test
 def list_style_response_headers_are_sent_and_bad_ones_are_a_500_with_the_run():
     with Rill(FLOWS) as r:
         res = r.request("POST", "/hooks/listheaders", {}, timeout=10)

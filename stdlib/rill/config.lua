@@ -27,6 +27,8 @@ config.defaults = {
   admin_max_connections = 16,  -- the admin listener's own budget, kept apart from the webhooks'
   max_url = "8KiB",            -- longest request URL (414 beyond)
   max_header_size = "32KiB",   -- request line and headers together (431 beyond)
+  max_json_values = 20000,     -- arrays, objects and elements in a webhook's JSON body (413 beyond):
+                               -- decoded, a body takes ~25 times its size, before any run holds it
   max_headers = 100,           -- header lines in a request, trailers included (431 beyond)
   max_write_backlog = "1MiB",  -- answers queued for a client that does not read them, past which
                                -- its connection is not read until it catches up

@@ -14,6 +14,11 @@ local metrics = require "rill.metrics"
 
 local webhook = {}
 webhook.store_retry_after = 5 -- seconds; the store_retry_after setting
+-- The max_json_values setting: a JSON body takes about 25 times its size in
+-- memory once decoded ("{}," is a table of its own), memory that belongs
+-- to no run yet; bodies of more values than this are refused before decoding.
+webhook.max_json_values = 20000
+local LARGE_BODY = 65536 -- smaller bodies cannot hold that many values: not counted
 
 local requests = metrics.counter("rill_webhook_requests_total",
   "Webhook requests answered, by method, route (the trigger's path; none when no route matched) and status.",
@@ -172,6 +177,12 @@ local function payload_of(trigger, method, query, headers, body)
     end
     local bad = utf8_error(body)
     if bad then return nil, 400, "malformed JSON body: byte " .. bad .. " is not UTF-8" end
+    if #body > LARGE_BODY then
+      local _, values = string.gsub(body, "[,%[{]", "")
+      if values > webhook.max_json_values then
+        return nil, 413, string.format("JSON body with more than %d values (max_json_values)", webhook.max_json_values)
+      end
+    end
     local v, err = json.try_decode(body)
     if v == nil then return nil, 400, "malformed JSON body: " .. tostring(err) end
     -- only an exponent or over 308 digits can overflow: most bodies skip the walk
