@@ -100,8 +100,10 @@ def text_lines_show_the_flow_and_the_end_of_the_run_id():
                           5, "the run's text line")[0]
         assert f"[hello {run_id[-12:]}] hello from the run" in line, line
         assert "who=Ada" in line, line
-        serving = [l["raw"] for l in r.log_lines() if " serving" in l.get("raw", "")]
-        assert serving and "[" not in serving[0].split("serving")[0], serving
+        # the port opens before the "serving" line is written: wait for it
+        serving = wait_until(lambda: [l["raw"] for l in r.log_lines() if " serving" in l.get("raw", "")],
+                             10, "the serving line")
+        assert "[" not in serving[0].split("serving")[0], serving
 
 
 @test
