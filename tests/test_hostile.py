@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 
-from lib.harness import ROOT, Rill, eq, main, run_cli, temp_dir, test, wait_until
+from lib.harness import ROOT, Rill, eq, main, rss_mb, run_cli, temp_dir, test, wait_until
 
 HOSTILE = os.path.join(ROOT, "tests", "hostile")
 PREFIXES = ("dl_", "hold_", "mem_", "err_", "fair_", "log_")
@@ -66,14 +66,6 @@ def flows_dir(prefixes=PREFIXES, extra=None):
         with open(os.path.join(d, name), "w") as f:
             f.write(src)
     return d
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
 
 
 class Pinger:

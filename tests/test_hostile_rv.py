@@ -3,19 +3,11 @@ memory a run leaves behind outside the Lua heap once it has ended."""
 import os
 import shutil
 
-from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
+from lib.harness import Rill, eq, main, rss_mb, run_cli, temp_dir, test, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTILE = os.path.join(HERE, "hostile")
 RSS_BACK_MB = 64  # like test_hostile.py: RSS comes back within this of where it started
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
 
 
 @test

@@ -65,6 +65,15 @@ def wait_until(pred, timeout=10.0, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def rss_mb(pid):
+    """A process's resident memory in MB (VmRSS), 0 when /proc does not say."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
 def eq(actual, expected, what="value"):
     if actual != expected:
         raise AssertionError(f"{what}: got {actual!r}, expected {expected!r}")
