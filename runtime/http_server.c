@@ -97,6 +97,7 @@ typedef struct http_server {
     int reserve_n, reserve_want;
     unsigned char closing, accept_paused;
     double refused[REFUSED_COUNT]; /* counts, by reason */
+    struct http_server *live_next; /* every server not freed yet, for the wind-down */
 } http_server;
 
 typedef struct server_ud {
@@ -139,6 +140,7 @@ struct conn {
     unsigned char keep_alive, reading, backlogged, expect_continue, refuse_503;
     unsigned char idle; /* on the server's idle list */
     conn *idle_prev, *idle_next;
+    conn *live_prev, *live_next; /* every connection not freed yet, for the wind-down */
 };
 
 struct request {
@@ -221,9 +223,21 @@ static const char *http_date(void) {
 
 /* ---- Server lifetime ---- */
 
+/* What is still allocated at exit: main's wind-down closes every handle,
+ * and these are closed first with their own callbacks so that they free
+ * what they own (rill_http_server_wind_down). */
+static http_server *live_servers;
+static conn *live_conns;
+
 static void server_unref(http_server *srv) {
-    if (--srv->refs == 0)
-        free(srv);
+    if (--srv->refs > 0)
+        return;
+    for (http_server **p = &live_servers; *p; p = &(*p)->live_next)
+        if (*p == srv) {
+            *p = srv->live_next;
+            break;
+        }
+    free(srv);
 }
 
 /* ---- Connection lifecycle ---- */
@@ -271,6 +285,12 @@ static void conn_handle_closed(uv_handle_t *h) {
     buf_free(&c->body);
     buf_free(&c->pending);
     buf_free(&c->out);
+    if (c->live_prev)
+        c->live_prev->live_next = c->live_next;
+    else
+        live_conns = c->live_next;
+    if (c->live_next)
+        c->live_next->live_prev = c->live_prev;
     http_server *srv = c->srv;
     if (!srv->closing && srv->reserve_n < srv->reserve_want) {
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the descriptor just freed */
@@ -887,6 +907,10 @@ static void conn_open(http_server *srv, int fd) {
     uv_idle_init(rill_loop(), &c->next);
     c->tcp.data = c->timer.data = c->next.data = c;
     c->handles_open = 3;
+    c->live_next = live_conns;
+    if (live_conns)
+        live_conns->live_prev = c;
+    live_conns = c;
     c->req_ref = LUA_NOREF;
     c->srv = srv;
     srv->refs++;
@@ -1251,6 +1275,8 @@ static int l_listen(lua_State *L) {
     srv->poll.data = srv->accept_timer.data = srv;
     srv->handles_open = 2;
     srv->refs = 2; /* the handles, the Lua object */
+    srv->live_next = live_servers;
+    live_servers = srv;
     server_ud *ud = lua_newuserdata(L, sizeof *ud);
     ud->srv = srv;
     luaL_getmetatable(L, SERVER_MT);
@@ -1269,6 +1295,26 @@ static int l_listen(lua_State *L) {
     srv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     uv_poll_start(&srv->poll, UV_READABLE, on_listen_readable);
     return 1;
+}
+
+/* Called by main once the loop has stopped, before it closes what is left:
+ * servers still listening stop, connections still open close, each with
+ * its own close callback (main's would free nothing). */
+void rill_http_server_wind_down(void) {
+    for (conn *c = live_conns; c; c = c->live_next)
+        conn_close(c);
+    for (http_server *srv = live_servers; srv; srv = srv->live_next)
+        server_stop(srv);
+}
+
+/* Servers and connections not freed yet (a test's check of the wind-down). */
+int rill_http_server_live(void) {
+    int n = 0;
+    for (conn *c = live_conns; c; c = c->live_next)
+        n++;
+    for (http_server *srv = live_servers; srv; srv = srv->live_next)
+        n++;
+    return n;
 }
 
 /* server:port() -> the port actually bound (useful with port 0). */

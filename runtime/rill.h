@@ -44,6 +44,10 @@ uv_loop_t *rill_loop(void);
 int rill_task_open(lua_State *L);
 int rill_timer_open(lua_State *L);
 int rill_http_server_open(lua_State *L);
+/* At exit: closes the listeners and connections still open (http_server.c). */
+void rill_http_server_wind_down(void);
+/* Servers and connections not freed yet. */
+int rill_http_server_live(void);
 int rill_crypto_open(lua_State *L);
 int rill_tz_open(lua_State *L);
 int rill_os_open(lua_State *L);

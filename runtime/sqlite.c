@@ -534,9 +534,11 @@ static int l_gc(lua_State *L) {
         close_db(c, 1);
     if (c->deadline) {
         c->deadline->data = NULL;
-        if (!uv_is_closing((uv_handle_t *)c->deadline))
+        if (uv_is_closing((uv_handle_t *)c->deadline))
+            free(c->deadline); /* closed by main's wind-down, whose loop run has ended */
+        else
             uv_close((uv_handle_t *)c->deadline, free_timer);
-        c->deadline = NULL; /* closed by the loop's wind-down: freed with the process */
+        c->deadline = NULL;
     }
     free(c->path);
     c->path = NULL;

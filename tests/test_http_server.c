@@ -419,10 +419,87 @@ static void test_an_answer_after_the_server_closed(void) {
     T_CHECK(strstr(closed_got, "\r\n\r\nafter close") != NULL);
 }
 
+/* ---- The process winds down with a server listening ----
+ * main stops the loop with a listener open, an idle keep-alive connection
+ * and a request never answered: each is freed by its own close callback
+ * (LeakSanitizer found the server and its connections left behind). */
+
+static atomic_int wind_stage; /* 1 the client's two connections are in */
+static int wind_fds[2];
+
+static const char *WIND_SERVER =
+    "local http = require 'rill.c.http_server'\n"
+    "held = {}\n"
+    "wind = assert(http.listen('127.0.0.1', 0, function(req, m, p)\n"
+    "  if p == '/hold' then held[#held + 1] = req else req:respond(200, 'ok') end\n"
+    "end, { reserve_descriptors = 4 }))\n"
+    "local port = wind:port(); wind = nil\n"
+    "return port";
+
+static void *wind_client(void *arg) {
+    static const char get[] = "GET /now HTTP/1.1\r\nHost: t\r\n\r\n";
+    static const char hold[] = "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n";
+    char got[512];
+    wind_fds[0] = connect_to(port);
+    wind_fds[1] = connect_to(port);
+    if (wind_fds[0] >= 0 && write(wind_fds[0], get, sizeof get - 1) > 0)
+        (void)read(wind_fds[0], got, sizeof got); /* answered: the connection is idle now */
+    if (wind_fds[1] >= 0)
+        (void)write(wind_fds[1], hold, sizeof hold - 1);
+    atomic_store(&wind_stage, 1);
+    return NULL;
+}
+
+static void wind_tick(uv_timer_t *t) {
+    lua_getglobal(L, "held");
+    size_t held = lua_objlen(L, -1);
+    lua_pop(L, 1);
+    if (atomic_load(&wind_stage) == 1 && held == 1) {
+        uv_close((uv_handle_t *)t, NULL);
+        uv_stop(rill_loop());
+    }
+}
+
+static int wind_live_earlier, wind_live_before, wind_live_after;
+
+static void serve_and_wind_down(void) {
+    if (luaL_dostring(L, WIND_SERVER) != 0) {
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        exit(1);
+    }
+    port = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    /* the earlier cases' servers, whose handles their own walks closed */
+    wind_live_earlier = rill_http_server_live() - 1;
+    pthread_t th;
+    pthread_create(&th, NULL, wind_client, NULL);
+    uv_timer_t tick;
+    uv_timer_init(rill_loop(), &tick);
+    uv_timer_start(&tick, wind_tick, 5, 5);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+    wind_live_before = rill_http_server_live();
+    /* as main does at exit */
+    rill_http_server_wind_down();
+    uv_walk(rill_loop(), close_handle, NULL);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    wind_live_after = rill_http_server_live();
+    for (int i = 0; i < 2; i++)
+        if (wind_fds[i] >= 0)
+            close(wind_fds[i]);
+}
+
+static void test_the_wind_down_frees_servers_and_connections(void) {
+    T_CHECK(wind_live_before - wind_live_earlier == 3); /* the server, its two connections */
+    T_CHECK(wind_live_after == wind_live_earlier);
+}
+
 int main(void) {
     serve_all_cases();
     serve_fairness();
     serve_closed_server();
+    serve_and_wind_down();
     T_RUN(test_a_simple_get);
     T_RUN(test_a_post_body);
     T_RUN(test_pipelined_requests_in_order);
@@ -433,6 +510,7 @@ int main(void) {
     T_RUN(test_a_dispatch_that_raises_is_a_500_reported_to_on_error);
     T_RUN(test_a_pipelined_backlog_does_not_hold_up_another_connection);
     T_RUN(test_an_answer_after_the_server_closed);
+    T_RUN(test_the_wind_down_frees_servers_and_connections);
     lua_close(L);
     uv_loop_close(rill_loop());
     return T_END();
