@@ -29,10 +29,11 @@
 
 #define SERVER_MT "rill.http_server"
 #define REQUEST_MT "rill.http_request"
-/* Requests one connection may have parsed and dispatched in one loop turn:
- * a long pipeline is served in slices, and other connections get their
- * turn between them. */
-#define REQUESTS_PER_TURN 16
+/* Time the backlog (requests pipelined behind the one a read brought) may
+ * take in one loop turn: it is served round robin, one request per
+ * connection at a time, and a request that just arrived on another
+ * connection waits at most this long behind it. */
+#define BACKLOG_NS_PER_TURN 1000000
 /* Connections the kernel queues before rill accepts them (capped by
  * net.core.somaxconn): a burst larger than this loses SYNs, and their
  * clients wait a second to retry. */
@@ -109,7 +110,6 @@ typedef struct request request;
 struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* request, idle or linger timeout, checked lazily (conn_expire_in) */
-    uv_idle_t next;   /* parses and dispatches what is buffered, from the loop */
     uv_shutdown_t shutdown;
     uint64_t expires; /* loop time the connection times out at */
     uint64_t due;     /* loop time the timer fires at, when it is active */
@@ -129,7 +129,7 @@ struct conn {
     int error_kind;            /* the refusal counted for it */
     unsigned requests;         /* requests begun on this connection */
     int busy;                  /* parsing, dispatching or answering is on the stack: close later */
-    int handles_open;          /* tcp + timer + next: freed when all have closed */
+    int handles_open;          /* tcp + timer: freed when both have closed */
     unsigned char in_request;  /* between a request's first byte and its answer */
     unsigned char in_flight;   /* parsed and dispatched, not answered yet */
     unsigned char in_trailers; /* headers done: header lines now are chunked trailers */
@@ -141,6 +141,8 @@ struct conn {
     unsigned char idle; /* on the server's idle list */
     conn *idle_prev, *idle_next;
     conn *live_prev, *live_next; /* every connection not freed yet, for the wind-down */
+    conn *backlog_prev, *backlog_next; /* in the backlog: buffered requests wait their turn */
+    unsigned char in_backlog;
 };
 
 struct request {
@@ -276,6 +278,30 @@ static void idle_add(conn *c) {
     srv->idle_tail = c;
 }
 
+/* ---- The backlog ----
+ * Connections whose buffered requests wait for their turn, oldest first.
+ * A read serves one request at once; what was pipelined behind it, and
+ * what follows an answer, is served from here, from the loop (habit 10:
+ * never from inside the answer to the request before). */
+static conn *backlog_head, *backlog_tail;
+static uv_idle_t backlog_idle;
+static int backlog_idle_init;
+
+static void backlog_remove(conn *c) {
+    if (!c->in_backlog)
+        return;
+    if (c->backlog_prev)
+        c->backlog_prev->backlog_next = c->backlog_next;
+    else
+        backlog_head = c->backlog_next;
+    if (c->backlog_next)
+        c->backlog_next->backlog_prev = c->backlog_prev;
+    else
+        backlog_tail = c->backlog_prev;
+    c->backlog_prev = c->backlog_next = NULL;
+    c->in_backlog = 0;
+}
+
 static void conn_handle_closed(uv_handle_t *h) {
     conn *c = h->data;
     if (--c->handles_open > 0)
@@ -319,7 +345,6 @@ static void conn_detach_req(lua_State *L, conn *c) {
 static void conn_close_handles(conn *c) {
     c->handles_closed = 1;
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->next, conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
 }
 
@@ -330,6 +355,7 @@ static void conn_close(conn *c) {
     if (c->closing)
         return;
     idle_remove(c);
+    backlog_remove(c);
     c->closing = 1;
     if (!c->refuse_503)
         c->srv->connections--; /* counted out now: a connection it made room for counts in */
@@ -403,17 +429,39 @@ static void conn_update_reading(conn *c) {
     }
 }
 
-static void on_next(uv_idle_t *idle) {
-    conn *c = idle->data;
-    uv_idle_stop(idle);
-    conn_drain(c);
+/* ---- The backlog (continued) ---- */
+
+/* One request from each connection in turn until the turn's time is
+ * spent; the rest wait for the next turn, where they come first. */
+static void backlog_run(uv_idle_t *idle) {
+    uint64_t start = uv_hrtime();
+    while (backlog_head && uv_hrtime() - start < BACKLOG_NS_PER_TURN) {
+        conn *c = backlog_head;
+        backlog_remove(c);
+        conn_drain(c); /* back at the tail when more is buffered */
+    }
+    if (backlog_head == NULL)
+        uv_idle_stop(idle);
 }
 
-/* Buffered requests are parsed on the next loop turn (habit 10: never from
- * inside the answer to the request before them). */
 static void conn_schedule(conn *c) {
-    if (!c->closing && !c->lingering)
-        uv_idle_start(&c->next, on_next);
+    if (c->closing || c->lingering || c->in_backlog)
+        return;
+    if (!backlog_idle_init || uv_is_closing((uv_handle_t *)&backlog_idle)) {
+        /* closed by a wind-down's walk (tests run several loops' worth) */
+        uv_idle_init(rill_loop(), &backlog_idle);
+        uv_unref((uv_handle_t *)&backlog_idle); /* the connections hold the loop, not this */
+        backlog_idle_init = 1;
+    }
+    c->in_backlog = 1;
+    c->backlog_next = NULL;
+    c->backlog_prev = backlog_tail;
+    if (backlog_tail)
+        backlog_tail->backlog_next = c;
+    else
+        backlog_head = c;
+    backlog_tail = c;
+    uv_idle_start(&backlog_idle, backlog_run);
 }
 
 /* ---- Writing ---- */
@@ -798,25 +846,27 @@ static size_t conn_parse(conn *c, const char *data, size_t len) {
     return len;
 }
 
-/* Parses and dispatches buffered requests, at most REQUESTS_PER_TURN, while
- * none waits for its answer and the client reads its answers; what is left
- * is scheduled for the next loop turn. Consumes by offset: the buffer is
- * compacted only once most of it is parsed. */
+/* Parses and dispatches one buffered request, if none waits for its answer
+ * and the client reads its answers; a next one goes to the backlog.
+ * Consumes by offset: the buffer is compacted only once most of it is
+ * parsed. */
 static void conn_drain(conn *c) {
     conn_enter(c);
-    int budget = REQUESTS_PER_TURN;
+    int dispatched = 0;
     while (!c->in_flight && !c->closing && !c->lingering && !c->backlogged &&
            conn_unparsed(c) > 0) {
-        if (budget-- == 0) {
+        if (dispatched) {
             conn_schedule(c);
             break;
         }
         size_t n = conn_parse(c, c->pending.data + c->pending_off, conn_unparsed(c));
         c->pending_off += n;
-        if (c->in_flight)
+        if (c->in_flight) {
+            dispatched = 1;
             conn_dispatch(c);
-        else if (n == 0)
+        } else if (n == 0) {
             break;
+        }
     }
     if (c->pending_off == c->pending.len) {
         c->pending.len = c->pending_off = 0;
@@ -848,7 +898,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
         conn_close(c);
         return;
     }
-    if (!c->in_flight)
+    if (!c->in_flight && !c->in_backlog) /* in the backlog: it waits for its turn */
         conn_drain(c);
     else
         conn_update_reading(c);
@@ -904,9 +954,8 @@ static void conn_open(http_server *srv, int fd) {
         return;
     }
     uv_timer_init(rill_loop(), &c->timer);
-    uv_idle_init(rill_loop(), &c->next);
-    c->tcp.data = c->timer.data = c->next.data = c;
-    c->handles_open = 3;
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
     c->live_next = live_conns;
     if (live_conns)
         live_conns->live_prev = c;
