@@ -1,5 +1,6 @@
 """Hostile flows found by the review of issues 13 and 14 (tests/hostile/rv_*.lua):
 memory a run leaves behind outside the Lua heap once it has ended."""
+import json
 import os
 import shutil
 
@@ -76,6 +77,27 @@ def a_flow_cannot_reseed_the_generator_every_flow_shares():
     code, out, err = run_cli("run", path, "--flows", d, timeout=30)
     eq(code, 1, f"exit code ({out!r} {err[-300:]!r})")
     assert "math.randomseed" in out + err, out + err
+
+
+@test
+def a_result_that_is_not_json_is_a_failed_run():
+    name = "rv_result_not_json"
+    d = temp_dir()
+    path = shutil.copy(os.path.join(HOSTILE, name + ".lua"), d)
+    code, out, err = run_cli("run", path, "--flows", d, timeout=30)
+    eq(code, 1, f"rill run: exit code ({out!r} {err[-300:]!r})")
+    assert "not JSON" in out, out
+    with open(path) as f:
+        src = f.read()
+    with Rill({name + ".lua": src}) as r:
+        res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=20)
+        eq(res.status, 500, f"status ({res.body[:200]!r})")
+        run_id = res.json()["run_id"]
+        run = wait_until(lambda: next((x for x in r.runs("list") if x["id"] == run_id), None), 20,
+                         "the run in the history")
+        eq(run["state"], "failed", "its state")
+        shown = r.runs("show", run_id)
+        assert "not JSON" in json.dumps(shown), shown
 
 
 if __name__ == "__main__":

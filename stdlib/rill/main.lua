@@ -350,9 +350,15 @@ function M.run(args)
   end
   require("rill.runner").start(flow, { type = "manual" }, payload, {
     on_done = function(run)
+      local eok, s = true, nil
       if run.state == "succeeded" then
-        local eok, s = pcall(json.encode, run.result == nil and json.null or run.result)
-        out((eok and s or tostring(run.result)) .. "\n")
+        eok, s = pcall(json.encode, run.result == nil and json.null or run.result)
+        if not eok then
+          run.state, run.error = "failed", { message = "the run's result is not JSON: " .. tostring(s) }
+        end
+      end
+      if run.state == "succeeded" then
+        out(s .. "\n")
         os_c.exit(0)
       else
         out(json.encode { error = run.error.message, run_id = run.id } .. "\n")

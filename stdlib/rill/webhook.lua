@@ -275,7 +275,9 @@ local function respond(run)
   end
   local ok, encoded = pcall(json.encode, body)
   if not ok then
-    log.write("error", "the run's result cannot be sent as JSON: " .. encoded, nil, run)
+    -- a failed run, not a success: the history keeps it (record_sync)
+    run.state, run.error = "failed", { message = "the run's result is not JSON: " .. encoded }
+    log.write("error", run.error.message, nil, run)
     return reply_error(req, route, 500, "run result is not JSON", { run_id = run.id })
   end
   answer(req, route, status, encoded, headers)
