@@ -476,7 +476,5 @@ int rill_http_client_open(lua_State *L) {
         {"request", l_request}, {"configure", l_configure}, {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, funcs);
-    lua_pushstring(L, curl_version());
-    lua_setfield(L, -2, "version");
     return 1;
 }
