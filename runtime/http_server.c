@@ -140,7 +140,7 @@ struct conn {
     unsigned char keep_alive, reading, backlogged, expect_continue, refuse_503;
     unsigned char idle; /* on the server's idle list */
     conn *idle_prev, *idle_next;
-    conn *live_prev, *live_next; /* every connection not freed yet, for the wind-down */
+    conn *live_prev, *live_next;       /* every connection not freed yet, for the wind-down */
     conn *backlog_prev, *backlog_next; /* in the backlog: buffered requests wait their turn */
     unsigned char in_backlog;
 };

@@ -662,10 +662,14 @@ static size_t add_template(matcher *m, luaL_Buffer *b, const char *repl, size_t 
     return added;
 }
 
-/* gsub_string(s, pattern, repl, max_n): string.gsub with a replacement
- * string (no call into Lua, so all in C); gsub with a function or a table
- * is a Lua loop over exec (bounded.lua). Each search has its step budget;
- * the result is refused past max_string. */
+/* gsub_string(s, pattern, repl, max_n[, init, slice]): string.gsub with a
+ * replacement string (no call into Lua, so all in C); gsub with a function
+ * or a table is a Lua loop over exec (bounded.lua). Each search has its
+ * step budget; the result is refused past max_string. From init (1-based, default 1), the result
+ * covers s[init..]. With slice, it stops after the match that takes it past
+ * slice bytes of the subject and returns (the result so far, matches, the
+ * offset to go on from): the caller calls again from there, so that a long
+ * subject is replaced in pieces the watchdog can pause between. */
 static size_t max_string = 64u << 20;
 
 static int l_gsub_string(lua_State *L) {
@@ -674,6 +678,10 @@ static int l_gsub_string(lua_State *L) {
     const char *p = luaL_checklstring(L, 2, &lp);
     const char *repl = luaL_checklstring(L, 3, &lr);
     lua_Number max_n = luaL_optnumber(L, 4, (lua_Number)ls + 2);
+    lua_Integer init = luaL_optinteger(L, 5, 1);
+    lua_Number slice = luaL_optnumber(L, 6, (lua_Number)ls + 2);
+    if (init < 1 || (size_t)init > ls + 1)
+        return luaL_error(L, "gsub_string: init out of range");
     matcher m;
     jmp_buf deadline;
     if (setjmp(deadline))
@@ -682,9 +690,10 @@ static int l_gsub_string(lua_State *L) {
     int anchored = lp > 0 && *p == '^';
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    const char *src = s, *end = s + ls, *e;
+    const char *from = s + init - 1, *src = from, *end = s + ls, *e;
     size_t size = 0;
     lua_Number n = 0;
+    int more = 0;
     while (n < max_n) {
         m.steps = 0;
         m.next_check = CHECK_EVERY < max_steps ? CHECK_EVERY : max_steps;
@@ -708,13 +717,17 @@ static int l_gsub_string(lua_State *L) {
                  (int)size, (int)max_string);
         if (src > end || anchored)
             break;
+        if ((lua_Number)(src - from) > slice && n < max_n) {
+            more = 1; /* the caller goes on from src */
+            break;
+        }
     }
-    if (n == 0) {
+    if (n == 0 && from == s) {
         lua_pushvalue(L, 1);
         lua_pushinteger(L, 0);
         return 2;
     }
-    if (src < end) {
+    if (src < end && !more) {
         if (size + (size_t)(end - src) > max_string && ++too_large)
             fail(&m, "gsub: a result of %d bytes is over the limit max_string (%d bytes)",
                  (int)(size + (size_t)(end - src)), (int)max_string);
@@ -722,7 +735,10 @@ static int l_gsub_string(lua_State *L) {
     }
     luaL_pushresult(&b);
     lua_pushinteger(L, (lua_Integer)n);
-    return 2;
+    if (!more)
+        return 2;
+    lua_pushinteger(L, (lua_Integer)(src - s) + 1);
+    return 3;
 }
 
 /* The iterator gmatch returns; upvalues: subject, pattern, next offset. */

@@ -3,6 +3,7 @@ memory a run leaves behind outside the Lua heap once it has ended."""
 import json
 import os
 import shutil
+import threading
 
 from lib.harness import Rill, eq, main, rss_mb, run_cli, temp_dir, test, wait_until
 
@@ -98,6 +99,33 @@ def a_result_that_is_not_json_is_a_failed_run():
         eq(run["state"], "failed", "its state")
         shown = r.runs("show", run_id)
         assert "not JSON" in json.dumps(shown), shown
+
+
+@test
+def a_long_gsub_with_a_replacement_string_is_paused_in_slices():
+    name = "rv_gsub_long_subject"
+    with open(os.path.join(HOSTILE, name + ".lua")) as f:
+        src = f.read()
+    with Rill({name + ".lua": src, "ping.lua": PING}) as r:
+        done = []
+
+        def call():
+            res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=120)
+            done.append(("gsub", res))
+
+        t = threading.Thread(target=call)
+        t.start()
+        r.wait_log(msg="gsub starts", timeout=120)
+        # the gsub is running: a ping is answered between two of its slices
+        # (one C call held the loop, and the ping came after the gsub)
+        ping = r.request("GET", "/hooks/ping", timeout=120)
+        done.append(("ping", ping))
+        t.join(120)
+        eq(ping.status, 200, "the ping")
+        eq([what for what, _ in done], ["ping", "gsub"], "which was answered first")
+        res = done[1][1]
+        eq(res.status, 200, f"status ({res.body[:300]!r})")
+        eq(res.json(), {"n": 30000000, "len": 60000000, "head": "cbcbcb"}, "the result")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,23 @@ t.test("generated patterns give what the string library gives", function()
   t.ok(checked > 40000, "comparisons made: " .. checked)
 end)
 
+t.test("a gsub with a replacement string over a long subject, made in slices, gives what the string library gives", function()
+  mismatches = {}
+  -- 64 KiB slices (bounded.lua): subjects of several, and matches that
+  -- straddle a slice's end
+  local long = { ("ab"):rep(100000), ("x"):rep(65535) .. "yyy" .. ("x"):rep(70000), ("a b  "):rep(40000),
+                 ("é,"):rep(50000) .. "end" }
+  local pats = { "a", "b", "ab", "", "x*", "y+", "%s+", ".", "(a)(b)", "^a", "^x*", "[^,]*", "b?", "end$", "zz" }
+  for _, s in ipairs(long) do
+    for _, p in ipairs(pats) do
+      same("long gsub str", real.gsub, bounded.gsub, s, p, "[%0|%1]")
+      same("long gsub n", real.gsub, bounded.gsub, s, p, "-", 70000)
+      same("long gsub empty", real.gsub, bounded.gsub, s, p, "")
+    end
+  end
+  t.eq(#mismatches, 0, "mismatches:\n" .. table.concat(mismatches, "\n"))
+end)
+
 t.test("argument errors name the function", function()
   t.eq(outcome(bounded.find, nil, "a"), outcome(real.find, nil, "a"), "find(nil)")
   t.eq(outcome(bounded.match, "a", {}), outcome(real.match, "a", {}), "match(s, {})")

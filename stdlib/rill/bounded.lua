@@ -141,6 +141,9 @@ local function one(s, repl, kind, tmpl, st, e, ...)
   return st, e, replacement(s, repl, kind, tmpl, st, e, ...)
 end
 
+-- Subject bytes a gsub with a replacement string scans in one C call (~2 ms)
+local GSUB_SLICE = 64 * 1024
+
 -- gsub(s, pattern, repl[, n]): string.gsub.
 function bounded.gsub(s, p, repl, max_n)
   s = checkstring(s, 1, "gsub", 2)
@@ -160,8 +163,21 @@ function bounded.gsub(s, p, repl, max_n)
     max_n = n
   end
   if kind == "string" then -- not a tail call: errors name the flow's line, two levels up
-    local out, n = gsub_string(s, p, repl, max_n)
-    return out, n
+    local out, n, at = gsub_string(s, p, repl, max_n, 1, GSUB_SLICE)
+    if not at then return out, n end
+    -- a long subject, in slices: the watchdog may pause the run between two
+    -- (8 MB in one call held the loop 290 ms)
+    local pieces, np, size, limit = { out }, 1, #out, bounded.max_string
+    while at do
+      local count = n
+      out, n, at = gsub_string(s, p, repl, max_n - count, at, GSUB_SLICE)
+      np = np + 1
+      pieces[np] = out
+      size = size + #out
+      n = count + n
+      if size > limit then too_big("gsub", size, 2) end
+    end
+    return concat(pieces, "", 1, np), n
   end
   local tmpl = nil
   local len, anchored = #s, byte(p, 1) == 94
