@@ -156,5 +156,74 @@ return {
         eq(r.runs("show", rid)["result"], "48", "hours slept, by rill's clock")
 
 
+BACKOFF_FLOWS = {
+    "flaky.lua": """
+-- a step retried with backoff (1 s, then 2 s), and a plain sleep
+return {
+  triggers = { webhook { path = "/hooks/flaky" } },
+  run = function(ctx)
+    local status = step("call", function()
+      local r = http.get("https://api.example/thing")
+      if r.status >= 500 then error("status " .. r.status) end
+      return r.status
+    end, { retries = 3, backoff = 1 })
+    local before = time.now()
+    sleep(90)
+    return { status = status, slept = time.now() - before }
+  end,
+}""",
+    "again.lua": """
+-- a stored run that fails once: retried after the run backoff
+return {
+  triggers = { webhook { path = "/hooks/again", mode = "async" } },
+  retries = { attempts = 3, backoff = "10s" },
+  run = function(ctx)
+    local r = http.get("https://api.example/again")
+    if r.status >= 500 then error("status " .. r.status) end
+    return "done at attempt " .. ctx.attempt
+  end,
+}""",
+    "flaky.test.lua": """
+test("a step's retry backoff and a sleep move the test clock, not the wall clock", function(t)
+  local at = {}
+  t.stub("GET", "https://api.example/thing", function()
+    at[#at + 1] = t.now()
+    return { status = #at < 3 and 500 or 200 }
+  end)
+  local start = t.now()
+  local resp = t.webhook("POST", "/hooks/flaky", { json = {} })
+  t.eq(resp.status, 200, "answered")
+  t.eq(resp.json, { status = 200, slept = 90 }, "the sleep took 90 s of the test's clock")
+  t.eq({ at[1] - start, at[2] - at[1], at[3] - at[2] }, { 0, 1, 2 }, "the backoff: 1 s, then 2 s")
+  t.eq(t.now() - start, 93, "the clock moved by the backoff and the sleep")
+end)
+
+test("a stored run's retry waits on the test clock", function(t)
+  local n = 0
+  t.stub("GET", "https://api.example/again", function()
+    n = n + 1
+    return { status = n == 1 and 503 or 200 }
+  end)
+  t.webhook("POST", "/hooks/again", { json = {} })
+  t.eq(t.runs("again")[1].state, "retrying", "the first attempt failed")
+  t.advance("1m")
+  t.eq(t.runs("again")[1].state, "succeeded", "retried once the backoff passed on the test clock")
+end)
+""",
+}
+
+
+@test
+def the_test_clock_covers_step_backoff_sleeps_and_run_retries():
+    d = temp_dir()
+    os.makedirs(f"{d}/flows")
+    for name, src in BACKOFF_FLOWS.items():
+        with open(f"{d}/flows/{name}", "w") as f:
+            f.write(src)
+    code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=120)
+    eq(code, 0, f"rill test exit code\n{out}\n{err}")
+    assert "2 passed, 0 failed" in out, out
+
+
 if __name__ == "__main__":
     main()

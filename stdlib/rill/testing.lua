@@ -327,7 +327,12 @@ local function new_world(file)
 end
 
 local function enter(w)
-  time.set_clock(function() return w.clock end)
+  -- what waits inside a run (sleep(), a step's retry backoff) moves this
+  -- clock on at once, and yields a turn to the other runs
+  time.set_clock(function() return w.clock end, function(seconds)
+    w.clock = w.clock + seconds
+    timer.sleep(0)
+  end)
   env.isolate(w.env)
   store.close()
   store.open("sqlite:" .. w.dir .. "/rill.db")
