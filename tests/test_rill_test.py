@@ -225,5 +225,37 @@ def the_test_clock_covers_step_backoff_sleeps_and_run_retries():
     assert "2 passed, 0 failed" in out, out
 
 
+TYPO_FLOW = """
+return {
+  triggers = { webhook { path = "/hooks/signed" } },
+  run = function(ctx)
+    local quote = db.query("SELECT id, amount, note FROM quotes WHERE id = $1", ctx.payload.id)[1]
+    if quote.amout > 10000 then return "big" end
+    return "small"
+  end,
+}"""
+
+TYPO_TESTS = """
+test("a big quote", function(t)
+  t.db.exec("CREATE TABLE quotes (id INTEGER PRIMARY KEY, amount INTEGER, note TEXT)")
+  t.db.exec("INSERT INTO quotes (id, amount) VALUES (1, 12000)")
+  local resp = t.webhook("POST", "/hooks/signed", { json = { id = 1 } })
+  t.eq(resp.status, 200, "answered")
+end)
+"""
+
+
+@test
+def a_misspelt_column_fails_the_flow_test_naming_it():
+    d = temp_dir()
+    os.makedirs(f"{d}/flows")
+    for name, src in {"signed.lua": TYPO_FLOW, "signed.test.lua": TYPO_TESTS}.items():
+        with open(f"{d}/flows/{name}", "w") as f:
+            f.write(src)
+    code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=60)
+    eq(code, 1, f"rill test exit code\n{out}\n{err}")
+    assert "flows/signed.lua:6: quotes row has no column amout (columns: id, amount, note)" in out + err, out + err
+
+
 if __name__ == "__main__":
     main()
