@@ -67,6 +67,66 @@ def check_accepts_valid_flows():
 def check_the_shipped_flows():
     code, out, err = run_cli("check", os.path.join(ROOT, "flows"))
     eq(code, 0, "exit code: " + err)
+    eq(err, "", "no error and no warning on the company's flows (luacheck included)")
+    assert "flow(s) OK in" in out and "warning" not in out, out
+
+
+TYPOS = """local greeting = "hello"
+local unused = 1
+return {
+  triggers = { manual() },
+  run = function(ctx)
+    local quote = ctx.payload
+    if quote.amount > 10000 then
+      local greeting = "big"
+      log.info(greeting)
+    end
+    log.info(jsn.encode(quote))
+    return json.encdoe(quote), greeting
+  end,
+}"""
+
+
+@test
+def check_analyses_flows_with_luacheck_names_are_errors_the_rest_warnings():
+    """issue 15: a misspelt global or API name is an error at file:line:column,
+    with a guess; unused variables and shadowing are warnings."""
+    d = flows_dir({"typos.lua": TYPOS})
+    code, out, err = run_cli("check", d)
+    eq(code, 1, f"exit code\n{out}\n{err}")
+    for expected in [f"{d}/typos.lua:11:14: error: accessing undefined variable 'jsn' (did you mean 'json'?)",
+                     f"{d}/typos.lua:12:12: error: accessing undefined field 'encdoe' of global 'json' "
+                     "(did you mean 'json.encode'?)",
+                     f"{d}/typos.lua:2:7: warning: unused variable 'unused'",
+                     f"{d}/typos.lua:8:13: warning: shadowing upvalue 'greeting' on line 1",
+                     "1 flow file(s) with errors"]:
+        assert expected in err, f"{expected!r} not in:\n{err}"
+    # warnings alone do not fail the check
+    d = flows_dir({"warns.lua": TYPOS.replace("jsn.", "json.").replace("encdoe", "encode")})
+    code, out, err = run_cli("check", d)
+    eq(code, 0, f"exit code\n{out}\n{err}")
+    assert "warns.lua:2:7: warning: unused variable 'unused'" in err, err
+    assert "1 flow(s) OK in" in out and "(2 warning(s))" in out, out
+
+
+@test
+def check_without_luacheck_says_so_and_still_checks():
+    d = flows_dir({"typos.lua": TYPOS, "bad.lua": "return { triggers = { manual() } }"})
+    code, out, err = run_cli("check", d, env={"RILL_LUACHECK": "/nonexistent/luacheck"})
+    eq(code, 1, f"exit code\n{out}\n{err}")
+    assert "rill check: /nonexistent/luacheck not found: static analysis skipped" in err, err
+    assert f"{d}/bad.lua: the flow has no run function" in err, err
+    assert "jsn" not in err, err
+    assert "no static analysis" in err, err
+
+
+@test
+def check_prints_its_luacheck_configuration():
+    code, out, err = run_cli("check", "--luacheck-config")
+    eq(code, 0, "exit code: " + err)
+    assert 'std = "none"' in out, out
+    assert "json = { fields = { decode = {}, encode = {}, null = {} } }" in out, out
+    assert "env = { other_fields = true }" in out, out
 
 
 @test

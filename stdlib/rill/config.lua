@@ -88,6 +88,8 @@ config.defaults = {
   db_pool = 8,                 -- Postgres connections per database (and transactions at once)
   db_statement_timeout = "30s", -- a statement running longer is cancelled by Postgres
   env = {},                    -- plain (non-secret) values flows read through env
+  luacheck = "luacheck",       -- the program rill check analyses flows with (Debian's lua-check);
+                               -- "off": none
   clock_offset = "0s",         -- for tests only: rill's clock runs this far ahead of the real one
                                -- (a run parked for days is woken by a restart with "2d")
 }

@@ -131,6 +131,10 @@ local function flow_modules()
   return m
 end
 
+-- environment() -> a fresh copy of the globals a flow file runs with (what
+-- rill check hands luacheck: lint.lua).
+function flows.environment() return sandbox.new(flow_modules()) end
+
 local function stem(file)
   return (file:match("([^/]+)%.lua$") or file)
 end
