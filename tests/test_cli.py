@@ -2,7 +2,7 @@
 import json
 import os
 
-from lib.harness import ROOT, eq, main, run_cli, temp_dir, test
+from lib.harness import ROOT, Rill, eq, main, run_cli, temp_dir, test
 
 
 def flows_dir(files):
@@ -225,6 +225,46 @@ def check_reports_unknown_fields_and_trigger_options_with_their_line():
                      f"{d}/odd.lua:4: unknown field 'frobnicate' (fields:"]:
         assert expected in err, f"{expected!r} not in:\n{err}"
     assert "(did you mean" not in err.split("odd.lua")[1].split("\n")[0], err
+
+
+ENV_FLOW = {"envy.lua": """
+return {
+  triggers = { manual() },
+  run = function(ctx) return { greeting = env.GREETING, channel = env.CHANNEL } end,
+}"""}
+
+
+@test
+def run_honours_rill_env_and_every_table_setting_as_json():
+    """issue 15: RILL_ENV was ignored (a table setting); now a JSON object."""
+    d = flows_dir(ENV_FLOW)
+    code, out, err = run_cli("run", "envy", "--flows", d, env={"RILL_ENV": '{"GREETING": "Hi", "CHANNEL": "#sales"}'})
+    eq(code, 0, f"exit code\n{err}")
+    eq(json.loads(out), {"greeting": "Hi", "channel": "#sales"}, "env from RILL_ENV")
+    code, out, err = run_cli("run", "envy", "--flows", d, env={"RILL_ENV": "GREETING=Hi"})
+    eq(code, 2, f"exit code\n{out}\n{err}")
+    assert 'config: RILL_ENV: "GREETING=Hi" is not a JSON object' in err, err
+
+
+@test
+def an_rill_variable_naming_no_setting_is_warned_about_at_start():
+    d = flows_dir(ENV_FLOW)
+    code, out, err = run_cli("run", "envy", "--flows", d,
+                             env={"RILL_LOG_LEVL": "debug", "RILL_FLOWSDIR": "x", "RILL_ADMIN_TOKEN": "t"})
+    eq(code, 0, f"exit code\n{err}")
+    lines = [line for line in err.splitlines() if "names no setting" in line]
+    eq(len(lines), 2, f"one line for each unknown variable:\n{err}")
+    assert "RILL_LOG_LEVL names no setting" in err and "did you mean RILL_LOG_LEVEL?" in err, err
+    assert "RILL_FLOWSDIR names no setting" in err and "did you mean RILL_FLOWS_DIR?" in err, err
+    assert "RILL_ADMIN_TOKEN" not in err, "a variable rill reads is no mistake: " + err
+
+
+@test
+def serve_warns_about_an_rill_variable_naming_no_setting():
+    with Rill(ENV_FLOW, env={"RILL_RETRY_BACKOF": "5s"}) as r:
+        line = r.wait_log(msg_has="RILL_RETRY_BACKOF names no setting")
+        eq(line["level"], "warn", "level")
+        assert "did you mean RILL_RETRY_BACKOFF?" in line["msg"], line
 
 
 if __name__ == "__main__":

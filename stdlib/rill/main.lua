@@ -53,7 +53,8 @@ usage: rill <command> [options]
   version             print rill's version
 
 Every setting can be overridden by an environment variable RILL_<SETTING>
-(RILL_LISTEN, RILL_FLOWS_DIR, RILL_LOG_LEVEL ...): see docs/configuration.md.
+(RILL_LISTEN, RILL_FLOWS_DIR, RILL_LOG_LEVEL ...; RILL_ENV='{"NAME": "value"}'
+for a table): see docs/configuration.md.
 ]]
 
 local function out(s) os_c.write(1, s) end
@@ -114,6 +115,10 @@ end
 -- Applies settings to the modules that hold them.
 local function apply(c)
   require("rill.log").configure(c.log_level, c.log_format, c.log_buffer)
+  for _, u in ipairs(require("rill.config").unknown_env()) do
+    require("rill.log").warn(string.format("%s names no setting, and is ignored%s", u.name,
+      u.guess and (" (did you mean " .. u.guess .. "?)") or ""), { variable = u.name })
+  end
   require("rill.env").configure(c.env)
   require("rill.triggers").default_timezone = c.timezone
   local runner = require "rill.runner"
