@@ -356,18 +356,29 @@ function M.check(args)
       findings = found
     end
   end
+  -- by file: its load error first, then luacheck's findings in line order
+  local lines = {}
   for _, f in ipairs(findings) do
     if f.severity == "error" then
-      bad[f.file] = bad[f.file] and (bad[f.file] .. "\n" .. lint.format(f)) or lint.format(f)
+      bad[f.file] = bad[f.file] or true
     else
       warnings = warnings + 1
-      err(lint.format(f) .. "\n")
     end
+    lines[f.file] = lines[f.file] or {}
+    table.insert(lines[f.file], lint.format(f))
   end
+  local shown = {}
+  for file in pairs(bad) do shown[#shown + 1] = file end
+  for file in pairs(lines) do
+    if not bad[file] then shown[#shown + 1] = file end
+  end
+  table.sort(shown)
   local files = {}
-  for file in pairs(bad) do files[#files + 1] = file end
-  table.sort(files)
-  for _, file in ipairs(files) do err(bad[file] .. "\n") end
+  for _, file in ipairs(shown) do
+    if bad[file] then files[#files + 1] = file end
+    if type(bad[file]) == "string" then err(bad[file] .. "\n") end
+    for _, line in ipairs(lines[file] or {}) do err(line .. "\n") end
+  end
   local n = 0
   for _ in pairs(flows.by_file) do n = n + 1 end
   local tail = lint_note and (" (" .. lint_note .. ")")
