@@ -260,6 +260,13 @@ def an_rill_variable_naming_no_setting_is_warned_about_at_start():
 
 
 @test
+def check_reads_the_flows_dir_setting_when_given_no_folder():
+    d = flows_dir(ENV_FLOW)
+    code, out, err = run_cli("check", env={"RILL_FLOWS_DIR": d}, cwd=temp_dir())
+    eq(code, 0, f"exit code\n{out}\n{err}")
+    assert f"1 flow(s) OK in {d}" in out, out
+
+@test
 def serve_warns_about_an_rill_variable_naming_no_setting():
     with Rill(ENV_FLOW, env={"RILL_RETRY_BACKOF": "5s"}) as r:
         line = r.wait_log(msg_has="RILL_RETRY_BACKOF names no setting")

@@ -21,7 +21,7 @@ usage: rill <command> [options]
                       the admin API and console (token: RILL_ADMIN_TOKEN), /healthz,
                       /readyz and /metrics on the admin address (default 127.0.0.1:9090)
   check [DIR] [--config FILE] [--luacheck-config]
-                      load and validate every flow in DIR (default: flows), and
+                      load and validate every flow in DIR (default: flows_dir), and
                       analyse them with luacheck (undefined names are errors; unused
                       variables, shadowing... warnings); exit 1 on errors.
                       --luacheck-config prints luacheck's configuration for flows
@@ -319,7 +319,6 @@ end
 function M.check(args)
   local opts, pos = parse(args, 2, { config = true, ["luacheck-config"] = false })
   if not opts then return fail(pos) end
-  local dir = pos[1] or "flows"
   if opts["luacheck-config"] then
     out(require("rill.lint").config(require("rill.flows").environment()))
     return os_c.exit(0)
@@ -333,6 +332,7 @@ function M.check(args)
     require("rill.c.task").configure { kill_grace = c.kill_grace }
     require("rill.flows").load_deadline = c.load_deadline
   end
+  local dir = pos[1] or (sok and c.flows_dir) or "flows" -- like serve: flows_dir, RILL_FLOWS_DIR
   local flows = require "rill.flows"
   local summary = flows.reload(dir)
   local bad = {}
