@@ -330,8 +330,8 @@ local function enter(w)
   -- what waits inside a run (sleep(), a step's retry backoff) moves this
   -- clock on at once, and yields a turn to the other runs
   time.set_clock(function() return w.clock end, function(seconds)
+    timer.sleep(0) -- raises where a sleep may not wait (a flow file's top level), before the clock moves
     w.clock = w.clock + seconds
-    timer.sleep(0)
   end)
   env.isolate(w.env)
   store.close()
