@@ -107,6 +107,18 @@ def check_analyses_flows_with_luacheck_names_are_errors_the_rest_warnings():
     eq(code, 0, f"exit code\n{out}\n{err}")
     assert "warns.lua:2:7: warning: unused variable 'unused'" in err, err
     assert "1 flow(s) OK in" in out and "(2 warning(s))" in out, out
+    # test files too, as trusted LuaJIT code with test()
+    d = flows_dir({"hello.lua": GOOD["hello.lua"], "hello.test.lua": """local io_lib = require "io"
+test("says hello", function(t)
+  local run = t.run("hello", { name = "Ada" })
+  t.eq(run.result, { greeting = "Hello, Ada" })
+  t.eq(rn.state, "succeeded")
+end)
+"""})
+    code, out, err = run_cli("check", d)
+    eq(code, 1, f"exit code\n{out}\n{err}")
+    assert f"{d}/hello.test.lua:5:8: error: accessing undefined variable 'rn'" in err, err
+    assert f"{d}/hello.test.lua:1:7: warning: unused variable 'io_lib'" in err, err
 
 
 @test

@@ -1,5 +1,6 @@
--- lint: rill check's static analysis of flow files, by luacheck (Debian's
--- lua-check). The luacheck configuration is made from the globals a flow
+-- lint: rill check's static analysis of flow files (and of their test
+-- files, NAME.test.lua, as trusted LuaJIT code with test()), by luacheck
+-- (Debian's lua-check). The luacheck configuration is made from the globals a flow
 -- really runs with (flows.environment(): the sandbox and rill's modules,
 -- with their fields), so it cannot drift from them; `rill check
 -- --luacheck-config` prints it for an editor.
@@ -66,6 +67,16 @@ function lint.config(env)
   return table.concat(lines, "\n") .. "\n"
 end
 
+-- The configuration for test files (flows/NAME.test.lua): trusted code with
+-- LuaJIT's whole library and test() (testing.lua).
+lint.TEST_CONFIG = table.concat({
+  "-- luacheck configuration for rill's test files (NAME.test.lua), made by `rill check`.",
+  "std = \"luajit\"",
+  "unused_args = false",
+  "max_line_length = false",
+  "read_globals = { \"test\" }",
+}, "\n") .. "\n"
+
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 -- available(program) -> the program's path, or nil when it is not there.
@@ -79,6 +90,7 @@ end
 
 -- Names luacheck's message is about, for a "did you mean".
 local function suggestion(code, msg, env)
+  if not env then return "" end -- test files: LuaJIT's own names
   local closest = require("rill.triggers").closest
   if code == "113" then
     local name = msg:match("variable '([^']+)'")
@@ -93,14 +105,15 @@ local function suggestion(code, msg, env)
   return ""
 end
 
--- run(files, program, env) -> findings {file, line, col, code, severity, message},
--- or nil and why when luacheck could not be run.
-function lint.run(files, program, env)
+-- run(files, program, env[, config]) -> findings {file, line, col, code,
+-- severity, message}, or nil and why when luacheck could not be run.
+-- config: luacheck's configuration (default: lint.config(env), for flows).
+function lint.run(files, program, env, config)
   if #files == 0 then return {} end
   local path = os.tmpname()
   local f = io.open(path, "w")
   if not f then return nil, "cannot write a temporary file for luacheck's configuration" end
-  f:write(lint.config(env))
+  f:write(config or lint.config(env))
   f:close()
   local args = {}
   for i, file in ipairs(files) do args[i] = quote(file) end

@@ -304,16 +304,19 @@ function M.serve_in_task(c)
 
 end
 
--- The flow files of dir (what flows.reload loads), sorted.
+-- The flow files of dir (what flows.reload loads) and their test files, sorted.
 local function flow_files(dir)
-  local files = {}
+  local files, tests = {}, {}
   for _, name in ipairs(os_c.list_dir(dir) or {}) do
-    if name:match("%.lua$") and not name:match("%.test%.lua$") and not name:match("^[_.]") then
+    if name:match("%.test%.lua$") then
+      tests[#tests + 1] = dir .. "/" .. name
+    elseif name:match("%.lua$") and not name:match("^[_.]") then
       files[#files + 1] = dir .. "/" .. name
     end
   end
   table.sort(files)
-  return files
+  table.sort(tests)
+  return files, tests
 end
 
 function M.check(args)
@@ -348,7 +351,14 @@ function M.check(args)
       .. "or set luacheck / RILL_LUACHECK to its path)\n", program))
     lint_note = "no static analysis: " .. program .. " not found"
   else
-    local found, why = lint.run(flow_files(dir), program, flows.environment())
+    local files, tests = flow_files(dir)
+    local found, why = lint.run(files, program, flows.environment())
+    if found then
+      local in_tests
+      in_tests, why = lint.run(tests, program, nil, lint.TEST_CONFIG)
+      for _, f in ipairs(in_tests or {}) do found[#found + 1] = f end
+      if not in_tests then found = nil end
+    end
     if not found then
       err("rill check: static analysis failed: " .. why .. "\n")
       lint_note = "no static analysis"
