@@ -107,6 +107,17 @@ def check_analyses_flows_with_luacheck_names_are_errors_the_rest_warnings():
     eq(code, 0, f"exit code\n{out}\n{err}")
     assert "warns.lua:2:7: warning: unused variable 'unused'" in err, err
     assert "1 flow(s) OK in" in out and "(2 warning(s))" in out, out
+    # a global the file sets itself (a function without local) is a warning where it is set and read
+    d = flows_dir({"globals.lua": """function helper(x) return x + 1 end
+return {
+  triggers = { manual() },
+  run = function(ctx) return helper(1) + helpr(2) end,
+}"""})
+    code, out, err = run_cli("check", d)
+    eq(code, 1, f"exit code\n{out}\n{err}")
+    assert f"{d}/globals.lua:1:10: warning: setting non-standard global variable 'helper'" in err, err
+    assert f"{d}/globals.lua:4:30: warning: accessing undefined variable 'helper'" in err, err
+    assert f"{d}/globals.lua:4:42: error: accessing undefined variable 'helpr' (did you mean 'helper'?)" in err, err
     # test files too, as trusted LuaJIT code with test()
     d = flows_dir({"hello.lua": GOOD["hello.lua"], "hello.test.lua": """local io_lib = require "io"
 test("says hello", function(t)

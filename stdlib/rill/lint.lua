@@ -5,9 +5,10 @@
 -- with their fields), so it cannot drift from them; `rill check
 -- --luacheck-config` prints it for an editor.
 -- What is an error and what a warning (docs/flows.md, "rill check"):
---   error:   a name that does not exist: an undefined global (113), an
---            undefined field of one of rill's modules (143: json.encdoe),
---            and what luacheck cannot parse (0xx);
+--   error:   a name that does not exist: an undefined global (113) that
+--            the file does not set itself, an undefined field of one of
+--            rill's modules (143: json.encdoe), and what luacheck cannot
+--            parse (0xx);
 --   warning: everything else: unused variables, values and labels (2xx),
 --            shadowing (4xx), setting globals (111, 112, 12x, 142), dead
 --            code (5xx)...
@@ -89,12 +90,14 @@ function lint.available(program)
 end
 
 -- Names luacheck's message is about, for a "did you mean".
-local function suggestion(code, msg, env)
+local function suggestion(code, msg, env, own)
   if not env then return "" end -- test files: LuaJIT's own names
   local closest = require("rill.triggers").closest
   if code == "113" then
     local name = msg:match("variable '([^']+)'")
-    local best = name and closest(name, sorted_keys(env))
+    local names = sorted_keys(env)
+    for _, n in ipairs(own) do names[#names + 1] = n end
+    local best = name and closest(name, names)
     return best and (" (did you mean '" .. best .. "'?)") or ""
   elseif code == "143" then
     local field, global = msg:match("field '([^']+)' of global '([^']+)'")
@@ -129,13 +132,31 @@ function lint.run(files, program, env, config)
     if file then
       local severity = (ERRORS[code] or kind == "E" or code:sub(1, 1) == "0") and "error" or "warning"
       findings[#findings + 1] = { file = file, line = tonumber(l), col = tonumber(c), code = code,
-        severity = severity, message = msg .. suggestion(code, msg, env) }
+        severity = severity, message = msg }
     else
       other[#other + 1] = line
     end
   end
   if #findings == 0 and #other > 0 then
     return nil, "luacheck: " .. table.concat(other, " "):sub(1, 300)
+  end
+  -- a global the file sets itself (a function defined without local) is
+  -- there when it is read: reading it is a warning, like setting it
+  local set, own = {}, {}
+  for _, f in ipairs(findings) do
+    local name = f.code == "111" and f.message:match("'([^']+)'")
+    if name and not set[f.file .. "\0" .. name] then
+      set[f.file .. "\0" .. name] = true
+      own[f.file] = own[f.file] or {}
+      table.insert(own[f.file], name)
+    end
+  end
+  for _, f in ipairs(findings) do
+    if f.code == "113" and set[f.file .. "\0" .. (f.message:match("variable '([^']+)'") or "")] then
+      f.severity = "warning"
+    else
+      f.message = f.message .. suggestion(f.code, f.message, env, own[f.file] or {})
+    end
   end
   return findings
 end
