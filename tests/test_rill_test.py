@@ -183,6 +183,12 @@ return {
     return "done at attempt " .. ctx.attempt
   end,
 }""",
+    "netretry.lua": """
+-- http's own retries after a network error (0.25 s, then 0.5 s)
+return {
+  triggers = { manual() },
+  run = function(ctx) return http.get("https://api.example/net", { retries = 2 }).status end,
+}""",
     "flaky.test.lua": """
 test("a step's retry backoff and a sleep move the test clock, not the wall clock", function(t)
   local at = {}
@@ -196,6 +202,19 @@ test("a step's retry backoff and a sleep move the test clock, not the wall clock
   t.eq(resp.json, { status = 200, slept = 90 }, "the sleep took 90 s of the test's clock")
   t.eq({ at[1] - start, at[2] - at[1], at[3] - at[2] }, { 0, 1, 2 }, "the backoff: 1 s, then 2 s")
   t.eq(t.now() - start, 93, "the clock moved by the backoff and the sleep")
+end)
+
+test("http's retry after a network error waits on the test clock", function(t)
+  local at = {}
+  t.stub("GET", "https://api.example/net", function()
+    at[#at + 1] = t.now()
+    if #at < 3 then return { error = "connection refused" } end
+    return { status = 204 }
+  end)
+  local start = t.now()
+  t.eq(t.run("netretry").result, 204, "the third try answered")
+  t.eq({ at[2] - at[1], at[3] - at[2] }, { 0.25, 0.5 }, "the waits between tries")
+  t.eq(t.now() - start, 0.75, "the clock moved by them")
 end)
 
 test("a stored run's retry waits on the test clock", function(t)
@@ -222,7 +241,7 @@ def the_test_clock_covers_step_backoff_sleeps_and_run_retries():
             f.write(src)
     code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=120)
     eq(code, 0, f"rill test exit code\n{out}\n{err}")
-    assert "2 passed, 0 failed" in out, out
+    assert "3 passed, 0 failed" in out, out
 
 
 TYPO_FLOW = """

@@ -348,6 +348,7 @@ local function enter(w)
       if (s.method == "*" or s.method == method) and req.url:sub(1, #s.prefix) == s.prefix then
         local r = s.response
         if type(r) == "function" then r = r(call) or {} end
+        if r.error ~= nil then return nil, tostring(r.error) end -- a network failure: no answer at all
         local body = r.body or (r.json ~= nil and json.encode(r.json)) or ""
         local headers = {}
         for k, v in pairs(r.headers or {}) do headers[k:lower()] = v end
