@@ -261,6 +261,13 @@ test("a big quote", function(t)
   local resp = t.webhook("POST", "/hooks/signed", { json = { id = 1 } })
   t.eq(resp.status, 200, "answered")
 end)
+
+test("a row compared with t.eq", function(t)
+  t.db.exec("CREATE TABLE quotes (id INTEGER PRIMARY KEY, amount INTEGER, note TEXT)")
+  t.db.exec("INSERT INTO quotes (id, amount) VALUES (1, 12000)")
+  t.eq(t.db.query("SELECT id, amount FROM quotes")[1], { id = 1, amount = 12000 }, "the same row")
+  t.eq(t.db.query("SELECT id FROM quotes")[1], { id = 1, amount = 12000 }, "a column short")
+end)
 """
 
 
@@ -274,6 +281,8 @@ def a_misspelt_column_fails_the_flow_test_naming_it():
     code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=60)
     eq(code, 1, f"rill test exit code\n{out}\n{err}")
     assert "flows/signed.lua:6: quotes row has no column amout (columns: id, amount, note)" in out + err, out + err
+    # t.eq compares a row as a table: a column short is a difference, not an error
+    assert 'flows/signed.test.lua:13: a column short: expected {"amount":12000,"id":1}, got {"id":1}' in out, out
 
 
 if __name__ == "__main__":
