@@ -1,9 +1,9 @@
 -- lint: rill check's static analysis of flow files (and of their test
 -- files, NAME.test.lua, as trusted LuaJIT code with test()), by luacheck
--- (Debian's lua-check). The luacheck configuration is made from the globals a flow
--- really runs with (flows.environment(): the sandbox and rill's modules,
--- with their fields), so it cannot drift from them; `rill check
--- --luacheck-config` prints it for an editor.
+-- (Debian's lua-check). The luacheck configuration is made from the
+-- globals a flow really runs with (flows.environment(): the sandbox and
+-- rill's modules, with their fields), so it cannot drift from them;
+-- `rill check --luacheck-config` prints it for an editor.
 -- What is an error and what a warning (docs/flows.md, "rill check"):
 --   error:   a name that does not exist: an undefined global (113) that
 --            the file does not set itself, an undefined field of one of
