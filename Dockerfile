@@ -16,12 +16,13 @@ RUN sed -n '/^# build/,/^# test/p' tools/debian-packages.txt > tools/build-packa
 COPY . .
 RUN make all
 
-# ---- runtime: the shared libraries rill links to, and curl for the health check ----
+# ---- runtime: the shared libraries rill links to, curl for the health check, and
+# lua-check for `rill check` (its static analysis) ----
 FROM debian:12-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        libluajit2-5.1-2 libuv1 libcurl4 libssl3 libpq5 libsqlite3-0 libhttp-parser2.9 \
-       tzdata ca-certificates curl \
+       tzdata ca-certificates curl lua-check \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --user-group --home-dir /srv/rill --shell /usr/sbin/nologin rill \
     && mkdir -p /srv/rill/flows /srv/rill/config /srv/rill/data \

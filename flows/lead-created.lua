@@ -92,11 +92,10 @@ local function welcome(lead_id)
     local mautic_id = step("mautic contact" .. tag, function()
       local fields = { email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
                        company = contact.organization, phone = contact.phone }
-      local m
       if contact.mautic_id then
-        m = mautic_api.update_contact(contact.mautic_id, fields)
+        mautic_api.update_contact(contact.mautic_id, fields)
       else
-        m = mautic_api.find_contact(contact.email)
+        local m = mautic_api.find_contact(contact.email)
         m = m and mautic_api.update_contact(m.id, fields) or mautic_api.create_contact(fields)
         db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", m.id, contact.id)
       end

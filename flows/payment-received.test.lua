@@ -349,9 +349,9 @@ test("company 2's payment: recorded with its Invoice Ninja token, its points in 
   t.eq(revolut(t, transfer("tx-9", "completed", 2750, "EUR", "R-2026-202")).status, 202, "accepted")
   local run = t.runs("payment-received")[1]
   t.eq({ run.state, run.result.invoice_status, run.result.owner_company }, { "succeeded", "paid", 2 }, "paid")
-  local ninja = t.calls(nil, "ninja.test")
-  t.eq(#ninja, 2, "look for the payment, record it")
-  for _, c in ipairs(ninja) do t.eq(c.headers["x-api-token"], "tok-nordwind", "its token: " .. c.url) end
+  local ninja_calls = t.calls(nil, "ninja.test")
+  t.eq(#ninja_calls, 2, "look for the payment, record it")
+  for _, c in ipairs(ninja_calls) do t.eq(c.headers["x-api-token"], "tok-nordwind", "its token: " .. c.url) end
   t.eq(#t.calls(nil, "https://mautic.test"), 0, "nothing to company 1's Mautic")
   local m = t.calls(nil, "https://mautic.nordwind.test")
   t.eq(#m, 3, "find, create, points")

@@ -112,11 +112,11 @@ return {
     for _, r in ipairs(due) do
       local key = string.format("invoice %d step %d", r.invoice.id, r.step)
       local claimed = step(key .. ": claim", function()
-        local now = time.iso(time.now())
+        local at = time.iso(time.now())
         -- only while the invoice is still unpaid: a payment may have come since the scan above
         return #db.query([[INSERT INTO payment_reminders (invoice_id, step, sent_at) SELECT $1, $2, $3
           WHERE EXISTS (SELECT 1 FROM invoices WHERE id = $1 AND status IN ('sent', 'partially_paid'))
-          ON CONFLICT (invoice_id, step) DO NOTHING RETURNING id]], r.invoice.id, r.step, now) == 1
+          ON CONFLICT (invoice_id, step) DO NOTHING RETURNING id]], r.invoice.id, r.step, at) == 1
       end)
       if claimed then
         step(key .. ": email", function()
@@ -128,14 +128,14 @@ return {
         if r.final then
           local agency = step(key .. ": collection agency", function() return hand_to_agency(r) end)
           step(key .. ": status collection", function()
-            local now = time.iso(time.now())
+            local at = time.iso(time.now())
             -- collection_updated_at stays the agency's own clock (collection-agency orders its updates by it)
             db.exec([[UPDATE invoices SET status = 'collection', collection_status = 'handed_over',
-              updated_at = $1 WHERE id = $2 AND status IN ('sent', 'partially_paid')]], now, r.invoice.id)
+              updated_at = $1 WHERE id = $2 AND status IN ('sent', 'partially_paid')]], at, r.invoice.id)
             return db.exec([[INSERT INTO audit_log (owner_company, table_name, record_id, action, details, actor,
               created_at) VALUES ($1, 'invoices', $2, 'collection_handover', $3, $4, $5)]], r.company.id,
               r.invoice.id, json.encode { agency = "lpagency", file_id = agency.file_id, days_overdue = r.days },
-              "payment-reminders " .. ctx.run_id, now)
+              "payment-reminders " .. ctx.run_id, at)
           end)
           if present(r.company.slack_channel) then
             step(key .. ": tell Slack", function()

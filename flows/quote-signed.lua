@@ -118,12 +118,12 @@ return {
     end
 
     -- signed once: a redelivery, or a second event for the same submission, finds it done
-    local signed = step("mark the quote signed", function()
+    local marked = step("mark the quote signed", function()
       local now = time.iso(time.now())
       return db.exec("UPDATE quotes SET status = 'signed', signed_at = $1, updated_at = $1 "
         .. "WHERE id = $2 AND status IN ('draft', 'sent')", now, quote.id) > 0
     end)
-    if not signed then
+    if not marked then
       local status = step("status found", function()
         return db.query("SELECT status FROM quotes WHERE id = $1", quote.id)[1].status
       end)

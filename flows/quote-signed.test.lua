@@ -3,7 +3,6 @@
 -- 1, deposit 30%, signed campaign 12) is sent, contact 2 (Hugo Bernard).
 local crypto = require "rill.crypto"
 local json = require "rill.json"
-local time = require "rill.time"
 local http = require "rill.http"
 
 local SECRET = "whsec_quote_signed_test"

@@ -63,7 +63,7 @@ return {
   run = function(ctx)
     local now = step("now", time.now)
     -- the seven days before now, named by the company's dates
-    local function period(zone)
+    local function period_in(zone)
       local from = time.add_days(now, -7, zone)
       return { from = time.iso(from), to = time.iso(now), today = time.iso(now, zone):sub(1, 10),
         first = time.iso(from, zone):sub(1, 10), last = time.iso(time.add_days(now, -1, zone), zone):sub(1, 10) }
@@ -74,7 +74,7 @@ return {
     local sent = {}
     for _, company in ipairs(companies) do
       if present(company.slack_channel) then
-        local period = period(company.timezone)
+        local period = period_in(company.timezone)
         local f = step("figures " .. company.id, function() return figures(company, period.from, period.to, period.today) end)
         step("report " .. company.id, function()
           return slack.post(company.slack_channel, message(company, f, period))

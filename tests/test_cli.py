@@ -2,7 +2,7 @@
 import json
 import os
 
-from lib.harness import ROOT, eq, main, run_cli, temp_dir, test
+from lib.harness import ROOT, Rill, eq, main, run_cli, temp_dir, test
 
 
 def flows_dir(files):
@@ -67,6 +67,89 @@ def check_accepts_valid_flows():
 def check_the_shipped_flows():
     code, out, err = run_cli("check", os.path.join(ROOT, "flows"))
     eq(code, 0, "exit code: " + err)
+    eq(err, "", "no error and no warning on the company's flows (luacheck included)")
+    assert "flow(s) OK in" in out and "warning" not in out, out
+
+
+TYPOS = """local greeting = "hello"
+local unused = 1
+return {
+  triggers = { manual() },
+  run = function(ctx)
+    local quote = ctx.payload
+    if quote.amount > 10000 then
+      local greeting = "big"
+      log.info(greeting)
+    end
+    log.info(jsn.encode(quote))
+    return json.encdoe(quote), greeting
+  end,
+}"""
+
+
+@test
+def check_analyses_flows_with_luacheck_names_are_errors_the_rest_warnings():
+    """issue 15: a misspelt global or API name is an error at file:line:column,
+    with a guess; unused variables and shadowing are warnings."""
+    d = flows_dir({"typos.lua": TYPOS})
+    code, out, err = run_cli("check", d)
+    eq(code, 1, f"exit code\n{out}\n{err}")
+    for expected in [f"{d}/typos.lua:11:14: error: accessing undefined variable 'jsn' (did you mean 'json'?)",
+                     f"{d}/typos.lua:12:12: error: accessing undefined field 'encdoe' of global 'json' "
+                     "(did you mean 'json.encode'?)",
+                     f"{d}/typos.lua:2:7: warning: unused variable 'unused'",
+                     f"{d}/typos.lua:8:13: warning: shadowing upvalue 'greeting' on line 1",
+                     "1 flow file(s) with errors"]:
+        assert expected in err, f"{expected!r} not in:\n{err}"
+    # warnings alone do not fail the check
+    d = flows_dir({"warns.lua": TYPOS.replace("jsn.", "json.").replace("encdoe", "encode")})
+    code, out, err = run_cli("check", d)
+    eq(code, 0, f"exit code\n{out}\n{err}")
+    assert "warns.lua:2:7: warning: unused variable 'unused'" in err, err
+    assert "1 flow(s) OK in" in out and "(2 warning(s))" in out, out
+    # a global the file sets itself (a function without local) is a warning where it is set and read
+    d = flows_dir({"globals.lua": """function helper(x) return x + 1 end
+return {
+  triggers = { manual() },
+  run = function(ctx) return helper(1) + helpr(2) end,
+}"""})
+    code, out, err = run_cli("check", d)
+    eq(code, 1, f"exit code\n{out}\n{err}")
+    assert f"{d}/globals.lua:1:10: warning: setting non-standard global variable 'helper'" in err, err
+    assert f"{d}/globals.lua:4:30: warning: accessing undefined variable 'helper'" in err, err
+    assert f"{d}/globals.lua:4:42: error: accessing undefined variable 'helpr' (did you mean 'helper'?)" in err, err
+    # test files too, as trusted LuaJIT code with test()
+    d = flows_dir({"hello.lua": GOOD["hello.lua"], "hello.test.lua": """local io_lib = require "io"
+test("says hello", function(t)
+  local run = t.run("hello", { name = "Ada" })
+  t.eq(run.result, { greeting = "Hello, Ada" })
+  t.eq(rn.state, "succeeded")
+end)
+"""})
+    code, out, err = run_cli("check", d)
+    eq(code, 1, f"exit code\n{out}\n{err}")
+    assert f"{d}/hello.test.lua:5:8: error: accessing undefined variable 'rn'" in err, err
+    assert f"{d}/hello.test.lua:1:7: warning: unused variable 'io_lib'" in err, err
+
+
+@test
+def check_without_luacheck_says_so_and_still_checks():
+    d = flows_dir({"typos.lua": TYPOS, "bad.lua": "return { triggers = { manual() } }"})
+    code, out, err = run_cli("check", d, env={"RILL_LUACHECK": "/nonexistent/luacheck"})
+    eq(code, 1, f"exit code\n{out}\n{err}")
+    assert "rill check: /nonexistent/luacheck not found: static analysis skipped" in err, err
+    assert f"{d}/bad.lua: the flow has no run function" in err, err
+    assert "jsn" not in err, err
+    assert "no static analysis" in err, err
+
+
+@test
+def check_prints_its_luacheck_configuration():
+    code, out, err = run_cli("check", "--luacheck-config")
+    eq(code, 0, "exit code: " + err)
+    assert 'std = "none"' in out, out
+    assert "json = { fields = { decode = {}, encode = {}, null = {} } }" in out, out
+    assert "env = { other_fields = true }" in out, out
 
 
 @test
@@ -165,6 +248,53 @@ def check_reports_unknown_fields_and_trigger_options_with_their_line():
                      f"{d}/odd.lua:4: unknown field 'frobnicate' (fields:"]:
         assert expected in err, f"{expected!r} not in:\n{err}"
     assert "(did you mean" not in err.split("odd.lua")[1].split("\n")[0], err
+
+
+ENV_FLOW = {"envy.lua": """
+return {
+  triggers = { manual() },
+  run = function(ctx) return { greeting = env.GREETING, channel = env.CHANNEL } end,
+}"""}
+
+
+@test
+def run_honours_rill_env_and_every_table_setting_as_json():
+    """issue 15: RILL_ENV was ignored (a table setting); now a JSON object."""
+    d = flows_dir(ENV_FLOW)
+    code, out, err = run_cli("run", "envy", "--flows", d, env={"RILL_ENV": '{"GREETING": "Hi", "CHANNEL": "#sales"}'})
+    eq(code, 0, f"exit code\n{err}")
+    eq(json.loads(out), {"greeting": "Hi", "channel": "#sales"}, "env from RILL_ENV")
+    code, out, err = run_cli("run", "envy", "--flows", d, env={"RILL_ENV": "GREETING=Hi"})
+    eq(code, 2, f"exit code\n{out}\n{err}")
+    assert 'config: RILL_ENV: "GREETING=Hi" is not a JSON object' in err, err
+
+
+@test
+def an_rill_variable_naming_no_setting_is_warned_about_at_start():
+    d = flows_dir(ENV_FLOW)
+    code, out, err = run_cli("run", "envy", "--flows", d,
+                             env={"RILL_LOG_LEVL": "debug", "RILL_FLOWSDIR": "x", "RILL_ADMIN_TOKEN": "t"})
+    eq(code, 0, f"exit code\n{err}")
+    lines = [line for line in err.splitlines() if "names no setting" in line]
+    eq(len(lines), 2, f"one line for each unknown variable:\n{err}")
+    assert "RILL_LOG_LEVL names no setting" in err and "did you mean RILL_LOG_LEVEL?" in err, err
+    assert "RILL_FLOWSDIR names no setting" in err and "did you mean RILL_FLOWS_DIR?" in err, err
+    assert "RILL_ADMIN_TOKEN" not in err, "a variable rill reads is no mistake: " + err
+
+
+@test
+def check_reads_the_flows_dir_setting_when_given_no_folder():
+    d = flows_dir(ENV_FLOW)
+    code, out, err = run_cli("check", env={"RILL_FLOWS_DIR": d}, cwd=temp_dir())
+    eq(code, 0, f"exit code\n{out}\n{err}")
+    assert f"1 flow(s) OK in {d}" in out, out
+
+@test
+def serve_warns_about_an_rill_variable_naming_no_setting():
+    with Rill(ENV_FLOW, env={"RILL_RETRY_BACKOF": "5s"}) as r:
+        line = r.wait_log(msg_has="RILL_RETRY_BACKOF names no setting")
+        eq(line["level"], "warn", "level")
+        assert "did you mean RILL_RETRY_BACKOFF?" in line["msg"], line
 
 
 if __name__ == "__main__":

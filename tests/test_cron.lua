@@ -113,6 +113,47 @@ t.test("New York's changes likewise", function()
     "2026-11-01T05:30:00Z 2026-11-02T06:30:00Z", "fall: 01:30 EDT only")
 end)
 
+-- issue 15: the check for Quartz's L, W, # and ? looked for the letters anywhere,
+-- so that every name holding a capital L or W (JUL, WED, APR is fine) was refused
+t.test("names holding L or W are names; Quartz's L, W, # and ? are still refused", function()
+  local s = cron.parse("0 9 * JUL WED")
+  t.ok(s.month[7] and not s.month[6], "JUL")
+  t.ok(s.dow[3] and not s.dow[2], "WED")
+  s = cron.parse("0 9 * jul,Apr-Jun TUE-WED")
+  t.ok(s.month[7] and s.month[4] and s.month[5], "any case, in lists and ranges")
+  t.ok(s.dow[2] and s.dow[3], "TUE-WED")
+  t.eq(fires("0 9 * JUL WED", "2026-06-30T12:00:00Z", "UTC", 2), "2026-07-01T09:00:00Z 2026-07-08T09:00:00Z", "fires")
+  for _, expr in ipairs { "0 0 L * *", "0 0 l * *", "0 0 15W * *", "0 0 LW * *", "0 0 * * 5L", "0 0 * * 1#2",
+    "0 0 ? * MON", "0 0 L-3 * *" } do
+    t.err(function() cron.parse(expr) end, "L, W, # and ? are not supported")
+  end
+  t.err(function() cron.parse("0 0 * * WEDX") end, "\"WEDX\" is not a value")
+end)
+
+-- issue 15: docs/flows.md says exactly this; a field that starts with * is unrestricted
+t.test("day-of-month and day-of-week: OR when both are restricted, else AND", function()
+  local function days(expr, n) return fires(expr, "2026-11-25T12:00:00Z", "UTC", n) end
+  t.eq(days("0 0 1 * FRI", 3), "2026-11-27T00:00:00Z 2026-12-01T00:00:00Z 2026-12-04T00:00:00Z",
+    "both restricted: the 1st or a Friday")
+  t.eq(days("0 0 * * FRI", 2), "2026-11-27T00:00:00Z 2026-12-04T00:00:00Z", "day-of-month * : Fridays only")
+  t.eq(days("0 0 1 * *", 2), "2026-12-01T00:00:00Z 2027-01-01T00:00:00Z", "day-of-week * : the 1st only")
+  t.eq(days("0 0 1 * */2", 2), "2026-12-01T00:00:00Z 2027-04-01T00:00:00Z",
+    "day-of-week */2 starts with *: AND, the 1st when it is Sun, Tue, Thu or Sat")
+  t.eq(days("0 0 1-31 * FRI", 2), "2026-11-26T00:00:00Z 2026-11-27T00:00:00Z",
+    "1-31 is restricted (it does not start with *): OR, so every day")
+  t.eq(days("@midnight", 1), "2026-11-26T00:00:00Z", "@midnight is @daily")
+end)
+
+-- Lord Howe moves its clocks by 30 minutes (+10:30 standard, +11 summer), at 02:00
+t.test("Lord Howe: @hourly through a 30-minute DST change", function()
+  t.eq(fires("@hourly", "2026-10-03T13:00:00Z", "Australia/Lord_Howe", 4),
+    "2026-10-03T13:30:00Z 2026-10-03T14:30:00Z 2026-10-03T15:30:00Z 2026-10-03T16:00:00Z",
+    "spring: 00:00, 01:00 (+10:30); 02:00 is in the gap and fires at 02:30 (+11); 03:00 comes 30 minutes later")
+  t.eq(fires("@hourly", "2026-04-04T12:30:00Z", "Australia/Lord_Howe", 4),
+    "2026-04-04T13:00:00Z 2026-04-04T14:00:00Z 2026-04-04T15:30:00Z 2026-04-04T16:30:00Z",
+    "fall: 01:00 (+11), then 02:00 (+10:30) 90 minutes later: no wall hour repeats")
+end)
+
 t.test("a thousand successive fire times only ever increase", function()
   for _, expr in ipairs { "*/7 * * * * *", "13 */3 * * *", "0 0 * * *" } do
     local spec, at = cron.parse(expr), time.parse("2026-03-28T00:00:00Z")

@@ -66,6 +66,26 @@ return {
 }"""
 
 
+COLS = """
+return {
+  triggers = { webhook { path = "/cols" } },
+  run = function(ctx)
+    local d = db.use(ctx.payload.db)
+    d.exec("CREATE TABLE IF NOT EXISTS quotes (id INTEGER, amount INTEGER, note TEXT)")
+    d.exec("DELETE FROM quotes")
+    d.exec("INSERT INTO quotes (id, amount, note) VALUES (1, 12000, NULL)")
+    local q = d.query("SELECT id, amount, note FROM quotes WHERE id = $1", 1)[1]
+    local _, typo = pcall(function() return q.amout end)
+    local j = d.query("SELECT q.id, q.amount AS total FROM quotes q JOIN quotes p ON p.id = q.id")[1]
+    local _, joined = pcall(function() return j.amount end)
+    local n = 0
+    for _ in pairs(q) do n = n + 1 end
+    return { typo = typo, joined = joined, amount = q.amount, null_is_null = q.note == db.null,
+             json = json.encode(q), pairs = n, plain = db.plain(q), raw = rawget(q, "amout") == nil }
+  end,
+}"""
+
+
 def sql(r, dbname, *steps):
     res = r.request("POST", "/sql", {"db": dbname, "steps": [list(s) for s in steps]})
     eq(res.status, 200, f"status ({res.body})")
@@ -73,7 +93,28 @@ def sql(r, dbname, *steps):
 
 
 def rill():
-    return Rill({"sql.lua": SQL, "tx.lua": TX}, env={"CRM_URL": pg.new_database()}, config=CONFIG)
+    return Rill({"sql.lua": SQL, "tx.lua": TX, "cols.lua": COLS}, env={"CRM_URL": pg.new_database()}, config=CONFIG)
+
+
+@test
+def a_row_knows_its_columns_on_sqlite_and_postgres():
+    """issue 15: a column the query did not return is an error naming the
+    table and the columns it has, not nil; NULL is still db.null, and the
+    row encodes and iterates as before."""
+    with rill() as r:
+        for dbname in ("main", "crm"):
+            res = r.request("POST", "/cols", {"db": dbname})
+            eq(res.status, 200, f"{dbname}: status ({res.body})")
+            out = res.json()
+            assert out["typo"].endswith("quotes row has no column amout (columns: id, amount, note)"), out
+            assert out["typo"].startswith(r.flows_dir + "/cols.lua:10: "), out
+            assert out["joined"].endswith("row has no column amount (columns: id, total)"), out
+            eq(out["amount"], 12000, f"{dbname}: a column read")
+            eq(out["null_is_null"], True, f"{dbname}: a NULL column reads db.null, no error")
+            eq(json.loads(out["json"]), {"id": 1, "amount": 12000, "note": None}, f"{dbname}: json.encode(row)")
+            eq(out["pairs"], 3, f"{dbname}: pairs sees the columns")
+            eq(out["plain"], {"id": 1, "amount": 12000}, f"{dbname}: db.plain")
+            eq(out["raw"], True, f"{dbname}: rawget reads without the check")
 
 
 @test

@@ -156,5 +156,135 @@ return {
         eq(r.runs("show", rid)["result"], "48", "hours slept, by rill's clock")
 
 
+BACKOFF_FLOWS = {
+    "flaky.lua": """
+-- a step retried with backoff (1 s, then 2 s), and a plain sleep
+return {
+  triggers = { webhook { path = "/hooks/flaky" } },
+  run = function(ctx)
+    local status = step("call", function()
+      local r = http.get("https://api.example/thing")
+      if r.status >= 500 then error("status " .. r.status) end
+      return r.status
+    end, { retries = 3, backoff = 1 })
+    local before = time.now()
+    sleep(90)
+    return { status = status, slept = time.now() - before }
+  end,
+}""",
+    "again.lua": """
+-- a stored run that fails once: retried after the run backoff
+return {
+  triggers = { webhook { path = "/hooks/again", mode = "async" } },
+  retries = { attempts = 3, backoff = "10s" },
+  run = function(ctx)
+    local r = http.get("https://api.example/again")
+    if r.status >= 500 then error("status " .. r.status) end
+    return "done at attempt " .. ctx.attempt
+  end,
+}""",
+    "netretry.lua": """
+-- http's own retries after a network error (0.25 s, then 0.5 s)
+return {
+  triggers = { manual() },
+  run = function(ctx) return http.get("https://api.example/net", { retries = 2 }).status end,
+}""",
+    "flaky.test.lua": """
+test("a step's retry backoff and a sleep move the test clock, not the wall clock", function(t)
+  local at = {}
+  t.stub("GET", "https://api.example/thing", function()
+    at[#at + 1] = t.now()
+    return { status = #at < 3 and 500 or 200 }
+  end)
+  local start = t.now()
+  local resp = t.webhook("POST", "/hooks/flaky", { json = {} })
+  t.eq(resp.status, 200, "answered")
+  t.eq(resp.json, { status = 200, slept = 90 }, "the sleep took 90 s of the test's clock")
+  t.eq({ at[1] - start, at[2] - at[1], at[3] - at[2] }, { 0, 1, 2 }, "the backoff: 1 s, then 2 s")
+  t.eq(t.now() - start, 93, "the clock moved by the backoff and the sleep")
+end)
+
+test("http's retry after a network error waits on the test clock", function(t)
+  local at = {}
+  t.stub("GET", "https://api.example/net", function()
+    at[#at + 1] = t.now()
+    if #at < 3 then return { error = "connection refused" } end
+    return { status = 204 }
+  end)
+  local start = t.now()
+  t.eq(t.run("netretry").result, 204, "the third try answered")
+  t.eq({ at[2] - at[1], at[3] - at[2] }, { 0.25, 0.5 }, "the waits between tries")
+  t.eq(t.now() - start, 0.75, "the clock moved by them")
+end)
+
+test("a stored run's retry waits on the test clock", function(t)
+  local n = 0
+  t.stub("GET", "https://api.example/again", function()
+    n = n + 1
+    return { status = n == 1 and 503 or 200 }
+  end)
+  t.webhook("POST", "/hooks/again", { json = {} })
+  t.eq(t.runs("again")[1].state, "retrying", "the first attempt failed")
+  t.advance("1m")
+  t.eq(t.runs("again")[1].state, "succeeded", "retried once the backoff passed on the test clock")
+end)
+""",
+}
+
+
+@test
+def the_test_clock_covers_step_backoff_sleeps_and_run_retries():
+    d = temp_dir()
+    os.makedirs(f"{d}/flows")
+    for name, src in BACKOFF_FLOWS.items():
+        with open(f"{d}/flows/{name}", "w") as f:
+            f.write(src)
+    code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=120)
+    eq(code, 0, f"rill test exit code\n{out}\n{err}")
+    assert "3 passed, 0 failed" in out, out
+
+
+TYPO_FLOW = """
+return {
+  triggers = { webhook { path = "/hooks/signed" } },
+  run = function(ctx)
+    local quote = db.query("SELECT id, amount, note FROM quotes WHERE id = $1", ctx.payload.id)[1]
+    if quote.amout > 10000 then return "big" end
+    return "small"
+  end,
+}"""
+
+TYPO_TESTS = """
+test("a big quote", function(t)
+  t.db.exec("CREATE TABLE quotes (id INTEGER PRIMARY KEY, amount INTEGER, note TEXT)")
+  t.db.exec("INSERT INTO quotes (id, amount) VALUES (1, 12000)")
+  local resp = t.webhook("POST", "/hooks/signed", { json = { id = 1 } })
+  t.eq(resp.status, 200, "answered")
+end)
+
+test("a row compared with t.eq", function(t)
+  t.db.exec("CREATE TABLE quotes (id INTEGER PRIMARY KEY, amount INTEGER, note TEXT)")
+  t.db.exec("INSERT INTO quotes (id, amount) VALUES (1, 12000)")
+  t.eq(t.db.query("SELECT id, amount FROM quotes")[1], { id = 1, amount = 12000 }, "the same row")
+  t.eq(t.db.query("SELECT id FROM quotes")[1], { id = 1, amount = 12000 }, "a column short")
+end)
+"""
+
+
+@test
+def a_misspelt_column_fails_the_flow_test_naming_it():
+    d = temp_dir()
+    os.makedirs(f"{d}/flows")
+    for name, src in {"signed.lua": TYPO_FLOW, "signed.test.lua": TYPO_TESTS}.items():
+        with open(f"{d}/flows/{name}", "w") as f:
+            f.write(src)
+    code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=60)
+    eq(code, 1, f"rill test exit code\n{out}\n{err}")
+    assert "flows/signed.lua:6: quotes row has no column amout (columns: id, amount, note)" in out + err, out + err
+    # t.eq compares a row as a table: a column short is a difference, not an error
+    line = [x for x in out.splitlines() if "a column short" in x and "signed.test.lua:13" in x]
+    assert line and line[0].endswith(', got {"id":1}') and '"amount":12000' in line[0], out
+
+
 if __name__ == "__main__":
     main()

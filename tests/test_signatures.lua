@@ -110,6 +110,31 @@ t.test("Stripe's header: spaces after commas, unknown schemes ignored, one t onl
   end)
 end)
 
+-- issue 15: a verifier called directly by a flow (its own request table) needed
+-- lower-case header names: "Stripe-Signature" gave "missing header Stripe-Signature"
+t.test("a verifier called directly takes header names in any case", function()
+  env.configure { ST = "whsec_test", TOKEN = "tok-123456", SW_SECRET = SW_SECRET }
+  local c = require "rill.crypto"
+  local sig = c.hex(c.hmac_sha256("whsec_test", "1700000000.{}"))
+  local stripe = signatures.stripe { secret = "ST" }
+  at(1700000010, function()
+    t.eq(stripe(req({ ["Stripe-Signature"] = "t=1700000000,v1=" .. sig }, "{}")), true, "Stripe-Signature")
+    t.eq(stripe(req({ ["STRIPE-SIGNATURE"] = "t=1700000000,v1=" .. sig }, "{}")), true, "STRIPE-SIGNATURE")
+  end)
+  local shared = signatures.shared_secret { header = "X-Token", secret = "TOKEN" }
+  t.eq(shared(req({ ["X-Token"] = "tok-123456" }, "")), true, "X-Token")
+  local sw = signatures.standard_webhooks { secret = "SW_SECRET" }
+  at(SW_TS, function()
+    local ok, id = sw(req({ ["Webhook-Id"] = SW_ID, ["Webhook-Timestamp"] = tostring(SW_TS),
+      ["Webhook-Signature"] = SW_SIG }, SW_BODY))
+    t.eq(ok, true, "Standard Webhooks, capitalised")
+    t.eq(id, SW_ID, "its delivery id")
+  end)
+  local headers = { ["X-Token"] = "tok-123456" }
+  shared(req(headers, ""))
+  t.eq(next(headers), "X-Token", "the caller's table is left as it was")
+end)
+
 t.test("a shared secret compares whole values and an empty variable counts as unset", function()
   env.configure { TOKEN = "tok-123456", EMPTY = "" }
   local verify = signatures.shared_secret { header = "X-Token", secret = { "EMPTY", "TOKEN" } }

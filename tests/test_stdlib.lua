@@ -1,5 +1,6 @@
 -- The small stdlib modules: json (null handling, errors), config (files,
--- environment overrides, units, errors), log (masking), env (read-only).
+-- environment overrides, units, errors, unknown RILL_* names), log
+-- (masking), env (read-only), db's table_of (rows' missing-column errors).
 local t = require "t"
 local json = require "rill.json"
 local config = require "rill.config"
@@ -55,6 +56,35 @@ t.test("config: mistakes are refused with the setting's name", function()
   write(path, 'os.exit(3)')
   t.err(function() config.load(path) end, "config: ")  -- the file can reach nothing
   os.remove(path)
+end)
+
+t.test("config: RILL_* names that are no setting, with the nearest one", function()
+  local u = config.unknown_env { RILL_LOG_LEVL = "debug", RILL_LISTEN = "x", RILL_ADMIN_TOKN = "t",
+    RILL_STDLIB = "stdlib", RILL_ZZZZZZZZ = "1", HOME = "/root" }
+  t.eq(#u, 3, "three unknown")
+  t.eq(u[1].name, "RILL_ADMIN_TOKN") t.eq(u[1].guess, "RILL_ADMIN_TOKEN", "a variable rill reads, not a setting")
+  t.eq(u[2].name, "RILL_LOG_LEVL") t.eq(u[2].guess, "RILL_LOG_LEVEL", "a setting")
+  t.eq(u[3].name, "RILL_ZZZZZZZZ") t.eq(u[3].guess, nil, "nothing near")
+end)
+
+t.test("db: the table a statement names, for a row's missing-column error", function()
+  local table_of = require("rill.db").table_of
+  for sql, want in pairs {
+    ["SELECT id FROM quotes WHERE id IN (1, 2)"] = "quotes",
+    ['select a, b from public."Quotes" q where x = 1 order by a, b'] = "quotes",
+    ["SELECT id FROM quotes ORDER BY a, b LIMIT 1"] = "quotes",
+    ["INSERT INTO quotes (a) VALUES (1) RETURNING id"] = "quotes",
+    ["UPDATE quotes SET a = 1 RETURNING *"] = "quotes",
+    ["DELETE FROM quotes WHERE id = 1 RETURNING id"] = "quotes",
+    ["select id from quotes -- from comments\n where id = 1"] = "quotes",
+    ["SELECT * FROM a, b"] = false,
+    ["SELECT * FROM a JOIN b ON a.id = b.id"] = false,
+    ["SELECT (SELECT 1 FROM x) AS n FROM y"] = false,
+    ["SELECT 1 AS n"] = false,
+    ["WITH x AS (SELECT 1) SELECT * FROM x"] = false,
+  } do
+    t.eq(table_of(sql) or false, want, sql)
+  end
 end)
 
 t.test("log masks secrets and secret-looking fields", function()

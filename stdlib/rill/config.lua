@@ -1,7 +1,8 @@
 -- config: rill's settings. Defaults below, then the config file (a Lua file
 -- returning a table, run with no access to anything), then environment
 -- variables: every key can be overridden by RILL_<KEY> (RILL_LISTEN,
--- RILL_FLOWS_DIR, RILL_LOG_LEVEL...). Secrets never go in the file: flows read
+-- RILL_FLOWS_DIR, RILL_LOG_LEVEL...; a table setting, env or databases, by
+-- a JSON object). A RILL_* variable naming no setting is warned about. Secrets never go in the file: flows read
 -- them from the environment through `env` (see env.lua).
 local os_c = require "rill.c.os"
 
@@ -88,6 +89,8 @@ config.defaults = {
   db_pool = 8,                 -- Postgres connections per database (and transactions at once)
   db_statement_timeout = "30s", -- a statement running longer is cancelled by Postgres
   env = {},                    -- plain (non-secret) values flows read through env
+  luacheck = "luacheck",       -- the program rill check analyses flows with (Debian's lua-check);
+                               -- "off": none
   clock_offset = "0s",         -- for tests only: rill's clock runs this far ahead of the real one
                                -- (a run parked for days is woken by a restart with "2d")
 }
@@ -116,7 +119,18 @@ function config.seconds(v, key)
 end
 
 local function coerce(key, default, value)
-  if type(default) == "number" then
+  if type(default) == "table" then
+    -- env, databases: a JSON object of strings (RILL_ENV='{"CHANNEL": "#sales"}'), in place of the file's
+    local t = require("rill.json").try_decode(value)
+    local ok = type(t) == "table" and next(t) ~= 1
+    for k, v in pairs(type(t) == "table" and t or {}) do
+      if type(k) ~= "string" or type(v) ~= "string" then ok = false end
+    end
+    if not ok then
+      error(string.format('config: %s: %q is not a JSON object of strings (e.g. {"NAME": "value"})', key, value), 0)
+    end
+    return t
+  elseif type(default) == "number" then
     local n = tonumber(value)
     if not n then error(string.format("config: %s: %q is not a number", key, value), 0) end
     return n
@@ -127,6 +141,36 @@ local function coerce(key, default, value)
     error(string.format("config: %s: %q is not a boolean", key, value), 0)
   end
   return value
+end
+
+-- Variables named RILL_* that rill reads and that are no setting.
+local NOT_SETTINGS = {
+  RILL_ADMIN_TOKEN = true,  -- the admin API's token (admin.lua)
+  RILL_STDLIB = true,       -- the stdlib read from disk (runtime/modules.c)
+  RILL_TEST_SPIN_C = true,  -- tests/hostile only (flows.lua)
+  RILL_BIN = true,          -- the test harness's binary (tests/lib/harness.py)
+  RILL_TEST_TOTALS = true,  -- make test's tally (tools/run-tests.sh)
+}
+
+-- unknown_env([environ]) -> {{name, guess}} of the RILL_* variables that name
+-- no setting (a typo, or a setting renamed), sorted by name; guess is the
+-- nearest real name, or nil.
+function config.unknown_env(environ)
+  environ = environ or os_c.environ()
+  local names = {}
+  for k in pairs(config.defaults) do names[#names + 1] = k end
+  for k in pairs(NOT_SETTINGS) do names[#names + 1] = k:sub(6):lower() end
+  table.sort(names)
+  local out = {}
+  for name in pairs(environ) do
+    if type(name) == "string" and name:sub(1, 5) == "RILL_" and not NOT_SETTINGS[name]
+        and config.defaults[name:sub(6):lower()] == nil then
+      local guess = require("rill.triggers").closest(name:sub(6), names)
+      out[#out + 1] = { name = name, guess = guess and ("RILL_" .. guess:upper()) or nil }
+    end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
 end
 
 -- admin_address(c): c.admin_host and c.admin_port from c.admin_listen
@@ -164,7 +208,7 @@ function config.load(path)
   end
   for k, default in pairs(config.defaults) do
     local v = os_c.getenv("RILL_" .. k:upper())
-    if v and type(default) ~= "table" then c[k] = coerce("RILL_" .. k:upper(), default, v) end
+    if v then c[k] = coerce("RILL_" .. k:upper(), default, v) end
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
   for _, k in ipairs { "max_body", "max_url", "max_header_size", "max_write_backlog", "max_pipeline",

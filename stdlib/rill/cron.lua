@@ -4,8 +4,9 @@
 -- (second first). A field is `*`, a value, a range `a-b`, a list `a,b`, a
 -- step `*/n`, `a-b/n` or `a/n`; months JAN-DEC and weekdays SUN-SAT by
 -- name; day-of-week 0-7 (0 and 7 are Sunday). Macros: @yearly @annually
--- @monthly @weekly @daily @midnight @hourly. When both day fields are
--- restricted (neither starts with `*`), a day matching either one fires
+-- @monthly @weekly @daily @midnight @hourly. Quartz's L, W, # and ? are
+-- refused. When both day fields are restricted (neither starts with `*`:
+-- `*/2` is unrestricted, `1-31` restricted), a day matching either one fires
 -- (Vixie cron); otherwise a day must match both.
 --
 -- Time zones and daylight saving time (wall-clock time in the trigger's zone):
@@ -48,10 +49,19 @@ local function field_error(field, text, why)
 end
 
 -- A value is digits or a name: tonumber alone would take "0x3", "1e999", "-0".
+-- Quartz's L and W are told apart from names by their shape (L, 5L, 15W, LW),
+-- not by the letters: JUL and WED are names.
+local QUARTZ = { "^L$", "^%d+L$", "^%d+W$", "^LW$" }
+
 local function value(field, text, s)
   local v = s:match("^%d+$") and tonumber(s)
   if not v and field.names then v = field.names[s:lower()] end
-  if not v then field_error(field, text, string.format("%q is not a value", s)) end
+  if not v then
+    for _, shape in ipairs(QUARTZ) do
+      if s:upper():find(shape) then field_error(field, text, "L, W, # and ? are not supported") end
+    end
+    field_error(field, text, string.format("%q is not a value", s))
+  end
   if v < field.min or v > field.max then
     field_error(field, text, string.format("%s is out of range %d-%d", s, field.min, field.max))
   end
@@ -97,7 +107,7 @@ function cron.parse(expr)
   if text:sub(1, 1) == "@" then
     local macro = MACROS[text:lower()]
     if not macro then
-      error(string.format("cron: unknown macro %q (@yearly, @monthly, @weekly, @daily, @hourly)", text), 0)
+      error(string.format("cron: unknown macro %q (@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)", text), 0)
     end
     text = macro
   end
@@ -108,7 +118,7 @@ function cron.parse(expr)
     error(string.format("cron: %q has %d fields; expected 5 (minute hour day month weekday) or 6 (seconds first)", expr, #parts), 0)
   end
   for i, p in ipairs(parts) do
-    if p:find("[LW#%?]") then
+    if p:find("[#%?]") then
       field_error(FIELDS[i], p, "L, W, # and ? are not supported")
     end
   end

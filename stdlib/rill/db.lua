@@ -211,18 +211,63 @@ local function execute(h, sql, ...)
   return run_batch(h, conn, stmt, origin)
 end
 
+-- ---- Rows know their columns (issue 15) ----
+-- Reading a column the query did not return raises, naming the table and
+-- the columns it has ("quotes row has no column amout (columns: id,
+-- amount)"), where it would have been a silent nil. Every returned column
+-- is in the row (NULL as db.null), so the check is an __index metamethod:
+-- a read of a present column never reaches it, and pairs, json.encode (raw
+-- reads) and rawget see the plain row. The metatable is one per query.
+
+-- The one table a statement reads or writes, when it names exactly one:
+-- SELECT ... FROM t (no join, no second FROM, no list), INSERT INTO t,
+-- UPDATE t, DELETE FROM t. nil otherwise (the rows are then "row"s).
+local function word(s, w) return s:find("%f[%w_]" .. w .. "%f[^%w_]") end
+local function table_of(sql)
+  local s = " " .. sql:lower():gsub("%-%-[^\n]*", " "):gsub("%s+", " ") .. " "
+  local first = s:match("^ (%a+)")
+  local name, rest
+  if first == "insert" then
+    name = s:match("^ insert into ([%w_%.\"]+)")
+  elseif first == "update" then
+    name = s:match("^ update ([%w_%.\"]+)")
+  elseif first == "select" or first == "delete" then
+    local _, n = s:gsub("%f[%w_]from%f[^%w_]", "")
+    if n ~= 1 or word(s, "join") then return nil end
+    name, rest = s:match("%f[%w_]from ([%w_%.\"]+)(.*)$")
+    -- FROM a, b or FROM a AS x, b: more than one table
+    local tables = rest and rest:gsub("%f[%w_]where%f[^%w_].*", ""):gsub("%f[%w_]order%f[^%w_].*", "")
+      :gsub("%f[%w_]group%f[^%w_].*", ""):gsub("%f[%w_]limit%f[^%w_].*", "")
+    if tables and tables:find(",", 1, true) then return nil end
+  end
+  if not name then return nil end
+  name = name:gsub('"', ""):match("([^%.]+)$")
+  return name
+end
+
+local function row_meta(sql, cols)
+  return { __metatable = false, __index = function(_, k)
+    local name = table_of(sql) -- only once it is needed: a read that fails
+    error(string.format("%s has no column %s (columns: %s)", name and name .. " row" or "row", tostring(k),
+      table.concat(cols, ", ")), 2)
+  end }
+end
+db.table_of = table_of -- for tests
+-- ---- end of rows know their columns ----
+
 -- The functions flows call raise at the flow's line (level 2: they are
 -- reached through tail calls, so their caller is the flow).
 function Handle:query(sql, ...)
   local ok, res = pcall(execute, self, sql, ...)
   if not ok then error(res, 2) end
   local cols, null = res.columns, db.null
+  local meta = row_meta(sql, cols)
   local rows = {}
   for i, row in ipairs(res) do
     for _, col in ipairs(cols) do
       if row[col] == nil then row[col] = null end
     end
-    rows[i] = row
+    rows[i] = setmetatable(row, meta)
   end
   return rows
 end

@@ -95,7 +95,6 @@ end
 
 local function flow_modules()
   local time = require "rill.time"
-  local timer = require "rill.c.timer"
   local json = require "rill.json"
   local m = {
     json = { encode = json.encode, decode = json.decode, null = json.null },
@@ -103,7 +102,7 @@ local function flow_modules()
     crypto = require "rill.crypto",
     env = require("rill.env").proxy(), -- one per flow: a rawset in one reaches no other
     flows = flow_api,
-    sleep = timer.sleep,
+    sleep = time.sleep, -- real time, or the test clock in rill test
     response = response,
     fail = require("rill.runner").fail,
     http = (function(h) -- the requests only: configure and transport are rill's, not a flow's
@@ -119,7 +118,7 @@ local function flow_modules()
   m.db = { query = db.query, exec = db.exec, tx = db.tx, use = db.use, null = db.null, plain = db.plain }
   local t = {}
   for k, v in pairs(time) do
-    if k ~= "set_clock" then t[k] = v end
+    if k ~= "set_clock" and k ~= "sleep" then t[k] = v end -- sleep is the global sleep()
   end
   m.time = t
   -- connectors to the company's services (docs/connectors.md)
@@ -131,6 +130,10 @@ local function flow_modules()
   if os_c.getenv("RILL_TEST_SPIN_C") == "1" then m._test_spin_c = os_c.spin_c end
   return m
 end
+
+-- environment() -> a fresh copy of the globals a flow file runs with (what
+-- rill check hands luacheck: lint.lua).
+function flows.environment() return sandbox.new(flow_modules()) end
 
 local function stem(file)
   return (file:match("([^/]+)%.lua$") or file)

@@ -13,7 +13,7 @@
 local client = require "rill.c.http_client"
 local json = require "rill.json"
 local log = require "rill.log"
-local timer = require "rill.c.timer"
+local time = require "rill.time"
 local tz = require "rill.c.tz"
 local steps = require "rill.steps"
 local metrics = require "rill.metrics"
@@ -164,7 +164,7 @@ local function request(opts, level)
     log.warn("http request failed", { method = method, url = loggable(req.url), error = headers, ms = ms,
       retry = attempt < retries or nil })
     if attempt == retries then error("http: " .. shown .. ": " .. headers, level) end
-    timer.sleep(0.25 * 2 ^ attempt)
+    time.sleep(0.25 * 2 ^ attempt) -- the test clock's, in rill test
   end
 end
 

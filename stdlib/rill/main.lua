@@ -1,7 +1,7 @@
 -- main: rill's command line. main(args) parses the command, sets up what it
 -- needs and returns; the C side then runs the loop until rill.c.os.exit().
 --   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT] [--admin-listen HOST:PORT|off]
---   rill check [DIR]
+--   rill check [DIR] [--config FILE] [--luacheck-config]
 --   rill run FLOW [--payload JSON] [--config FILE] [--flows DIR]
 --   rill runs list|show|retry|count ...   the store's runs, from the command line
 --   rill lua FILE [ARG...]      run a trusted Lua script (tests, benchmarks)
@@ -20,7 +20,11 @@ usage: rill <command> [options]
                       serve the flows' webhooks and cron triggers; reload on change;
                       the admin API and console (token: RILL_ADMIN_TOKEN), /healthz,
                       /readyz and /metrics on the admin address (default 127.0.0.1:9090)
-  check [DIR]         load and validate every flow in DIR (default: flows); exit 1 on errors
+  check [DIR] [--config FILE] [--luacheck-config]
+                      load and validate every flow in DIR (default: flows_dir), and
+                      analyse them with luacheck (undefined names are errors; unused
+                      variables, shadowing... warnings); exit 1 on errors.
+                      --luacheck-config prints luacheck's configuration for flows
   run FLOW [--payload JSON] [--config FILE] [--flows DIR]
                       run one flow once, print its log and result; exit 1 if it fails
   test [FLOW...] [--flows DIR] [--verbose]
@@ -49,7 +53,8 @@ usage: rill <command> [options]
   version             print rill's version
 
 Every setting can be overridden by an environment variable RILL_<SETTING>
-(RILL_LISTEN, RILL_FLOWS_DIR, RILL_LOG_LEVEL ...): see docs/configuration.md.
+(RILL_LISTEN, RILL_FLOWS_DIR, RILL_LOG_LEVEL ...; RILL_ENV='{"NAME": "value"}'
+for a table): see docs/configuration.md.
 ]]
 
 local function out(s) os_c.write(1, s) end
@@ -110,6 +115,10 @@ end
 -- Applies settings to the modules that hold them.
 local function apply(c)
   require("rill.log").configure(c.log_level, c.log_format, c.log_buffer)
+  for _, u in ipairs(require("rill.config").unknown_env()) do
+    require("rill.log").warn(string.format("%s names no setting, and is ignored%s", u.name,
+      u.guess and (" (did you mean " .. u.guess .. "?)") or ""), { variable = u.name })
+  end
   require("rill.env").configure(c.env)
   require("rill.triggers").default_timezone = c.timezone
   local runner = require "rill.runner"
@@ -295,30 +304,100 @@ function M.serve_in_task(c)
 
 end
 
+-- The flow files of dir (what flows.reload loads) and their test files, sorted.
+local function flow_files(dir)
+  local files, tests = {}, {}
+  for _, name in ipairs(os_c.list_dir(dir) or {}) do
+    if name:match("%.test%.lua$") then
+      tests[#tests + 1] = dir .. "/" .. name
+    elseif name:match("%.lua$") and not name:match("^[_.]") then
+      files[#files + 1] = dir .. "/" .. name
+    end
+  end
+  table.sort(files)
+  table.sort(tests)
+  return files, tests
+end
+
 function M.check(args)
-  local dir = args[2] or "flows"
+  local opts, pos = parse(args, 2, { config = true, ["luacheck-config"] = false })
+  if not opts then return fail(pos) end
+  if opts["luacheck-config"] then
+    out(require("rill.lint").config(require("rill.flows").environment()))
+    return os_c.exit(0)
+  end
   require("rill.log").configure("error", "text")
   -- the same limits as at serve's loads: settings from RILL_* (a config
   -- file that cannot be read leaves the defaults, its own error is serve's)
-  local sok, c = pcall(settings, {})
+  local sok, c = pcall(settings, { config = opts.config })
   if sok then
     require("rill.runner").memory_limit = c.run_memory_limit
     require("rill.c.task").configure { kill_grace = c.kill_grace }
     require("rill.flows").load_deadline = c.load_deadline
   end
+  local dir = pos[1] or (sok and c.flows_dir) or "flows" -- like serve: flows_dir, RILL_FLOWS_DIR
   local flows = require "rill.flows"
   local summary = flows.reload(dir)
+  local bad = {}
+  for file in pairs(summary.failed) do bad[file] = summary.failed[file] end
+  -- static analysis (lint.lua): errors fail the check, warnings are shown
+  local lint = require "rill.lint"
+  local program = sok and c.luacheck or "luacheck"
+  local findings, warnings, lint_note = {}, 0, nil
+  if program == "off" then
+    lint_note = "static analysis off (setting luacheck)"
+  elseif not lint.available(program) then
+    err(string.format("rill check: %s not found: static analysis skipped (install Debian's lua-check, "
+      .. "or set luacheck / RILL_LUACHECK to its path)\n", program))
+    lint_note = "no static analysis: " .. program .. " not found"
+  else
+    local files, tests = flow_files(dir)
+    local found, why = lint.run(files, program, flows.environment())
+    if found then
+      local in_tests
+      in_tests, why = lint.run(tests, program, nil, lint.TEST_CONFIG)
+      for _, f in ipairs(in_tests or {}) do found[#found + 1] = f end
+      if not in_tests then found = nil end
+    end
+    if not found then
+      err("rill check: static analysis failed: " .. why .. "\n")
+      lint_note = "no static analysis"
+    else
+      findings = found
+    end
+  end
+  -- by file: its load error first, then luacheck's findings in line order
+  local lines = {}
+  for _, f in ipairs(findings) do
+    if f.severity == "error" then
+      bad[f.file] = bad[f.file] or true
+    else
+      warnings = warnings + 1
+    end
+    lines[f.file] = lines[f.file] or {}
+    table.insert(lines[f.file], lint.format(f))
+  end
+  local shown = {}
+  for file in pairs(bad) do shown[#shown + 1] = file end
+  for file in pairs(lines) do
+    if not bad[file] then shown[#shown + 1] = file end
+  end
+  table.sort(shown)
   local files = {}
-  for file in pairs(summary.failed) do files[#files + 1] = file end
-  table.sort(files)
-  for _, file in ipairs(files) do err(summary.failed[file] .. "\n") end
+  for _, file in ipairs(shown) do
+    if bad[file] then files[#files + 1] = file end
+    if type(bad[file]) == "string" then err(bad[file] .. "\n") end
+    for _, line in ipairs(lines[file] or {}) do err(line .. "\n") end
+  end
   local n = 0
   for _ in pairs(flows.by_file) do n = n + 1 end
+  local tail = lint_note and (" (" .. lint_note .. ")")
+    or (warnings > 0 and string.format(" (%d warning(s))", warnings) or "")
   if #files > 0 then
-    err(string.format("rill check: %d flow file(s) with errors in %s\n", #files, dir))
+    err(string.format("rill check: %d flow file(s) with errors in %s%s\n", #files, dir, tail))
     os_c.exit(1)
   else
-    out(string.format("rill check: %d flow(s) OK in %s\n", n, dir))
+    out(string.format("rill check: %d flow(s) OK in %s%s\n", n, dir, tail))
     os_c.exit(0)
   end
 end

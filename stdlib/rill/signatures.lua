@@ -413,12 +413,36 @@ function schemes.hmac(opts)
   end
 end
 
+-- The verifiers read headers by lower-case name, as rill's webhooks give
+-- them. A request a flow builds itself may spell them as sent
+-- ("Stripe-Signature"): such a request is read through a copy whose names
+-- are lower case (two spellings of one name are joined with ", ", like a
+-- header sent twice). The caller's tables are left as they are.
+local function lower_headers(request)
+  local h = type(request) == "table" and request.headers
+  if type(h) ~= "table" then return request end
+  local mixed = false
+  for k in pairs(h) do
+    if type(k) == "string" and k:find("%u") then mixed = true break end
+  end
+  if not mixed then return request end
+  local copy = {}
+  for k, v in pairs(h) do
+    local lk = type(k) == "string" and k:lower() or k
+    copy[lk] = copy[lk] and (copy[lk] .. ", " .. tostring(v)) or v
+  end
+  local r = {}
+  for k, v in pairs(request) do r[k] = v end
+  r.headers = copy
+  return r
+end
+
 -- The constructors flows call. No tail call: error level 2 must be the flow.
 for name, build in pairs(schemes) do
   signatures[name] = function(opts)
     local ok, verify = pcall(build, opts)
     if not ok then error(verify, 2) end
-    return verify
+    return function(request) return verify(lower_headers(request)) end
   end
 end
 

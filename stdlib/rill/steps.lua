@@ -21,7 +21,7 @@
 local json = require "rill.json"
 local log = require "rill.log"
 local task = require "rill.c.task"
-local timer = require "rill.c.timer"
+local time = require "rill.time"
 local runner = require "rill.runner"
 
 local steps = {}
@@ -104,7 +104,7 @@ function steps.step(name, fn, opts)
     err = r[2]
     if err == PARK or type(err) == "table" and getmetatable(err) ~= nil then break end -- fail() or a park
     log.write("warn", "step failed", { step = name, attempt = attempt, of = attempts, error = tostring(err) }, run)
-    if attempt < attempts then timer.sleep(backoff * 2 ^ (attempt - 1)) end
+    if attempt < attempts then time.sleep(backoff * 2 ^ (attempt - 1)) end -- the test clock's, in rill test
   end
   -- retry = false: a step whose outcome is unknown when it fails (a payment
   -- that may have gone through) must not run again: the run is dead and a
@@ -128,7 +128,7 @@ local function park_until(name, wake_ms)
   local wake = steps.step(name, function() return wake_ms end)
   local left = wake - now_ms()
   if left <= 0 then return end
-  if not run.durable then return timer.sleep(left / 1000) end
+  if not run.durable then return time.sleep(left / 1000) end
   run.park = wake
   error(PARK, 0)
 end

@@ -2,6 +2,9 @@
 -- An instant is a number of seconds since 1970-01-01 UTC (with a fraction).
 -- time.now() goes through a replaceable clock (time.set_clock), which tests
 -- use to set "now"; flows cannot replace it (flows.lua leaves it out).
+-- Everything in rill that waits a length of time inside a run (a flow's
+-- sleep(), a step's retry backoff, sleep_for outside a stored run) waits
+-- through time.sleep, so that a test clock covers it too.
 local tz = require "rill.c.tz"
 
 local time = {}
@@ -16,8 +19,26 @@ end
 -- now() -> the current instant.
 function time.now() return clock() end
 
--- set_clock(fn): fn() returns the instant time.now() reports; nil restores the real clock.
-function time.set_clock(fn) clock = fn or tz.now end
+local function real_sleep(seconds) return require("rill.c.timer").sleep(seconds) end
+local sleeper = real_sleep
+
+-- set_clock(fn[, sleep]): fn() returns the instant time.now() reports; nil
+-- restores the real clock. sleep(seconds), when given, is how time.sleep
+-- waits under that clock (rill test: moves its clock on at once); without
+-- it time.sleep waits in real time.
+function time.set_clock(fn, sleep)
+  clock = fn or tz.now
+  sleeper = fn and sleep or real_sleep
+end
+
+-- sleep(seconds): the running task waits that long by the clock (real time
+-- unless set_clock gave another way to wait).
+function time.sleep(seconds)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
+    error("sleep: expected a number of seconds (0 or more), got " .. tostring(seconds), 2)
+  end
+  return sleeper(seconds)
+end
 
 -- iso(t[, zone]) -> "2026-11-25T10:00:00Z", or with zone's offset "…T11:00:00+01:00".
 function time.iso(t, zone)

@@ -62,9 +62,9 @@ local function distance(a, b)
   return d[#a][#b]
 end
 
--- unknown(kind, key, names) -> "unknown option 'pathh' (did you mean 'path'?)",
--- or the list of names when none is close. A long key is shown cut.
-function triggers.unknown(kind, key, names)
+-- closest(key, names) -> the name key is most likely a typo of (at most 2
+-- edits, fewer than half its length; key compared in lower case), or nil.
+function triggers.closest(key, names)
   local best, best_d
   if type(key) == "string" and #key <= 64 then -- a longer name is no typo, and costly to compare
     for _, name in ipairs(names) do
@@ -72,6 +72,13 @@ function triggers.unknown(kind, key, names)
       if dist <= 2 and dist < #key / 2 and (not best_d or dist < best_d) then best, best_d = name, dist end
     end
   end
+  return best
+end
+
+-- unknown(kind, key, names) -> "unknown option 'pathh' (did you mean 'path'?)",
+-- or the list of names when none is close. A long key is shown cut.
+function triggers.unknown(kind, key, names)
+  local best = triggers.closest(key, names)
   local shown = type(key) == "string" and ("'" .. key:sub(1, 64) .. (#key > 64 and "...'" or "'"))
     or ("[" .. tostring(key):sub(1, 64) .. "]")
   if best then return string.format("unknown %s %s (did you mean '%s'?)", kind, shown, best) end
