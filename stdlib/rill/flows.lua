@@ -43,6 +43,50 @@ local function plain_copy(v, seen)
   return c
 end
 
+-- flows.trigger from a stored run: the child is a stored run too, stored
+-- once per call (a step: a retry of the caller finds it stored, and the
+-- idempotency key of the step makes a call repeated after a crash a
+-- duplicate), run by the queue with its own retries. wait: the caller
+-- waits for its end, reading it from the store (another instance may run
+-- it), and gets its result, or an error once it is dead.
+local function stored_trigger(target, trigger, payload, parent, wait)
+  local steps, store, json, timer = require "rill.steps", require "rill.store", require "rill.json", require "rill.c.timer"
+  local id = steps.step("trigger " .. target.name, function()
+    local answer, waiter
+    require("rill.queue").submit(target, trigger, payload, { idem_key = "flow " .. steps.key(), parent = parent.id,
+      depth = parent.depth + 1, chain = parent.chain }, function(rid, err)
+      answer = { rid, err }
+      if waiter then waiter:wake() end
+    end)
+    if not answer then
+      waiter = task.waiter()
+      waiter:wait()
+    end
+    if not answer[1] then error("flows.trigger: the run could not be stored: " .. tostring(answer[2]), 0) end
+    return answer[1]
+  end)
+  if not wait then return id end
+  local ended = steps.step("end of " .. target.name, function()
+    local delay = 0.02
+    while true do
+      local o = store.outcome(id)
+      if not o then error("flows.trigger: run " .. id .. " of flow '" .. target.name .. "' is not in the store", 0) end
+      if o.state == "succeeded" then return { result = o.result and json.decode(o.result) } end
+      if o.state == "dead" or o.state == "failed" or o.state == "cancelled" then
+        local e = o.error and json.try_decode(o.error)
+        return { failed = type(e) == "table" and e.message or o.state }
+      end
+      timer.sleep(delay)
+      delay = math.min(delay * 2, 1)
+    end
+  end)
+  if ended.failed then
+    error(string.format("flows.trigger: flow '%s' failed (run %s): %s", target.name, id, ended.failed), 3)
+  end
+  if ended.result == json.null then return nil end
+  return ended.result
+end
+
 function flow_api.trigger(name, payload, opts)
   if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
   local runner = require "rill.runner"
@@ -59,6 +103,10 @@ function flow_api.trigger(name, payload, opts)
   payload = plain_copy(payload)
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }
+  if parent and parent.durable then
+    local result = stored_trigger(target, trigger, payload, parent, wait) -- no tail call: error levels count it
+    return result
+  end
   if not wait then
     return runner.start(target, trigger, payload, { parent = parent }).id
   end
@@ -203,15 +251,28 @@ local function validate(def, file, source)
     error(string.format("%s: concurrency must be a whole number of runs at once, 1 or more, got %s", file,
       tostring(concurrency)), 0)
   end
-  local list, accepts = {}, {}
+  local list, accepts, asks = {}, {}, false
   for i, t in ipairs(def.triggers) do
     local ok, trig = pcall(triggers.check, t)
     if not ok then error(string.format("%s: triggers[%d]: %s", file, i, trig), 0) end
     list[i] = trig
     accepts[trig.type] = true
+    asks = asks or trig.match_fn ~= nil
+  end
+  local run = def.run
+  if asks then
+    -- an event trigger's match function is asked in the run it would start
+    run = function(ctx)
+      local why = require("rill.events").skip(list, ctx)
+      if why then
+        log.info("run skipped: " .. why, { event = ctx.trigger.event })
+        return { skipped = why }
+      end
+      return def.run(ctx)
+    end
   end
   return { name = name, name_line = def.name ~= nil and triggers.field_line(source, "name") or nil,
-           description = def.description, run = def.run, triggers = list,
+           description = def.description, run = run, triggers = list,
            accepts = accepts, deadline = deadline, retries = retries, concurrency = concurrency }
 end
 

@@ -200,13 +200,22 @@ function steps.wait_for(name, opts)
 end
 
 -- emit(name, data) -> the event's id: stores an event that ends the waits
--- it matches. In a stored run it is a step (replays do not emit again).
+-- it matches and starts the flows with an event trigger on it. In a stored
+-- run it is a step (replays do not emit again), whose id is the run's and
+-- the step's: emitted again after a crash between storing the event and
+-- recording the step, it is the same event, and starts nothing again.
+-- Inside a step, it is part of that step: the n-th emit of the step has the
+-- same id on each of the step's attempts.
 function steps.emit(name, data)
   local events = require "rill.events"
   local run = task.current()
-  if not (run and run.durable) then return events.emit(name, data) end
+  if not (run and run.durable) then return events.emit(name, data, nil, run) end
+  if run.step then
+    run.step.emits = (run.step.emits or 0) + 1
+    return events.emit(name, data, steps.key() .. "-" .. run.step.emits, run)
+  end
   return steps.step("emit " .. tostring(name), function()
-    return events.emit(name, data, steps.key())
+    return events.emit(name, data, steps.key(), run)
   end)
 end
 
