@@ -730,6 +730,11 @@ function store.event_run_stmts(r, e, origin)
   }
 end
 
+-- event_runs_of(event_id) -> the runs the event started: {flow, run_id}, by flow. In a task.
+function store.event_runs_of(event_id)
+  return store.batch { { "SELECT flow, run_id FROM event_runs WHERE event_id = $1 ORDER BY flow", event_id, n = 1 } }[1]
+end
+
 -- events_named(name) -> the stored events of that name, oldest first:
 -- {id, name, data (JSON), created}. In a task.
 function store.events_named(name)
