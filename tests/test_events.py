@@ -22,12 +22,12 @@ new_store = None
 _stores = {}
 
 
-def rill(flows, env=None, dir=None):
+def rill(flows, env=None, dir=None, config=None):
     dir = dir or temp_dir()
     if new_store and dir not in _stores:
         _stores[dir] = new_store()
     store = {"RILL_STORE": _stores[dir]} if dir in _stores else {}
-    return Rill(flows, env={**FAST, **store, **(env or {})}, dir=dir)
+    return Rill(flows, env={**FAST, **store, **(env or {})}, dir=dir, config=config)
 
 
 def settled_runs(r, flow, n, timeout=15):

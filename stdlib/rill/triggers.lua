@@ -162,8 +162,11 @@ end
 local OPS = { insert = true, update = true, delete = true }
 local function make_db_event(spec, level)
   if type(spec) ~= "table" then fail(level, "db_event: expected { table = \"name\", on = ... }") end
-  check_keys(spec, { table = 1, on = 1, database = 1, ops = 1, ignore_own_writes = 1, [MARK] = 1, type = 1 },
-    { "table", "on", "database", "ignore_own_writes" }, "db_event", level)
+  check_keys(spec, { table = 1, on = 1, database = 1, ops = 1, ignore_own_writes = 1, emit = 1, [MARK] = 1, type = 1 },
+    { "table", "on", "database", "ignore_own_writes", "emit" }, "db_event", level)
+  if spec.emit ~= nil and (type(spec.emit) ~= "string" or spec.emit == "") then
+    fail(level, "db_event: emit must be an event name")
+  end
   if spec.ignore_own_writes ~= nil and type(spec.ignore_own_writes) ~= "boolean" then
     fail(level, "db_event: ignore_own_writes must be true or false")
   end
@@ -179,7 +182,7 @@ local function make_db_event(spec, level)
   end
   -- a flow's own writes do not trigger it again unless it says so (a loop)
   return { [MARK] = true, type = "db_event", table = spec.table, ops = ops, database = spec.database or "main",
-           ignore_own_writes = spec.ignore_own_writes ~= false }
+           ignore_own_writes = spec.ignore_own_writes ~= false, emit = spec.emit }
 end
 
 -- event { name = "quote.signed", match = ... }: an event emitted by any
