@@ -189,5 +189,36 @@ def flows_trigger_from_a_stored_run_is_stored_once_per_call():
         eq((callee["state"], callee["parent"]), ("succeeded", caller), "the stored child")
 
 
+WAITING_CALLER = """
+return {
+  triggers = { webhook { path = "/hooks/caller", mode = "async" } },
+  run = function(ctx)
+    local got = flows.trigger("flaky", { n = ctx.payload.n })   -- waits for the stored run's end
+    if ctx.attempt == 1 then error("fails after the trigger") end
+    return got
+  end,
+}"""
+
+FLAKY = """
+return {
+  triggers = { from_flow() },
+  run = function(ctx)
+    if ctx.attempt == 1 then error("the first attempt fails") end
+    return { n = ctx.payload.n, attempt = ctx.attempt }
+  end,
+}"""
+
+
+@test
+def flows_trigger_that_waits_from_a_stored_run_gets_the_stored_runs_result_after_its_retries():
+    with rill({"caller.lua": WAITING_CALLER, "flaky.lua": FLAKY}) as r:
+        caller = r.request("POST", "/hooks/caller", {"n": 8}).json()["run_id"]
+        wait_until(lambda: r.runs("show", caller)["state"] == "succeeded", 20, "the caller to succeed")
+        eq(json.loads(r.runs("show", caller)["result"]), {"n": 8, "attempt": 2}, "the child's result, retried")
+        runs = settled_runs(r, "flaky", 1)
+        eq(len(runs), 1, "runs of the child (the caller ran twice)")
+        eq(r.runs("show", runs[0]["id"])["parent"], caller, "the child's parent")
+
+
 if __name__ == "__main__":
     main()
