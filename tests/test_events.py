@@ -135,6 +135,33 @@ def a_retry_of_the_emitting_step_or_run_starts_no_second_run():
             eq(json.loads(r.runs("show", runs[0]["id"])["result"])["n"], 7, f"{flow}'s payload")
 
 
+EXPLICIT = """
+return {
+  triggers = { webhook { path = "/hooks/paid", mode = "async" } },
+  run = function(ctx)
+    -- two notices of one payment (two runs): one event, by its own id
+    emit("payment.received", { invoice = ctx.payload.invoice }, { id = "invoice-" .. ctx.payload.invoice })
+    return "noted"
+  end,
+}"""
+
+
+@test
+def an_event_with_an_explicit_id_starts_its_flows_once_whichever_run_emits_it():
+    flows = {"paid.lua": EXPLICIT, "thanks.lua": SUBSCRIBER.replace("quote.signed", "payment.received") % ""}
+    with rill(flows) as r:
+        first = r.request("POST", "/hooks/paid", {"invoice": 12}).json()["run_id"]
+        second = r.request("POST", "/hooks/paid", {"invoice": 12}).json()["run_id"]
+        third = r.request("POST", "/hooks/paid", {"invoice": 13}).json()["run_id"]
+        settled_runs(r, "paid", 3)
+        runs = settled_runs(r, "thanks", 2)
+        eq(len(runs), 2, "one run per payment")
+        by = sorted(r.runs("show", x["id"])["started_by"]["event_id"] for x in runs)
+        eq(by, ["payment.received invoice-12", "payment.received invoice-13"], "the events' ids")
+        emitters = {r.runs("show", x["id"])["started_by"]["emitted_by"] for x in runs}
+        assert emitters <= {first, second, third} and third in emitters, emitters
+
+
 PAUSABLE = """
 return {
   triggers = { event { name = "quote.signed" } },
