@@ -91,6 +91,7 @@ local function trigger_info(t)
     end
   end
   if t.verify then out.verify = true end
+  if t.type == "event" and (t.match or t.match_fn) then out.match = true end -- (a table or a function)
   return out
 end
 
