@@ -33,7 +33,7 @@ def rill(flows, env=None, dir=None, config=None):
 def settled_runs(r, flow, n, timeout=15):
     """Waits until `flow` has at least n runs, all finished; returns them."""
     def done():
-        runs = r.runs("list", "--flow", flow)
+        runs = r.runs("list", "--flow", flow, "--limit", "1000")
         if len(runs) >= n and all(x["state"] in ("succeeded", "failed", "dead") for x in runs):
             return runs
         return None

@@ -10,6 +10,36 @@ pg = Postgres()
 test_events.new_store = pg.new_database
 
 
+# ---- two instances on one store ----
+
+@test
+def two_instances_given_each_event_twice_start_each_subscriber_once():
+    import threading
+    url = pg.new_database()
+    flows = {"owner.lua": test_events.OWNER, "alert.lua": test_events.SUBSCRIBER % ""}
+    env = {"RILL_STORE": url}
+    a, b = test_events.rill(flows, env=env), test_events.rill(flows, env=env)
+    with a, b:
+        def sender(k):
+            for n in range(k, 60, 3):
+                # every event delivered to both instances at once
+                both = [threading.Thread(target=r.request, args=("POST", "/hooks/signed", {"n": n}, {"X-Id": f"e{n}"}))
+                        for r in (a, b)]
+                for t in both:
+                    t.start()
+                for t in both:
+                    t.join()
+        threads = [threading.Thread(target=sender, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        runs = settled_runs(a, "alert", 60, timeout=60)
+        eq(len(runs), 60, "runs of the subscriber")
+        ns = sorted(json.loads(a.runs("show", x["id"])["result"])["n"] for x in runs)
+        eq(ns, list(range(60)), "one run per event")
+
+
 # ---- a database event's emit (Postgres only: the capture trigger) ----
 
 CONFIG = """return { databases = { main = "sqlite:data/app.db", crm = "env:CRM_URL" } }"""
