@@ -10,7 +10,9 @@ The store is SQLite under each test's directory; test_events_pg.py runs the
 same tests on Postgres."""
 import json
 
-from lib.harness import Rill, eq, main, temp_dir, test, wait_until
+import os
+
+from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
 
 TOKEN = "adm-events-5e1d"
 FAST = {"RILL_POLL_INTERVAL": "0.1s", "RILL_RETRY_BACKOFF": "50ms", "RILL_RETRY_MAX_BACKOFF": "200ms",
@@ -249,6 +251,32 @@ def flows_trigger_that_waits_from_a_stored_run_gets_the_stored_runs_result_after
         runs = settled_runs(r, "flaky", 1)
         eq(len(runs), 1, "runs of the child (the caller ran twice)")
         eq(r.runs("show", runs[0]["id"])["parent"], caller, "the child's parent")
+
+
+@test
+def check_reports_mistakes_in_event_triggers_at_their_line():
+    d = temp_dir()
+    files = {
+        "noname.lua": "return {\n  triggers = {\n    event { match = { a = 1 } },\n  },\n  run = function() end,\n}",
+        "badmatch.lua": "return {\n  triggers = { event { name = \"x\", match = 3 } },\n  run = function() end,\n}",
+        "typo.lua": "return {\n  triggers = {\n    event {\n      name = \"x\",\n      mach = { a = 1 },\n    },\n  },\n"
+                    "  run = function() end,\n}",
+        "dbemit.lua": "return {\n  triggers = { db_event { table = \"quotes\", emit = 5 } },\n  run = function() end,\n}",
+        "ok.lua": "return {\n  triggers = { event \"quote.signed\", event { name = \"a\", match = function() end } },\n"
+                  "  run = function() end,\n}",
+    }
+    for name, src in files.items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(src)
+    code, _, err = run_cli("check", d)
+    eq(code, 1, "exit code")
+    for expected in [f"{d}/noname.lua:3: event: name must be an event name",
+                     f"{d}/badmatch.lua:2: event: match must be a table of fields",
+                     f"{d}/typo.lua:5: event: unknown option 'mach' (did you mean 'match'?)",
+                     f"{d}/dbemit.lua:2: db_event: emit must be an event name",
+                     "4 flow file(s) with errors"]:
+        assert expected in err, f"{expected!r} not in:\n{err}"
+    assert "ok.lua" not in err, err
 
 
 if __name__ == "__main__":
