@@ -101,6 +101,10 @@ def one_webhook_event_fans_out_to_two_flows_each_stored_once():
         eq(sorted(x["flow"] for x in detail["event_runs"]), ["alert", "audit", "odd"], "admin API event_runs")
         alert = r.admin("GET", "/api/runs/" + r.runs("list", "--flow", "alert")[0]["id"], token=TOKEN).json()
         eq(alert["started_by"]["emitted_by"], owner_id, "admin API started_by")
+        # counted, and logged, once per run an event started
+        eq(r.metric('rill_event_runs_total{event="quote.signed",flow="alert"}'), 1.0, "the counter")
+        line = r.wait_log(msg="event starts runs", event="quote.signed")
+        eq(line["flows"], "alert, audit, odd", "the log line's flows")
         # the flows list says what each flow listens to
         listed = {f["name"]: f["triggers"] for f in r.admin("GET", "/api/flows", token=TOKEN).json()["flows"]}
         eq(listed["big"], [{"type": "event", "name": "quote.signed", "match": True}], "big's trigger")

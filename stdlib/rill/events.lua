@@ -16,6 +16,10 @@ local timer = require "rill.c.timer"
 
 local events = { sweep_interval = 5 }
 
+local runs_total = require("rill.metrics").counter("rill_event_runs_total",
+  "Runs started by events (event triggers), by event name and flow; an event emitted again starts none.",
+  { "event", "flow" })
+
 -- matches(match, data): every field of match equals data's (tables are
 -- compared field by field, so match names a part of the event).
 local function matches(match, data)
@@ -86,6 +90,9 @@ function events.fanout_stmts(e, cause)
   local now = store.now_ms()
   local depth = cause and (cause.depth or 0) + 1 or 0
   local trigger = json.encode { type = "event", event = e.name, event_id = e.id, emitted_by = cause and cause.id }
+  local names = {}
+  for i, flow in ipairs(flows) do names[i] = flow.name end
+  e.starts = names -- for started() once the batch is committed
   for _, flow in ipairs(flows) do
     local chain = cause and cause.chain and (cause.chain .. " > " .. flow.name) or flow.name
     local r = { id = crypto.id7(), flow = flow.name, version = flow.version, trigger = trigger, payload = e.data,
@@ -99,6 +106,15 @@ function events.fanout_stmts(e, cause)
     for _, st in ipairs(store.event_run_stmts(r, e, cause and cause.id)) do stmts[#stmts + 1] = st end
   end
   return stmts
+end
+
+-- started(e): the event's fan-out is committed (and the event was new):
+-- counted, logged, and the queue looks for the runs at once.
+local function started(e)
+  if not e.starts or #e.starts == 0 then return end
+  for _, name in ipairs(e.starts) do runs_total:labels(e.name, name):inc() end
+  log.info("event starts runs", { event = e.name, id = e.id, flows = table.concat(e.starts, ", ") })
+  require("rill.queue").kick()
 end
 
 -- stmts(e, cause) -> the statements that store event e and its fan-out,
@@ -139,16 +155,17 @@ function events.emit(name, data, id, cause)
   local e = events.row(name, data, id)
   local fanout = events.fanout_stmts(e, cause)
   if store.emit(e, fanout) then
-    if #fanout > 0 then require("rill.queue").kick() end
+    started(e)
     events.deliver(e)
   end
   return e.id
 end
 
--- deliver_later(e): delivers a stored event from a task of its own (the
--- sweep catches it if this process stops first).
+-- deliver_later(e): delivers a stored event (new: stored with a run that
+-- was not a duplicate) from a task of its own (the sweep catches it if this
+-- process stops first).
 function events.deliver_later(e)
-  require("rill.queue").kick() -- the runs it started, if any
+  started(e)
   task.spawn(events.deliver, function(_, ok, err)
     if not ok then log.warn("delivering an event failed; the sweep tries again", { event = e.name, error = tostring(err) }) end
   end, 30, nil, e)
