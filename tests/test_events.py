@@ -257,6 +257,36 @@ def flows_trigger_that_waits_from_a_stored_run_gets_the_stored_runs_result_after
         eq(r.runs("show", runs[0]["id"])["parent"], caller, "the child's parent")
 
 
+IN_A_STEP = """
+local tries = 0
+return {
+  triggers = { webhook { path = "/hooks/caller", mode = "async" } },
+  run = function(ctx)
+    local got = step("hand over", function()
+      tries = tries + 1
+      local r = flows.trigger("callee", { n = ctx.payload.n })
+      if tries == 1 then error("flaky after the trigger") end
+      return r
+    end, { retries = 1, backoff = 0.01 })
+    step("after", function() return "done" end)
+    if ctx.attempt == 1 then error("the run fails after its steps") end
+    return got
+  end,
+}"""
+
+
+@test
+def flows_trigger_inside_a_step_is_part_of_the_step_and_stored_once():
+    with rill({"caller.lua": IN_A_STEP, "callee.lua": CALLEE}) as r:
+        caller = r.request("POST", "/hooks/caller", {"n": 4}).json()["run_id"]
+        wait_until(lambda: r.runs("show", caller)["state"] in ("succeeded", "dead"), 20, "the caller to end")
+        run = r.runs("show", caller)
+        eq((run["state"], run["attempt"]), ("succeeded", 2), "the caller, replayed once")
+        eq([s["name"] for s in run["steps"]], ["hand over", "after"], "the caller's steps")
+        eq(json.loads(run["result"]), {"n": 4, "stored": 1}, "the child's result")
+        eq(len(settled_runs(r, "callee", 1)), 1, "runs of the child (the step ran twice)")
+
+
 @test
 def check_reports_mistakes_in_event_triggers_at_their_line():
     d = temp_dir()
