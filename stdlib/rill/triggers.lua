@@ -196,11 +196,11 @@ local function make_event(spec, level)
   if type(spec) ~= "table" then
     fail(level, "event: expected a name, like event \"quote.signed\" or event { name = \"quote.signed\", match = {...} }")
   end
-  check_keys(spec, { name = 1, match = 1, match_fn = 1, [MARK] = 1, type = 1 }, { "name", "match" }, "event", level)
+  check_keys(spec, { name = 1, match = 1, [MARK] = 1, type = 1 }, { "name", "match" }, "event", level)
   if type(spec.name) ~= "string" or not spec.name:match("^[%w_][%w_%.%-:]*$") then
     fail(level, "event: name must be an event name (letters, digits, . - _ :), got %s", tostring(spec.name))
   end
-  local match, match_fn = spec.match, spec.match_fn
+  local match, match_fn = spec.match, nil
   if type(match) == "function" then match, match_fn = nil, match end
   if match ~= nil and type(match) ~= "table" then
     fail(level, "event: match must be a table of fields the event's data has, or a function(data, event)")
