@@ -39,7 +39,10 @@ INSERT INTO quotes (id, owner_company, contact_id, lead_id, number, title, amoun
   (1, 1, 1, NULL, 'D-2026-001', 'Shop front lighting', 4800.00, 'EUR', 'draft', '{{date:30}}', NULL),
   (2, 1, 2, NULL, 'D-2026-002', 'Office lighting study', 2350.00, 'EUR', 'sent', '{{date:2}}', '{{time:-28}}'),
   (3, 1, 1, NULL, 'D-2026-003', 'Terrace lights', 1200.00, 'EUR', 'sent', '{{date:-1}}', '{{time:-31}}'),
-  (4, 2, 4, NULL, 'Q-2026-101', 'Process audit', 9600.00, 'EUR', 'sent', '{{date:10}}', '{{time:-5}}')
+  (4, 2, 4, NULL, 'Q-2026-101', 'Process audit', 9600.00, 'EUR', 'sent', '{{date:10}}', '{{time:-5}}'),
+  -- a big deal: signed, it is announced to the sales channel (flows/big-deal-alert.lua)
+  (5, 1, 3, NULL, 'D-2026-004', 'Showroom lighting installation', 14800.00, 'EUR', 'sent', '{{date:20}}',
+   '{{time:-12}}')
 ON CONFLICT DO NOTHING;
 
 INSERT INTO invoices (id, owner_company, contact_id, quote_id, number, kind, amount, amount_paid, currency, status,

@@ -2,6 +2,8 @@
 -- company's "signed" campaign (Mautic), a deposit invoice for the company's deposit_percent of the
 -- quote is made and marked sent in Invoice Ninja (and recorded in invoices), and the team hears of it.
 -- Every DocuSeal webhook is also emitted as the event "docuseal": it ends quote-sent's wait.
+-- Once the quote is marked signed, the event "quote.signed" (the quote, its company and signer) starts
+-- every flow with an `event { name = "quote.signed" }` trigger (big-deal-alert): add behaviour there.
 
 local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
 
@@ -136,6 +138,9 @@ return {
       end
       return { already = status, quote = quote.number }
     end
+    emit("quote.signed", { quote_id = quote.id, number = quote.number, title = quote.title, amount = quote.amount,
+      currency = quote.currency, company_id = company.id, company = company.name,
+      sales_channel = company.slack_channel, signed_by = full_name(contact) })
 
     -- the company's own accounts, for every call below
     local mautic_api = company.mautic_signed_campaign

@@ -74,6 +74,11 @@ test("a signature: quote signed, signed campaign, deposit invoice sent and recor
   local slack = t.calls("POST", "slack.test")[1].json
   t.eq(slack.channel, "#lumen-sales", "company 1's channel")
   t.contains(slack.text, "Quote D-2026-002 signed by Hugo Bernard", "the message")
+  -- the event other flows react to (big-deal-alert): the quote, its company, its signer
+  local signed = t.events("quote.signed")
+  t.eq(#signed, 1, "quote.signed emitted")
+  t.eq({ signed[1].data.quote_id, signed[1].data.amount, signed[1].data.sales_channel, signed[1].data.signed_by },
+    { 2, 2350, "#lumen-sales", "Hugo Bernard" }, "the event's data")
 end)
 
 test("the same signature delivered twice: one deposit invoice, one campaign", function(t)

@@ -66,5 +66,39 @@ def retry_a_dead_run_from_the_console():
             eq(f.read(8), b"\x89PNG\r\n\x1a\n", "the screenshot is a PNG")
 
 
+OWNER = """
+return {
+  triggers = { webhook { path = "/hooks/signed", mode = "async", emit = "quote.signed" } },
+  run = function(ctx) return "signed" end,
+}"""
+
+ALERT = """
+return {
+  triggers = { event { name = "quote.signed" } },
+  run = function(ctx) return "alerted" end,
+}"""
+
+
+@test
+def a_run_page_shows_the_event_that_started_it_and_the_runs_an_event_started():
+    with Rill({"owner.lua": OWNER, "alert.lua": ALERT},
+              env={"RILL_ADMIN_TOKEN": TOKEN, "RILL_POLL_INTERVAL": "0.1s"}) as r:
+        owner = r.request("POST", "/hooks/signed", {"n": 1}).json()["run_id"]
+        started = wait_until(lambda: run_of(r, owner)["event_runs"] or None, 10, "the event's run")
+        alert = started[0]["run_id"]
+        ended(r, alert)
+        p = subprocess.run(["node", os.path.join(BROWSER_DIR, "event-runs.mjs"), f"http://127.0.0.1:{r.admin_port}",
+                            TOKEN, alert], capture_output=True, text=True, timeout=120, cwd=BROWSER_DIR)
+        lines = p.stdout.strip().splitlines()
+        if p.returncode != 0 or not lines:
+            raise AssertionError(f"the browser run failed ({p.returncode}): {p.stdout}\n{p.stderr}")
+        seen = json.loads(lines[-1])
+        event_id = started[0]["event_id"]
+        eq(seen["started_by"], f"event quote.signed {event_id} emitted by run {owner}", "started by")
+        eq(seen["emitted_by"], owner, "the link to the emitting run")
+        eq(seen["event_runs"], [["quote.signed", event_id, "alert", alert]], "the runs its event started")
+        eq(seen["problems"], [], "page and console errors")
+
+
 if __name__ == "__main__":
     main()

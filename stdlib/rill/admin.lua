@@ -91,6 +91,7 @@ local function trigger_info(t)
     end
   end
   if t.verify then out.verify = true end
+  if t.type == "event" and (t.match or t.match_fn) then out.match = true end -- (a table or a function)
   return out
 end
 
@@ -204,6 +205,13 @@ local function run_detail(id)
                  started = iso_ms(s.started), finished = iso_ms(s.finished) }
   end
   out.logs, out.attempts, out.steps, out.outbound = logs, attempts, steps, outbound
+  -- the event that started the run, and the runs the events it emitted started
+  out.started_by = r.started_by
+  local event_runs = array()
+  for i, e in ipairs(r.event_runs) do
+    event_runs[i] = { event = e.event, event_id = e.event_id, flow = e.flow, run_id = e.run_id, at = iso_ms(e.created) }
+  end
+  out.event_runs = event_runs
   return out
 end
 

@@ -174,6 +174,7 @@ function triggerText(t) {
   if (t.type === "webhook") return `webhook ${t.method} ${t.path}` + (t.mode ? ` (${t.mode})` : "");
   if (t.type === "cron") return `cron "${t.expr}" ${t.tz || ""}`;
   if (t.type === "db_event") return `db_event ${t.table || ""}`;
+  if (t.type === "event") return `event ${t.name || t.event || ""}` + (t.emitted_by ? ` from run ${t.emitted_by}` : "");
   return t.type;
 }
 
@@ -254,11 +255,20 @@ async function runPage(id) {
       kv("state", r.state), kv("attempt", `${r.attempt} of ${r.max_attempts}`),
       kv("trigger", r.trigger ? triggerText(r.trigger) : ""), kv("created", when(r.created)),
       kv("started", when(r.started)), kv("finished", when(r.finished)), kv("next try", when(r.next_try)),
-      kv("parent", r.parent)),
+      kv("parent", r.parent),
+      r.started_by ? [el("div", {}, "started by"), el("div", { class: "mono", id: "run-started-by" },
+        `event ${r.started_by.event} ${r.started_by.event_id}`,
+        r.started_by.emitted_by ? [" emitted by run ", el("a", { id: "run-emitted-by",
+          href: "#/runs/" + encodeURIComponent(r.started_by.emitted_by) }, r.started_by.emitted_by)] : "")] : []),
     r.error ? [el("h2", {}, "Error"), el("pre", { class: "error", id: "run-error" },
       r.error.message + (r.error.traceback ? "\n" + r.error.traceback : ""))] : "",
     el("h2", {}, "Payload"), el("pre", { id: "run-payload" }, pretty(r.payload)),
     r.result !== undefined ? [el("h2", {}, "Result"), el("pre", { id: "run-result" }, pretty(r.result))] : "",
+    r.event_runs && r.event_runs.length ? [el("h2", {}, "Runs its events started"), el("table", { id: "event-runs" },
+      el("thead", {}, el("tr", {}, ["Event", "Event id", "Flow", "Run"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, r.event_runs.map((e) => el("tr", { "data-run": e.run_id }, el("td", {}, e.event), el("td", { class: "mono" }, e.event_id),
+        el("td", {}, e.flow), el("td", { class: "mono" },
+          el("a", { href: "#/runs/" + encodeURIComponent(e.run_id) }, e.run_id))))))] : "",
     el("h2", {}, "Timeline"), attempts.length ? attempts : el("p", { class: "muted" }, "No attempt yet."),
     r.steps.length ? [el("h2", {}, "Steps"), el("table", {}, el("thead", {}, el("tr", {},
       ["#", "Step", "Attempts", "Finished", "Result"].map((h) => el("th", {}, h)))),

@@ -92,8 +92,13 @@ local function drain_once(l)
     for _, target in ipairs(targets(l.name, ev, writer)) do
       outstanding = outstanding + 1
       local payload = { id = ev.id, table = ev.table_name, op = ev.op, new = ev.new, old = ev.old, at = ev.at }
+      local key = "dbevent " .. l.name .. " " .. string.format("%d", ev.id)
+      -- emit = NAME: the change is also that event, stored with the run (and
+      -- the runs it starts), once per change even when drained again
+      local emit = target.trigger.emit
+      local event = emit and require("rill.events").row(emit, payload, key .. " " .. emit)
       queue.submit(target.flow, { type = "db_event", table = ev.table_name, op = ev.op, database = l.name },
-        payload, { idem_key = "dbevent " .. l.name .. " " .. string.format("%d", ev.id),
+        payload, { idem_key = key, event = event,
           parent = parent, depth = depth and tonumber(depth) + 1 or 0, chain = chain }, function(id, err)
           outstanding = outstanding - 1
           if not id then failed = err end

@@ -5,7 +5,9 @@
 -- is due at once. An event stored by a process that stopped before
 -- delivering it is delivered by the next sweep, in any instance; a wait
 -- that starts after its event was stored finds it too (steps.lua looks
--- for events since the run was created).
+-- for events since the run was created). An event also starts a stored run
+-- of every flow with an `event` trigger on its name (the fan-out), stored
+-- in the event's own transaction, once per event and flow (event_runs).
 local json = require "rill.json"
 local log = require "rill.log"
 local store = require "rill.store"
@@ -13,6 +15,10 @@ local task = require "rill.c.task"
 local timer = require "rill.c.timer"
 
 local events = { sweep_interval = 5 }
+
+local runs_total = require("rill.metrics").counter("rill_event_runs_total",
+  "Runs started by events (event triggers), by event name and flow; an event emitted again starts none.",
+  { "event", "flow" })
 
 -- matches(match, data): every field of match equals data's (tables are
 -- compared field by field, so match names a part of the event).
@@ -51,6 +57,89 @@ function events.deliver(e)
   end
 end
 
+-- ---- fan-out: event triggers ----
+
+-- The flows an event starts: every active flow with an `event` trigger on
+-- its name whose `match` table the data satisfies (a `match` function is
+-- asked in the flow's own run: see skip). One run per flow, whatever the
+-- number of its triggers on the name.
+local function subscribers(name, data)
+  local out = {}
+  for _, flow in pairs(require("rill.flows").active) do
+    for _, t in ipairs(flow.triggers) do
+      if t.type == "event" and t.name == name and (t.match == nil or matches(t.match, data)) then
+        out[#out + 1] = flow
+        break
+      end
+    end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+-- fanout_stmts(e, cause) -> the statements that store one run of each flow
+-- the event (stored form) starts, for the event's own batch: the runs exist
+-- exactly when the event does. cause: the emitting run {id, depth, chain},
+-- or nil. Each run is queued (a poller claims it: the emitter's batch is
+-- not the place to start runs) and, past max_depth, stored dead.
+function events.fanout_stmts(e, cause)
+  local flows = subscribers(e.name, e.data and json.try_decode(e.data))
+  local stmts = {}
+  if #flows == 0 then return stmts end
+  local runner, queue, crypto = require "rill.runner", require "rill.queue", require "rill.c.crypto"
+  local now = store.now_ms()
+  local depth = cause and (cause.depth or 0) + 1 or 0
+  local trigger = json.encode { type = "event", event = e.name, event_id = e.id, emitted_by = cause and cause.id }
+  local names = {}
+  for i, flow in ipairs(flows) do names[i] = flow.name end
+  e.starts = names -- for started() once the batch is committed
+  for _, flow in ipairs(flows) do
+    local chain = cause and cause.chain and (cause.chain .. " > " .. flow.name) or flow.name
+    local r = { id = crypto.id7(), flow = flow.name, version = flow.version, trigger = trigger, payload = e.data,
+      state = "queued", attempt = 0, max_attempts = flow.retries and flow.retries.attempts or queue.attempts,
+      run_at = now, parent = cause and cause.id, depth = depth, created = now, chain = chain }
+    if depth >= runner.max_depth then
+      r.state, r.finished = "dead", now
+      r.error = json.encode { message = "refused: " .. runner.too_deep(chain) }
+      log.error("run refused: " .. runner.too_deep(chain), { flow = flow.name, run_id = r.id, event = e.name })
+    end
+    for _, st in ipairs(store.event_run_stmts(r, e, cause and cause.id)) do stmts[#stmts + 1] = st end
+  end
+  return stmts
+end
+
+-- started(e): the event's fan-out is committed (and the event was new):
+-- counted, logged, and the queue looks for the runs at once.
+local function started(e)
+  if not e.starts or #e.starts == 0 then return end
+  for _, name in ipairs(e.starts) do runs_total:labels(e.name, name):inc() end
+  log.info("event starts runs", { event = e.name, id = e.id, flows = table.concat(e.starts, ", ") })
+  require("rill.queue").kick()
+end
+
+-- stmts(e, cause) -> the statements that store event e and its fan-out,
+-- for a run's batch (an async webhook's emit).
+function events.stmts(e, cause)
+  local stmts = store.emit_stmts(e)
+  for _, st in ipairs(events.fanout_stmts(e, cause)) do stmts[#stmts + 1] = st end
+  return stmts
+end
+
+-- skip(triggers, ctx) -> why a run started by an event does not go on: the
+-- flow's `match` function, asked in the run itself, said no. nil: go on.
+function events.skip(triggers, ctx)
+  if type(ctx.trigger) ~= "table" or ctx.trigger.type ~= "event" then return nil end
+  local asked = false
+  for _, t in ipairs(triggers) do
+    if t.type == "event" and t.name == ctx.trigger.event then
+      if not t.match_fn then return nil end
+      asked = true
+      if t.match_fn(ctx.payload, ctx.trigger) then return nil end
+    end
+  end
+  return asked and "the event did not match" or nil
+end
+
 -- row(name, data, id) -> the stored form of a new event.
 function events.row(name, data, id)
   if type(name) ~= "string" or name == "" then error("emit: the first argument is the event's name", 3) end
@@ -59,17 +148,24 @@ function events.row(name, data, id)
   return { id = id or require("rill.c.crypto").id7(), name = name, data = encoded, created = store.now_ms() }
 end
 
--- emit(name, data, id) -> the event's id: stored (once per id), then
--- delivered. In a task.
-function events.emit(name, data, id)
+-- emit(name, data, id, cause) -> the event's id: stored (once per id) with
+-- the runs of the flows it starts (cause: the emitting run, or nil), then
+-- delivered to waits. In a task.
+function events.emit(name, data, id, cause)
   local e = events.row(name, data, id)
-  if store.emit(e) then events.deliver(e) end
+  local fanout = events.fanout_stmts(e, cause)
+  if store.emit(e, fanout) then
+    started(e)
+    events.deliver(e)
+  end
   return e.id
 end
 
--- deliver_later(e): delivers a stored event from a task of its own (the
--- sweep catches it if this process stops first).
+-- deliver_later(e): delivers a stored event (new: stored with a run that
+-- was not a duplicate) from a task of its own (the sweep catches it if this
+-- process stops first).
 function events.deliver_later(e)
+  started(e)
   task.spawn(events.deliver, function(_, ok, err)
     if not ok then log.warn("delivering an event failed; the sweep tries again", { event = e.name, error = tostring(err) }) end
   end, 30, nil, e)

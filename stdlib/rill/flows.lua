@@ -43,6 +43,72 @@ local function plain_copy(v, seen)
   return c
 end
 
+-- flows.trigger from a stored run: the child is a stored run too, stored
+-- once per call (a step: a retry of the caller finds it stored, and the
+-- idempotency key of the step makes a call repeated after a crash a
+-- duplicate), run by the queue with its own retries. wait: the caller
+-- waits for its end, reading it from the store (another instance may run
+-- it), and gets its result, or an error once it is dead. Inside a step it
+-- is part of that step (a step of its own there would shift the numbers of
+-- the steps after it on a replay): the n-th call of the step stores the
+-- same run on each of the step's attempts.
+
+-- The child's id, stored once under key. In a task.
+local function submit_stored(target, trigger, payload, parent, key)
+  local answer, waiter
+  require("rill.queue").submit(target, trigger, payload, { idem_key = "flow " .. key, parent = parent.id,
+    depth = parent.depth + 1, chain = parent.chain }, function(rid, err)
+    answer = { rid, err }
+    if waiter then waiter:wake() end
+  end)
+  if not answer then
+    waiter = task.waiter()
+    waiter:wait()
+  end
+  if not answer[1] then error("flows.trigger: the run could not be stored: " .. tostring(answer[2]), 0) end
+  return answer[1]
+end
+
+-- {result = ...} once the child succeeded, {failed = message} once it
+-- ended otherwise; polls the store meanwhile. In a task.
+local function end_of(target, id)
+  local store, json, timer = require "rill.store", require "rill.json", require "rill.c.timer"
+  local delay = 0.02
+  while true do
+    local o = store.outcome(id)
+    if not o then error("flows.trigger: run " .. id .. " of flow '" .. target.name .. "' is not in the store", 0) end
+    if o.state == "succeeded" then return { result = o.result and json.decode(o.result) } end
+    if o.state == "dead" or o.state == "failed" or o.state == "cancelled" then
+      local e = o.error and json.try_decode(o.error)
+      return { failed = type(e) == "table" and e.message or o.state }
+    end
+    timer.sleep(delay)
+    delay = math.min(delay * 2, 1)
+  end
+end
+
+local function stored_trigger(target, trigger, payload, parent, wait)
+  local steps, json = require "rill.steps", require "rill.json"
+  local id, ended
+  if parent.step then
+    parent.step.triggers = (parent.step.triggers or 0) + 1
+    id = submit_stored(target, trigger, payload, parent, steps.key() .. "-trigger-" .. parent.step.triggers)
+    if not wait then return id end
+    ended = end_of(target, id)
+  else
+    id = steps.step("trigger " .. target.name, function()
+      return submit_stored(target, trigger, payload, parent, steps.key())
+    end)
+    if not wait then return id end
+    ended = steps.step("end of " .. target.name, function() return end_of(target, id) end)
+  end
+  if ended.failed then
+    error(string.format("flows.trigger: flow '%s' failed (run %s): %s", target.name, id, ended.failed), 3)
+  end
+  if ended.result == json.null then return nil end
+  return ended.result
+end
+
 function flow_api.trigger(name, payload, opts)
   if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
   local runner = require "rill.runner"
@@ -59,6 +125,10 @@ function flow_api.trigger(name, payload, opts)
   payload = plain_copy(payload)
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }
+  if parent and parent.durable then
+    local result = stored_trigger(target, trigger, payload, parent, wait) -- no tail call: error levels count it
+    return result
+  end
   if not wait then
     return runner.start(target, trigger, payload, { parent = parent }).id
   end
@@ -206,15 +276,28 @@ local function validate(def, file, source)
     error(string.format("%s: concurrency must be a whole number of runs at once, 1 or more, got %s", file,
       tostring(concurrency)), 0)
   end
-  local list, accepts = {}, {}
+  local list, accepts, asks = {}, {}, false
   for i, t in ipairs(def.triggers) do
     local ok, trig = pcall(triggers.check, t)
     if not ok then error(string.format("%s: triggers[%d]: %s", file, i, trig), 0) end
     list[i] = trig
     accepts[trig.type] = true
+    asks = asks or trig.match_fn ~= nil
+  end
+  local run = def.run
+  if asks then
+    -- an event trigger's match function is asked in the run it would start
+    run = function(ctx)
+      local why = require("rill.events").skip(list, ctx)
+      if why then
+        log.info("run skipped: " .. why, { event = ctx.trigger.event })
+        return { skipped = why }
+      end
+      return def.run(ctx)
+    end
   end
   return { name = name, name_line = def.name ~= nil and triggers.field_line(source, "name") or nil,
-           description = def.description, run = def.run, triggers = list,
+           description = def.description, run = run, triggers = list,
            accepts = accepts, deadline = deadline, retries = retries, concurrency = concurrency }
 end
 

@@ -530,9 +530,10 @@ function RUNS_COMMANDS.show(store, opts, id)
   if not r then error("runs show: no run " .. id, 0) end
   local json = require "rill.json"
   if opts.json then
-    local logs, steps = r.logs, r.steps
-    r.logs, r.steps = nil, nil
-    return out(json.encode(r):sub(1, -2) .. ',"logs":' .. json_list(logs) .. ',"steps":' .. json_list(steps) .. "}\n")
+    local logs, steps, event_runs = r.logs, r.steps, r.event_runs
+    r.logs, r.steps, r.event_runs = nil, nil, nil
+    return out(json.encode(r):sub(1, -2) .. ',"logs":' .. json_list(logs) .. ',"steps":' .. json_list(steps)
+      .. ',"event_runs":' .. json_list(event_runs) .. "}\n")
   end
   local function field(name, v) if v ~= nil then out(string.format("%-12s %s\n", name .. ":", v)) end end
   field("id", r.id)
@@ -541,6 +542,9 @@ function RUNS_COMMANDS.show(store, opts, id)
   field("attempt", r.attempt .. " of " .. r.max_attempts)
   field("trigger", r.trigger)
   field("parent", r.parent)
+  local by = r.started_by
+  field("started by", by and string.format("event %s %s, emitted by run %s", by.event, by.event_id,
+    by.emitted_by or "(none: emitted outside a run)"))
   if r.chain and r.chain:find(">", 1, true) then field("chain", r.chain .. " (depth " .. r.depth .. ")") end
   field("versions", r.versions and ("attempt:version " .. r.versions))
   field("pinned", r.pinned and ("retries run version " .. r.pinned))
@@ -562,6 +566,12 @@ function RUNS_COMMANDS.show(store, opts, id)
     out(string.format("steps (%d done):\n", #r.steps))
     for _, s in ipairs(r.steps) do
       out(string.format("  %d %-24s %d attempt(s)  %s\n", s.seq, s.name, s.attempts, (s.result or ""):sub(1, 100)))
+    end
+  end
+  if #r.event_runs > 0 then
+    out(string.format("runs its events started (%d):\n", #r.event_runs))
+    for _, e in ipairs(r.event_runs) do
+      out(string.format("  event %s %s  %-20s %s\n", e.event, e.event_id, e.flow, e.run_id))
     end
   end
   out(string.format("log (%d lines):\n", #r.logs))

@@ -298,7 +298,8 @@ end
 -- e.g. a webhook's raw body), request (ctx.request), idem_key, run_at (ms),
 -- parent (id), depth, chain (of the parent: "a > b"), extra (statements
 -- for the same transaction), event (a stored-form event stored with the
--- run and delivered once it is committed). A run deeper than runner.max_depth is stored
+-- run, with the runs it starts (events.stmts), and delivered once it is
+-- committed). A run deeper than runner.max_depth is stored
 -- dead, its error naming the chain, and never runs.
 function queue.submit(flow, trigger, payload, opts, callback)
   local now = store.now_ms()
@@ -345,7 +346,9 @@ function queue.submit(flow, trigger, payload, opts, callback)
   if opts.event then
     extra = {}
     for _, st in ipairs(opts.extra or {}) do extra[#extra + 1] = st end
-    for _, st in ipairs(store.emit_stmts(opts.event)) do extra[#extra + 1] = st end
+    -- the event, and the runs of the flows it starts, with this run
+    local cause = { id = row.id, depth = depth, chain = chain }
+    for _, st in ipairs(require("rill.events").stmts(opts.event, cause)) do extra[#extra + 1] = st end
   end
   store.enqueue(row, function(id, dup)
     if not id then

@@ -3,7 +3,7 @@
 --   step(name, fn [, {retries = n, backoff = seconds, retry = false}]) -> fn's result
 --   sleep_until(name, time)   sleep_for(name, duration)
 --   wait_for(name, {event, match, timeout}) -> the event, or {timed_out = true}
---   emit(name, data) -> the event's id
+--   emit(name, data [, {id = ...}]) -> the event's id
 -- A completed step's result is written to the store before the run goes
 -- on. A run that runs again (a retry, a recovery after its process died, a
 -- wake-up) replays the flow from the top: steps already completed return
@@ -200,13 +200,32 @@ function steps.wait_for(name, opts)
 end
 
 -- emit(name, data) -> the event's id: stores an event that ends the waits
--- it matches. In a stored run it is a step (replays do not emit again).
-function steps.emit(name, data)
+-- it matches and starts the flows with an event trigger on it. In a stored
+-- run it is a step (replays do not emit again), whose id is the run's and
+-- the step's: emitted again after a crash between storing the event and
+-- recording the step, it is the same event, and starts nothing again.
+-- Inside a step, it is part of that step: the n-th emit of the step has the
+-- same id on each of the step's attempts.
+-- With opts.id, the event's id is "NAME ID" whoever emits it: one event
+-- (and one run of each flow it starts) however many runs emit it.
+function steps.emit(name, data, opts)
   local events = require "rill.events"
+  if opts ~= nil and type(opts) ~= "table" then error("emit: options must be a table, like { id = \"...\" }", 2) end
+  local id = opts and opts.id
+  if id ~= nil then
+    if not ((type(id) == "string" and id ~= "" and #id <= 200) or (type(id) == "number" and id % 1 == 0)) then
+      error("emit: id must be a string of 1 to 200 characters or a whole number", 2)
+    end
+    id = tostring(name) .. " " .. (type(id) == "number" and string.format("%d", id) or id)
+  end
   local run = task.current()
-  if not (run and run.durable) then return events.emit(name, data) end
+  if not (run and run.durable) then return events.emit(name, data, id, run) end
+  if run.step then
+    run.step.emits = (run.step.emits or 0) + 1
+    return events.emit(name, data, id or (steps.key() .. "-" .. run.step.emits), run)
+  end
   return steps.step("emit " .. tostring(name), function()
-    return events.emit(name, data, steps.key())
+    return events.emit(name, data, id or steps.key(), run)
   end)
 end
 

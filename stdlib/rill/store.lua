@@ -143,6 +143,21 @@ local MIGRATIONS = {
   {
     "CREATE TABLE flow_pauses (flow TEXT PRIMARY KEY, paused_at BIGINT NOT NULL)",
   },
+  -- Event fan-out: the run an event started for each flow with an event
+  -- trigger on it (one per event and flow: the key that makes an event
+  -- emitted again start nothing again), and the run that emitted it.
+  {
+    [[CREATE TABLE event_runs (
+        event_id TEXT NOT NULL,
+        flow TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        origin TEXT,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (event_id, flow))]],
+    "CREATE INDEX event_runs_run ON event_runs (run_id)",
+    "CREATE INDEX event_runs_origin ON event_runs (origin)",
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
@@ -538,10 +553,23 @@ function store.get(id)
     { "SELECT " .. RUN_COLUMNS .. ", owner, lease_until FROM runs WHERE id = $1", id, n = 1 },
     { "SELECT attempt, seq, at, level, message, fields FROM run_logs WHERE run_id = $1 ORDER BY attempt, seq", id, n = 1 },
     { "SELECT seq, name, result, attempts, started, finished FROM run_steps WHERE run_id = $1 ORDER BY seq", id, n = 1 },
+    -- the event that started it, and the runs the events it emitted started
+    { "SELECT event_id, event, origin FROM event_runs WHERE run_id = $1", id, n = 1 },
+    { "SELECT event_id, event, flow, run_id, created FROM event_runs WHERE origin = $1 ORDER BY created, flow",
+      id, n = 1 },
   }
   local run = res[1][1]
-  if run then run.logs, run.steps = res[2], res[3] end
+  if run then
+    run.logs, run.steps, run.event_runs = res[2], res[3], res[5]
+    local by = res[4][1]
+    if by then run.started_by = { event = by.event, event_id = by.event_id, emitted_by = by.origin } end
+  end
   return run
+end
+
+-- outcome(id) -> {state, result, error} of a run, or nil. In a task.
+function store.outcome(id)
+  return store.batch { { "SELECT state, result, error FROM runs WHERE id = $1", id, n = 1 } }[1][1]
 end
 
 -- count(state) -> the number of runs in that state (all runs without one).
@@ -627,6 +655,7 @@ function store.prune(before, limit, callback)
     { "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
     { "DELETE FROM idempotency WHERE created < $1", before, n = 1 },
+    { "DELETE FROM event_runs WHERE created < $1", before, n = 1 },
     { "DELETE FROM events WHERE created < $1 AND delivered = 1", before, n = 1 },
     -- waits of runs that ended otherwise (dead, deleted)
     { "DELETE FROM run_waits WHERE NOT EXISTS (SELECT 1 FROM runs WHERE id = run_waits.run_id AND state IN "
@@ -672,10 +701,45 @@ function store.emit_stmts(e)
   return stmts
 end
 
--- emit(e) -> whether e is new (an id seen before is not stored again). In a task.
-function store.emit(e)
-  local res = store.batch(store.emit_stmts(e))
-  return res[#res].changes > 0
+-- emit(e[, extra]) -> whether e is new (an id seen before is not stored
+-- again), with the statements of `extra` (its fan-out) in the same
+-- transaction. In a task.
+function store.emit(e, extra)
+  local stmts = store.emit_stmts(e)
+  local insert = #stmts
+  for _, st in ipairs(extra or {}) do stmts[#stmts + 1] = st end
+  local res = store.batch(stmts)
+  return res[insert].changes > 0
+end
+
+-- ---- event fan-out ----
+
+-- A run row stored only when its event_runs row is the one just written
+-- ($1 run id, $2 flow): an event emitted again starts no second run.
+local INSERT_RUN_FOR_EVENT = RUN_INSERT .. "SELECT " .. table.concat(typed, ", ")
+  .. " WHERE EXISTS (SELECT 1 FROM event_runs WHERE run_id = $1 AND flow = $2)"
+
+-- event_run_stmts(r, e, origin) -> the statements that store run row r,
+-- started by event e {id, name}, which run `origin` emitted (or nil): once
+-- per event and flow.
+function store.event_run_stmts(r, e, origin)
+  return {
+    { "INSERT INTO event_runs (event_id, flow, run_id, event, origin, created) VALUES ($1, $2, $3, $4, $5, $6) "
+      .. "ON CONFLICT DO NOTHING", e.id, r.flow, r.id, e.name, origin, r.created, n = 6 },
+    insert_run(r, INSERT_RUN_FOR_EVENT),
+  }
+end
+
+-- event_runs_of(event_id) -> the runs the event started: {flow, run_id}, by flow. In a task.
+function store.event_runs_of(event_id)
+  return store.batch { { "SELECT flow, run_id FROM event_runs WHERE event_id = $1 ORDER BY flow", event_id, n = 1 } }[1]
+end
+
+-- events_named(name) -> the stored events of that name, oldest first:
+-- {id, name, data (JSON), created}. In a task.
+function store.events_named(name)
+  return store.batch { { "SELECT id, name, data, created FROM events WHERE name = $1 ORDER BY created, id",
+    name, n = 1 } }[1]
 end
 
 -- waits(event) -> the waits on that event name: {run_id, seq, name, match, since}. In a task.

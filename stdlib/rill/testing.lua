@@ -63,7 +63,8 @@ local function stored_run(row)
   local e = row.error and json.try_decode(row.error)
   local r = { id = row.id, flow = row.flow, state = row.state, attempt = row.attempt, depth = row.depth,
     result = row.result and json.decode(row.result), error = e and e.message, steps = row.steps,
-    logs = row.logs, payload = row.payload and json.try_decode(row.payload) }
+    logs = row.logs, payload = row.payload and json.try_decode(row.payload),
+    trigger = row.trigger and json.try_decode(row.trigger), started_by = row.started_by }
   if r.result == json.null then r.result = nil end
   return r
 end
@@ -245,6 +246,29 @@ function T.webhook(t, method, path, opts)
   world(t):settle()
   resp.json = json.try_decode(resp.body)
   return resp
+end
+
+-- emit(name, data) -> the runs the event started (one per flow with an
+-- event trigger on it that matches), once they have settled; the event is
+-- stored and delivered to waits as a flow's emit() would.
+function T.emit(t, name, data)
+  if type(name) ~= "string" then error("t.emit(name, data)", 2) end
+  local id = require("rill.events").emit(name, data)
+  world(t):settle()
+  local out = {}
+  for _, r in ipairs(store.event_runs_of(id)) do out[#out + 1] = stored_run(store.get(r.run_id)) end
+  return out
+end
+
+-- events(name) -> the events of that name stored so far (emitted by the
+-- flows, by webhooks' emit, by t.emit), oldest first: {id, name, data}.
+function T.events(t, name)
+  if type(name) ~= "string" then error("t.events(name)", 2) end
+  local out = {}
+  for i, e in ipairs(store.events_named(name)) do
+    out[i] = { id = e.id, name = e.name, data = e.data and json.try_decode(e.data) }
+  end
+  return out
 end
 
 -- runs(flow) -> the stored runs of a flow, oldest first, with results.

@@ -7,6 +7,9 @@
 --             verify = function(request) return <genuine?> [, delivery id | why not] end }
 --             (stdlib/rill/signatures.lua makes them: verify = signatures.github { secret = "NAME" })
 --   cron "0 9 * * MON-FRI"   or   cron { "0 9 * * *", tz = "Europe/Paris", missed = "skip"|"run_once" }
+--   event { name = "quote.signed", match = { amount = 12000 } | function(data, event) return <start?> end }
+--                            or event "quote.signed": every event of that name (emit, a webhook's
+--                            emit) starts a stored run of the flow (events.lua: the fan-out)
 --   manual()                 run by hand only (rill run)
 --   from_flow()              started by other flows through flows.trigger
 local cron = require "rill.cron"
@@ -166,8 +169,11 @@ end
 local OPS = { insert = true, update = true, delete = true }
 local function make_db_event(spec, level)
   if type(spec) ~= "table" then fail(level, "db_event: expected { table = \"name\", on = ... }") end
-  check_keys(spec, { table = 1, on = 1, database = 1, ops = 1, ignore_own_writes = 1, [MARK] = 1, type = 1 },
-    { "table", "on", "database", "ignore_own_writes" }, "db_event", level)
+  check_keys(spec, { table = 1, on = 1, database = 1, ops = 1, ignore_own_writes = 1, emit = 1, [MARK] = 1, type = 1 },
+    { "table", "on", "database", "ignore_own_writes", "emit" }, "db_event", level)
+  if spec.emit ~= nil and (type(spec.emit) ~= "string" or spec.emit == "") then
+    fail(level, "db_event: emit must be an event name")
+  end
   if spec.ignore_own_writes ~= nil and type(spec.ignore_own_writes) ~= "boolean" then
     fail(level, "db_event: ignore_own_writes must be true or false")
   end
@@ -183,7 +189,33 @@ local function make_db_event(spec, level)
   end
   -- a flow's own writes do not trigger it again unless it says so (a loop)
   return { [MARK] = true, type = "db_event", table = spec.table, ops = ops, database = spec.database or "main",
-           ignore_own_writes = spec.ignore_own_writes ~= false }
+           ignore_own_writes = spec.ignore_own_writes ~= false, emit = spec.emit }
+end
+
+-- event { name = "quote.signed", match = ... }: an event emitted by any
+-- flow (emit(), a webhook's emit = NAME) starts a stored run of this flow.
+-- match: a table of fields the event's data must have (compared when the
+-- event is emitted: no run for an event that differs), or a function
+-- (called in the flow's own run, which ends at once as skipped when it
+-- returns false or nil).
+local function make_event(spec, level)
+  if type(spec) == "string" then spec = { name = spec } end
+  if type(spec) ~= "table" then
+    fail(level, "event: expected a name, like event \"quote.signed\" or event { name = \"quote.signed\", match = {...} }")
+  end
+  check_keys(spec, { name = 1, match = 1, [MARK] = 1, type = 1 }, { "name", "match" }, "event", level)
+  if type(spec.name) ~= "string" or not spec.name:match("^[%w_][%w_%.%-:]*$") then
+    fail(level, "event: name must be an event name (letters, digits, . - _ :), got %s", tostring(spec.name))
+  end
+  local match, match_fn = spec.match, nil
+  if type(match) == "function" then match, match_fn = nil, match end
+  if match ~= nil and type(match) ~= "table" then
+    fail(level, "event: match must be a table of fields the event's data has, or a function(data, event)")
+  end
+  if match ~= nil and not pcall(require("rill.json").encode, match) then
+    fail(level, "event: match must hold plain values (strings, numbers, booleans, tables of them)")
+  end
+  return { [MARK] = true, type = "event", name = spec.name, match = match, match_fn = match_fn }
 end
 
 local function make_simple(kind)
@@ -194,7 +226,7 @@ local function make_simple(kind)
 end
 
 local makers = {
-  webhook = make_webhook, cron = make_cron, db_event = make_db_event,
+  webhook = make_webhook, cron = make_cron, db_event = make_db_event, event = make_event,
   manual = make_simple("manual"), from_flow = make_simple("from_flow"),
 }
 
@@ -216,11 +248,11 @@ end
 -- check(t) -> trigger: validates a trigger table written by hand ({type = "cron", ...})
 -- or returns one made by a constructor as is. Raises a plain message.
 function triggers.check(t)
-  if type(t) ~= "table" then error("a trigger must be made with webhook{}, cron(), db_event{}, manual() or from_flow()", 0) end
+  if type(t) ~= "table" then error("a trigger must be made with webhook{}, cron(), db_event{}, event{}, manual() or from_flow()", 0) end
   if t[MARK] then return t end
   local maker = makers[t.type]
   if not maker then
-    error(string.format("unknown trigger type %q (webhook, cron, db_event, manual or from_flow)", tostring(t.type)), 0)
+    error(string.format("unknown trigger type %q (webhook, cron, db_event, event, manual or from_flow)", tostring(t.type)), 0)
   end
   local copy = {}
   for k, v in pairs(t) do if k ~= "type" then copy[k] = v end end
