@@ -115,6 +115,7 @@ local function flow_list()
       item.loaded_at = time.iso(v.loaded_at)
       item.triggers = triggers
       item.concurrency = v.concurrency
+      if next(v.modules or {}) then item.modules = v.modules end
       item.paused = pauses.is_paused(v.name)
       item.paused_at = iso_ms(paused_at[v.name])
       item.next_fires = next_fires[v.name]

@@ -198,7 +198,17 @@ function M.serve_in_task(c)
   flows.on_reload(scheduler.sync)
   flows.on_reload(queue.sync)
   flows.on_reload(dbevents.sync)
+  local watcher, lib_watcher
+  local schedule_reload
+  -- DIR/lib (shared modules) is watched once it exists: a watch sees its own folder only
+  local function watch_lib()
+    if not c.watch or lib_watcher or not os_c.stat(c.flows_dir .. "/lib") then return end
+    local werr
+    lib_watcher, werr = os_c.watch(c.flows_dir .. "/lib", function() schedule_reload("file change") end)
+    if not lib_watcher then log.warn("not watching the modules directory", { error = werr }) end
+  end
   local function reload(why)
+    watch_lib()
     local summary = flows.reload(c.flows_dir)
     report_load(summary, log)
     log.info("flows reloaded", { why = why, active = #(function() local n = {} for k in pairs(flows.active) do n[#n + 1] = k end return n end)() })
@@ -206,14 +216,13 @@ function M.serve_in_task(c)
   end
   -- watched before the first load: a file saved while rill starts is not missed
   local pending
-  local function schedule_reload(why)
+  function schedule_reload(why)
     if pending then return end
     pending = timer.after(c.reload_debounce, function()
       pending = nil
       reload(why)
     end)
   end
-  local watcher
   if c.watch then
     local werr
     watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
@@ -229,6 +238,7 @@ function M.serve_in_task(c)
     log.error("rill does not start: flows claim the same route or name (a route is a method and a path); "
       .. "give each its own, then start again", { files = table.concat(files, " ") })
     if watcher then watcher:close() end
+    if lib_watcher then lib_watcher:close() end
     store.close()
     return os_c.exit(1)
   end
@@ -258,6 +268,7 @@ function M.serve_in_task(c)
     dbevents.stop()
     queue.stop()
     if watcher then watcher:close() end
+    if lib_watcher then lib_watcher:close() end
     -- the end: one more batch through the store, answered after every
     -- batch sent before it (a sync run's record, the released leases), then
     -- exit 0; a store that does not answer holds the exit 2 s at most
@@ -444,6 +455,12 @@ function RUNS_COMMANDS.show(store, opts, id)
   local r = store.get(id)
   if not r then error("runs show: no run " .. id, 0) end
   local json = require "rill.json"
+  -- the shared modules its version ran: name -> hash
+  local v = r.version and store.version(r.version)
+  if v and next(v.modules) then
+    r.modules = {}
+    for name, m in pairs(v.modules) do r.modules[name] = m.hash end
+  end
   if opts.json then
     local logs, steps = r.logs, r.steps
     r.logs, r.steps = nil, nil
@@ -458,6 +475,12 @@ function RUNS_COMMANDS.show(store, opts, id)
   field("parent", r.parent)
   if r.chain and r.chain:find(">", 1, true) then field("chain", r.chain .. " (depth " .. r.depth .. ")") end
   field("versions", r.versions and ("attempt:version " .. r.versions))
+  if r.modules then
+    local mods = {}
+    for name, hash in pairs(r.modules) do mods[#mods + 1] = name .. "@" .. hash end
+    table.sort(mods)
+    field("modules", table.concat(mods, " "))
+  end
   field("pinned", r.pinned and ("retries run version " .. r.pinned))
   field("created", ms_iso(r.created))
   field("started", r.started and ms_iso(r.started))

@@ -260,7 +260,7 @@ local function pinned_flow(row)
   if pinned_versions[row.pinned] then return pinned_versions[row.pinned] end
   local v = store.version(row.pinned)
   if not v then return nil, "version " .. row.pinned .. " of flow '" .. row.flow .. "' is not in the store" end
-  local loaded, err = require("rill.flows").load_file(v.file or row.flow, v.source)
+  local loaded, err = require("rill.flows").load_file(v.file or row.flow, v.source, v.modules)
   if not loaded then return nil, "version " .. row.pinned .. " no longer loads: " .. tostring(err) end
   pinned_versions[row.pinned] = loaded
   return loaded
