@@ -155,6 +155,9 @@ async function flowsPage() {
     el("td", { class: "mono" }, f.version || "", el("div", { class: "muted" }, when(f.loaded_at))),
     el("td", {}, (f.triggers || []).map((t) => el("div", { class: "mono" }, triggerText(t)))),
     el("td", { class: "mono" }, (f.next_fires || []).map((n) => el("div", {}, when(n.next)))),
+    el("td", { class: "mono" }, (f.settings || []).map((s) => el("div", { title: s.description || "" },
+      `${s.name} = ${JSON.stringify(s.value)}`, s.value !== s.default ? el("span", { class: "muted" },
+        ` (default ${JSON.stringify(s.default)})`) : ""))),
     el("td", { class: "error mono" }, f.load_error || ""),
     el("td", {}, f.name ? el("button", {
       class: "secondary", "data-action": f.paused ? "resume" : "pause",
@@ -167,7 +170,7 @@ async function flowsPage() {
       el("span", { class: "muted" }, data.reloads + " reload(s) since start")),
     el("p", { id: "notice" }),
     el("table", {}, el("thead", {}, el("tr", {}, ["Flow", "Status", "Version", "Triggers", "Next cron fire",
-      "Load error", ""].map((h) => el("th", {}, h)))), el("tbody", {}, rows)));
+      "Settings", "Load error", ""].map((h) => el("th", {}, h)))), el("tbody", {}, rows)));
 }
 
 function triggerText(t) {

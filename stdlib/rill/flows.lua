@@ -13,6 +13,7 @@ local crypto = require "rill.c.crypto"
 local log = require "rill.log"
 local sandbox = require "rill.sandbox"
 local triggers = require "rill.triggers"
+local settings = require "rill.settings"
 
 local flows = {
   active = {},   -- name -> flow version
@@ -27,7 +28,8 @@ local listeners = {}
 local loads = 0
 
 local NAME_PATTERN = "^[%a][%w_%-]*$"
-local FLOW_KEYS = { name = 1, description = 1, triggers = 1, run = 1, deadline = 1, retries = 1, concurrency = 1 }
+local FLOW_KEYS = { name = 1, description = 1, triggers = 1, run = 1, deadline = 1, retries = 1, concurrency = 1,
+  settings = 1 }
 
 -- The `flows` module flows see: flows.trigger(name, payload[, {wait = false}]).
 local flow_api = {}
@@ -259,7 +261,7 @@ local function check_retries(r, file)
   return out
 end
 
-local FLOW_FIELDS = { "name", "description", "triggers", "run", "deadline", "retries", "concurrency" }
+local FLOW_FIELDS = { "name", "description", "triggers", "run", "deadline", "retries", "concurrency", "settings" }
 
 local function validate(def, file, source)
   if type(def) ~= "table" then
@@ -293,6 +295,11 @@ local function validate(def, file, source)
     error(string.format("%s: concurrency must be a whole number of runs at once, 1 or more, got %s", file,
       tostring(concurrency)), 0)
   end
+  local decls = {}
+  if def.settings ~= nil then
+    local from = triggers.field_line(source, "settings")
+    decls = settings.declare(def.settings, file, function(n) return triggers.field_line(source, n, from) end)
+  end
   local list, accepts = {}, {}
   for i, t in ipairs(def.triggers) do
     local ok, trig = pcall(triggers.check, t)
@@ -302,7 +309,8 @@ local function validate(def, file, source)
   end
   return { name = name, name_line = def.name ~= nil and triggers.field_line(source, "name") or nil,
            description = def.description, run = def.run, triggers = list,
-           accepts = accepts, deadline = deadline, retries = retries, concurrency = concurrency }
+           accepts = accepts, deadline = deadline, retries = retries, concurrency = concurrency,
+           settings = decls }
 end
 
 -- load_file(file, source[, lib]) -> flow version, or nil and a "file:line:
@@ -507,6 +515,19 @@ function flows.reload(dir)
       end
     end
   until not again
+  -- settings.json's values for each version: a value that does not
+  -- validate refuses the new version (its previous one serves, with the
+  -- values it had), or keeps the version in force on its previous values
+  for file, msg in pairs(settings.apply(next_by_file, dir)) do
+    summary.failed[file] = msg
+    local old = flows.by_file[file]
+    if next_by_file[file] ~= old then
+      next_by_file[file] = old
+      for i, f in ipairs(summary.loaded) do
+        if f == file then table.remove(summary.loaded, i) break end
+      end
+    end
+  end
   for file in pairs(flows.by_file) do
     if not seen[file] then summary.removed[#summary.removed + 1] = file end
   end

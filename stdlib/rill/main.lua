@@ -306,6 +306,17 @@ function M.serve_in_task(c)
 
 end
 
+-- list_settings(flows, out): each flow's settings and the values in force.
+function M.list_settings(flows, write)
+  local settings = require "rill.settings"
+  local names = {}
+  for name in pairs(flows.active) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    for _, line in ipairs(settings.describe(flows.active[name])) do write("  " .. line .. "\n") end
+  end
+end
+
 function M.check(args)
   local dir = args[2] or "flows"
   require("rill.log").configure("error", "text")
@@ -330,6 +341,7 @@ function M.check(args)
     os_c.exit(1)
   else
     out(string.format("rill check: %d flow(s) OK in %s\n", n, dir))
+    M.list_settings(flows, out)
     os_c.exit(0)
   end
 end
