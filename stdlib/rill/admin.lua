@@ -180,6 +180,7 @@ end
 local function run_detail(id)
   local r = store.get(id)
   if not r then fail(404, "no run " .. id) end
+  log.mask_all(r)
   local out = run_row(r)
   out.version, out.parent, out.depth = r.version, r.parent, r.depth
   out.trigger, out.payload, out.result, out.request = raw(r.trigger), raw(r.payload), raw(r.result), raw(r.request)
@@ -344,11 +345,16 @@ local function readyz(req)
     return nil
   end, function(_, ok, why)
     if ok and not why then
-      return reply(req, 200, { status = "ready", flows = (function()
-        local n = 0
-        for _ in pairs(flows.active) do n = n + 1 end
-        return n
-      end)() })
+      -- a flow missing a variable fails its own runs (a webhook's 401): named
+      -- here, without making the instance unready for the other flows
+      local n, missing = 0, array()
+      local env = require "rill.env"
+      for name, v in pairs(flows.active) do
+        n = n + 1
+        for _, m in ipairs(env.missing(v.env_needs)) do missing[#missing + 1] = "flow " .. name .. ": " .. m end
+      end
+      table.sort(missing)
+      return reply(req, 200, { status = "ready", flows = n, missing_env = #missing > 0 and missing or nil })
     end
     reply(req, 503, { status = "not ready", reason = ok and why or ("store unreachable: " .. tostring(why)) })
   end, { deadline = 2 }, nil)

@@ -88,6 +88,8 @@ config.defaults = {
   db_pool = 8,                 -- Postgres connections per database (and transactions at once)
   db_statement_timeout = "30s", -- a statement running longer is cancelled by Postgres
   env = {},                    -- plain (non-secret) values flows read through env
+  env_file = "",               -- a dotenv file of variables (secrets) flows read through env,
+                               -- read at start and again at each reload (SIGHUP, a change of it)
   clock_offset = "0s",         -- for tests only: rill's clock runs this far ahead of the real one
                                -- (a run parked for days is woken by a restart with "2d")
 }

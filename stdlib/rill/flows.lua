@@ -332,7 +332,10 @@ function flows.load_file(file, source, lib)
   setfenv(chunk, env)
   jit.off(chunk, true)
   triggers.loading_source = source
+  local env_mod = require "rill.env"
+  env_mod.begin_load(file)
   local ok, def = run_chunk(chunk, label)
+  local needs = env_mod.end_load()
   triggers.loading_source = nil
   state.open = false
   if not ok then
@@ -349,7 +352,11 @@ function flows.load_file(file, source, lib)
   flow.module_sources = {}
   for name, h in pairs(used) do
     flow.module_sources[name] = { file = lib[name].file, source = lib[name].source, hash = h }
+    for _, need in ipairs(env_mod.scan(lib[name].source, lib[name].file)) do needs[#needs + 1] = need end
   end
+  -- what it needs set: its verifiers' secrets, the secret-looking env.NAME it reads
+  for _, need in ipairs(env_mod.scan(source, file)) do needs[#needs + 1] = need end
+  flow.env_needs = needs
   flow.loaded_at = os.time()
   return flow
 end

@@ -111,6 +111,10 @@ end
 local function apply(c)
   require("rill.log").configure(c.log_level, c.log_format, c.log_buffer)
   require("rill.env").configure(c.env)
+  if c.env_file ~= "" then
+    local n, eerr = require("rill.env").load_file(c.env_file)
+    if not n then error("config: env_file: " .. eerr, 0) end
+  end
   require("rill.triggers").default_timezone = c.timezone
   local runner = require "rill.runner"
   runner.default_deadline = c.deadline
@@ -171,7 +175,8 @@ function M.serve(args)
   if not opts then return fail(perr) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end
-  apply(c)
+  local aok, aerr = pcall(apply, c)
+  if not aok then return fail(aerr) end
   in_task(M.serve_in_task, c)
 end
 
@@ -207,10 +212,23 @@ function M.serve_in_task(c)
     lib_watcher, werr = os_c.watch(c.flows_dir .. "/lib", function() schedule_reload("file change") end)
     if not lib_watcher then log.warn("not watching the modules directory", { error = werr }) end
   end
+  local env = require "rill.env"
   local function reload(why)
     watch_lib()
+    if c.env_file ~= "" and why ~= "start" then
+      -- read again before the flows: a flow loaded now sees the new values
+      local n, eerr = env.load_file(c.env_file)
+      if n then
+        log.info("env_file read", { file = c.env_file, variables = n, why = why })
+      else
+        log.error("env_file not read; the values read before stay: " .. eerr, { file = c.env_file })
+      end
+    end
     local summary = flows.reload(c.flows_dir)
     report_load(summary, log)
+    for _, v in pairs(flows.active) do
+      for _, m in ipairs(env.missing(v.env_needs)) do log.warn("flow " .. v.name .. " needs a variable: " .. m) end
+    end
     log.info("flows reloaded", { why = why, active = #(function() local n = {} for k in pairs(flows.active) do n[#n + 1] = k end return n end)() })
     return summary
   end
@@ -228,6 +246,17 @@ function M.serve_in_task(c)
     watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
     if not watcher then log.warn("not watching the flows directory", { error = werr }) end
   end
+  local env_watcher
+  if c.watch and c.env_file ~= "" then
+    -- its folder is watched (an editor or a deploy replaces the file): changes to it alone reload
+    local edir, base = c.env_file:match("^(.*)/([^/]*)$")
+    edir, base = edir or ".", base or c.env_file
+    local werr
+    env_watcher, werr = os_c.watch(edir == "" and "/" or edir, function(name)
+      if name == base then schedule_reload("env_file change") end
+    end)
+    if not env_watcher then log.warn("not watching the env_file", { error = werr }) end
+  end
   local first = reload("start")
   if next(first.conflicts or {}) then
     -- the order of loading would pick which flow serves, the other offline:
@@ -239,6 +268,7 @@ function M.serve_in_task(c)
       .. "give each its own, then start again", { files = table.concat(files, " ") })
     if watcher then watcher:close() end
     if lib_watcher then lib_watcher:close() end
+    if env_watcher then env_watcher:close() end
     store.close()
     return os_c.exit(1)
   end
@@ -269,6 +299,7 @@ function M.serve_in_task(c)
     queue.stop()
     if watcher then watcher:close() end
     if lib_watcher then lib_watcher:close() end
+    if env_watcher then env_watcher:close() end
     -- the end: one more batch through the store, answered after every
     -- batch sent before it (a sync run's record, the released leases), then
     -- exit 0; a store that does not answer holds the exit 2 s at most
@@ -306,6 +337,18 @@ function M.serve_in_task(c)
 
 end
 
+-- report_missing_env(flows, write): the variables flows need that are not set
+-- (a warning: the machine that checks may not hold the secrets).
+function M.report_missing_env(flows, write)
+  local env = require "rill.env"
+  local lines = {}
+  for _, v in pairs(flows.active) do
+    for _, m in ipairs(env.missing(v.env_needs)) do lines[#lines + 1] = "warning: " .. m end
+  end
+  table.sort(lines)
+  for _, l in ipairs(lines) do write(l .. "\n") end
+end
+
 -- list_settings(flows, out): each flow's settings and the values in force.
 function M.list_settings(flows, write)
   local settings = require "rill.settings"
@@ -324,6 +367,11 @@ function M.check(args)
   -- file that cannot be read leaves the defaults, its own error is serve's)
   local sok, c = pcall(settings, {})
   if sok then
+    require("rill.env").configure(c.env)
+    if c.env_file ~= "" then
+      local n, eerr = require("rill.env").load_file(c.env_file)
+      if not n then err("rill check: env_file: " .. eerr .. "\n") end
+    end
     require("rill.runner").memory_limit = c.run_memory_limit
     require("rill.c.task").configure { kill_grace = c.kill_grace }
     require("rill.flows").load_deadline = c.load_deadline
@@ -334,6 +382,7 @@ function M.check(args)
   for file in pairs(summary.failed) do files[#files + 1] = file end
   table.sort(files)
   for _, file in ipairs(files) do err(summary.failed[file] .. "\n") end
+  M.report_missing_env(flows, err)
   local n = 0
   for _ in pairs(flows.by_file) do n = n + 1 end
   if #files > 0 then
@@ -466,6 +515,7 @@ function RUNS_COMMANDS.show(store, opts, id)
   if not id then error("runs show: which run? usage: rill runs show ID", 0) end
   local r = store.get(id)
   if not r then error("runs show: no run " .. id, 0) end
+  require("rill.log").mask_all(r)
   local json = require "rill.json"
   -- the shared modules its version ran: name -> hash
   local v = r.version and store.version(r.version)
@@ -548,6 +598,8 @@ function M.runs(args)
   if not opts then return fail(pos) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end
+  -- the env_file's secrets are masked in what is shown
+  if c.env_file ~= "" then require("rill.env").load_file(c.env_file) end
   in_task(function()
     local store = require "rill.store"
     store.open(c.store, { sync = c.store_sync })
