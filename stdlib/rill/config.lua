@@ -2,7 +2,7 @@
 -- returning a table, run with no access to anything), then environment
 -- variables: every key can be overridden by RILL_<KEY> (RILL_LISTEN,
 -- RILL_FLOWS_DIR, RILL_LOG_LEVEL...). Secrets never go in the file: flows read
--- them from the environment through `env` (see env.lua).
+-- them from the env_file or the environment through `env` (see env.lua).
 local os_c = require "rill.c.os"
 
 local config = {}
