@@ -126,4 +126,16 @@ def check_reports_a_secret_that_is_not_set():
     assert "HOOK_SECRET" not in err, err
 
 
+@test
+def a_broken_env_file_at_start_stops_rill_naming_its_line():
+    d = temp_dir("rill-envstart-")
+    os.makedirs(os.path.join(d, "flows"))
+    env_file = os.path.join(d, "bad.env")
+    write(env_file, "GOOD=1\nBAD='unclosed\n")
+    code, out, err = run_cli("serve", "--flows", os.path.join(d, "flows"), "--listen", "127.0.0.1:0",
+                             "--admin-listen", "off", env={"RILL_ENV_FILE": env_file}, cwd=d, timeout=10)
+    eq(code, 2, "exit code: " + err)
+    assert "bad.env:2: BAD: the value's closing ' is missing" in err, err
+
+
 main()

@@ -140,7 +140,7 @@ local function run_row(r)
     created = iso_ms(r.created), started = iso_ms(r.started), finished = iso_ms(r.finished),
     next_try = (r.state == "queued" or r.state == "retrying" or r.state == "sleeping"
       or (r.state == "waiting" and r.run_at < 2 ^ 52)) and iso_ms(r.run_at) or nil,
-    error = raw(r.error),
+    error = raw(log.mask(r.error)),
   }
 end
 

@@ -115,7 +115,7 @@ end
 -- RILL_* names are refused: they configure rill, read once at start.
 local function load_file(path)
   local text, err = os_c.read_file(path)
-  if not text then return nil, "env_file " .. tostring(err) end
+  if not text then return nil, tostring(err) end
   local values, perr = parse(text, path)
   if not values then return nil, perr end
   local n = 0

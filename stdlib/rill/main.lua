@@ -177,6 +177,7 @@ function M.serve(args)
   if not ok then return fail(c) end
   local aok, aerr = pcall(apply, c)
   if not aok then return fail(aerr) end
+  if c.env_file ~= "" then require("rill.log").info("env_file read", { file = c.env_file, why = "start" }) end
   in_task(M.serve_in_task, c)
 end
 
