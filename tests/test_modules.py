@@ -116,6 +116,33 @@ return { triggers = { webhook { path = "/hooks/writer" } }, run = function() ret
 
 
 @test
+def a_retry_pinned_to_its_version_runs_the_modules_it_ran():
+    failing = """
+local greeting = require "lib.greeting"
+return {
+  retries = { attempts = 1 },
+  triggers = { webhook { path = "/hooks/pinned", mode = "async" } },
+  run = function(ctx)
+    if ctx.attempt == 1 then error("first attempt fails") end
+    return { text = greeting.greet("Pat") }
+  end,
+}
+"""
+    r = Rill({"pinned.lua": failing}, env={"RILL_ADMIN_TOKEN": TOKEN})
+    with_lib(r, "greeting.lua", GREETING % "Hello")
+    with r:
+        run_id = r.request("POST", "/hooks/pinned", {}).json()["run_id"]
+        wait_until(lambda: r.runs("show", run_id)["state"] == "dead", 10, "the run to be dead")
+        n = r.reloads()
+        with_lib(r, "greeting.lua", GREETING % "Bye")
+        r.wait_reload(n)
+        code, out, err = r.runs_cli("retry", run_id, "--same-version")
+        eq(code, 0, "runs retry: " + err)
+        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 10, "the retry")
+        eq(r.runs("show", run_id)["result"], '{"text":"Hello, Pat"}', "the module as it was")
+
+
+@test
 def check_reports_a_broken_module_and_an_unknown_one():
     d = temp_dir("rill-mod-")
     os.makedirs(os.path.join(d, "lib"))
