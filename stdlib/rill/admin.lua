@@ -280,8 +280,9 @@ route("PUT", "/api/flows/" .. ID .. "/settings", function(p, _, body)
   if not flow then fail(404, "no flow named " .. p[1]) end
   local changes = json.try_decode(body or "")
   if type(changes) ~= "table" then fail(400, 'expected a JSON object of settings, e.g. {"threshold": 20000}') end
-  local ok, why = settings.change(flows_dir, flow, changes)
-  if not ok then fail(400, why) end
+  local ok, why, what = settings.change(flows_dir, flow, changes)
+  -- a bad value is the caller's; a settings.json that cannot be read or written is the server's
+  if not ok then fail(what == "invalid" and 400 or 500, why) end
   log.info("flow settings changed from the admin API", { flow = flow.name, settings = json.encode(changes) })
   local summary = reload_flows("admin API: settings of " .. flow.name)
   local err = summary.failed[flow.file]

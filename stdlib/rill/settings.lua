@@ -167,16 +167,17 @@ local function render(t)
   return "{\n" .. table.concat(out, ",\n") .. "\n}\n"
 end
 
--- change(dir, flow, changes) -> true, or nil and why: validates changes
+-- change(dir, flow, changes) -> true, or nil, why and what failed
+-- ("invalid": a value; "file": reading or writing the file): validates changes
 -- (name -> value; json.null: back to the default) against the version's
 -- declarations and writes them into the file (written whole, then renamed
 -- over the old one: a reader never sees half of it). The next reload
 -- applies them.
 function settings.change(dir, flow, changes)
   local values, why = settings.validate(flow.settings or {}, changes)
-  if not values then return nil, why end
+  if not values then return nil, why, "invalid" end
   local t, err = settings.read(dir)
-  if not t then return nil, err end
+  if not t then return nil, err, "file" end
   local mine = type(t[flow.name]) == "table" and t[flow.name] or {}
   for name, v in pairs(changes) do
     if v == json.null then mine[name] = nil else mine[name] = values[name] end
@@ -185,15 +186,15 @@ function settings.change(dir, flow, changes)
   local path = dir .. "/" .. settings.FILE
   local tmp = path .. ".tmp~"
   local f, ferr = io.open(tmp, "w")
-  if not f then return nil, "cannot write " .. tmp .. ": " .. tostring(ferr) end
+  if not f then return nil, "cannot write " .. tmp .. ": " .. tostring(ferr), "file" end
   local ok, werr = f:write(render(t))
   f:close()
   if not ok then
     os.remove(tmp)
-    return nil, "cannot write " .. tmp .. ": " .. tostring(werr)
+    return nil, "cannot write " .. tmp .. ": " .. tostring(werr), "file"
   end
   local rok, rerr = os.rename(tmp, path)
-  if not rok then return nil, "cannot replace " .. path .. ": " .. tostring(rerr) end
+  if not rok then return nil, "cannot replace " .. path .. ": " .. tostring(rerr), "file" end
   return true
 end
 
