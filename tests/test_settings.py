@@ -107,6 +107,10 @@ def a_retry_uses_the_values_its_run_started_with():
         eq(r.admin("POST", f"/api/runs/{run_id}/retry", token=TOKEN).status, 200, "retry now")
         wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 10, "the retry to succeed")
         eq(json.loads(r.runs("show", run_id)["result"]), {"threshold": 1, "attempt": 2}, "the start values")
+        eq(json.loads(r.runs("show", run_id)["settings"]), {"threshold": 1}, "recorded with the run")
+        eq(r.admin("GET", f"/api/runs/{run_id}", token=TOKEN).json()["settings"], {"threshold": 1}, "admin API")
+        code, out, _ = r.runs_cli("show", run_id)
+        assert 'settings:    {"threshold":1}' in out, out
         # a new run reads the new value
         new_id = r.request("POST", "/hooks/retried", {}).json()["run_id"]
         wait_until(lambda: r.runs("show", new_id)["state"] == "retrying", 10, "the new run's first attempt")

@@ -184,6 +184,7 @@ local function run_detail(id)
   local out = run_row(r)
   out.version, out.parent, out.depth = r.version, r.parent, r.depth
   out.trigger, out.payload, out.result, out.request = raw(r.trigger), raw(r.payload), raw(r.result), raw(r.request)
+  out.settings = raw(r.settings) -- the flow's settings as the run was created: its attempts read these
   local logs, attempts, outbound, by_attempt = array(), array(), array(), {}
   for i, l in ipairs(r.logs) do
     logs[i] = { attempt = l.attempt, seq = l.seq, at = iso_ms(l.at), level = l.level, message = l.message,

@@ -545,6 +545,7 @@ function RUNS_COMMANDS.show(store, opts, id)
     field("modules", table.concat(mods, " "))
   end
   field("pinned", r.pinned and ("retries run version " .. r.pinned))
+  field("settings", r.settings) -- the values its attempts read, recorded when it was created
   field("created", ms_iso(r.created))
   field("started", r.started and ms_iso(r.started))
   field("finished", r.finished and ms_iso(r.finished))
