@@ -7,6 +7,7 @@ local crypto = require "rill.c.crypto"
 local tz = require "rill.c.tz"
 local log = require "rill.log"
 local metrics = require "rill.metrics"
+local settings = require "rill.settings"
 
 local runner = { max_depth = 8, default_deadline = 30, memory_limit = 256 * 1024 * 1024 }
 
@@ -197,7 +198,7 @@ function runner.start(flow, trigger, payload, opts)
   local ctx = {
     payload = payload, trigger = own_copy(trigger, 1), run_id = run.id, flow = flow.name,
     request = opts.request, parent_run_id = run.parent, attempt = run.attempt,
-    settings = require("rill.settings").for_run(flow, opts.settings),
+    settings = settings.for_run(flow, opts.settings),
   }
   if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end
   local deadline = opts.deadline or flow.deadline or runner.default_deadline
