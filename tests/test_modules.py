@@ -72,7 +72,7 @@ def a_changed_module_is_a_new_version_of_each_flow_using_it():
 
 @test
 def a_module_with_a_syntax_error_rejects_its_flows_and_the_old_versions_serve():
-    r = Rill({"hello.lua": HELLO})
+    r = Rill({"hello.lua": HELLO}, env={"RILL_ADMIN_TOKEN": TOKEN})
     with_lib(r, "greeting.lua", GREETING % "Hello")
     with r:
         n = r.reloads()
@@ -81,6 +81,13 @@ def a_module_with_a_syntax_error_rejects_its_flows_and_the_old_versions_serve():
         line = r.wait_log(msg_has="flow rejected", file=os.path.join(r.flows_dir, "hello.lua"))
         assert "lib/greeting.lua:2: unexpected symbol near '='" in line["msg"], line
         eq(r.request("POST", "/hooks/hello", {}).json(), {"text": "Hello, Ann"}, "the previous version serves")
+        listed = r.admin("GET", "/api/flows", token=TOKEN).json()["flows"]
+        by_file = {f["file"]: f for f in listed}
+        hello = by_file[os.path.join(r.flows_dir, "hello.lua")]
+        eq(hello["status"], "error", "the flow's status: its new version was refused")
+        assert "lib/greeting.lua:2:" in hello["load_error"], hello
+        module = by_file[os.path.join(r.flows_dir, "lib", "greeting.lua")]
+        assert "lib/greeting.lua:2:" in module["load_error"], module
 
 
 @test
