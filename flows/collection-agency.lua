@@ -6,7 +6,8 @@
 -- Each update carries its event_id (a redelivery runs once) and the client_reference we gave the
 -- agency (our invoice id); an update older than the last one recorded changes nothing.
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null and v ~= "" end
+local util = require "lib.util"
+local present = util.present
 
 return {
   description = "Record the collection agency's updates on the invoices it handles",

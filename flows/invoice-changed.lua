@@ -4,18 +4,12 @@
 -- The Invoice Ninja ids are kept (contacts.invoiceninja_client_id, invoices.invoiceninja_id), stored
 -- only where still empty, so a retried or concurrent run never makes a second client or invoice.
 
--- The company's own account of a service: companies.<service>_<setting>_env names the environment
--- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
--- named but not set fails the run: a company's records never go to another account.
-local function company_client(connector, service, company, settings)
-  local names = {}
-  for _, key in ipairs(settings) do names[key] = company[service .. "_" .. key .. "_env"] end
-  return connector.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
-end
+local util = require "lib.util"
+local accounts = require "lib.accounts"
+local present = util.present
+local company_client = accounts.client
 
 local SYNCED = { "number", "amount", "currency", "status", "issued_at", "due_date", "contact_id", "reference" }
-
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null and v ~= "" end
 
 local function date_of(v) return present(v) and tostring(v):sub(1, 10) or nil end
 

@@ -3,21 +3,12 @@
 -- "client" in Mautic, and an analytics event is recorded. The task is due the company's pm_task_days
 -- after the conversion, counted in days of its timezone.
 
+local util = require "lib.util"
+local accounts = require "lib.accounts"
+local full_name = util.full_name
+local company_client = accounts.client
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
-
--- The company's own account of a service: companies.<service>_<setting>_env names the environment
--- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
--- named but not set fails the run: a company's records never go to another account.
-local function company_client(connector, service, company, settings)
-  local names = {}
-  for _, key in ipairs(settings) do names[key] = company[service .. "_" .. key .. "_env"] end
-  return connector.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
-end
-
-local function full_name(contact)
-  return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
-end
 
 return {
   description = "A converted lead: task for the project manager, Slack, Mautic, analytics",

@@ -5,27 +5,18 @@
 -- A Mautic form's submissions belong to the company whose companies.mautic_forms lists the form's
 -- id (never to a field of the form: the visitor could change it).
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
+local util = require "lib.util"
+local accounts = require "lib.accounts"
+local present = util.present
+local full_name = util.full_name
+local company_client = accounts.client
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
-
--- The company's own account of a service: companies.<service>_<setting>_env names the environment
--- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
--- named but not set fails the run: a company's records never go to another account.
-local function company_client(connector, service, company, settings)
-  local names = {}
-  for _, key in ipairs(settings) do names[key] = company[service .. "_" .. key .. "_env"] end
-  return connector.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
-end
 
 local function text(v)
   if not present(v) then return nil end
   v = tostring(v):match("^%s*(.-)%s*$")
   return v ~= "" and v or nil
-end
-
-local function full_name(contact)
-  return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
 end
 
 -- A Mautic form submission -> the contact and lead it creates or updates, in one transaction.

@@ -13,18 +13,12 @@
 -- the redeliveries. Secrets: REVOLUT_WEBHOOK_SECRET (and _PREVIOUS during a rotation),
 -- INVOICENINJA_WEBHOOK_SECRET (the X-Ninja-Secret header set on the Invoice Ninja webhook).
 
+local util = require "lib.util"
+local accounts = require "lib.accounts"
+local present = util.present
+local company_client = accounts.client
+
 local CENT = 0.005
-
--- The company's own account of a service: companies.<service>_<setting>_env names the environment
--- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
--- named but not set fails the run: a company's records never go to another account.
-local function company_client(connector, service, company, settings)
-  local names = {}
-  for _, key in ipairs(settings) do names[key] = company[service .. "_" .. key .. "_env"] end
-  return connector.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
-end
-
-local function present(v) return v ~= nil and v ~= db.null and v ~= "" end
 
 local function money(amount, currency) return string.format("%.2f %s", amount, currency or "") end
 

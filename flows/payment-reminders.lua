@@ -10,7 +10,8 @@
 -- Settings: reminder_ladder, timezone, sender_email, sender_name, slack_channel (companies);
 -- LP_AGENCY_URL and LP_AGENCY_TOKEN (the agency's API).
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= "" end
+local util = require "lib.util"
+local present = util.present
 
 local function money(amount, currency) return string.format("%.2f %s", amount, currency) end
 

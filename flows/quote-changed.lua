@@ -2,32 +2,13 @@
 -- channel (signed and expired are announced by quote-signed, quote-sent and quote-expiry). When a quote
 -- is sent, the client also gets the company's quote email (its Mautic template mautic_quote_email).
 
+local util = require "lib.util"
+local accounts = require "lib.accounts"
+local full_name = util.full_name
+local company_client = accounts.client
+local mautic_contact = accounts.mautic_contact
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
-
--- The company's own account of a service: companies.<service>_<setting>_env names the environment
--- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
--- named but not set fails the run: a company's records never go to another account.
-local function company_client(connector, service, company, settings)
-  local names = {}
-  for _, key in ipairs(settings) do names[key] = company[service .. "_" .. key .. "_env"] end
-  return connector.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
-end
-
-local function full_name(contact)
-  return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
-end
-
-local function mautic_contact(mautic_api, contact)
-  if contact.mautic_id then return contact.mautic_id end
-  local found = mautic_api.find_contact(contact.email) or mautic_api.create_contact {
-    email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
-    company = contact.organization,
-  }
-  -- another flow may have recorded one meanwhile (a quote sent starts two flows): the first one wins
-  db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", found.id, contact.id)
-  return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
-end
 
 -- statuses other flows announce themselves
 local ANNOUNCED_ELSEWHERE = { signed = true, expired = true }

@@ -3,12 +3,10 @@
 -- reminder first, once. The team gets one Slack summary per company. quote-sent does the same while
 -- it waits for a signature: the conditional updates below let only one of the two remind, or expire.
 
+local util = require "lib.util"
+local sender = util.sender
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
-
-local function sender(company)
-  return string.format("%s <%s>", company.sender_name or company.name, company.sender_email)
-end
 
 -- What is due today, per company: { {company, expire = {quotes}, remind = {quotes}} }. A quote valid
 -- until D is valid through D; its reminder is due quote_warning_days before the end of D.

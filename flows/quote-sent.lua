@@ -5,14 +5,12 @@
 -- quote-expiry does the same reminders and expiries by a daily scan; the database makes sure a
 -- quote is reminded, and expired, once whichever flow gets there first.
 
--- The company's own account of a service: companies.<service>_<setting>_env names the environment
--- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
--- named but not set fails the run: a company's records never go to another account.
-local function company_client(connector, service, company, settings)
-  local names = {}
-  for _, key in ipairs(settings) do names[key] = company[service .. "_" .. key .. "_env"] end
-  return connector.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
-end
+local util = require "lib.util"
+local accounts = require "lib.accounts"
+local full_name = util.full_name
+local sender = util.sender
+local company_client = accounts.client
+local mautic_contact = accounts.mautic_contact
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
 
@@ -26,27 +24,7 @@ local function load(quote_id)
   }
 end
 
-local function full_name(contact)
-  return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
-end
-
-local function sender(company)
-  return string.format("%s <%s>", company.sender_name or company.name, company.sender_email)
-end
-
 local function day(iso) return iso:sub(1, 10) end
-
--- The client's contact in the company's Mautic: the one recorded, else found by email, else created.
-local function mautic_contact(mautic_api, contact)
-  if contact.mautic_id then return contact.mautic_id end
-  local found = mautic_api.find_contact(contact.email) or mautic_api.create_contact {
-    email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
-    company = contact.organization,
-  }
-  -- another flow may have recorded one meanwhile (a quote sent starts two flows): the first one wins
-  db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", found.id, contact.id)
-  return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
-end
 
 -- The client in the company's Invoice Ninja: updated when known, else created and recorded.
 local function ninja_client(ninja_api, contact)

@@ -5,18 +5,14 @@
 -- Once the quote is marked signed, the event "quote.signed" (the quote, its company and signer) starts
 -- every flow with an `event { name = "quote.signed" }` trigger (big-deal-alert): add behaviour there.
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
+local util = require "lib.util"
+local accounts = require "lib.accounts"
+local present = util.present
+local full_name = util.full_name
+local company_client = accounts.client
+local mautic_contact = accounts.mautic_contact
 
 local plain = db.plain -- the row without its NULL columns (a step's result)
-
--- The company's own account of a service: companies.<service>_<setting>_env names the environment
--- variable holding each setting (NULL: the connector's default, INVOICENINJA_TOKEN...). A variable
--- named but not set fails the run: a company's records never go to another account.
-local function company_client(connector, service, company, settings)
-  local names = {}
-  for _, key in ipairs(settings) do names[key] = company[service .. "_" .. key .. "_env"] end
-  return connector.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
-end
 
 -- DocuSeal 2.5.3 and later sign their webhooks (X-Docuseal-Signature); an older install only sends
 -- a secret in a header named in its UI: set DOCUSEAL_WEBHOOK_HEADER to that header's name to accept it.
@@ -26,10 +22,6 @@ local function docuseal_verify(request)
   local header = env.DOCUSEAL_WEBHOOK_HEADER
   if header and header ~= "" then return signatures.docuseal { secret = SECRETS, header = header }(request) end
   return signed(request)
-end
-
-local function full_name(contact)
-  return ((contact.first_name or "") .. " " .. (contact.last_name or "")):match("^%s*(.-)%s*$")
 end
 
 -- The signed submission's id and our quote id (we set external_id = "quote-ID" on the signer):
@@ -64,17 +56,6 @@ local function load(submission_id, quote_id)
     company = plain(db.query("SELECT * FROM companies WHERE id = $1", quote.owner_company)[1]),
     contact = plain(db.query("SELECT * FROM contacts WHERE id = $1", quote.contact_id)[1]),
   }
-end
-
-local function mautic_contact(mautic_api, contact)
-  if contact.mautic_id then return contact.mautic_id end
-  local found = mautic_api.find_contact(contact.email) or mautic_api.create_contact {
-    email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
-    company = contact.organization,
-  }
-  -- another flow may have recorded one meanwhile (a quote sent starts two flows): the first one wins
-  db.exec("UPDATE contacts SET mautic_id = $1 WHERE id = $2 AND mautic_id IS NULL", found.id, contact.id)
-  return db.query("SELECT mautic_id FROM contacts WHERE id = $1", contact.id)[1].mautic_id
 end
 
 local function ninja_client(ninja_api, contact)

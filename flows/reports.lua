@@ -4,7 +4,8 @@
 -- Each company sees only its own figures, its week in its own timezone. Settings: companies.slack_channel
 -- (a company without one gets no report), companies.timezone.
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= "" end
+local util = require "lib.util"
+local present = util.present
 
 local function money(amount, currency) return string.format("%.2f %s", amount or 0, currency) end
 

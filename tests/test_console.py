@@ -2,7 +2,8 @@
 playwright-core (tests/browser/console.mjs). A flow fails while its upstream
 answers 500 (one attempt: the run is dead); the upstream is fixed, and the
 console is used to find the dead run and retry it, until the page shows it
-succeeded; then to pause, resume and reload on the flows page. The screenshot build/screenshots/console.png is for the README."""
+succeeded; then to pause, resume and reload on the flows page, and to change
+a flow's setting. The screenshot build/screenshots/console.png is for the README."""
 import json
 import os
 import subprocess
@@ -11,6 +12,14 @@ from lib.harness import ROOT, Rill, eq, main, test, wait_until
 from lib.upstream import CHECKED, Upstream
 
 TOKEN = "console-5b0e91d2"
+
+TUNED = """
+return {
+  settings = { threshold = { type = "number", default = 10000, description = "EUR" } },
+  triggers = { manual() },
+  run = function(ctx) return ctx.settings.threshold end,
+}
+"""
 
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
 SCREENSHOT = os.path.join(ROOT, "build", "screenshots", "console.png")
@@ -40,7 +49,8 @@ def drive(r, run_id):
 @test
 def retry_a_dead_run_from_the_console():
     up = Upstream()
-    with Rill({"checked.lua": CHECKED, "other.lua": "return { triggers = { manual() }, run = function() end }"},
+    with Rill({"checked.lua": CHECKED, "other.lua": "return { triggers = { manual() }, run = function() end }",
+               "tuned.lua": TUNED},
               env={"UPSTREAM_URL": up.url, "RILL_ADMIN_TOKEN": TOKEN, "RILL_POLL_INTERVAL": "0.1s"}) as r:
         res = r.request("POST", "/hooks/checked", {"n": 42})
         eq(res.status, 202, "webhook")
@@ -56,6 +66,13 @@ def retry_a_dead_run_from_the_console():
         eq(seen["problems"], [], "page and console errors")
         eq(seen["flow_states"], ["active", "paused", "active"], "the flow's status on the flows page")
         eq(seen["reload_notice"], "Reloaded: 0 loaded, 0 removed, 0 with errors.", "reload notice")
+        eq(seen["setting_before"], "threshold = 10000 change", "the setting shown")
+        assert 'threshold: expected a number, got "lots"' in seen["bad_notice"], seen
+        eq(seen["setting_after"], "threshold = 25000 (default 10000) change", "the setting changed")
+        eq(seen["settings_problems"], ["console error: Failed to load resource: the server responded with a status "
+                                       "of 400 (Bad Request)"], "the bad value's 400 only")
+        with open(os.path.join(r.flows_dir, "settings.json")) as f:
+            eq(json.load(f), {"tuned": {"threshold": 25000}}, "settings.json")
         r.wait_log(msg="flow paused from the admin API", flow="checked")
         r.wait_log(msg="flow resumed from the admin API", flow="checked")
         r.wait_log(msg="flows reloaded", why="admin API")

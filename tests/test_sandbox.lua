@@ -34,12 +34,30 @@ return {
 }]]
 
 t.test("dangerous globals are absent", function()
-  local names = { "io", "load", "loadstring", "loadfile", "dofile", "require", "module", "setfenv",
+  local names = { "io", "load", "loadstring", "loadfile", "dofile", "module", "setfenv",
                   "getfenv", "debug", "package", "coroutine", "jit", "ffi", "collectgarbage",
                   "newproxy", "gcinfo" }
   local r = run(load("probe.lua", PROBE), names)
   t.eq(r.state, "succeeded", "run")
   for _, name in ipairs(names) do t.eq(r.result[name], false, name) end
+end)
+
+t.test("require reaches shared modules only, and only while the flow loads", function()
+  local _, err = flows.load_file("r.lua", 'local os_c = require "rill.c.os"\nreturn {}')
+  t.ok(err and err:find('r.lua:1: require: no module rill.c.os', 1, true), tostring(err))
+  _, err = flows.load_file("r.lua", 'local x = require "lib.io"\nreturn {}', {})
+  t.ok(err and err:find("no module lib.io", 1, true), tostring(err))
+  local lib = { ["lib.m"] = { file = "lib/m.lua", source = "return { os = os.execute, io = io }", hash = "h" } }
+  local flow = flows.load_file("r.lua", [[
+local m = require "lib.m"
+return { triggers = { manual() }, run = function()
+  local ok, err = pcall(require, "lib.m")
+  return { os_execute = m.os ~= nil, io = m.io ~= nil, in_run = err }
+end }]], lib)
+  local r = run(flow).result
+  t.eq(r.os_execute, false, "a module's os has no execute")
+  t.eq(r.io, false, "a module has no io")
+  t.ok(r.in_run:find("not in run", 1, true), r.in_run)
 end)
 
 t.test("useful globals are present", function()

@@ -20,7 +20,7 @@ import json
 import os
 import time
 
-from lib.harness import ROOT, Rill, eq, main, serve_http, test, wait_until
+from lib.harness import ROOT, Rill, eq, main, repo_lib, serve_http, test, wait_until
 
 NEW, OLD, THIRD = "s3cret-new-0123456789", "s3cret-old-9876543210", "s3cret-other-5555555555"
 WH_NEW = "whsec_" + base64.b64encode(b"standard-webhooks key, new!").decode()
@@ -164,7 +164,7 @@ def revolut_flow_of_the_repository_verifies_revolut_signatures():
         source = f.read()
     s = Scheme("payment-received", "/api/revolut/webhook-handler", sign_revolut, (NEW, OLD, THIRD),
                stamped=True, unit=1000, single=("Revolut-Request-Timestamp",))
-    with rill_with({"payment-received.lua": source}, env_for("REVOLUT_WEBHOOK_SECRET", NEW, OLD)) as r:
+    with rill_with({"payment-received.lua": source, **repo_lib()}, env_for("REVOLUT_WEBHOOK_SECRET", NEW, OLD)) as r:
         # its run ignores events other than Revolut's transactions: the check_scheme bodies are "paid"
         check_scheme(r, s)
         b = body_of(5)

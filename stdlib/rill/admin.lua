@@ -22,6 +22,7 @@ local server
 local phase = "starting"  -- starting | serving | stopping (readyz answers 200 only while serving)
 local token_digest      -- sha256 of the token; nil: API disabled
 local reload_flows      -- main's reload(why) -> summary
+local flows_dir         -- where settings.json is (PUT /api/flows/NAME/settings)
 local DISABLED = "admin API disabled: set RILL_ADMIN_TOKEN"
 local STATES = { queued = 1, running = 1, retrying = 1, sleeping = 1, waiting = 1, succeeded = 1, failed = 1,
                  dead = 1, cancelled = 1 }
@@ -116,6 +117,8 @@ local function flow_list()
       item.loaded_at = time.iso(v.loaded_at)
       item.triggers = triggers
       item.concurrency = v.concurrency
+      if next(v.modules or {}) then item.modules = v.modules end
+      if next(v.settings or {}) then item.settings = array(require("rill.settings").list(v)) end
       item.paused = pauses.is_paused(v.name)
       item.paused_at = iso_ms(paused_at[v.name])
       item.next_fires = next_fires[v.name]
@@ -138,7 +141,7 @@ local function run_row(r)
     created = iso_ms(r.created), started = iso_ms(r.started), finished = iso_ms(r.finished),
     next_try = (r.state == "queued" or r.state == "retrying" or r.state == "sleeping"
       or (r.state == "waiting" and r.run_at < 2 ^ 52)) and iso_ms(r.run_at) or nil,
-    error = raw(r.error),
+    error = raw(log.mask(r.error)),
   }
 end
 
@@ -178,9 +181,11 @@ end
 local function run_detail(id)
   local r = store.get(id)
   if not r then fail(404, "no run " .. id) end
+  log.mask_all(r)
   local out = run_row(r)
   out.version, out.parent, out.depth = r.version, r.parent, r.depth
   out.trigger, out.payload, out.result, out.request = raw(r.trigger), raw(r.payload), raw(r.result), raw(r.request)
+  out.settings = raw(r.settings) -- the flow's settings as the run was created: its attempts read these
   local logs, attempts, outbound, by_attempt = array(), array(), array(), {}
   for i, l in ipairs(r.logs) do
     logs[i] = { attempt = l.attempt, seq = l.seq, at = iso_ms(l.at), level = l.level, message = l.message,
@@ -273,6 +278,27 @@ end
 pause_route("pause")
 pause_route("resume")
 
+-- PUT /api/flows/NAME/settings {"setting": value, ...}: validated against the
+-- flow's declarations, written to FLOWS_DIR/settings.json, applied by a
+-- reload; null puts a setting back to its default. Runs already created
+-- keep the values they were created with.
+route("PUT", "/api/flows/" .. ID .. "/settings", function(p, _, body)
+  local settings = require "rill.settings"
+  if not reload_flows then fail(409, "this rill does not serve flows") end
+  local flow = flows.active[p[1]]
+  if not flow then fail(404, "no flow named " .. p[1]) end
+  local changes = json.try_decode(body or "")
+  if type(changes) ~= "table" then fail(400, 'expected a JSON object of settings, e.g. {"threshold": 20000}') end
+  local ok, why, what = settings.change(flows_dir, flow, changes)
+  -- a bad value is the caller's; a settings.json that cannot be read or written is the server's
+  if not ok then fail(what == "invalid" and 400 or 500, why) end
+  log.info("flow settings changed from the admin API", { flow = flow.name, settings = json.encode(changes) })
+  local summary = reload_flows("admin API: settings of " .. flow.name)
+  local err = summary.failed[flow.file]
+  if err then fail(409, err) end
+  return 200, { flow = flow.name, settings = array(settings.list(flows.active[flow.name] or flow)) }
+end)
+
 local function authorized(headers)
   local given = (headers.authorization or ""):match("^[Bb]earer%s+(%S+)%s*$")
   -- digests of equal length, compared in constant time: nothing about the
@@ -280,7 +306,7 @@ local function authorized(headers)
   return given ~= nil and crypto.equals(crypto.digest("sha256", given), token_digest)
 end
 
-local function api(req, method, path, query, headers)
+local function api(req, method, path, query, headers, body)
   if not token_digest then return reply_error(req, 403, DISABLED) end
   if not authorized(headers) then
     return reply_error(req, 401, "missing or wrong bearer token (Authorization: Bearer $RILL_ADMIN_TOKEN)",
@@ -293,8 +319,8 @@ local function api(req, method, path, query, headers)
       if r.method == method then
         local q = require("rill.webhook").parse_form(query)
         return task.spawn(function()
-          local ok, status, body = pcall(r.fn, caps, q)
-          if ok then return status, body end
+          local ok, status, rbody = pcall(r.fn, caps, q, body)
+          if ok then return status, rbody end
           if getmetatable(status) == FAIL then return status.status, { error = status.message } end
           error(status, 0)
         end, function(_, ok, status, body)
@@ -329,11 +355,16 @@ local function readyz(req)
     return nil
   end, function(_, ok, why)
     if ok and not why then
-      return reply(req, 200, { status = "ready", flows = (function()
-        local n = 0
-        for _ in pairs(flows.active) do n = n + 1 end
-        return n
-      end)() })
+      -- a flow missing a variable fails its own runs (a webhook's 401): named
+      -- here, without making the instance unready for the other flows
+      local n, missing = 0, array()
+      local env = require "rill.env"
+      for name, v in pairs(flows.active) do
+        n = n + 1
+        for _, m in ipairs(env.missing(v.env_needs)) do missing[#missing + 1] = "flow " .. name .. ": " .. m end
+      end
+      table.sort(missing)
+      return reply(req, 200, { status = "ready", flows = n, missing_env = #missing > 0 and missing or nil })
     end
     reply(req, 503, { status = "not ready", reason = ok and why or ("store unreachable: " .. tostring(why)) })
   end, { deadline = 2 }, nil)
@@ -372,7 +403,7 @@ local function console(req, method, path)
 end
 
 -- dispatch(req, method, path, query, headers, body): every admin request.
-function admin.dispatch(req, method, path, query, headers)
+function admin.dispatch(req, method, path, query, headers, body)
   if path == "/healthz" or path == "/readyz" or path == "/metrics" then
     if method ~= "GET" and method ~= "HEAD" then
       return reply_error(req, 405, method .. " is not allowed here",
@@ -382,7 +413,7 @@ function admin.dispatch(req, method, path, query, headers)
     if path == "/readyz" then return readyz(req) end
     return metrics(req)
   end
-  if path:sub(1, 5) == "/api/" then return api(req, method, path, query, headers) end
+  if path:sub(1, 5) == "/api/" then return api(req, method, path, query, headers, body) end
   if path == "/" or path == "/console" then
     return req:respond(302, "", { ["content-type"] = "text/plain", location = "/console/" })
   end
@@ -396,6 +427,7 @@ end
 -- logged as an error; the webhooks are served all the same.
 function admin.start(c, opts)
   reload_flows = opts and opts.reload
+  flows_dir = c.flows_dir
   local token = os_c.getenv("RILL_ADMIN_TOKEN")
   if token and token ~= "" then
     token_digest = crypto.digest("sha256", token)

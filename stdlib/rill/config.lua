@@ -2,8 +2,9 @@
 -- returning a table, run with no access to anything), then environment
 -- variables: every key can be overridden by RILL_<KEY> (RILL_LISTEN,
 -- RILL_FLOWS_DIR, RILL_LOG_LEVEL...; a table setting, env or databases, by
--- a JSON object). A RILL_* variable naming no setting is warned about. Secrets never go in the file: flows read
--- them from the environment through `env` (see env.lua).
+-- a JSON object). A RILL_* variable naming no setting is warned about. Secrets
+-- never go in the file: flows read them from the env_file or the environment
+-- through `env` (see env.lua).
 local os_c = require "rill.c.os"
 
 local config = {}
@@ -91,6 +92,8 @@ config.defaults = {
   env = {},                    -- plain (non-secret) values flows read through env
   luacheck = "luacheck",       -- the program rill check analyses flows with (Debian's lua-check);
                                -- "off": none
+  env_file = "",               -- a dotenv file of variables (secrets) flows read through env,
+                               -- read at start and again at each reload (SIGHUP, a change of it)
   clock_offset = "0s",         -- for tests only: rill's clock runs this far ahead of the real one
                                -- (a run parked for days is woken by a restart with "2d")
 }

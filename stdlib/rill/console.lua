@@ -117,8 +117,11 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(method, path) {
-  const res = await fetch(path, { method, headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
+async function api(method, path, payload) {
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(KEY) };
+  if (payload !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, { method, headers,
+    body: payload === undefined ? undefined : JSON.stringify(payload) });
   let body = null;
   try { body = await res.json(); } catch (_) { /* not JSON */ }
   if (res.status === 401) { sessionStorage.removeItem(KEY); showLogin("The token was refused."); }
@@ -155,6 +158,11 @@ async function flowsPage() {
     el("td", { class: "mono" }, f.version || "", el("div", { class: "muted" }, when(f.loaded_at))),
     el("td", {}, (f.triggers || []).map((t) => el("div", { class: "mono" }, triggerText(t)))),
     el("td", { class: "mono" }, (f.next_fires || []).map((n) => el("div", {}, when(n.next)))),
+    el("td", { class: "mono" }, (f.settings || []).map((s) => el("div", { title: s.description || "" },
+      `${s.name} = ${JSON.stringify(s.value)}`, s.value !== s.default ? el("span", { class: "muted" },
+        ` (default ${JSON.stringify(s.default)})`) : "", " ",
+      el("a", { href: "#/flows", "data-setting": s.name, onclick: (ev) => { ev.preventDefault(); changeSetting(f, s); } },
+        "change")))),
     el("td", { class: "error mono" }, f.load_error || ""),
     el("td", {}, f.name ? el("button", {
       class: "secondary", "data-action": f.paused ? "resume" : "pause",
@@ -167,7 +175,7 @@ async function flowsPage() {
       el("span", { class: "muted" }, data.reloads + " reload(s) since start")),
     el("p", { id: "notice" }),
     el("table", {}, el("thead", {}, el("tr", {}, ["Flow", "Status", "Version", "Triggers", "Next cron fire",
-      "Load error", ""].map((h) => el("th", {}, h)))), el("tbody", {}, rows)));
+      "Settings", "Load error", ""].map((h) => el("th", {}, h)))), el("tbody", {}, rows)));
 }
 
 function triggerText(t) {
@@ -184,6 +192,22 @@ async function reload() {
     await flowsPage();
     notice(`Reloaded: ${r.loaded.length} loaded, ${r.removed.length} removed, ${r.failed.length} with errors.`,
       r.failed.length > 0);
+  } catch (e) { notice(e.message, true); }
+}
+
+// Asks for a setting's new value (empty: its default) and PUTs it; the
+// server validates it and says why it refuses one.
+async function changeSetting(f, s) {
+  const text = prompt(`${f.name}: ${s.name} (${s.type})${s.description ? "\n" + s.description : ""}` +
+    `\nEmpty: the default, ${JSON.stringify(s.default)}`, typeof s.value === "string" ? s.value : JSON.stringify(s.value));
+  if (text === null) return;
+  let value = text;
+  if (text === "") value = null;
+  else if (s.type !== "string") { try { value = JSON.parse(text); } catch (_) { value = text; } }
+  try {
+    await api("PUT", "/api/flows/" + encodeURIComponent(f.name) + "/settings", { [s.name]: value });
+    await flowsPage();
+    notice(`${f.name}: ${s.name} changed.`, false);
   } catch (e) { notice(e.message, true); }
 }
 

@@ -3,13 +3,17 @@
 -- with the JIT off (so the watchdog can stop its loops) and under a load
 -- deadline; what it returns is validated into a flow version. A file that
 -- fails leaves its previous version active. Listeners (the webhook router,
--- the scheduler) are told after each reload.
+-- the scheduler) are told after each reload. Shared modules (DIR/lib/NAME.lua,
+-- `require "lib.NAME"`) run inside the loading flow's sandbox and limits, one
+-- copy per flow version; a module's hash is part of the version of each flow
+-- that requires it.
 local os_c = require "rill.c.os"
 local task = require "rill.c.task"
 local crypto = require "rill.c.crypto"
 local log = require "rill.log"
 local sandbox = require "rill.sandbox"
 local triggers = require "rill.triggers"
+local settings = require "rill.settings"
 
 local flows = {
   active = {},   -- name -> flow version
@@ -24,7 +28,8 @@ local listeners = {}
 local loads = 0
 
 local NAME_PATTERN = "^[%a][%w_%-]*$"
-local FLOW_KEYS = { name = 1, description = 1, triggers = 1, run = 1, deadline = 1, retries = 1, concurrency = 1 }
+local FLOW_KEYS = { name = 1, description = 1, triggers = 1, run = 1, deadline = 1, retries = 1, concurrency = 1,
+  settings = 1 }
 
 -- The `flows` module flows see: flows.trigger(name, payload[, {wait = false}]).
 local flow_api = {}
@@ -201,9 +206,100 @@ local function flow_modules()
   return m
 end
 
+-- ---- shared modules ----
+-- A flow's top-level code may `require "lib.NAME"`: DIR/lib/NAME.lua runs
+-- then, in a sandbox of its own with the flow's modules, inside the flow's
+-- load (its deadline and memory limit), once per flow version: each flow
+-- gets its own copy, so no flow can change what another one sees. Modules
+-- are read with the flows at each reload; a version records the hash of
+-- each module it ran (flow.modules), and a change to one makes a new version
+-- of every flow that requires it.
+local MODULE_NAME = "^lib%.([%a_][%w_]*)$"
+
+-- read_lib(dir) -> name -> {file, source, hash}: the modules in DIR/lib.
+function flows.read_lib(dir)
+  local lib = {}
+  local names = os_c.list_dir(dir .. "/lib") or {}
+  for _, name in ipairs(names) do
+    local base = name:match("^([%a_][%w_]*)%.lua$")
+    if base then
+      local file = dir .. "/lib/" .. name
+      local source = os_c.read_file(file)
+      if source then
+        lib["lib." .. base] = { file = file, source = source,
+          hash = crypto.hex(crypto.digest("sha256", source)):sub(1, 12) }
+      end
+    end
+  end
+  return lib
+end
+
+-- compile_module(m) -> chunk, or nil and "file:line: message".
+local function compile_module(m)
+  if m.source:byte(1) == 27 then return nil, m.file .. ": precompiled bytecode is not accepted" end
+  return loadstring(m.source, "@" .. m.file)
+end
+
+-- requirer(lib, used, state) -> the `require` of one flow version's load:
+-- used[name] = hash of each module it ran; state.open while the flow loads.
+local function requirer(lib, used, state, modules_of)
+  local cache, loading = {}, {}
+  local function require_module(name)
+    if not state.open then
+      error("require: modules are required by a flow's top-level code, as it loads (not in run)", 2)
+    end
+    local m = type(name) == "string" and name:match(MODULE_NAME) and lib[name]
+    if not m then
+      error(string.format("require: no module %s (a module is lib/NAME.lua beside the flows, required as "
+        .. "\"lib.NAME\")", tostring(name)), 2)
+    end
+    if cache[name] ~= nil then return cache[name] end
+    if loading[name] then error("require: module " .. name .. " requires itself (a cycle)", 2) end
+    local chunk, err = compile_module(m)
+    if not chunk then error("require \"" .. name .. "\": " .. err, 2) end
+    local env = sandbox.new(modules_of())
+    env.require = require_module
+    setfenv(chunk, env)
+    jit.off(chunk, true)
+    loading[name] = true
+    local value = chunk(name)
+    loading[name] = nil
+    if value == nil then value = true end
+    cache[name] = value
+    used[name] = m.hash
+    return value
+  end
+  return require_module
+end
+
+-- The version of a flow: its source's hash, or with modules, the hash of
+-- the source's hash and each module's name and hash.
+local function version_of(hash, used)
+  local names = {}
+  for name in pairs(used) do names[#names + 1] = name end
+  if #names == 0 then return hash end
+  table.sort(names)
+  local parts = { hash }
+  for _, name in ipairs(names) do parts[#parts + 1] = name .. "@" .. used[name] end
+  return crypto.hex(crypto.digest("sha256", table.concat(parts, " "))):sub(1, 12)
+end
+
+-- Whether every module a version ran is in lib unchanged.
+local function modules_unchanged(v, lib)
+  for name, hash in pairs(v.modules or {}) do
+    if not lib[name] or lib[name].hash ~= hash then return false end
+  end
+  return true
+end
+-- ---- end of shared modules ----
+
 -- environment() -> a fresh copy of the globals a flow file runs with (what
 -- rill check hands luacheck: lint.lua).
-function flows.environment() return sandbox.new(flow_modules()) end
+function flows.environment()
+  local env = sandbox.new(flow_modules())
+  env.require = requirer({}, {}, {}, flow_modules) -- a flow's top level and its modules have require
+  return env
+end
 
 local function stem(file)
   return (file:match("([^/]+)%.lua$") or file)
@@ -242,7 +338,7 @@ local function check_retries(r, file)
   return out
 end
 
-local FLOW_FIELDS = { "name", "description", "triggers", "run", "deadline", "retries", "concurrency" }
+local FLOW_FIELDS = { "name", "description", "triggers", "run", "deadline", "retries", "concurrency", "settings" }
 
 local function validate(def, file, source)
   if type(def) ~= "table" then
@@ -276,6 +372,11 @@ local function validate(def, file, source)
     error(string.format("%s: concurrency must be a whole number of runs at once, 1 or more, got %s", file,
       tostring(concurrency)), 0)
   end
+  local decls = {}
+  if def.settings ~= nil then
+    local from = triggers.field_line(source, "settings")
+    decls = settings.declare(def.settings, file, function(n) return triggers.field_line(source, n, from) end)
+  end
   local list, accepts, asks = {}, {}, false
   for i, t in ipairs(def.triggers) do
     local ok, trig = pcall(triggers.check, t)
@@ -298,11 +399,13 @@ local function validate(def, file, source)
   end
   return { name = name, name_line = def.name ~= nil and triggers.field_line(source, "name") or nil,
            description = def.description, run = run, triggers = list,
-           accepts = accepts, deadline = deadline, retries = retries, concurrency = concurrency }
+           accepts = accepts, deadline = deadline, retries = retries, concurrency = concurrency,
+           settings = decls }
 end
 
--- load_file(file, source) -> flow version, or nil and a "file:line: message" error.
-function flows.load_file(file, source)
+-- load_file(file, source[, lib]) -> flow version, or nil and a "file:line:
+-- message" error. lib: the modules it may require (flows.read_lib).
+function flows.load_file(file, source, lib)
   if source:byte(1) == 27 then return nil, file .. ": precompiled bytecode is not accepted" end
   local hash = crypto.hex(crypto.digest("sha256", source)):sub(1, 12)
   local label = "the top-level code of " .. file .. " (version " .. hash .. ")"
@@ -313,11 +416,18 @@ function flows.load_file(file, source)
   end
   local chunk, err = loadstring(source, "@" .. file)
   if not chunk then return nil, err end
-  setfenv(chunk, sandbox.new(flow_modules()))
+  local used, state = {}, { open = true }
+  local env = sandbox.new(flow_modules())
+  env.require = requirer(lib or {}, used, state, flow_modules)
+  setfenv(chunk, env)
   jit.off(chunk, true)
   triggers.loading_source = source
+  local env_mod = require "rill.env"
+  env_mod.begin_load(file)
   local ok, def = run_chunk(chunk, label)
+  local needs = env_mod.end_load()
   triggers.loading_source = nil
+  state.open = false
   if not ok then
     local msg = require("rill.runner").describe_error(def)
     return nil, msg:find(file, 1, true) and msg or (file .. ": " .. msg)
@@ -327,7 +437,16 @@ function flows.load_file(file, source)
   loads = loads + 1
   flow.file = file
   flow.hash = hash
-  flow.version = flow.hash
+  flow.modules = used
+  flow.version = version_of(hash, used)
+  flow.module_sources = {}
+  for name, h in pairs(used) do
+    flow.module_sources[name] = { file = lib[name].file, source = lib[name].source, hash = h }
+    for _, need in ipairs(env_mod.scan(lib[name].source, lib[name].file)) do needs[#needs + 1] = need end
+  end
+  -- what it needs set: its verifiers' secrets, the secret-looking env.NAME it reads
+  for _, need in ipairs(env_mod.scan(source, file)) do needs[#needs + 1] = need end
+  flow.env_needs = needs
   flow.loaded_at = os.time()
   return flow
 end
@@ -444,6 +563,12 @@ function flows.reload(dir)
   end
   table.sort(names)
   local summary = { loaded = {}, removed = {}, failed = {} }
+  local lib = flows.read_lib(dir)
+  for _, m in pairs(lib) do
+    -- a module no flow requires yet is checked too (`rill check`)
+    local chunk, cerr = compile_module(m)
+    if not chunk then summary.failed[m.file] = cerr end
+  end
   local next_by_file, files, seen = {}, {}, {}
   for _, name in ipairs(names) do
     local file = dir .. "/" .. name
@@ -455,10 +580,10 @@ function flows.reload(dir)
       if not source then
         summary.failed[file] = rerr
         next_by_file[file] = old
-      elseif old and old.source == source then
+      elseif old and old.source == source and modules_unchanged(old, lib) then
         next_by_file[file] = old
       else
-        local flow, lerr = flows.load_file(file, source)
+        local flow, lerr = flows.load_file(file, source, lib)
         if flow then
           flow.source = source
           next_by_file[file] = flow
@@ -487,6 +612,19 @@ function flows.reload(dir)
       end
     end
   until not again
+  -- settings.json's values for each version: a value that does not
+  -- validate refuses the new version (its previous one serves, with the
+  -- values it had), or keeps the version in force on its previous values
+  for file, msg in pairs(settings.apply(next_by_file, dir)) do
+    summary.failed[file] = msg
+    local old = flows.by_file[file]
+    if next_by_file[file] ~= old then
+      next_by_file[file] = old
+      for i, f in ipairs(summary.loaded) do
+        if f == file then table.remove(summary.loaded, i) break end
+      end
+    end
+  end
   for file in pairs(flows.by_file) do
     if not seen[file] then summary.removed[#summary.removed + 1] = file end
   end

@@ -50,6 +50,21 @@ local function mask(s)
 end
 log.mask = mask
 
+-- mask_all(t): masks every string of a record read back from the store (a
+-- run, its log lines and steps: a value stored before its secret was known,
+-- a result holding one), in place, two tables deep; returns t.
+function log.mask_all(t, depth)
+  depth = depth or 0
+  for k, v in pairs(t) do
+    if type(v) == "string" then
+      t[k] = mask(v)
+    elseif type(v) == "table" and depth < 2 then
+      log.mask_all(v, depth + 1)
+    end
+  end
+  return t
+end
+
 -- configure(level, format[, buffer]): buffer, the most bytes of lines held
 -- while stderr does not take them (log_buffer); more are dropped and counted.
 function log.configure(level, format, buffer)

@@ -120,6 +120,10 @@ local function apply(c)
       u.guess and (" (did you mean " .. u.guess .. "?)") or ""), { variable = u.name })
   end
   require("rill.env").configure(c.env)
+  if c.env_file ~= "" then
+    local n, eerr = require("rill.env").load_file(c.env_file)
+    if not n then error("config: env_file: " .. eerr, 0) end
+  end
   require("rill.triggers").default_timezone = c.timezone
   local runner = require "rill.runner"
   runner.default_deadline = c.deadline
@@ -180,7 +184,9 @@ function M.serve(args)
   if not opts then return fail(perr) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end
-  apply(c)
+  local aok, aerr = pcall(apply, c)
+  if not aok then return fail(aerr) end
+  if c.env_file ~= "" then require("rill.log").info("env_file read", { file = c.env_file, why = "start" }) end
   in_task(M.serve_in_task, c)
 end
 
@@ -207,26 +213,59 @@ function M.serve_in_task(c)
   flows.on_reload(scheduler.sync)
   flows.on_reload(queue.sync)
   flows.on_reload(dbevents.sync)
+  local watcher, lib_watcher
+  local schedule_reload
+  -- DIR/lib (shared modules) is watched once it exists: a watch sees its own folder only
+  local function watch_lib()
+    if not c.watch or lib_watcher or not os_c.stat(c.flows_dir .. "/lib") then return end
+    local werr
+    lib_watcher, werr = os_c.watch(c.flows_dir .. "/lib", function() schedule_reload("file change") end)
+    if not lib_watcher then log.warn("not watching the modules directory", { error = werr }) end
+  end
+  local env = require "rill.env"
   local function reload(why)
+    watch_lib()
+    if c.env_file ~= "" and why ~= "start" then
+      -- read again before the flows: a flow loaded now sees the new values
+      local n, eerr = env.load_file(c.env_file)
+      if n then
+        log.info("env_file read", { file = c.env_file, variables = n, why = why })
+      else
+        log.error("env_file not read; the values read before stay: " .. eerr, { file = c.env_file })
+      end
+    end
     local summary = flows.reload(c.flows_dir)
     report_load(summary, log)
+    for _, v in pairs(flows.active) do
+      for _, m in ipairs(env.missing(v.env_needs)) do log.warn("flow " .. v.name .. " needs a variable: " .. m) end
+    end
     log.info("flows reloaded", { why = why, active = #(function() local n = {} for k in pairs(flows.active) do n[#n + 1] = k end return n end)() })
     return summary
   end
   -- watched before the first load: a file saved while rill starts is not missed
   local pending
-  local function schedule_reload(why)
+  function schedule_reload(why)
     if pending then return end
     pending = timer.after(c.reload_debounce, function()
       pending = nil
       reload(why)
     end)
   end
-  local watcher
   if c.watch then
     local werr
     watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
     if not watcher then log.warn("not watching the flows directory", { error = werr }) end
+  end
+  local env_watcher
+  if c.watch and c.env_file ~= "" then
+    -- its folder is watched (an editor or a deploy replaces the file): changes to it alone reload
+    local edir, base = c.env_file:match("^(.*)/([^/]*)$")
+    edir, base = edir or ".", base or c.env_file
+    local werr
+    env_watcher, werr = os_c.watch(edir == "" and "/" or edir, function(name)
+      if name == base then schedule_reload("env_file change") end
+    end)
+    if not env_watcher then log.warn("not watching the env_file", { error = werr }) end
   end
   local first = reload("start")
   if next(first.conflicts or {}) then
@@ -238,6 +277,8 @@ function M.serve_in_task(c)
     log.error("rill does not start: flows claim the same route or name (a route is a method and a path); "
       .. "give each its own, then start again", { files = table.concat(files, " ") })
     if watcher then watcher:close() end
+    if lib_watcher then lib_watcher:close() end
+    if env_watcher then env_watcher:close() end
     store.close()
     return os_c.exit(1)
   end
@@ -267,6 +308,8 @@ function M.serve_in_task(c)
     dbevents.stop()
     queue.stop()
     if watcher then watcher:close() end
+    if lib_watcher then lib_watcher:close() end
+    if env_watcher then env_watcher:close() end
     -- the end: one more batch through the store, answered after every
     -- batch sent before it (a sync run's record, the released leases), then
     -- exit 0; a store that does not answer holds the exit 2 s at most
@@ -304,7 +347,8 @@ function M.serve_in_task(c)
 
 end
 
--- The flow files of dir (what flows.reload loads) and their test files, sorted.
+-- The flow files of dir (what flows.reload loads), its shared modules, and
+-- their test files, sorted.
 local function flow_files(dir)
   local files, tests = {}, {}
   for _, name in ipairs(os_c.list_dir(dir) or {}) do
@@ -314,9 +358,35 @@ local function flow_files(dir)
       files[#files + 1] = dir .. "/" .. name
     end
   end
+  for _, name in ipairs(os_c.list_dir(dir .. "/lib") or {}) do -- shared modules (flows.lua)
+    if name:match("^[%a_][%w_]*%.lua$") then files[#files + 1] = dir .. "/lib/" .. name end
+  end
   table.sort(files)
   table.sort(tests)
   return files, tests
+end
+
+-- report_missing_env(flows, write): the variables flows need that are not set
+-- (a warning: the machine that checks may not hold the secrets).
+function M.report_missing_env(flows, write)
+  local env = require "rill.env"
+  local lines = {}
+  for _, v in pairs(flows.active) do
+    for _, m in ipairs(env.missing(v.env_needs)) do lines[#lines + 1] = "warning: " .. m end
+  end
+  table.sort(lines)
+  for _, l in ipairs(lines) do write(l .. "\n") end
+end
+
+-- list_settings(flows, out): each flow's settings and the values in force.
+function M.list_settings(flows, write)
+  local settings = require "rill.settings"
+  local names = {}
+  for name in pairs(flows.active) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    for _, line in ipairs(settings.describe(flows.active[name])) do write("  " .. line .. "\n") end
+  end
 end
 
 function M.check(args)
@@ -331,6 +401,11 @@ function M.check(args)
   -- file that cannot be read leaves the defaults, its own error is serve's)
   local sok, c = pcall(settings, { config = opts.config })
   if sok then
+    require("rill.env").configure(c.env)
+    if c.env_file ~= "" then
+      local n, eerr = require("rill.env").load_file(c.env_file)
+      if not n then err("rill check: env_file: " .. eerr .. "\n") end
+    end
     require("rill.runner").memory_limit = c.run_memory_limit
     require("rill.c.task").configure { kill_grace = c.kill_grace }
     require("rill.flows").load_deadline = c.load_deadline
@@ -389,6 +464,7 @@ function M.check(args)
     if type(bad[file]) == "string" then err(bad[file] .. "\n") end
     for _, line in ipairs(lines[file] or {}) do err(line .. "\n") end
   end
+  M.report_missing_env(flows, err)
   local n = 0
   for _ in pairs(flows.by_file) do n = n + 1 end
   local tail = lint_note and (" (" .. lint_note .. ")")
@@ -398,6 +474,7 @@ function M.check(args)
     os_c.exit(1)
   else
     out(string.format("rill check: %d flow(s) OK in %s%s\n", n, dir, tail))
+    M.list_settings(flows, out)
     os_c.exit(0)
   end
 end
@@ -528,7 +605,14 @@ function RUNS_COMMANDS.show(store, opts, id)
   if not id then error("runs show: which run? usage: rill runs show ID", 0) end
   local r = store.get(id)
   if not r then error("runs show: no run " .. id, 0) end
+  require("rill.log").mask_all(r)
   local json = require "rill.json"
+  -- the shared modules its version ran: name -> hash
+  local v = r.version and store.version(r.version)
+  if v and next(v.modules) then
+    r.modules = {}
+    for name, m in pairs(v.modules) do r.modules[name] = m.hash end
+  end
   if opts.json then
     local logs, steps, event_runs = r.logs, r.steps, r.event_runs
     r.logs, r.steps, r.event_runs = nil, nil, nil
@@ -547,7 +631,14 @@ function RUNS_COMMANDS.show(store, opts, id)
     by.emitted_by or "(none: emitted outside a run)"))
   if r.chain and r.chain:find(">", 1, true) then field("chain", r.chain .. " (depth " .. r.depth .. ")") end
   field("versions", r.versions and ("attempt:version " .. r.versions))
+  if r.modules then
+    local mods = {}
+    for name, hash in pairs(r.modules) do mods[#mods + 1] = name .. "@" .. hash end
+    table.sort(mods)
+    field("modules", table.concat(mods, " "))
+  end
   field("pinned", r.pinned and ("retries run version " .. r.pinned))
+  field("settings", r.settings) -- the values its attempts read, recorded when it was created
   field("created", ms_iso(r.created))
   field("started", r.started and ms_iso(r.started))
   field("finished", r.finished and ms_iso(r.finished))
@@ -608,6 +699,8 @@ function M.runs(args)
   if not opts then return fail(pos) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end
+  -- the env_file's secrets are masked in what is shown
+  if c.env_file ~= "" then require("rill.env").load_file(c.env_file) end
   in_task(function()
     local store = require "rill.store"
     store.open(c.store, { sync = c.store_sync })

@@ -154,7 +154,7 @@ local function execute(flow, trigger, payload, row, request)
   runner.start(flow, trigger, payload, {
     id = row.id, attempt = row.attempt, request = request, on_done = finished,
     parent_id = row.parent, depth = row.depth, chain = row.chain, caller = row, durable = true,
-    created = row.created,
+    created = row.created, settings = row.settings and json.try_decode(row.settings),
   })
 end
 
@@ -260,7 +260,7 @@ local function pinned_flow(row)
   if pinned_versions[row.pinned] then return pinned_versions[row.pinned] end
   local v = store.version(row.pinned)
   if not v then return nil, "version " .. row.pinned .. " of flow '" .. row.flow .. "' is not in the store" end
-  local loaded, err = require("rill.flows").load_file(v.file or row.flow, v.source)
+  local loaded, err = require("rill.flows").load_file(v.file or row.flow, v.source, v.modules)
   if not loaded then return nil, "version " .. row.pinned .. " no longer loads: " .. tostring(err) end
   pinned_versions[row.pinned] = loaded
   return loaded
@@ -333,6 +333,8 @@ function queue.submit(flow, trigger, payload, opts, callback)
     lease_until = here and now + queue.lease * 1000 or nil, owner = here and instance or nil,
     parent = opts.parent, depth = depth, idem_key = opts.idem_key, created = now,
     started = here and now or nil, chain = chain,
+    -- the values its attempts read, whatever changes meanwhile (docs/flows.md#settings)
+    settings = next(flow.settings or {}) and json.encode(require("rill.settings").values(flow)) or nil,
   }
   if refused then
     local message = "refused: " .. runner.too_deep(chain)

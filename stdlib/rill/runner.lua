@@ -7,6 +7,7 @@ local crypto = require "rill.c.crypto"
 local tz = require "rill.c.tz"
 local log = require "rill.log"
 local metrics = require "rill.metrics"
+local settings = require "rill.settings"
 
 local runner = { max_depth = 8, default_deadline = 30, memory_limit = 256 * 1024 * 1024 }
 
@@ -167,7 +168,8 @@ end
 -- id (a run id chosen beforehand, e.g. already sent in a 202), attempt
 -- (of a durable run, from 1), scheduled (of a durable run: when it was due),
 -- preempt (false: no time slices, the run goes on to its end or its deadline
--- in one go; for tests that cannot run the loop that would resume it).
+-- in one go; for tests that cannot run the loop that would resume it),
+-- settings (the values recorded with a stored run: its ctx.settings).
 -- opts.on_done may be called before start returns (a run that never waits).
 -- A copy of a trigger's plain data for one run's ctx.trigger: the table
 -- passed in is shared (a route's, a cron or database trigger's spec, which
@@ -196,6 +198,7 @@ function runner.start(flow, trigger, payload, opts)
   local ctx = {
     payload = payload, trigger = own_copy(trigger, 1), run_id = run.id, flow = flow.name,
     request = opts.request, parent_run_id = run.parent, attempt = run.attempt,
+    settings = settings.for_run(flow, opts.settings),
   }
   if log.enabled("debug") then log.write("debug", "run started", { trigger = trigger.type }, run) end
   local deadline = opts.deadline or flow.deadline or runner.default_deadline

@@ -5,8 +5,9 @@
 -- os.time/os.clock/os.date/os.difftime, and rill's modules (json, log, time,
 -- env, crypto, flows, sleep, response, fail, http, signatures, step...,
 -- the connectors slack, mautic, invoiceninja, docuseal, directus, email)
--- and trigger constructors.
--- Left out: load, loadstring, loadfile, dofile, require, module, setfenv,
+-- and trigger constructors; flows.lua adds a `require` of the shared
+-- modules (flows/lib) only.
+-- Left out: load, loadstring, loadfile, dofile, module, setfenv,
 -- getfenv, io, the rest of os, debug, package, coroutine, jit, ffi,
 -- collectgarbage, newproxy, gcinfo (docs/flows.md lists why).
 local sandbox = {}

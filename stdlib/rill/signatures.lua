@@ -58,6 +58,7 @@ local function secret_names(what, v)
     if name:sub(1, 5) == "RILL_" then options_error(what, "secret " .. name .. ": RILL_* variables are not visible to flows") end
     names[i] = name
   end
+  env.needed(names, what) -- named by `rill check` and /readyz while none is set
   return names
 end
 

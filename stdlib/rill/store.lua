@@ -158,10 +158,17 @@ local MIGRATIONS = {
     "CREATE INDEX event_runs_run ON event_runs (run_id)",
     "CREATE INDEX event_runs_origin ON event_runs (origin)",
   },
+  -- Shared modules and settings: the modules a flow version ran (their
+  -- sources, so a retry pinned to it runs them again), and the settings
+  -- values a run started with (its retries and wakes use them).
+  {
+    "ALTER TABLE flow_versions ADD COLUMN modules TEXT",
+    "ALTER TABLE runs ADD COLUMN settings TEXT",
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
-  .. "parent, depth, idem_key, created, started, finished, result, error, chain, versions, pinned"
+  .. "parent, depth, idem_key, created, started, finished, result, error, chain, versions, pinned, settings"
 
 -- Postgres's claim, taking at most `limit` (an SQL expression) runs.
 -- Several instances claim from one table: each skips the rows another one
@@ -317,9 +324,9 @@ function store.is_open() return conn ~= nil end
 
 local RUN_INSERT = "INSERT INTO runs (id, flow, version, trigger, payload, request, state, attempt, "
   .. "max_attempts, run_at, lease_until, owner, parent, depth, idem_key, created, started, finished, result, error, "
-  .. "chain, versions) "
+  .. "chain, versions, settings) "
 local RUN_TYPES = { "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEGER", "INTEGER", "BIGINT", "BIGINT",
-  "TEXT", "TEXT", "INTEGER", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT" }
+  "TEXT", "TEXT", "INTEGER", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT" }
 local values, typed = {}, {}
 for i, t in ipairs(RUN_TYPES) do
   values[i] = "$" .. i
@@ -335,7 +342,7 @@ local function insert_run(r, sql)
   return { sql or INSERT_RUN,
     r.id, r.flow, r.version, r.trigger, r.payload, r.request, r.state, r.attempt or 0, r.max_attempts or 1,
     r.run_at, r.lease_until, r.owner, r.parent, r.depth or 0, r.idem_key, r.created, r.started, r.finished,
-    r.result, r.error, r.chain, r.versions, n = #RUN_TYPES }
+    r.result, r.error, r.chain, r.versions, r.settings, n = #RUN_TYPES }
 end
 
 -- enqueue(r, callback[, extra]): stores a new run row r (all columns as
@@ -669,15 +676,20 @@ end
 -- ---- flow versions ----
 
 -- version_stmt(flow): the statement that keeps a loaded version's source
--- (once per version), for retries pinned to it.
+-- and its modules' (once per version), for retries pinned to it.
 function store.version_stmt(flow)
-  return { "INSERT INTO flow_versions (version, flow, file, source, created) VALUES ($1, $2, $3, $4, $5) "
-    .. "ON CONFLICT DO NOTHING", flow.version, flow.name, flow.file, flow.source, now_ms(), n = 5 }
+  local modules = flow.module_sources and next(flow.module_sources) and require("rill.json").encode(flow.module_sources)
+  return { "INSERT INTO flow_versions (version, flow, file, source, created, modules) VALUES ($1, $2, $3, $4, $5, $6) "
+    .. "ON CONFLICT DO NOTHING", flow.version, flow.name, flow.file, flow.source, now_ms(), modules or nil, n = 6 }
 end
 
--- version(v) -> {version, flow, file, source} or nil. In a task.
+-- version(v) -> {version, flow, file, source, modules} or nil; modules:
+-- name -> {file, source, hash}, decoded. In a task.
 function store.version(v)
-  return store.batch { { "SELECT version, flow, file, source FROM flow_versions WHERE version = $1", v, n = 1 } }[1][1]
+  local row = store.batch { { "SELECT version, flow, file, source, modules FROM flow_versions WHERE version = $1", v,
+    n = 1 } }[1][1]
+  if row then row.modules = row.modules and require("rill.json").try_decode(row.modules) or {} end
+  return row
 end
 
 -- ---- events and waits ----

@@ -5,7 +5,8 @@
 -- process environment is not read), outbound HTTP answered by stubs (a call
 -- nobody stubbed fails the test) and a clock that stands still until the
 -- test moves it (t.now, t.advance: due cron ticks fire, sleeping and
--- waiting runs wake, in time order, without waiting). The flows are the
+-- waiting runs wake, in time order, without waiting), and the flows'
+-- settings at their declared defaults (t.settings sets them). The flows are the
 -- real ones, loaded from the flows folder, run by the real queue.
 local json = require "rill.json"
 local time = require "rill.time"
@@ -22,6 +23,7 @@ local cron = require "rill.cron"
 local http = require "rill.http"
 local db = require "rill.db"
 local env = require "rill.env"
+local settings = require "rill.settings"
 
 local testing = {}
 
@@ -306,6 +308,18 @@ function T.env(t, values)
   for k, v in pairs(values) do world(t).env[k] = v end
 end
 
+-- settings(flow, values): the flow's settings for this test (validated like
+-- settings.json's); each test starts from the declared defaults, whatever
+-- settings.json says.
+function T.settings(t, name, values)
+  local flow = active_flow(name, 2)
+  local ok, why = settings.validate(flow.settings or {}, values)
+  if not ok then error("t.settings: " .. name .. ": " .. why, 2) end
+  local own = world(t).settings
+  own[flow.name] = own[flow.name] or {}
+  for k, v in pairs(ok) do own[flow.name][k] = v end
+end
+
 -- fixture(file): runs the SQL file (relative to the test file) on the main database.
 function T.fixture(t, file)
   local w = world(t)
@@ -348,7 +362,7 @@ local function new_world(file)
   assert(os_c.mkdir_p(dir))
   local own = file:match("([^/]+)%.test%.lua$")
   local w = setmetatable({ dir = dir, dir_of_file = file:match("^(.*)/[^/]*$") or ".", stubs = {}, calls = {},
-    unstubbed = {}, env = {}, clock = os.time(), cron_flows = own and { [own] = true } or {} }, World)
+    unstubbed = {}, env = {}, settings = {}, clock = os.time(), cron_flows = own and { [own] = true } or {} }, World)
   return w
 end
 
@@ -360,6 +374,7 @@ local function enter(w)
     w.clock = w.clock + seconds
   end)
   env.isolate(w.env)
+  settings.isolated = w.settings
   store.close()
   store.open("sqlite:" .. w.dir .. "/rill.db")
   db.configure { databases = { main = "sqlite:" .. w.dir .. "/app.db" }, store = "sqlite:" .. w.dir .. "/rill.db" }
@@ -452,6 +467,7 @@ function testing.run(files, out)
   end
   time.set_clock(nil)
   env.isolate(nil)
+  settings.isolated = nil
   return passed, failed
 end
 

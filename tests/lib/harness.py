@@ -109,12 +109,24 @@ def serve_http(handler):
 
 
 def repo_flows():
-    """The repository's flows/*.lua, {file name: source} (test files are not flows)."""
-    out = {}
+    """The repository's flows/*.lua and their shared modules (lib/*.lua),
+    {file name: source} (test files are not flows)."""
+    out = repo_lib()
     for name in sorted(os.listdir(os.path.join(ROOT, "flows"))):
         if name.endswith(".lua") and not name.endswith(".test.lua"):
             with open(os.path.join(ROOT, "flows", name)) as f:
                 out[name] = f.read()
+    return out
+
+
+def repo_lib():
+    """The shared modules of the repository's flows, {"lib/NAME.lua": source}."""
+    out = {}
+    lib = os.path.join(ROOT, "flows", "lib")
+    for name in sorted(os.listdir(lib)) if os.path.isdir(lib) else []:
+        if name.endswith(".lua"):
+            with open(os.path.join(lib, name)) as f:
+                out["lib/" + name] = f.read()
     return out
 
 
@@ -199,6 +211,7 @@ class Rill:
 
     def write_flow(self, name, src):
         path = os.path.join(self.flows_dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # lib/NAME.lua: a shared module
         tmp = path + ".tmp~"
         with open(tmp, "w") as f:
             f.write(src)

@@ -1,0 +1,224 @@
+-- settings: the values a flow declares it can be given without editing its
+-- Lua. A flow declares each setting (type, default, description); values
+-- live in FLOWS_DIR/settings.json ({"flow": {"name": value}}), read at each
+-- reload and validated against the declarations, and written by the admin
+-- API. A run reads the values in force when it was created (ctx.settings),
+-- recorded with a stored run so that its retries and wakes read them too.
+local os_c = require "rill.c.os"
+local json = require "rill.json"
+
+local settings = {
+  FILE = "settings.json",
+  current = {},   -- flow name -> the values from the file in force (validated)
+  isolated = nil, -- `rill test`: flow name -> the test's values (the file is not read)
+}
+
+local TYPES = { number = "number", integer = "number", string = "string", boolean = "boolean" }
+local TYPE_NAMES = "number, integer, string, boolean"
+local DECL_KEYS = { type = true, default = true, description = true }
+
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+
+-- check(decl, name, value) -> value, or nil and why ("expected a number, got ...").
+local function check(decl, value)
+  if type(value) ~= TYPES[decl.type] or (decl.type == "integer" and value % 1 ~= 0)
+      or (decl.type == "number" and (value ~= value or value == math.huge or value == -math.huge)) then
+    return nil, string.format("expected %s %s, got %s", decl.type == "integer" and "an" or "a", decl.type, show(value))
+  end
+  return value
+end
+
+-- declare(t, file, line_of) -> name -> {type, default, description}, or
+-- raises "FILE:LINE: settings.NAME: ..." (line_of(name) -> the line of its
+-- declaration, or nil).
+function settings.declare(t, file, line_of)
+  if type(t) ~= "table" then
+    error(file .. ': settings: expected a table like { threshold = { type = "number", default = 10000, '
+      .. 'description = "..." } }', 0)
+  end
+  local out = {}
+  for name, d in pairs(t) do
+    local at = line_of(name)
+    local function bad(fmt, ...)
+      error(string.format("%s%s: settings.%s: " .. fmt, file, at and (":" .. at) or "", tostring(name), ...), 0)
+    end
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then bad("a setting's name is a word") end
+    if type(d) ~= "table" then bad('expected { type = "number", default = ..., description = "..." }') end
+    for k in pairs(d) do
+      if not DECL_KEYS[k] then bad("unknown option %s (type, default, description)", show(k)) end
+    end
+    if not TYPES[d.type] then bad("type %s is not one of %s", show(d.type), TYPE_NAMES) end
+    if d.default == nil then bad("needs a default (a run always has a value)") end
+    if not check(d, d.default) then bad("default %s is not %s %s", show(d.default),
+      d.type == "integer" and "an" or "a", d.type) end
+    if d.description ~= nil and type(d.description) ~= "string" then bad("description must be a string") end
+    out[name] = { type = d.type, default = d.default, description = d.description }
+  end
+  return out
+end
+
+-- validate(flow_name, decls, values) -> a copy of values, or nil and why
+-- ("NAME: expected a number, got ..."). A value of json.null is dropped
+-- (back to the default).
+function settings.validate(decls, values, prefix)
+  prefix = prefix or ""
+  if type(values) ~= "table" then return nil, prefix:gsub("%.$", "") .. ": expected an object of settings" end
+  local out = {}
+  for name, v in pairs(values) do
+    local decl = decls[name]
+    if not decl then
+      local names = {}
+      for n in pairs(decls) do names[#names + 1] = n end
+      table.sort(names)
+      return nil, string.format("%sno setting '%s' (declared: %s)", prefix, tostring(name),
+        #names > 0 and table.concat(names, ", ") or "none")
+    end
+    if v ~= json.null then
+      local ok, why = check(decl, v)
+      if ok == nil then return nil, prefix .. name .. ": " .. why end
+      out[name] = v
+    end
+  end
+  return out
+end
+
+-- read(dir) -> the settings file's table ({} when there is none), or nil
+-- and "DIR/settings.json: why".
+function settings.read(dir)
+  local path = dir .. "/" .. settings.FILE
+  if not os_c.stat(path) then return {} end
+  local text, err = os_c.read_file(path)
+  if not text then return nil, path .. ": " .. tostring(err) end
+  local t, jerr = json.try_decode(text)
+  if type(t) ~= "table" then
+    return nil, path .. ": " .. (t == nil and ("not JSON: " .. tostring(jerr)) or 'expected {"flow": {"setting": value}}')
+  end
+  return t
+end
+
+-- values(flow) -> the values a run of this version reads now: the test's,
+-- else the file's, over the declared defaults.
+function settings.values(flow)
+  local out = {}
+  local set = (settings.isolated or settings.current)[flow.name] or {}
+  for name, decl in pairs(flow.settings or {}) do
+    local v = set[name]
+    if v == nil then v = decl.default end
+    out[name] = v
+  end
+  return out
+end
+
+-- for_run(flow, recorded) -> a run's ctx.settings: the values recorded
+-- with its run (a retry, a wake), with the current ones for settings its
+-- version declares that the record lacks.
+function settings.for_run(flow, recorded)
+  local out = settings.values(flow)
+  if type(recorded) == "table" then
+    for name, v in pairs(recorded) do
+      if out[name] ~= nil then out[name] = v end
+    end
+  end
+  return out
+end
+
+-- apply(versions, dir) -> file -> error, for versions (file -> version) whose
+-- values in the file do not validate. The others' values are in force.
+function settings.apply(versions, dir)
+  local t, err = settings.read(dir)
+  local bad, next_current = {}, {}
+  for file, v in pairs(versions) do
+    if next(v.settings or {}) then
+      local values, why
+      if t then
+        values, why = settings.validate(v.settings, t[v.name] or {}, v.name .. ".")
+        if why then why = dir .. "/" .. settings.FILE .. ": " .. why end
+      else
+        why = err
+      end
+      if values then next_current[v.name] = values else bad[file] = why end
+    end
+  end
+  for name, values in pairs(next_current) do settings.current[name] = values end
+  return bad
+end
+
+-- A JSON text of the file for people to read and edit: one flow per block,
+-- one setting per line, in name order.
+local function render(t)
+  local flows = {}
+  for name in pairs(t) do flows[#flows + 1] = name end
+  table.sort(flows)
+  local out = {}
+  for i, flow in ipairs(flows) do
+    local names = {}
+    for n in pairs(t[flow]) do names[#names + 1] = n end
+    table.sort(names)
+    local lines = {}
+    for j, n in ipairs(names) do
+      lines[j] = "    " .. json.encode(n) .. ": " .. json.encode(t[flow][n])
+    end
+    out[i] = "  " .. json.encode(flow) .. ": {" .. (#lines > 0 and ("\n" .. table.concat(lines, ",\n") .. "\n  ") or "")
+      .. "}"
+  end
+  return "{\n" .. table.concat(out, ",\n") .. "\n}\n"
+end
+
+-- change(dir, flow, changes) -> true, or nil, why and what failed
+-- ("invalid": a value; "file": reading or writing the file): validates changes
+-- (name -> value; json.null: back to the default) against the version's
+-- declarations and writes them into the file (written whole, then renamed
+-- over the old one: a reader never sees half of it). The next reload
+-- applies them.
+function settings.change(dir, flow, changes)
+  local values, why = settings.validate(flow.settings or {}, changes)
+  if not values then return nil, why, "invalid" end
+  local t, err = settings.read(dir)
+  if not t then return nil, err, "file" end
+  local mine = type(t[flow.name]) == "table" and t[flow.name] or {}
+  for name, v in pairs(changes) do
+    if v == json.null then mine[name] = nil else mine[name] = values[name] end
+  end
+  t[flow.name] = next(mine) and mine or nil
+  local path = dir .. "/" .. settings.FILE
+  local tmp = path .. ".tmp~"
+  local f, ferr = io.open(tmp, "w")
+  if not f then return nil, "cannot write " .. tmp .. ": " .. tostring(ferr), "file" end
+  local ok, werr = f:write(render(t))
+  f:close()
+  if not ok then
+    os.remove(tmp)
+    return nil, "cannot write " .. tmp .. ": " .. tostring(werr), "file"
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then return nil, "cannot replace " .. path .. ": " .. tostring(rerr), "file" end
+  return true
+end
+
+-- list(flow) -> array of {name, type, default, value, description} in name order.
+function settings.list(flow)
+  local values = settings.values(flow)
+  local out = {}
+  for name, d in pairs(flow.settings or {}) do
+    out[#out + 1] = { name = name, type = d.type, default = d.default, value = values[name], description = d.description }
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+-- describe(flow) -> lines "flow.name = value (type, default D): description".
+function settings.describe(flow)
+  local lines = {}
+  for _, s in ipairs(settings.list(flow)) do
+    lines[#lines + 1] = string.format("%s.%s = %s (%s, default %s)%s", flow.name, s.name,
+      type(s.value) == "string" and json.encode(s.value) or tostring(s.value), s.type,
+      type(s.default) == "string" and json.encode(s.default) or tostring(s.default),
+      s.description and (": " .. s.description) or "")
+  end
+  return lines
+end
+
+return settings

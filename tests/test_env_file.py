@@ -1,0 +1,141 @@
+"""Secrets and environment without a restart: env_file (dotenv) is read at
+start, again on SIGHUP and when it changes; its secret values are masked in
+logs, the admin API and `rill runs show`; a secret a flow names that is not
+set is reported by `rill check` and named by /readyz (which stays ready)."""
+import os
+import signal
+
+from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
+
+TOKEN = "t0ken-for-tests"
+
+HOOK = """
+local check = signatures.shared_secret { header = "X-Hook-Token", secret = "HOOK_SECRET" }
+return {
+  triggers = { webhook { path = "/hooks/in", verify = check } },
+  run = function(ctx) return { ok = true } end,
+}
+"""
+
+LEAKY = """
+return {
+  triggers = { webhook { path = "/hooks/leaky", mode = "async" } },
+  run = function(ctx)
+    local token = env.API_TOKEN
+    log.info("calling with " .. token)
+    return { token = token, plain = env.PLAIN_VALUE }
+  end,
+}
+"""
+
+OTHER = """
+return { triggers = { webhook { path = "/hooks/other" } }, run = function() return { fine = true } end }
+"""
+
+
+def write(path, text):
+    tmp = path + ".tmp~"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
+def readyz(r):
+    res = r.admin("GET", "/readyz")
+    return res.status, res.json()
+
+
+@test
+def a_missing_secret_is_named_by_readyz_and_sighup_reads_the_file_again():
+    r = Rill({"hook.lua": HOOK, "other.lua": OTHER})
+    env_file = os.path.join(r.dir, "secrets.env")
+    write(env_file, "# no secret yet\nPLAIN_VALUE=x\n")
+    r.env["RILL_ENV_FILE"] = env_file
+    with r:
+        r.wait_ready()
+        status, body = readyz(r)
+        eq(status, 200, "ready: the other flows serve")
+        assert any("HOOK_SECRET" in m and "hook" in m for m in body.get("missing_env", [])), body
+        eq(r.request("POST", "/hooks/in", {}, {"X-Hook-Token": "s3cret-value-1"}).status, 401, "no secret yet")
+        eq(r.request("POST", "/hooks/other", {}).status, 200, "another flow serves")
+        write(env_file, "PLAIN_VALUE=x\nexport HOOK_SECRET=\"s3cret-value-1\"  # set now\n")
+        n = len(r.log_lines(msg_has="env_file read"))
+        r.signal(signal.SIGHUP)
+        wait_until(lambda: len(r.log_lines(msg_has="env_file read")) > n, 10, "the env_file read again")
+        eq(r.request("POST", "/hooks/in", {}, {"X-Hook-Token": "s3cret-value-1"}).status, 200, "the secret is seen")
+        status, body = readyz(r)
+        eq(body.get("missing_env"), None, "nothing missing any more: " + str(body))
+
+
+@test
+def a_changed_env_file_is_read_without_a_signal():
+    r = Rill({"hook.lua": HOOK})
+    env_file = os.path.join(r.dir, "secrets.env")
+    write(env_file, "HOOK_SECRET=first-s3cret\n")
+    r.env["RILL_ENV_FILE"] = env_file
+    with r:
+        eq(r.request("POST", "/hooks/in", {}, {"X-Hook-Token": "first-s3cret"}).status, 200, "first")
+        write(env_file, "HOOK_SECRET=second-s3cret\n")
+        wait_until(lambda: r.request("POST", "/hooks/in", {}, {"X-Hook-Token": "second-s3cret"}).status == 200,
+                   10, "the changed secret to be used")
+        eq(r.request("POST", "/hooks/in", {}, {"X-Hook-Token": "first-s3cret"}).status, 401, "the old one is gone")
+        # a broken file is refused naming its line; the values in force stay
+        n = len(r.log_lines(msg_has="env_file not read"))
+        write(env_file, "HOOK_SECRET=third-s3cret\nthis is not a variable\n")
+        r.signal(signal.SIGHUP)
+        line = wait_until(lambda: r.log_lines(msg_has="env_file not read")[n:], 10, "the error")[0]
+        assert "secrets.env:2:" in line["msg"] + str(line.get("error")), line
+        eq(r.request("POST", "/hooks/in", {}, {"X-Hook-Token": "second-s3cret"}).status, 200, "kept")
+
+
+@test
+def env_file_secrets_are_masked_in_logs_the_admin_api_and_runs_show():
+    secret = "sup3r-s3cret-t0ken"
+    r = Rill({"leaky.lua": LEAKY}, env={"RILL_ADMIN_TOKEN": TOKEN})
+    env_file = os.path.join(r.dir, "secrets.env")
+    write(env_file, f"API_TOKEN='{secret}'\nPLAIN_VALUE=visible-value\n")
+    r.env["RILL_ENV_FILE"] = env_file
+    with r:
+        run_id = r.request("POST", "/hooks/leaky", {}).json()["run_id"]
+        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 10, "the run")
+        r.wait_log(msg_has="calling with")
+        logs = "\n".join(map(str, r.logs))
+        assert secret not in logs, "the secret in a log line"
+        assert "calling with ***" in logs, logs[-2000:]
+        detail = r.admin("GET", f"/api/runs/{run_id}", token=TOKEN).body
+        assert secret not in detail, detail
+        assert "visible-value" in detail, detail
+        code, out, err = r.runs_cli("show", run_id)
+        eq(code, 0, "runs show: " + err)
+        assert secret not in out, out
+        assert "***" in out, out
+
+
+@test
+def check_reports_a_secret_that_is_not_set():
+    d = temp_dir("rill-envcheck-")
+    with open(os.path.join(d, "hook.lua"), "w") as f:
+        f.write(HOOK)
+    code, out, err = run_cli("check", d, env={"HOOK_SECRET": ""})
+    eq(code, 0, "a warning, not an error")
+    assert "hook.lua:2: HOOK_SECRET is not set" in err, err
+    env_file = os.path.join(d, "..", os.path.basename(d) + ".env")
+    write(env_file, "HOOK_SECRET=abcdefgh\n")
+    code, out, err = run_cli("check", d, env={"RILL_ENV_FILE": env_file})
+    eq(code, 0, "exit")
+    assert "HOOK_SECRET" not in err, err
+
+
+@test
+def a_broken_env_file_at_start_stops_rill_naming_its_line():
+    d = temp_dir("rill-envstart-")
+    os.makedirs(os.path.join(d, "flows"))
+    env_file = os.path.join(d, "bad.env")
+    write(env_file, "GOOD=1\nBAD='unclosed\n")
+    code, out, err = run_cli("serve", "--flows", os.path.join(d, "flows"), "--listen", "127.0.0.1:0",
+                             "--admin-listen", "off", env={"RILL_ENV_FILE": env_file}, cwd=d, timeout=10)
+    eq(code, 2, "exit code: " + err)
+    assert "bad.env:2: BAD: the value's closing ' is missing" in err, err
+
+
+main()

@@ -1,0 +1,175 @@
+"""Flow settings: declared by the flow (type, default, description), set
+outside Lua in flows/settings.json or through the admin API (validated,
+written to that file), applied by a reload without a restart, fixed per
+run (a retry uses the values its run was created with), listed by `rill
+check` and settable per test in `rill test`."""
+import json
+import os
+
+from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
+
+TOKEN = "t0ken-for-tests"
+
+BIG = """
+return {
+  settings = {
+    threshold = { type = "number", default = 10000, description = "EUR: a quote above is a big deal" },
+    channel = { type = "string", default = "#sales", description = "where big deals are posted" },
+  },
+  triggers = { webhook { path = "/hooks/big" } },
+  run = function(ctx) return { threshold = ctx.settings.threshold, channel = ctx.settings.channel } end,
+}
+"""
+
+# fails its first attempt; its retry waits an hour unless retried by hand
+RETRIED = """
+return {
+  settings = { threshold = { type = "number", default = 1, description = "a number" } },
+  retries = { attempts = 3, backoff = "1h" },
+  triggers = { webhook { path = "/hooks/retried", mode = "async" } },
+  run = function(ctx)
+    if ctx.attempt == 1 then error("first attempt fails") end
+    return { threshold = ctx.settings.threshold, attempt = ctx.attempt }
+  end,
+}
+"""
+
+
+def put(r, name, values):
+    return r.admin("PUT", f"/api/flows/{name}/settings", token=TOKEN, body=values)
+
+
+def settings_file(r):
+    with open(os.path.join(r.flows_dir, "settings.json")) as f:
+        return json.load(f)
+
+
+@test
+def a_value_in_the_settings_file_is_applied_by_a_reload():
+    with Rill({"big.lua": BIG}) as r:
+        eq(r.request("POST", "/hooks/big", {}).json(), {"threshold": 10000, "channel": "#sales"}, "defaults")
+        n = r.reloads()
+        r.write_flow("settings.json", json.dumps({"big": {"threshold": 5}}))
+        r.wait_reload(n)
+        eq(r.request("POST", "/hooks/big", {}).json(), {"threshold": 5, "channel": "#sales"}, "from the file")
+
+
+@test
+def a_bad_value_in_the_file_is_refused_and_the_previous_values_stay():
+    with Rill({"big.lua": BIG, "settings.json": json.dumps({"big": {"threshold": 5}})}) as r:
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "start value")
+        n = r.reloads()
+        r.write_flow("settings.json", json.dumps({"big": {"threshold": "lots"}}))
+        r.wait_reload(n)
+        line = r.wait_log(msg_has="flow rejected", file=os.path.join(r.flows_dir, "big.lua"))
+        assert 'settings.json: big.threshold: expected a number, got "lots"' in line["msg"], line
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "the previous value stays")
+        n = r.reloads()
+        r.write_flow("settings.json", json.dumps({"big": {"treshold": 7}}))
+        r.wait_reload(n)
+        wait_until(lambda: r.log_lines(msg_has="no setting 'treshold'"), 10, "the unknown setting named")
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "still the previous value")
+
+
+@test
+def the_admin_api_validates_writes_the_file_and_applies_without_restart():
+    with Rill({"big.lua": BIG}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        res = put(r, "big", {"threshold": 20000})
+        eq(res.status, 200, "PUT " + res.body)
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 20000, "applied")
+        eq(settings_file(r), {"big": {"threshold": 20000}}, "persisted in flows/settings.json")
+        res = put(r, "big", {"threshold": "abc"})
+        eq(res.status, 400, "a bad value: " + res.body)
+        assert 'threshold: expected a number, got "abc"' in res.json()["error"], res.body
+        res = put(r, "big", {"treshold": 1})
+        eq(res.status, 400, "an unknown setting: " + res.body)
+        assert "no setting 'treshold'" in res.json()["error"], res.body
+        eq(put(r, "nosuch", {"a": 1}).status, 404, "no such flow")
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 20000, "bad values change nothing")
+        eq(settings_file(r), {"big": {"threshold": 20000}}, "file unchanged")
+        listed = [f for f in r.admin("GET", "/api/flows", token=TOKEN).json()["flows"] if f.get("name") == "big"][0]
+        by_name = {s["name"]: s for s in listed["settings"]}
+        eq(by_name["threshold"]["value"], 20000, "listed value")
+        eq(by_name["threshold"]["default"], 10000, "listed default")
+        eq(by_name["channel"]["description"], "where big deals are posted", "listed description")
+        res = put(r, "big", {"threshold": None})
+        eq(res.status, 200, "null: back to the default")
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 10000, "default again")
+
+
+@test
+def a_retry_uses_the_values_its_run_started_with():
+    with Rill({"retried.lua": RETRIED}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        eq(put(r, "retried", {"threshold": 1}).status, 200, "PUT 1")
+        run_id = r.request("POST", "/hooks/retried", {}).json()["run_id"]
+        wait_until(lambda: r.runs("show", run_id)["state"] == "retrying", 10, "the first attempt to fail")
+        eq(put(r, "retried", {"threshold": 2}).status, 200, "PUT 2")
+        eq(r.admin("POST", f"/api/runs/{run_id}/retry", token=TOKEN).status, 200, "retry now")
+        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 10, "the retry to succeed")
+        eq(json.loads(r.runs("show", run_id)["result"]), {"threshold": 1, "attempt": 2}, "the start values")
+        eq(json.loads(r.runs("show", run_id)["settings"]), {"threshold": 1}, "recorded with the run")
+        eq(r.admin("GET", f"/api/runs/{run_id}", token=TOKEN).json()["settings"], {"threshold": 1}, "admin API")
+        code, out, _ = r.runs_cli("show", run_id)
+        assert 'settings:    {"threshold":1}' in out, out
+        # a new run reads the new value
+        new_id = r.request("POST", "/hooks/retried", {}).json()["run_id"]
+        wait_until(lambda: r.runs("show", new_id)["state"] == "retrying", 10, "the new run's first attempt")
+        eq(r.admin("POST", f"/api/runs/{new_id}/retry", token=TOKEN).status, 200, "retry now")
+        wait_until(lambda: r.runs("show", new_id)["state"] == "succeeded", 10, "the new run")
+        eq(json.loads(r.runs("show", new_id)["result"])["threshold"], 2, "a new run: the new value")
+
+
+@test
+def check_lists_settings_and_refuses_bad_declarations():
+    d = temp_dir("rill-settings-")
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG)
+    with open(os.path.join(d, "settings.json"), "w") as f:
+        json.dump({"big": {"threshold": 20000}}, f)
+    code, out, err = run_cli("check", d)
+    eq(code, 0, "exit code: " + err)
+    assert "big.threshold = 20000 (number, default 10000): EUR: a quote above is a big deal" in out, out
+    assert 'big.channel = "#sales" (string, default "#sales")' in out, out
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG.replace('type = "number", default = 10000', 'type = "number", default = "ten"'))
+    code, out, err = run_cli("check", d)
+    eq(code, 1, "exit code")
+    assert 'big.lua:4: settings.threshold: default "ten" is not a number' in err, err
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG.replace('type = "number"', 'type = "numbr"'))
+    code, out, err = run_cli("check", d)
+    eq(code, 1, "exit code")
+    assert 'settings.threshold: type "numbr" is not one of number, integer, string, boolean' in err, err
+
+
+@test
+def rill_test_sets_settings_per_test():
+    d = temp_dir("rill-settings-")
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG)
+    with open(os.path.join(d, "settings.json"), "w") as f:
+        json.dump({"big": {"threshold": 20000}}, f)
+    with open(os.path.join(d, "big.test.lua"), "w") as f:
+        f.write("""
+test("the declared default, whatever settings.json says", function(t)
+  t.eq(t.webhook("POST", "/hooks/big", { json = {} }).json.threshold, 10000)
+end)
+test("a value set by the test", function(t)
+  t.settings("big", { threshold = 5 })
+  t.eq(t.webhook("POST", "/hooks/big", { json = {} }).json, { threshold = 5, channel = "#sales" })
+end)
+test("the next test starts from the defaults again", function(t)
+  t.eq(t.webhook("POST", "/hooks/big", { json = {} }).json.threshold, 10000)
+end)
+test("a bad value is refused", function(t)
+  local ok, err = pcall(t.settings, "big", { threshold = "x" })
+  t.ok(not ok)
+  t.contains(err, 'threshold: expected a number, got "x"')
+end)
+""")
+    code, out, err = run_cli("test", "--flows", d)
+    assert "4 passed, 0 failed" in out, out + err
+    eq(code, 0, "exit code")
+
+
+main()
