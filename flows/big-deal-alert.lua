@@ -4,21 +4,22 @@
 -- signed_by). quote-signed is not changed for this: any number of flows can react to its event,
 -- each with its own stored run, retried on its own.
 
--- What makes a deal big, in euros. One constant for now, to become a flow setting.
-local BIG_DEAL_EUR = 10000
-
-local function big(quote)
-  return quote.currency == "EUR" and (tonumber(quote.amount) or 0) > BIG_DEAL_EUR
-end
-
 return {
-  description = "Tell the sales channel when a quote over 10,000 EUR is signed",
+  description = "Tell the sales channel when a quote over a threshold (10,000 EUR) is signed",
+  settings = {
+    -- changed without editing Lua: flows/settings.json, the console, PUT /api/flows/big-deal-alert/settings
+    threshold = { type = "number", default = 10000, description = "a signed quote over this many euros is announced" },
+  },
   triggers = {
-    -- asked for each quote.signed: a smaller quote's run ends at once as skipped
-    event { name = "quote.signed", match = big },
+    -- only quotes in euros start a run (checked as the event is emitted)
+    event { name = "quote.signed", match = { currency = "EUR" } },
   },
   run = function(ctx)
     local quote = ctx.payload
+    local threshold = ctx.settings.threshold -- the value when the run was created, retries included
+    if (tonumber(quote.amount) or 0) <= threshold then
+      return { skipped = string.format("%s EUR is not over the threshold (%s)", quote.amount, threshold) }
+    end
     if not quote.sales_channel then -- the default channel is not this company's
       return { ignored = "company " .. tostring(quote.company) .. " has no sales channel" }
     end
