@@ -67,7 +67,11 @@ def check_accepts_valid_flows():
 def check_the_shipped_flows():
     code, out, err = run_cli("check", os.path.join(ROOT, "flows"))
     eq(code, 0, "exit code: " + err)
-    eq(err, "", "no error and no warning on the company's flows (luacheck included)")
+    # the secrets the flows need are not set here: check names each (a warning)
+    missing = [l for l in err.splitlines() if l.startswith("warning: ") and " is not set (" in l]
+    assert any("DOCUSEAL_WEBHOOK_SECRET" in l for l in missing), err
+    others = [l for l in err.splitlines() if l not in missing]
+    eq(others, [], "no error and no other warning on the company's flows (luacheck included)")
     assert "flow(s) OK in" in out and "warning" not in out, out
 
 
