@@ -224,7 +224,7 @@ function T.db_event(t, name, payload)
   return stored_run(store.get(id))
 end
 
--- webhook(method, path, {json = table | body = string, headers = {}, query = "a=1"})
+-- webhook(method, path, {json = table | body = string, headers = {}, query = "a=1", peer = "203.0.113.9"})
 -- -> the response {status, headers, body, json}, once the runs it started ended.
 function T.webhook(t, method, path, opts)
   opts = opts or {}
@@ -235,7 +235,7 @@ function T.webhook(t, method, path, opts)
     headers["content-type"] = headers["content-type"] or "application/json"
   end
   local resp
-  local req = { respond = function(_, status, rbody, rheaders)
+  local req = { peer = function() return opts.peer or "127.0.0.1" end, respond = function(_, status, rbody, rheaders)
     resp = { status = status, body = rbody, headers = rheaders or {} }
   end, alive = function() return true end }
   webhook.dispatch(req, method:upper(), path, opts.query, headers, body)
