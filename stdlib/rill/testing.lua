@@ -161,8 +161,8 @@ function T.advance(t, duration)
   end
 end
 
-function World:fire(flow, trig, scheduled)
-  local info, payload, key = scheduler.tick(trig, scheduled)
+function World:fire(flow, trig, scheduled, missed)
+  local info, payload, key = scheduler.tick(trig, scheduled, missed)
   local done, id, err = false, nil, nil
   queue.submit(flow, info, payload, { idem_key = key }, function(i, e)
     done, id, err = true, i, e
@@ -172,13 +172,17 @@ function World:fire(flow, trig, scheduled)
   return id
 end
 
--- cron(flow) -> the stored run of a tick of the flow's cron trigger, now.
-function T.cron(t, name)
+-- cron(flow [, {scheduled = ISO, missed = true}]) -> the stored run of a tick
+-- of the flow's cron trigger, now; with scheduled, the tick of that time run
+-- now (missed = true: a catch-up at start, as after ticks missed while down).
+function T.cron(t, name, opts)
   local w = world(t)
   local flow = active_flow(name, 2)
+  opts = opts or {}
+  local scheduled = opts.scheduled and time.parse(opts.scheduled) or w.clock
   for _, trig in ipairs(flow.triggers) do
     if trig.type == "cron" then
-      local id = w:fire(flow, trig, w.clock)
+      local id = w:fire(flow, trig, scheduled, opts.missed and true or nil)
       w:settle()
       return stored_run(store.get(id))
     end
