@@ -87,8 +87,9 @@ def a_weekly_tick_missed_while_rill_was_down_runs_once_at_start_and_not_again():
     monday = datetime.datetime(day.year, day.month, day.day, 8, 0, tzinfo=paris)
     iso = lambda d: d.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     d = temp_dir()
-    # 1. rill runs over a Monday 08:00: the report runs, the schedule records it
-    with Rill({"weekly.lua": WEEKLY}, env=at(monday - datetime.timedelta(seconds=6)), dir=d) as r:
+    # 1. rill runs over a Monday 08:00: the report runs, the schedule records it (rill starts 10 s
+    #    before, on the moved clock: a start slower than that would miss the tick and fail here)
+    with Rill({"weekly.lua": WEEKLY}, env=at(monday - datetime.timedelta(seconds=10)), dir=d) as r:
         wait_until(lambda: [x for x in weekly_runs(r) if x["state"] == "succeeded"], 30, "the Monday tick")
         eq([x["result"] for x in weekly_runs(r)], [{"scheduled": iso(monday), "missed": False}], "the tick on time")
     # 2. down for three Mondays; started again on the Tuesday after the third

@@ -92,7 +92,7 @@ def two_instances_starting_after_a_missed_tick_catch_it_up_once():
 
     url = pg.new_database()
     flows = {"weekly.lua": WEEKLY}
-    with rill(flows, env=at(monday - datetime.timedelta(seconds=6))) as r:
+    with rill(flows, env=at(monday - datetime.timedelta(seconds=10))) as r:
         wait_until(lambda: results(r), 30, "the Monday tick")
     later = at(monday + datetime.timedelta(weeks=2, days=1))
     a, b = rill(flows, env=later), rill(flows, env=later)
