@@ -1,8 +1,11 @@
 -- The collection agency (LP Agency) tells us where each file we handed over stands: its status is
 -- recorded on the invoice (collection_status, collection_updated_at) and in the audit log, and the
 -- company's Slack channel hears of it. When the agency says "paid", the invoice is paid.
--- LP Agency publishes no signature scheme, so we agreed one: X-LP-Signature, hex HMAC-SHA256 of
--- "{X-LP-Timestamp}.{raw body}" with LP_AGENCY_WEBHOOK_SECRET, refused when older than 5 minutes.
+-- LP Agency signs nothing and publishes no scheme: what it can do is send a fixed header. So each
+-- update must carry "Authorization: Bearer <LP_AGENCY_WEBHOOK_TOKEN>" (compared in constant time;
+-- _PREVIOUS during a rotation) and come from an address in LP_AGENCY_WEBHOOK_ALLOW_FROM (CIDRs;
+-- unset refuses everything). No timestamp, so no replay window: event_id makes a replay a no-op.
+-- The risks of this mode are in docs/webhooks.md.
 -- Each update carries its event_id (a redelivery runs once) and the client_reference we gave the
 -- agency (our invoice id); an update older than the last one recorded changes nothing.
 
@@ -13,9 +16,9 @@ return {
   description = "Record the collection agency's updates on the invoices it handles",
   triggers = {
     webhook { method = "POST", path = "/api/collection/lp/webhook", mode = "async", idempotency = "body:event_id",
-              verify = signatures.hmac { header = "X-LP-Signature", algorithm = "sha256", encoding = "hex",
-                secret = { "LP_AGENCY_WEBHOOK_SECRET", "LP_AGENCY_WEBHOOK_SECRET_PREVIOUS" },
-                signed = "{timestamp}.{body}", timestamp_header = "X-LP-Timestamp", timestamp_unit = "s" } },
+              verify = signatures.shared_secret { header = "Authorization", prefix = "Bearer ",
+                secret = { "LP_AGENCY_WEBHOOK_TOKEN", "LP_AGENCY_WEBHOOK_TOKEN_PREVIOUS" },
+                allow_from = "LP_AGENCY_WEBHOOK_ALLOW_FROM" } },
   },
   run = function(ctx)
     local u = ctx.payload

@@ -2,7 +2,7 @@
 local crypto = require "rill.crypto"
 local json = require "rill.json"
 
-local SECRET = "lp-webhook-secret"
+local TOKEN = "lp-webhook-token-0123456789"
 
 local function setup(t)
   t.now("2026-11-25T10:00:00Z")
@@ -10,17 +10,19 @@ local function setup(t)
   t.fixture("../db/demo.sql")
   t.db.exec("UPDATE invoices SET status = 'collection', collection_status = 'handed_over', "
     .. "collection_updated_at = '2026-11-20T09:00:00Z' WHERE id = 5")
-  t.env { LP_AGENCY_WEBHOOK_SECRET = SECRET, SLACK_BOT_TOKEN = "xoxb-test", SLACK_API_URL = "https://slack.test/api" }
+  t.env { LP_AGENCY_WEBHOOK_TOKEN = TOKEN, LP_AGENCY_WEBHOOK_ALLOW_FROM = "203.0.113.0/24",
+    SLACK_BOT_TOKEN = "xoxb-test", SLACK_API_URL = "https://slack.test/api" }
   t.stub("POST", "https://slack.test/api/chat.postMessage", { json = { ok = true, channel = "C1", ts = "1.0" } })
 end
 
+-- An update as the agency sends it: its token as a Bearer, from its addresses.
 local function send(t, update, opts)
   opts = opts or {}
   local body = type(update) == "string" and update or json.encode(update)
-  local ts = opts.ts or string.format("%d", t.now())
-  local sig = crypto.hex(crypto.hmac_sha256(opts.secret or SECRET, ts .. "." .. body))
-  return t.webhook("POST", "/api/collection/lp/webhook", { body = body, headers = {
-    ["Content-Type"] = "application/json", ["X-LP-Timestamp"] = ts, ["X-LP-Signature"] = sig } })
+  local headers = opts.headers or { Authorization = "Bearer " .. (opts.token or TOKEN) }
+  headers["Content-Type"] = "application/json"
+  return t.webhook("POST", "/api/collection/lp/webhook", { body = body, headers = headers,
+    peer = opts.peer or "203.0.113.40" })
 end
 
 local function invoice(t) return t.db.query("SELECT * FROM invoices WHERE id = 5")[1] end
@@ -54,11 +56,18 @@ test("paid from the agency pays the invoice; an older update arriving late chang
   t.eq(invoice(t).collection_status, "paid", "still paid")
 end)
 
-test("refused: a wrong secret, a stale timestamp; dead: an update without its invoice or status", function(t)
+test("refused: a wrong token, another address, an HMAC the agency never sends; dead: an update without its invoice or status", function(t)
   setup(t)
   local update = { event_id = "lp-ev-3", client_reference = "5", status = "closed" }
-  t.eq(send(t, update, { secret = "nope" }).status, 401, "wrong secret")
-  t.eq(send(t, update, { ts = string.format("%d", t.now() - 900) }).status, 401, "fifteen minutes old")
+  t.eq(send(t, update, { token = "nope" }).status, 401, "wrong token")
+  t.eq(send(t, update, { peer = "198.51.100.1" }).status, 401, "the right token from outside the agency's addresses")
+  t.eq(send(t, update, { peer = "198.51.100.1", headers = { Authorization = "Bearer " .. TOKEN,
+    ["X-Forwarded-For"] = "203.0.113.40" } }).status, 401, "X-Forwarded-For is not believed")
+  local ts = string.format("%d", t.now())
+  local body = json.encode(update)
+  t.eq(send(t, body, { headers = { ["X-LP-Timestamp"] = ts,
+    ["X-LP-Signature"] = crypto.hex(crypto.hmac_sha256(TOKEN, ts .. "." .. body)) } }).status, 401,
+    "an HMAC without the token")
   t.eq(#t.runs("collection-agency"), 0, "nothing stored")
   send(t, { event_id = "lp-ev-4", status = "closed" })
   send(t, { event_id = "lp-ev-5", client_reference = "999", status = "closed" })

@@ -104,7 +104,9 @@ end
 return {
   description = "Daily payment reminders on each company's ladder; the last step goes to the collection agency",
   triggers = {
-    cron { "0 9 * * *", tz = "Europe/Paris" }, -- when the scan runs; the days are each company's
+    -- when the scan runs; the days are each company's. A scan missed while rill was down runs once
+    -- at start (docs/flows.md): the reminders due are those due now
+    cron { "0 9 * * *", tz = "Europe/Paris", missed = "run_once" },
   },
   run = function(ctx)
     local now = step("now", time.now)

@@ -54,6 +54,17 @@ test("the week is the company's, in its timezone", function(t)
   t.contains(posts[2].json.text, "*Nordwind Consulting: the week of 2026-11-15 to 2026-11-21*", "Honolulu's week")
 end)
 
+test("a Monday report missed while rill was down, caught up on Tuesday, covers the same week", function(t)
+  t.now("2026-11-24T10:30:00", "Europe/Paris") -- rill started again on the Tuesday
+  setup(t)
+  t.db.exec("UPDATE invoices SET status = 'paid', amount_paid = amount, paid_at = '2026-11-23T09:00:00Z' WHERE id = 3")
+  local run = t.cron("reports", { scheduled = "2026-11-23T08:00:00+01:00", missed = true })
+  t.eq(run.state, "succeeded", "it ran")
+  local lumen = t.calls("POST", "slack.test")[1].json.text
+  t.contains(lumen, "*Atelier Lumen: the week of 2026-11-16 to 2026-11-22*", "the week that ended on Monday")
+  t.contains(lumen, "• Invoices paid: 0 (0.00 EUR)", "Monday's payment belongs to the next report")
+end)
+
 test("amounts in another currency are summed apart, never added to the company's currency", function(t)
   t.now("2026-11-23T07:59:00", "Europe/Paris")
   setup(t)

@@ -1143,6 +1143,26 @@ static int l_request_alive(lua_State *L) {
     return 1;
 }
 
+/* req:peer() -> the address the connection comes from ("203.0.113.9",
+ * "2001:db8::1"; a dual-stack listener's IPv4 peers as "::ffff:a.b.c.d"),
+ * or nil once the connection is gone. Proxies are not looked through here:
+ * believing X-Forwarded-For is a policy, in Lua. */
+static int l_request_peer(lua_State *L) {
+    request *req = luaL_checkudata(L, 1, REQUEST_MT);
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    char name[INET6_ADDRSTRLEN];
+    if (req->c == NULL || uv_tcp_getpeername(&req->c->tcp, (struct sockaddr *)&sa, &len) != 0)
+        return 0;
+    int rc = sa.ss_family == AF_INET6
+                 ? uv_ip6_name((const struct sockaddr_in6 *)&sa, name, sizeof name)
+                 : uv_ip4_name((const struct sockaddr_in *)&sa, name, sizeof name);
+    if (rc != 0)
+        return 0;
+    lua_pushstring(L, name);
+    return 1;
+}
+
 /* ---- Lua API: server ---- */
 
 static void server_handle_closed(uv_handle_t *h) {
@@ -1432,8 +1452,10 @@ static int l_descriptor_limit(lua_State *L) {
 }
 
 int rill_http_server_open(lua_State *L) {
-    static const luaL_Reg request_methods[] = {
-        {"respond", l_request_respond}, {"alive", l_request_alive}, {NULL, NULL}};
+    static const luaL_Reg request_methods[] = {{"respond", l_request_respond},
+                                               {"alive", l_request_alive},
+                                               {"peer", l_request_peer},
+                                               {NULL, NULL}};
     static const luaL_Reg server_methods[] = {
         {"port", l_server_port},   {"configure", l_server_configure},
         {"close", l_server_close}, {"connections", l_server_connections},

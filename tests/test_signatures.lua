@@ -146,6 +146,81 @@ t.test("a shared secret compares whole values and an empty variable counts as un
   t.eq(ok, false, "no secret set") t.ok(why:find("EMPTY not set", 1, true), why)
 end)
 
+t.test("a shared secret in the URL's query: compared whole, in constant time, one value only", function()
+  env.configure { LP = "lp-url-token-0123456789" }
+  local verify = signatures.shared_secret { query = "token", secret = "LP" }
+  local function q(query) return { headers = {}, body = "", query = query } end
+  t.eq(verify(q { token = "lp-url-token-0123456789" }), true, "the token")
+  local ok, why = verify(q {})
+  t.eq(ok, false, "no token") t.ok(why:find("missing query parameter token", 1, true), why)
+  t.eq((verify(q { token = "lp-url-token-012345678" })), false, "a prefix of it")
+  t.eq((verify(q { token = { "lp-url-token-0123456789", "x" } })), false, "the parameter twice")
+  ok, why = verify(q { token = "nope" })
+  t.ok(not why:find("lp-url-token", 1, true) and not why:find("nope", 1, true), "no secret in the reason: " .. why)
+  t.err(function() signatures.shared_secret { secret = "LP" } end, "one of them")
+  t.err(function() signatures.shared_secret { secret = "LP", header = "X-T", query = "t" } end, "one of them")
+  t.err(function() signatures.shared_secret { secret = "LP", query = "t", prefix = "Bearer " } end, "prefix")
+end)
+
+t.test("an IP allow-list: the peer address in a CIDR, X-Forwarded-For ignored unless from a trusted proxy", function()
+  env.configure { TOKEN = "tok-123456" }
+  local verify = signatures.shared_secret { header = "X-Token", secret = "TOKEN",
+    allow_from = { "203.0.113.0/24", "198.51.100.7", "2001:db8::/32" } }
+  local function from(peer, headers)
+    headers = headers or {}
+    headers["x-token"] = headers["x-token"] or "tok-123456"
+    return { headers = headers, body = "", peer = peer }
+  end
+  t.eq(verify(from "203.0.113.9"), true, "in the /24")
+  t.eq(verify(from "198.51.100.7"), true, "a single address")
+  t.eq(verify(from "::ffff:203.0.113.200"), true, "IPv4-mapped IPv6 (a dual-stack listener)")
+  t.eq(verify(from "2001:db8:0:1::5"), true, "in the IPv6 /32")
+  local ok, why = verify(from "203.0.114.1")
+  t.eq(ok, false, "outside") t.ok(why:find("203.0.114.1 is not in allow_from", 1, true), why)
+  t.eq((verify(from "198.51.100.8")), false, "the next address")
+  t.eq((verify(from "2001:db9::1")), false, "outside the IPv6 /32")
+  ok, why = verify(from(nil))
+  t.eq(ok, false, "no peer address") t.ok(why:find("peer address", 1, true), why)
+  t.eq((verify(from("127.0.0.1", { ["x-forwarded-for"] = "203.0.113.9" }))), false,
+    "X-Forwarded-For is not trusted by default")
+  ok, why = verify(from("203.0.113.9", { ["x-token"] = "wrong" }))
+  t.eq(ok, false, "the right address does not replace the secret") t.ok(why:find("matches none", 1, true), why)
+
+  local proxied = signatures.shared_secret { header = "X-Token", secret = "TOKEN",
+    allow_from = { "203.0.113.0/24" }, trusted_proxies = { "10.0.0.0/8", "127.0.0.1" } }
+  t.eq(proxied(from("10.1.2.3", { ["x-forwarded-for"] = "203.0.113.9" })), true, "the client behind a trusted proxy")
+  t.eq(proxied(from("127.0.0.1", { ["x-forwarded-for"] = "203.0.113.9, 10.0.0.2" })), true,
+    "the rightmost untrusted hop, through two proxies")
+  t.eq((proxied(from("10.1.2.3", { ["x-forwarded-for"] = "203.0.113.9, 192.0.2.1" }))), false,
+    "the client prepended a spoofed address: the rightmost untrusted hop counts")
+  t.eq((proxied(from("192.0.2.1", { ["x-forwarded-for"] = "203.0.113.9" }))), false,
+    "X-Forwarded-For from a peer that is not a trusted proxy is ignored")
+  t.eq((proxied(from("10.1.2.3", {}))), false, "a trusted proxy without X-Forwarded-For: the proxy itself")
+  t.eq((proxied(from("10.1.2.3", { ["x-forwarded-for"] = "junk" }))), false, "a malformed hop")
+
+  t.err(function() signatures.shared_secret { header = "X", secret = "TOKEN", allow_from = { "10.0.0.0/33" } } end,
+    "not an address or CIDR")
+  t.err(function() signatures.shared_secret { header = "X", secret = "TOKEN", allow_from = { "300.0.0.1" } } end,
+    "not an address or CIDR")
+  t.err(function() signatures.shared_secret { header = "X", secret = "TOKEN", allow_from = {} } end, "allow_from")
+  t.err(function() signatures.shared_secret { header = "X", secret = "TOKEN", trusted_proxies = { "10.0.0.0/8" } } end,
+    "trusted_proxies needs allow_from")
+end)
+
+t.test("an allow-list named by an environment variable is read at each request", function()
+  env.configure { TOKEN = "tok-123456", LP_IPS = "203.0.113.0/24, 198.51.100.7" }
+  local verify = signatures.shared_secret { header = "X-Token", secret = "TOKEN", allow_from = "LP_IPS" }
+  local function from(peer) return { headers = { ["x-token"] = "tok-123456" }, body = "", peer = peer } end
+  t.eq(verify(from "198.51.100.7"), true, "listed")
+  t.eq((verify(from "198.51.100.8")), false, "not listed")
+  env.configure { TOKEN = "tok-123456", LP_IPS = "" }
+  local ok, why = verify(from "198.51.100.7")
+  t.eq(ok, false, "unset: refused, not opened") t.ok(why:find("LP_IPS", 1, true), why)
+  env.configure { TOKEN = "tok-123456", LP_IPS = "203.0.113.0/24, nonsense" }
+  ok, why = verify(from "203.0.113.1")
+  t.eq(ok, false, "a bad entry refuses") t.ok(why:find("nonsense", 1, true), why)
+end)
+
 t.test("the generic HMAC renders its template without reading the body as a template", function()
   env.configure { GEN = "k" }
   local c = require "rill.crypto"

@@ -252,6 +252,48 @@ def invoiceninja_and_a_shared_secret_header_with_a_prefix():
         refused(r, ninja, b, [("X-Ninja-Secret", NEW + "x")], "the secret and one more character")
 
 
+@test
+def a_secret_url_and_an_ip_allow_list_on_the_real_peer_address():
+    """LP Agency's modes: the token in the URL's query (kept out of the stored
+    run and the log), and an allow-list checked on the connection's own
+    address; X-Forwarded-For counts only from a trusted proxy."""
+    bearer = 'header = "Authorization", prefix = "Bearer ", secret = "LP_TOKEN"'
+    flows = {
+        "lp-url.lua": flow("/hooks/lp-url", 'signatures.shared_secret { query = "token", secret = "LP_TOKEN" }'),
+        "lp-local.lua": flow("/hooks/lp-local", 'signatures.shared_secret { %s, allow_from = { "127.0.0.0/8", "::1" } }'
+                             % bearer),
+        "lp-far.lua": flow("/hooks/lp-far", 'signatures.shared_secret { %s, allow_from = { "203.0.113.0/24" } }' % bearer),
+        "lp-proxied.lua": flow("/hooks/lp-proxied", 'signatures.shared_secret { %s, allow_from = { "203.0.113.0/24" }, '
+                               'trusted_proxies = { "127.0.0.1", "::1" } }' % bearer),
+    }
+    auth = [("Authorization", "Bearer " + NEW)]
+    with rill_with(flows, {"LP_TOKEN": NEW}) as r:
+        b = body_of(1)
+        status, answer = send(r, "/hooks/lp-url?token=" + NEW, b, [])
+        eq(status, 202, "the token in the URL")
+        run = wait_until(lambda: (lambda x: x if x["state"] == "succeeded" else None)(r.runs("show", answer["run_id"])),
+                         10, "the URL's run")
+        assert NEW not in json.dumps(run), "the URL's token reached the stored run"
+        eq(send(r, "/hooks/lp-url?token=" + NEW[:-1], b, [])[0], 401, "a token less its last character")
+        eq(send(r, "/hooks/lp-url", b, auth)[0], 401, "no token in the URL (a header does not replace it)")
+
+        eq(send(r, "/hooks/lp-local", b, auth)[0], 202, "from an allowed address (the loopback)")
+        eq(send(r, "/hooks/lp-local", b, [("Authorization", "Bearer " + OLD)])[0], 401, "allowed address, wrong token")
+        eq(send(r, "/hooks/lp-far", b, auth)[0], 401, "the right token from outside the allow-list")
+        eq(send(r, "/hooks/lp-far", b, auth + [("X-Forwarded-For", "203.0.113.9")])[0], 401,
+           "X-Forwarded-For is not believed by default")
+        reasons = [l.get("reason") for l in r.log_lines(msg="webhook refused: signature check failed")
+                   if l.get("flow") == "lp-far"]
+        assert reasons and all("is not in allow_from" in x for x in reasons), reasons
+
+        eq(send(r, "/hooks/lp-proxied", b, auth + [("X-Forwarded-For", "203.0.113.9")])[0], 202,
+           "the client named by a trusted proxy")
+        eq(send(r, "/hooks/lp-proxied", b, auth)[0], 401, "a trusted proxy naming no client")
+        eq(send(r, "/hooks/lp-proxied", b, auth + [("X-Forwarded-For", "203.0.113.9, 198.51.100.1")])[0], 401,
+           "a spoofed first hop: the rightmost untrusted hop counts")
+        assert NEW not in json.dumps(r.logs), "the token reached the log"
+
+
 def sign_standard(body, secret, ts, id):
     key = base64.b64decode(secret[len("whsec_"):])
     sig = base64.b64encode(mac("sha256", key, f"{id}.{ts}.".encode() + body)).decode()

@@ -315,14 +315,19 @@ function queue.submit(flow, trigger, payload, opts, callback)
   local request_json
   if opts.request then
     local r = opts.request
-    -- a header holding a secret (a shared-secret webhook's, read by its verifier
-    -- through env) is stored masked: the stored run is shown by `runs show` and the admin API
-    local headers
-    if r.headers then
-      headers = {}
-      for k, v in pairs(r.headers) do headers[k] = log.mask(v) end
+    -- a header or query parameter holding a secret (a shared-secret webhook's, read by
+    -- its verifier through env) is stored masked: the stored run is shown by `runs show`
+    -- and the admin API
+    local function masked(t)
+      if not t then return nil end
+      local out = {}
+      for k, v in pairs(t) do
+        if type(v) == "table" then v = masked(v) elseif type(v) == "string" then v = log.mask(v) end
+        out[k] = v
+      end
+      return out
     end
-    request_json = json.encode { method = r.method, path = r.path, query = r.query, headers = headers,
+    request_json = json.encode { method = r.method, path = r.path, query = masked(r.query), headers = masked(r.headers),
       params = r.params, body = not opts.payload_json and r.body or nil }
   end
   local row = {

@@ -6,8 +6,8 @@
 -- the trigger's schedule state (last and next fire) in one transaction: when
 -- several instances share a store, each tick runs once, whichever fires it.
 -- Ticks missed while no instance ran follow the trigger's `missed` policy:
--- "skip" (the default) or "run_once" (one run on start, for the first tick
--- missed, with payload.missed = true).
+-- "skip" (the default) or "run_once" (one run on start, for the last tick
+-- missed, with missed = true in its payload and trigger).
 local timer = require "rill.c.timer"
 local cron = require "rill.cron"
 local queue = require "rill.queue"
@@ -46,7 +46,7 @@ local arm
 -- key of the run of cron trigger t's tick at `scheduled` (seconds).
 function scheduler.tick(t, scheduled, missed)
   local ms = math.floor(scheduled * 1000 + 0.5)
-  return { type = "cron", expr = t.expr, tz = t.tz },
+  return { type = "cron", expr = t.expr, tz = t.tz, scheduled = time.iso(scheduled), missed = missed },
     { scheduled = time.iso(scheduled), fired = time.iso(time.now()), expr = t.expr, tz = t.tz, missed = missed },
     "cron " .. t.expr .. " " .. t.tz .. " " .. ms
 end
@@ -92,16 +92,42 @@ local function fire(entry)
   submit_tick(flow, entry, scheduled, entry.next)
 end
 
--- A trigger's ticks missed while rill was down (known from the stored
--- schedule state): one run for the first of them, when its policy says so.
-local function catch_up(entry, state)
-  if entry.trigger.missed ~= "run_once" or not (state and state.last_fire) then return end
-  local first = cron.next(entry.trigger.spec, state.last_fire / 1000, entry.trigger.tz)
-  if first and first <= time.now() then
-    log.info("running once for missed cron ticks", { flow = entry.flow_name, expr = entry.trigger.expr,
-      first_missed = time.iso(first) })
-    submit_tick(active[entry.flow_name], entry, first, entry.next, true)
+-- The last tick of spec at or before `now` and strictly after `after`
+-- (seconds), or nil. Searched from a window before now that grows until it
+-- holds a tick, so that a per-second schedule down for a week costs a
+-- minute's ticks, not a week's.
+local function last_tick(spec, tz, after, now)
+  local window = 60
+  while true do
+    local from = math.max(after, now - window)
+    local x = cron.next(spec, from, tz)
+    if x and x <= now then
+      local last = x
+      x = cron.next(spec, x, tz)
+      while x and x <= now do last, x = x, cron.next(spec, x, tz) end
+      return last
+    end
+    if from == after or not x then return nil end
+    window = window * 8
   end
+end
+
+-- A trigger's ticks missed while rill was down (known from the stored
+-- schedule state): when its policy says so, one run for the last of them,
+-- the one that is due now (Monday's report, not the one of three weeks
+-- ago). Its idempotency key names that tick, so instances starting together
+-- store it once; the schedule state then records it as the last fire, so a
+-- second restart before the next tick catches nothing up. -> true when a
+-- catch-up was stored.
+local function catch_up(entry, state)
+  if entry.trigger.missed ~= "run_once" or not (state and state.last_fire) then return false end
+  local t = entry.trigger
+  local missed = last_tick(t.spec, t.tz, state.last_fire / 1000, time.now())
+  if not missed then return false end
+  log.info("running once for missed cron ticks", { flow = entry.flow_name, expr = t.expr,
+    first_missed = time.iso(cron.next(t.spec, state.last_fire / 1000, t.tz)), running = time.iso(missed) })
+  submit_tick(active[entry.flow_name], entry, missed, entry.next, true)
+  return true
 end
 
 arm = function(entry)
@@ -167,10 +193,13 @@ function scheduler.start()
   saved = store.schedules()
   if stopped then return end -- stopped while the schedule state was read
   running = true
+  local n, caught_up = 0, 0
   for key, entry in pairs(entries) do
-    catch_up(entry, saved[key])
+    n = n + 1
+    if catch_up(entry, saved[key]) then caught_up = caught_up + 1 end
     if not entry.handle then arm(entry) end
   end
+  log.info("cron schedules started", { triggers = n, caught_up = caught_up })
 end
 
 function scheduler.stop()

@@ -128,8 +128,19 @@ end
 
 local function missing(header) return "missing header " .. header end
 
--- A shared secret sent as is in a header: the digests are compared, so that
--- neither the time nor the length of the comparison says anything.
+-- Does any of the named secrets equal value? The digests are compared, so
+-- that neither the time nor the length of the comparison says anything.
+local function secret_matches(names, value)
+  local keys, why = read_secrets(names)
+  if not keys then return nil, why end
+  local given, found = crypto.sha256(value), false
+  for _, key in ipairs(keys) do
+    if crypto.equals(crypto.sha256(key), given) then found = true end
+  end
+  return found
+end
+
+-- A shared secret sent as is in a header.
 local function shared_secret(names, header, shown, prefix)
   return function(request)
     local value = request.headers[header]
@@ -138,14 +149,179 @@ local function shared_secret(names, header, shown, prefix)
       if value:sub(1, #prefix) ~= prefix then return false, shown .. " does not start with its prefix" end
       value = value:sub(#prefix + 1)
     end
-    local keys, why = read_secrets(names)
-    if not keys then return false, why end
-    local given, found = crypto.sha256(value), false
-    for _, key in ipairs(keys) do
-      if crypto.equals(crypto.sha256(key), given) then found = true end
-    end
+    local found, why = secret_matches(names, value)
+    if found == nil then return false, why end
     if found then return true end
     return false, shown .. " matches none of the secrets"
+  end
+end
+
+-- A shared secret sent as is in a query parameter (a secret URL). Given
+-- twice, the parameter is a list: refused, like a repeated header.
+local function query_secret(names, param)
+  return function(request)
+    local value = request.query and request.query[param]
+    if value == nil then return false, "missing query parameter " .. param end
+    if type(value) ~= "string" then return false, "query parameter " .. param .. " is given more than once" end
+    local found, why = secret_matches(names, value)
+    if found == nil then return false, why end
+    if found then return true end
+    return false, "query parameter " .. param .. " matches none of the secrets"
+  end
+end
+
+---------------------------------------------------------------------------
+-- IP allow-lists
+
+-- An IPv4 or IPv6 address as 16 bytes (IPv4 as IPv4-mapped IPv6,
+-- ::ffff:a.b.c.d, so that a dual-stack listener's peers match IPv4 CIDRs),
+-- and whether it was written as IPv4; nil when it is not an address.
+local function ipv4_bytes(s)
+  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return nil end
+  local out = {}
+  for i, part in ipairs { a, b, c, d } do
+    if #part > 3 or tonumber(part) > 255 then return nil end
+    out[i] = string.char(tonumber(part))
+  end
+  return table.concat(out)
+end
+
+local function ip_bytes(s)
+  if type(s) ~= "string" or #s > 45 then return nil end
+  local v4 = ipv4_bytes(s)
+  if v4 then return string.rep("\0", 10) .. "\255\255" .. v4, true end
+  if not s:find(":", 1, true) or s:find("[^%x:%.]") then return nil end
+  local tail = ""
+  local dotted = s:match(":(%d+%.%d+%.%d+%.%d+)$")
+  if dotted then
+    tail = ipv4_bytes(dotted)
+    if not tail then return nil end
+    s = s:sub(1, #s - #dotted) .. "0:0" -- two groups stand for the IPv4 tail; replaced below
+  end
+  local function groups(part)
+    local list = {}
+    if part == "" then return list end
+    for g in (part .. ":"):gmatch("([^:]*):") do
+      if not g:match("^%x%x?%x?%x?$") then return nil end
+      list[#list + 1] = tonumber(g, 16)
+    end
+    return list
+  end
+  local head, rest = s:match("^(.-)::(.*)$")
+  local list
+  if head then
+    if rest:find("::", 1, true) then return nil end
+    local h, r = groups(head), groups(rest)
+    if not h or not r or #h + #r > 7 then return nil end
+    list = h
+    for _ = 1, 8 - #h - #r do list[#list + 1] = 0 end
+    for _, g in ipairs(r) do list[#list + 1] = g end
+  else
+    list = groups(s)
+    if not list or #list ~= 8 then return nil end
+  end
+  local out = {}
+  for i, g in ipairs(list) do out[i] = string.char(math.floor(g / 256), g % 256) end
+  local bytes = table.concat(out)
+  if dotted then bytes = bytes:sub(1, 12) .. tail end
+  return bytes, false
+end
+
+-- "a.b.c.d/n", "x::y/n" or a single address -> { bytes, bits }, or nil.
+local function parse_cidr(s)
+  if type(s) ~= "string" then return nil end
+  local addr, bits = s:match("^%s*([^/%s]+)/(%d+)%s*$")
+  if not addr then addr = s:match("^%s*(%S+)%s*$") end
+  local bytes, v4 = ip_bytes(addr)
+  if not bytes then return nil end
+  local width = v4 and 32 or 128
+  local n = bits and tonumber(bits) or width
+  if #(bits or "") > 3 or n > width then return nil end
+  return { bytes = bytes, bits = n + 128 - width }
+end
+
+local function in_cidr(bytes, cidr)
+  local whole, rest = math.floor(cidr.bits / 8), cidr.bits % 8
+  if bytes:sub(1, whole) ~= cidr.bytes:sub(1, whole) then return false end
+  if rest == 0 then return true end
+  local step = 2 ^ (8 - rest)
+  return math.floor(bytes:byte(whole + 1) / step) == math.floor(cidr.bytes:byte(whole + 1) / step)
+end
+
+local function in_any(bytes, cidrs)
+  for _, c in ipairs(cidrs) do
+    if in_cidr(bytes, c) then return true end
+  end
+  return false
+end
+
+-- A list of CIDRs, or nil and the first entry that is not one.
+local function parse_cidrs(list)
+  local out = {}
+  for _, entry in ipairs(list) do
+    local c = parse_cidr(entry)
+    if not c then return nil, tostring(entry) end
+    out[#out + 1] = c
+  end
+  return out
+end
+
+local function check_cidrs(what, key, v)
+  if type(v) == "string" and not v:find("[/:%.]") then return v end -- an environment variable's name
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" or #v == 0 then
+    options_error(what, key .. " must be a list of addresses or CIDRs, like { \"203.0.113.0/24\" }, "
+      .. "or the name of an environment variable holding them")
+  end
+  local cidrs, bad = parse_cidrs(v)
+  if not cidrs then options_error(what, string.format("%s: %q is not an address or CIDR", key, bad)) end
+  return cidrs
+end
+
+-- The address a request comes from: the peer's; behind trusted proxies
+-- (a peer in trusted_proxies), the rightmost X-Forwarded-For hop that is not
+-- one of them, since every proxy appends the address it received from and
+-- only the hops our own proxies wrote can be believed. nil and why when a
+-- hop is not an address.
+local function client_address(request, proxies)
+  local peer = ip_bytes(request.peer)
+  if not peer then return nil, "the peer address is unknown" end
+  if not proxies or not in_any(peer, proxies) then return peer, request.peer end
+  local hops = {}
+  for hop in (request.headers["x-forwarded-for"] or ""):gmatch("[^,]+") do hops[#hops + 1] = hop:match("^%s*(.-)%s*$") end
+  local shown = request.peer
+  for i = #hops, 1, -1 do
+    local b = ip_bytes(hops[i])
+    if not b then return nil, "X-Forwarded-For holds a hop that is not an address" end
+    shown = hops[i]
+    if not in_any(b, proxies) then return b, shown end
+  end
+  return peer, request.peer -- only proxies: the nearest one is the client
+end
+
+-- Wraps verify with an allow-list: the request's address (client_address)
+-- must be in allow_from (a list of CIDRs, or the name of an environment
+-- variable holding them comma-separated, read at each request: unset is a
+-- refusal, never an open door) before the secret is looked at.
+local function allow_list(verify, allow_from, proxies)
+  return function(request)
+    local cidrs = allow_from
+    if type(allow_from) == "string" then
+      local v = env.get(allow_from)
+      if v == nil or v == "" then
+        return false, "allow_from: environment variable " .. allow_from .. " not set (set it to the sender's CIDRs)"
+      end
+      local list = {}
+      for entry in tostring(v):gmatch("[^,%s]+") do list[#list + 1] = entry end
+      local bad
+      cidrs, bad = parse_cidrs(list)
+      if not cidrs then return false, string.format("allow_from: %s holds %q, not an address or CIDR", allow_from, bad) end
+    end
+    local addr, shown = client_address(request, proxies)
+    if not addr then return false, shown end
+    if not in_any(addr, cidrs) then return false, shown .. " is not in allow_from" end
+    return verify(request)
   end
 end
 
@@ -232,16 +408,42 @@ function schemes.docuseal(opts)
   end
 end
 
--- A secret sent as is in a header the sender lets you configure (Invoice
--- Ninja v5's webhook headers, a collection agency's token). prefix: a fixed
--- start of the value, such as "Bearer ". No timestamp: no replay window.
+-- A secret sent as is, in a header the sender lets you configure (Invoice
+-- Ninja v5's webhook headers, a collection agency's token; prefix: a fixed
+-- start of the value, such as "Bearer ") or in the URL's query (query = the
+-- parameter's name, for a sender that can set nothing but the URL). No
+-- timestamp: no replay window. allow_from: the addresses the sender posts
+-- from (CIDRs, or an environment variable's name), checked first;
+-- X-Forwarded-For counts only from a peer in trusted_proxies.
 function schemes.shared_secret(opts)
   local what = "signatures.shared_secret"
-  check_options(what, opts, { secret = 1, header = 1, prefix = 1 })
+  check_options(what, opts, { secret = 1, header = 1, prefix = 1, query = 1, allow_from = 1, trusted_proxies = 1 })
   local names = secret_names(what, opts.secret)
-  local header = check_header(what, "header", opts.header, true)
-  if opts.prefix ~= nil and type(opts.prefix) ~= "string" then options_error(what, "prefix must be a string") end
-  return shared_secret(names, header, opts.header, opts.prefix)
+  if (opts.header == nil) == (opts.query == nil) then
+    options_error(what, "give header (a header holding the secret) or query (a query parameter holding it), one of them")
+  end
+  local verify
+  if opts.query ~= nil then
+    if type(opts.query) ~= "string" or not opts.query:match("^[%w%-_%.]+$") then
+      options_error(what, "query must be a query parameter's name, like \"token\"")
+    end
+    if opts.prefix ~= nil then options_error(what, "prefix applies to header = ..., not to query = ...") end
+    verify = query_secret(names, opts.query)
+  else
+    local header = check_header(what, "header", opts.header, true)
+    if opts.prefix ~= nil and type(opts.prefix) ~= "string" then options_error(what, "prefix must be a string") end
+    verify = shared_secret(names, header, opts.header, opts.prefix)
+  end
+  if opts.trusted_proxies ~= nil and opts.allow_from == nil then
+    options_error(what, "trusted_proxies needs allow_from (it says whose X-Forwarded-For to believe)")
+  end
+  if opts.allow_from == nil then return verify end
+  local proxies = opts.trusted_proxies
+  if proxies ~= nil then
+    proxies = check_cidrs(what, "trusted_proxies", proxies)
+    if type(proxies) == "string" then options_error(what, "trusted_proxies must be a list of addresses or CIDRs") end
+  end
+  return allow_list(verify, check_cidrs(what, "allow_from", opts.allow_from), proxies)
 end
 
 -- Invoice Ninja v5 signs nothing: its webhook sends the custom headers

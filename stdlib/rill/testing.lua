@@ -166,8 +166,8 @@ function T.advance(t, duration)
   end
 end
 
-function World:fire(flow, trig, scheduled)
-  local info, payload, key = scheduler.tick(trig, scheduled)
+function World:fire(flow, trig, scheduled, missed)
+  local info, payload, key = scheduler.tick(trig, scheduled, missed)
   local done, id, err = false, nil, nil
   queue.submit(flow, info, payload, { idem_key = key }, function(i, e)
     done, id, err = true, i, e
@@ -177,13 +177,17 @@ function World:fire(flow, trig, scheduled)
   return id
 end
 
--- cron(flow) -> the stored run of a tick of the flow's cron trigger, now.
-function T.cron(t, name)
+-- cron(flow [, {scheduled = ISO, missed = true}]) -> the stored run of a tick
+-- of the flow's cron trigger, now; with scheduled, the tick of that time run
+-- now (missed = true: a catch-up at start, as after ticks missed while down).
+function T.cron(t, name, opts)
   local w = world(t)
   local flow = active_flow(name, 2)
+  opts = opts or {}
+  local scheduled = opts.scheduled and time.parse(opts.scheduled) or w.clock
   for _, trig in ipairs(flow.triggers) do
     if trig.type == "cron" then
-      local id = w:fire(flow, trig, w.clock)
+      local id = w:fire(flow, trig, scheduled, opts.missed and true or nil)
       w:settle()
       return stored_run(store.get(id))
     end
@@ -229,7 +233,7 @@ function T.db_event(t, name, payload)
   return stored_run(store.get(id))
 end
 
--- webhook(method, path, {json = table | body = string, headers = {}, query = "a=1"})
+-- webhook(method, path, {json = table | body = string, headers = {}, query = "a=1", peer = "203.0.113.9"})
 -- -> the response {status, headers, body, json}, once the runs it started ended.
 function T.webhook(t, method, path, opts)
   opts = opts or {}
@@ -240,7 +244,7 @@ function T.webhook(t, method, path, opts)
     headers["content-type"] = headers["content-type"] or "application/json"
   end
   local resp
-  local req = { respond = function(_, status, rbody, rheaders)
+  local req = { peer = function() return opts.peer or "127.0.0.1" end, respond = function(_, status, rbody, rheaders)
     resp = { status = status, body = rbody, headers = rheaders or {} }
   end, alive = function() return true end }
   webhook.dispatch(req, method:upper(), path, opts.query, headers, body)

@@ -391,6 +391,7 @@ function webhook.dispatch(req, method, path, query, headers, body)
   local request = { method = method, path = path, query = query and parse_form(query) or {},
                     headers = headers, body = body, params = params }
   if trigger.verify then
+    request.peer = req.peer and req:peer() -- for an allow-list (signatures.shared_secret's allow_from)
     return task.spawn(trigger.verify, verified, VERIFY_LIMITS, { req, route, payload, request }, request)
   end
   return start(req, route, payload, request)

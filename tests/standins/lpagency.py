@@ -9,15 +9,12 @@ written down in docs/company-flows.md, independent of rill's code:
   [...]}; the same client_reference twice is 409 {"error": "already
   handed over", "id": the first file}.
 - it tells us where a file stands by POSTing to our webhook: a JSON body
-  {event_id, client_reference, status, occurred_at, ...} with X-LP-Timestamp
-  (Unix seconds) and X-LP-Signature, the hex HMAC-SHA256 of
-  "{timestamp}.{raw body}" keyed with the webhook secret: send_update().
+  {event_id, client_reference, status, occurred_at, ...} with
+  "Authorization: Bearer <webhook token>": the agency signs nothing, a fixed
+  header is all it can send (docs/webhooks.md): send_update().
 State: .files (id -> file)."""
-import hashlib
-import hmac
 import http.client
 import json
-import time
 import urllib.parse
 
 from .base import HttpStandin
@@ -59,20 +56,14 @@ class LpAgency(HttpStandin):
         self.files[fid] = {**b, "id": fid, "status": "received"}
         return 201, {"id": fid, "status": "received"}
 
-    @staticmethod
-    def sign(secret, body, timestamp=None):
-        """The headers of an update: X-LP-Timestamp and X-LP-Signature."""
-        ts = str(int(time.time()) if timestamp is None else int(timestamp))
-        sig = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-        return {"Content-Type": "application/json", "X-LP-Timestamp": ts, "X-LP-Signature": sig}
-
-    def send_update(self, webhook_url, secret, update, timestamp=None):
-        """POSTs a signed status update to our webhook; returns (status, body)."""
+    def send_update(self, webhook_url, token, update):
+        """POSTs a status update to our webhook with its Bearer token; returns (status, body)."""
         body = json.dumps(update).encode()
         u = urllib.parse.urlsplit(webhook_url)
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
         try:
-            conn.request("POST", u.path, body=body, headers=self.sign(secret, body, timestamp))
+            conn.request("POST", u.path, body=body, headers={"Content-Type": "application/json",
+                                                            "Authorization": "Bearer " + token})
             r = conn.getresponse()
             return r.status, r.read().decode()
         finally:
