@@ -32,5 +32,8 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 python3 directus/meta.py "http://127.0.0.1:$port" "$token"
-node directus/cli.mjs schema snapshot --yes --format json directus/snapshot.json >/dev/null
+node directus/cli.mjs schema snapshot --yes --format json "$dir/snapshot.json" >/dev/null
+# one line per value: a change to the schema reads as a change of a few lines
+python3 -c 'import json, sys; v = json.dumps(json.load(open(sys.argv[1])), indent=1)
+with open(sys.argv[2], "w") as f: f.write(v + "\n")' "$dir/snapshot.json" directus/snapshot.json
 echo "directus-snapshot: wrote directus/snapshot.json"
