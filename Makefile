@@ -59,12 +59,12 @@ browser-deps: $(BROWSER_DEPS)
 
 # Directus 11, the company's platform, for tests/test_directus.py (docs/directus.md), at the
 # locked version (~510 MB, ~8 minutes the first time): installed again only when the lock changes.
-# Without npm it says so and the test skips (it needs node).
+# Without npm it says so (tests/test_directus.py skips only without node).
 DIRECTUS_DEPS = directus/node_modules/.package-lock.json
 $(DIRECTUS_DEPS): directus/package.json directus/package-lock.json
 	@if command -v npm >/dev/null; then \
 	    cd directus && npm ci --no-audit --no-fund --no-update-notifier; \
-	else echo "directus-deps: npm is missing (Debian: apt-get install npm): tests/test_directus.py will skip"; fi
+	else echo "directus-deps: npm is missing (Debian: apt-get install npm): Directus is not installed"; fi
 
 directus-deps: $(DIRECTUS_DEPS)
 
