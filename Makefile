@@ -18,7 +18,7 @@ RUNTIME_OBJ = $(RUNTIME_SRC:runtime/%.c=$(BUILD)/obj/%.o)
 STDLIB_LUA  = $(shell find stdlib -name '*.lua' | sort)
 C_TESTS     = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all run deps browser-deps test test-c test-lua test-integration test-flows asan valgrind lint format bench clean \
+.PHONY: all run deps browser-deps directus-deps test test-c test-lua test-integration test-flows asan valgrind lint format bench clean \
         fuzz-build fuzz fuzz-smoke
 
 all: $(BUILD)/rill
@@ -57,6 +57,17 @@ $(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
 
 browser-deps: $(BROWSER_DEPS)
 
+# Directus 11, the company's platform, for tests/test_directus.py (docs/directus.md), at the
+# locked version (~510 MB, ~8 minutes the first time): installed again only when the lock changes.
+# Without npm it says so (tests/test_directus.py skips only without node).
+DIRECTUS_DEPS = directus/node_modules/.package-lock.json
+$(DIRECTUS_DEPS): directus/package.json directus/package-lock.json
+	@if command -v npm >/dev/null; then \
+	    cd directus && npm ci --no-audit --no-fund --no-update-notifier; \
+	else echo "directus-deps: npm is missing (Debian: apt-get install npm): Directus is not installed"; fi
+
+directus-deps: $(DIRECTUS_DEPS)
+
 # The company's schema and demo data on the embedded database first
 # (loading them again changes nothing).
 run: deps all
@@ -85,7 +96,7 @@ test-c: $(C_TESTS)
 test-lua: $(BUILD)/rill
 	@tools/run-tests.sh lua $(BUILD)/rill $(wildcard tests/test_*.lua)
 
-test-integration: $(BUILD)/rill $(BROWSER_DEPS)
+test-integration: $(BUILD)/rill $(BROWSER_DEPS) $(DIRECTUS_DEPS)
 	@tools/run-tests.sh py $(wildcard tests/test_*.py)
 
 # The flows' own tests (flows/*.test.lua), as an analyst runs them.

@@ -14,14 +14,8 @@
 
 local SETTLE = "5m" -- how long a new contact waits for a lead before it is synced on its own
 
-local function present(v) return v ~= nil and v ~= db.null and v ~= json.null end
-
--- The company's own Mautic account (as in lead-created): a variable named but not set fails the run.
-local function company_mautic(company)
-  local names = {}
-  for _, key in ipairs { "url", "user", "password" } do names[key] = company["mautic_" .. key .. "_env"] end
-  return mautic.with_env(names, string.format("company %s (%s)", tostring(company.id), tostring(company.name)))
-end
+local present = require("lib.util").present
+local accounts = require "lib.accounts"
 
 return {
   description = "Sync a new contact without a lead to its company's Mautic",
@@ -43,7 +37,8 @@ return {
     local contact = r.contact
     if present(contact.mautic_id) then return { contact = id, ignored = "already in Mautic", mautic_id = contact.mautic_id } end
 
-    local api = company_mautic(r.company)
+    -- the company's own Mautic account (as in lead-created)
+    local api = accounts.client(mautic, "mautic", r.company, { "url", "user", "password" })
     local mautic_id = step("mautic contact", function()
       local fields = { email = contact.email, firstname = contact.first_name, lastname = contact.last_name,
                        company = contact.organization, phone = contact.phone }

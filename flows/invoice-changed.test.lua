@@ -159,3 +159,24 @@ test("a company's column holding something else than a variable's name: refused 
   t.ok(not run.error:find("0123456789", 1, true), "the value is not in the error: " .. run.error)
   t.eq(#t.calls(nil, "ninja.test"), 0, "no call")
 end)
+
+test("beside Directus (DIRECTUS_URL): the audit entry is written through Directus's API, once per run", function(t)
+  setup(t)
+  t.env { INVOICENINJA_URL = "https://ninja.test", INVOICENINJA_TOKEN = "tok", DIRECTUS_URL = "https://directus.test",
+    DIRECTUS_TOKEN = "rill-token" }
+  t.stub("GET", "https://directus.test/items/audit_log", { json = { data = {} } })
+  t.stub("POST", "https://directus.test/items/audit_log", { json = { data = { id = 7 } } })
+  t.db.exec([[INSERT INTO invoices (id, owner_company, contact_id, number, amount, currency, status, reference,
+    issued_at, due_date) VALUES (50, 1, 2, 'F-2026-050', 980.5, 'EUR', 'sent', 'F-2026-050', '2026-11-25', '2026-12-25')]])
+  local run = t.db_event("invoice-changed", { op = "insert", new = row(t, 50) })
+  t.eq(run.state, "succeeded", "the run")
+  local posted = t.calls("POST", "directus.test/items/audit_log")
+  t.eq(#posted, 1, "one audit entry in Directus")
+  t.eq({ posted[1].json.table_name, posted[1].json.record_id, posted[1].json.action, posted[1].json.owner_company },
+    { "invoices", 50, "invoice_insert", 1 }, "what and whose")
+  t.contains(posted[1].json.actor, "invoice-changed " .. run.id, "by this run")
+  t.eq(json.decode(posted[1].json.details).invoiceninja, { created = "NINV-F-2026-050" }, "its details")
+  t.eq(#t.db.query("SELECT id FROM audit_log WHERE record_id = 50"), 0, "no SQL row beside it")
+  t.contains(t.calls("GET", "directus.test/items/audit_log")[1].url, run.id, "looked up by the run first")
+end)
+

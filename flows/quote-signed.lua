@@ -4,6 +4,8 @@
 -- Every DocuSeal webhook is also emitted as the event "docuseal": it ends quote-sent's wait.
 -- Once the quote is marked signed, the event "quote.signed" (the quote, its company and signer) starts
 -- every flow with an `event { name = "quote.signed" }` trigger (big-deal-alert): add behaviour there.
+-- Beside Directus (DIRECTUS_URL set), the deposit invoice is created through its API, so that people
+-- see in Directus that rill made it; the status change stays one SQL claim (docs/directus.md).
 
 local util = require "lib.util"
 local accounts = require "lib.accounts"
@@ -150,6 +152,16 @@ return {
       return { id = inv.id, amount = inv.amount, issued = today }
     end)
     step("record the deposit invoice", function()
+      if env.DIRECTUS_URL then -- beside Directus: the team sees rill made it, in the invoice's revisions
+        local found = directus.items("invoices", { filter = { owner_company = { _eq = company.id },
+          number = { _eq = number } }, fields = { "id" }, limit = 1 })
+        if found[1] then return 0 end -- a retry of this step after Directus made it
+        directus.create("invoices", { owner_company = company.id, contact_id = contact.id, quote_id = quote.id,
+          number = number, kind = "deposit", amount = deposit.amount, currency = quote.currency, status = "sent",
+          reference = number, issued_at = deposit.issued, due_date = deposit.issued,
+          invoiceninja_id = tostring(deposit.id) })
+        return 1
+      end
       return db.exec("INSERT INTO invoices (owner_company, contact_id, quote_id, number, kind, amount, currency, "
         .. "status, reference, issued_at, due_date, invoiceninja_id) VALUES ($1, $2, $3, $4, 'deposit', $5, $6, "
         .. "'sent', $4, $7, $7, $8) ON CONFLICT (owner_company, number) DO NOTHING",

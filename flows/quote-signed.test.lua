@@ -81,6 +81,31 @@ test("a signature: quote signed, signed campaign, deposit invoice sent and recor
     { 2, 2350, "#lumen-sales", "Hugo Bernard" }, "the event's data")
 end)
 
+test("beside Directus (DIRECTUS_URL): the deposit invoice is created through Directus's API, once", function(t)
+  fixture(t)
+  services(t)
+  t.env { DIRECTUS_URL = "https://directus.test", DIRECTUS_TOKEN = "rill-token" }
+  t.stub("GET", "https://directus.test/items/invoices", { json = { data = {} } }) -- not made yet
+  t.stub("POST", "https://directus.test/items/invoices", { json = { data = { id = 90 } } })
+  t.now("2026-11-02T09:00:00Z")
+  t.eq(request(t, completed(55)).status, 202, "accepted")
+  t.eq(t.runs("quote-signed")[1].state, "succeeded", "run")
+  local made = t.calls("POST", "directus.test/items/invoices")
+  t.eq(#made, 1, "one invoice created in Directus")
+  t.eq(made[1].headers["authorization"], "Bearer rill-token", "as rill's Directus user")
+  t.eq({ made[1].json.number, made[1].json.kind, made[1].json.amount, made[1].json.status, made[1].json.quote_id,
+    made[1].json.invoiceninja_id }, { "D-2026-002-DEP", "deposit", 705, "sent", 2, "dep1" }, "its fields")
+  t.contains(t.calls("GET", "directus.test/items/invoices")[1].url, "D-2026-002-DEP", "looked up by its number first")
+  t.eq(#t.db.query("SELECT id FROM invoices WHERE number = 'D-2026-002-DEP'"), 0, "no SQL insert beside it")
+
+  -- a retry of the step after Directus made it (its answer lost): found, not made again
+  t.db.exec("UPDATE quotes SET status = 'sent' WHERE id = 2")
+  t.stub("GET", "https://directus.test/items/invoices", { json = { data = { { id = 90 } } } })
+  t.advance("1m")
+  t.eq(request(t, completed(55)).status, 202, "again")
+  t.eq(#t.calls("POST", "directus.test/items/invoices"), 1, "still one invoice in Directus")
+end)
+
 test("the same signature delivered twice: one deposit invoice, one campaign", function(t)
   fixture(t)
   services(t)
