@@ -12,7 +12,9 @@ end
 -- A run as store.get returns it: a db event starts it; a step calls DocuSeal
 -- through its connector, another calls a host directly and fails once; it
 -- emits an event, sleeps 3 days, waits for a signature that comes a day
--- later, mails, and a run of another flow starts from it.
+-- later, mails, starts a run of a flow and awaits it, starts another
+-- without waiting, and a run of another flow starts from its database write
+-- (a child in the store).
 local function sample()
   local t0 = 1793610000000
   return {
@@ -36,6 +38,10 @@ local function sample()
         timeout = "2026-11-28T00:00:00Z" }),
       line(2, 2, "email sent", { server = "mail.test:587", recipients = 1, status = 250, message_id = "<x@y>" }),
       line(2, 3, "step done", { step = "thank the client", attempt = 1, ms = 2 }),
+      line(2, 4, "started a run", { flow = "tell-sales", run_id = "01a24182-bbbb-7000-8000-000000000002", wait = true }),
+      line(2, 5, "started run ended", { flow = "tell-sales", run_id = "01a24182-bbbb-7000-8000-000000000002",
+        state = "succeeded" }),
+      line(2, 6, "started a run", { flow = "archive", run_id = "01a24182-cccc-7000-8000-000000000003", wait = false }),
     },
     steps = {
       { seq = 1, name = "load the quote", result = "{}", attempts = 1, started = t0, finished = t0 },
@@ -91,9 +97,19 @@ t.test("events, sleeps, waits, mail and the runs it started, with their duration
   has(text, "participant S3 as email")
   has(text, "F->>S3: MAIL mail.test:587")
   has(text, "S3-->>F: 250")
-  has(text, "participant R1 as quote-signed")
-  has(text, "F-)R1: starts run 01a24182-aaaa-7000-8000-000000000001")
-  has(text, "Note over R1: succeeded")
+  has(text, "participant R1 as tell-sales")
+  has(text, "F->>R1: starts run 01a24182-bbbb-7000-8000-000000000002")
+  has(text, "R1-->>F: succeeded")
+  has(text, "participant R2 as archive")
+  has(text, "F-)R2: starts run 01a24182-cccc-7000-8000-000000000003")
+  has(text, "participant R3 as quote-signed")
+  has(text, "F-)R3: starts run 01a24182-aaaa-7000-8000-000000000001")
+  has(text, "Note over R3: succeeded")
+  -- a child the log names is not drawn twice
+  local again = diagram.mermaid(diagram.model(sample(), { { id = "01a24182-cccc-7000-8000-000000000003",
+    flow = "archive", state = "failed" } }))
+  lacks(again, "participant R3")
+  has(again, "Note over R2: failed")
   has(text, "Note over F: succeeded")
 end)
 
@@ -106,15 +122,22 @@ t.test("a wait that timed out, and a failed run's error", function()
   has(text, "E--)F: timed out after 1d")
   has(text, "Note over F: failed: boom#59; #35;1")
   has(text, "Note over F: dead")
-  lacks(text, "participant R1")
+  lacks(text, "participant R3")
 end)
 
 t.test("stable mode: no ids, no times that vary", function()
   local text = diagram.mermaid(diagram.model(sample(), CHILDREN), { stable = true })
   has(text, "S1-->>F: 200\n")
-  has(text, "F-)R1: starts a run")
+  has(text, "F->>R1: starts a run")
   lacks(text, "ms)")
   lacks(text, "01a24182")
+  -- a run still waiting: until when, but not in stable mode
+  local r = sample()
+  r.state = "waiting"
+  r.steps[6] = nil
+  local waiting = diagram.model(r, nil)
+  has(diagram.mermaid(waiting), "Note over F: waits until 2026-11-28T00:00:00Z")
+  has(diagram.mermaid(waiting, { stable = true }), "Note over F: waits\n")
   -- two builds from the same record are the same text
   t.eq(text, diagram.mermaid(diagram.model(sample(), CHILDREN), { stable = true }))
 end)

@@ -2,9 +2,12 @@
 -- row, its log lines and steps, as store.get returns them, and the runs it
 -- started): what triggered it, each step, each outbound call with its
 -- service and status, sleeps and waits with their durations, the events it
--- emitted and the runs it started. Pure Lua, no I/O:
---   model(run, children) -> { participants = {{id, label, kind}}, messages = {{from, to, kind, text, ms, run}} }
---   label(message, stable) -> the message's text (stable: no ids, no durations that vary)
+-- emitted and the runs it started (flows.trigger writes a line; a run
+-- its database write started names it as parent). Pure Lua, no I/O:
+--   model(run, children) -> { participants = {{id, label, kind}},
+--                             messages = {{from, to, kind, text, ms, run, until}} }
+--   label(message, stable) -> the message's text (stable: without the call's
+--                             duration, the started run's id, a wait's end time)
 --   mermaid(model[, {stable = true}]) -> Mermaid `sequenceDiagram` text
 -- The console draws the same model (console.lua). Everything in a record
 -- may come from outside (step names, URLs, errors): the Mermaid text keeps
@@ -120,6 +123,7 @@ function diagram.model(run, children)
   end
 
   local attempt
+  local started = {} -- run id -> participant, of the runs its log says it started
   local shown_wait = {} -- waits whose outcome was drawn from their step already
   local function outcome(wait_event, step, since)
     local result = step and decode(step.result)
@@ -177,7 +181,7 @@ function diagram.model(run, children)
       if outcome(f.event, take(name), iso_seconds(f.since)) then
         shown_wait[name] = (shown_wait[name] or 0) + 1
       else
-        note(F, "waits" .. (f.timeout and (" until " .. tostring(f.timeout)) or " (no timeout)"))
+        add(F, F, "note", f.timeout and "waits" or "waits (no timeout)", { ["until"] = f.timeout })
       end
     elseif msg == "wait timed out" or msg == "wait ended by an event" then
       local name = tostring(f.step)
@@ -189,6 +193,12 @@ function diagram.model(run, children)
         add(F, E, "async", "wait for " .. tostring(f.event) .. " (" .. name .. ")")
         add(E, F, "async_reply", msg == "wait timed out" and "timed out" or tostring(f.event))
       end
+    elseif msg == "started a run" then
+      local R = participant("run", clean(f.flow), "R")
+      add(F, R, f.wait == false and "async" or "call", "starts a run", { run = f.run_id })
+      if f.run_id then started[tostring(f.run_id)] = R end
+    elseif msg == "started run ended" then
+      add(participant("run", clean(f.flow), "R"), F, "reply", tostring(f.state))
     elseif type(msg) == "string" and msg:find("^run failed: ") then
       note(F, "failed: " .. msg:sub(13))
     end
@@ -199,7 +209,10 @@ function diagram.model(run, children)
     n = n + 1
     if n > diagram.max_children then
       left_out = left_out + 1
+    elseif started[tostring(c.id)] then
+      note(started[tostring(c.id)], tostring(c.state))
     else
+      -- a run its database write started (a db_event trigger): it names this run as its parent
       local R = participant("run", clean(c.flow), "R")
       add(F, R, "async", "starts a run", { run = c.id })
       note(R, tostring(c.state))
@@ -217,6 +230,7 @@ function diagram.label(msg, stable)
   local text = msg.text
   if msg.run and not stable then text = text:gsub("^starts a run$", "starts run " .. clean(msg.run)) end
   if msg.ms and not stable then text = text .. " (" .. math.floor(msg.ms) .. " ms)" end
+  if msg["until"] and not stable then text = text .. " until " .. clean(msg["until"]) end
   return text
 end
 

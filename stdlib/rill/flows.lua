@@ -59,22 +59,28 @@ function flow_api.trigger(name, payload, opts)
   payload = plain_copy(payload)
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }
+  -- the caller's log names the run it starts, and how it ended when awaited
+  -- (its sequence diagram shows them; such a run is not stored)
   if not wait then
-    return runner.start(target, trigger, payload, { parent = parent }).id
+    local id = runner.start(target, trigger, payload, { parent = parent }).id
+    log.info("started a run", { flow = name, run_id = id, wait = false })
+    return id
   end
   local waiter
   local done_run
-  runner.start(target, trigger, payload, {
+  local child = runner.start(target, trigger, payload, {
     parent = parent,
     on_done = function(run)
       done_run = run
       if waiter then waiter:wake() end
     end,
   })
+  log.info("started a run", { flow = name, run_id = child.id, wait = true })
   if not done_run then
     waiter = task.waiter()
     waiter:wait()
   end
+  log.info("started run ended", { flow = name, run_id = child.id, state = done_run.state })
   if done_run.state == "succeeded" then return plain_copy(done_run.result) end
   error(string.format("flows.trigger: flow '%s' failed (run %s): %s", name, done_run.id,
     done_run.error.message), 2)

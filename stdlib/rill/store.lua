@@ -143,6 +143,11 @@ local MIGRATIONS = {
   {
     "CREATE TABLE flow_pauses (flow TEXT PRIMARY KEY, paused_at BIGINT NOT NULL)",
   },
+  -- The stored runs a run started (a run of a database event its write
+  -- caused names it as parent), for its sequence diagram.
+  {
+    "CREATE INDEX runs_parent ON runs (parent) WHERE parent IS NOT NULL",
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
@@ -542,6 +547,13 @@ function store.get(id)
   local run = res[1][1]
   if run then run.logs, run.steps = res[2], res[3] end
   return run
+end
+
+-- children(id[, limit]) -> the stored runs that name run id as their
+-- parent, oldest first, at most limit (20): {id, flow, state}.
+function store.children(id, limit)
+  return store.batch { { "SELECT id, flow, state FROM runs WHERE parent = $1 ORDER BY created, id LIMIT $2",
+    id, limit or 20, n = 2 } }[1]
 end
 
 -- count(state) -> the number of runs in that state (all runs without one).
