@@ -24,19 +24,20 @@ local function sample()
     logs = {
       line(1, 1, "step done", { step = "load the quote", attempt = 1, ms = 3 }),
       line(1, 2, "http", { method = "POST", url = "https://sign.test/api/submissions", status = 200, ms = 41,
-        service = "docuseal" }),
+        service = "docuseal", step = "signature request" }),
       line(1, 3, "step done", { step = "signature request", attempt = 1, ms = 44 }),
       line(1, 4, "http request failed", { method = "GET", url = "https://rates.example/eur", error = "timeout",
-        ms = 5000 }),
+        ms = 5000, step = "rates" }),
       line(1, 5, "step failed", { step = "rates", attempt = 1, of = 2, error = "http: GET https://rates.example/eur: timeout" }),
-      line(1, 6, "http", { method = "GET", url = "https://rates.example/eur", status = 503, ms = 12 }),
+      line(1, 6, "http", { method = "GET", url = "https://rates.example/eur", status = 503, ms = 12, step = "rates" }),
       line(1, 7, "step done", { step = "rates", attempt = 2, ms = 30 }),
       line(1, 8, "step done", { step = "emit quote.sent", attempt = 1, ms = 1 }),
       line(1, 9, "step done", { step = "cool down", attempt = 1, ms = 0 }),
       line(1, 10, "run sleeps", { step = "cool down", seconds = 3 * 86400, ["until"] = "2026-11-05T09:00:00Z" }),
       line(2, 1, "run waits for an event", { step = "signature", event = "docuseal", since = "2026-11-05T09:00:00Z",
         timeout = "2026-11-28T00:00:00Z" }),
-      line(2, 2, "email sent", { server = "mail.test:587", recipients = 1, status = 250, message_id = "<x@y>" }),
+      line(2, 2, "email sent", { server = "mail.test:587", recipients = 1, status = 250, message_id = "<x@y>",
+        step = "thank the client" }),
       line(2, 3, "step done", { step = "thank the client", attempt = 1, ms = 2 }),
       line(2, 4, "started a run", { flow = "tell-sales", run_id = "01a24182-bbbb-7000-8000-000000000002", wait = true }),
       line(2, 5, "started run ended", { flow = "tell-sales", run_id = "01a24182-bbbb-7000-8000-000000000002",
@@ -80,8 +81,12 @@ t.test("the Mermaid text names the trigger, each step, each call with its servic
   has(text, "S2--xF: timeout (5000 ms)")
   has(text, "F->>F: rates failed (attempt 1 of 2)")
   has(text, "S2-->>F: 503 (12 ms)")
-  -- the order of the stored lines is kept
+  -- the order of the stored lines is kept, each step before the calls it made
   t.ok(text:find("POST /api/submissions", 1, true) < text:find("GET /eur", 1, true), "calls in order")
+  has(text, "F->>F: signature request\n  F->>S1: POST /api/submissions\n  S1-->>F: 200 (41 ms)\n  F->>F: rates\n")
+  has(text, "F->>F: rates\n  F->>S2: GET /eur\n  S2--xF: timeout (5000 ms)\n  F->>F: rates failed (attempt 1 of 2)\n"
+    .. "  F->>F: rates\n  F->>S2: GET /eur\n  S2-->>F: 503 (12 ms)\n  F-)E: emit quote.sent")
+  has(text, "F->>F: thank the client\n  F->>S3: MAIL mail.test:587\n  S3-->>F: 250\n  F->>R1:")
 end)
 
 t.test("events, sleeps, waits, mail and the runs it started, with their durations", function()

@@ -123,6 +123,15 @@ function diagram.model(run, children)
   end
 
   local attempt
+  -- the step whose calls are being drawn: a call names its step (http.lua),
+  -- so the step is drawn before its calls though its line comes after them
+  local open
+  local function enter(step)
+    if step ~= nil and tostring(step) ~= open then
+      open = tostring(step)
+      add(F, F, "call", open)
+    end
+  end
   local started = {} -- run id -> participant, of the runs its log says it started
   local shown_wait = {} -- waits whose outcome was drawn from their step already
   local function outcome(wait_event, step, since)
@@ -151,14 +160,17 @@ function diagram.model(run, children)
       local event = name:match("^emit (.+)$")
       if event then
         add(F, participant("events", "events", "E"), "async", "emit " .. event)
-      else
+      elseif open ~= name then
         add(F, F, "call", name)
       end
+      open = nil
     elseif msg == "step failed" then
+      open = nil
       add(F, F, "call", string.format("%s failed (attempt %s of %s)", tostring(f.step), tostring(f.attempt),
         tostring(f.of)))
     elseif msg == "http" or msg == "http request failed" then
       local S = participant("service", clean(f.service or host_of(f.url)), "S")
+      enter(f.step)
       add(F, S, "call", tostring(f.method) .. " " .. path_of(f.url))
       if msg == "http" then
         add(S, F, "reply", tostring(f.status), { ms = tonumber(f.ms) })
@@ -167,6 +179,7 @@ function diagram.model(run, children)
       end
     elseif msg == "email sent" or msg == "email not sent" then
       local S = participant("service", "email", "S")
+      enter(f.step)
       add(F, S, "call", "MAIL " .. tostring(f.server))
       if msg == "email sent" then add(S, F, "reply", tostring(f.status)) else add(S, F, "lost", tostring(f.error)) end
     elseif msg == "run sleeps" then

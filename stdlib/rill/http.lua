@@ -9,7 +9,8 @@
 -- (after N ms)", which the run's retry policy acts on.
 -- Each request is logged in the run's log: method, URL without its query
 -- string or credentials, status, duration, and the service when a
--- connector made it (request_as; the run's sequence diagram names it).
+-- connector made it (request_as), and the step that made it (the run's
+-- sequence diagram draws them).
 -- Headers (Authorization, tokens) are never logged.
 local client = require "rill.c.http_client"
 local json = require "rill.json"
@@ -158,12 +159,13 @@ local function request(opts, level, service)
     requests_total:labels(host, status or "error"):inc()
     request_seconds:labels(host):observe(now - sent)
     if status then
-      log.info("http", { method = method, url = loggable(req.url), status = status, ms = ms, service = service })
+      log.info("http", { method = method, url = loggable(req.url), status = status, ms = ms, service = service,
+        step = steps.name() })
       return setmetatable({ status = status, ok = status >= 200 and status < 300,
         headers = setmetatable(headers, HEADERS), body = body, url = loggable(req.url) }, RESPONSE)
     end
     log.warn("http request failed", { method = method, url = loggable(req.url), error = headers, ms = ms,
-      retry = attempt < retries or nil, service = service })
+      retry = attempt < retries or nil, service = service, step = steps.name() })
     if attempt == retries then error("http: " .. shown .. ": " .. headers, level) end
     timer.sleep(0.25 * 2 ^ attempt)
   end

@@ -122,6 +122,12 @@ function steps.key()
   return run and run.step and (run.id .. "-" .. run.step.seq) or nil
 end
 
+-- name() -> the name of the step running now, or nil (outside a step or a run).
+function steps.name()
+  local run = task.current()
+  return run and run.step and run.step.name or nil
+end
+
 local function park_until(name, wake_ms)
   local run = task.current()
   if not run then error("sleep_until: only inside a run", 3) end
