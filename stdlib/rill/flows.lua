@@ -59,11 +59,15 @@ function flow_api.trigger(name, payload, opts)
   payload = plain_copy(payload)
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }
-  -- the caller's log names the run it starts, and how it ended when awaited
-  -- (its sequence diagram shows them; such a run is not stored)
+  -- the caller's record names the run it starts, and how it ended when
+  -- awaited (its sequence diagram shows them; such a run is not stored):
+  -- debug lines, kept with the run but not printed at the default level,
+  -- and written as rill's lines about the run, so that a fan-out does not
+  -- use the flow's own max_log_lines
+  local function note(msg, fields) if parent then log.write("debug", msg, fields, parent) end end
   if not wait then
     local id = runner.start(target, trigger, payload, { parent = parent }).id
-    log.info("started a run", { flow = name, run_id = id, wait = false })
+    note("started a run", { flow = name, run_id = id, wait = false })
     return id
   end
   local waiter
@@ -75,12 +79,12 @@ function flow_api.trigger(name, payload, opts)
       if waiter then waiter:wake() end
     end,
   })
-  log.info("started a run", { flow = name, run_id = child.id, wait = true })
+  note("started a run", { flow = name, run_id = child.id, wait = true })
   if not done_run then
     waiter = task.waiter()
     waiter:wait()
   end
-  log.info("started run ended", { flow = name, run_id = child.id, state = done_run.state })
+  note("started run ended", { flow = name, run_id = child.id, state = done_run.state })
   if done_run.state == "succeeded" then return plain_copy(done_run.result) end
   error(string.format("flows.trigger: flow '%s' failed (run %s): %s", name, done_run.id,
     done_run.error.message), 2)
