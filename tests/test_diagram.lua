@@ -110,6 +110,9 @@ t.test("events, sleeps, waits, mail and the runs it started, with their duration
   has(text, "participant R3 as quote-signed")
   has(text, "F-)R3: starts run 01a24182-aaaa-7000-8000-000000000001")
   has(text, "Note over R3: succeeded")
+  local r = sample()
+  r.logs[#r.logs + 1] = line(2, 7, "started more runs", { shown = 20 })
+  has(diagram.mermaid(diagram.model(r, nil)), "Note over F: more runs started than shown")
   -- a child the log names is not drawn twice
   local again = diagram.mermaid(diagram.model(sample(), { { id = "01a24182-cccc-7000-8000-000000000003",
     flow = "archive", state = "failed" } }))

@@ -88,6 +88,32 @@ def runs_show_diagram_prints_the_sequence_of_a_stored_run():
             assert "emit notified" in texts and any(t.startswith("starts run ") for t in texts), texts
 
 
+FAN = """
+return {
+  triggers = { webhook { path = "/hooks/fan", mode = "async" } },
+  run = function(ctx)
+    for i = 1, 25 do flows.trigger("child", { n = i }, { wait = false }) end
+    log.info("all started")
+  end,
+}"""
+
+
+@test
+def a_fan_out_is_noted_in_the_record_up_to_twenty_runs_and_keeps_the_flows_own_lines():
+    with Rill({"fan.lua": FAN, "child.lua": FLOWS["child.lua"]}, env={"RILL_POLL_INTERVAL": "0.1s"}) as r:
+        res = r.request("POST", "/hooks/fan", {})
+        eq(res.status, 202, "webhook")
+        run = finished(r, res.json()["run_id"])
+        msgs = [line["message"] for line in run["logs"]]
+        eq(msgs.count("started a run"), 20, f"started runs noted: {msgs}")
+        eq(msgs.count("started more runs"), 1, "then one line for the rest")
+        assert "all started" in msgs, msgs
+        code, out, err = r.runs_cli("show", run["id"], "--diagram")
+        eq(code, 0, err)
+        assert "  Note over F: more runs started than shown\n" in out, out
+        eq(out.count("F-)R1: starts run "), 20, out)
+
+
 @test
 def runs_show_diagram_of_an_unknown_run_is_a_clear_error():
     with Rill({"child.lua": FLOWS["child.lua"]}) as r:

@@ -210,6 +210,8 @@ function diagram.model(run, children)
       local R = participant("run", clean(f.flow), "R")
       add(F, R, f.wait == false and "async" or "call", "starts a run", { run = f.run_id })
       if f.run_id then started[tostring(f.run_id)] = R end
+    elseif msg == "started more runs" then
+      note(F, "more runs started than shown")
     elseif msg == "started run ended" then
       add(participant("run", clean(f.flow), "R"), F, "reply", tostring(f.state))
     elseif type(msg) == "string" and msg:find("^run failed: ") then

@@ -43,6 +43,10 @@ local function plain_copy(v, seen)
   return c
 end
 
+-- The runs one run's record names one by one (flows.trigger); diagram.lua
+-- draws as many (max_children).
+local MAX_NOTED = 20
+
 function flow_api.trigger(name, payload, opts)
   if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
   local runner = require "rill.runner"
@@ -59,15 +63,26 @@ function flow_api.trigger(name, payload, opts)
   payload = plain_copy(payload)
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }
-  -- the caller's record names the run it starts, and how it ended when
+  -- the caller's record names the runs it starts, and how each ended when
   -- awaited (its sequence diagram shows them; such a run is not stored):
   -- debug lines, kept with the run but not printed at the default level,
-  -- and written as rill's lines about the run, so that a fan-out does not
-  -- use the flow's own max_log_lines
-  local function note(msg, fields) if parent then log.write("debug", msg, fields, parent) end end
+  -- written as rill's lines about the run (outside the flow's own
+  -- max_log_lines), for its first MAX_NOTED runs, then one line for the
+  -- rest, so that a fan-out does not crowd the flow's lines out of its record
+  local function noted(fields)
+    if not parent then return false end
+    local n = (parent.started_noted or 0) + 1
+    parent.started_noted = n
+    if n <= MAX_NOTED then
+      log.write("debug", "started a run", fields, parent)
+      return true
+    end
+    if n == MAX_NOTED + 1 then log.write("debug", "started more runs", { shown = MAX_NOTED }, parent) end
+    return false
+  end
   if not wait then
     local id = runner.start(target, trigger, payload, { parent = parent }).id
-    note("started a run", { flow = name, run_id = id, wait = false })
+    noted { flow = name, run_id = id, wait = false }
     return id
   end
   local waiter
@@ -79,12 +94,14 @@ function flow_api.trigger(name, payload, opts)
       if waiter then waiter:wake() end
     end,
   })
-  note("started a run", { flow = name, run_id = child.id, wait = true })
+  local shown = noted { flow = name, run_id = child.id, wait = true }
   if not done_run then
     waiter = task.waiter()
     waiter:wait()
   end
-  note("started run ended", { flow = name, run_id = child.id, state = done_run.state })
+  if shown then
+    log.write("debug", "started run ended", { flow = name, run_id = child.id, state = done_run.state }, parent)
+  end
   if done_run.state == "succeeded" then return plain_copy(done_run.result) end
   error(string.format("flows.trigger: flow '%s' failed (run %s): %s", name, done_run.id,
     done_run.error.message), 2)
