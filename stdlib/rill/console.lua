@@ -86,6 +86,7 @@ form#login input { width: 100%; margin: 8px 0 12px; }
 #sequence { background: #fff; border: 1px solid var(--line); padding: 8px; overflow-x: auto; }
 svg.seq { display: block; font: 12px system-ui, -apple-system, "Segoe UI", sans-serif; }
 .seq-participant rect { fill: #eef2fb; stroke: var(--accent); }
+.seq-participant text { font-size: 11px; }
 .seq-participant.trigger rect { fill: #f4f0fb; stroke: #6941c6; }
 .seq-participant.flow rect { fill: var(--accent); }
 .seq-participant.flow text { fill: #fff; font-weight: 600; }
