@@ -168,6 +168,12 @@ t.test("hostile text cannot break out of a line or the diagram", function()
   end
 end)
 
+t.test("a participant named end, a word of Mermaid's, is written so that it does not end a block", function()
+  local r = sample()
+  r.flow = "End"
+  has(diagram.mermaid(diagram.model(r, nil)), "participant F as (End)\n")
+end)
+
 t.test("a long run is bounded: at most max_messages, then one note of what was left out", function()
   local r = sample()
   r.logs = {}

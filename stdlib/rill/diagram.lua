@@ -259,7 +259,9 @@ function diagram.mermaid(m, opts)
   local stable = opts and opts.stable
   local out = { "sequenceDiagram" }
   for _, p in ipairs(m.participants) do
-    out[#out + 1] = "  participant " .. p.id .. " as " .. escape(p.label)
+    -- "end" alone closes a block in Mermaid
+    local label = p.label:lower() == "end" and "(" .. p.label .. ")" or p.label
+    out[#out + 1] = "  participant " .. p.id .. " as " .. escape(label)
   end
   for _, msg in ipairs(m.messages) do
     local text = escape(diagram.label(msg, stable))
