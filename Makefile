@@ -19,7 +19,7 @@ STDLIB_LUA  = $(shell find stdlib -name '*.lua' | sort)
 C_TESTS     = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
 .PHONY: all run deps browser-deps directus-deps test test-c test-lua test-integration test-flows asan valgrind lint format bench clean \
-        fuzz-build fuzz fuzz-smoke
+        fuzz-build fuzz fuzz-smoke docs
 
 all: $(BUILD)/rill
 
@@ -144,6 +144,12 @@ fuzz-smoke: fuzz-build
 
 valgrind: $(C_TESTS)
 	@tools/run-tests.sh valgrind $(C_TESTS)
+
+# The generated section of docs/company-flows.md: each company flow's
+# sequence diagram, from a real run of the flows' tests (tests/test_docs.py
+# fails when the committed file is stale).
+docs: $(BUILD)/rill
+	tools/docs-diagrams.sh $(BUILD)/rill docs/company-flows.md docs/company-flows.md
 
 lint:
 	@tools/lint.sh

@@ -2,8 +2,10 @@
 playwright-core (tests/browser/console.mjs). A flow fails while its upstream
 answers 500 (one attempt: the run is dead); the upstream is fixed, and the
 console is used to find the dead run and retry it, until the page shows it
-succeeded; then to pause, resume and reload on the flows page, and to change
-a flow's setting. The screenshot build/screenshots/console.png is for the README."""
+succeeded, with the run's sequence diagram drawn in the page (SVG, no
+request leaves rill); then to pause, resume and reload on the flows page, and
+to change a flow's setting. The screenshot build/screenshots/console.png is
+for the README; console-sequence.png shows the diagram alone."""
 import json
 import os
 import subprocess
@@ -23,6 +25,7 @@ return {
 
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
 SCREENSHOT = os.path.join(ROOT, "build", "screenshots", "console.png")
+SEQUENCE_SCREENSHOT = os.path.join(ROOT, "build", "screenshots", "console-sequence.png")
 
 
 def run_of(r, run_id):
@@ -63,7 +66,20 @@ def retry_a_dead_run_from_the_console():
         eq((seen["attempts_before"], seen["attempts_after"]), (1, 2), "attempts in the timeline")
         eq(seen["result"], {"n": 42, "prepared": 42}, "the result shown")
         eq(seen["retry_button_after"], 0, "no retry button on a succeeded run")
-        eq(seen["problems"], [], "page and console errors")
+        eq(seen["problems"], [], "page and console errors, requests elsewhere")
+        seq = seen["sequence"]
+        port = up.url.split(":")[2].split("/")[0]
+        eq(seq["participants"], ["webhook POST /hooks/checked", "checked", f"127.0.0.1:{port}"], "participants")
+        eq(seq["lifelines"], 3, "a lifeline each")
+        eq([m for m in seq["messages"] if not m[0].isdigit()],
+           ["webhook POST /hooks/checked", "prepare", "GET /check", "GET /check"], "trigger, step and calls")
+        replies = [m for m in seq["messages"] if m[0].isdigit()]
+        eq(len(replies), 2, f"two answers: {seq['messages']}")
+        assert replies[0].startswith("500 (") and replies[1].startswith("200 ("), replies
+        eq(seq["arrows"], len(seq["messages"]), "an arrow per message")
+        assert seq["notes"][0].startswith("failed: ") and seq["notes"][0].endswith("upstream answered 500"), seq
+        eq(seq["notes"][1:], ["attempt 2", "succeeded"], "notes")
+        assert seq["mermaid"].startswith("sequenceDiagram\n"), seq["mermaid"]
         eq(seen["flow_states"], ["active", "paused", "active"], "the flow's status on the flows page")
         eq(seen["reload_notice"], "Reloaded: 0 loaded, 0 removed, 0 with errors.", "reload notice")
         eq(seen["setting_before"], "threshold = 10000 change", "the setting shown")
@@ -81,6 +97,8 @@ def retry_a_dead_run_from_the_console():
         eq(up.calls, 2, "upstream calls")
         with open(SCREENSHOT, "rb") as f:
             eq(f.read(8), b"\x89PNG\r\n\x1a\n", "the screenshot is a PNG")
+        with open(SEQUENCE_SCREENSHOT, "rb") as f:
+            eq(f.read(8), b"\x89PNG\r\n\x1a\n", "the diagram's screenshot is a PNG")
 
 
 OWNER = """

@@ -113,6 +113,11 @@ def a_flow_triggering_itself_through_its_writes_is_stopped_at_max_depth():
         # every run knows its parent: the refused one's is the depth-7 run
         parent = r.runs("show", row["parent"])
         eq((parent["depth"], parent["flow"]), (7, "loop"), "the refused run's parent")
+        # and its sequence diagram shows the run its write started, from the store
+        code, out, err = r.runs_cli("show", row["parent"], "--diagram")
+        eq(code, 0, err)
+        for want in ["  participant R1 as loop", f"  F-)R1: starts run {row['id']}", "  Note over R1: dead"]:
+            assert want in out.splitlines(), f"{want!r} not in:\n{out}"
         eq(pg.sql("SELECT count(*) FROM quotes", url), "9", "rows written (the refused run wrote none)")
 
 

@@ -121,6 +121,40 @@ def flow_tests_set_the_clock_fast_forward_and_stub_http():
     eq(code, 0, "rill test nightly")
 
 
+def read_tree(root):
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name)) as f:
+                out[os.path.relpath(os.path.join(dirpath, name), root)] = f.read()
+    return out
+
+
+@test
+def rill_test_writes_the_sequence_diagram_of_every_run_its_tests_store():
+    d = flows_dir(TESTS)
+    code, out, err = run_cli("test", "--flows", "flows", "--diagrams", "diagrams", cwd=d, timeout=60)
+    eq(code, 0, f"rill test --diagrams exit code\n{out}\n{err}")
+    first = read_tree(f"{d}/diagrams")
+    # the follow-up tests fire the nightly report's ticks too (the test file's own flow) as days pass
+    eq(sorted(first), ["nightly/02-01-nightly.mmd", "nightly/03-01-follow-up.mmd", "nightly/03-02-nightly.mmd",
+                       "nightly/03-03-nightly.mmd", "nightly/03-04-nightly.mmd", "nightly/04-01-follow-up.mmd",
+                       "nightly/04-02-nightly.mmd", "nightly/04-03-nightly.mmd", "nightly/04-04-nightly.mmd"],
+       "one file per stored run, named by test, run and flow")
+    reminder = first["nightly/03-01-follow-up.mmd"].splitlines()
+    eq(reminder[0], "%% flows/nightly.test.lua: a quote not signed gets its reminder three days later, "
+       "at once in the test", "the test named first")
+    eq(reminder[1], "sequenceDiagram", "then the diagram")
+    for want in ["  T->>F: webhook POST /hooks/quote-sent", "  Note over F: sleeps 3d (three days)",
+                 "  F->>F: remind", "  F->>S1: POST /send", "  S1-->>F: 202", "  Note over F: succeeded"]:
+        assert want in reminder, f"{want!r} not in {reminder}"
+    assert "  T->>F: cron 30 2 * * * Europe/Paris" in first["nightly/02-01-nightly.mmd"], first
+    # the same tests write the same text: no ids, no times that vary
+    code, out, err = run_cli("test", "--flows", "flows", "--diagrams", "again", cwd=d, timeout=60)
+    eq(code, 0, f"second run\n{out}\n{err}")
+    eq(read_tree(f"{d}/again"), first, "the diagrams of a second run")
+
+
 @test
 def failing_flow_tests_fail_with_the_reason_and_the_line():
     d = flows_dir(BROKEN_TESTS)

@@ -176,6 +176,21 @@ local function runs_query(q)
   return { runs = out, limit = limit }
 end
 
+-- The run's sequence for the console to draw (diagram.lua): participants
+-- and messages, each message's text complete (its call's duration, the id
+-- of the run it started).
+local function sequence(r)
+  local diagram = require "rill.diagram"
+  local m = diagram.model(r, store.children(r.id, diagram.max_children + 1))
+  local messages = array()
+  for i, msg in ipairs(m.messages) do
+    messages[i] = { from = msg.from, to = msg.to, kind = msg.kind, text = diagram.label(msg) }
+  end
+  local participants = array()
+  for i, p in ipairs(m.participants) do participants[i] = p end
+  return { participants = participants, messages = messages, mermaid = diagram.mermaid(m) }
+end
+
 -- One run with its timeline: attempts (from their log lines), steps, log
 -- lines, and the outbound HTTP calls its lines record.
 local function run_detail(id)
@@ -217,6 +232,7 @@ local function run_detail(id)
     event_runs[i] = { event = e.event, event_id = e.event_id, flow = e.flow, run_id = e.run_id, at = iso_ms(e.created) }
   end
   out.event_runs = event_runs
+  out.sequence = sequence(r)
   return out
 end
 

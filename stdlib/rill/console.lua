@@ -83,6 +83,21 @@ input, select { font: inherit; padding: 5px 8px; border: 1px solid var(--line); 
 #notice { margin: 0 0 12px; }
 form#login { max-width: 420px; background: #fff; border: 1px solid var(--line); padding: 20px; }
 form#login input { width: 100%; margin: 8px 0 12px; }
+#sequence { background: #fff; border: 1px solid var(--line); padding: 8px; overflow-x: auto; }
+svg.seq { display: block; font: 12px system-ui, -apple-system, "Segoe UI", sans-serif; }
+.seq-participant rect { fill: #eef2fb; stroke: var(--accent); }
+.seq-participant text { font-size: 11px; }
+.seq-participant.trigger rect { fill: #f4f0fb; stroke: #6941c6; }
+.seq-participant.flow rect { fill: var(--accent); }
+.seq-participant.flow text { fill: #fff; font-weight: 600; }
+.seq-lifeline { stroke: #c5cad3; stroke-dasharray: 4 4; }
+.seq-message line, .seq-message path { stroke: var(--fg); fill: none; }
+.seq-message.reply line, .seq-message.async_reply line, .seq-message.lost line { stroke-dasharray: 5 3; }
+.seq-message.lost line { stroke: var(--bad); }
+.seq-message.lost text { fill: var(--bad); }
+.seq-note rect { fill: #fff8db; stroke: #e0c36b; }
+.seq-note.bad rect { fill: #fdecea; stroke: var(--bad); }
+#sequence details { margin-top: 6px; }
 ]==]
 
 local JS = [==[
@@ -90,7 +105,8 @@ local JS = [==[
 // rill console: a hash-routed page over the admin API.
 //   #/flows            flows, their status and load errors, pause/resume, reload
 //   #/runs?flow=&state= runs with filters
-//   #/runs/ID          one run: summary, attempts and log lines, steps, outbound calls, retry/cancel
+//   #/runs/ID          one run: summary, its sequence diagram, attempts and log lines, steps,
+//                      outbound calls, retry/cancel
 const KEY = "rill-admin-token";
 const $ = (sel) => document.querySelector(sel);
 
@@ -107,6 +123,79 @@ function el(tag, attrs, ...children) {
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return e;
+}
+
+// ---- a run's sequence, drawn as SVG from /api/runs/ID's sequence (no library, no request) ----
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+// text cut to fit a width (its whole in a tooltip)
+const fit = (s, n) => s.length > n ? s.slice(0, n - 1) + "…" : s;
+
+function sequenceDiagram(seq) {
+  const COL = 190, TOP = 14, HEAD = 30, ROW = 30, CH = 28;
+  const col = {};
+  seq.participants.forEach((p, i) => { col[p.id] = i; });
+  const x = (id) => 10 + (col[id] || 0) * COL + COL / 2;
+  const width = 20 + seq.participants.length * COL + 40;
+  const height = TOP + HEAD + (seq.messages.length + 1) * ROW;
+  const root = svg("svg", { class: "seq", width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
+  const defs = svg("defs");
+  defs.append(svg("marker", { id: "seq-head", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 8,
+    markerHeight: 8, orient: "auto" }));
+  defs.lastChild.append(svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#1d2330" }));
+  defs.append(svg("marker", { id: "seq-open", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 8,
+    markerHeight: 8, orient: "auto" }));
+  defs.lastChild.append(svg("path", { d: "M0,0 L10,5 L0,10", fill: "none", stroke: "#1d2330" }));
+  defs.append(svg("marker", { id: "seq-cross", viewBox: "0 0 10 10", refX: 5, refY: 5, markerWidth: 9,
+    markerHeight: 9, orient: "auto" }));
+  defs.lastChild.append(svg("path", { d: "M0,0 L10,10 M10,0 L0,10", stroke: "#b42318" }));
+  root.append(defs);
+  const bottom = height - 6;
+  for (const p of seq.participants) {
+    const cx = x(p.id);
+    root.append(svg("line", { class: "seq-lifeline", x1: cx, y1: TOP + HEAD, x2: cx, y2: bottom }));
+    const g = svg("g", { class: "seq-participant " + p.kind, "data-id": p.id });
+    g.append(svg("title", {}, p.label));
+    g.append(svg("rect", { x: cx - COL / 2 + 8, y: TOP, width: COL - 16, height: HEAD - 4, rx: 4 }));
+    g.append(svg("text", { x: cx, y: TOP + 17, "text-anchor": "middle" }, fit(p.label, CH)));
+    root.append(g);
+  }
+  seq.messages.forEach((m, i) => {
+    const y = TOP + HEAD + (i + 1) * ROW;
+    const x1 = x(m.from), x2 = x(m.to);
+    if (m.kind === "note") {
+      const bad = /^(failed|dead)/.test(m.text);
+      const g = svg("g", { class: "seq-note" + (bad ? " bad" : "") });
+      const w = Math.min(Math.max(COL - 20, m.text.length * 6.4 + 16), width - 20);
+      const left = Math.max(4, Math.min(x1 - w / 2, width - w - 4));
+      g.append(svg("title", {}, m.text));
+      g.append(svg("rect", { x: left, y: y - 15, width: w, height: 20, rx: 3 }));
+      g.append(svg("text", { x: left + w / 2, y: y - 1, "text-anchor": "middle" }, m.text));
+      root.append(g);
+      return;
+    }
+    const g = svg("g", { class: "seq-message " + m.kind, "data-kind": m.kind });
+    g.append(svg("title", {}, m.text));
+    const head = m.kind === "lost" ? "url(#seq-cross)" : (m.kind.startsWith("async") ? "url(#seq-open)" : "url(#seq-head)");
+    if (x1 === x2) {
+      g.append(svg("path", { d: `M${x1},${y - 8} h26 v12 h-24`, "marker-end": head }));
+      g.append(svg("text", { x: x1 + 32, y: y }, fit(m.text, CH + 6)));
+    } else {
+      g.append(svg("line", { x1, y1: y, x2, y2: y, "marker-end": head }));
+      g.append(svg("text", { x: (x1 + x2) / 2, y: y - 5, "text-anchor": "middle" },
+        fit(m.text, Math.floor(Math.abs(x2 - x1) / 6.5))));
+    }
+    root.append(g);
+  });
+  return el("div", { id: "sequence" }, root,
+    el("details", {}, el("summary", { class: "muted" }, "Mermaid text (rill runs show ID --diagram)"),
+      el("pre", { id: "sequence-mermaid" }, seq.mermaid)));
 }
 
 const badge = (s) => el("span", { class: "badge " + s, "data-state": s }, s);
@@ -293,6 +382,7 @@ async function runPage(id) {
       el("tbody", {}, r.event_runs.map((e) => el("tr", { "data-run": e.run_id }, el("td", {}, e.event), el("td", { class: "mono" }, e.event_id),
         el("td", {}, e.flow), el("td", { class: "mono" },
           el("a", { href: "#/runs/" + encodeURIComponent(e.run_id) }, e.run_id))))))] : "",
+    r.sequence ? [el("h2", {}, "Sequence"), sequenceDiagram(r.sequence)] : "",
     el("h2", {}, "Timeline"), attempts.length ? attempts : el("p", { class: "muted" }, "No attempt yet."),
     r.steps.length ? [el("h2", {}, "Steps"), el("table", {}, el("thead", {}, el("tr", {},
       ["#", "Step", "Attempts", "Finished", "Result"].map((h) => el("th", {}, h)))),

@@ -92,20 +92,30 @@ local function end_of(target, id)
   end
 end
 
-local function stored_trigger(target, trigger, payload, parent, wait)
+-- the caller's record notes how an awaited stored run ended (diagram.lua)
+local function noted_end(target, id, ended, parent)
+  log.write("debug", "started run ended", { flow = target.name, run_id = id,
+    state = ended.failed and "failed" or "succeeded" }, parent)
+end
+
+local function stored_trigger(target, trigger, payload, parent, wait, noted)
   local steps, json = require "rill.steps", require "rill.json"
   local id, ended
   if parent.step then
     parent.step.triggers = (parent.step.triggers or 0) + 1
     id = submit_stored(target, trigger, payload, parent, steps.key() .. "-trigger-" .. parent.step.triggers)
+    local shown = noted { flow = target.name, run_id = id, wait = wait }
     if not wait then return id end
     ended = end_of(target, id)
+    if shown then noted_end(target, id, ended, parent) end
   else
     id = steps.step("trigger " .. target.name, function()
       return submit_stored(target, trigger, payload, parent, steps.key())
     end)
+    local shown = noted { flow = target.name, run_id = id, wait = wait }
     if not wait then return id end
     ended = steps.step("end of " .. target.name, function() return end_of(target, id) end)
+    if shown then noted_end(target, id, ended, parent) end
   end
   if ended.failed then
     error(string.format("flows.trigger: flow '%s' failed (run %s): %s", target.name, id, ended.failed), 3)
@@ -113,6 +123,10 @@ local function stored_trigger(target, trigger, payload, parent, wait)
   if ended.result == json.null then return nil end
   return ended.result
 end
+
+-- The runs one run's record names one by one (flows.trigger); diagram.lua
+-- draws as many (max_children).
+local MAX_NOTED = 20
 
 function flow_api.trigger(name, payload, opts)
   if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
@@ -130,25 +144,48 @@ function flow_api.trigger(name, payload, opts)
   payload = plain_copy(payload)
   local wait = not (type(opts) == "table" and opts.wait == false)
   local trigger = { type = "flow", parent_flow = parent and parent.flow }
+  -- the caller's record names the runs it starts, and how each ended when
+  -- awaited (its sequence diagram shows them; such a run is not stored):
+  -- debug lines, kept with the run but not printed at the default level,
+  -- written as rill's lines about the run (outside the flow's own
+  -- max_log_lines), for its first MAX_NOTED runs, then one line for the
+  -- rest, so that a fan-out does not crowd the flow's lines out of its record
+  local function noted(fields)
+    if not parent then return false end
+    local n = (parent.started_noted or 0) + 1
+    parent.started_noted = n
+    if n <= MAX_NOTED then
+      log.write("debug", "started a run", fields, parent)
+      return true
+    end
+    if n == MAX_NOTED + 1 then log.write("debug", "started more runs", { shown = MAX_NOTED }, parent) end
+    return false
+  end
   if parent and parent.durable then
-    local result = stored_trigger(target, trigger, payload, parent, wait) -- no tail call: error levels count it
+    local result = stored_trigger(target, trigger, payload, parent, wait, noted) -- no tail call: error levels count it
     return result
   end
   if not wait then
-    return runner.start(target, trigger, payload, { parent = parent }).id
+    local id = runner.start(target, trigger, payload, { parent = parent }).id
+    noted { flow = name, run_id = id, wait = false }
+    return id
   end
   local waiter
   local done_run
-  runner.start(target, trigger, payload, {
+  local child = runner.start(target, trigger, payload, {
     parent = parent,
     on_done = function(run)
       done_run = run
       if waiter then waiter:wake() end
     end,
   })
+  local shown = noted { flow = name, run_id = child.id, wait = true }
   if not done_run then
     waiter = task.waiter()
     waiter:wait()
+  end
+  if shown then
+    log.write("debug", "started run ended", { flow = name, run_id = child.id, state = done_run.state }, parent)
   end
   if done_run.state == "succeeded" then return plain_copy(done_run.result) end
   error(string.format("flows.trigger: flow '%s' failed (run %s): %s", name, done_run.id,

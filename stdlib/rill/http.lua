@@ -8,8 +8,10 @@
 -- A network failure or a timeout raises "http: GET https://host/path: reason
 -- (after N ms)", which the run's retry policy acts on.
 -- Each request is logged in the run's log: method, URL without its query
--- string or credentials, status, duration. Headers (Authorization, tokens)
--- are never logged.
+-- string or credentials, status, duration, and the service when a
+-- connector made it (request_as), and the step that made it (the run's
+-- sequence diagram draws them).
+-- Headers (Authorization, tokens) are never logged.
 local client = require "rill.c.http_client"
 local json = require "rill.json"
 local log = require "rill.log"
@@ -139,7 +141,7 @@ end
 local HEADERS = { __index = function(t, k) return type(k) == "string" and rawget(t, k:lower()) or nil end,
                   __metatable = false }
 
-local function request(opts, level)
+local function request(opts, level, service)
   local method = check(opts, level + 1)
   local req = prepare(opts, method, level + 1)
   local shown = method .. " " .. loggable(req.url)
@@ -157,18 +159,22 @@ local function request(opts, level)
     requests_total:labels(host, status or "error"):inc()
     request_seconds:labels(host):observe(now - sent)
     if status then
-      log.info("http", { method = method, url = loggable(req.url), status = status, ms = ms })
+      log.info("http", { method = method, url = loggable(req.url), status = status, ms = ms, service = service,
+        step = steps.name() })
       return setmetatable({ status = status, ok = status >= 200 and status < 300,
         headers = setmetatable(headers, HEADERS), body = body, url = loggable(req.url) }, RESPONSE)
     end
     log.warn("http request failed", { method = method, url = loggable(req.url), error = headers, ms = ms,
-      retry = attempt < retries or nil })
+      retry = attempt < retries or nil, service = service, step = steps.name() })
     if attempt == retries then error("http: " .. shown .. ": " .. headers, level) end
     time.sleep(0.25 * 2 ^ attempt) -- the test clock's, in rill test
   end
 end
 
 function http.request(opts) return request(opts, 2) end
+
+-- request_as(service, opts): a connector's request, its log line naming the service.
+function http.request_as(service, opts) return request(opts, 2, tostring(service)) end
 
 for _, m in ipairs { "get", "post", "put", "patch", "delete" } do
   http[m] = function(url, opts)

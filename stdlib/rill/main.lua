@@ -27,14 +27,17 @@ usage: rill <command> [options]
                       --luacheck-config prints luacheck's configuration for flows
   run FLOW [--payload JSON] [--config FILE] [--flows DIR]
                       run one flow once, print its log and result; exit 1 if it fails
-  test [FLOW...] [--flows DIR] [--verbose]
+  test [FLOW...] [--flows DIR] [--verbose] [--diagrams DIR]
                       run the flows' tests (FLOW.test.lua beside each flow) in a
-                      scratch store and database, with stubbed HTTP and a set clock
+                      scratch store and database, with stubbed HTTP and a set clock;
+                      --diagrams DIR writes the sequence diagram of every run they store
   runs list [--flow F] [--state S] [--limit N] [--json]
                       the latest runs in the store (states: queued running retrying
                       sleeping waiting succeeded failed dead cancelled)
-  runs show ID [--json]
-                      one run: trigger, payload, result or error, every log line
+  runs show ID [--json | --diagram]
+                      one run: trigger, payload, result or error, every log line;
+                      --diagram: its sequence as Mermaid text (trigger, steps, calls
+                      by service and status, sleeps, waits, events, runs it started)
   runs retry ID [--same-version]
                       put a dead, failed or retrying run back in the queue, ready now;
                       it runs the flow's current version, or with --same-version the
@@ -528,7 +531,7 @@ end
 -- test [FLOW...] [--flows DIR]: the flows' test files (FLOW.test.lua beside
 -- each flow), each test in a scratch world (testing.lua); exit 1 if one fails.
 function M.test(args)
-  local opts, names = parse(args, 2, { config = true, flows = true, verbose = false })
+  local opts, names = parse(args, 2, { config = true, flows = true, verbose = false, diagrams = true })
   if not opts then return fail(names) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end
@@ -548,7 +551,7 @@ function M.test(args)
       out("rill test: no test files (FLOW.test.lua) in " .. c.flows_dir .. "\n")
       return os_c.exit(next(summary.failed) and 1 or 0)
     end
-    local passed, failed = testing.run(files, function(line) out(line .. "\n") end)
+    local passed, failed = testing.run(files, function(line) out(line .. "\n") end, { diagrams = opts.diagrams })
     if next(summary.failed) then failed = failed + 1 end
     out(string.format("%d passed, %d failed\n", passed, failed))
     os_c.exit(failed > 0 and 1 or 0)
@@ -607,6 +610,10 @@ function RUNS_COMMANDS.show(store, opts, id)
   if not r then error("runs show: no run " .. id, 0) end
   require("rill.log").mask_all(r)
   local json = require "rill.json"
+  if opts.diagram then
+    local diagram = require "rill.diagram"
+    return out(diagram.mermaid(diagram.model(r, store.children(r.id, diagram.max_children + 1))))
+  end
   -- the shared modules its version ran: name -> hash
   local v = r.version and store.version(r.version)
   if v and next(v.modules) then
@@ -695,7 +702,7 @@ function M.runs(args)
   local cmd = RUNS_COMMANDS[sub or ""]
   if not cmd then return fail("runs: expected list, show, retry, delete or count\n" .. USAGE) end
   local opts, pos = parse(args, 3, { flow = true, state = true, limit = true, config = true, store = true, json = false,
-    ["same-version"] = false })
+    ["same-version"] = false, diagram = false })
   if not opts then return fail(pos) end
   local ok, c = pcall(settings, opts)
   if not ok then return fail(c) end

@@ -122,12 +122,20 @@ function steps.key()
   return run and run.step and (run.id .. "-" .. run.step.seq) or nil
 end
 
+-- name() -> the name of the step running now, or nil (outside a step or a run).
+function steps.name()
+  local run = task.current()
+  return run and run.step and run.step.name or nil
+end
+
 local function park_until(name, wake_ms)
   local run = task.current()
   if not run then error("sleep_until: only inside a run", 3) end
   local wake = steps.step(name, function() return wake_ms end)
   local left = wake - now_ms()
   if left <= 0 then return end
+  log.write("info", "run sleeps", { step = name, seconds = left / 1000,
+    ["until"] = require("rill.time").iso(wake / 1000) }, run)
   if not run.durable then return time.sleep(left / 1000) end
   run.park = wake
   error(PARK, 0)
@@ -195,6 +203,7 @@ function steps.wait_for(name, opts)
   end
   run.park, run.wait_seq = timeout_at or 2 ^ 53, seq
   log.write("info", "run waits for an event", { step = name, event = opts.event,
+    since = require("rill.time").iso(now_ms() / 1000),
     timeout = timeout_at and require("rill.time").iso(timeout_at / 1000) or nil }, run)
   error(PARK, 0)
 end

@@ -165,6 +165,11 @@ local MIGRATIONS = {
     "ALTER TABLE flow_versions ADD COLUMN modules TEXT",
     "ALTER TABLE runs ADD COLUMN settings TEXT",
   },
+  -- The stored runs a run started (a run of a database event its write
+  -- caused names it as parent), for its sequence diagram.
+  {
+    "CREATE INDEX runs_parent ON runs (parent) WHERE parent IS NOT NULL",
+  },
 }
 
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
@@ -577,6 +582,13 @@ end
 -- outcome(id) -> {state, result, error} of a run, or nil. In a task.
 function store.outcome(id)
   return store.batch { { "SELECT state, result, error FROM runs WHERE id = $1", id, n = 1 } }[1][1]
+end
+
+-- children(id[, limit]) -> the stored runs that name run id as their
+-- parent, oldest first, at most limit (20): {id, flow, state}.
+function store.children(id, limit)
+  return store.batch { { "SELECT id, flow, state FROM runs WHERE parent = $1 ORDER BY created, id LIMIT $2",
+    id, limit or 20, n = 2 } }[1]
 end
 
 -- count(state) -> the number of runs in that state (all runs without one).

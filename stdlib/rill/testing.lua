@@ -432,8 +432,30 @@ local function declared(file)
   return tests
 end
 
--- run(files, out) -> passed, failed. out(line) prints.
-function testing.run(files, out)
+-- write_diagrams(dir, file, n, name): the sequence diagram of every run
+-- the test stored, in stable form (no ids, no call durations), as
+-- DIR/<flow of the test file>/<test number>-<run number>-<flow of the run>.mmd,
+-- each beginning with a comment naming the test. Runs in creation order.
+local function write_diagrams(dir, file, n, name)
+  local diagram = require "rill.diagram"
+  local own = file:match("([^/]+)%.test%.lua$") or file:match("([^/]+)$")
+  local folder = dir .. "/" .. own
+  assert(os_c.mkdir_p(folder))
+  local rows = store.list { limit = 1000 }
+  for i = #rows, 1, -1 do
+    local r = store.get(rows[i].id)
+    local text = diagram.mermaid(diagram.model(r, store.children(r.id, diagram.max_children + 1)), { stable = true })
+    local path = string.format("%s/%02d-%02d-%s.mmd", folder, n, #rows - i + 1, r.flow)
+    local f = assert(io.open(path, "w"))
+    f:write("%% ", file, ": ", (tostring(name):gsub("[%c]", " ")), "\n", text)
+    f:close()
+  end
+end
+
+-- run(files, out[, opts]) -> passed, failed. out(line) prints. opts.diagrams:
+-- a folder to write the sequence diagram of each test's runs to.
+function testing.run(files, out, opts)
+  opts = opts or {}
   local passed, failed = 0, 0
   for _, file in ipairs(files) do
     local tests, err = declared(file)
@@ -441,7 +463,7 @@ function testing.run(files, out)
       failed = failed + 1
       out("FAIL " .. file .. ": " .. tostring(err))
     else
-      for _, tc in ipairs(tests) do
+      for n, tc in ipairs(tests) do
         local w = new_world(file)
         enter(w)
         queue.start() -- on this test's store
@@ -456,6 +478,10 @@ function testing.run(files, out)
         end
         if ok and #w.unstubbed > 0 then
           ok, terr = false, "outbound calls nobody stubbed: " .. table.concat(w.unstubbed, ", ")
+        end
+        if opts.diagrams then
+          local dok, derr = pcall(write_diagrams, opts.diagrams, file, n, tc.name)
+          if not dok and ok then ok, terr = false, "writing the diagrams of its runs: " .. tostring(derr) end
         end
         local ms = math.floor((tz.now() - started) * 1000 + 0.5)
         if ok then

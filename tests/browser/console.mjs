@@ -3,7 +3,9 @@
 //   node console.mjs ADMIN_URL TOKEN RUN_ID SCREENSHOT
 // Opens the runs page, types the token, filters dead runs, opens RUN_ID (a
 // dead run), checks its timeline, clicks Retry and waits for the page to show
-// it succeeded, then saves a screenshot; then pauses and resumes the flow and
+// it succeeded, reads the run's sequence diagram (drawn in the page, as SVG)
+// and saves a screenshot of the page and one of the diagram
+// (SCREENSHOT with -sequence before .png); then pauses and resumes the flow and
 // reloads the flows on the flows page; then changes flow tuned's setting
 // threshold (a bad value first). Prints one JSON line of what it saw;
 // exits 1 on the first thing that is not as expected.
@@ -23,6 +25,10 @@ try {
   const problems = [];
   page.on("pageerror", (e) => problems.push("page error: " + e.message));
   page.on("console", (m) => { if (m.type() === "error") problems.push("console error: " + m.text()); });
+  // the console needs nothing but rill: no CDN, no font, no script from elsewhere
+  page.on("request", (r) => {
+    if (!r.url().startsWith(base + "/") && !r.url().startsWith("data:")) problems.push("request elsewhere: " + r.url());
+  });
 
   await page.goto(base + "/console/#/runs");
   await page.waitForSelector("#login:not([hidden])", WAIT);
@@ -49,7 +55,22 @@ try {
   seen.attempts_after = await page.locator(".attempt").count();
   seen.result = JSON.parse(await page.textContent("#run-result"));
   seen.retry_button_after = await page.locator("#retry").count();
+
+  // the run's sequence: participants, messages and notes drawn as SVG
+  await page.waitForSelector("#sequence svg .seq-message", WAIT);
+  seen.sequence = await page.evaluate(() => {
+    const texts = (sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent);
+    return {
+      participants: texts("#sequence .seq-participant text"),
+      messages: texts("#sequence .seq-message text"),
+      notes: texts("#sequence .seq-note text"),
+      lifelines: document.querySelectorAll("#sequence .seq-lifeline").length,
+      arrows: document.querySelectorAll("#sequence .seq-message line, #sequence .seq-message path").length,
+      mermaid: (document.querySelector("#sequence-mermaid") || {}).textContent || "",
+    };
+  });
   await page.screenshot({ path: screenshot, fullPage: true });
+  await page.locator("#sequence").screenshot({ path: screenshot.replace(/\.png$/, "-sequence.png") });
 
   // the flows page: pause the flow, resume it, reload
   const flow = 'tr[data-flow="checked"]';

@@ -150,7 +150,7 @@ end
 -- opts are http.request's; a network failure is raised with the service
 -- and operation in front of http's reason.
 function CLIENT:request(operation, opts)
-  local ok, res = pcall(http.request, opts)
+  local ok, res = pcall(http.request_as, self.service, opts)
   if not ok then
     base.raise(string.format("%s: %s: %s", self.service, operation, tostring(res):gsub("^[^:]*:%d+: ", "")))
   end

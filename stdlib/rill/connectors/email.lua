@@ -163,10 +163,11 @@ local function new(given)
     }
     local server = url:gsub("^(%a+://)[^/@]*@", "%1"):match("^%a+://([^/]+)")
     if not status then
-      log.warn("email not sent", { server = server, recipients = #rcpt, error = err })
+      log.warn("email not sent", { server = server, recipients = #rcpt, error = err, step = require("rill.steps").name() })
       base.raise(string.format("email: send to %s: %s", table.concat(rcpt, ", "), err))
     end
-    log.info("email sent", { server = server, recipients = #rcpt, message_id = id, status = status })
+    log.info("email sent", { server = server, recipients = #rcpt, message_id = id, status = status,
+      step = require("rill.steps").name() })
     return { message_id = id, recipients = rcpt }
   end
 
