@@ -29,6 +29,13 @@ static uint64_t max_steps = 10000000; /* the setting pattern_max_steps */
 static double gave_up;                /* calls stopped at max_steps, for /metrics */
 static double too_large;              /* gsub results refused over max_string */
 
+/* A [set] compiled to a bitmap, for the loops that test one item against
+ * many characters (a greedy run, the search's first-item filter): one bit
+ * test per character instead of a walk of the set. */
+typedef struct charset {
+    uint32_t bits[8];
+} charset;
+
 typedef struct matcher {
     const char *src, *src_end; /* the subject */
     const char *pat_end;       /* the pattern ends here (it may hold '\0') */
@@ -38,6 +45,10 @@ typedef struct matcher {
     int level;         /* captures opened so far */
     int depth;         /* nested calls of match() */
     uint64_t steps, next_check;
+    /* The first item's charset, kept for the searches of one call (gsub
+     * searches once per match): first_of is the pattern it was made for. */
+    const char *first_of, *first_end;
+    charset first_set;
     struct {
         const char *init;
         ptrdiff_t len; /* or CAP_UNFINISHED, CAP_POSITION */
@@ -177,13 +188,6 @@ static int in_set(int c, const char *p, const char *last) {
     }
     return !want;
 }
-
-/* A [set] compiled to a bitmap, for the loops that test one item against
- * many characters (a greedy run, the search's first-item filter): one bit
- * test per character instead of a walk of the set. */
-typedef struct charset {
-    uint32_t bits[8];
-} charset;
 
 static inline int charset_has(const charset *cs, unsigned char c) {
     return (cs->bits[c >> 5] >> (c & 31)) & 1;
@@ -515,6 +519,7 @@ static void matcher_init(matcher *m, lua_State *L, const char *s, size_t ls, con
     m->pat_end = nul ? nul : pe;
     m->level = 0;
     m->depth = 0;
+    m->first_of = NULL;
     m->steps = 0;
     m->next_check = CHECK_EVERY < max_steps ? CHECK_EVERY : max_steps;
     /* A loop of many small calls stops at the deadline too, and gives
@@ -542,16 +547,20 @@ static const char *first_item_end(matcher *m, const char *p) {
  * patterns try init only. Returns the start of the match (its end in *e). */
 static const char *search(matcher *m, size_t init, const char *p, int anchored, const char **e) {
     const char *s = m->src + init;
-    const char *first = anchored ? NULL : first_item_end(m, p);
-    charset first_set;
-    if (first)
-        item_charset(&first_set, p, first);
+    if (m->first_of != p) {
+        m->first_of = p;
+        m->first_end = first_item_end(m, p);
+        if (m->first_end)
+            item_charset(&m->first_set, p, m->first_end);
+    }
+    const char *first = anchored ? NULL : m->first_end;
+    const charset *first_set = &m->first_set;
     /* A first item without a quantifier matched where span stopped: the
      * match goes on from the next item (with '+', match() takes it all). */
     const char *rest = first && (first >= m->pat_end || *first != '+') ? first : NULL;
     do {
         if (first) { /* skip, cheaply, where the first item cannot match */
-            s = span(m, s, &first_set, 1);
+            s = span(m, s, first_set, 1);
             if (s >= m->src_end)
                 return NULL;
         }
