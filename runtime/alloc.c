@@ -4,7 +4,9 @@
  * (meter 0 is rill's own code). A run over its limit, or any run while the
  * process is over its own, gets NULL: LuaJIT raises "not enough memory" in
  * that run only, and the meter records that the run is to be ended.
- * Only the loop thread allocates from the Lua state: no locking.
+ * The blocks themselves come from LuaJIT's own allocator (malloc under
+ * AddressSanitizer). Only the loop thread allocates from the Lua state: no
+ * locking.
  */
 #include "alloc.h"
 
@@ -14,16 +16,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+
 /* Each block starts with its owner, so that freeing it credits the meter
- * that was charged, whoever runs when the GC frees it. 16 bytes keep the
- * payload aligned as malloc's is. */
-typedef union block_head {
+ * that was charged, whoever runs when the GC frees it (the GC frees a run's
+ * garbage in steps taken while any run allocates: crediting the run current
+ * then would let one run's garbage pay for another's live memory, and kill
+ * a run for garbage already freed). 8 bytes keep the payload aligned as
+ * LuaJIT's own allocator aligns its blocks (8), and the header on the cache
+ * line of the object's start more often than 16 would (the GC's sweep reads
+ * the start just before the free reads the header). */
+typedef struct block_head {
     struct {
         uint32_t meter; /* index into meters */
         uint32_t gen;   /* meters[meter].gen when charged; another means the meter was closed */
     } owner;
-    max_align_t align;
 } block_head;
+_Static_assert(sizeof(block_head) == 8, "the header is 8 bytes");
 
 typedef struct meter {
     size_t used;     /* bytes of live blocks charged to it */
@@ -105,63 +114,44 @@ static void credit(block_head *h, size_t n) {
     total -= n;
 }
 
-/* ---- Small blocks: a free list per size class ----
- * LuaJIT allocates and frees small blocks (strings, tables, closures) at a
- * high rate; glibc's malloc takes a lock for most of them once rill has
- * threads. Small blocks are kept on a free list per 16-byte class instead,
- * at most CACHE_MAX per class (a few MiB in all), and handed back to malloc
- * by rill_alloc_give_back. */
-#define SMALL_MAX 256
-#define CLASSES (SMALL_MAX / 16)
-/* Under AddressSanitizer nothing is cached: a block kept here would hide a
- * use after free of a Lua object (a request userdata, a string) from it. */
+/* ---- The allocator underneath ----
+ * LuaJIT's own (lj_alloc_f, a dlmalloc arena in mmap'd segments): the one
+ * the Lua heap had before meters, no lock, and faster than glibc's malloc
+ * for LuaJIT's mix of small blocks. It is reached through lua_getallocf of
+ * a state kept for that only (LuaJIT exports no other way to make an
+ * arena). Under AddressSanitizer the blocks come from malloc, so that a use
+ * after free of a Lua object (a request userdata, a string) is seen. */
 #if defined(__SANITIZE_ADDRESS__)
-#define CACHE_MAX 0
+#define USE_MALLOC 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define CACHE_MAX 0
+#define USE_MALLOC 1
 #endif
 #endif
-#ifndef CACHE_MAX
-#define CACHE_MAX 4096
-#endif
-static const unsigned cache_max = CACHE_MAX; /* a variable: no "always true" warning at 0 */
 
-typedef struct free_block {
-    struct free_block *next;
-} free_block;
-
-static free_block *cache[CLASSES];
-static unsigned cached[CLASSES];
-
-/* The class of a small size, 0-based; sizes over SMALL_MAX have none. */
-static inline int size_class(size_t n) {
-    return n <= SMALL_MAX ? (int)((n - 1) >> 4) : -1;
+static void *sys_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, nsize);
 }
 
-static block_head *block_new(size_t n) {
-    int c = size_class(n);
-    if (c < 0)
-        return malloc(sizeof(block_head) + n);
-    if (cache[c]) {
-        free_block *b = cache[c];
-        cache[c] = b->next;
-        cached[c]--;
-        return (block_head *)b;
-    }
-    return malloc(sizeof(block_head) + ((size_t)c + 1) * 16);
-}
+static lua_Alloc base_alloc = sys_alloc;
+static void *base_ud;
 
-static void block_free(block_head *h, size_t n) {
-    int c = size_class(n);
-    if (c < 0 || cached[c] >= cache_max) {
-        free(h);
-        return;
+/* Switches to LuaJIT's arena, while no block is live in malloc's. */
+static void base_init(void) {
+#ifndef USE_MALLOC
+    static lua_State *arena_state; /* owns the arena; never closed */
+    if (arena_state == NULL && total == 0) {
+        arena_state = luaL_newstate();
+        if (arena_state != NULL)
+            base_alloc = lua_getallocf(arena_state, &base_ud);
     }
-    free_block *b = (free_block *)h;
-    b->next = cache[c];
-    cache[c] = b;
-    cached[c]++;
+#endif
 }
 
 void *rill_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -171,43 +161,26 @@ void *rill_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (nsize == 0) {
         if (h) {
             credit(h, old);
-            block_free(h, old);
+            base_alloc(base_ud, h, sizeof *h + old, 0);
         }
         return NULL;
     }
     if (nsize > old && !may_grow(&meters[current], nsize - old))
         return NULL;
-    block_head *nh;
-    if (h && size_class(old) < 0 && size_class(nsize) < 0) {
-        nh = realloc(h, sizeof *nh + nsize);
-        if (nh == NULL)
-            return NULL; /* h is untouched and still charged */
-        credit(nh, old);
-    } else if (h && size_class(old) >= 0 && size_class(old) == size_class(nsize)) {
-        nh = h; /* the block's class has room for it */
-        credit(nh, old);
-    } else {
-        nh = block_new(nsize);
-        if (nh == NULL)
-            return NULL;
-        if (h) {
-            memcpy(nh + 1, h + 1, old < nsize ? old : nsize);
-            credit(h, old);
-            block_free(h, old);
-        }
-    }
+    if (nsize > SIZE_MAX - sizeof *h)
+        return NULL;
+    block_head *nh = base_alloc(base_ud, h, h ? sizeof *h + old : 0, sizeof *nh + nsize);
+    if (nh == NULL)
+        return NULL; /* h, if any, is untouched and still charged */
+    if (h)
+        credit(nh, old); /* its header moved with it */
     charge(nh, current, nsize);
     return nh + 1;
 }
 
 int rill_alloc_init(void (*over)(void)) {
     on_over = over;
-    /* The Lua heap grows and shrinks with every GC cycle: keep what it
-     * frees at the top for the next cycle instead of returning it to the
-     * system each time (page faults were a fifth of an allocation-heavy
-     * loop). rill_alloc_give_back returns it after a big run. */
-    mallopt(M_TRIM_THRESHOLD, 64 << 20);
-    mallopt(M_TOP_PAD, 16 << 20);
+    base_init();
     return ensure_meters();
 }
 
@@ -273,13 +246,7 @@ size_t rill_meter_used(uint32_t id) {
 }
 
 void rill_alloc_give_back(void) {
-    for (int c = 0; c < CLASSES; c++) {
-        while (cache[c]) {
-            free_block *b = cache[c];
-            cache[c] = b->next;
-            free(b);
-        }
-        cached[c] = 0;
-    }
+    /* LuaJIT's arena unmaps its free segments and trims its top itself; this
+     * is for malloc's (the Lua heap under ASan, and C libraries' buffers). */
     malloc_trim(0);
 }

@@ -18,7 +18,8 @@
  * GC64 mode on x86_64, the mode Debian's libluajit2 is built in). */
 void *rill_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 
-/* Sets up meter 0; over() is called when an allocation is refused (the
+/* Sets up meter 0 and LuaJIT's arena underneath (call it before the first
+ * rill_alloc); over() is called when an allocation is refused (the
  * watchdog uses it to stop the run promptly). Returns 0 or -1. */
 int rill_alloc_init(void (*over)(void));
 
@@ -43,7 +44,8 @@ uint32_t rill_meter_enter(uint32_t id);
 /* Bytes charged to meter id now. */
 size_t rill_meter_used(uint32_t id);
 
-/* Hands freed memory back to the system (after a full GC). */
+/* Hands malloc's freed memory back to the system (after a full GC); LuaJIT's
+ * arena gives back its free segments and top by itself. */
 void rill_alloc_give_back(void);
 
 #endif

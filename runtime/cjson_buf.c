@@ -10,7 +10,13 @@
  * decode, and decodes never nest (cjson calls no Lua code): a buffer still
  * held when the next decode starts, or when release() is called after a
  * failed decode, was left behind, and is freed then.
+ * The link also wraps fpconv_strtod, which reads every number a decode
+ * meets, to count the ones past a double's range (cjson makes them
+ * infinity, which no JSON can carry back): a webhook refuses such a body
+ * by this count instead of scanning its text for long numbers.
  */
+#include <math.h>
+
 #include "rill.h"
 
 void *__real_strbuf_new(int len);
@@ -39,6 +45,24 @@ void __wrap_strbuf_free(void *s) {
     __real_strbuf_free(s);
 }
 
+double __real_fpconv_strtod(const char *nptr, char **endptr);
+double __wrap_fpconv_strtod(const char *nptr, char **endptr);
+
+static double infinities; /* numbers decoded as infinite since start */
+
+double __wrap_fpconv_strtod(const char *nptr, char **endptr) {
+    double v = __real_fpconv_strtod(nptr, endptr);
+    if (isinf(v))
+        infinities++;
+    return v;
+}
+
+/* infinities() -> how many numbers decodes have read as infinite since start. */
+static int l_infinities(lua_State *L) {
+    lua_pushnumber(L, infinities);
+    return 1;
+}
+
 static int l_release(lua_State *L) {
     (void)L;
     rill_cjson_buf_release();
@@ -49,5 +73,7 @@ int rill_cjson_buf_open(lua_State *L) {
     lua_newtable(L);
     lua_pushcfunction(L, l_release);
     lua_setfield(L, -2, "release");
+    lua_pushcfunction(L, l_infinities);
+    lua_setfield(L, -2, "infinities");
     return 1;
 }

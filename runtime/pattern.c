@@ -29,6 +29,13 @@ static uint64_t max_steps = 10000000; /* the setting pattern_max_steps */
 static double gave_up;                /* calls stopped at max_steps, for /metrics */
 static double too_large;              /* gsub results refused over max_string */
 
+/* A [set] compiled to a bitmap, for the loops that test one item against
+ * many characters (a greedy run, the search's first-item filter): one bit
+ * test per character instead of a walk of the set. */
+typedef struct charset {
+    uint32_t bits[8];
+} charset;
+
 typedef struct matcher {
     const char *src, *src_end; /* the subject */
     const char *pat_end;       /* the pattern ends here (it may hold '\0') */
@@ -38,6 +45,10 @@ typedef struct matcher {
     int level;         /* captures opened so far */
     int depth;         /* nested calls of match() */
     uint64_t steps, next_check;
+    /* The first item's charset, kept for the searches of one call (gsub
+     * searches once per match): first_of is the pattern it was made for. */
+    const char *first_of, *first_end;
+    charset first_set;
     struct {
         const char *init;
         ptrdiff_t len; /* or CAP_UNFINISHED, CAP_POSITION */
@@ -178,19 +189,23 @@ static int in_set(int c, const char *p, const char *last) {
     return !want;
 }
 
-/* A [set] compiled to a bitmap, for the loops that test one item against
- * many characters (a greedy run, the search's first-item filter): one bit
- * test per character instead of a walk of the set. */
-typedef struct charset {
-    uint32_t bits[8];
-} charset;
-
 static inline int charset_has(const charset *cs, unsigned char c) {
     return (cs->bits[c >> 5] >> (c & 31)) & 1;
 }
 
 static inline void charset_add(charset *cs, int c) {
     cs->bits[c >> 5] |= 1u << (c & 31);
+}
+
+/* Adds lo..hi (none if lo > hi) a word at a time: [\128-\255] is four
+ * stores, not 128. */
+static void charset_add_range(charset *cs, int lo, int hi) {
+    while (lo <= hi) {
+        int w = lo >> 5, last = ((w << 5) + 31 < hi) ? 31 : (hi & 31);
+        uint32_t upto = last == 31 ? ~0u : (1u << (last + 1)) - 1;
+        cs->bits[w] |= upto & (~0u << (lo & 31));
+        lo = (w + 1) << 5;
+    }
 }
 
 /* The same membership as in_set(c, p, last), for every c at once. */
@@ -210,8 +225,7 @@ static void charset_compile(charset *cs, const char *p, const char *last) {
                     cs->bits[i] |= class_bits[cl][i];
             }
         } else if (p[1] == '-' && p + 2 < last) {
-            for (int c = (unsigned char)p[0]; c <= (unsigned char)p[2]; c++)
-                charset_add(cs, c);
+            charset_add_range(cs, (unsigned char)p[0], (unsigned char)p[2]);
             p += 2;
         } else {
             charset_add(cs, (unsigned char)*p);
@@ -220,6 +234,30 @@ static void charset_compile(charset *cs, const char *p, const char *last) {
     if (negate)
         for (int i = 0; i < 8; i++)
             cs->bits[i] = ~cs->bits[i];
+}
+
+/* The characters the single-character item p..ep matches, as a charset. */
+static void item_charset(charset *cs, const char *p, const char *ep) {
+    switch (*p) {
+    case '.':
+        memset(cs, 0xff, sizeof *cs);
+        return;
+    case ESC: {
+        int cl = (unsigned char)p[1];
+        memset(cs, 0, sizeof *cs);
+        if (class_of[cl] == 0)
+            charset_add(cs, cl);
+        else
+            memcpy(cs->bits, class_bits[cl], sizeof cs->bits);
+        return;
+    }
+    case '[':
+        charset_compile(cs, p, ep - 1);
+        return;
+    default:
+        memset(cs, 0, sizeof *cs);
+        charset_add(cs, (unsigned char)*p);
+    }
 }
 
 /* Whether the subject character at s matches the item p..ep. */
@@ -239,26 +277,44 @@ static int item_matches(matcher *m, const char *s, const char *p, const char *ep
     }
 }
 
+/* The first position from s (at most the subject's end) whose character
+ * is (in = 1) or is not (in = 0) in cs. One step per character passed, as
+ * step() counts them, with the budget checked at the same points; the
+ * loop itself counts nothing (a long run of a body was a tenth of a
+ * webhook's time when each character stored its step). */
+static const char *span(matcher *m, const char *s, const charset *cs, int in) {
+    /* Looking for a set with no ASCII character in it ([\128-\255], the
+     * webhook's UTF-8 check): ASCII text is passed 8 bytes at a time. */
+    int past_ascii = in && (cs->bits[0] | cs->bits[1] | cs->bits[2] | cs->bits[3]) == 0;
+    for (;;) {
+        if (m->steps >= m->next_check)
+            over_budget(m);
+        size_t room = (size_t)(m->src_end - s);
+        uint64_t left = m->next_check - m->steps;
+        const char *e = s + (room < left ? room : (size_t)left), *q = s;
+        if (past_ascii) {
+            uint64_t w;
+            while (e - q >= 8 && (memcpy(&w, q, 8), (w & 0x8080808080808080ull) == 0))
+                q += 8;
+        }
+        while (q < e && charset_has(cs, (unsigned char)*q) != in)
+            q++;
+        m->steps += (uint64_t)(q - s);
+        if (q < e || q == m->src_end)
+            return q;
+        s = q;
+    }
+}
+
 /* ---- The matcher ---- */
 
 static const char *match(matcher *m, const char *s, const char *p);
 
 /* Greedy: the longest run of the item first, then shorter ones. */
 static const char *match_greedy(matcher *m, const char *s, const char *p, const char *ep) {
-    ptrdiff_t n = 0;
-    if (*p == '[') {
-        charset cs;
-        charset_compile(&cs, p, ep - 1);
-        while (s + n < m->src_end && charset_has(&cs, (unsigned char)s[n])) {
-            step(m);
-            n++;
-        }
-    } else {
-        while (item_matches(m, s + n, p, ep)) {
-            step(m);
-            n++;
-        }
-    }
+    charset cs;
+    item_charset(&cs, p, ep);
+    ptrdiff_t n = span(m, s, &cs, 0) - s;
     for (; n >= 0; n--) {
         const char *r = match(m, s + n, ep + 1);
         if (r)
@@ -463,6 +519,7 @@ static void matcher_init(matcher *m, lua_State *L, const char *s, size_t ls, con
     m->pat_end = nul ? nul : pe;
     m->level = 0;
     m->depth = 0;
+    m->first_of = NULL;
     m->steps = 0;
     m->next_check = CHECK_EVERY < max_steps ? CHECK_EVERY : max_steps;
     /* A loop of many small calls stops at the deadline too, and gives
@@ -490,30 +547,27 @@ static const char *first_item_end(matcher *m, const char *p) {
  * patterns try init only. Returns the start of the match (its end in *e). */
 static const char *search(matcher *m, size_t init, const char *p, int anchored, const char **e) {
     const char *s = m->src + init;
-    const char *first = anchored ? NULL : first_item_end(m, p);
-    charset first_set;
-    if (first && *p == '[')
-        charset_compile(&first_set, p, first - 1);
+    if (m->first_of != p) {
+        m->first_of = p;
+        m->first_end = first_item_end(m, p);
+        if (m->first_end)
+            item_charset(&m->first_set, p, m->first_end);
+    }
+    const char *first = anchored ? NULL : m->first_end;
+    const charset *first_set = &m->first_set;
+    /* A first item without a quantifier matched where span stopped: the
+     * match goes on from the next item (with '+', match() takes it all). */
+    const char *rest = first && (first >= m->pat_end || *first != '+') ? first : NULL;
     do {
-        if (first && *p == '[') { /* skip, cheaply, where the first item cannot match */
-            while (s < m->src_end && !charset_has(&first_set, (unsigned char)*s)) {
-                step(m);
-                s++;
-            }
-            if (s >= m->src_end)
-                return NULL;
-        } else if (first) {
-            while (s < m->src_end && !item_matches(m, s, p, first)) {
-                step(m);
-                s++;
-            }
+        if (first) { /* skip, cheaply, where the first item cannot match */
+            s = span(m, s, first_set, 1);
             if (s >= m->src_end)
                 return NULL;
         }
         m->level = 0;
         m->depth = 0;
         step(m);
-        if ((*e = match(m, s, p)) != NULL)
+        if ((*e = rest ? match(m, s + 1, rest) : match(m, s, p)) != NULL)
             return s;
     } while (s++ < m->src_end && !anchored);
     return NULL;

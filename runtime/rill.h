@@ -55,7 +55,8 @@ int rill_sqlite_open(lua_State *L);
 int rill_pg_open(lua_State *L);
 int rill_http_client_open(lua_State *L);
 int rill_pattern_open(lua_State *L);
-/* rill.c.cjson_buf: release() frees the decode buffer a Lua error left behind (cjson_buf.c) */
+/* rill.c.cjson_buf: release() frees the decode buffer a Lua error left behind, infinities()
+ * counts the numbers decodes read as infinite (cjson_buf.c) */
 int rill_cjson_buf_open(lua_State *L);
 int rill_log_open(lua_State *L);
 

@@ -120,6 +120,38 @@ t.test("a gsub with a replacement string over a long subject, made in slices, gi
   t.eq(#mismatches, 0, "mismatches:\n" .. table.concat(mismatches, "\n"))
 end)
 
+-- Subjects longer than the 8 bytes span() passes at a time on ASCII text,
+-- with a high byte (or a digit run) at every offset.
+t.test("long subjects with a byte to find at every offset give what the string library gives", function()
+  mismatches = {}
+  local pats = { "[\128-\255]", "[\128-\255]+", "[\192-\255][\128-\191]", "[^\0-\127]", "[%d.][eE]",
+                 "%d%d%d", "[%d]+x", "a+b", "[ab]c", ".-\200", "\200" }
+  for len = 0, 40, 3 do
+    for at = 1, len do
+      local base = ("abc1 e.E"):rep(6):sub(1, len)
+      for _, piece in ipairs({ "\200", "\233\169", "12e5", "999x", "ab" }) do
+        local s = base:sub(1, at - 1) .. piece .. base:sub(at)
+        for _, p in ipairs(pats) do
+          same("find", real.find, bounded.find, s, p)
+          same("find@5", real.find, bounded.find, s, p, 5)
+          same("match", real.match, bounded.match, s, p)
+        end
+      end
+    end
+  end
+  t.eq(#mismatches, 0, "mismatches:\n" .. table.concat(mismatches, "\n"))
+end)
+
+t.test("ASCII passed 8 bytes at a time still counts its steps", function()
+  local s = ("x"):rep(20000) .. "\200"
+  t.eq(bounded.find(s, "[\128-\255]"), 20001, "found past 20,000 ASCII bytes")
+  bounded.configure { pattern_max_steps = 1000 }
+  local ok, e = pcall(bounded.find, s, "[\128-\255]")
+  bounded.configure { pattern_max_steps = 10000000 }
+  t.eq(ok, false, "a 1000-step limit stops a 20,000-byte scan")
+  t.ok(tostring(e):find("pattern_max_steps", 1, true), e)
+end)
+
 t.test("argument errors name the function", function()
   t.eq(outcome(bounded.find, nil, "a"), outcome(real.find, nil, "a"), "find(nil)")
   t.eq(outcome(bounded.match, "a", {}), outcome(real.match, "a", {}), "match(s, {})")
