@@ -461,7 +461,8 @@ local LOG_INSERT = "INSERT INTO run_logs (run_id, attempt, seq, at, level, messa
   .. "$3, $4, $5, $6)"
 
 local function log_rows(stmts, id, attempt, lines)
-  for _, l in ipairs(lines or {}) do
+  if not lines then return end
+  for _, l in ipairs(lines) do
     stmts[#stmts + 1] = { LOG_INSERT, id, attempt, l.at, l.level, l.message, l.fields, n = 6 }
   end
 end
