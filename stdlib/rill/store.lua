@@ -150,11 +150,14 @@ local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attemp
 
 -- Postgres's claim, taking at most `limit` (an SQL expression) runs.
 -- Several instances claim from one table: each skips the rows another one
--- is claiming at that moment instead of waiting for them.
+-- is claiming at that moment instead of waiting for them. The flow is
+-- compared as an expression (`flow || ''`, like SQLite's `+flow`): a plan
+-- made while the table had no statistics ANDed runs_flow's bitmap, every
+-- run of the flow, into each claim.
 local function pg_claim(limit)
   return [[WITH due AS (SELECT id, run_at FROM runs WHERE ]] .. WAITING .. [[ AND run_at <= $3
-        AND flow = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
-      orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow = $4
+        AND flow || '' = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
+      orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow || '' = $4
         LIMIT $5 FOR UPDATE SKIP LOCKED)
     UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
     WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) ready
@@ -179,7 +182,7 @@ local DIALECTS = {
     -- (the lock lasts until the claim commits), and each counts the runs
     -- of the flow running anywhere, $6 at most
     claim_max = pg_claim("GREATEST(0, LEAST($5, $6 - (SELECT count(*) FROM runs "
-      .. "WHERE state = 'running' AND lease_until >= $3 AND flow = $4)))"),
+      .. "WHERE state = 'running' AND lease_until >= $3 AND flow || '' = $4)))"),
     flow_lock = "SELECT pg_advisory_xact_lock(7224185, hashtext($1))",
     shared = true,
     -- migrations from instances starting together take turns
