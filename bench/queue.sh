@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Durable async webhook benchmark (issue: the durable queue): rill serving
 # bench/queue-flows/bench.lua (signature checked, run stored before the 202,
-# the run checks the HMAC again and parses the event) on each store, beside
+# the run checks the HMAC and parses the event) on each store, beside
 # BullMQ on Redis doing the same, in one invocation: the peers' own
-# shared/peers/queue/compare.sh measures BullMQ and the first store, then
-# their bench.sh (the same poster, warmup and done-count) each other store.
-# The done-count is `rill runs count --state succeeded` on the store.
+# shared/peers/queue/compare.sh measures BullMQ, then their bench.sh (the
+# same poster, warmup and done-count polling) each store of rill.
+# The done-count is rill's own counter of stored successes read over HTTP
+# (/metrics, rill_queue_outcomes_total), a curl as cheap as BullMQ's
+# redis-cli; DONE=cli counts with `rill runs count` (a process that opens
+# the store, ~20 ms of CPU each poll). Each store's line also gives the CPU
+# per run by thread over the measured run: rill's loop thread, its other
+# threads (the store's worker, the watchdog), the Postgres server's
+# processes, in microseconds.
 # Env: N (20000), WARMUP_N (2000), CONC, BENCH_SECRET; STORES ("sqlite
 # postgres"): sqlite is a fresh file, postgres a throwaway server
-# (tools/pg-sandbox.sh), or give postgres:// URLs; PEERS (../shared/peers).
+# (tools/pg-sandbox.sh), or give postgres:// URLs; PEERS (../shared/peers);
+# RILL (build/rill: the binary to measure); BULLMQ (1; 0 skips it, and the
+# ratios are then to the first line).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 peers=${PEERS:-$root/../shared/peers}
+rill=${RILL:-$root/build/rill}
 [ -x "$peers/queue/compare.sh" ] || { echo "bench: no peers at $peers" >&2; exit 1; }
 [ -d "$peers/queue/node_modules" ] || "$peers/setup.sh" >&2
 export BENCH_SECRET=${BENCH_SECRET:-bench-secret}
@@ -26,32 +35,66 @@ cleanup() {
 }
 trap cleanup EXIT
 
-first=1
+# cpu_ticks PID: "loop other" clock ticks of a process: its main thread
+# (the loop) and its other threads together.
+cpu_ticks() {
+  local loop=0 other=0 t f
+  for t in /proc/"$1"/task/*; do
+    f=$(cat "$t/stat" 2>/dev/null) || continue
+    f=${f##*) }
+    set -- $f
+    if [ "${t##*/}" = "$rill_pid" ]; then loop=$(( ${12} + ${13} )); else other=$(( other + ${12} + ${13} )); fi
+  done
+  echo "$loop $other"
+}
+# pg_ticks DIR: clock ticks of the sandbox server's processes (0 without one).
+pg_ticks() {
+  local pm sum=0 p f
+  [ -f "$1/data/postmaster.pid" ] || { echo 0; return; }
+  pm=$(head -n1 "$1/data/postmaster.pid")
+  for p in $pm $(pgrep -P "$pm"); do
+    f=$(cat /proc/"$p"/stat 2>/dev/null) || continue
+    f=${f##*) }
+    set -- $f
+    sum=$(( sum + ${12} + ${13} ))
+  done
+  echo "$sum"
+}
+
+if [ "${BULLMQ:-1}" = 1 ]; then
+  "$peers/queue/compare.sh" 2> "$tmp/compare.err" > /dev/null || { cat "$tmp/compare.err" >&2; exit 1; }
+  grep '^bullmq events=' "$tmp/compare.err" | sed 's/$/ cpu=-/' > "$tmp/results"
+fi
 for s in ${STORES:-sqlite postgres}; do
   case $s in
     sqlite) store=sqlite:$tmp/rill.db; name=sqlite ;;
     postgres) store=$("$root/tools/pg-sandbox.sh" start "$tmp/pg"); name=postgres ;;
     *) store=$s; name=postgres ;;
   esac
-  serve_rill "$here/queue-flows" --store "$store"
+  admin=127.0.0.1:$(free_port)
+  RILL_BIN=$rill serve_rill "$here/queue-flows" --store "$store" --admin-listen "$admin"
   url=$rill_base/hooks/bench
-  done_cmd="$root/build/rill runs count --state succeeded --store '$store'"
-  if [ $first = 1 ]; then
-    "$peers/queue/compare.sh" "$url" "$done_cmd" 2> "$tmp/compare.err" > /dev/null \
-      || { cat "$tmp/compare.err" >&2; exit 1; }
-    grep '^bullmq events=' "$tmp/compare.err" > "$tmp/results"
-    grep '^extra events=' "$tmp/compare.err" | sed "s/^extra/rill-$name/" >> "$tmp/results"
-    first=0
+  if [ "${DONE:-metrics}" = cli ]; then
+    done_cmd="$rill runs count --state succeeded --store '$store'"
   else
-    "$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "${WARMUP_N:-2000}" > /dev/null
-    echo "rill-$name $("$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "$n" | tail -n1)" >> "$tmp/results"
+    done_cmd="curl -sf http://$admin/metrics | awk -v s=0 '/^rill_queue_outcomes_total\\{.*state=\"succeeded\"/ { s += \$NF } END { print s }'"
   fi
+  "$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "${WARMUP_N:-2000}" > /dev/null
+  read -r l0 o0 < <(cpu_ticks "$rill_pid"); p0=$(pg_ticks "$tmp/pg")
+  line=$("$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "$n" | tail -n1)
+  read -r l1 o1 < <(cpu_ticks "$rill_pid"); p1=$(pg_ticks "$tmp/pg")
+  runs=${line#events=}; runs=${runs%% *}
+  hz=$(getconf CLK_TCK)
+  cpu=$(awk -v r="$runs" -v hz="$hz" -v l=$((l1 - l0)) -v o=$((o1 - o0)) -v p=$((p1 - p0)) \
+    'BEGIN { f = 1e6 / hz / r; printf "loop=%.1f,threads=%.1f,pg=%.1f", l * f, o * f, p * f }')
+  echo "rill-$name $line cpu=$cpu" >> "$tmp/results"
   stop_rill
   if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
 done
 
-echo "# durable async webhook: $n events, $(nproc) cores, 1 KiB body, ${CONC:-64} in flight"
-awk '{ split($3,s,"="); split($4,r,"="); name[NR]=$1; sec[NR]=s[2]; rps[NR]=r[2] }
-  END { printf "%-14s %10s %12s %10s\n", "peer", "seconds", "runs/s", "vs_bullmq"
-        for (i = 1; i <= NR; i++) printf "%-14s %10.3f %12.1f %10.2f\n", name[i], sec[i], rps[i], rps[i] / rps[1] }' \
+echo "# durable async webhook: $n events, $(nproc) cores, 1 KiB body, ${CONC:-64} in flight;" \
+  "CPU per run in µs by thread (rill's loop, its other threads, the Postgres server)"
+awk '{ split($3,s,"="); split($4,r,"="); name[NR]=$1; sec[NR]=s[2]; rps[NR]=r[2]; cpu[NR]=substr($5, 5) }
+  END { printf "%-14s %10s %12s %10s  %s\n", "peer", "seconds", "runs/s", "vs_bullmq", "cpu_us_per_run"
+        for (i = 1; i <= NR; i++) printf "%-14s %10.3f %12.1f %10.2f  %s\n", name[i], sec[i], rps[i], rps[i] / rps[1], cpu[i] }' \
   "$tmp/results"

@@ -137,8 +137,10 @@ local function encode_or_nil(v)
   return ok and s or nil
 end
 
--- The run's log lines as the store keeps them.
+-- The run's log lines as the store keeps them (nil for none: most runs log
+-- nothing, and their outcome is on the hot path).
 local function stored_lines(run)
+  if not run.logs or #run.logs == 0 then return nil end
   local lines = {}
   for i, l in ipairs(run.logs or {}) do
     lines[i] = { at = math.floor(l.at * 1000), level = l.level, message = l.msg, fields = encode_or_nil(l.fields) }
@@ -296,7 +298,8 @@ end
 -- version and calls callback(run_id, duplicate) once it is committed, or
 -- callback(nil, err). opts: payload_json (the payload as JSON text already,
 -- e.g. a webhook's raw body), request (ctx.request), idem_key, run_at (ms),
--- parent (id), depth, chain (of the parent: "a > b"), extra (statements
+-- parent (id), depth, chain (of the parent: "a > b"), trigger_json (the
+-- trigger as JSON already: a route's, made once), extra (statements
 -- for the same transaction), event (a stored-form event stored with the
 -- run, with the runs it starts (events.stmts), and delivered once it is
 -- committed). A run deeper than runner.max_depth is stored
@@ -331,7 +334,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
       params = r.params, body = not opts.payload_json and r.body or nil }
   end
   local row = {
-    id = opts.id or crypto.id7(), flow = flow.name, version = flow.version, trigger = json.encode(trigger),
+    id = opts.id or crypto.id7(), flow = flow.name, version = flow.version, trigger = opts.trigger_json or json.encode(trigger),
     payload = opts.payload_json or encode_or_nil(payload), request = request_json,
     state = here and "running" or "queued", attempt = here and 1 or 0,
     max_attempts = (retry_policy(flow)), run_at = run_at,

@@ -177,11 +177,14 @@ local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attemp
 
 -- Postgres's claim, taking at most `limit` (an SQL expression) runs.
 -- Several instances claim from one table: each skips the rows another one
--- is claiming at that moment instead of waiting for them.
+-- is claiming at that moment instead of waiting for them. The flow is
+-- compared as an expression (`flow || ''`, like SQLite's `+flow`): a plan
+-- made while the table had no statistics ANDed runs_flow's bitmap, every
+-- run of the flow, into each claim.
 local function pg_claim(limit)
   return [[WITH due AS (SELECT id, run_at FROM runs WHERE ]] .. WAITING .. [[ AND run_at <= $3
-        AND flow = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
-      orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow = $4
+        AND flow || '' = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
+      orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow || '' = $4
         LIMIT $5 FOR UPDATE SKIP LOCKED)
     UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
     WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) ready
@@ -206,7 +209,7 @@ local DIALECTS = {
     -- (the lock lasts until the claim commits), and each counts the runs
     -- of the flow running anywhere, $6 at most
     claim_max = pg_claim("GREATEST(0, LEAST($5, $6 - (SELECT count(*) FROM runs "
-      .. "WHERE state = 'running' AND lease_until >= $3 AND flow = $4)))"),
+      .. "WHERE state = 'running' AND lease_until >= $3 AND flow || '' = $4)))"),
     flow_lock = "SELECT pg_advisory_xact_lock(7224185, hashtext($1))",
     shared = true,
     -- migrations from instances starting together take turns
@@ -488,9 +491,19 @@ local LOG_INSERT = "INSERT INTO run_logs (run_id, attempt, seq, at, level, messa
   .. "$3, $4, $5, $6)"
 
 local function log_rows(stmts, id, attempt, lines)
-  for _, l in ipairs(lines or {}) do
+  if not lines then return end
+  for _, l in ipairs(lines) do
     stmts[#stmts + 1] = { LOG_INSERT, id, attempt, l.at, l.level, l.message, l.fields, n = 6 }
   end
+end
+
+-- "Run $1, held by owner $n": found by id. The state is compared as an
+-- expression so that Postgres cannot answer it from runs_leased (the index
+-- of every running run): a plan made while the table was young and had no
+-- statistics scanned that index and fetched ~40 rows per finish, and a
+-- prepared statement keeps its plan for the connection's life.
+local function held_by(owner_param)
+  return "id = $1 AND owner = " .. owner_param .. " AND state || '' = 'running'"
 end
 
 -- finish(id, owner, fields, lines, callback): records the end of an attempt
@@ -502,7 +515,7 @@ function store.finish(id, owner, attempt, f, lines, callback)
   local stmts = {
     { "UPDATE runs SET state = $3, result = $4, error = $5, run_at = COALESCE($6, run_at), finished = $7, "
       .. "lease_until = NULL, owner = NULL, version = COALESCE($8, version), attempt = COALESCE($9, attempt), "
-      .. "versions = COALESCE($10, versions) WHERE id = $1 AND owner = $2 AND state = 'running'",
+      .. "versions = COALESCE($10, versions) WHERE " .. held_by "$2",
       id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, f.attempt, f.versions, n = 10 },
   }
   if f.state == "waiting" then
@@ -530,8 +543,7 @@ function store.step(run_id, owner, s)
   local res = store.batch {
     { "INSERT INTO run_steps (run_id, seq, name, result, attempts, started, finished) "
       .. "SELECT CAST($1 AS TEXT), CAST($2 AS INTEGER), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS INTEGER), "
-      .. "CAST($6 AS BIGINT), CAST($7 AS BIGINT) WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND owner = $8 "
-      .. "AND state = 'running')",
+      .. "CAST($6 AS BIGINT), CAST($7 AS BIGINT) WHERE EXISTS (SELECT 1 FROM runs WHERE " .. held_by "$8" .. ")",
       run_id, s.seq, s.name, s.result, s.attempts, s.started, s.finished, owner, n = 8 } }
   return res[1].changes > 0
 end

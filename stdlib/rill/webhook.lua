@@ -312,7 +312,7 @@ accept = function(req, route, payload, request, verified_id)
     log.warn("webhook without its delivery id: stored without a duplicate check",
       { path = request.path, idempotency = trigger.idempotency })
   end
-  local opts = { request = request, idem_key = idem,
+  local opts = { request = request, idem_key = idem, trigger_json = route.info_json,
     payload_json = trigger.body == "json" and request.body ~= "" and request.body or nil }
   if trigger.emit then
     -- the event is stored with the run; a redelivery stores neither again
