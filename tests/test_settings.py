@@ -119,6 +119,32 @@ def a_retry_uses_the_values_its_run_started_with():
         eq(json.loads(r.runs("show", new_id)["result"])["threshold"], 2, "a new run: the new value")
 
 
+EMITTER = """
+return {
+  triggers = { webhook { path = "/hooks/signed", mode = "async", emit = "quote.signed" } },
+  run = function() return true end,
+}
+"""
+
+SUBSCRIBER = """
+return {
+  settings = { threshold = { type = "number", default = 5, description = "a number" } },
+  triggers = { event { name = "quote.signed" } },
+  run = function(ctx) return { threshold = ctx.settings.threshold } end,
+}
+"""
+
+
+@test
+def a_run_an_event_started_records_its_settings_too():
+    with Rill({"emitter.lua": EMITTER, "sub.lua": SUBSCRIBER}, env={"RILL_POLL_INTERVAL": "0.1s"}) as r:
+        eq(r.request("POST", "/hooks/signed", {"n": 1}).status, 202, "the emitting webhook")
+        run = wait_until(lambda: next((x for x in r.runs("list") if x["flow"] == "sub" and x["state"] == "succeeded"),
+                                      None), 20, "the subscriber's run")
+        shown = r.runs("show", run["id"])
+        eq(json.loads(shown["settings"] or "null"), {"threshold": 5}, "recorded with the run (its retries use them)")
+
+
 @test
 def check_lists_settings_and_refuses_bad_declarations():
     d = temp_dir("rill-settings-")
