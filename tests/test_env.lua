@@ -27,6 +27,19 @@ t.test("dotenv lines: export, comments, quotes and escapes", function()
   t.eq(v.CRLF, "windows", "CR at the end of a line")
 end)
 
+t.test("a long line of spaces parses in one pass (it took quadratic time: hours for a megabyte)", function()
+  local task = require "rill.c.task"
+  local w, result = task.waiter(), nil
+  local n = 1024 * 1024
+  -- the deadline only stops a parse that never ends: the fixed one takes milliseconds
+  task.spawn(env.parse, function(_, ...) result = { ... } w:wake() end, { deadline = 60 }, nil,
+    "A=" .. (" "):rep(n) .. "x" .. (" \t"):rep(n) .. "y\nB=b" .. (" "):rep(n) .. "#c\n", "long.env")
+  if not result then w:wait() end
+  t.eq(result[1], true, "parsed: " .. tostring(result[2]))
+  t.eq(result[2].A, "x" .. (" \t"):rep(n) .. "y", "inner spaces kept, outer trimmed")
+  t.eq(result[2].B, "b", "comment after spaces cut")
+end)
+
 t.test("a line that is not NAME=value is refused with its line", function()
   local v, err = env.parse("A=1\nnot a variable\n", "x.env")
   t.eq(v, nil, "no values")

@@ -102,7 +102,14 @@ local function parse(text, path)
           value = value:gsub("\\(.)", function(c) return ({ n = "\n", ['"'] = '"', ["\\"] = "\\" })[c] or ("\\" .. c) end)
         end
       else
-        value = rest:gsub("%s+#.*$", ""):gsub("%s+$", "")
+        -- a comment starts at the first " #"; then trailing spaces go. Both
+        -- in one pass: the patterns "%s+#.*$" and "%s+$" backtrack over a
+        -- run of spaces from each of its starts (quadratic: a 100 KB line of
+        -- spaces held the loop for minutes at a SIGHUP)
+        local cut = rest:find("%s#")
+        local e = (cut or (#rest + 1)) - 1
+        while e > 0 and rest:find("^%s", e) do e = e - 1 end
+        value = rest:sub(1, e)
       end
       out[name] = value
     end
