@@ -11,18 +11,37 @@
 local os_c = require "rill.c.os"
 local log = require "rill.log"
 
+local task = require "rill.c.task"
+
 local configured = {}
 local from_file = {} -- the env_file's values in force
+-- A run reads one version of the env_file: the one in force at its first
+-- read (a reload between two reads must not give it one value of each).
+-- task's data (a run) -> that version; weak, and never in the run's table.
+local pinned = setmetatable({}, { __mode = "k" })
+
+local function file_values()
+  local cur = task.current()
+  if type(cur) ~= "table" then return from_file end
+  local values = pinned[cur]
+  if values == nil then
+    values = from_file
+    pinned[cur] = values
+  end
+  return values
+end
 local isolated -- `rill test`: the test's values, and not the process environment
 
--- lookup(name) -> the value, without masking it (for the reports of what is missing).
-local function lookup(name)
+-- lookup(name[, file]) -> the value, without masking it. file: the env_file's
+-- values to read (default: the version the current run reads; the reports
+-- of what is missing give the one in force).
+local function lookup(name, file)
   if name:sub(1, 5) == "RILL_" then return nil end
   local v
   if isolated then
     v = isolated[name]
   else
-    v = from_file[name]
+    v = (file or file_values())[name]
     if v == nil then v = os_c.getenv(name) end
   end
   if v == nil then v = configured[name] end
@@ -188,7 +207,7 @@ local function missing(needs)
   for _, need in ipairs(needs or {}) do
     local set = false
     for _, name in ipairs(need.names) do
-      local v = lookup(name)
+      local v = lookup(name, from_file)
       if v ~= nil and v ~= "" then set = true end
     end
     if not set then
