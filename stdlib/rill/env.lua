@@ -58,15 +58,18 @@ end
 -- proxy() -> a read-only view of the variables: each flow gets its own (a
 -- write into one, by rawset or table.insert, reaches no other flow; the
 -- sandbox refuses rawset on it, naming it).
+-- (get is served by __index too, not a field of the proxy: a field would
+-- be replaced by env.get = ..., without __newindex being asked)
 local ENV_MT = {
-  __index = function(_, name) return get(name) end,
+  __index = function(_, name)
+    if name == "get" then return get end
+    return get(name)
+  end,
   __newindex = function(_, name) error("env is read-only (tried to set " .. tostring(name) .. ")", 2) end,
   __metatable = false,
 }
 local function proxy()
-  local p = setmetatable({}, ENV_MT)
-  rawset(p, "get", get)
-  return p
+  return setmetatable({}, ENV_MT)
 end
 
 local env = proxy()
