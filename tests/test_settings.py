@@ -149,6 +149,20 @@ def a_retry_uses_the_values_its_run_started_with():
 
 
 @test
+def a_retry_under_a_version_that_changed_a_settings_type_reads_a_value_of_that_type():
+    with Rill({"retried.lua": RETRIED}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        run_id = r.request("POST", "/hooks/retried", {}).json()["run_id"]
+        wait_until(lambda: r.runs("show", run_id)["state"] == "retrying", 10, "the first attempt to fail")
+        n = r.reloads()
+        r.write_flow("retried.lua", RETRIED.replace('type = "number", default = 1', 'type = "string", default = "s"'))
+        r.wait_reload(n)
+        eq(r.admin("POST", f"/api/runs/{run_id}/retry", token=TOKEN).status, 200, "retry now")
+        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 10, "the retry to succeed")
+        # the recorded 1 is not a string: the version's value (its default) is read
+        eq(json.loads(r.runs("show", run_id)["result"]), {"threshold": "s", "attempt": 2}, "a string, as declared")
+
+
+@test
 def check_lists_settings_and_refuses_bad_declarations():
     d = temp_dir("rill-settings-")
     with open(os.path.join(d, "big.lua"), "w") as f:

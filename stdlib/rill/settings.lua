@@ -124,12 +124,14 @@ end
 
 -- for_run(flow, recorded) -> a run's ctx.settings: the values recorded
 -- with its run (a retry, a wake), with the current ones for settings its
--- version declares that the record lacks.
+-- version declares that the record lacks, or records with another type (a
+-- version that changed the declaration since the run was created).
 function settings.for_run(flow, recorded)
   local out = settings.values(flow)
   if type(recorded) == "table" then
+    local decls = flow.settings or {}
     for name, v in pairs(recorded) do
-      if out[name] ~= nil then out[name] = v end
+      if out[name] ~= nil and decls[name] and check(decls[name], v) ~= nil then out[name] = v end
     end
   end
   return out
