@@ -115,6 +115,10 @@ local function stored_trigger(target, trigger, payload, parent, wait)
 end
 
 function flow_api.trigger(name, payload, opts)
+  if triggers.loading_source then
+    error("flows.trigger: a flow file's top-level code cannot start runs (it runs at each load and in rill check): "
+      .. "call it in run", 2)
+  end
   if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
   local runner = require "rill.runner"
   local target = flows.active[name]
