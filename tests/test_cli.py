@@ -137,6 +137,23 @@ end)
 
 
 @test
+def check_of_a_relative_folder_names_each_file_once_even_with_shell_characters():
+    # luacheck names ./x.lua x.lua: a file with a load error and a finding was
+    # counted and shown as two; names with shell characters reach no shell
+    d = temp_dir("rill-check-rel-")
+    names = ["bad.lua", "$(touch PWNED).lua", "a'b`touch PWNED2`.lua"]
+    for name in names:
+        with open(os.path.join(d, name), "w") as f:
+            f.write('return { triggers = { manual() }, run = function() return jsn end }\n')
+    code, _, err = run_cli("check", ".", cwd=d)
+    eq(code, 1, "exit code: " + err)
+    assert "3 flow file(s) with errors" in err, err
+    for name in names:
+        assert f"./{name}:1:59: error: accessing undefined variable 'jsn'" in err, err
+    eq(sorted(n for n in os.listdir(d) if "PWNED" in n and not n.endswith(".lua")), [], "no command ran")
+
+
+@test
 def check_without_luacheck_says_so_and_still_checks():
     d = flows_dir({"typos.lua": TYPOS, "bad.lua": "return { triggers = { manual() } }"})
     code, out, err = run_cli("check", d, env={"RILL_LUACHECK": "/nonexistent/luacheck"})

@@ -27,6 +27,19 @@ t.test("dotenv lines: export, comments, quotes and escapes", function()
   t.eq(v.CRLF, "windows", "CR at the end of a line")
 end)
 
+t.test("a long line of spaces parses in one pass (it took quadratic time: hours for a megabyte)", function()
+  local task = require "rill.c.task"
+  local w, result = task.waiter(), nil
+  local n = 1024 * 1024
+  -- the deadline only stops a parse that never ends: the fixed one takes milliseconds
+  task.spawn(env.parse, function(_, ...) result = { ... } w:wake() end, { deadline = 60 }, nil,
+    "A=" .. (" "):rep(n) .. "x" .. (" \t"):rep(n) .. "y\nB=b" .. (" "):rep(n) .. "#c\n", "long.env")
+  if not result then w:wait() end
+  t.eq(result[1], true, "parsed: " .. tostring(result[2]))
+  t.eq(result[2].A, "x" .. (" \t"):rep(n) .. "y", "inner spaces kept, outer trimmed")
+  t.eq(result[2].B, "b", "comment after spaces cut")
+end)
+
 t.test("a line that is not NAME=value is refused with its line", function()
   local v, err = env.parse("A=1\nnot a variable\n", "x.env")
   t.eq(v, nil, "no values")
@@ -60,6 +73,22 @@ t.test("load_file: values win over the environment, secrets are masked, RILL_* r
   env.load_file(path)
   t.eq(env.get("HOME"), os.getenv("HOME"), "a variable gone from the file: the environment's again")
   os.remove(path)
+end)
+
+t.test("masking a long text full of a secret takes one pass (it copied the text at each one: quadratic)", function()
+  -- admin's GET /api/runs/ID masks a run's result outside any run: a flow
+  -- returning its secret 200,000 times held the loop for minutes
+  local task = require "rill.c.task"
+  log.add_secret("sekret-42")
+  local n = 200000
+  local w, result = task.waiter(), nil
+  -- the deadline only stops a mask that never ends: the fixed one takes milliseconds
+  task.spawn(log.mask, function(_, ...) result = { ... } w:wake() end, { deadline = 60 }, nil,
+    ("a sekret-42 "):rep(n) .. "sekret-4")
+  if not result then w:wait() end
+  t.eq(result[1], true, "masked: " .. tostring(result[2]))
+  t.eq(result[2], ("a *** "):rep(n) .. "sekret-4", "every whole occurrence masked")
+  t.eq(log.mask("sekret-42sekret-42"), "******", "side by side")
 end)
 
 t.test("needs: secret-looking env.NAME without a fallback; missing ones named", function()

@@ -2,8 +2,10 @@
 start, again on SIGHUP and when it changes; its secret values are masked in
 logs, the admin API and `rill runs show`; a secret a flow names that is not
 set is reported by `rill check` and named by /readyz (which stays ready)."""
+import http.server
 import os
 import signal
+import threading
 
 from lib.harness import Rill, eq, main, run_cli, temp_dir, test, wait_until
 
@@ -43,6 +45,61 @@ def write(path, text):
 def readyz(r):
     res = r.admin("GET", "/readyz")
     return res.status, res.json()
+
+
+# reads A, waits until the test says go (GET URL answers "go"), reads B
+PINNED = """
+return {
+  deadline = "60s",
+  triggers = { webhook { path = "/hooks/pinned" } },
+  run = function(ctx)
+    local a = env.PAIR_A
+    log.info("read A")
+    while http.get(env.GO_URL).body ~= "go" do sleep(0.02) end
+    return { a = a, b = env.PAIR_B, late = env.LATE_ONLY }
+  end,
+}
+"""
+
+
+@test
+def a_run_reads_one_version_of_the_env_file_however_often_it_is_read_again():
+    go = {"body": b"wait"}
+
+    class Go(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(go["body"])))
+            self.end_headers()
+            self.wfile.write(go["body"])
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Go)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    r = Rill({"pinned.lua": PINNED})
+    env_file = os.path.join(r.dir, "pair.env")
+    write(env_file, f"PAIR_A=1\nPAIR_B=1\nGO_URL=http://127.0.0.1:{srv.server_address[1]}/\n")
+    r.env["RILL_ENV_FILE"] = env_file
+    try:
+        with r:
+            r.wait_ready()
+            answer = {}
+            t = threading.Thread(target=lambda: answer.update(res=r.request("POST", "/hooks/pinned", {}, timeout=90)))
+            t.start()
+            wait_until(lambda: r.log_lines(msg="read A"), 20, "the run to read A")
+            n = len(r.log_lines(msg_has="env_file read"))
+            write(env_file, f"PAIR_A=2\nPAIR_B=2\nLATE_ONLY=x\nGO_URL=http://127.0.0.1:{srv.server_address[1]}/\n")
+            r.signal(signal.SIGHUP)
+            wait_until(lambda: len(r.log_lines(msg_has="env_file read")) > n, 10, "the env_file read again")
+            go["body"] = b"go"
+            t.join(90)
+            eq(answer["res"].json(), {"a": "1", "b": "1"}, "the run's values: all from the file it started with")
+            eq(r.request("POST", "/hooks/pinned", {}, timeout=90).json(), {"a": "2", "b": "2", "late": "x"},
+               "a new run: the new file")
+    finally:
+        srv.shutdown()
 
 
 @test

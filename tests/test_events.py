@@ -287,6 +287,32 @@ def flows_trigger_inside_a_step_is_part_of_the_step_and_stored_once():
         eq(len(settled_runs(r, "callee", 1)), 1, "runs of the child (the step ran twice)")
 
 
+BIG_EMIT = """
+return {
+  triggers = { webhook { path = "/hooks/big" } },
+  run = function(ctx)
+    local ok, err = pcall(emit, "big", { s = ("x"):rep(ctx.payload.n) })
+    local ok2, err2 = pcall(emit, ("n"):rep(201), 1)
+    return { ok = ok, err = not ok and err or nil, long_name = ok2, long_name_err = not ok2 and err2 or nil }
+  end,
+}"""
+
+
+@test
+def an_event_over_max_event_size_is_refused_naming_the_limit():
+    with rill({"big.lua": BIG_EMIT, "sub.lua": SUBSCRIBER.replace('"quote.signed"', '"big"') % ""},
+              env={"RILL_MAX_EVENT_SIZE": "64KiB"}) as r:
+        res = r.request("POST", "/hooks/big", {"n": 100000}).json()
+        eq(res["ok"], False, "a 100 KB event over 64 KiB: " + str(res))
+        assert "max_event_size" in res["err"] and "64 KiB" in res["err"] and "big" in res["err"], res
+        eq(res["long_name"], False, "a 201-character name")
+        assert "1 to 200 characters" in res["long_name_err"], res
+        eq(r.metric('rill_events_refused_total{reason="max_event_size"}'), 1, "counted")
+        eq(r.request("POST", "/hooks/big", {"n": 1000}).json()["ok"], True, "a small one is stored")
+        settled_runs(r, "sub", 1)
+        eq(len(r.runs("list", "--flow", "sub")), 1, "only the small one started the subscriber")
+
+
 @test
 def check_reports_mistakes_in_event_triggers_at_their_line():
     d = temp_dir()

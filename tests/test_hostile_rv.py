@@ -57,7 +57,8 @@ def a_sync_result_answered_after_its_run_runs_none_of_the_flows_metamethods():
     # the webhook reads a sync run's result after the run, outside its
     # deadline: a metamethod of the flow called there held the loop for ever
     answers = {"rv_fake_response_index_loops": (200, None), "rv_response_header_tostring_loops": (500, "bad header"),
-               "rv_response_header_nul": (500, "bad header")}
+               "rv_response_header_nul": (500, "bad header"),
+               "rv_verify_error_tostring_loops": (401, "could not be verified")}
     flows = {"ping.lua": PING}
     for name in answers:
         with open(os.path.join(HOSTILE, name + ".lua")) as f:

@@ -115,7 +115,9 @@ t.test("env is read-only and hides rill's own settings", function()
   local f = load("env.lua", [[
 return { triggers = { manual() }, run = function()
   local ok = pcall(function() env.X = 1 end)
-  return { write_refused = not ok, rill_hidden = env.RILL_LISTEN == nil, path = env.PATH ~= nil }
+  local replaced = pcall(function() env.get = function() return "#attacker" end end)
+  return { write_refused = not ok, rill_hidden = env.RILL_LISTEN == nil, path = env.PATH ~= nil,
+           get_not_replaced = not replaced and env.get("PATH") ~= "#attacker" }
 end }]])
   for k, v in pairs(run(f).result) do t.eq(v, true, k) end
 end)

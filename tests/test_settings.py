@@ -98,6 +98,35 @@ def the_admin_api_validates_writes_the_file_and_applies_without_restart():
 
 
 @test
+def the_admin_api_keeps_what_else_the_file_holds_and_refuses_hostile_values():
+    # another entry that is not an object (hand-edited): a PUT of big's values keeps it as it is
+    hostile = {"other": 5, "third": [1, {"a": None}], "big": {"channel": "#deals"}}
+    with Rill({"big.lua": BIG, "settings.json": json.dumps(hostile)}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        eq(r.admin("PUT", "/api/flows/big/settings", body={"threshold": 1}).status, 401, "no token")
+        res = put(r, "big", {"threshold": 7})
+        eq(res.status, 200, "PUT beside entries that are not objects: " + res.body)
+        eq(settings_file(r), {"other": 5, "third": [1, {"a": None}], "big": {"channel": "#deals", "threshold": 7}},
+           "written, the rest kept")
+        eq(r.request("POST", "/hooks/big", {}).json(), {"threshold": 7, "channel": "#deals"}, "applied")
+        for raw, why in [('{"threshold": 1e999}', "expected a number, got inf"),
+                         ('{"threshold": {"a": 1}}', "expected a number, got an object"),
+                         ('{"channel": ["x"]}', "expected a string, got an array")]:
+            res = r.admin("PUT", "/api/flows/big/settings", token=TOKEN, body=raw.encode(),
+                          headers={"Content-Type": "application/json"})
+            eq(res.status, 400, raw + ": " + res.body)
+            assert why in res.json()["error"], res.body
+    # a file that is a JSON array is not a settings file: refused naming it, not rewritten
+    with Rill({"big.lua": BIG}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        n = r.reloads()
+        r.write_flow("settings.json", "[1, 2]")
+        r.wait_reload(n)
+        res = put(r, "big", {"threshold": 7})
+        eq(res.status, 500, "an array file: " + res.body)
+        assert "settings.json: expected" in res.json()["error"], res.body
+        eq(settings_file(r), [1, 2], "the array file is left as it was")
+
+
+@test
 def a_retry_uses_the_values_its_run_started_with():
     with Rill({"retried.lua": RETRIED}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
         eq(put(r, "retried", {"threshold": 1}).status, 200, "PUT 1")
@@ -143,6 +172,20 @@ def a_run_an_event_started_records_its_settings_too():
                                       None), 20, "the subscriber's run")
         shown = r.runs("show", run["id"])
         eq(json.loads(shown["settings"] or "null"), {"threshold": 5}, "recorded with the run (its retries use them)")
+
+
+@test
+def a_retry_under_a_version_that_changed_a_settings_type_reads_a_value_of_that_type():
+    with Rill({"retried.lua": RETRIED}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        run_id = r.request("POST", "/hooks/retried", {}).json()["run_id"]
+        wait_until(lambda: r.runs("show", run_id)["state"] == "retrying", 10, "the first attempt to fail")
+        n = r.reloads()
+        r.write_flow("retried.lua", RETRIED.replace('type = "number", default = 1', 'type = "string", default = "s"'))
+        r.wait_reload(n)
+        eq(r.admin("POST", f"/api/runs/{run_id}/retry", token=TOKEN).status, 200, "retry now")
+        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 10, "the retry to succeed")
+        # the recorded 1 is not a string: the version's value (its default) is read
+        eq(json.loads(r.runs("show", run_id)["result"]), {"threshold": "s", "attempt": 2}, "a string, as declared")
 
 
 @test

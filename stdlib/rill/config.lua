@@ -63,6 +63,8 @@ config.defaults = {
   reload_debounce = "0.1s",    -- file changes closer than this reload once
   watch = true,                -- reload when files in flows_dir change
   max_depth = 8,               -- longest chain of flows starting flows
+  max_event_size = "1MiB",     -- largest event data (as JSON) a flow's emit() stores; each
+                               -- subscriber's run stores it again (a larger one is refused)
   store = "sqlite:data/rill.db", -- the durable store: sqlite:PATH, or a postgres:// URL
   store_sync = "normal",       -- SQLite: normal (a crash of rill loses nothing; a power
                                -- loss may lose the last commits) or full (fsync per commit)
@@ -215,7 +217,8 @@ function config.load(path)
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
   for _, k in ipairs { "max_body", "max_url", "max_header_size", "max_write_backlog", "max_pipeline",
-                       "run_memory_limit", "process_memory_limit", "max_string", "log_buffer" } do
+                       "run_memory_limit", "process_memory_limit", "max_string", "log_buffer",
+                       "max_event_size" } do
     c[k] = config.size(c[k], k)
   end
   if c.log_buffer < 4096 then error("config: log_buffer: at least 4KiB", 0) end

@@ -11,18 +11,37 @@
 local os_c = require "rill.c.os"
 local log = require "rill.log"
 
+local task = require "rill.c.task"
+
 local configured = {}
 local from_file = {} -- the env_file's values in force
+-- A run reads one version of the env_file: the one in force at its first
+-- read (a reload between two reads must not give it one value of each).
+-- task's data (a run) -> that version; weak, and never in the run's table.
+local pinned = setmetatable({}, { __mode = "k" })
+
+local function file_values()
+  local cur = task.current()
+  if type(cur) ~= "table" then return from_file end
+  local values = pinned[cur]
+  if values == nil then
+    values = from_file
+    pinned[cur] = values
+  end
+  return values
+end
 local isolated -- `rill test`: the test's values, and not the process environment
 
--- lookup(name) -> the value, without masking it (for the reports of what is missing).
-local function lookup(name)
+-- lookup(name[, file]) -> the value, without masking it. file: the env_file's
+-- values to read (default: the version the current run reads; the reports
+-- of what is missing give the one in force).
+local function lookup(name, file)
   if name:sub(1, 5) == "RILL_" then return nil end
   local v
   if isolated then
     v = isolated[name]
   else
-    v = from_file[name]
+    v = (file or file_values())[name]
     if v == nil then v = os_c.getenv(name) end
   end
   if v == nil then v = configured[name] end
@@ -39,15 +58,18 @@ end
 -- proxy() -> a read-only view of the variables: each flow gets its own (a
 -- write into one, by rawset or table.insert, reaches no other flow; the
 -- sandbox refuses rawset on it, naming it).
+-- (get is served by __index too, not a field of the proxy: a field would
+-- be replaced by env.get = ..., without __newindex being asked)
 local ENV_MT = {
-  __index = function(_, name) return get(name) end,
+  __index = function(_, name)
+    if name == "get" then return get end
+    return get(name)
+  end,
   __newindex = function(_, name) error("env is read-only (tried to set " .. tostring(name) .. ")", 2) end,
   __metatable = false,
 }
 local function proxy()
-  local p = setmetatable({}, ENV_MT)
-  rawset(p, "get", get)
-  return p
+  return setmetatable({}, ENV_MT)
 end
 
 local env = proxy()
@@ -102,7 +124,14 @@ local function parse(text, path)
           value = value:gsub("\\(.)", function(c) return ({ n = "\n", ['"'] = '"', ["\\"] = "\\" })[c] or ("\\" .. c) end)
         end
       else
-        value = rest:gsub("%s+#.*$", ""):gsub("%s+$", "")
+        -- a comment starts at the first " #"; then trailing spaces go. Both
+        -- in one pass: the patterns "%s+#.*$" and "%s+$" backtrack over a
+        -- run of spaces from each of its starts (quadratic: a 100 KB line of
+        -- spaces held the loop for minutes at a SIGHUP)
+        local cut = rest:find("%s#")
+        local e = (cut or (#rest + 1)) - 1
+        while e > 0 and rest:find("^%s", e) do e = e - 1 end
+        value = rest:sub(1, e)
       end
       out[name] = value
     end
@@ -181,7 +210,7 @@ local function missing(needs)
   for _, need in ipairs(needs or {}) do
     local set = false
     for _, name in ipairs(need.names) do
-      local v = lookup(name)
+      local v = lookup(name, from_file)
       if v ~= nil and v ~= "" then set = true end
     end
     if not set then

@@ -14,11 +14,14 @@ local store = require "rill.store"
 local task = require "rill.c.task"
 local timer = require "rill.c.timer"
 
-local events = { sweep_interval = 5 }
+local events = { sweep_interval = 5, max_size = 1024 * 1024 } -- max_size: max_event_size
 
 local runs_total = require("rill.metrics").counter("rill_event_runs_total",
   "Runs started by events (event triggers), by event name and flow; an event emitted again starts none.",
   { "event", "flow" })
+
+local refused_total = require("rill.metrics").counter("rill_events_refused_total",
+  "Events a flow's emit() could not store: its data over max_event_size.", { "reason" })
 
 -- matches(match, data): every field of match equals data's (tables are
 -- compared field by field, so match names a part of the event).
@@ -144,9 +147,17 @@ end
 
 -- row(name, data, id) -> the stored form of a new event.
 function events.row(name, data, id)
-  if type(name) ~= "string" or name == "" then error("emit: the first argument is the event's name", 3) end
+  if type(name) ~= "string" or name == "" or #name > 200 then
+    error("emit: the first argument is the event's name, a string of 1 to 200 characters", 3)
+  end
   local ok, encoded = pcall(json.encode, data == nil and json.null or data)
   if not ok then error("emit: the event's data is not JSON: " .. encoded, 3) end
+  if #encoded > events.max_size then
+    -- stored with the event, and again with each run it starts: bounded
+    refused_total:labels("max_event_size"):inc()
+    error(string.format("emit: the data of event %s is %d bytes as JSON, over max_event_size (%d KiB)",
+      name, #encoded, math.floor(events.max_size / 1024)), 3)
+  end
   return { id = id or require("rill.c.crypto").id7(), name = name, data = encoded, created = store.now_ms() }
 end
 

@@ -129,6 +129,10 @@ end
 local MAX_NOTED = 20
 
 function flow_api.trigger(name, payload, opts)
+  if triggers.loading_source then
+    error("flows.trigger: a flow file's top-level code cannot start runs (it runs at each load and in rill check): "
+      .. "call it in run", 2)
+  end
   if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
   local runner = require "rill.runner"
   local target = flows.active[name]
@@ -342,11 +346,37 @@ local function stem(file)
   return (file:match("([^/]+)%.lua$") or file)
 end
 
+-- plain(v, where, seen) -> a copy of what a flow file returned, made of
+-- tables without metatables (keyed by strings, numbers, booleans), functions
+-- and plain values. rill
+-- reads the flow's table after its load, outside its deadline: a
+-- metamethod (__index, __tostring...) it ran then could loop with nothing
+-- to stop it. So the copy is made inside the load, and a table with a
+-- metatable is refused without calling it.
+local function plain(v, where, seen)
+  if type(v) ~= "table" then return v end
+  if seen[v] then return seen[v] end
+  if debug.getmetatable(v) ~= nil then
+    error("the flow's table must hold plain tables: " .. where .. " has a metatable", 0)
+  end
+  local c = {}
+  seen[v] = c
+  for k, x in pairs(v) do
+    local tk = type(k)
+    if tk ~= "string" and tk ~= "number" and tk ~= "boolean" and not rawequal(k, triggers.MARK) then
+      error("the flow's table must hold plain tables: " .. where .. " has a key that is a " .. tk, 0)
+    end
+    c[k] = plain(x, tk == "string" and (where .. "." .. k) or (where .. "[" .. tostring(k) .. "]"), seen)
+  end
+  return c
+end
+
 -- Runs a flow chunk under the load deadline and a run's memory limit;
--- returns ok, value.
+-- returns ok, value (a plain copy of the chunk's value: plain above).
 local function run_chunk(chunk, label)
   local result
-  local t = task.spawn(chunk, function(_, ...) result = { ... } end,
+  local t = task.spawn(function(...) return plain((chunk(...)), "the returned table", {}) end,
+    function(_, ...) result = { ... } end,
     { deadline = flows.load_deadline, preempt = false, memory = require("rill.runner").memory_limit,
       label = label }, nil)
   if not result then

@@ -108,6 +108,17 @@ local function suggestion(code, msg, env, own)
   return ""
 end
 
+-- luacheck_name(file) -> the name luacheck gives a file it was given: no
+-- "./" segments, no doubled "/".
+local function luacheck_name(file)
+  local name = file:gsub("/+", "/")
+  repeat
+    local n
+    name, n = name:gsub("/%./", "/")
+  until n == 0
+  return (name:gsub("^%./", ""))
+end
+
 -- run(files, program, env[, config]) -> findings {file, line, col, code,
 -- severity, message}, or nil and why when luacheck could not be run.
 -- config: luacheck's configuration (default: lint.config(env), for flows).
@@ -118,8 +129,11 @@ function lint.run(files, program, env, config)
   if not f then return nil, "cannot write a temporary file for luacheck's configuration" end
   f:write(config or lint.config(env))
   f:close()
-  local args = {}
-  for i, file in ipairs(files) do args[i] = quote(file) end
+  local args, given = {}, {}
+  for i, file in ipairs(files) do
+    args[i] = quote(file)
+    given[luacheck_name(file)] = file
+  end
   local cmd = string.format("%s --config %s --formatter plain --codes --no-color --no-cache -- %s 2>&1",
     quote(program), quote(path), table.concat(args, " "))
   local p = io.popen(cmd)
@@ -130,6 +144,7 @@ function lint.run(files, program, env, config)
   for line in text:gmatch("[^\n]+") do
     local file, l, c, kind, code, msg = line:match("^(.-):(%d+):(%d+): %((%u)(%d+)%) (.*)$")
     if file then
+      file = given[file] or file -- named as rill names it, not ./x.lua and x.lua for one file
       local severity = (ERRORS[code] or kind == "E" or code:sub(1, 1) == "0") and "error" or "warning"
       findings[#findings + 1] = { file = file, line = tonumber(l), col = tonumber(c), code = code,
         severity = severity, message = msg }

@@ -41,9 +41,17 @@ local function mask(s)
   if secret_count == 0 or type(s) ~= "string" then return s end
   for value in pairs(secrets) do
     local i = s:find(value, 1, true)
-    while i do
-      s = s:sub(1, i - 1) .. "***" .. s:sub(i + #value)
-      i = s:find(value, i + 3, true)
+    if i then
+      -- the pieces between the occurrences, joined once: replacing each in
+      -- place copied the whole text at each one (quadratic in a long text)
+      local parts, from = {}, 1
+      while i do
+        parts[#parts + 1] = s:sub(from, i - 1)
+        from = i + #value
+        i = s:find(value, from, true)
+      end
+      parts[#parts + 1] = s:sub(from)
+      s = table.concat(parts, "***")
     end
   end
   return s

@@ -17,8 +17,18 @@ local TYPES = { number = "number", integer = "number", string = "string", boolea
 local TYPE_NAMES = "number, integer, string, boolean"
 local DECL_KEYS = { type = true, default = true, description = true }
 
+-- is_object(t): a table decoded from a JSON object (string keys only).
+local function is_object(t)
+  if type(t) ~= "table" then return false end
+  for k in pairs(t) do
+    if type(k) ~= "string" then return false end
+  end
+  return true
+end
+
 local function show(v)
   if type(v) == "string" then return string.format("%q", v) end
+  if type(v) == "table" then return is_object(v) and next(v) and "an object" or "an array" end
   return tostring(v)
 end
 
@@ -93,7 +103,7 @@ function settings.read(dir)
   local text, err = os_c.read_file(path)
   if not text then return nil, path .. ": " .. tostring(err) end
   local t, jerr = json.try_decode(text)
-  if type(t) ~= "table" then
+  if not is_object(t) then
     return nil, path .. ": " .. (t == nil and ("not JSON: " .. tostring(jerr)) or 'expected {"flow": {"setting": value}}')
   end
   return t
@@ -114,12 +124,14 @@ end
 
 -- for_run(flow, recorded) -> a run's ctx.settings: the values recorded
 -- with its run (a retry, a wake), with the current ones for settings its
--- version declares that the record lacks.
+-- version declares that the record lacks, or records with another type (a
+-- version that changed the declaration since the run was created).
 function settings.for_run(flow, recorded)
   local out = settings.values(flow)
   if type(recorded) == "table" then
+    local decls = flow.settings or {}
     for name, v in pairs(recorded) do
-      if out[name] ~= nil then out[name] = v end
+      if out[name] ~= nil and decls[name] and check(decls[name], v) ~= nil then out[name] = v end
     end
   end
   return out
@@ -154,6 +166,11 @@ local function render(t)
   table.sort(flows)
   local out = {}
   for i, flow in ipairs(flows) do
+    if not is_object(t[flow]) then
+      -- not a flow's settings (edited by hand): kept as it is
+      out[i] = "  " .. json.encode(flow) .. ": " .. json.encode(t[flow])
+      goto next_flow
+    end
     local names = {}
     for n in pairs(t[flow]) do names[#names + 1] = n end
     table.sort(names)
@@ -163,6 +180,7 @@ local function render(t)
     end
     out[i] = "  " .. json.encode(flow) .. ": {" .. (#lines > 0 and ("\n" .. table.concat(lines, ",\n") .. "\n  ") or "")
       .. "}"
+    ::next_flow::
   end
   return "{\n" .. table.concat(out, ",\n") .. "\n}\n"
 end
@@ -178,7 +196,7 @@ function settings.change(dir, flow, changes)
   if not values then return nil, why, "invalid" end
   local t, err = settings.read(dir)
   if not t then return nil, err, "file" end
-  local mine = type(t[flow.name]) == "table" and t[flow.name] or {}
+  local mine = is_object(t[flow.name]) and t[flow.name] or {} -- (another value is not settings: replaced)
   for name, v in pairs(changes) do
     if v == json.null then mine[name] = nil else mine[name] = values[name] end
   end

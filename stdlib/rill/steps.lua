@@ -219,6 +219,10 @@ end
 -- (and one run of each flow it starts) however many runs emit it.
 function steps.emit(name, data, opts)
   local events = require "rill.events"
+  if require("rill.triggers").loading_source then
+    error("emit: a flow file's top-level code cannot emit events (it runs at each load and in rill check): "
+      .. "emit in run", 2)
+  end
   if opts ~= nil and type(opts) ~= "table" then error("emit: options must be a table, like { id = \"...\" }", 2) end
   local id = opts and opts.id
   if id ~= nil then

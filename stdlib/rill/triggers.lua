@@ -18,6 +18,7 @@ local tz = require "rill.c.tz"
 local triggers = {}
 
 local MARK = {} -- marks tables made by the constructors
+triggers.MARK = MARK -- (kept by flows.lua's plain copy of a flow's table)
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
 local MODES = { sync = true, async = true }
 local BODIES = { json = true, text = true, form = true }
