@@ -101,8 +101,7 @@ function events.fanout_stmts(e, cause)
     local r = { id = crypto.id7(), flow = flow.name, version = flow.version, trigger = trigger, payload = e.data,
       state = "queued", attempt = 0, max_attempts = flow.retries and flow.retries.attempts or queue.attempts,
       run_at = now, parent = cause and cause.id, depth = depth, created = now, chain = chain,
-      -- the settings its attempts read, as for any stored run (queue.submit)
-      settings = next(flow.settings or {}) and json.encode(require("rill.settings").values(flow)) or nil }
+      settings = require("rill.settings").record(flow) } -- as for any stored run (queue.submit)
     if depth >= runner.max_depth then
       r.state, r.finished = "dead", now
       r.error = json.encode { message = "refused: " .. runner.too_deep(chain) }

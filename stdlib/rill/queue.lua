@@ -294,6 +294,20 @@ end
 
 -- ---- submitting ----
 
+-- A copy of a request's headers or query with its secrets masked (a
+-- shared-secret webhook's, read by its verifier through env): the stored run
+-- is shown by `runs show` and the admin API. A copy: the run reads the real
+-- request.
+local function masked(t)
+  if not t then return nil end
+  local out = {}
+  for k, v in pairs(t) do
+    if type(v) == "table" then v = masked(v) elseif type(v) == "string" then v = log.mask(v) end
+    out[k] = v
+  end
+  return out
+end
+
 -- submit(flow, trigger, payload, opts, callback): stores a new run of a flow
 -- version and calls callback(run_id, duplicate) once it is committed, or
 -- callback(nil, err). opts: payload_json (the payload as JSON text already,
@@ -318,18 +332,6 @@ function queue.submit(flow, trigger, payload, opts, callback)
   local request_json
   if opts.request then
     local r = opts.request
-    -- a header or query parameter holding a secret (a shared-secret webhook's, read by
-    -- its verifier through env) is stored masked: the stored run is shown by `runs show`
-    -- and the admin API
-    local function masked(t)
-      if not t then return nil end
-      local out = {}
-      for k, v in pairs(t) do
-        if type(v) == "table" then v = masked(v) elseif type(v) == "string" then v = log.mask(v) end
-        out[k] = v
-      end
-      return out
-    end
     request_json = json.encode { method = r.method, path = r.path, query = masked(r.query), headers = masked(r.headers),
       params = r.params, body = not opts.payload_json and r.body or nil }
   end
@@ -342,7 +344,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
     parent = opts.parent, depth = depth, idem_key = opts.idem_key, created = now,
     started = here and now or nil, chain = chain,
     -- the values its attempts read, whatever changes meanwhile (docs/flows.md#settings)
-    settings = next(flow.settings or {}) and json.encode(require("rill.settings").values(flow)) or nil,
+    settings = require("rill.settings").record(flow),
   }
   if refused then
     local message = "refused: " .. runner.too_deep(chain)

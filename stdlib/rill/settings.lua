@@ -122,6 +122,14 @@ function settings.values(flow)
   return out
 end
 
+-- record(flow) -> the values a stored run is created with, as JSON (its
+-- attempts read them, whatever changes meanwhile), or nil for a flow that
+-- declares none. What queue.submit and an event's fan-out store.
+function settings.record(flow)
+  if not next(flow.settings or {}) then return nil end
+  return json.encode(settings.values(flow))
+end
+
 -- for_run(flow, recorded) -> a run's ctx.settings: the values recorded
 -- with its run (a retry, a wake), with the current ones for settings its
 -- version declares that the record lacks, or records with another type (a
