@@ -210,6 +210,7 @@ function M.serve_in_task(c)
   local version = store.open(c.store, { sync = c.store_sync, timeout = c.store_timeout,
     statement_timeout = c.store_statement_timeout, reconnect_max = c.store_reconnect_max })
   require("rill.webhook").store_retry_after = c.store_retry_after
+  require("rill.webhook").log_interval = c.http_log_interval
   require("rill.webhook").max_json_values = c.max_json_values
   log.info("store open", { store = store.kind .. ":" .. store.url, schema = version })
 

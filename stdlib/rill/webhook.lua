@@ -14,6 +14,20 @@ local metrics = require "rill.metrics"
 
 local webhook = {}
 webhook.store_retry_after = 5 -- seconds; the store_retry_after setting
+webhook.log_interval = 60 -- seconds; the http_log_interval setting
+
+-- A store that is down refuses every event: one log line per log_interval,
+-- with how many were refused since the last one (each is counted in
+-- rill_store_failures_total).
+local unstored = { at = -math.huge, count = 0 }
+local function log_unstored(path, err)
+  unstored.count = unstored.count + 1
+  local now = os.time()
+  if now - unstored.at < webhook.log_interval then return end
+  log.error("an async webhook's run could not be stored: answered 503",
+    { path = path, error = err, count = unstored.count })
+  unstored.at, unstored.count = now, 0
+end
 -- The max_json_values setting: a JSON body takes about 25 times its size in
 -- memory once decoded ("{}," is a table of its own), memory that belongs
 -- to no run yet; bodies of more values than this are refused before decoding.
@@ -323,7 +337,7 @@ accept = function(req, route, payload, request, verified_id)
     if not id then
       -- Nothing was acknowledged: the sender keeps the event and sends it
       -- again (its delivery id makes a stored one a duplicate, not a second run).
-      log.error("an async webhook's run could not be stored: answered 503", { path = request.path, error = dup })
+      log_unstored(request.path, dup)
       return reply_error(req, route, 503, "the event could not be stored; retry later", nil,
         { ["retry-after"] = string.format("%d", math.ceil(webhook.store_retry_after)) })
     end
