@@ -3,9 +3,9 @@
 -- at once (sleep_for), through the queue and an SQLite store in a temp
 -- file; the Lua heap after a full collection, before and after they are
 -- all parked (state sleeping in the store, their coroutines ended).
-local flows = require "rill.flows"
-local queue = require "rill.queue"
-local store = require "rill.store"
+local flows = require "rill.engine.flows"
+local queue = require "rill.engine.queue"
+local store = require "rill.engine.store"
 local os_c = require "rill.c.os"
 local timer = require "rill.c.timer"
 

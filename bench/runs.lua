@@ -3,8 +3,8 @@
 --    sleep, then compare the process's RSS and the Lua heap before and after.
 -- 2. Runs started per second: N runs that finish at once, back to back.
 -- Prints one line per figure.
-local flows = require "rill.flows"
-local runner = require "rill.runner"
+local flows = require "rill.engine.flows"
+local runner = require "rill.engine.runner"
 local os_c = require "rill.c.os"
 local task = require "rill.c.task"
 local timer = require "rill.c.timer"

@@ -224,7 +224,7 @@ end)
 -- The process dies right after the recording's transaction commits, before the step is written to
 -- the store: the store refuses to record that step once, as a crash there would leave it.
 local function crash_after_recording()
-  local store = require "rill.store"
+  local store = require "rill.engine.store"
   local record_step = store.step
   store.step = function(run_id, owner, s)
     if s.name == "record payment" then

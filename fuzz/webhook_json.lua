@@ -5,7 +5,7 @@
 -- a 4xx and a reason, or decoded into a payload whose every string and key
 -- is valid UTF-8 (RFC 8259: JSON text exchanged is UTF-8), and which
 -- encodes back to JSON.
-local webhook = require "rill.webhook"
+local webhook = require "rill.engine.webhook"
 local json = require "rill.json"
 
 local TRIGGER = { type = "webhook", method = "POST", path = "/j", body = "json" }

@@ -1,8 +1,8 @@
 /*
  * main.c: the rill process. Creates the loop and the Lua state, registers
- * the modules, hands the command line to the stdlib's rill.main (which
+ * the modules, hands the command line to the stdlib's rill.engine.main (which
  * parses it and sets everything up), runs the loop until something stops
- * it, then winds down and exits with the code rill.main chose.
+ * it, then winds down and exits with the code rill.engine.main chose.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
 
     lua_pushcfunction(L, traceback);
     lua_getfield(L, LUA_GLOBALSINDEX, "require");
-    lua_pushliteral(L, "rill.main");
+    lua_pushliteral(L, "rill.engine.main");
     int rc = lua_pcall(L, 1, 1, 1);
     if (rc == 0) {
         lua_getfield(L, -1, "main");

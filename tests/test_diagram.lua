@@ -1,8 +1,8 @@
--- test_diagram.lua: the sequence of one run, from its stored record (rill.diagram):
+-- test_diagram.lua: the sequence of one run, from its stored record (rill.engine.diagram):
 -- the model the console draws and the Mermaid text `rill runs show --diagram` prints.
 local t = require "t"
 local json = require "rill.json"
-local diagram = require "rill.diagram"
+local diagram = require "rill.engine.diagram"
 
 local function line(attempt, seq, message, fields)
   return { attempt = attempt, seq = seq, at = 1793610000000 + seq, level = "info", message = message,

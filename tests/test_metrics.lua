@@ -120,8 +120,8 @@ end)
 
 t.test("every rill family is rendered with HELP and TYPE, and samples are well formed", function()
   -- the modules that instrument themselves register their families on load
-  for _, m in ipairs { "rill.runner", "rill.queue", "rill.webhook", "rill.http", "rill.db", "rill.flows",
-                       "rill.scheduler" } do
+  for _, m in ipairs { "rill.engine.runner", "rill.engine.queue", "rill.engine.webhook", "rill.http", "rill.db",
+                       "rill.engine.flows", "rill.engine.scheduler" } do
     require(m)
   end
   local text = metrics.render()

@@ -1,8 +1,8 @@
 -- The flow sandbox (stdlib/rill/sandbox.lua, flows.lua): what flow code can
 -- reach, and that flows cannot see or change each other's globals.
 local t = require "t"
-local flows = require "rill.flows"
-local runner = require "rill.runner"
+local flows = require "rill.engine.flows"
+local runner = require "rill.engine.runner"
 require("rill.log").configure("error", "text")
 
 local function load(name, src)

@@ -109,7 +109,7 @@ t.test("env hides RILL_ settings and masks secrets it hands out", function()
 end)
 
 t.test("form bodies decode + and percent escapes", function()
-  local form = require("rill.webhook").parse_form("a=1&b=x+y%21&=skip&c")
+  local form = require("rill.engine.webhook").parse_form("a=1&b=x+y%21&=skip&c")
   t.eq(form.a, "1", "a") t.eq(form.b, "x y!", "b") t.eq(form.c, "", "key without value")
 end)
 

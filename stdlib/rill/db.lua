@@ -11,7 +11,7 @@
 -- timestamps as ISO strings (UTC), json/jsonb decoded.
 local json = require "rill.json"
 local task = require "rill.c.task"
-local runner = require "rill.runner"
+local runner = require "rill.engine.runner"
 
 local db = { null = json.null }
 

@@ -17,7 +17,7 @@ local json = require "rill.json"
 local log = require "rill.log"
 local time = require "rill.time"
 local tz = require "rill.c.tz"
-local steps = require "rill.steps"
+local steps = require "rill.engine.steps"
 local metrics = require "rill.metrics"
 
 local http = {}

@@ -17,7 +17,7 @@ local base = require "rill.connectors.base"
 local http = require "rill.http"
 local crypto = require "rill.crypto"
 local log = require "rill.log"
-local steps = require "rill.steps"
+local steps = require "rill.engine.steps"
 local time = require "rill.time"
 
 local SPEC = {
@@ -163,11 +163,11 @@ local function new(given)
     }
     local server = url:gsub("^(%a+://)[^/@]*@", "%1"):match("^%a+://([^/]+)")
     if not status then
-      log.warn("email not sent", { server = server, recipients = #rcpt, error = err, step = require("rill.steps").name() })
+      log.warn("email not sent", { server = server, recipients = #rcpt, error = err, step = require("rill.engine.steps").name() })
       base.raise(string.format("email: send to %s: %s", table.concat(rcpt, ", "), err))
     end
     log.info("email sent", { server = server, recipients = #rcpt, message_id = id, status = status,
-      step = require("rill.steps").name() })
+      step = require("rill.engine.steps").name() })
     return { message_id = id, recipients = rcpt }
   end
 

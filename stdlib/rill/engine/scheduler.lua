@@ -10,12 +10,12 @@
 -- missed, with missed = true in its payload and trigger).
 local timer = require "rill.c.timer"
 local cron = require "rill.cron"
-local queue = require "rill.queue"
-local store = require "rill.store"
+local queue = require "rill.engine.queue"
+local store = require "rill.engine.store"
 local log = require "rill.log"
 local time = require "rill.time"
 local metrics = require "rill.metrics"
-local pauses = require "rill.pauses"
+local pauses = require "rill.engine.pauses"
 
 local scheduler = {}
 

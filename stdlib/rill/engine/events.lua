@@ -10,7 +10,7 @@
 -- in the event's own transaction, once per event and flow (event_runs).
 local json = require "rill.json"
 local log = require "rill.log"
-local store = require "rill.store"
+local store = require "rill.engine.store"
 local task = require "rill.c.task"
 local timer = require "rill.c.timer"
 
@@ -56,7 +56,7 @@ function events.deliver(e)
   store.deliver(e, matched)
   if #matched > 0 then
     log.debug("event delivered", { event = e.name, id = e.id, runs = #matched })
-    require("rill.queue").kick()
+    require("rill.engine.queue").kick()
   end
 end
 
@@ -68,7 +68,7 @@ end
 -- number of its triggers on the name.
 local function subscribers(name, data)
   local out = {}
-  for _, flow in pairs(require("rill.flows").active) do
+  for _, flow in pairs(require("rill.engine.flows").active) do
     for _, t in ipairs(flow.triggers) do
       if t.type == "event" and t.name == name and (t.match == nil or matches(t.match, data)) then
         out[#out + 1] = flow
@@ -89,7 +89,7 @@ function events.fanout_stmts(e, cause)
   local flows = subscribers(e.name, e.data and json.try_decode(e.data))
   local stmts = {}
   if #flows == 0 then return stmts end
-  local runner, queue, crypto = require "rill.runner", require "rill.queue", require "rill.c.crypto"
+  local runner, queue, crypto = require "rill.engine.runner", require "rill.engine.queue", require "rill.c.crypto"
   local now = store.now_ms()
   local depth = cause and (cause.depth or 0) + 1 or 0
   local trigger = json.encode { type = "event", event = e.name, event_id = e.id, emitted_by = cause and cause.id }
@@ -118,7 +118,7 @@ local function started(e)
   if not e.starts or #e.starts == 0 then return end
   for _, name in ipairs(e.starts) do runs_total:labels(e.name, name):inc() end
   log.info("event starts runs", { event = e.name, id = e.id, flows = table.concat(e.starts, ", ") })
-  require("rill.queue").kick()
+  require("rill.engine.queue").kick()
 end
 
 -- stmts(e, cause) -> the statements that store event e and its fan-out,

@@ -22,7 +22,7 @@ local json = require "rill.json"
 local log = require "rill.log"
 local task = require "rill.c.task"
 local time = require "rill.time"
-local runner = require "rill.runner"
+local runner = require "rill.engine.runner"
 
 local steps = {}
 
@@ -31,7 +31,7 @@ local PARK = setmetatable({}, { __tostring = function() return "the run sleeps (
                                 __metatable = false }) -- shared by every run: out of flows' reach
 steps.PARK = PARK
 
-local store_now = require("rill.store").now_ms
+local store_now = require("rill.engine.store").now_ms
 local function now_ms() return store_now() end
 
 -- The run's recorded steps, read once per attempt.
@@ -40,7 +40,7 @@ local function recorded(run)
     run.step_seq = 0
     run.recorded = {}
     if run.durable then
-      for _, r in ipairs(require("rill.store").steps(run.id)) do run.recorded[r.seq] = r end
+      for _, r in ipairs(require("rill.engine.store").steps(run.id)) do run.recorded[r.seq] = r end
     end
   end
   return run.recorded
@@ -94,7 +94,7 @@ function steps.step(name, fn, opts)
       local ok, encoded = pcall(json.encode, r[2] == nil and json.null or r[2])
       if not ok then runner.fail("step " .. name .. " returned a value that is not JSON: " .. encoded, 2) end
       if run.durable then
-        local ours = require("rill.store").step(run.id, require("rill.queue").instance, {
+        local ours = require("rill.engine.store").step(run.id, require("rill.engine.queue").instance, {
           seq = seq, name = name, result = encoded, attempts = attempt, started = started, finished = now_ms() })
         if not ours then error("the run's lease was taken over by another instance; this attempt stops", 0) end
       end
@@ -181,8 +181,8 @@ function steps.wait_for(name, opts)
     error("wait_for: only in a stored run (an async webhook, a cron tick, a database event); "
       .. "this run is not stored, so it cannot be parked", 2)
   end
-  local events = require "rill.events"
-  local store = require "rill.store"
+  local events = require "rill.engine.events"
+  local store = require "rill.engine.store"
   local timeout = opts.timeout and require("rill.time").duration(opts.timeout)
   local found, timeout_at = store.wait {
     run_id = run.id, seq = seq, name = name, event = opts.event, match = opts.match and json.encode(opts.match),
@@ -218,7 +218,7 @@ end
 -- With opts.id, the event's id is "NAME ID" whoever emits it: one event
 -- (and one run of each flow it starts) however many runs emit it.
 function steps.emit(name, data, opts)
-  local events = require "rill.events"
+  local events = require "rill.engine.events"
   if require("rill.triggers").loading_source then
     error("emit: a flow file's top-level code cannot emit events (it runs at each load and in rill check): "
       .. "emit in run", 2)

@@ -4,7 +4,7 @@
 -- until it is resumed. The set is kept in the store (flow_pauses), so a
 -- pause holds across restarts and in every instance sharing the store: each
 -- reads it again with every poll for due runs (queue.lua).
-local store = require "rill.store"
+local store = require "rill.engine.store"
 
 local pauses = {}
 

@@ -12,9 +12,9 @@ local crypto = require "rill.c.crypto"
 local os_c = require "rill.c.os"
 local log = require "rill.log"
 local time = require "rill.time"
-local store = require "rill.store"
-local flows = require "rill.flows"
-local pauses = require "rill.pauses"
+local store = require "rill.engine.store"
+local flows = require "rill.engine.flows"
+local pauses = require "rill.engine.pauses"
 
 local admin = {}
 
@@ -98,7 +98,7 @@ end
 
 local function flow_list()
   local next_fires = {}
-  for _, f in ipairs(require("rill.scheduler").next_fires()) do
+  for _, f in ipairs(require("rill.engine.scheduler").next_fires()) do
     next_fires[f.flow] = next_fires[f.flow] or array()
     table.insert(next_fires[f.flow], { expr = f.expr, tz = f.tz, next = f.next })
   end
@@ -180,7 +180,7 @@ end
 -- and messages, each message's text complete (its call's duration, the id
 -- of the run it started).
 local function sequence(r)
-  local diagram = require "rill.diagram"
+  local diagram = require "rill.engine.diagram"
   local m = diagram.model(r, store.children(r.id, diagram.max_children + 1))
   local messages = array()
   for i, msg in ipairs(m.messages) do
@@ -256,7 +256,7 @@ route("POST", "/api/runs/" .. ID .. "/retry", function(p)
   local ok, why = store.requeue(p[1])
   if not ok then fail(why:match("^no run") and 404 or 409, why) end
   log.info("run retried from the admin API", { run_id = p[1] })
-  require("rill.queue").kick()
+  require("rill.engine.queue").kick()
   return 200, { id = p[1], state = "queued" }
 end)
 
@@ -287,7 +287,7 @@ local function pause_route(action)
     pauses.set(name, on)
     if was ~= on then log.info(on and "flow paused from the admin API" or "flow resumed from the admin API",
       { flow = name }) end
-    if not on then require("rill.queue").kick() end
+    if not on then require("rill.engine.queue").kick() end
     return 200, { flow = name, paused = on, changed = was ~= on }
   end)
 end
@@ -333,7 +333,7 @@ local function api(req, method, path, query, headers, body)
     local caps = { path:match(r.pattern) }
     if caps[1] or path:match(r.pattern) then
       if r.method == method then
-        local q = require("rill.webhook").parse_form(query)
+        local q = require("rill.engine.webhook").parse_form(query)
         return task.spawn(function()
           local ok, status, rbody = pcall(r.fn, caps, q, body)
           if ok then return status, rbody end
@@ -407,7 +407,7 @@ local function console(req, method, path)
     return reply_error(req, 405, method .. " is not allowed here",
       { ["content-type"] = "application/json", allow = "GET" })
   end
-  local files = require "rill.console"
+  local files = require "rill.engine.console"
   local name = path:match("^/console/(.*)$")
   local file = files[name == "" and "index.html" or name]
   if not file then return reply_error(req, 404, "no console file " .. path) end
@@ -458,7 +458,7 @@ function admin.start(c, opts)
   local err
   -- its own connection budget (admin_max_connections), kept out of the
   -- webhooks' max_connections: probes are answered whatever the webhooks get
-  local limits = require("rill.listener").options(c)
+  local limits = require("rill.engine.listener").options(c)
   limits.max_body, limits.max_connections = 64 * 1024, c.admin_max_connections
   -- descriptors held for it: when the process runs out, it still accepts
   limits.reserve_descriptors = c.admin_max_connections
@@ -468,7 +468,7 @@ function admin.start(c, opts)
     log.error("the admin listener could not start: " .. tostring(err), { admin_listen = c.admin_listen })
     return nil
   end
-  require("rill.listener").watch("admin", server, c.http_log_interval)
+  require("rill.engine.listener").watch("admin", server, c.http_log_interval)
   local where = c.admin_host .. ":" .. server:port()
   if token_digest then
     log.info("admin API and console listening", { admin = "http://" .. where .. "/console/" })

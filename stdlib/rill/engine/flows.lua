@@ -61,7 +61,7 @@ end
 -- The child's id, stored once under key. In a task.
 local function submit_stored(target, trigger, payload, parent, key)
   local answer, waiter
-  require("rill.queue").submit(target, trigger, payload, { idem_key = "flow " .. key, parent = parent.id,
+  require("rill.engine.queue").submit(target, trigger, payload, { idem_key = "flow " .. key, parent = parent.id,
     depth = parent.depth + 1, chain = parent.chain }, function(rid, err)
     answer = { rid, err }
     if waiter then waiter:wake() end
@@ -77,7 +77,7 @@ end
 -- {result = ...} once the child succeeded, {failed = message} once it
 -- ended otherwise; polls the store meanwhile. In a task.
 local function end_of(target, id)
-  local store, json, timer = require "rill.store", require "rill.json", require "rill.c.timer"
+  local store, json, timer = require "rill.engine.store", require "rill.json", require "rill.c.timer"
   local delay = 0.02
   while true do
     local o = store.outcome(id)
@@ -99,7 +99,7 @@ local function noted_end(target, id, ended, parent)
 end
 
 local function stored_trigger(target, trigger, payload, parent, wait, noted)
-  local steps, json = require "rill.steps", require "rill.json"
+  local steps, json = require "rill.engine.steps", require "rill.json"
   local id, ended
   if parent.step then
     parent.step.triggers = (parent.step.triggers or 0) + 1
@@ -134,7 +134,7 @@ function flow_api.trigger(name, payload, opts)
       .. "call it in run", 2)
   end
   if type(name) ~= "string" then error("flows.trigger: expected a flow name", 2) end
-  local runner = require "rill.runner"
+  local runner = require "rill.engine.runner"
   local target = flows.active[name]
   if not target then error("flows.trigger: no flow named '" .. name .. "'", 2) end
   if not target.accepts.from_flow then
@@ -220,14 +220,14 @@ local function flow_modules()
     flows = flow_api,
     sleep = time.sleep, -- real time, or the test clock in rill test
     response = response,
-    fail = require("rill.runner").fail,
+    fail = require("rill.engine.runner").fail,
     http = (function(h) -- the requests only: configure and transport are rill's, not a flow's
       return { request = h.request, get = h.get, post = h.post, put = h.put, patch = h.patch, delete = h.delete,
                encode = h.encode }
     end)(require "rill.http"),
     signatures = require "rill.signatures",
   }
-  local steps = require "rill.steps"
+  local steps = require "rill.engine.steps"
   m.step, m.sleep_until, m.sleep_for = steps.step, steps.sleep_until, steps.sleep_for
   m.wait_for, m.emit = steps.wait_for, steps.emit
   local db = require "rill.db"
@@ -377,7 +377,7 @@ local function run_chunk(chunk, label)
   local result
   local t = task.spawn(function(...) return plain((chunk(...)), "the returned table", {}) end,
     function(_, ...) result = { ... } end,
-    { deadline = flows.load_deadline, preempt = false, memory = require("rill.runner").memory_limit,
+    { deadline = flows.load_deadline, preempt = false, memory = require("rill.engine.runner").memory_limit,
       label = label }, nil)
   if not result then
     t:kill("flows must not wait while loading")
@@ -456,7 +456,7 @@ local function validate(def, file, source)
   if asks then
     -- an event trigger's match function is asked in the run it would start
     run = function(ctx)
-      local why = require("rill.events").skip(list, ctx)
+      local why = require("rill.engine.events").skip(list, ctx)
       if why then
         log.info("run skipped: " .. why, { event = ctx.trigger.event })
         return { skipped = why }
@@ -496,7 +496,7 @@ function flows.load_file(file, source, lib)
   triggers.loading_source = nil
   state.open = false
   if not ok then
-    local msg = require("rill.runner").describe_error(def)
+    local msg = require("rill.engine.runner").describe_error(def)
     return nil, msg:find(file, 1, true) and msg or (file .. ": " .. msg)
   end
   local vok, flow = pcall(validate, def, file, source)

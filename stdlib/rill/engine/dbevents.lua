@@ -12,7 +12,7 @@
 -- advisory lock on its listening connection); if it dies, its connection
 -- closes, the lock goes with it, and another instance takes over.
 local log = require "rill.log"
-local queue = require "rill.queue"
+local queue = require "rill.engine.queue"
 local task = require "rill.c.task"
 local timer = require "rill.c.timer"
 
@@ -96,7 +96,7 @@ local function drain_once(l)
       -- emit = NAME: the change is also that event, stored with the run (and
       -- the runs it starts), once per change even when drained again
       local emit = target.trigger.emit
-      local event = emit and require("rill.events").row(emit, payload, key .. " " .. emit)
+      local event = emit and require("rill.engine.events").row(emit, payload, key .. " " .. emit)
       queue.submit(target.flow, { type = "db_event", table = ev.table_name, op = ev.op, database = l.name },
         payload, { idem_key = key, event = event,
           parent = parent, depth = depth and tonumber(depth) + 1 or 0, chain = chain }, function(id, err)

@@ -4,12 +4,12 @@
 -- table is rebuilt from the active flow versions after every reload, so a
 -- request is served by the version active when it arrived.
 local json = require "rill.json"
-local runner = require "rill.runner"
-local queue = require "rill.queue"
+local runner = require "rill.engine.runner"
+local queue = require "rill.engine.queue"
 local log = require "rill.log"
-local events = require "rill.events"
+local events = require "rill.engine.events"
 local crypto = require "rill.c.crypto"
-local pauses = require "rill.pauses"
+local pauses = require "rill.engine.pauses"
 local metrics = require "rill.metrics"
 
 local webhook = {}
@@ -257,7 +257,7 @@ local function respond(run)
   -- response()'s own metatable makes it a response (a flow's table can say
   -- __metatable = "response", with an __index that loops), and no
   -- metamethod of the flow's runs here
-  if rawequal(debug.getmetatable(r), require("rill.flows").response_mt) then
+  if rawequal(debug.getmetatable(r), require("rill.engine.flows").response_mt) then
     local herr
     status, body = rawget(r, "status"), rawget(r, "body")
     if type(status) ~= "number" or status < 200 or status > 599 or status % 1 ~= 0 then

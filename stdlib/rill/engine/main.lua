@@ -128,10 +128,10 @@ local function apply(c)
     if not n then error("config: env_file: " .. eerr, 0) end
   end
   require("rill.triggers").default_timezone = c.timezone
-  local runner = require "rill.runner"
+  local runner = require "rill.engine.runner"
   runner.default_deadline = c.deadline
   runner.max_depth = c.max_depth
-  require("rill.events").max_size = c.max_event_size
+  require("rill.engine.events").max_size = c.max_event_size
   runner.memory_limit = c.run_memory_limit
   require("rill.c.task").configure { process_memory = c.process_memory_limit, kill_grace = c.kill_grace,
     max_hold = c.max_hold, stuck_file = c.stuck_file }
@@ -142,7 +142,7 @@ local function apply(c)
   if stuck and stuck ~= "" then
     local log = require "rill.log"
     if stuck:find("^the top%-level code of ") then
-      require("rill.flows").stuck = stuck
+      require("rill.engine.flows").stuck = stuck
       log.warn("a flow file version stays unloaded: rill exited when its top-level code got stuck in C (kill_grace)",
         { stuck = stuck, file = c.stuck_file })
     else
@@ -151,9 +151,9 @@ local function apply(c)
     end
   end
   require("rill.log").max_run_lines = c.max_log_lines
-  require("rill.flows").load_deadline = c.load_deadline
+  require("rill.engine.flows").load_deadline = c.load_deadline
   require("rill.bounded").configure { pattern_max_steps = c.pattern_max_steps, max_string = c.max_string }
-  require("rill.queue").configure(c)
+  require("rill.engine.queue").configure(c)
   require("rill.http").configure { max_per_host = c.http_max_per_host }
   require("rill.db").configure(c)
   if c.clock_offset ~= 0 then
@@ -196,22 +196,22 @@ end
 
 function M.serve_in_task(c)
   local log = require "rill.log"
-  local flows = require "rill.flows"
-  local webhook = require "rill.webhook"
-  local scheduler = require "rill.scheduler"
+  local flows = require "rill.engine.flows"
+  local webhook = require "rill.engine.webhook"
+  local scheduler = require "rill.engine.scheduler"
   local server_c = require "rill.c.http_server"
   local timer = require "rill.c.timer"
   local task = require "rill.c.task"
-  local store = require "rill.store"
-  local queue = require "rill.queue"
-  local dbevents = require "rill.dbevents"
+  local store = require "rill.engine.store"
+  local queue = require "rill.engine.queue"
+  local dbevents = require "rill.engine.dbevents"
   local tz = require "rill.c.tz"
 
   local version = store.open(c.store, { sync = c.store_sync, timeout = c.store_timeout,
     statement_timeout = c.store_statement_timeout, reconnect_max = c.store_reconnect_max })
-  require("rill.webhook").store_retry_after = c.store_retry_after
-  require("rill.webhook").log_interval = c.http_log_interval
-  require("rill.webhook").max_json_values = c.max_json_values
+  require("rill.engine.webhook").store_retry_after = c.store_retry_after
+  require("rill.engine.webhook").log_interval = c.http_log_interval
+  require("rill.engine.webhook").max_json_values = c.max_json_values
   log.info("store open", { store = store.kind .. ":" .. store.url, schema = version })
 
   flows.on_reload(webhook.rebuild)
@@ -287,11 +287,11 @@ function M.serve_in_task(c)
     store.close()
     return os_c.exit(1)
   end
-  require("rill.pauses").load() -- before the first request: a paused flow's webhooks answer 503
-  local admin = require "rill.admin"
+  require("rill.engine.pauses").load() -- before the first request: a paused flow's webhooks answer 503
+  local admin = require "rill.engine.admin"
   admin.start(c, { reload = reload })
 
-  local listener = require "rill.listener"
+  local listener = require "rill.engine.listener"
   local limits = listener.options(c)
   limits.reuse_port = c.reuse_port
   limits.on_error = function(msg) log.error("error in the HTTP dispatch", { error = msg }) end
@@ -398,7 +398,7 @@ function M.check(args)
   local opts, pos = parse(args, 2, { config = true, ["luacheck-config"] = false })
   if not opts then return fail(pos) end
   if opts["luacheck-config"] then
-    out(require("rill.lint").config(require("rill.flows").environment()))
+    out(require("rill.engine.lint").config(require("rill.engine.flows").environment()))
     return os_c.exit(0)
   end
   require("rill.log").configure("error", "text")
@@ -411,17 +411,17 @@ function M.check(args)
       local n, eerr = require("rill.env").load_file(c.env_file)
       if not n then err("rill check: env_file: " .. eerr .. "\n") end
     end
-    require("rill.runner").memory_limit = c.run_memory_limit
+    require("rill.engine.runner").memory_limit = c.run_memory_limit
     require("rill.c.task").configure { kill_grace = c.kill_grace }
-    require("rill.flows").load_deadline = c.load_deadline
+    require("rill.engine.flows").load_deadline = c.load_deadline
   end
   local dir = pos[1] or (sok and c.flows_dir) or "flows" -- like serve: flows_dir, RILL_FLOWS_DIR
-  local flows = require "rill.flows"
+  local flows = require "rill.engine.flows"
   local summary = flows.reload(dir)
   local bad = {}
   for file in pairs(summary.failed) do bad[file] = summary.failed[file] end
   -- static analysis (lint.lua): errors fail the check, warnings are shown
-  local lint = require "rill.lint"
+  local lint = require "rill.engine.lint"
   local program = sok and c.luacheck or "luacheck"
   local findings, warnings, lint_note = {}, 0, nil
   if program == "off" then
@@ -499,7 +499,7 @@ function M.run(args)
     payload, perr = json.try_decode(opts.payload)
     if payload == nil then return fail("--payload is not JSON: " .. tostring(perr)) end
   end
-  local flows = require "rill.flows"
+  local flows = require "rill.engine.flows"
   local summary = flows.reload(c.flows_dir)
   local flow = flows.find(pos[1])
   if not flow then
@@ -509,7 +509,7 @@ function M.run(args)
     end
     return fail("run: no flow named " .. pos[1] .. " in " .. c.flows_dir .. why)
   end
-  require("rill.runner").start(flow, { type = "manual" }, payload, {
+  require("rill.engine.runner").start(flow, { type = "manual" }, payload, {
     on_done = function(run)
       local eok, s = true, nil
       if run.state == "succeeded" then
@@ -542,10 +542,10 @@ function M.test(args)
   c.retention = 100 * 365 * 86400 -- the test's clock moves by days: keep every run it made
   apply(c)
   in_task(function()
-    local testing = require "rill.testing"
-    local flows = require "rill.flows"
-    flows.on_reload(require("rill.webhook").rebuild)
-    flows.on_reload(require("rill.queue").sync)
+    local testing = require "rill.engine.testing"
+    local flows = require "rill.engine.flows"
+    flows.on_reload(require("rill.engine.webhook").rebuild)
+    flows.on_reload(require("rill.engine.queue").sync)
     local summary = flows.reload(c.flows_dir)
     local files = testing.files(c.flows_dir, names)
     for file, msg in pairs(summary.failed) do err("rill test: a flow does not load: " .. msg .. "\n") end
@@ -613,7 +613,7 @@ function RUNS_COMMANDS.show(store, opts, id)
   require("rill.log").mask_all(r)
   local json = require "rill.json"
   if opts.diagram then
-    local diagram = require "rill.diagram"
+    local diagram = require "rill.engine.diagram"
     return out(diagram.mermaid(diagram.model(r, store.children(r.id, diagram.max_children + 1))))
   end
   -- the shared modules its version ran: name -> hash
@@ -711,7 +711,7 @@ function M.runs(args)
   -- the env_file's secrets are masked in what is shown
   if c.env_file ~= "" then require("rill.env").load_file(c.env_file) end
   in_task(function()
-    local store = require "rill.store"
+    local store = require "rill.engine.store"
     store.open(c.store, { sync = c.store_sync })
     cmd(store, opts, pos[1])
     store.close()
@@ -766,7 +766,7 @@ function M.db(args)
     if not url:match("^postgres") then error("db install-events: " .. name .. " is not a Postgres database", 0) end
     local conn, err = require("rill.c.pg").open(url)
     if not conn then error(err, 0) end
-    require("rill.dbevents").install(conn, tables)
+    require("rill.engine.dbevents").install(conn, tables)
     conn:close()
     out(string.format("events of %s are captured in %s (table rill_events)\n", table.concat(tables, ", "), name))
     os_c.exit(0)

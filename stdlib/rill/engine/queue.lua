@@ -12,11 +12,11 @@ local json = require "rill.json"
 local crypto = require "rill.c.crypto"
 local timer = require "rill.c.timer"
 local tz = require "rill.c.tz"
-local store = require "rill.store"
-local runner = require "rill.runner"
+local store = require "rill.engine.store"
+local runner = require "rill.engine.runner"
 local log = require "rill.log"
 local metrics = require "rill.metrics"
-local pauses = require "rill.pauses"
+local pauses = require "rill.engine.pauses"
 
 local queue = {
   concurrency = 100,     -- runs at once in this instance
@@ -262,7 +262,7 @@ local function pinned_flow(row)
   if pinned_versions[row.pinned] then return pinned_versions[row.pinned] end
   local v = store.version(row.pinned)
   if not v then return nil, "version " .. row.pinned .. " of flow '" .. row.flow .. "' is not in the store" end
-  local loaded, err = require("rill.flows").load_file(v.file or row.flow, v.source, v.modules)
+  local loaded, err = require("rill.engine.flows").load_file(v.file or row.flow, v.source, v.modules)
   if not loaded then return nil, "version " .. row.pinned .. " no longer loads: " .. tostring(err) end
   pinned_versions[row.pinned] = loaded
   return loaded
@@ -360,7 +360,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
     for _, st in ipairs(opts.extra or {}) do extra[#extra + 1] = st end
     -- the event, and the runs of the flows it starts, with this run
     local cause = { id = row.id, depth = depth, chain = chain }
-    for _, st in ipairs(require("rill.events").stmts(opts.event, cause)) do extra[#extra + 1] = st end
+    for _, st in ipairs(require("rill.engine.events").stmts(opts.event, cause)) do extra[#extra + 1] = st end
   end
   store.enqueue(row, function(id, dup)
     if not id then
@@ -375,7 +375,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
     end
     submitted_total:labels(flow.name):inc()
     callback(id, false)
-    if opts.event then require("rill.events").deliver_later(opts.event) end
+    if opts.event then require("rill.engine.events").deliver_later(opts.event) end
     if here then
       execute(flow, trigger, payload, row, opts.request)
     elseif refused then
@@ -533,7 +533,7 @@ function queue.start()
   -- hourly, or more often when runs are kept less than two hours
   prune_timer = every(math.max(1, math.min(3600, queue.retention / 2)), prune)
   timer.after(1, prune)
-  require("rill.events").start()
+  require("rill.engine.events").start()
   kick()
   read_depth()
 end
@@ -541,7 +541,7 @@ end
 -- stop(): no new claims; runs in progress finish (or their leases expire).
 function queue.stop()
   started = false
-  require("rill.events").stop()
+  require("rill.engine.events").stop()
   for _, h in ipairs { poll_timer, renew_timer, prune_timer } do
     if h then h.t:stop() end
   end

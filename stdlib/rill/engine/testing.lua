@@ -13,12 +13,12 @@ local time = require "rill.time"
 local timer = require "rill.c.timer"
 local os_c = require "rill.c.os"
 local tz = require "rill.c.tz"
-local store = require "rill.store"
-local queue = require "rill.queue"
-local flows = require "rill.flows"
-local runner = require "rill.runner"
-local webhook = require "rill.webhook"
-local scheduler = require "rill.scheduler"
+local store = require "rill.engine.store"
+local queue = require "rill.engine.queue"
+local flows = require "rill.engine.flows"
+local runner = require "rill.engine.runner"
+local webhook = require "rill.engine.webhook"
+local scheduler = require "rill.engine.scheduler"
 local cron = require "rill.cron"
 local http = require "rill.http"
 local db = require "rill.db"
@@ -259,7 +259,7 @@ end
 -- stored and delivered to waits as a flow's emit() would.
 function T.emit(t, name, data)
   if type(name) ~= "string" then error("t.emit(name, data)", 2) end
-  local id = require("rill.events").emit(name, data)
+  local id = require("rill.engine.events").emit(name, data)
   world(t):settle()
   local out = {}
   for _, r in ipairs(store.event_runs_of(id)) do out[#out + 1] = stored_run(store.get(r.run_id)) end
@@ -437,7 +437,7 @@ end
 -- DIR/<flow of the test file>/<test number>-<run number>-<flow of the run>.mmd,
 -- each beginning with a comment naming the test. Runs in creation order.
 local function write_diagrams(dir, file, n, name)
-  local diagram = require "rill.diagram"
+  local diagram = require "rill.engine.diagram"
   local own = file:match("([^/]+)%.test%.lua$") or file:match("([^/]+)$")
   local folder = dir .. "/" .. own
   assert(os_c.mkdir_p(folder))
