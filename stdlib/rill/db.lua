@@ -11,7 +11,7 @@
 -- timestamps as ISO strings (UTC), json/jsonb decoded.
 local json = require "rill.json"
 local task = require "rill.c.task"
-local runner = require "rill.engine.runner"
+local current = require "rill.run" -- at_end
 
 local db = { null = json.null }
 
@@ -95,7 +95,7 @@ local function counted(h, field, fn, ...)
     end
   end
   local run = task.current()
-  if run then runner.at_end(run, undo) end
+  if run then current.at_end(run, undo) end
   local r = { pcall(fn, ...) }
   undo()
   if not r[1] then error(r[2], 0) end
@@ -331,7 +331,7 @@ function Handle:tx(fn)
   local t = { handle = self, conn = conn, open = true }
   -- A run stopped inside the transaction (its deadline), even while BEGIN
   -- is on its way, rolls it back and gives the connection back.
-  runner.at_end(run, function()
+  current.at_end(run, function()
     if not t.open then return end
     t.open = false
     conn:batch({ { "ROLLBACK" } }, function() release(self, conn) end)

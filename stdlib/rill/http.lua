@@ -17,7 +17,7 @@ local json = require "rill.json"
 local log = require "rill.log"
 local time = require "rill.time"
 local tz = require "rill.c.tz"
-local steps = require "rill.engine.steps"
+local current = require "rill.run" -- the step running now
 local metrics = require "rill.metrics"
 
 local http = {}
@@ -119,7 +119,7 @@ local function prepare(opts, method, level)
   end
   -- inside a step, the same key on every attempt of that step: services
   -- that honour Idempotency-Key do the request once
-  local key = not has["idempotency-key"] and steps.key()
+  local key = not has["idempotency-key"] and current.step_key()
   if key then headers[#headers + 1] = "Idempotency-Key: " .. key end
   local url = opts.url
   if opts.query and next(opts.query) then url = url .. (url:find("?", 1, true) and "&" or "?") .. encode(opts.query) end
@@ -160,12 +160,12 @@ local function request(opts, level, service)
     request_seconds:labels(host):observe(now - sent)
     if status then
       log.info("http", { method = method, url = loggable(req.url), status = status, ms = ms, service = service,
-        step = steps.name() })
+        step = current.step_name() })
       return setmetatable({ status = status, ok = status >= 200 and status < 300,
         headers = setmetatable(headers, HEADERS), body = body, url = loggable(req.url) }, RESPONSE)
     end
     log.warn("http request failed", { method = method, url = loggable(req.url), error = headers, ms = ms,
-      retry = attempt < retries or nil, service = service, step = steps.name() })
+      retry = attempt < retries or nil, service = service, step = current.step_name() })
     if attempt == retries then error("http: " .. shown .. ": " .. headers, level) end
     time.sleep(0.25 * 2 ^ attempt) -- the test clock's, in rill test
   end

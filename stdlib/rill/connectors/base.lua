@@ -54,7 +54,7 @@ end
 -- A name that is not one is not shown: it may be a secret pasted there.
 function base.from_env(service, spec, names, owner)
   owner = owner or service
-  local fail = require("rill.engine.runner").fail
+  local fail = require("rill.run").fail
   local given = {}
   for key, name in pairs(names or {}) do
     if not spec[key] then base.raise(service .. ".with_env: unknown setting " .. tostring(key)) end

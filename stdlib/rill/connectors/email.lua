@@ -17,7 +17,7 @@ local base = require "rill.connectors.base"
 local http = require "rill.http"
 local crypto = require "rill.crypto"
 local log = require "rill.log"
-local steps = require "rill.engine.steps"
+local current = require "rill.run" -- the step running now
 local time = require "rill.time"
 
 local SPEC = {
@@ -92,7 +92,7 @@ local function body_part(content_type, content)
 end
 
 local function message_id(domain)
-  local key = steps.key()
+  local key = current.step_key()
   local local_part = key and ("rill-" .. key) or crypto.uuid4()
   return "<" .. local_part .. "@" .. domain .. ">"
 end
@@ -163,11 +163,11 @@ local function new(given)
     }
     local server = url:gsub("^(%a+://)[^/@]*@", "%1"):match("^%a+://([^/]+)")
     if not status then
-      log.warn("email not sent", { server = server, recipients = #rcpt, error = err, step = require("rill.engine.steps").name() })
+      log.warn("email not sent", { server = server, recipients = #rcpt, error = err, step = current.step_name() })
       base.raise(string.format("email: send to %s: %s", table.concat(rcpt, ", "), err))
     end
     log.info("email sent", { server = server, recipients = #rcpt, message_id = id, status = status,
-      step = require("rill.engine.steps").name() })
+      step = current.step_name() })
     return { message_id = id, recipients = rcpt }
   end
 

@@ -16,6 +16,12 @@ local timer = require "rill.c.timer"
 
 local events = { sweep_interval = 5, max_size = 1024 * 1024 } -- max_size: max_event_size
 
+-- The queue and the flows are above events (docs/architecture.md, "Layout"):
+-- they hand it, as they load, what it needs of them.
+events.kick = function() end -- the queue looks for due runs at once (queue.lua: its kick)
+events.default_attempts = nil -- () -> a run's attempts when its flow sets none (queue.lua)
+events.active_flows = function() return {} end -- () -> the flows in force, by name (flows.lua)
+
 local runs_total = require("rill.metrics").counter("rill_event_runs_total",
   "Runs started by events (event triggers), by event name and flow; an event emitted again starts none.",
   { "event", "flow" })
@@ -56,7 +62,7 @@ function events.deliver(e)
   store.deliver(e, matched)
   if #matched > 0 then
     log.debug("event delivered", { event = e.name, id = e.id, runs = #matched })
-    require("rill.engine.queue").kick()
+    events.kick()
   end
 end
 
@@ -68,7 +74,7 @@ end
 -- number of its triggers on the name.
 local function subscribers(name, data)
   local out = {}
-  for _, flow in pairs(require("rill.engine.flows").active) do
+  for _, flow in pairs(events.active_flows()) do
     for _, t in ipairs(flow.triggers) do
       if t.type == "event" and t.name == name and (t.match == nil or matches(t.match, data)) then
         out[#out + 1] = flow
@@ -89,7 +95,7 @@ function events.fanout_stmts(e, cause)
   local flows = subscribers(e.name, e.data and json.try_decode(e.data))
   local stmts = {}
   if #flows == 0 then return stmts end
-  local runner, queue, crypto = require "rill.engine.runner", require "rill.engine.queue", require "rill.c.crypto"
+  local runner, crypto = require "rill.engine.runner", require "rill.c.crypto"
   local now = store.now_ms()
   local depth = cause and (cause.depth or 0) + 1 or 0
   local trigger = json.encode { type = "event", event = e.name, event_id = e.id, emitted_by = cause and cause.id }
@@ -99,7 +105,7 @@ function events.fanout_stmts(e, cause)
   for _, flow in ipairs(flows) do
     local chain = cause and cause.chain and (cause.chain .. " > " .. flow.name) or flow.name
     local r = { id = crypto.id7(), flow = flow.name, version = flow.version, trigger = trigger, payload = e.data,
-      state = "queued", attempt = 0, max_attempts = flow.retries and flow.retries.attempts or queue.attempts,
+      state = "queued", attempt = 0, max_attempts = flow.retries and flow.retries.attempts or events.default_attempts(),
       run_at = now, parent = cause and cause.id, depth = depth, created = now, chain = chain,
       settings = require("rill.settings").record(flow) } -- as for any stored run (queue.submit)
     if depth >= runner.max_depth then
@@ -118,7 +124,7 @@ local function started(e)
   if not e.starts or #e.starts == 0 then return end
   for _, name in ipairs(e.starts) do runs_total:labels(e.name, name):inc() end
   log.info("event starts runs", { event = e.name, id = e.id, flows = table.concat(e.starts, ", ") })
-  require("rill.engine.queue").kick()
+  events.kick()
 end
 
 -- stmts(e, cause) -> the statements that store event e and its fan-out,

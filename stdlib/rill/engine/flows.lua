@@ -719,4 +719,8 @@ function flows.find(key)
   end
 end
 
+-- The queue and events are below flows (docs/architecture.md, "Layout"): what they need of it
+require("rill.engine.queue").load_file = flows.load_file
+require("rill.engine.events").active_flows = function() return flows.active end
+
 return flows

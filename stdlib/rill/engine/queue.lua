@@ -27,6 +27,7 @@ local queue = {
   backoff = 10,          -- seconds before the first retry, doubled each time
   max_backoff = 3600,    -- cap of the backoff
   record_sync = "failed", -- sync webhook runs stored (history) after they answered: failed, all, none
+  load_file = nil,       -- flows.load_file, for a run pinned to an older version (flows.lua, above the queue)
 }
 
 local instance            -- this process's owner id in the store
@@ -262,7 +263,7 @@ local function pinned_flow(row)
   if pinned_versions[row.pinned] then return pinned_versions[row.pinned] end
   local v = store.version(row.pinned)
   if not v then return nil, "version " .. row.pinned .. " of flow '" .. row.flow .. "' is not in the store" end
-  local loaded, err = require("rill.engine.flows").load_file(v.file or row.flow, v.source, v.modules)
+  local loaded, err = queue.load_file(v.file or row.flow, v.source, v.modules)
   if not loaded then return nil, "version " .. row.pinned .. " no longer loads: " .. tostring(err) end
   pinned_versions[row.pinned] = loaded
   return loaded
@@ -563,5 +564,10 @@ function queue.release(callback)
     callback()
   end)
 end
+
+-- events is below the queue (docs/architecture.md, "Layout"): what it needs of the queue
+local events = require "rill.engine.events"
+events.kick = kick
+events.default_attempts = function() return queue.attempts end
 
 return queue

@@ -8,6 +8,7 @@ local tz = require "rill.c.tz"
 local log = require "rill.log"
 local metrics = require "rill.metrics"
 local settings = require "rill.settings"
+local current = require "rill.run"
 
 local runner = { max_depth = 8, default_deadline = 30, memory_limit = 256 * 1024 * 1024 }
 
@@ -42,16 +43,9 @@ local function clean_traceback(tb)
   return table.concat(lines, "\n")
 end
 
--- fail(message[, level]): what a flow calls to fail its run with no retry.
--- Like error(), the message starts with the caller's file:line (level 1
--- the caller, 0 no position).
-local FAIL_MT = { __metatable = false } -- out of flows' reach: shared by every fail()
-function runner.fail(message, level)
-  level = level or 1
-  local info = level > 0 and debug.getinfo(level + 1, "Sl")
-  local where = info and info.currentline > 0 and (info.short_src .. ":" .. info.currentline .. ": ") or ""
-  error(setmetatable({ message = where .. tostring(message) }, FAIL_MT))
-end
+-- fail() and FAIL_MT, the error it raises, are the flow API's (rill/run.lua)
+local FAIL_MT = current.FAIL_MT
+runner.fail = current.fail
 
 local MAX_MESSAGE = 4000
 
@@ -154,11 +148,7 @@ function runner.too_deep(chain)
   return string.format("a chain of runs deeper than %d (max_depth), a loop? %s", runner.max_depth, chain)
 end
 
--- at_end(run, fn): fn() is called when the run ends, however it ends.
-function runner.at_end(run, fn)
-  run.cleanup = run.cleanup or {}
-  run.cleanup[#run.cleanup + 1] = fn
-end
+runner.at_end = current.at_end -- the flow API's (rill/run.lua)
 
 -- start(flow, trigger, payload, opts) -> run
 -- flow: a loaded flow version (flows.lua); trigger: {type = ..., ...};

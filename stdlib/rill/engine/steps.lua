@@ -23,6 +23,7 @@ local log = require "rill.log"
 local task = require "rill.c.task"
 local time = require "rill.time"
 local runner = require "rill.engine.runner"
+local current = require "rill.run"
 
 local steps = {}
 
@@ -115,18 +116,8 @@ function steps.step(name, fn, opts)
   error(err, 0)
 end
 
--- The idempotency key of the step running now, for outbound requests: the
--- same on every attempt of the step, different for every step and run.
-function steps.key()
-  local run = task.current()
-  return run and run.step and (run.id .. "-" .. run.step.seq) or nil
-end
-
--- name() -> the name of the step running now, or nil (outside a step or a run).
-function steps.name()
-  local run = task.current()
-  return run and run.step and run.step.name or nil
-end
+-- key() and name(), of the step running now, are the flow API's (rill/run.lua)
+steps.key, steps.name = current.step_key, current.step_name
 
 local function park_until(name, wake_ms)
   local run = task.current()
