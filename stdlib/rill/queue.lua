@@ -178,9 +178,6 @@ finished = function(run)
     -- time (or an event); the attempt does not count (it is taken again
     -- when the run wakes)
     f.state, f.run_at, f.attempt, f.wait_seq = run.state, run.park, run.attempt - 1, run.wait_seq
-    if f.state == "sleeping" then
-      log.write("info", "run sleeps", { wake = require("rill.time").iso(run.park / 1000) }, run)
-    end
   elseif run.state == "succeeded" then
     f.state = "succeeded"
     if run.result ~= nil then
