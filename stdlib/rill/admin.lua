@@ -294,6 +294,30 @@ end
 pause_route("pause")
 pause_route("resume")
 
+-- POST /api/events/NAME[?id=ID] (body: the event's data as JSON; none:
+-- null): an event emitted by hand, stored and fanned out as a flow's
+-- emit() outside a run is (events.publish): 202 with its id and the flows
+-- it starts; an id already stored answers 200 with new = false and stores
+-- nothing again. NAME is percent-decoded.
+route("POST", "/api/events/([^/]+)", function(p, q, body)
+  local name = p[1]:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  local data = json.null
+  if body and body:find("%S") then
+    local derr
+    data, derr = json.try_decode(body)
+    if data == nil then fail(400, "the event's data is not JSON: " .. tostring(derr)) end
+  end
+  if q.id ~= nil and (q.id == "" or #q.id > 200) then fail(400, "id must be a string of 1 to 200 characters") end
+  local events = require "rill.events"
+  local ok, e, new = pcall(events.publish, name, data, q.id)
+  if not ok then
+    local msg = tostring(e):gsub("^[^:]*:%d+: ", "")
+    fail(msg:find("max_event_size", 1, true) and 413 or 400, msg)
+  end
+  if new then log.info("event emitted from the admin API", { event = name, id = e.id }) end
+  return new and 202 or 200, { event = name, id = e.id, new = new, starts = array(new and e.starts or {}) }
+end)
+
 -- PUT /api/flows/NAME/settings {"setting": value, ...}: validated against the
 -- flow's declarations, written to FLOWS_DIR/settings.json, applied by a
 -- reload; null puts a setting back to its default. Runs already created

@@ -160,17 +160,24 @@ function events.row(name, data, id)
   return { id = id or require("rill.c.crypto").id7(), name = name, data = encoded, created = store.now_ms() }
 end
 
--- emit(name, data, id, cause) -> the event's id: stored (once per id) with
--- the runs of the flows it starts (cause: the emitting run, or nil), then
--- delivered to waits. In a task.
-function events.emit(name, data, id, cause)
+-- publish(name, data, id, cause) -> the event (stored form; e.starts: the
+-- flows it starts) and whether it is new: stored (once per id) with the
+-- runs of the flows it starts (cause: the emitting run, or nil), then
+-- delivered to waits. An id seen before stores and starts nothing. In a task.
+function events.publish(name, data, id, cause)
   local e = events.row(name, data, id)
   local fanout = events.fanout_stmts(e, cause)
-  if store.emit(e, fanout) then
+  local new = store.emit(e, fanout)
+  if new then
     started(e)
     events.deliver(e)
   end
-  return e.id
+  return e, new
+end
+
+-- emit(name, data, id, cause) -> the event's id (publish, for flows).
+function events.emit(name, data, id, cause)
+  return (events.publish(name, data, id, cause)).id
 end
 
 -- deliver_later(e): delivers a stored event (new: stored with a run that
