@@ -121,9 +121,34 @@ def the_admin_api_keeps_what_else_the_file_holds_and_refuses_hostile_values():
         r.write_flow("settings.json", "[1, 2]")
         r.wait_reload(n)
         res = put(r, "big", {"threshold": 7})
-        eq(res.status, 500, "an array file: " + res.body)
-        assert "settings.json: expected" in res.json()["error"], res.body
+        eq(res.status, 409, "an array file: " + res.body)
+        assert "settings.json:1:1: expected" in res.json()["error"], res.body
         eq(settings_file(r), [1, 2], "the array file is left as it was")
+
+
+BROKEN = '{\n  "big": {\n    "threshold": 5,\n  }\n}\n'  # a trailing comma: line 4, column 3
+
+
+@test
+def a_broken_settings_file_is_named_by_line_and_the_previous_values_serve():
+    with Rill({"big.lua": BIG, "settings.json": json.dumps({"big": {"threshold": 5}})},
+              env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "start value")
+        n = r.reloads()
+        r.write_flow("settings.json", BROKEN)
+        r.wait_reload(n)
+        path = os.path.join(r.flows_dir, "settings.json")
+        line = r.wait_log(msg_has=path + ":4:3: not JSON")
+        assert "character" not in line["msg"], line
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "the previous value serves")
+        # the stored file is broken, not the request: a conflict to fix by hand, nothing written
+        res = put(r, "big", {"threshold": 7})
+        eq(res.status, 409, "PUT over a broken file: " + res.body)
+        assert path + ":4:3: not JSON" in res.json()["error"], res.body
+        assert "fix" in res.json()["error"], res.body
+        with open(path) as f:
+            eq(f.read(), BROKEN, "the broken file is left as it was")
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "still the previous value")
 
 
 @test

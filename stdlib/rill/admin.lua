@@ -330,8 +330,10 @@ route("PUT", "/api/flows/" .. ID .. "/settings", function(p, _, body)
   local changes = json.try_decode(body or "")
   if type(changes) ~= "table" then fail(400, 'expected a JSON object of settings, e.g. {"threshold": 20000}') end
   local ok, why, what = settings.change(flows_dir, flow, changes)
-  -- a bad value is the caller's; a settings.json that cannot be read or written is the server's
-  if not ok then fail(what == "invalid" and 400 or 500, why) end
+  -- a bad value is the caller's (400); a settings.json whose text is broken
+  -- is a conflict with the stored state, to fix by hand (409); a file that
+  -- cannot be read or written is the server's (500)
+  if not ok then fail(({ invalid = 400, broken = 409 })[what] or 500, why) end
   log.info("flow settings changed from the admin API", { flow = flow.name, settings = json.encode(changes) })
   local summary = reload_flows("admin API: settings of " .. flow.name)
   local err = summary.failed[flow.file]

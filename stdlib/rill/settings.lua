@@ -95,16 +95,21 @@ function settings.validate(decls, values, prefix)
   return out
 end
 
--- read(dir) -> the settings file's table ({} when there is none), or nil
--- and "DIR/settings.json: why".
+-- read(dir) -> the settings file's table ({} when there is none), or nil,
+-- "DIR/settings.json[:LINE:COL]: why" and what failed ("file": it cannot be
+-- read; "broken": its text is not a settings object).
 function settings.read(dir)
   local path = dir .. "/" .. settings.FILE
   if not os_c.stat(path) then return {} end
   local text, err = os_c.read_file(path)
-  if not text then return nil, path .. ": " .. tostring(err) end
+  if not text then return nil, path .. ": " .. tostring(err), "file" end
   local t, jerr = json.try_decode(text)
+  if t == nil then
+    local at, reason = json.where(text, jerr):match("^(%d+:%d+): (.*)$")
+    return nil, path .. ":" .. at .. ": not JSON: " .. reason, "broken"
+  end
   if not is_object(t) then
-    return nil, path .. ": " .. (t == nil and ("not JSON: " .. tostring(jerr)) or 'expected {"flow": {"setting": value}}')
+    return nil, path .. ':1:1: expected an object {"flow": {"setting": value}}', "broken"
   end
   return t
 end
@@ -194,7 +199,8 @@ local function render(t)
 end
 
 -- change(dir, flow, changes) -> true, or nil, why and what failed
--- ("invalid": a value; "file": reading or writing the file): validates changes
+-- ("invalid": a value; "broken": the file's text, left as it is, to fix by
+-- hand; "file": reading or writing the file): validates changes
 -- (name -> value; json.null: back to the default) against the version's
 -- declarations and writes them into the file (written whole, then renamed
 -- over the old one: a reader never sees half of it). The next reload
@@ -202,8 +208,11 @@ end
 function settings.change(dir, flow, changes)
   local values, why = settings.validate(flow.settings or {}, changes)
   if not values then return nil, why, "invalid" end
-  local t, err = settings.read(dir)
-  if not t then return nil, err, "file" end
+  local t, err, what = settings.read(dir)
+  if not t then
+    if what == "broken" then err = err .. " (fix or remove the file by hand; nothing was written)" end
+    return nil, err, what
+  end
   local mine = is_object(t[flow.name]) and t[flow.name] or {} -- (another value is not settings: replaced)
   for name, v in pairs(changes) do
     if v == json.null then mine[name] = nil else mine[name] = values[name] end
