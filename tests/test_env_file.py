@@ -195,4 +195,30 @@ def a_broken_env_file_at_start_stops_rill_naming_its_line():
     assert "bad.env:2: BAD: the value's closing ' is missing" in err, err
 
 
+@test
+def a_missing_variable_is_warned_once_per_change_not_at_every_reload():
+    d = temp_dir()
+    env_file = os.path.join(d, "secrets.env")
+    write(env_file, "PLAIN_VALUE=1\n")
+    with Rill({"hook.lua": HOOK, "leaky.lua": LEAKY},
+              env={"RILL_ADMIN_TOKEN": TOKEN, "RILL_ENV_FILE": env_file}) as r:
+        def warned(var):
+            return len([l for l in r.log_lines(msg_has="needs a variable: ") if var + " is not set" in l["msg"]])
+        wait_until(lambda: r.reloads() >= 1, 10, "the first load")
+        for _ in range(2):
+            eq(r.admin("POST", "/api/reload", token=TOKEN).status, 200, "reload")
+        wait_until(lambda: r.reloads() >= 3, 10, "three reloads")
+        eq((warned("HOOK_SECRET"), warned("API_TOKEN")), (1, 1), "each named once, at start")
+        # the set changes: HOOK_SECRET is set (nothing to say), then unset again (said again)
+        n = r.reloads()
+        write(env_file, "PLAIN_VALUE=1\nHOOK_SECRET=s3cret-value\n")
+        r.wait_reload(n)
+        eq(r.admin("POST", "/api/reload", token=TOKEN).status, 200, "reload")
+        n = r.reloads()
+        write(env_file, "PLAIN_VALUE=1\n")
+        r.wait_reload(n)
+        wait_until(lambda: warned("HOOK_SECRET") == 2, 10, "HOOK_SECRET named again once it is missing again")
+        eq(warned("API_TOKEN"), 1, "API_TOKEN, missing all along, named once")
+
+
 main()

@@ -266,4 +266,18 @@ end)
     eq(code, 0, "exit code")
 
 
+@test
+def a_put_of_settings_reloads_once():
+    with Rill({"big.lua": BIG}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        wait_until(lambda: r.reloads() >= 1, 10, "the first load")
+        n = r.reloads()
+        eq(put(r, "big", {"threshold": 7}).status, 200, "PUT")
+        # the watcher sees the file the PUT wrote and already applied: no second reload
+        r.wait_log(msg_has="settings.json as the last reload read it")
+        r.write_flow("marker.lua", BIG.replace("/hooks/big", "/hooks/marker"))
+        r.wait_log(msg="flow loaded", file=os.path.join(r.flows_dir, "marker.lua"))
+        eq(r.reloads(), n + 2, "the PUT's reload and the marker's, nothing more")
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 7, "applied")
+
+
 main()

@@ -228,6 +228,7 @@ function M.serve_in_task(c)
     if not lib_watcher then log.warn("not watching the modules directory", { error = werr }) end
   end
   local env = require "rill.env"
+  local warned_env = {} -- the missing variables last named: each is named once, until it is set
   local function reload(why)
     watch_lib()
     if c.env_file ~= "" and why ~= "start" then
@@ -241,9 +242,15 @@ function M.serve_in_task(c)
     end
     local summary = flows.reload(c.flows_dir)
     report_load(summary, log)
+    local missing = {}
     for _, v in pairs(flows.active) do
-      for _, m in ipairs(env.missing(v.env_needs)) do log.warn("flow " .. v.name .. " needs a variable: " .. m) end
+      for _, m in ipairs(env.missing(v.env_needs)) do
+        local line = "flow " .. v.name .. " needs a variable: " .. m
+        if not warned_env[line] then log.warn(line) end
+        missing[line] = true
+      end
     end
+    warned_env = missing
     log.info("flows reloaded", { why = why, active = #(function() local n = {} for k in pairs(flows.active) do n[#n + 1] = k end return n end)() })
     return summary
   end
@@ -258,7 +265,13 @@ function M.serve_in_task(c)
   end
   if c.watch then
     local werr
-    watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
+    watcher, werr = os_c.watch(c.flows_dir, function(name)
+      -- a PUT of settings writes settings.json and reloads: its own write is no change
+      if require("rill.settings").applied(c.flows_dir, name) then
+        return log.debug("file change skipped: settings.json as the last reload read it", { file = name })
+      end
+      schedule_reload("file change")
+    end)
     if not watcher then log.warn("not watching the flows directory", { error = werr }) end
   end
   local env_watcher

@@ -9,6 +9,7 @@ local json = require "rill.json"
 
 local settings = {
   FILE = "settings.json",
+  applied_text = nil, -- the file's text the last apply read (nil: there was none)
   current = {},   -- flow name -> the values from the file in force (validated)
   isolated = nil, -- `rill test`: flow name -> the test's values (the file is not read)
 }
@@ -95,9 +96,9 @@ function settings.validate(decls, values, prefix)
   return out
 end
 
--- read(dir) -> the settings file's table ({} when there is none), or nil,
--- "DIR/settings.json[:LINE:COL]: why" and what failed ("file": it cannot be
--- read; "broken": its text is not a settings object).
+-- read(dir) -> the settings file's table and text ({} and nil when there
+-- is none), or nil, "DIR/settings.json[:LINE:COL]: why" and what failed
+-- ("file": it cannot be read; "broken": its text is not a settings object).
 function settings.read(dir)
   local path = dir .. "/" .. settings.FILE
   if not os_c.stat(path) then return {} end
@@ -111,7 +112,17 @@ function settings.read(dir)
   if not is_object(t) then
     return nil, path .. ':1:1: expected an object {"flow": {"setting": value}}', "broken"
   end
-  return t
+  return t, text
+end
+
+-- applied(dir, name) -> whether a change the watcher saw of file `name` in
+-- dir is nothing to reload for: settings.json holding the text the last
+-- apply read (the admin API's write, which it reloaded itself), or the
+-- temporary file that write goes through.
+function settings.applied(dir, name)
+  if name == settings.FILE .. ".tmp~" then return true end
+  if name ~= settings.FILE or not settings.applied_text then return false end
+  return os_c.read_file(dir .. "/" .. settings.FILE) == settings.applied_text
 end
 
 -- values(flow) -> the values a run of this version reads now: the test's,
@@ -153,7 +164,9 @@ end
 -- apply(versions, dir) -> file -> error, for versions (file -> version) whose
 -- values in the file do not validate. The others' values are in force.
 function settings.apply(versions, dir)
-  local t, err = settings.read(dir)
+  local t, text_or_err = settings.read(dir)
+  local err = not t and text_or_err or nil
+  settings.applied_text = t and text_or_err or nil
   local bad, next_current = {}, {}
   for file, v in pairs(versions) do
     if next(v.settings or {}) then
