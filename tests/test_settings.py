@@ -83,7 +83,7 @@ def the_admin_api_validates_writes_the_file_and_applies_without_restart():
         assert 'threshold: expected a number, got "abc"' in res.json()["error"], res.body
         res = put(r, "big", {"treshold": 1})
         eq(res.status, 400, "an unknown setting: " + res.body)
-        assert "no setting 'treshold'" in res.json()["error"], res.body
+        assert "no setting 'treshold' (did you mean 'threshold'?)" in res.json()["error"], res.body
         eq(put(r, "nosuch", {"a": 1}).status, 404, "no such flow")
         eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 20000, "bad values change nothing")
         eq(settings_file(r), {"big": {"threshold": 20000}}, "file unchanged")
@@ -278,6 +278,31 @@ def a_put_of_settings_reloads_once():
         r.wait_log(msg="flow loaded", file=os.path.join(r.flows_dir, "marker.lua"))
         eq(r.reloads(), n + 2, "the PUT's reload and the marker's, nothing more")
         eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 7, "applied")
+
+
+@test
+def a_misspelt_flow_or_setting_in_the_settings_file_gets_a_did_you_mean():
+    with Rill({"big.lua": BIG, "settings.json": json.dumps({"bigg": {"threshold": 5}})},
+              env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        path = os.path.join(r.flows_dir, "settings.json")
+        line = r.wait_log(msg_has="no flow named 'bigg'")
+        eq(line["msg"], f"{path}: no flow named 'bigg' (did you mean 'big'?): its values are not used", "the warning")
+        eq(line["level"], "warn", "a warning")
+        eq(r.admin("POST", "/api/reload", token=TOKEN).status, 200, "reload")
+        wait_until(lambda: r.reloads() >= 2, 10, "two reloads")
+        eq(len(r.log_lines(msg_has="no flow named 'bigg'")), 1, "said once, not at every reload")
+        n = r.reloads()
+        r.write_flow("settings.json", json.dumps({"big": {"treshold": 5}}))
+        r.wait_reload(n)
+        r.wait_log(msg_has="big: no setting 'treshold' (did you mean 'threshold'?)")
+    d = temp_dir("rill-settings-")
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG)
+    with open(os.path.join(d, "settings.json"), "w") as f:
+        json.dump({"bigg": {"threshold": 5}, "big": {"threshold": 20000}}, f)
+    code, out, err = run_cli("check", d)
+    eq(code, 0, "a warning, not an error: " + err)
+    assert f"warning: {d}/settings.json: no flow named 'bigg' (did you mean 'big'?)" in err, err
 
 
 main()

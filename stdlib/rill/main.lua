@@ -228,7 +228,9 @@ function M.serve_in_task(c)
     if not lib_watcher then log.warn("not watching the modules directory", { error = werr }) end
   end
   local env = require "rill.env"
-  local warned_env = {} -- the missing variables last named: each is named once, until it is set
+  -- the warnings (missing variables, settings.json's strays) the last
+  -- reload found: each is logged once, not again while it lasts
+  local warned = {}
   local function reload(why)
     watch_lib()
     if c.env_file ~= "" and why ~= "start" then
@@ -242,15 +244,16 @@ function M.serve_in_task(c)
     end
     local summary = flows.reload(c.flows_dir)
     report_load(summary, log)
-    local missing = {}
-    for _, v in pairs(flows.active) do
-      for _, m in ipairs(env.missing(v.env_needs)) do
-        local line = "flow " .. v.name .. " needs a variable: " .. m
-        if not warned_env[line] then log.warn(line) end
-        missing[line] = true
-      end
+    local now = {}
+    local function warn(line)
+      if not warned[line] then log.warn(line) end
+      now[line] = true
     end
-    warned_env = missing
+    for _, v in pairs(flows.active) do
+      for _, m in ipairs(env.missing(v.env_needs)) do warn("flow " .. v.name .. " needs a variable: " .. m) end
+    end
+    for _, w in ipairs(summary.warnings or {}) do warn(w) end
+    warned = now
     log.info("flows reloaded", { why = why, active = #(function() local n = {} for k in pairs(flows.active) do n[#n + 1] = k end return n end)() })
     return summary
   end
@@ -483,6 +486,7 @@ function M.check(args)
     for _, line in ipairs(lines[file] or {}) do err(line .. "\n") end
   end
   M.report_missing_env(flows, err)
+  for _, w in ipairs(summary.warnings or {}) do err("warning: " .. w .. "\n") end
   local n = 0
   for _ in pairs(flows.by_file) do n = n + 1 end
   local tail = lint_note and (" (" .. lint_note .. ")")

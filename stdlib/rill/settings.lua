@@ -84,8 +84,10 @@ function settings.validate(decls, values, prefix)
       local names = {}
       for n in pairs(decls) do names[#names + 1] = n end
       table.sort(names)
-      return nil, string.format("%sno setting '%s' (declared: %s)", prefix, tostring(name),
-        #names > 0 and table.concat(names, ", ") or "none")
+      local guess = require("rill.triggers").closest(name, names)
+      return nil, string.format("%sno setting '%s' (%s)", prefix:gsub("%.$", ": "), tostring(name),
+        guess and ("did you mean '" .. guess .. "'?") or
+        ("declared: " .. (#names > 0 and table.concat(names, ", ") or "none")))
     end
     if v ~= json.null then
       local ok, why = check(decl, v)
@@ -161,8 +163,34 @@ function settings.for_run(flow, recorded)
   return out
 end
 
+-- strays(t, versions, path) -> warnings for the file's entries no version
+-- reads: a flow that is not loaded (with a "did you mean"), or that
+-- declares no settings. Sorted.
+local function strays(t, versions, path)
+  local names, by_name = {}, {}
+  for _, v in pairs(versions) do
+    names[#names + 1] = v.name
+    by_name[v.name] = v
+  end
+  table.sort(names)
+  local out = {}
+  for name in pairs(t) do
+    local v = by_name[name]
+    if not v then
+      local guess = require("rill.triggers").closest(name, names)
+      out[#out + 1] = string.format("%s: no flow named '%s'%s: its values are not used", path,
+        tostring(name):sub(1, 64), guess and (" (did you mean '" .. guess .. "'?)") or "")
+    elseif not next(v.settings or {}) then
+      out[#out + 1] = string.format("%s: flow %s declares no settings: its values are not used", path, name)
+    end
+  end
+  table.sort(out)
+  return out
+end
+
 -- apply(versions, dir) -> file -> error, for versions (file -> version) whose
--- values in the file do not validate. The others' values are in force.
+-- values in the file do not validate (the others' values are in force),
+-- and the warnings for entries no version reads (strays).
 function settings.apply(versions, dir)
   local t, text_or_err = settings.read(dir)
   local err = not t and text_or_err or nil
@@ -181,7 +209,7 @@ function settings.apply(versions, dir)
     end
   end
   for name, values in pairs(next_current) do settings.current[name] = values end
-  return bad
+  return bad, t and strays(t, versions, dir .. "/" .. settings.FILE) or {}
 end
 
 -- A JSON text of the file for people to read and edit: one flow per block,
