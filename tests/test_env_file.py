@@ -221,4 +221,50 @@ def a_missing_variable_is_warned_once_per_change_not_at_every_reload():
         eq(warned("API_TOKEN"), 1, "API_TOKEN, missing all along, named once")
 
 
+# the connectors' default clients read their settings from the environment
+NOTIFY = """return {
+  triggers = { manual() },
+  run = function(ctx)
+    local c = mautic.find_contact(ctx.payload.email)
+    slack.post("#sales", "new contact " .. tostring(c and c.id))
+    if not c then slack.post("#sales", "(not in Mautic yet)") end
+    -- mautic.form_on_submit is a Mautic event name, not a call
+    return { ok = true }
+  end,
+}"""
+
+# a client of its own settings needs nothing from the environment
+OWN = """return {
+  triggers = { manual() },
+  run = function(ctx)
+    local s = slack.with { token = ctx.payload.token, channel = "#x" }
+    return s.post("hello")
+  end,
+}"""
+
+
+@test
+def check_names_the_variables_the_connectors_a_flow_calls_need():
+    d = temp_dir("rill-envcheck-")
+    for name, src in (("notify.lua", NOTIFY), ("own.lua", OWN)):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(src)
+    clean = {v: "" for v in ("SLACK_BOT_TOKEN", "MAUTIC_URL", "MAUTIC_USER", "MAUTIC_PASSWORD")}
+    env_file = os.path.join(d, "..", os.path.basename(d) + ".env")
+    write(env_file, "MAUTIC_URL=https://mautic.example.com\n")
+    code, out, err = run_cli("check", d, env={**clean, "RILL_ENV_FILE": env_file})
+    eq(code, 0, "a warning, not an error: " + err)
+    for expected in [f"{d}/notify.lua:5: SLACK_BOT_TOKEN is not set (slack.post: the slack connector's token",
+                     f"{d}/notify.lua:4: MAUTIC_USER is not set (mautic.find_contact: the mautic connector's user",
+                     f"{d}/notify.lua:4: MAUTIC_PASSWORD is not set"]:
+        assert expected in err, f"{expected!r} not in:\n{err}"
+    assert "MAUTIC_URL" not in err, "set in the env_file: " + err
+    assert "own.lua" not in err, "slack.with{...}: " + err
+    eq(err.count("SLACK_BOT_TOKEN"), 1, "once per flow: " + err)
+    code, out, err = run_cli("check", d, env={**clean, "RILL_ENV_FILE": env_file, "SLACK_BOT_TOKEN": "xoxb-1",
+                                             "MAUTIC_USER": "u", "MAUTIC_PASSWORD": "p"})
+    eq(code, 0, "exit")
+    assert "is not set" not in err, err
+
+
 main()

@@ -7,7 +7,7 @@
 -- TOKEN, KEY, PASSWORD...) is masked in every log line from the moment a
 -- flow reads it (an env_file's, from the moment it is read). It also keeps
 -- what each flow needs set (its verifiers' secrets, the secret-looking
--- env.NAME it reads), for `rill check` and /readyz.
+-- env.NAME it reads, its connectors' variables), for `rill check` and /readyz.
 local os_c = require "rill.c.os"
 local log = require "rill.log"
 
@@ -188,7 +188,8 @@ local function needed(names, what)
 end
 
 -- scan(source, file) -> the needs of a source's env.NAME reads whose NAME
--- looks secret (a read followed by `or` has a fallback: not needed).
+-- looks secret (a read followed by `or` has a fallback: not needed), and
+-- of its calls on the connectors' default clients (connectors/base.lua).
 local function scan(source, file)
   local needs, n = {}, 0
   for line in (source .. "\n"):gmatch("([^\n]*)\n") do
@@ -200,6 +201,7 @@ local function scan(source, file)
       end
     end
   end
+  for _, need in ipairs(require("rill.connectors.base").scan(source, file)) do needs[#needs + 1] = need end
   return needs
 end
 
