@@ -361,6 +361,29 @@ def ops_emit_an_event_by_hand_through_the_admin_api():
 
 
 @test
+def rill_emit_sends_an_event_to_the_running_server():
+    with rill({"alert.lua": SUBSCRIBER % ""}) as r:
+        env = {"RILL_ADMIN_TOKEN": TOKEN, "RILL_ADMIN_LISTEN": f"127.0.0.1:{r.admin_port}"}
+        code, out, err = run_cli("emit", "quote.signed", '{"n": 8}', "--id", "cli 1", env=env)
+        eq(code, 0, "exit code: " + err)
+        eq(json.loads(out), {"event": "quote.signed", "id": "cli 1", "new": True, "starts": ["alert"]}, "printed")
+        runs = settled_runs(r, "alert", 1)
+        eq(json.loads(r.runs("show", runs[0]["id"])["result"])["n"], 8, "the run's payload")
+        code, out, err = run_cli("emit", "quote.signed", '{"n": 8}', "--id", "cli 1", env=env)
+        eq((code, json.loads(out)["new"]), (0, False), "again: " + err)
+        code, out, err = run_cli("emit", "quote.signed", "{oops", env=env)
+        eq(code, 2, "data that is not JSON: " + err)
+        assert "not JSON" in err, err
+        code, out, err = run_cli("emit", "quote.signed", env={**env, "RILL_ADMIN_TOKEN": "wrong"})
+        eq(code, 1, "a wrong token: " + err)
+        assert "401" in err and "bearer token" in err, err
+        code, out, err = run_cli("emit", "quote.signed", env={**env, "RILL_ADMIN_TOKEN": ""})
+        eq(code, 2, "no token: " + err)
+        assert "RILL_ADMIN_TOKEN" in err, err
+        eq(len(r.runs("list", "--flow", "alert")), 1, "one run")
+
+
+@test
 def check_reports_mistakes_in_event_triggers_at_their_line():
     d = temp_dir()
     files = {

@@ -3,6 +3,7 @@
 --   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT] [--admin-listen HOST:PORT|off]
 --   rill check [DIR] [--config FILE] [--luacheck-config]
 --   rill run FLOW [--payload JSON] [--config FILE] [--flows DIR]
+--   rill emit NAME [JSON] [--id ID]  an event into the running rill (admin API)
 --   rill runs list|show|retry|count ...   the store's runs, from the command line
 --   rill lua FILE [ARG...]      run a trusted Lua script (tests, benchmarks)
 --   rill version
@@ -31,6 +32,11 @@ usage: rill <command> [options]
                       run the flows' tests (FLOW.test.lua beside each flow) in a
                       scratch store and database, with stubbed HTTP and a set clock;
                       --diagrams DIR writes the sequence diagram of every run they store
+  emit NAME [JSON] [--id ID] [--config FILE] [--admin-listen HOST:PORT]
+                      emit the event NAME (its data: JSON, default null) into the
+                      running rill through its admin API (token: RILL_ADMIN_TOKEN):
+                      stored, it starts the flows with an event trigger on NAME and
+                      ends the waits it matches; --id makes a repeat harmless
   runs list [--flow F] [--state S] [--limit N] [--json]
                       the latest runs in the store (states: queued running retrying
                       sleeping waiting succeeded failed dead cancelled)
@@ -596,6 +602,41 @@ function M.lua(args)
   end, nil, nil, select(3, unpack(args)))
 end
 
+-- emit NAME [JSON] [--id ID]: an event emitted by hand into the running
+-- rill, through its admin API (POST /api/events/NAME with RILL_ADMIN_TOKEN,
+-- at admin_listen): the server stores and fans it out as a flow's emit()
+-- outside a run. Prints the answer; exit 1 when it is not a 2xx.
+function M.emit(args)
+  local opts, pos = parse(args, 2, { id = true, config = true, ["admin-listen"] = true })
+  if not opts then return fail(pos) end
+  local name, data = pos[1], pos[2] or "null"
+  if not name then return fail("emit: which event? usage: rill emit NAME [JSON] [--id ID]") end
+  local json = require "rill.json"
+  local _, jerr = json.try_decode(data)
+  if jerr then return fail("emit: the event's data is not JSON: " .. json.where(data, jerr)) end
+  local ok, c = pcall(settings, opts)
+  if not ok then return fail(c) end
+  if not c.admin_host then return fail("emit: admin_listen is off: rill emit sends the event through the admin API") end
+  local token = os_c.getenv("RILL_ADMIN_TOKEN")
+  if not token or token == "" then return fail("emit: set RILL_ADMIN_TOKEN to the running rill's admin token") end
+  require("rill.log").configure("error", "text")
+  local function escape(s) return (s:gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end)) end
+  in_task(function()
+    local host = c.admin_host:find(":", 1, true) and ("[" .. c.admin_host .. "]") or c.admin_host
+    if host == "0.0.0.0" or host == "[::]" then host = "127.0.0.1" end
+    local res = require("rill.http").request { method = "POST", body = data, timeout = 30,
+      url = string.format("http://%s:%d/api/events/%s%s", host, c.admin_port, escape(name),
+        opts.id and ("?id=" .. escape(opts.id)) or ""),
+      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" } }
+    if res.ok then
+      out(res.body .. "\n")
+      return os_c.exit(0)
+    end
+    err(string.format("rill emit: %d %s\n", res.status, res.body))
+    os_c.exit(1)
+  end)
+end
+
 -- runs list|show|retry|count: reads and changes the store the server uses.
 local function ms_iso(ms)
   return ms and require("rill.time").iso(ms / 1000) or "-"
@@ -802,7 +843,7 @@ function M.main(args)
     return
   end
   local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua, runs = M.runs, db = M.db,
-    test = M.test })[cmd]
+    test = M.test, emit = M.emit })[cmd]
   if not fn then return fail("unknown command '" .. cmd .. "'\n" .. USAGE) end
   return fn(args)
 end
