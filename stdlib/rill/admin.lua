@@ -301,6 +301,7 @@ pause_route("resume")
 -- nothing again. NAME is percent-decoded.
 route("POST", "/api/events/([^/]+)", function(p, q, body)
   local name = p[1]:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  if #name > 200 then fail(400, "an event's name is 1 to 200 characters") end
   local data = json.null
   if body and body:find("%S") then
     local derr

@@ -620,7 +620,9 @@ function M.emit(args)
   local token = os_c.getenv("RILL_ADMIN_TOKEN")
   if not token or token == "" then return fail("emit: set RILL_ADMIN_TOKEN to the running rill's admin token") end
   require("rill.log").configure("error", "text")
-  local function escape(s) return (s:gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end)) end
+  local function escape(s)
+    return (s:gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end))
+  end
   in_task(function()
     local host = c.admin_host:find(":", 1, true) and ("[" .. c.admin_host .. "]") or c.admin_host
     if host == "0.0.0.0" or host == "[::]" then host = "127.0.0.1" end
