@@ -85,6 +85,9 @@ def the_admin_api_validates_writes_the_file_and_applies_without_restart():
         eq(res.status, 400, "an unknown setting: " + res.body)
         assert "no setting 'treshold' (did you mean 'threshold'?)" in res.json()["error"], res.body
         eq(put(r, "nosuch", {"a": 1}).status, 404, "no such flow")
+        res = put(r, "bgi", {"threshold": 1})
+        eq(res.status, 404, "a misspelt flow: " + res.body)
+        eq(res.json()["error"], "no flow named bgi (did you mean 'big'?)", "its message")
         eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 20000, "bad values change nothing")
         eq(settings_file(r), {"big": {"threshold": 20000}}, "file unchanged")
         listed = [f for f in r.admin("GET", "/api/flows", token=TOKEN).json()["flows"] if f.get("name") == "big"][0]

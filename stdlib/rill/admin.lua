@@ -327,7 +327,13 @@ route("PUT", "/api/flows/" .. ID .. "/settings", function(p, _, body)
   local settings = require "rill.settings"
   if not reload_flows then fail(409, "this rill does not serve flows") end
   local flow = flows.active[p[1]]
-  if not flow then fail(404, "no flow named " .. p[1]) end
+  if not flow then
+    local names = {}
+    for name in pairs(flows.active) do names[#names + 1] = name end
+    table.sort(names)
+    local guess = require("rill.triggers").closest(p[1], names)
+    fail(404, "no flow named " .. p[1] .. (guess and (" (did you mean '" .. guess .. "'?)") or ""))
+  end
   local changes = json.try_decode(body or "")
   if type(changes) ~= "table" then fail(400, 'expected a JSON object of settings, e.g. {"threshold": 20000}') end
   local ok, why, what = settings.change(flows_dir, flow, changes)
