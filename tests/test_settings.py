@@ -152,6 +152,14 @@ def a_broken_settings_file_is_named_by_line_and_the_previous_values_serve():
         with open(path) as f:
             eq(f.read(), BROKEN, "the broken file is left as it was")
         eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "still the previous value")
+    d = temp_dir("rill-settings-")
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG)
+    with open(os.path.join(d, "settings.json"), "w") as f:
+        f.write(BROKEN)
+    code, out, err = run_cli("check", d)
+    eq(code, 1, "rill check: " + err)
+    assert f"{d}/settings.json:4:3: not JSON: expected object key string but found '}}'" in err, err
 
 
 @test
