@@ -294,27 +294,12 @@ end
 pause_route("pause")
 pause_route("resume")
 
--- POST /api/events/NAME[?id=ID] (body: the event's data as JSON; none:
--- null): an event emitted by hand, stored and fanned out as a flow's
--- emit() outside a run is (events.publish): 202 with its id and the flows
--- it starts; an id already stored answers 200 with new = false and stores
--- nothing again. NAME is percent-decoded.
+-- POST /api/events/NAME[?id=ID], body: its data: an event by hand (events.by_hand):
+-- 202 with the flows it starts, 200 for an id already stored. NAME is percent-decoded.
 route("POST", "/api/events/([^/]+)", function(p, q, body)
   local name = p[1]:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
-  if #name > 200 then fail(400, "an event's name is 1 to 200 characters") end
-  local data = json.null
-  if body and body:find("%S") then
-    local derr
-    data, derr = json.try_decode(body)
-    if data == nil then fail(400, "the event's data is not JSON: " .. tostring(derr)) end
-  end
-  if q.id ~= nil and (q.id == "" or #q.id > 200) then fail(400, "id must be a string of 1 to 200 characters") end
-  local events = require "rill.events"
-  local ok, e, new = pcall(events.publish, name, data, q.id)
-  if not ok then
-    local msg = tostring(e):gsub("^[^:]*:%d+: ", "")
-    fail(msg:find("max_event_size", 1, true) and 413 or 400, msg)
-  end
+  local e, new, why = require("rill.events").by_hand(name, body, q.id)
+  if not e then fail(new, why) end
   if new then log.info("event emitted from the admin API", { event = name, id = e.id }) end
   return new and 202 or 200, { event = name, id = e.id, new = new, starts = array(new and e.starts or {}) }
 end)
@@ -327,13 +312,7 @@ route("PUT", "/api/flows/" .. ID .. "/settings", function(p, _, body)
   local settings = require "rill.settings"
   if not reload_flows then fail(409, "this rill does not serve flows") end
   local flow = flows.active[p[1]]
-  if not flow then
-    local names = {}
-    for name in pairs(flows.active) do names[#names + 1] = name end
-    table.sort(names)
-    local guess = require("rill.triggers").closest(p[1], names)
-    fail(404, "no flow named " .. p[1] .. (guess and (" (did you mean '" .. guess .. "'?)") or ""))
-  end
+  if not flow then fail(404, settings.no_flow(p[1], flows.active)) end
   local changes = json.try_decode(body or "")
   if type(changes) ~= "table" then fail(400, 'expected a JSON object of settings, e.g. {"threshold": 20000}') end
   local ok, why, what = settings.change(flows_dir, flow, changes)

@@ -163,23 +163,27 @@ function settings.for_run(flow, recorded)
   return out
 end
 
+-- no_flow(name, versions) -> "no flow named NAME (did you mean 'X'?)", X
+-- the closest of the versions' flow names (a table of versions, any keys).
+function settings.no_flow(name, versions)
+  local names = {}
+  for _, v in pairs(versions) do names[#names + 1] = v.name end
+  table.sort(names)
+  local guess = require("rill.triggers").closest(name, names)
+  return "no flow named " .. tostring(name):sub(1, 64) .. (guess and (" (did you mean '" .. guess .. "'?)") or "")
+end
+
 -- strays(t, versions, path) -> warnings for the file's entries no version
 -- reads: a flow that is not loaded (with a "did you mean"), or that
 -- declares no settings. Sorted.
 local function strays(t, versions, path)
-  local names, by_name = {}, {}
-  for _, v in pairs(versions) do
-    names[#names + 1] = v.name
-    by_name[v.name] = v
-  end
-  table.sort(names)
+  local by_name = {}
+  for _, v in pairs(versions) do by_name[v.name] = v end
   local out = {}
   for name in pairs(t) do
     local v = by_name[name]
     if not v then
-      local guess = require("rill.triggers").closest(name, names)
-      out[#out + 1] = string.format("%s: no flow named '%s'%s: its values are not used", path,
-        tostring(name):sub(1, 64), guess and (" (did you mean '" .. guess .. "'?)") or "")
+      out[#out + 1] = path .. ": " .. settings.no_flow(name, versions) .. ": its values are not used"
     elseif not next(v.settings or {}) then
       out[#out + 1] = string.format("%s: flow %s declares no settings: its values are not used", path, name)
     end

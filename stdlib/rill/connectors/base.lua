@@ -225,5 +225,6 @@ function base.scan(source, file)
   end
   return needs
 end
+env.add_scanner(base.scan) -- rill check, serve's warnings and /readyz ask env what a flow needs
 
 return base
