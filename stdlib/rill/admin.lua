@@ -294,6 +294,16 @@ end
 pause_route("pause")
 pause_route("resume")
 
+-- POST /api/events/NAME[?id=ID], body: its data: an event by hand (events.by_hand):
+-- 202 with the flows it starts, 200 for an id already stored. NAME is percent-decoded.
+route("POST", "/api/events/([^/]+)", function(p, q, body)
+  local name = p[1]:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  local e, new, why = require("rill.events").by_hand(name, body, q.id)
+  if not e then fail(new, why) end
+  if new then log.info("event emitted from the admin API", { event = name, id = e.id }) end
+  return new and 202 or 200, { event = name, id = e.id, new = new, starts = array(new and e.starts or {}) }
+end)
+
 -- PUT /api/flows/NAME/settings {"setting": value, ...}: validated against the
 -- flow's declarations, written to FLOWS_DIR/settings.json, applied by a
 -- reload; null puts a setting back to its default. Runs already created
@@ -302,12 +312,14 @@ route("PUT", "/api/flows/" .. ID .. "/settings", function(p, _, body)
   local settings = require "rill.settings"
   if not reload_flows then fail(409, "this rill does not serve flows") end
   local flow = flows.active[p[1]]
-  if not flow then fail(404, "no flow named " .. p[1]) end
+  if not flow then fail(404, settings.no_flow(p[1], flows.active)) end
   local changes = json.try_decode(body or "")
   if type(changes) ~= "table" then fail(400, 'expected a JSON object of settings, e.g. {"threshold": 20000}') end
   local ok, why, what = settings.change(flows_dir, flow, changes)
-  -- a bad value is the caller's; a settings.json that cannot be read or written is the server's
-  if not ok then fail(what == "invalid" and 400 or 500, why) end
+  -- a bad value is the caller's (400); a settings.json whose text is broken
+  -- is a conflict with the stored state, to fix by hand (409); a file that
+  -- cannot be read or written is the server's (500)
+  if not ok then fail(({ invalid = 400, broken = 409 })[what] or 500, why) end
   log.info("flow settings changed from the admin API", { flow = flow.name, settings = json.encode(changes) })
   local summary = reload_flows("admin API: settings of " .. flow.name)
   local err = summary.failed[flow.file]

@@ -160,17 +160,46 @@ function events.row(name, data, id)
   return { id = id or require("rill.c.crypto").id7(), name = name, data = encoded, created = store.now_ms() }
 end
 
--- emit(name, data, id, cause) -> the event's id: stored (once per id) with
--- the runs of the flows it starts (cause: the emitting run, or nil), then
--- delivered to waits. In a task.
-function events.emit(name, data, id, cause)
+-- publish(name, data, id, cause) -> the event (stored form; e.starts: the
+-- flows it starts) and whether it is new: stored (once per id) with the
+-- runs of the flows it starts (cause: the emitting run, or nil), then
+-- delivered to waits. An id seen before stores and starts nothing. In a task.
+function events.publish(name, data, id, cause)
   local e = events.row(name, data, id)
   local fanout = events.fanout_stmts(e, cause)
-  if store.emit(e, fanout) then
+  local new = store.emit(e, fanout)
+  if new then
     started(e)
     events.deliver(e)
   end
-  return e.id
+  return e, new
+end
+
+-- by_hand(name, body, id) -> the event (e.starts: the flows it starts) and
+-- whether it is new, or nil, an HTTP status and why: an event emitted by
+-- hand (the admin API's POST /api/events/NAME, which `rill emit` sends),
+-- its data the JSON text body (none: null), published as a flow's emit()
+-- outside a run is. In a task.
+function events.by_hand(name, body, id)
+  if #name > 200 then return nil, 400, "an event's name is 1 to 200 characters" end
+  if id ~= nil and (id == "" or #id > 200) then return nil, 400, "id must be a string of 1 to 200 characters" end
+  local data = json.null
+  if body and body:find("%S") then
+    local derr
+    data, derr = json.try_decode(body)
+    if data == nil then return nil, 400, "the event's data is not JSON: " .. json.where(body, derr) end
+  end
+  local ok, e, new = pcall(events.publish, name, data, id)
+  if not ok then
+    local msg = tostring(e):gsub("^[^:]*:%d+: ", "")
+    return nil, msg:find("max_event_size", 1, true) and 413 or 400, msg
+  end
+  return e, new
+end
+
+-- emit(name, data, id, cause) -> the event's id (publish, for flows).
+function events.emit(name, data, id, cause)
+  return (events.publish(name, data, id, cause)).id
 end
 
 -- deliver_later(e): delivers a stored event (new: stored with a run that

@@ -620,7 +620,8 @@ metrics.gauge("rill_flow_files_failing", "Flow files whose last load failed (an 
   end)
 
 -- reload(dir) -> summary {loaded = {files}, removed = {files}, failed = {file = msg},
--- conflicts = {file = msg}} (conflicts: the failures for a route or name taken)
+-- conflicts = {file = msg}, warnings = {msg}} (conflicts: the failures for a
+-- route or name taken; warnings: settings.json's entries no flow reads)
 -- Loads new and changed files; a failure keeps the file's previous version.
 function flows.reload(dir)
   local names, err = os_c.list_dir(dir)
@@ -682,7 +683,9 @@ function flows.reload(dir)
   -- settings.json's values for each version: a value that does not
   -- validate refuses the new version (its previous one serves, with the
   -- values it had), or keeps the version in force on its previous values
-  for file, msg in pairs(settings.apply(next_by_file, dir)) do
+  local bad_settings
+  bad_settings, summary.warnings = settings.apply(next_by_file, dir)
+  for file, msg in pairs(bad_settings) do
     summary.failed[file] = msg
     local old = flows.by_file[file]
     if next_by_file[file] ~= old then

@@ -106,4 +106,22 @@ function json.try_decode(s)
   return nil, tostring(v)
 end
 
+-- where(text, err) -> "LINE:COL: reason": a try_decode error of text (cjson
+-- says "... at character N", an offset no editor shows) as the line and
+-- column of that character, with cjson's token names as the characters.
+local TOKENS = { T_OBJ_BEGIN = "'{'", T_OBJ_END = "'}'", T_ARR_BEGIN = "'['", T_ARR_END = "']'",
+  T_STRING = "a string", T_NUMBER = "a number", T_BOOLEAN = "true or false", T_NULL = "null",
+  T_COLON = "':'", T_COMMA = "','", T_END = "the end of the text", T_ERROR = "something invalid" }
+function json.where(text, err)
+  err = tostring(err)
+  local at = tonumber(err:match(" at character (%d+)$"))
+  local reason = err:gsub(" at character %d+$", ""):gsub("^Expected", "expected"):gsub("T_[%u_]+", TOKENS)
+  if not at then return "1:1: " .. reason end
+  local line, start = 1, 1
+  for nl in text:sub(1, at - 1):gmatch("()\n") do
+    line, start = line + 1, nl + 1
+  end
+  return string.format("%d:%d: %s", line, at - start + 1, reason)
+end
+
 return json
