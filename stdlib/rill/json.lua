@@ -69,22 +69,24 @@ local function release()
   grown = false
 end
 
+local bounded -- rill.bounded (max_string), required at the first encode and kept: not per encode
 function json.encode(v)
   if grown then release() end
-  local limit = require("rill.bounded").max_string
+  bounded = bounded or require "rill.bounded"
+  local limit = bounded.max_string
   local size = 0
   if type(v) == "table" then
     too_deep = false
     size = weigh(v, 0, 0, limit)
     if size > limit and not too_deep then
-      require("rill.bounded").refusal()
+      bounded.refusal()
       error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
         size, limit), 2)
     end
   elseif type(v) == "string" then
     size = weigh(v, 0, 0, limit)
     if size > limit then
-      require("rill.bounded").refusal()
+      bounded.refusal()
       error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
         size, limit), 2)
     end

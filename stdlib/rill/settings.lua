@@ -129,10 +129,13 @@ end
 
 -- values(flow) -> the values a run of this version reads now: the test's,
 -- else the file's, over the declared defaults.
+local NONE = {} -- a flow without values in the file; only read, never handed out
 function settings.values(flow)
   local out = {}
-  local set = (settings.isolated or settings.current)[flow.name] or {}
-  for name, decl in pairs(flow.settings or {}) do
+  local decls = flow.settings
+  if decls == nil or next(decls) == nil then return out end -- a run of each sync webhook comes here
+  local set = (settings.isolated or settings.current)[flow.name] or NONE
+  for name, decl in pairs(decls) do
     local v = set[name]
     if v == nil then v = decl.default end
     out[name] = v
