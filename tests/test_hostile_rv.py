@@ -1,7 +1,9 @@
-"""Hostile flows found by the review of issues 13 and 14 (tests/hostile/rv_*.lua):
+"""Hostile flows found by the reviews of issues 13 and 14 (tests/hostile/rv_*.lua):
 memory a run leaves behind outside the Lua heap once it has ended."""
 import json
 import os
+import re
+import resource
 import shutil
 import threading
 
@@ -21,7 +23,7 @@ def a_big_json_encode_gives_its_c_buffer_back():
         base = rss_mb(r.proc.pid)
         res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
         eq(res.status, 200, f"status ({res.body[:200]!r})")
-        eq(res.json(), 180000002, "the encoded length")
+        eq(res.json(), 90000002, "the encoded length")
         # liveness bound only: the C buffer is released by the call itself
         wait_until(lambda: rss_mb(r.proc.pid) < base + RSS_BACK_MB, 30,
                    f"RSS back under {base + RSS_BACK_MB:.0f} MB (started at {base:.0f})")
@@ -50,6 +52,50 @@ return {
   triggers = { webhook { method = "GET", path = "/hooks/ping" } },
   run = function() return { pong = true } end,
 }"""
+
+
+def _address_space_cap(extra_mb):
+    """A preexec_fn capping the child's address space at what a started rill
+    maps (measured once) plus extra_mb: a malloc past it fails, as on a
+    machine out of memory."""
+    def cap():
+        limit = (_STARTED_VM_MB + extra_mb) << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return cap
+
+
+def _vm_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmPeak:\s+(\d+) kB", f.read()).group(1)) >> 10
+
+
+_STARTED_VM_MB = 0
+
+
+@test
+def a_json_encode_whose_c_buffer_cannot_be_had_fails_the_run_not_the_process():
+    global _STARTED_VM_MB
+    name = "rv_json_encode_c_memory"
+    with open(os.path.join(HOSTILE, name + ".lua")) as f:
+        src = f.read()
+    with Rill({"ping.lua": PING}) as r:
+        r.request("GET", "/hooks/ping", timeout=20)
+        _STARTED_VM_MB = _vm_mb(r.proc.pid)
+    # room for the run's own 256 MiB and more, not for cjson's 360 MB buffer besides
+    with Rill({name + ".lua": src, "ping.lua": PING}, preexec_fn=_address_space_cap(400)) as r:
+        res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
+        eq(res.status, 500, f"status ({res.body[:200]!r})")
+        assert "memory limit" in res.json()["error"], res.body[:300]
+        eq(r.request("GET", "/hooks/ping", timeout=20).status, 200, "ping after the encode")
+        assert r.proc.poll() is None, "rill exited"
+    # under a 64 MiB run limit, a 20 MB string's encode (120 MB of C buffer) is over it
+    d = temp_dir()
+    path = os.path.join(d, name + ".lua")
+    with open(path, "w") as f:
+        f.write(src.replace("60e6", "20e6"))
+    code, out, err = run_cli("run", path, "--flows", d, env={"RILL_RUN_MEMORY_LIMIT": "64MiB"}, timeout=60)
+    eq(code, 1, f"rill run: exit code ({out!r} {err[-300:]!r})")
+    assert "memory limit" in json.loads(out.strip().splitlines()[-1])["error"], out
 
 
 @test
