@@ -7,7 +7,7 @@ import resource
 import shutil
 import threading
 
-from lib.harness import Rill, eq, main, rss_mb, run_cli, temp_dir, test, wait_until
+from lib.harness import Rill, eq, main, rss_mb, run_cli, serve_http, temp_dir, test, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTILE = os.path.join(HERE, "hostile")
@@ -96,6 +96,63 @@ def a_json_encode_whose_c_buffer_cannot_be_had_fails_the_run_not_the_process():
     code, out, err = run_cli("run", path, "--flows", d, env={"RILL_RUN_MEMORY_LIMIT": "64MiB"}, timeout=60)
     eq(code, 1, f"rill run: exit code ({out!r} {err[-300:]!r})")
     assert "memory limit" in json.loads(out.strip().splitlines()[-1])["error"], out
+
+
+def _big_server():
+    """A local server answering GET /big?n=N with N bytes."""
+    import http.server
+    import urllib.parse
+
+    class Big(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            n = int(urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)["n"][0])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            chunk = b"y" * (1 << 20)
+            try:
+                while n > 0:
+                    self.wfile.write(chunk[:n])
+                    n -= len(chunk)
+            except OSError:
+                pass  # the client stopped reading (a refused body)
+
+        def log_message(self, *args):
+            pass
+
+    return serve_http(Big)
+
+
+@test
+def response_bodies_are_charged_to_the_run_that_asked_for_them():
+    name = "rv_http_bodies_outside_memory"
+    srv = _big_server()
+    env = {"RILL_RUN_MEMORY_LIMIT": "64MiB",
+           "BIG_URL": f"http://127.0.0.1:{srv.server_address[1]}/big?n=40000000"}
+    d = temp_dir()
+    path = shutil.copy(os.path.join(HOSTILE, name + ".lua"), d)
+    code, out, err = run_cli("run", path, "--flows", d, env=env, timeout=120)
+    eq(code, 1, f"rill run: exit code ({out!r} {err[-300:]!r})")
+    error = json.loads(out.strip().splitlines()[-1])["error"]
+    print(f"     rill run: {error}")
+    assert "run_memory_limit" in error, error
+    with open(path) as f:
+        src = f.read()
+    with Rill({name + ".lua": src, "ping.lua": PING}, env=env) as r:
+        base = rss_mb(r.proc.pid)
+        res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=120)
+        eq(res.status, 500, f"status ({res.body[:200]!r})")
+        line = r.wait_log(level="error", run=res.json()["run_id"], msg_has="run failed")
+        assert "run_memory_limit" in line["msg"], line
+        eq(r.request("GET", "/hooks/ping", timeout=20).status, 200, "ping after it")
+        wait_until(lambda: rss_mb(r.proc.pid) < base + 96, 30,
+                   f"RSS back under {base + 96:.0f} MB (started at {base:.0f})")
+        assert 'rill_http_client_responses_refused_total{limit="run_memory_limit"} 1' in r.admin("GET", "/metrics").body
+    # one 40 MB body fits in 64 MiB: it is fetched and charged
+    with open(path, "w") as f:
+        f.write(src.replace("for i = 1, 5 do", "for i = 1, 1 do"))
+    code, out, err = run_cli("run", path, "--flows", d, env=env, timeout=120)
+    eq(code, 0, f"one body: exit code ({out!r} {err[-300:]!r})")
 
 
 @test
