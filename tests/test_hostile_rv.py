@@ -12,6 +12,9 @@ from lib.harness import Rill, eq, main, rss_mb, run_cli, serve_http, temp_dir, t
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTILE = os.path.join(HERE, "hostile")
 RSS_BACK_MB = 64  # like test_hostile.py: RSS comes back within this of where it started
+# These cases are about memory outside the Lua heap, with strings of tens of
+# MB: max_string as it was (8 MiB by default now, for the loop's latency)
+BIG = {"RILL_MAX_STRING": "64MiB"}
 
 
 @test
@@ -19,7 +22,7 @@ def a_big_json_encode_gives_its_c_buffer_back():
     name = "rv_json_encode_keeps_buffer"
     with open(os.path.join(HOSTILE, name + ".lua")) as f:
         src = f.read()
-    with Rill({name + ".lua": src}) as r:
+    with Rill({name + ".lua": src}, env=BIG) as r:
         base = rss_mb(r.proc.pid)
         res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
         eq(res.status, 200, f"status ({res.body[:200]!r})")
@@ -36,7 +39,7 @@ def a_json_decode_ended_by_the_memory_limit_leaves_no_c_buffer_behind():
         src = f.read()
     # 200 MiB: the 20 MB string is decoded (cjson's buffer written) before the
     # array of numbers takes the run over its limit
-    with Rill({name + ".lua": src}, env={"RILL_RUN_MEMORY_LIMIT": "200MiB"}) as r:
+    with Rill({name + ".lua": src}, env=dict(BIG, RILL_RUN_MEMORY_LIMIT="200MiB")) as r:
         base = rss_mb(r.proc.pid)
         for i in range(5):
             res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
@@ -82,7 +85,7 @@ def a_json_encode_whose_c_buffer_cannot_be_had_fails_the_run_not_the_process():
         r.request("GET", "/hooks/ping", timeout=20)
         _STARTED_VM_MB = _vm_mb(r.proc.pid)
     # room for the run's own 256 MiB and more, not for cjson's 360 MB buffer besides
-    with Rill({name + ".lua": src, "ping.lua": PING}, preexec_fn=_address_space_cap(400)) as r:
+    with Rill({name + ".lua": src, "ping.lua": PING}, env=BIG, preexec_fn=_address_space_cap(400)) as r:
         res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
         eq(res.status, 500, f"status ({res.body[:200]!r})")
         assert "memory limit" in res.json()["error"], res.body[:300]
@@ -93,7 +96,7 @@ def a_json_encode_whose_c_buffer_cannot_be_had_fails_the_run_not_the_process():
     path = os.path.join(d, name + ".lua")
     with open(path, "w") as f:
         f.write(src.replace("60e6", "20e6"))
-    code, out, err = run_cli("run", path, "--flows", d, env={"RILL_RUN_MEMORY_LIMIT": "64MiB"}, timeout=60)
+    code, out, err = run_cli("run", path, "--flows", d, env=dict(BIG, RILL_RUN_MEMORY_LIMIT="64MiB"), timeout=60)
     eq(code, 1, f"rill run: exit code ({out!r} {err[-300:]!r})")
     assert "memory limit" in json.loads(out.strip().splitlines()[-1])["error"], out
 
@@ -127,7 +130,7 @@ def _big_server():
 def response_bodies_are_charged_to_the_run_that_asked_for_them():
     name = "rv_http_bodies_outside_memory"
     srv = _big_server()
-    env = {"RILL_RUN_MEMORY_LIMIT": "64MiB",
+    env = {"RILL_RUN_MEMORY_LIMIT": "64MiB", "RILL_MAX_STRING": "64MiB",
            "BIG_URL": f"http://127.0.0.1:{srv.server_address[1]}/big?n=40000000"}
     d = temp_dir()
     path = shutil.copy(os.path.join(HOSTILE, name + ".lua"), d)
@@ -210,7 +213,7 @@ def a_long_gsub_with_a_replacement_string_is_paused_in_slices():
     name = "rv_gsub_long_subject"
     with open(os.path.join(HOSTILE, name + ".lua")) as f:
         src = f.read()
-    with Rill({name + ".lua": src, "ping.lua": PING}) as r:
+    with Rill({name + ".lua": src, "ping.lua": PING}, env=BIG) as r:
         done = []
 
         def call():

@@ -127,7 +127,9 @@ local function prepare(opts, method, level)
   local url = opts.url
   if opts.query and next(opts.query) then url = url .. (url:find("?", 1, true) and "&" or "?") .. encode(opts.query) end
   return { method = method, url = url, headers = headers, body = body, timeout = opts.timeout,
-    connect_timeout = opts.connect_timeout, max_size = opts.max_size, verify = opts.verify,
+    connect_timeout = opts.connect_timeout, verify = opts.verify,
+    -- 10 MiB, never over max_string: the body is made in one step on the loop
+    max_size = opts.max_size or math.min(10 * 1024 * 1024, require("rill.bounded").max_string),
     ca_file = opts.ca_file, redirects = opts.redirects }
 end
 
