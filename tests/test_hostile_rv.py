@@ -158,6 +158,35 @@ def response_bodies_are_charged_to_the_run_that_asked_for_them():
     eq(code, 0, f"one body: exit code ({out!r} {err[-300:]!r})")
 
 
+SUBSCRIBER = """
+return {
+  triggers = { event "rv.spam" },
+  run = function() end,
+}"""
+
+
+@test
+def a_run_emits_at_most_max_emits_events():
+    name = "rv_emit_loop"
+    with open(os.path.join(HOSTILE, name + ".lua")) as f:
+        src = f.read()
+    flows = {name + ".lua": src, "ping.lua": PING}
+    for i in range(3):
+        flows[f"sub{i}.lua"] = SUBSCRIBER
+    with Rill(flows, env={"RILL_MAX_EMITS": "50"}) as r:
+        res = r.request("POST", "/hooks/" + name, b"{}", {"Content-Type": "application/json"}, timeout=60)
+        eq(res.status, 500, f"status ({res.body[:200]!r})")
+        line = r.wait_log(level="error", run=res.json()["run_id"], msg_has="run failed")
+        assert "max_emits" in line["msg"], line
+        r.wait_log(level="warn", run=res.json()["run_id"], msg_has="max_emits")
+        metrics = r.admin("GET", "/metrics").body
+        for i in range(3):
+            want = f'rill_event_runs_total{{event="rv.spam",flow="sub{i}"}} 50'
+            assert want in metrics, f"/metrics lacks {want}"
+        assert 'rill_events_refused_total{reason="max_emits"} 1' in metrics, "the refusal is counted"
+        eq(r.request("GET", "/hooks/ping", timeout=20).status, 200, "ping after it")
+
+
 @test
 def a_sync_result_answered_after_its_run_runs_none_of_the_flows_metamethods():
     # the webhook reads a sync run's result after the run, outside its

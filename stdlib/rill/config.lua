@@ -64,6 +64,8 @@ config.defaults = {
   reload_debounce = "0.1s",    -- file changes closer than this reload once
   watch = true,                -- reload when files in flows_dir change
   max_depth = 8,               -- longest chain of flows starting flows
+  max_emits = 1000,            -- events one run may emit (each stores the event and a run of
+                               -- every flow it starts); past it emit() raises naming this
   max_event_size = "1MiB",     -- largest event data (as JSON) a flow's emit() stores; each
                                -- subscriber's run stores it again (a larger one is refused)
   store = "sqlite:data/rill.db", -- the durable store: sqlite:PATH, or a postgres:// URL
