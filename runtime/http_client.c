@@ -246,6 +246,7 @@ static void deliver(request *r, CURLcode rc) {
          * refusal (the run's memory limit) is an error here, not a panic
          * on the waiting coroutine. */
         lua_State *M = rill_task_main_state();
+        lua_checkstack(M, 5);
         lua_pushcfunction(M, push_response);
         lua_pushlightuserdata(M, r);
         uint32_t outer = rill_meter_enter(t->meter);
