@@ -14,14 +14,15 @@ local store = require "rill.store"
 local task = require "rill.c.task"
 local timer = require "rill.c.timer"
 
-local events = { sweep_interval = 5, max_size = 1024 * 1024 } -- max_size: max_event_size
+-- max_size: max_event_size; max_emits: the setting of that name
+local events = { sweep_interval = 5, max_size = 1024 * 1024, max_emits = 1000 }
 
 local runs_total = require("rill.metrics").counter("rill_event_runs_total",
   "Runs started by events (event triggers), by event name and flow; an event emitted again starts none.",
   { "event", "flow" })
 
 local refused_total = require("rill.metrics").counter("rill_events_refused_total",
-  "Events a flow's emit() could not store: its data over max_event_size.", { "reason" })
+  "Events a flow's emit() could not store: its data over max_event_size, or its run past max_emits.", { "reason" })
 
 -- matches(match, data): every field of match equals data's (tables are
 -- compared field by field, so match names a part of the event).
@@ -142,6 +143,24 @@ function events.skip(triggers, ctx)
     end
   end
   return asked and "the event did not match" or nil
+end
+
+-- count_emit(run): one more emit by run (the running task's data), refused
+-- past max_emits: each stores an event and a run of every flow it starts,
+-- and max_depth bounds only chains of runs, not how many one run starts.
+-- Logged once per run (the first refusal), counted each time.
+function events.count_emit(run)
+  if not run then return end
+  local n = (run.emitted or 0) + 1
+  if n > events.max_emits then
+    refused_total:labels("max_emits"):inc()
+    if n == events.max_emits + 1 then
+      log.warn("emit refused: the run emitted max_emits events", { max_emits = events.max_emits })
+    end
+    run.emitted = n
+    error(string.format("emit: this run has emitted %d events, the limit max_emits", events.max_emits), 3)
+  end
+  run.emitted = n
 end
 
 -- row(name, data, id) -> the stored form of a new event.

@@ -5,7 +5,10 @@
 --                      holding null are kept: test with `v == json.null`.
 --   json.encode(v)  -> string; json.null encodes as null; an empty Lua table
 --                      encodes as {} (lua-cjson cannot tell [] from {}).
-local cjson = require("cjson").new()
+-- Every call into cjson is guarded: its buffers are charged to the run, and
+-- one refused over the run's memory limit raises here (runtime/cjson_buf.c).
+local guard = require("rill.c.cjson_buf").guard
+local cjson = guard(require("cjson").new)()
 
 cjson.encode_sparse_array(true)      -- {[1]=a,[3]=b} becomes [a,null,b], not an error
 cjson.encode_invalid_numbers(false)  -- NaN/inf are errors, never invalid JSON
@@ -14,7 +17,7 @@ cjson.encode_max_depth(100)
 cjson.decode_max_depth(100)
 
 local json = { null = cjson.null }
-local decode, encode = cjson.decode, cjson.encode
+local decode, encode = guard(cjson.decode), guard(cjson.encode)
 -- A decode unwound by a Lua error (a run's memory limit) leaves cjson's
 -- malloc'd scratch buffer behind: release() frees it (runtime/cjson_buf.c).
 local release_decode_buffer = require("rill.c.cjson_buf").release
@@ -63,9 +66,10 @@ end
 -- encode frees it first.
 local KEEP = 1024 * 1024
 local grown = false
+local keep_buffer = guard(cjson.encode_keep_buffer)
 local function release()
-  cjson.encode_keep_buffer(false)
-  cjson.encode_keep_buffer(true)
+  keep_buffer(false)
+  keep_buffer(true)
   grown = false
 end
 

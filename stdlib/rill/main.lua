@@ -138,6 +138,7 @@ local function apply(c)
   runner.default_deadline = c.deadline
   runner.max_depth = c.max_depth
   require("rill.events").max_size = c.max_event_size
+  require("rill.events").max_emits = c.max_emits
   runner.memory_limit = c.run_memory_limit
   require("rill.c.task").configure { process_memory = c.process_memory_limit, kill_grace = c.kill_grace,
     max_hold = c.max_hold, stuck_file = c.stuck_file }

@@ -232,6 +232,7 @@ function steps.emit(name, data, opts)
     id = tostring(name) .. " " .. (type(id) == "number" and string.format("%d", id) or id)
   end
   local run = task.current()
+  events.count_emit(run)
   if not (run and run.durable) then return events.emit(name, data, id, run) end
   if run.step then
     run.step.emits = (run.step.emits or 0) + 1
