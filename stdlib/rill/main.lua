@@ -181,8 +181,12 @@ local function in_task(fn, ...)
 end
 
 local function report_load(summary, log)
+  local by_file = require("rill.flows").by_file
   for file, msg in pairs(summary.failed) do
-    log.error("flow rejected: " .. msg, { file = file })
+    -- what serves instead: an operator reading this needs to know whether the flow is down
+    local kept = by_file[file]
+    log.error("flow rejected: " .. msg, { file = file,
+      serving = kept and ("its previous version, " .. tostring(kept.version)) or "nothing: no version of it loaded" })
   end
   for _, file in ipairs(summary.loaded) do log.info("flow loaded", { file = file }) end
   for _, file in ipairs(summary.removed) do log.info("flow removed", { file = file }) end
