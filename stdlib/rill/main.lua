@@ -638,7 +638,9 @@ function M.emit(args)
       out(res.body .. "\n")
       return os_c.exit(0)
     end
-    err(string.format("rill emit: %d %s\n", res.status, res.body))
+    -- which rill answered: another one on the default admin address is a common mix-up
+    err(string.format("rill emit: %s:%d answered %d %s (the admin address: --admin-listen, or admin_listen in --config)\n",
+      host, c.admin_port, res.status, res.body))
     os_c.exit(1)
   end)
 end
