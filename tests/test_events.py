@@ -377,6 +377,8 @@ def rill_emit_sends_an_event_to_the_running_server():
         code, out, err = run_cli("emit", "quote.signed", env={**env, "RILL_ADMIN_TOKEN": "wrong"})
         eq(code, 1, "a wrong token: " + err)
         assert "401" in err and "bearer token" in err, err
+        # which rill answered: another one on the default admin address is a common mix-up
+        assert f"127.0.0.1:{r.admin_port} answered 401" in err and "--admin-listen" in err, err
         code, out, err = run_cli("emit", "quote.signed", env={**env, "RILL_ADMIN_TOKEN": ""})
         eq(code, 2, "no token: " + err)
         assert "RILL_ADMIN_TOKEN" in err, err

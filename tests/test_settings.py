@@ -316,4 +316,19 @@ def a_misspelt_flow_or_setting_in_the_settings_file_gets_a_did_you_mean():
     assert f"warning: {d}/settings.json: no flow named bigg (did you mean 'big'?)" in err, err
 
 
+@test
+def reading_a_setting_the_flow_does_not_declare_fails_at_its_line_with_a_did_you_mean():
+    d = temp_dir("rill-settings-")
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG.replace("channel = ctx.settings.channel }", "channel = ctx.settings.chanel }"))
+    with open(os.path.join(d, "bare.lua"), "w") as f:
+        f.write('return { triggers = { manual() },\n  run = function(ctx) return ctx.settings.limit end }\n')
+    code, out, err = run_cli("run", "big", "--flows", d)
+    eq(code, 1, "the run fails: " + out + err)
+    assert f"{d}/big.lua:8: big declares no setting 'chanel' (did you mean 'channel'?)" in out + err, out + err
+    code, out, err = run_cli("run", "bare", "--flows", d)
+    eq(code, 1, "the run fails: " + out + err)
+    assert f"{d}/bare.lua:2: bare declares no setting 'limit' (it declares no settings)" in out + err, out + err
+
+
 main()

@@ -391,8 +391,11 @@ local function readyz(req)
         n = n + 1
         for _, m in ipairs(env.missing(v.env_needs)) do missing[#missing + 1] = "flow " .. name .. ": " .. m end
       end
-      table.sort(missing)
-      return reply(req, 200, { status = "ready", flows = n, missing_env = #missing > 0 and missing or nil })
+      local rejected = array() -- files refused at the last reload: their previous versions (if any) serve
+      for _, msg in pairs(flows.errors or {}) do rejected[#rejected + 1] = msg end
+      for _, list in ipairs { missing, rejected } do table.sort(list) end
+      return reply(req, 200, { status = "ready", flows = n, missing_env = #missing > 0 and missing or nil,
+        rejected = #rejected > 0 and rejected or nil })
     end
     reply(req, 503, { status = "not ready", reason = ok and why or ("store unreachable: " .. tostring(why)) })
   end, { deadline = 2 }, nil)

@@ -386,8 +386,10 @@ local function run_chunk(chunk, label)
 end
 
 -- retries = { attempts = 5, backoff = "10s", max_backoff = "1h" } -> seconds
-local function check_retries(r, file)
-  local function bad(fmt, ...) error(file .. ": retries: " .. string.format(fmt, ...), 0) end
+local function check_retries(r, file, source)
+  local line = triggers.field_line(source, "retries")
+  local where = file .. (line and (":" .. line) or "")
+  local function bad(fmt, ...) error(where .. ": retries: " .. string.format(fmt, ...), 0) end
   if type(r) ~= "table" then bad("expected a table like { attempts = 5, backoff = \"10s\" }") end
   local out = {}
   for k, v in pairs(r) do
@@ -399,7 +401,7 @@ local function check_retries(r, file)
       if not ok or d < 0 then bad("%s %q is not a duration (e.g. \"30s\")", k, tostring(v)) end
       out[k] = d
     else
-      bad("unknown option %q (attempts, backoff, max_backoff)", tostring(k))
+      bad("%s", triggers.unknown("option", k, { "attempts", "backoff", "max_backoff" }))
     end
   end
   return out
@@ -433,7 +435,7 @@ local function validate(def, file, source)
     end
     deadline = d
   end
-  local retries = def.retries ~= nil and check_retries(def.retries, file) or nil
+  local retries = def.retries ~= nil and check_retries(def.retries, file, source) or nil
   local concurrency = def.concurrency
   if concurrency ~= nil and (type(concurrency) ~= "number" or concurrency < 1 or concurrency % 1 ~= 0) then
     error(string.format("%s: concurrency must be a whole number of runs at once, 1 or more, got %s", file,

@@ -182,8 +182,12 @@ local function in_task(fn, ...)
 end
 
 local function report_load(summary, log)
+  local by_file = require("rill.flows").by_file
   for file, msg in pairs(summary.failed) do
-    log.error("flow rejected: " .. msg, { file = file })
+    -- what serves instead: an operator reading this needs to know whether the flow is down
+    local kept = by_file[file]
+    log.error("flow rejected: " .. msg, { file = file,
+      serving = kept and ("its previous version, " .. tostring(kept.version)) or "nothing: no version of it loaded" })
   end
   for _, file in ipairs(summary.loaded) do log.info("flow loaded", { file = file }) end
   for _, file in ipairs(summary.removed) do log.info("flow removed", { file = file }) end
@@ -635,7 +639,9 @@ function M.emit(args)
       out(res.body .. "\n")
       return os_c.exit(0)
     end
-    err(string.format("rill emit: %d %s\n", res.status, res.body))
+    -- which rill answered: another one on the default admin address is a common mix-up
+    err(string.format("rill emit: %s:%d answered %d %s (the admin address: --admin-listen, or admin_listen in --config)\n",
+      host, c.admin_port, res.status, res.body))
     os_c.exit(1)
   end)
 end
@@ -692,7 +698,8 @@ function RUNS_COMMANDS.show(store, opts, id)
   local function field(name, v) if v ~= nil then out(string.format("%-12s %s\n", name .. ":", v)) end end
   field("id", r.id)
   field("flow", r.flow .. (r.version and (" (version " .. r.version .. ")") or ""))
-  field("state", r.state)
+  local again = (r.state == "dead" or r.state == "failed") and (" (rill runs retry " .. r.id .. " runs it again)") or ""
+  field("state", r.state .. again)
   field("attempt", r.attempt .. " of " .. r.max_attempts)
   field("trigger", r.trigger)
   field("parent", r.parent)

@@ -163,7 +163,17 @@ function settings.for_run(flow, recorded)
       if out[name] ~= nil and decls[name] and check(decls[name], v) ~= nil then out[name] = v end
     end
   end
-  return out
+  -- a name the flow does not declare is a typo (nothing can set it): said at
+  -- the flow's line rather than read as nil
+  return setmetatable(out, { __index = function(_, name)
+    local names = {}
+    for k in pairs(flow.settings or {}) do names[#names + 1] = k end
+    table.sort(names)
+    local guess = #names > 0 and require("rill.triggers").closest(tostring(name), names)
+    error(tostring(flow.name) .. " declares no setting '" .. tostring(name):sub(1, 64) .. "'" ..
+      (guess and (" (did you mean '" .. guess .. "'?)") or #names == 0 and " (it declares no settings)" or
+       " (settings: " .. table.concat(names, ", ") .. ")"), 2)
+  end })
 end
 
 -- no_flow(name, versions) -> "no flow named NAME (did you mean 'X'?)", X

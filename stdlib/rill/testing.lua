@@ -354,6 +354,12 @@ local T_MT = { __index = function(t, k)
   local f = T[k]
   if f then return function(...) return f(t, ...) end end
   if k == "db" then return { query = db.query, exec = db.exec } end
+  local names = { "db" }
+  for name in pairs(T) do names[#names + 1] = name end
+  table.sort(names)
+  local guess = require("rill.triggers").closest(tostring(k), names)
+  error("t has no function '" .. tostring(k):sub(1, 64) .. "'" ..
+    (guess and (" (did you mean '" .. guess .. "'?)") or " (docs/testing-flows.md lists them)"), 2)
 end }
 
 -- ---- running test files ----
@@ -422,7 +428,7 @@ local function declared(file)
   local tests = {}
   local chunk, err = loadfile(file)
   if not chunk then return nil, err end
-  local fenv = setmetatable({ test = function(name, fn)
+  local fenv = setmetatable({ json = json, crypto = require "rill.crypto", test = function(name, fn)
     if type(name) ~= "string" or type(fn) ~= "function" then error("test(name, function(t) ... end)", 2) end
     tests[#tests + 1] = { name = name, fn = fn }
   end }, { __index = _G })
@@ -452,6 +458,23 @@ local function write_diagrams(dir, file, n, name)
   end
 end
 
+-- failed_runs() -> "\nrun of FLOW failed: ERROR" for each run of the test's
+-- store that failed (oldest first), or "": why a failed test's runs did
+-- not give what it expected, beside its failure rather than in the log.
+local function failed_runs()
+  local rows = store.list { limit = 1000 }
+  local out = {}
+  for i = #rows, 1, -1 do
+    local r = rows[i]
+    if r.error and r.error ~= "" and (r.state == "failed" or r.state == "dead" or r.state == "retrying") then
+      local e = json.try_decode(r.error)
+      local msg = type(e) == "table" and e.message or r.error
+      out[#out + 1] = "\nrun of " .. tostring(r.flow) .. " failed: " .. tostring(msg):sub(1, 500)
+    end
+  end
+  return table.concat(out)
+end
+
 -- run(files, out[, opts]) -> passed, failed. out(line) prints. opts.diagrams:
 -- a folder to write the sequence diagram of each test's runs to.
 function testing.run(files, out, opts)
@@ -479,6 +502,7 @@ function testing.run(files, out, opts)
         if ok and #w.unstubbed > 0 then
           ok, terr = false, "outbound calls nobody stubbed: " .. table.concat(w.unstubbed, ", ")
         end
+        if not ok then terr = tostring(terr) .. failed_runs() end
         if opts.diagrams then
           local dok, derr = pcall(write_diagrams, opts.diagrams, file, n, tc.name)
           if not dok and ok then ok, terr = false, "writing the diagrams of its runs: " .. tostring(derr) end
