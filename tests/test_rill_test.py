@@ -362,5 +362,16 @@ def a_failing_test_says_why_its_runs_failed_and_names_a_misspelt_t_function():
     assert "ok   flows/notify.test.lua: json and crypto are there, as in flows" in out, out
 
 
+@test
+def the_company_flows_tests_leave_no_timer_behind_them():
+    # the queue's first prune, a second after each test's start, fired after
+    # that test's store was closed ('store.lua: attempt to index upvalue conn')
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code, out, err = run_cli("test", "--flows", "flows", cwd=repo, timeout=300)
+    eq(code, 0, f"rill test exit code\n{out[-2000:]}\n{err[-2000:]}")
+    stray = [l for l in err.splitlines() if "error in a timer callback" in l]
+    eq(stray, [], "timer callbacks that failed between tests")
+
+
 if __name__ == "__main__":
     main()

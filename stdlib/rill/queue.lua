@@ -33,7 +33,7 @@ local instance            -- this process's owner id in the store
 local running, running_by_flow = 0, {}
 local active = {}         -- the flow versions in force (flows.lua)
 local started = false
-local poll_timer, renew_timer, prune_timer
+local poll_timer, renew_timer, prune_timer, first_prune
 local polling, poll_again = false, false
 local maybe_queued = true -- runs may wait in the store: look after each finish
 local store_outcome       -- defined below
@@ -463,7 +463,7 @@ local function prune()
       log.warn("pruning old runs failed", { error = err })
     elseif n and n > 0 then
       log.info("pruned finished runs", { count = n })
-      if n == 5000 then timer.after(0.1, prune) end
+      if n == 5000 and started then timer.after(0.1, prune) end
     end
   end)
 end
@@ -529,7 +529,7 @@ function queue.start()
   end)
   -- hourly, or more often when runs are kept less than two hours
   prune_timer = every(math.max(1, math.min(3600, queue.retention / 2)), prune)
-  timer.after(1, prune)
+  first_prune = { t = timer.after(1, prune) }
   require("rill.events").start()
   kick()
   read_depth()
@@ -539,7 +539,7 @@ end
 function queue.stop()
   started = false
   require("rill.events").stop()
-  for _, h in ipairs { poll_timer, renew_timer, prune_timer } do
+  for _, h in ipairs { poll_timer, renew_timer, prune_timer, first_prune } do
     if h then h.t:stop() end
   end
 end
