@@ -157,6 +157,7 @@ local function execute(flow, trigger, payload, row, request)
     id = row.id, attempt = row.attempt, request = request, on_done = finished,
     parent_id = row.parent, depth = row.depth, chain = row.chain, caller = row, durable = true,
     created = row.created, settings = row.settings and json.try_decode(row.settings),
+    steps = row.steps,
   })
 end
 
