@@ -378,6 +378,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
     callback(id, false)
     if opts.event then require("rill.events").deliver_later(opts.event) end
     if here then
+      row.steps = {} -- a run stored just now has no completed step: none to read
       execute(flow, trigger, payload, row, opts.request)
     elseif refused then
       return
