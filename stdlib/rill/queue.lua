@@ -157,6 +157,7 @@ local function execute(flow, trigger, payload, row, request)
     id = row.id, attempt = row.attempt, request = request, on_done = finished,
     parent_id = row.parent, depth = row.depth, chain = row.chain, caller = row, durable = true,
     created = row.created, settings = row.settings and json.try_decode(row.settings),
+    steps = row.steps,
   })
 end
 
@@ -374,6 +375,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
     callback(id, false)
     if opts.event then require("rill.events").deliver_later(opts.event) end
     if here then
+      row.steps = {} -- a run stored just now has no completed step: none to read
       execute(flow, trigger, payload, row, opts.request)
     elseif refused then
       return

@@ -207,6 +207,7 @@ function runner.start(flow, trigger, payload, opts)
     chain = opts.chain or runner.chain_of(parent, flow.name), created = opts.created,
     started = tz.now(), state = "running", durable = opts.durable,
     on_done = opts.on_done, caller = opts.caller, on_log = opts.on_log,
+    recorded = opts.steps, -- its completed steps by seq, when the caller has them (steps.lua)
   }
   started = started + 1
   started_total:labels(run.flow):inc()

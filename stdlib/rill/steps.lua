@@ -34,10 +34,12 @@ steps.PARK = PARK
 local store_now = require("rill.store").now_ms
 local function now_ms() return store_now() end
 
--- The run's recorded steps, read once per attempt.
+-- The run's recorded steps, read once per attempt (unless its claim read
+-- them already: run.recorded, by seq).
 local function recorded(run)
   if run.step_seq == nil then
     run.step_seq = 0
+    if run.recorded then return run.recorded end
     run.recorded = {}
     if run.durable then
       for _, r in ipairs(require("rill.store").steps(run.id)) do run.recorded[r.seq] = r end
