@@ -8,9 +8,9 @@ OPT      ?= -O2 -g
 SAN      ?=
 CFLAGS    = $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Iruntime -I/usr/include/lua5.1
-# --wrap: runtime/cjson_buf.c owns cjson's decode buffer (a Lua error inside a decode left it behind)
-# and counts the numbers a decode reads as infinite
-LDLIBS    = /usr/lib/x86_64-linux-gnu/liblua5.1-cjson.a -Wl,--wrap=strbuf_new,--wrap=strbuf_free,--wrap=fpconv_strtod -lhttp_parser \
+# cjson_buf.o defines the strbuf functions lua_cjson.o calls (strbuf.o, which exits when malloc fails, is
+# not linked); --wrap=fpconv_strtod counts the numbers a decode reads as infinite
+LDLIBS    = /usr/lib/x86_64-linux-gnu/liblua5.1-cjson.a -Wl,--wrap=fpconv_strtod -lhttp_parser \
             $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread -ldl
 LDFLAGS   = -rdynamic $(SAN)
 

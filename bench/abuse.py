@@ -13,7 +13,10 @@ For --duration seconds, against 127.0.0.1 only, it mixes:
   idle       many connections that send nothing
 while a normal client (its own process, so that the load's event loop does
 not skew its clock) sends one request every --interval seconds on a
-keep-alive connection and records the latency of each. At the end it prints
+keep-alive connection and records the latency of each, and how much of it
+the client itself spent waiting for a CPU (its run-queue wait, from
+/proc/thread-self/schedstat): on a loaded machine that part is the
+measurement's, not rill's. At the end it prints
 the normal requests' count, p50/p99/max and errors, what the abuse did, and
 whether rill is still alive (the process, and a last request). Exit code 0
 when rill is alive and no normal request failed.
@@ -63,8 +66,18 @@ def read_response(f):
     return status, keep
 
 
+def run_delay():
+    """Nanoseconds this thread has waited on a run queue (runnable, not running)."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1])
+    except OSError:
+        return 0
+
+
 def normal_client(port, path, body, admin_port, stop_at, interval, stop, out):
     latencies, errors, health_errors, statuses = [], [], [], {}
+    waits = []  # per request: the client's own run-queue wait inside its latency
     sock = f = None
     next_health = 0.0
     n = 0
@@ -73,6 +86,7 @@ def normal_client(port, path, body, admin_port, stop_at, interval, stop, out):
         payload = body.replace(b"{n}", str(n).encode())
         req = (f"POST {path} HTTP/1.1\r\nHost: rill\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+        d0 = run_delay()
         t0 = time.perf_counter()
         try:
             if sock is None:
@@ -82,6 +96,7 @@ def normal_client(port, path, body, admin_port, stop_at, interval, stop, out):
             sock.sendall(req)
             status, keep = read_response(f)
             latencies.append(time.perf_counter() - t0)
+            waits.append((run_delay() - d0) / 1e9)
             statuses[status] = statuses.get(status, 0) + 1
             if status >= 400:
                 errors.append(f"{time.strftime('%H:%M:%S')} status {status}")
@@ -108,7 +123,7 @@ def normal_client(port, path, body, admin_port, stop_at, interval, stop, out):
         time.sleep(interval)
     if sock is not None:
         sock.close()
-    out.send((latencies, errors, health_errors, statuses))
+    out.send((latencies, waits, errors, health_errors, statuses))
 
 
 # ---- The abuse (one asyncio loop) ----
@@ -349,7 +364,7 @@ def main():
     abuse = Abuse(args)
     asyncio.run(abuse.run())
     stop.set()
-    latencies, errors, health_errors, statuses = recv.recv()
+    latencies, waits, errors, health_errors, statuses = recv.recv()
     normal.join()
 
     lat = sorted(x * 1000 for x in latencies)
@@ -357,6 +372,10 @@ def main():
           f"{len(errors)} errors")
     print(f"normal latency: p50 {percentile(lat, 50):.2f} ms, p99 {percentile(lat, 99):.2f} ms, "
           f"max {lat[-1] if lat else float('nan'):.2f} ms")
+    own = sorted(1000 * (x - w) for x, w in zip(latencies, waits))
+    print(f"normal latency less the client's own run-queue wait: p50 {percentile(own, 50):.2f} ms, "
+          f"p99 {percentile(own, 99):.2f} ms, max {own[-1] if own else float('nan'):.2f} ms; "
+          f"requests that waited over 1 ms for a CPU: {sum(1 for w in waits if w > 0.001)}")
     for e in errors[:10]:
         print(f"  error: {e}")
     if args.admin_port:
@@ -370,6 +389,7 @@ def main():
     print(f"rill alive: {'yes' if ok else 'NO'} ({why})")
     print(f"RESULT normal={len(lat)} errors={len(errors)} p50_ms={percentile(lat, 50):.2f} "
           f"p99_ms={percentile(lat, 99):.2f} max_ms={lat[-1] if lat else float('nan'):.2f} "
+          f"p99_less_client_wait_ms={percentile(own, 99):.2f} "
           f"healthz_failures={len(health_errors)} alive={int(ok)}")
     return 0 if ok and not errors else 1
 

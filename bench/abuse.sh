@@ -4,17 +4,24 @@
 # async, and a sync one whose run sleeps) from a temporary directory, runs
 # bench/abuse.py against it for DURATION seconds (default 600), stops rill,
 # and reports the sanitizers' errors (ASAN_OPTIONS log_path) and the normal
-# requests' p99. Exit code 0 only with no sanitizer error, rill alive to the
-# end and no failed normal request. Env: DURATION, ABUSE_ARGS (more options
-# for abuse.py), KEEP=1 keeps the directory (logs, store).
+# requests' p99. Exit code 0 only with no sanitizer error, rill alive to
+# the end and no failed normal request. Env: DURATION, ABUSE_ARGS (more
+# options for abuse.py), KEEP=1 keeps the directory (logs, store), RILL=path
+# serves with that binary as it is instead (e.g. build/rill: the same load
+# on a build without sanitizers, to tell their cost from rill's).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 . "$here/lib.sh"
 DURATION=${DURATION:-600}
 
-make -s -C "$root" BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-     SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/rill || exit 2
+if [ -n "${RILL:-}" ]; then
+  rill=$(cd "$(dirname "$RILL")" && pwd)/$(basename "$RILL") # a build to compare with, as is
+else
+  make -s -C "$root" BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+       SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/rill || exit 2
+  rill=$root/build-asan/rill
+fi
 
 work=$(mktemp -d /tmp/rill-abuse-XXXXXX)
 mkdir -p "$work/flows"
@@ -45,11 +52,11 @@ cleanup() {
 trap cleanup EXIT
 (cd "$work" && exec env ASAN_OPTIONS="log_path=$work/asan:detect_leaks=1" \
    UBSAN_OPTIONS="log_path=$work/ubsan:print_stacktrace=1" RILL_LOG_LEVEL=warn \
-   RILL_ADMIN_LISTEN="127.0.0.1:$admin" "$root/build-asan/rill" serve --flows "$work/flows" \
+   RILL_ADMIN_LISTEN="127.0.0.1:$admin" "$rill" serve --flows "$work/flows" \
    --listen "127.0.0.1:$port" > "$work/rill.log" 2>&1) &
 pid=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
-echo "abuse: ASan rill (pid $pid) on 127.0.0.1:$port, admin $admin, for $DURATION s; logs in $work"
+echo "abuse: $rill (pid $pid) on 127.0.0.1:$port, admin $admin, for $DURATION s; logs in $work"
 
 # shellcheck disable=SC2086
 python3 "$here/abuse.py" --port "$port" --admin-port "$admin" --pid "$pid" --duration "$DURATION" \

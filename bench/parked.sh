@@ -18,6 +18,17 @@ cleanup() {
   if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
 }
 trap 'cleanup; rm -rf "$tmp"' EXIT
+# CPU ticks (1/100 s) of rill, and of the Postgres server (postmaster and its children)
+cpu_rill() { awk '{ print $14 + $15 }' "/proc/$rill_pid/stat"; }
+cpu_pg() {
+  local t=0 pm p
+  [ -f "$tmp/pg/data/postmaster.pid" ] || { echo 0; return; }
+  pm=$(head -1 "$tmp/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+  for p in $pm $(pgrep -P "$pm" || true); do
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo $t
+}
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$rill_pid/status"; }
 count() { "$root/build/rill" runs count --state "$1" --store "$store" 2>/dev/null || echo 0; }
 echo "# parked runs: $n runs parked by sleep_until, then all due at once; $(nproc) cores"
@@ -43,10 +54,14 @@ for s in ${STORES:-sqlite postgres}; do
   [ "$(date +%s)" -lt "$wake" ] || { echo "parking took longer than the wake margin" >&2; exit 1; }
   while [ "$(date +%s)" -lt "$wake" ]; do sleep 0.05; done
   t2=$wake
+  c0=$(cpu_rill); p0=$(cpu_pg)
   until [ "$(count succeeded)" -ge "$n" ]; do sleep 0.1; done
   t3=$(date +%s.%N)
-  awk -v s="$s" -v n="$n" -v b="$before" -v a="$after" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" 'BEGIN {
-    printf "%-9s parked %d in %.1f s; RSS %d KiB before, %d KiB after (%.0f bytes per parked run); resumed %.0f runs/s\n",
-      s, n, t1 - t0, b, a, (a - b) * 1024 / n, n / (t3 - t2) }'
+  c1=$(cpu_rill); p1=$(cpu_pg)
+  awk -v s="$s" -v n="$n" -v b="$before" -v a="$after" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" \
+    -v rc=$((c1 - c0)) -v pc=$((p1 - p0)) 'BEGIN {
+    printf "%-9s parked %d in %.1f s; RSS %d KiB before, %d KiB after (%.0f bytes per parked run); resumed %.0f runs/s",
+      s, n, t1 - t0, b, a, (a - b) * 1024 / n, n / (t3 - t2)
+    printf "; CPU per resumed run: rill %.0f us, Postgres server %.0f us\n", rc * 1e4 / n, pc * 1e4 / n }'
   cleanup
 done

@@ -245,6 +245,13 @@ size_t rill_meter_used(uint32_t id) {
     return meters[id].used;
 }
 
+size_t rill_meter_left(uint32_t id) {
+    const meter *m = &meters[id];
+    if (id == 0 || m->limit == 0)
+        return SIZE_MAX;
+    return m->used < m->limit ? m->limit - m->used : 0;
+}
+
 void rill_alloc_give_back(void) {
     /* LuaJIT's arena unmaps its free segments and trims its top itself; this
      * is for malloc's (the Lua heap under ASan, and C libraries' buffers). */

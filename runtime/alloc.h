@@ -44,6 +44,10 @@ uint32_t rill_meter_enter(uint32_t id);
 /* Bytes charged to meter id now. */
 size_t rill_meter_used(uint32_t id);
 
+/* Bytes meter id may still be charged before its limit (SIZE_MAX for
+ * meter 0 and a meter without a limit). */
+size_t rill_meter_left(uint32_t id);
+
 /* Hands malloc's freed memory back to the system (after a full GC); LuaJIT's
  * arena gives back its free segments and top by itself. */
 void rill_alloc_give_back(void);

@@ -1,60 +1,177 @@
 /*
- * cjson_buf.c: owns the scratch buffer of lua-cjson's decode. cjson
- * mallocs it (strbuf_new, the input's length) and frees it when the decode
- * returns or raises one of its own errors; a Lua error raised inside the
- * decode (a run's memory limit, while the result is built) unwinds past it,
- * and the buffer was never freed: a run decoding a 20 MB string near its
- * limit left 20 MB behind, every time (tests/test_hostile_rv.py).
- * The link wraps strbuf_new and strbuf_free (-Wl,--wrap, Makefile), so that
- * the buffer of the decode in progress is known. Its only caller is the
- * decode, and decodes never nest (cjson calls no Lua code): a buffer still
- * held when the next decode starts, or when release() is called after a
- * failed decode, was left behind, and is freed then.
+ * cjson_buf.c: the memory of lua-cjson's buffers, and the numbers it reads.
+ * rill links its own strbuf (the five functions lua_cjson.o calls), so that
+ * the archive's strbuf.o is never linked: it mallocs outside the Lua heap
+ * and calls exit() when malloc fails. Here every buffer comes from the Lua
+ * state's allocator: it is charged to the run that made it (an encode
+ * reserves six bytes per byte of a string, for escapes) and refused over
+ * the run's memory limit, and a refusal raises a Lua error in the thread
+ * that called cjson (guard()), which the run's limit then ends.
  * The link also wraps fpconv_strtod, which reads every number a decode
  * meets, to count the ones past a double's range (cjson makes them
  * infinity, which no JSON can carry back): a webhook refuses such a body
  * by this count instead of scanning its text for long numbers.
  */
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "rill.h"
 
-void *__real_strbuf_new(int len);
-void __real_strbuf_free(void *s);
-void *__wrap_strbuf_new(int len);
-void __wrap_strbuf_free(void *s);
+/* ---- strbuf ----
+ * lua-cjson 2.1.0's strbuf_t, field for field: lua_cjson.o reads and
+ * writes buf, size and length itself (the header's inline functions), and
+ * calls strbuf_resize when an append needs more than size - length - 1. */
+typedef struct strbuf {
+    char *buf;
+    int size;      /* bytes at buf */
+    int length;    /* bytes written; cjson keeps one byte after them for a NUL */
+    int increment; /* cjson's growth policy: unused here */
+    int dynamic;   /* made by strbuf_new: the struct is freed with its buffer */
+    int reallocs;
+    int debug;
+} strbuf_t;
 
-static void *held; /* the buffer of the decode in progress, or one left behind */
+strbuf_t *strbuf_new(int len);
+void strbuf_init(strbuf_t *s, int len);
+void strbuf_free(strbuf_t *s);
+void strbuf_resize(strbuf_t *s, int len);
+void strbuf_append_string(strbuf_t *s, const char *str);
 
-static void rill_cjson_buf_release(void) {
+static lua_Alloc allocf; /* the Lua state's allocator (rill_alloc: metered) */
+static void *alloc_ud;
+static lua_State *caller; /* the thread inside a guarded cjson call, or NULL */
+static strbuf_t *held;    /* the decode's buffer in progress, or one an error left behind */
+
+/* Raises in the guarded caller: the allocation was refused (the run's or
+ * the process's memory limit, which the run then ends with) or failed. */
+static void refused(size_t n) {
+    if (caller != NULL)
+        luaL_error(caller, "json: a buffer of %f bytes could not be had (not enough memory)",
+                   (double)n);
+    /* Every entry into cjson is guarded (json.lua): this is a defect. */
+    fprintf(stderr, "rill: cjson allocated %zu bytes outside a guarded call\n", n);
+    abort();
+}
+
+static void *grow(void *p, size_t osize, size_t nsize) {
+    void *q = allocf(alloc_ud, p, osize, nsize);
+    if (q == NULL)
+        refused(nsize);
+    return q;
+}
+
+void strbuf_init(strbuf_t *s, int len) {
+    s->buf = NULL; /* a refusal below leaves a buffer strbuf_free can take */
+    s->size = s->length = s->reallocs = s->debug = s->dynamic = 0;
+    s->increment = -2;
+    size_t size = len > 0 ? (size_t)len + 1 : 1024;
+    s->buf = grow(NULL, 0, size);
+    s->size = (int)size;
+    s->buf[0] = '\0';
+}
+
+static void held_release(void) {
     if (held != NULL) {
-        __real_strbuf_free(held);
+        strbuf_t *s = held;
         held = NULL;
+        strbuf_free(s);
     }
 }
 
-void *__wrap_strbuf_new(int len) {
-    rill_cjson_buf_release();
-    held = __real_strbuf_new(len);
-    return held;
+strbuf_t *strbuf_new(int len) {
+    held_release(); /* decodes never nest: one still held was left behind */
+    strbuf_t *s = grow(NULL, 0, sizeof *s);
+    s->buf = NULL;
+    s->size = 0;
+    s->dynamic = 1;
+    held = s; /* freed by held_release if the init below raises */
+    strbuf_init(s, len);
+    s->dynamic = 1;
+    return s;
 }
 
-void __wrap_strbuf_free(void *s) {
+void strbuf_free(strbuf_t *s) {
     if (s == held)
         held = NULL;
-    __real_strbuf_free(s);
+    if (s->buf != NULL)
+        allocf(alloc_ud, s->buf, (size_t)s->size, 0);
+    s->buf = NULL;
+    s->size = s->length = 0;
+    if (s->dynamic)
+        allocf(alloc_ud, s, sizeof *s, 0);
 }
 
-double __real_fpconv_strtod(const char *nptr, char **endptr);
+/* Room for len bytes and the NUL: at least half as much again as now, so
+ * that many small appends stay linear; one long string gets what it asks. */
+void strbuf_resize(strbuf_t *s, int len) {
+    if (len < 0 || len >= INT_MAX)
+        refused((size_t)INT_MAX + 1); /* cjson's int sizes overflowed */
+    size_t need = (size_t)len + 1, size = (size_t)s->size + (size_t)s->size / 2;
+    if (size < need)
+        size = need;
+    if (size >= INT_MAX)
+        size = need;
+    s->buf = grow(s->buf, (size_t)s->size, size); /* on failure, s is untouched */
+    s->size = (int)size;
+    s->reallocs++;
+}
+
+void strbuf_append_string(strbuf_t *s, const char *str) {
+    size_t n = strlen(str);
+    if (n >= (size_t)INT_MAX - (size_t)s->length)
+        refused(n);
+    if ((int)n > s->size - s->length - 1)
+        strbuf_resize(s, s->length + (int)n);
+    memcpy(s->buf + s->length, str, n);
+    s->length += (int)n;
+    s->buf[s->length] = '\0';
+}
+
+/* ---- Numbers ---- */
+
 double __wrap_fpconv_strtod(const char *nptr, char **endptr);
 
 static double infinities; /* numbers decoded as infinite since start */
 
+/* rill never sets LC_NUMERIC: the C locale's decimal point is '.', and
+ * strtod reads JSON numbers as they are (fpconv's copy for other locales
+ * mallocs and aborts when that fails: it is never reached). */
 double __wrap_fpconv_strtod(const char *nptr, char **endptr) {
-    double v = __real_fpconv_strtod(nptr, endptr);
+    double v = strtod(nptr, endptr);
     if (isinf(v))
         infinities++;
     return v;
+}
+
+/* ---- Lua ---- */
+
+/* The guarded call: f(...) with this thread as the one a refused buffer
+ * raises in. An error (cjson's own, or a refusal) frees the decode's
+ * buffer it unwound past, then goes on up. */
+static int l_guarded(lua_State *L) {
+    int n = lua_gettop(L);
+    lua_State *outer = caller;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    caller = L;
+    int status = lua_pcall(L, n, LUA_MULTRET, 0);
+    caller = outer;
+    if (status != 0) {
+        held_release();
+        return lua_error(L);
+    }
+    return lua_gettop(L);
+}
+
+/* guard(f) -> a function calling f, under which cjson may allocate. */
+static int l_guard(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, l_guarded, 1);
+    return 1;
 }
 
 /* infinities() -> how many numbers decodes have read as infinite since start. */
@@ -63,17 +180,22 @@ static int l_infinities(lua_State *L) {
     return 1;
 }
 
+/* release(): frees a decode's buffer an error left behind (guard() does it
+ * already; kept for callers that decode unguarded). */
 static int l_release(lua_State *L) {
     (void)L;
-    rill_cjson_buf_release();
+    held_release();
     return 0;
 }
 
 int rill_cjson_buf_open(lua_State *L) {
+    allocf = lua_getallocf(L, &alloc_ud);
     lua_newtable(L);
     lua_pushcfunction(L, l_release);
     lua_setfield(L, -2, "release");
     lua_pushcfunction(L, l_infinities);
     lua_setfield(L, -2, "infinities");
+    lua_pushcfunction(L, l_guard);
+    lua_setfield(L, -2, "guard");
     return 1;
 }

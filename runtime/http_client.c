@@ -8,13 +8,16 @@
  * use libcurl's threaded resolver, off the loop.
  *
  * A request belongs to the task that waits for it: it resumes the task with
- * (status, headers, body) or (nil, message); if the task is killed first,
- * the transfer is aborted and freed.
+ * (status, headers, body) or (nil, message, code); if the task is killed
+ * first, the transfer is aborted and freed. A response body is held in C
+ * while it arrives, at most max_size and at most the memory its run has
+ * left when it asks (code "max_size" or "run_memory_limit" past either),
+ * and then given to the run as a string charged to the run's meter.
  *
  * Lua: client.request{method, url, headers = {"Name: value", ...}, body,
  *        timeout, connect_timeout (seconds), max_size (bytes),
  *        verify = true, ca_file, redirects = 0, username, password}
- *        -> status, headers (lower-case name -> value), body | nil, message
+ *        -> status, headers (lower-case name -> value), body | nil, message, code
  *
  * Mail: with mail_from set, the URL is smtp:// or smtps:// and the request
  * sends one message: mail_from, mail_rcpt = {"<a@b>", ...}, body = the
@@ -44,6 +47,7 @@ typedef struct request {
     buf response, header_lines;
     size_t max_size;
     int too_big;
+    int capped;       /* max_size is the memory the run had left, under its own max_size */
     uint64_t started; /* uv_hrtime() */
     char error[CURL_ERROR_SIZE];
 } request;
@@ -221,30 +225,66 @@ static void push_headers(lua_State *L, const buf *b) {
     }
 }
 
+/* pcall'ed with the request: returns status, headers and body. */
+static int push_response(lua_State *L) {
+    request *r = lua_touserdata(L, 1);
+    long status = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    lua_pushinteger(L, status);
+    push_headers(L, &r->header_lines);
+    lua_pushlstring(L, r->response.data ? r->response.data : "", r->response.len);
+    return 3;
+}
+
 /* Resumes r's task with the outcome of its transfer, and frees r. */
 static void deliver(request *r, CURLcode rc) {
     rill_task *t = r->task;
     lua_State *L = t->co;
     double ms = (double)(uv_hrtime() - r->started) / 1e6;
     if (rc == CURLE_OK) {
-        long status = 0;
-        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-        lua_pushinteger(L, status);
-        push_headers(L, &r->header_lines);
-        lua_pushlstring(L, r->response.data ? r->response.data : "", r->response.len);
+        /* Made on the main state under a pcall, charged to the run: a
+         * refusal (the run's memory limit) is an error here, not a panic
+         * on the waiting coroutine. */
+        lua_State *M = rill_task_main_state();
+        lua_checkstack(M, 5);
+        lua_pushcfunction(M, push_response);
+        lua_pushlightuserdata(M, r);
+        uint32_t outer = rill_meter_enter(t->meter);
+        int status = lua_pcall(M, 1, 3, 0);
+        rill_meter_enter(outer);
+        if (status == 0) {
+            lua_xmove(M, L, 3);
+            request_free(r);
+            rill_task_resume(t, 3);
+            return;
+        }
+        lua_pop(M, 1); /* the error */
+        lua_pushnil(L);
+        lua_pushfstring(L, "response of %d bytes over the run's memory limit (run_memory_limit)",
+                        (int)r->response.len);
+        lua_pushliteral(L, "run_memory_limit");
         request_free(r);
         rill_task_resume(t, 3);
         return;
     }
     const char *reason = r->too_big ? NULL : (r->error[0] ? r->error : curl_easy_strerror(rc));
     lua_pushnil(L);
-    if (r->too_big)
-        lua_pushfstring(L, "response larger than %d bytes (after %d ms)", (int)r->max_size,
-                        (int)ms);
+    if (r->too_big && r->capped)
+        lua_pushfstring(L,
+                        "response larger than %d bytes, the memory the run had left under "
+                        "run_memory_limit (after %d ms)",
+                        (int)r->max_size, (int)ms);
+    else if (r->too_big)
+        lua_pushfstring(L, "response larger than %d bytes (max_size) (after %d ms)",
+                        (int)r->max_size, (int)ms);
     else
         lua_pushfstring(L, "%s (after %d ms)", reason, (int)ms);
+    if (r->too_big)
+        lua_pushstring(L, r->capped ? "run_memory_limit" : "max_size");
+    else
+        lua_pushnil(L);
     request_free(r);
-    rill_task_resume(t, 2);
+    rill_task_resume(t, 3);
 }
 
 static void check_done(void) {
@@ -447,6 +487,14 @@ static int l_request(lua_State *L) {
     if (err) {
         request_free(r);
         return luaL_error(L, "http: %s", err);
+    }
+    /* The body is held in C while it arrives, then copied into the run's
+     * memory: no more than the run has left (it waits meanwhile, so it
+     * cannot spend it elsewhere). */
+    size_t left = rill_meter_left(t->meter);
+    if (left < r->max_size) {
+        r->max_size = left;
+        r->capped = 1;
     }
     r->task = t;
     r->started = uv_hrtime();

@@ -152,6 +152,62 @@ struct request {
 static http_parser_settings parser_settings;
 static uv_buf_t read_buffer; /* shared: data is copied before the next read */
 
+/* ---- Big buffers ----
+ * A connection's body and pipeline buffers grow to max_body and
+ * max_pipeline (a MiB by default) while a request is received or requests
+ * wait, and are of no use after: a buffer past BIG_BUF is given back as
+ * soon as its bytes are consumed, so that an idle keep-alive connection
+ * holds no more than BIG_BUF per buffer. Given back, it is kept as one of
+ * SPARE_BUFS spares (the largest ones), which the next buffer to grow past
+ * BIG_BUF takes instead of growing by realloc: a stream of large bodies
+ * does not map, fault in and unmap fresh memory for each (under ASan each
+ * large allocation is an mmap, its shadow cleared and poisoned). The
+ * spares are process-wide: SPARE_BUFS buffers of at most twice the largest
+ * limit, whatever the number of connections. */
+#define BIG_BUF (64 * 1024)
+#define SPARE_BUFS 2
+static buf spare_bufs[SPARE_BUFS];
+
+static void big_buf_release(buf *b) {
+    if (b->cap <= BIG_BUF)
+        return; /* small: kept, the next request reuses it */
+    b->len = 0;
+    buf *slot = NULL;
+    for (int i = 0; i < SPARE_BUFS; i++)
+        if (slot == NULL || spare_bufs[i].cap < slot->cap)
+            slot = &spare_bufs[i];
+    if (slot->cap < b->cap) {
+        buf_free(slot);
+        *slot = *b;
+    } else {
+        buf_free(b);
+    }
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* buf_append, where a buffer growing past BIG_BUF first takes a spare
+ * large enough, if there is one. */
+static int big_buf_append(buf *b, const char *data, size_t len) {
+    size_t need = b->len + len + 1;
+    if (need > b->cap && need > BIG_BUF) {
+        for (int i = 0; i < SPARE_BUFS; i++) {
+            buf *spare = &spare_bufs[i];
+            if (spare->cap >= need) {
+                if (b->len > 0)
+                    memcpy(spare->data, b->data, b->len);
+                spare->len = b->len;
+                free(b->data);
+                *b = *spare;
+                spare->data = NULL;
+                spare->len = spare->cap = 0;
+                break;
+            }
+        }
+    }
+    return buf_append(b, data, len);
+}
+
 /* ---- Small helpers ---- */
 
 static const char *status_text(int status) {
@@ -308,6 +364,8 @@ static void conn_handle_closed(uv_handle_t *h) {
         return;
     buf_free(&c->url);
     buf_free(&c->headers);
+    big_buf_release(&c->body);
+    big_buf_release(&c->pending);
     buf_free(&c->body);
     buf_free(&c->pending);
     buf_free(&c->out);
@@ -408,7 +466,7 @@ static void conn_refuse_count(conn *c, enum refusal why) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
-static void conn_drain(conn *c);
+static void conn_drain(conn *c, const char *fresh, size_t fresh_len);
 
 static size_t conn_unparsed(const conn *c) {
     return c->pending.len - c->pending_off;
@@ -438,7 +496,7 @@ static void backlog_run(uv_idle_t *idle) {
     while (backlog_head && uv_hrtime() - start < BACKLOG_NS_PER_TURN) {
         conn *c = backlog_head;
         backlog_remove(c);
-        conn_drain(c); /* back at the tail when more is buffered */
+        conn_drain(c, NULL, 0); /* back at the tail when more is buffered */
     }
     if (backlog_head == NULL)
         uv_idle_stop(idle);
@@ -728,7 +786,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     if (c->body.len + len > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
-    return buf_append(&c->body, at, len);
+    return big_buf_append(&c->body, at, len);
 }
 
 static int on_message_complete(http_parser *p) {
@@ -846,21 +904,47 @@ static size_t conn_parse(conn *c, const char *data, size_t len) {
     return len;
 }
 
-/* Parses and dispatches one buffered request, if none waits for its answer
- * and the client reads its answers; a next one goes to the backlog.
- * Consumes by offset: the buffer is compacted only once most of it is
- * parsed. */
-static void conn_drain(conn *c) {
+/* Keeps bytes received but not parsed yet (the pipelined requests behind
+ * one in flight); 0, or -1 when the connection was closed for want of
+ * memory. */
+static int conn_keep_unparsed(conn *c, const char *data, size_t len) {
+    if (len == 0 || c->closing || c->lingering)
+        return 0;
+    if (big_buf_append(&c->pending, data, len)) {
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses and dispatches one request, if none waits for its answer and the
+ * client reads its answers; a next one goes to the backlog. What to parse:
+ * the buffered bytes, then fresh (bytes just read, not buffered: a read
+ * that brings whole requests is parsed where it landed, and only what is
+ * left of it is copied). Consumes by offset: the buffer is compacted only
+ * once most of it is parsed. */
+static void conn_drain(conn *c, const char *fresh, size_t fresh_len) {
     conn_enter(c);
+    if (conn_unparsed(c) > 0 && fresh_len > 0) { /* parsed in order: after the buffered */
+        conn_keep_unparsed(c, fresh, fresh_len);
+        fresh_len = 0;
+    }
     int dispatched = 0;
     while (!c->in_flight && !c->closing && !c->lingering && !c->backlogged &&
-           conn_unparsed(c) > 0) {
+           (fresh_len > 0 || conn_unparsed(c) > 0)) {
         if (dispatched) {
             conn_schedule(c);
             break;
         }
-        size_t n = conn_parse(c, c->pending.data + c->pending_off, conn_unparsed(c));
-        c->pending_off += n;
+        size_t n;
+        if (fresh_len > 0) {
+            n = conn_parse(c, fresh, fresh_len);
+            fresh += n;
+            fresh_len -= n;
+        } else {
+            n = conn_parse(c, c->pending.data + c->pending_off, conn_unparsed(c));
+            c->pending_off += n;
+        }
         if (c->in_flight) {
             dispatched = 1;
             conn_dispatch(c);
@@ -868,6 +952,7 @@ static void conn_drain(conn *c) {
             break;
         }
     }
+    conn_keep_unparsed(c, fresh, fresh_len);
     if (c->pending_off == c->pending.len) {
         c->pending.len = c->pending_off = 0;
     } else if (c->pending_off > c->pending.len / 2) {
@@ -875,6 +960,10 @@ static void conn_drain(conn *c) {
         c->pending.len -= c->pending_off;
         c->pending_off = 0;
     }
+    if (conn_unparsed(c) == 0)
+        big_buf_release(&c->pending);
+    if (!c->in_request || c->in_flight || c->closing || c->lingering)
+        big_buf_release(&c->body); /* no body being received: dispatched (copied) or refused */
     if (!c->in_request && !c->in_flight && conn_unparsed(c) == 0)
         idle_add(c); /* e.g. only the CRLF some clients send after a body was left */
     if (!c->closing)
@@ -893,15 +982,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
         return;
     }
     if (nread == 0 || c->closing || c->lingering)
-        return; /* lingering: what comes now is dropped */
-    if (buf_append(&c->pending, b->base, (size_t)nread)) {
-        conn_close(c);
-        return;
-    }
-    if (!c->in_flight && !c->in_backlog) /* in the backlog: it waits for its turn */
-        conn_drain(c);
-    else
+        return;                            /* lingering: what comes now is dropped */
+    if (!c->in_flight && !c->in_backlog) { /* in the backlog: it waits for its turn */
+        conn_drain(c, b->base, (size_t)nread);
+    } else if (conn_keep_unparsed(c, b->base, (size_t)nread) == 0) {
         conn_update_reading(c);
+    }
 }
 
 /* The connection's time is up: a request being received gets 408, one

@@ -724,7 +724,7 @@ static size_t add_template(matcher *m, luaL_Buffer *b, const char *repl, size_t 
  * slice bytes of the subject and returns (the result so far, matches, the
  * offset to go on from): the caller calls again from there, so that a long
  * subject is replaced in pieces the watchdog can pause between. */
-static size_t max_string = 64u << 20;
+static size_t max_string = 8u << 20;
 
 static int l_gsub_string(lua_State *L) {
     size_t ls, lp, lr;

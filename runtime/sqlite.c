@@ -74,6 +74,34 @@ typedef struct sqlite_conn {
 
 /* ---- the worker side: runs on a thread-pool thread, no Lua ---- */
 
+/* Parameters are bound by number as $1, $2 ...: one written otherwise (?,
+ * :name, @name), or numbered past the values given, would quietly be NULL
+ * (Postgres refuses both). 0 when every one is $N with N <= nparams, else
+ * -1 with a malloc'd reason in *err. */
+static int check_params(sqlite3_stmt *st, int nparams, char **err) {
+    int n = sqlite3_bind_parameter_count(st);
+    for (int i = 1; i <= n; i++) {
+        const char *name = sqlite3_bind_parameter_name(st, i);
+        char msg[200];
+        if (name == NULL || name[0] != '$' || name[1] < '1' || name[1] > '9' ||
+            strspn(name + 1, "0123456789") != strlen(name + 1) || strlen(name) > 4) {
+            snprintf(msg, sizeof msg,
+                     "parameter %.40s: write parameters as $1, $2, ... (numbered, as for Postgres)",
+                     name ? name : "?");
+        } else if (atoi(name + 1) > nparams) {
+            snprintf(msg, sizeof msg,
+                     "parameter %s but %d value(s) given: write parameters as $1, $2, ... "
+                     "up to the number of values",
+                     name, nparams);
+        } else {
+            continue;
+        }
+        *err = strdup(msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* A prepared statement for sql, from the cache when it was seen before
  * (then *cached is its cache slot, else NULL); NULL with a malloc'd reason
  * in *err. */
@@ -191,6 +219,11 @@ static char *run_stmt(sqlite_conn *c, stmt_req *s) {
     sqlite3_stmt *st = prepare(c, s->sql, &cached, &err);
     if (st == NULL)
         return err ? err : strdup("out of memory");
+    if (check_params(st, s->nparams, &err) != 0) {
+        if (!cached)
+            sqlite3_finalize(st);
+        return err ? err : strdup("out of memory");
+    }
     int rc = bind_params(st, cached, s);
     if (rc == SQLITE_OK && stmt_set_columns(s, sqlite3_column_count(st), column_name, st) != 0)
         err = strdup("out of memory");

@@ -354,13 +354,16 @@ static rill_task *check_task(lua_State *L, int idx) {
  * fn's results, or false and a message. on_done may run before spawn
  * returns. (data comes first so that one on_done can serve every task.)
  * limits: a deadline in seconds, nil for none, or {deadline = s,
- * preempt = false} for code that must run to its end in one go. */
+ * preempt = false (code that must run to its end in one go), memory =
+ * bytes (its meter's limit), label = "flow F run ", label_id = "ID" (what
+ * the last line of defence names it by: label and label_id joined)}.
+ * Every field is read before fn starts, so a caller may reuse one table. */
 static int l_spawn(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     double seconds = 0, memory = 0;
     int preempt = 1;
-    const char *label = NULL;
+    const char *label = NULL, *label_id = NULL;
     if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "deadline");
         seconds = luaL_optnumber(L, -1, 0);
@@ -370,7 +373,9 @@ static int l_spawn(lua_State *L) {
         memory = luaL_optnumber(L, -1, 0);
         lua_getfield(L, 3, "label");
         label = lua_tostring(L, -1);
-        lua_pop(L, 4); /* label stays valid: the limits table holds the string */
+        lua_getfield(L, 3, "label_id");
+        label_id = lua_tostring(L, -1);
+        lua_pop(L, 5); /* the labels stay valid: the limits table holds the strings */
     } else {
         seconds = luaL_optnumber(L, 3, 0);
     }
@@ -400,7 +405,7 @@ static int l_spawn(lua_State *L) {
     t->deadline = seconds > 0 ? uv_hrtime() + (uint64_t)(seconds * 1e9) : 0;
     t->preempt = (unsigned char)preempt;
     if (label)
-        snprintf(t->label, sizeof t->label, "%s", label);
+        snprintf(t->label, sizeof t->label, "%s%s", label, label_id ? label_id : "");
     /* A task given a memory limit is metered (flow runs and loads); rill's
      * own tasks are charged to meter 0, which is never refused. */
     if (memory > 0)

@@ -128,12 +128,14 @@ test("says hello", function(t)
   local run = t.run("hello", { name = "Ada" })
   t.eq(run.result, { greeting = "Hello, Ada" })
   t.eq(rn.state, "succeeded")
+  t.eq(json.encode(crypto.hex("a")), '"61"')
 end)
 """})
     code, out, err = run_cli("check", d)
     eq(code, 1, f"exit code\n{out}\n{err}")
     assert f"{d}/hello.test.lua:5:8: error: accessing undefined variable 'rn'" in err, err
     assert f"{d}/hello.test.lua:1:7: warning: unused variable 'io_lib'" in err, err
+    assert "'json'" not in err and "'crypto'" not in err, f"json and crypto are test files' globals:\n{err}"
 
 
 @test
@@ -260,13 +262,17 @@ def check_reports_unknown_fields_and_trigger_options_with_their_line():
         "option.lua": "return {\n  triggers = {\n    webhook {\n      pathh = \"/hooks/x\",\n    },\n  },\n  run = function() end,\n}",
         "cronopt.lua": "return {\n  triggers = { cron { \"0 9 * * *\", timezone = \"UTC\" } },\n  run = function() end,\n}",
         "odd.lua": "return {\n  triggers = { manual() },\n  run = function() end,\n  frobnicate = true,\n}",
+        "retryopt.lua": "return {\n  triggers = { manual() },\n  run = function() end,\n  retries = { attempts = 3, backof = \"2s\" },\n}",
+        "retrydur.lua": "return {\n  triggers = { manual() },\n  run = function() end,\n\n  retries = { backoff = \"2 seconds\" },\n}",
     })
     code, _, err = run_cli("check", d)
     eq(code, 1, "exit code")
     for expected in [f"{d}/field.lua:4: unknown field 'retires' (did you mean 'retries'?)",
                      f"{d}/option.lua:4: webhook: unknown option 'pathh' (did you mean 'path'?)",
                      f"{d}/cronopt.lua:2: cron: unknown option 'timezone'",
-                     f"{d}/odd.lua:4: unknown field 'frobnicate' (fields:"]:
+                     f"{d}/odd.lua:4: unknown field 'frobnicate' (fields:",
+                     f"{d}/retryopt.lua:4: retries: unknown option 'backof' (did you mean 'backoff'?)",
+                     f"{d}/retrydur.lua:5: retries: backoff \"2 seconds\" is not a duration"]:
         assert expected in err, f"{expected!r} not in:\n{err}"
     assert "(did you mean" not in err.split("odd.lua")[1].split("\n")[0], err
 

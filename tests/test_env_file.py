@@ -195,4 +195,76 @@ def a_broken_env_file_at_start_stops_rill_naming_its_line():
     assert "bad.env:2: BAD: the value's closing ' is missing" in err, err
 
 
+@test
+def a_missing_variable_is_warned_once_per_change_not_at_every_reload():
+    d = temp_dir()
+    env_file = os.path.join(d, "secrets.env")
+    write(env_file, "PLAIN_VALUE=1\n")
+    with Rill({"hook.lua": HOOK, "leaky.lua": LEAKY},
+              env={"RILL_ADMIN_TOKEN": TOKEN, "RILL_ENV_FILE": env_file}) as r:
+        def warned(var):
+            return len([l for l in r.log_lines(msg_has="needs a variable: ") if var + " is not set" in l["msg"]])
+        wait_until(lambda: r.reloads() >= 1, 10, "the first load")
+        for _ in range(2):
+            eq(r.admin("POST", "/api/reload", token=TOKEN).status, 200, "reload")
+        wait_until(lambda: r.reloads() >= 3, 10, "three reloads")
+        eq((warned("HOOK_SECRET"), warned("API_TOKEN")), (1, 1), "each named once, at start")
+        # the set changes: HOOK_SECRET is set (nothing to say), then unset again (said again)
+        n = r.reloads()
+        write(env_file, "PLAIN_VALUE=1\nHOOK_SECRET=s3cret-value\n")
+        r.wait_reload(n)
+        eq(r.admin("POST", "/api/reload", token=TOKEN).status, 200, "reload")
+        n = r.reloads()
+        write(env_file, "PLAIN_VALUE=1\n")
+        r.wait_reload(n)
+        wait_until(lambda: warned("HOOK_SECRET") == 2, 10, "HOOK_SECRET named again once it is missing again")
+        eq(warned("API_TOKEN"), 1, "API_TOKEN, missing all along, named once")
+
+
+# the connectors' default clients read their settings from the environment
+NOTIFY = """return {
+  triggers = { manual() },
+  run = function(ctx)
+    local c = mautic.find_contact(ctx.payload.email)
+    slack.post("#sales", "new contact " .. tostring(c and c.id))
+    if not c then slack.post("#sales", "(not in Mautic yet)") end
+    -- mautic.form_on_submit is a Mautic event name, not a call
+    return { ok = true }
+  end,
+}"""
+
+# a client of its own settings needs nothing from the environment
+OWN = """return {
+  triggers = { manual() },
+  run = function(ctx)
+    local s = slack.with { token = ctx.payload.token, channel = "#x" }
+    return s.post("hello")
+  end,
+}"""
+
+
+@test
+def check_names_the_variables_the_connectors_a_flow_calls_need():
+    d = temp_dir("rill-envcheck-")
+    for name, src in (("notify.lua", NOTIFY), ("own.lua", OWN)):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(src)
+    clean = {v: "" for v in ("SLACK_BOT_TOKEN", "MAUTIC_URL", "MAUTIC_USER", "MAUTIC_PASSWORD")}
+    env_file = os.path.join(d, "..", os.path.basename(d) + ".env")
+    write(env_file, "MAUTIC_URL=https://mautic.example.com\n")
+    code, out, err = run_cli("check", d, env={**clean, "RILL_ENV_FILE": env_file})
+    eq(code, 0, "a warning, not an error: " + err)
+    for expected in [f"{d}/notify.lua:5: SLACK_BOT_TOKEN is not set (slack.post: the slack connector's token",
+                     f"{d}/notify.lua:4: MAUTIC_USER is not set (mautic.find_contact: the mautic connector's user",
+                     f"{d}/notify.lua:4: MAUTIC_PASSWORD is not set"]:
+        assert expected in err, f"{expected!r} not in:\n{err}"
+    assert "MAUTIC_URL" not in err, "set in the env_file: " + err
+    assert "own.lua" not in err, "slack.with{...}: " + err
+    eq(err.count("SLACK_BOT_TOKEN"), 1, "once per flow: " + err)
+    code, out, err = run_cli("check", d, env={**clean, "RILL_ENV_FILE": env_file, "SLACK_BOT_TOKEN": "xoxb-1",
+                                             "MAUTIC_USER": "u", "MAUTIC_PASSWORD": "p"})
+    eq(code, 0, "exit")
+    assert "is not set" not in err, err
+
+
 main()

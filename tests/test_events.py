@@ -313,6 +313,78 @@ def an_event_over_max_event_size_is_refused_naming_the_limit():
         eq(len(r.runs("list", "--flow", "sub")), 1, "only the small one started the subscriber")
 
 
+WAITER = """
+return {
+  triggers = { webhook { path = "/hooks/wait", mode = "async" } },
+  run = function(ctx)
+    local e = wait_for("signature", { event = "quote.signed", match = { n = 5 }, timeout = "1h" })
+    return { got = e.data.n, id = e.id }
+  end,
+}"""
+
+
+@test
+def ops_emit_an_event_by_hand_through_the_admin_api():
+    with rill({"alert.lua": SUBSCRIBER % "", "waiter.lua": WAITER}) as r:
+        waiting = r.request("POST", "/hooks/wait", {}).json()["run_id"]
+        wait_until(lambda: r.runs("show", waiting)["state"] == "waiting", 15, "the run to wait")
+        eq(r.admin("POST", "/api/events/quote.signed", body={"n": 5}).status, 401, "no token")
+        res = r.admin("POST", "/api/events/quote.signed", token=TOKEN, body={"n": 5})
+        eq(res.status, 202, "emitted: " + res.body)
+        body = res.json()
+        eq((body["event"], body["new"], body["starts"]), ("quote.signed", True, ["alert"]), "the answer")
+        runs = settled_runs(r, "alert", 1)
+        run = r.runs("show", runs[0]["id"])
+        result = json.loads(run["result"])
+        eq((result["n"], result["event_id"], result.get("emitted_by")), (5, body["id"], None), "the run's ctx")
+        # stored like a flow's emit: it ends the wait that matches it
+        wait_until(lambda: r.runs("show", waiting)["state"] == "succeeded", 15, "the waiting run to end")
+        eq(json.loads(r.runs("show", waiting)["result"]), {"got": 5, "id": body["id"]}, "the wait's result")
+        # an id of its own: sent twice (a retried curl), stored and fanned out once
+        first = r.admin("POST", "/api/events/quote.signed?id=manual-1", token=TOKEN, body={"n": 6})
+        eq((first.status, first.json()["id"], first.json()["new"]), (202, "manual-1", True), "first: " + first.body)
+        again = r.admin("POST", "/api/events/quote.signed?id=manual-1", token=TOKEN, body={"n": 6})
+        eq((again.status, again.json()["new"]), (200, False), "again: " + again.body)
+        settled_runs(r, "alert", 2)
+        eq(len(r.runs("list", "--flow", "alert")), 2, "one run per event id")
+        # no body: the event's data is null
+        eq(r.admin("POST", "/api/events/ping", token=TOKEN).status, 202, "no data")
+        # bad input: a clear 4xx, nothing stored
+        bad = r.admin("POST", "/api/events/quote.signed", token=TOKEN, body=b"{not json",
+                      headers={"Content-Type": "application/json"})
+        eq(bad.status, 400, "not JSON: " + bad.body)
+        assert "not JSON" in bad.json()["error"], bad.body
+        long = r.admin("POST", "/api/events/" + "x" * 201, token=TOKEN, body={})
+        eq(long.status, 400, "a 201-character name: " + long.body)
+        eq(r.admin("GET", "/api/events/quote.signed", token=TOKEN).status, 405, "GET")
+        eq(len(r.runs("list", "--flow", "alert")), 2, "nothing more stored")
+
+
+@test
+def rill_emit_sends_an_event_to_the_running_server():
+    with rill({"alert.lua": SUBSCRIBER % ""}) as r:
+        env = {"RILL_ADMIN_TOKEN": TOKEN, "RILL_ADMIN_LISTEN": f"127.0.0.1:{r.admin_port}"}
+        code, out, err = run_cli("emit", "quote.signed", '{"n": 8}', "--id", "cli 1", env=env)
+        eq(code, 0, "exit code: " + err)
+        eq(json.loads(out), {"event": "quote.signed", "id": "cli 1", "new": True, "starts": ["alert"]}, "printed")
+        runs = settled_runs(r, "alert", 1)
+        eq(json.loads(r.runs("show", runs[0]["id"])["result"])["n"], 8, "the run's payload")
+        code, out, err = run_cli("emit", "quote.signed", '{"n": 8}', "--id", "cli 1", env=env)
+        eq((code, json.loads(out)["new"]), (0, False), "again: " + err)
+        code, out, err = run_cli("emit", "quote.signed", "{oops", env=env)
+        eq(code, 2, "data that is not JSON: " + err)
+        assert "not JSON" in err, err
+        code, out, err = run_cli("emit", "quote.signed", env={**env, "RILL_ADMIN_TOKEN": "wrong"})
+        eq(code, 1, "a wrong token: " + err)
+        assert "401" in err and "bearer token" in err, err
+        # which rill answered: another one on the default admin address is a common mix-up
+        assert f"127.0.0.1:{r.admin_port} answered 401" in err and "--admin-listen" in err, err
+        code, out, err = run_cli("emit", "quote.signed", env={**env, "RILL_ADMIN_TOKEN": ""})
+        eq(code, 2, "no token: " + err)
+        assert "RILL_ADMIN_TOKEN" in err, err
+        eq(len(r.runs("list", "--flow", "alert")), 1, "one run")
+
+
 @test
 def check_reports_mistakes_in_event_triggers_at_their_line():
     d = temp_dir()

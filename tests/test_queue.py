@@ -142,6 +142,8 @@ def a_failing_run_is_retried_then_dead_then_replayed():
         # The dead run stays dead (no more attempts) until someone replays it.
         time.sleep(0.5)
         eq(r.runs("show", dead)["state"], "dead", "still dead")
+        code, out, _ = r.runs_cli("show", dead)
+        assert f"state:       dead (rill runs retry {dead} runs it again)" in out, out
         code, out, _ = r.runs_cli("retry", dead)
         eq(code, 0, "runs retry exit code")
         run = wait_until(lambda: (lambda x: x if x["attempt"] == 4 and x["state"] == "dead" else None)(

@@ -2,6 +2,7 @@
 restart; a broken file keeps the previous version serving; runs finish on
 the version they started with; a reload under load drops no request."""
 import http.client
+import os
 import json
 import signal
 import threading
@@ -42,7 +43,16 @@ def a_broken_file_is_rejected_and_the_previous_version_keeps_serving():
         r.wait_reload(n)
         line = r.wait_log(msg_has="flow rejected")
         assert "v.lua:1: unexpected symbol near '='" in line["msg"], line
+        assert line.get("serving", "").startswith("its previous version, "), f"the log says what serves: {line}"
         eq(r.request("POST", "/hooks/v", {}).json()["before"], 1, "still v1")
+        ready = r.admin("GET", "/readyz").json()
+        eq(ready["status"], "ready", "the other flows serve: ready")
+        assert any("v.lua:1: unexpected symbol near '='" in m for m in ready.get("rejected", [])), ready
+        n = r.reloads()
+        r.write_flow("new.lua", "return {")
+        r.wait_reload(n)
+        line = r.wait_log(msg_has="flow rejected", file=os.path.join(r.flows_dir, "new.lua"))
+        eq(line.get("serving"), "nothing: no version of it loaded", f"a new broken file: {line}")
         n = r.reloads()
         r.write_flow("v.lua", versioned(3))
         r.wait_reload(n)

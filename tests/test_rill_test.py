@@ -320,5 +320,58 @@ def a_misspelt_column_fails_the_flow_test_naming_it():
     assert line and line[0].endswith(', got {"id":1}') and '"amount":12000' in line[0], out
 
 
+NOTIFY = """
+return {
+  triggers = { event { name = "payment.stored" } },
+  run = function(ctx)
+    local res = htp.post("https://chat.test/post", { json = { text = "paid " .. ctx.payload.id } })
+    return { status = res.status }
+  end,
+}"""
+
+NOTIFY_TESTS = """
+test("a run that fails shows why under the failed test", function(t)
+  t.stub("POST", "https://chat.test/", { json = { ok = true } })
+  local runs = t.emit("payment.stored", { id = "pi_1" })
+  t.eq(runs[1].result, { status = 200 }, "posted")
+end)
+test("a misspelt t function names the closest", function(t)
+  t.stubb("POST", "https://chat.test/", { json = { ok = true } })
+end)
+test("json and crypto are there, as in flows", function(t)
+  t.eq(json.decode(json.encode({ a = 1 })), { a = 1 })
+  t.eq(#crypto.hex(crypto.hmac_sha256("k", "v")), 64)
+end)
+"""
+
+
+@test
+def a_failing_test_says_why_its_runs_failed_and_names_a_misspelt_t_function():
+    d = temp_dir()
+    os.makedirs(f"{d}/flows")
+    for name, src in {"notify.lua": NOTIFY, "notify.test.lua": NOTIFY_TESTS}.items():
+        with open(f"{d}/flows/{name}", "w") as f:
+            f.write(src)
+    code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=60)
+    eq(code, 1, f"rill test exit code\n{out}\n{err}")
+    assert "1 passed, 2 failed" in out, out + err
+    block = out.split("FAIL flows/notify.test.lua: a run that fails shows why")[1].split("\nok   ")[0]
+    assert "flows/notify.test.lua:5: posted: expected" in block, out
+    assert "run of notify failed: flows/notify.lua:5: attempt to index global 'htp' (a nil value)" in block, out
+    assert "flows/notify.test.lua:8: t has no function 'stubb' (did you mean 'stub'?)" in out, out
+    assert "ok   flows/notify.test.lua: json and crypto are there, as in flows" in out, out
+
+
+@test
+def the_company_flows_tests_leave_no_timer_behind_them():
+    # the queue's first prune, a second after each test's start, fired after
+    # that test's store was closed ('store.lua: attempt to index upvalue conn')
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code, out, err = run_cli("test", "--flows", "flows", cwd=repo, timeout=300)
+    eq(code, 0, f"rill test exit code\n{out[-2000:]}\n{err[-2000:]}")
+    stray = [l for l in err.splitlines() if "error in a timer callback" in l]
+    eq(stray, [], "timer callbacks that failed between tests")
+
+
 if __name__ == "__main__":
     main()

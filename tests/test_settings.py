@@ -83,8 +83,11 @@ def the_admin_api_validates_writes_the_file_and_applies_without_restart():
         assert 'threshold: expected a number, got "abc"' in res.json()["error"], res.body
         res = put(r, "big", {"treshold": 1})
         eq(res.status, 400, "an unknown setting: " + res.body)
-        assert "no setting 'treshold'" in res.json()["error"], res.body
+        assert "no setting 'treshold' (did you mean 'threshold'?)" in res.json()["error"], res.body
         eq(put(r, "nosuch", {"a": 1}).status, 404, "no such flow")
+        res = put(r, "bgi", {"threshold": 1})
+        eq(res.status, 404, "a misspelt flow: " + res.body)
+        eq(res.json()["error"], "no flow named bgi (did you mean 'big'?)", "its message")
         eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 20000, "bad values change nothing")
         eq(settings_file(r), {"big": {"threshold": 20000}}, "file unchanged")
         listed = [f for f in r.admin("GET", "/api/flows", token=TOKEN).json()["flows"] if f.get("name") == "big"][0]
@@ -121,9 +124,42 @@ def the_admin_api_keeps_what_else_the_file_holds_and_refuses_hostile_values():
         r.write_flow("settings.json", "[1, 2]")
         r.wait_reload(n)
         res = put(r, "big", {"threshold": 7})
-        eq(res.status, 500, "an array file: " + res.body)
-        assert "settings.json: expected" in res.json()["error"], res.body
+        eq(res.status, 409, "an array file: " + res.body)
+        assert "settings.json:1:1: expected" in res.json()["error"], res.body
         eq(settings_file(r), [1, 2], "the array file is left as it was")
+
+
+BROKEN = '{\n  "big": {\n    "threshold": 5,\n  }\n}\n'  # a trailing comma: line 4, column 3
+
+
+@test
+def a_broken_settings_file_is_named_by_line_and_the_previous_values_serve():
+    with Rill({"big.lua": BIG, "settings.json": json.dumps({"big": {"threshold": 5}})},
+              env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "start value")
+        n = r.reloads()
+        r.write_flow("settings.json", BROKEN)
+        r.wait_reload(n)
+        path = os.path.join(r.flows_dir, "settings.json")
+        line = r.wait_log(msg_has=path + ":4:3: not JSON")
+        assert "character" not in line["msg"], line
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "the previous value serves")
+        # the stored file is broken, not the request: a conflict to fix by hand, nothing written
+        res = put(r, "big", {"threshold": 7})
+        eq(res.status, 409, "PUT over a broken file: " + res.body)
+        assert path + ":4:3: not JSON" in res.json()["error"], res.body
+        assert "fix" in res.json()["error"], res.body
+        with open(path) as f:
+            eq(f.read(), BROKEN, "the broken file is left as it was")
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 5, "still the previous value")
+    d = temp_dir("rill-settings-")
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG)
+    with open(os.path.join(d, "settings.json"), "w") as f:
+        f.write(BROKEN)
+    code, out, err = run_cli("check", d)
+    eq(code, 1, "rill check: " + err)
+    assert f"{d}/settings.json:4:3: not JSON: expected object key string but found '}}'" in err, err
 
 
 @test
@@ -239,6 +275,60 @@ end)
     code, out, err = run_cli("test", "--flows", d)
     assert "4 passed, 0 failed" in out, out + err
     eq(code, 0, "exit code")
+
+
+@test
+def a_put_of_settings_reloads_once():
+    with Rill({"big.lua": BIG}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        wait_until(lambda: r.reloads() >= 1, 10, "the first load")
+        n = r.reloads()
+        eq(put(r, "big", {"threshold": 7}).status, 200, "PUT")
+        # the watcher sees the file the PUT wrote and already applied: no second reload
+        r.wait_log(msg_has="settings.json as the last reload read it")
+        r.write_flow("marker.lua", BIG.replace("/hooks/big", "/hooks/marker"))
+        r.wait_log(msg="flow loaded", file=os.path.join(r.flows_dir, "marker.lua"))
+        eq(r.reloads(), n + 2, "the PUT's reload and the marker's, nothing more")
+        eq(r.request("POST", "/hooks/big", {}).json()["threshold"], 7, "applied")
+
+
+@test
+def a_misspelt_flow_or_setting_in_the_settings_file_gets_a_did_you_mean():
+    with Rill({"big.lua": BIG, "settings.json": json.dumps({"bigg": {"threshold": 5}})},
+              env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        path = os.path.join(r.flows_dir, "settings.json")
+        line = r.wait_log(msg_has="no flow named bigg")
+        eq(line["msg"], f"{path}: no flow named bigg (did you mean 'big'?): its values are not used", "the warning")
+        eq(line["level"], "warn", "a warning")
+        eq(r.admin("POST", "/api/reload", token=TOKEN).status, 200, "reload")
+        wait_until(lambda: r.reloads() >= 2, 10, "two reloads")
+        eq(len(r.log_lines(msg_has="no flow named bigg")), 1, "said once, not at every reload")
+        n = r.reloads()
+        r.write_flow("settings.json", json.dumps({"big": {"treshold": 5}}))
+        r.wait_reload(n)
+        r.wait_log(msg_has="big: no setting 'treshold' (did you mean 'threshold'?)")
+    d = temp_dir("rill-settings-")
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG)
+    with open(os.path.join(d, "settings.json"), "w") as f:
+        json.dump({"bigg": {"threshold": 5}, "big": {"threshold": 20000}}, f)
+    code, out, err = run_cli("check", d)
+    eq(code, 0, "a warning, not an error: " + err)
+    assert f"warning: {d}/settings.json: no flow named bigg (did you mean 'big'?)" in err, err
+
+
+@test
+def reading_a_setting_the_flow_does_not_declare_fails_at_its_line_with_a_did_you_mean():
+    d = temp_dir("rill-settings-")
+    with open(os.path.join(d, "big.lua"), "w") as f:
+        f.write(BIG.replace("channel = ctx.settings.channel }", "channel = ctx.settings.chanel }"))
+    with open(os.path.join(d, "bare.lua"), "w") as f:
+        f.write('return { triggers = { manual() },\n  run = function(ctx) return ctx.settings.limit end }\n')
+    code, out, err = run_cli("run", "big", "--flows", d)
+    eq(code, 1, "the run fails: " + out + err)
+    assert f"{d}/big.lua:8: big declares no setting 'chanel' (did you mean 'channel'?)" in out + err, out + err
+    code, out, err = run_cli("run", "bare", "--flows", d)
+    eq(code, 1, "the run fails: " + out + err)
+    assert f"{d}/bare.lua:2: bare declares no setting 'limit' (it declares no settings)" in out + err, out + err
 
 
 main()

@@ -64,4 +64,24 @@ t.test("opening a database that another connection holds locked does not stall t
   t.eq(table.concat(order, ","), "timer,open", "what ended first")
 end)
 
+t.test("a parameter not written $N is refused, naming it, instead of binding NULL", function()
+  local conn = fresh()
+  conn:batch { { "CREATE TABLE p (id TEXT, amount INTEGER)" } }
+  for _, sql in ipairs {
+    "INSERT INTO p (id, amount) VALUES (?, ?)",
+    "INSERT INTO p (id, amount) VALUES (:id, :amount)",
+    "INSERT INTO p (id, amount) VALUES ($1, $3)",
+  } do
+    local out = group(conn, { { { sql, "pi_1", 1500, n = 2 } } })
+    t.ok(out[1].err, "refused: " .. sql)
+    t.ok(tostring(out[1].err):find("$1, $2", 1, true), "says how to write parameters: " .. tostring(out[1].err))
+  end
+  local rows = conn:batch { { "SELECT count(*) AS n FROM p" } }[1]
+  t.eq(rows[1].n, 0, "no row of NULLs stored")
+  local ok = group(conn, { { { "INSERT INTO p (id, amount) VALUES ($1, $2)", "pi_1", 1500, n = 2 } } })
+  t.eq(ok[1].err, nil, "$1, $2 bind")
+  local again = group(conn, { { { "SELECT id FROM p WHERE id = $1", "pi_1", 7, n = 2 } } })
+  t.eq(again[1].err, nil, "a parameter given but not used is fine")
+end)
+
 t.done()

@@ -15,6 +15,14 @@ t.test("json keeps nulls as json.null and round-trips them", function()
   t.eq(json.encode({ json.null }), "[null]", "encode null")
 end)
 
+t.test("json.where names a decode error's line and column, not its character offset", function()
+  local text = '{\n  "big": {\n    "threshold": 5,\n  }\n}\n'
+  local _, err = json.try_decode(text)
+  t.eq(json.where(text, err), "4:3: expected object key string but found '}'", "a trailing comma")
+  _, err = json.try_decode('{"a": ')
+  t.eq(json.where('{"a": ', err), "1:7: expected value but found the end of the text", "cut short")
+end)
+
 t.test("json errors name the function and the problem", function()
   t.err(function() json.decode('{"a":') end, "json.decode: ")
   t.err(function() json.decode(42) end, "json.decode: expected a string")

@@ -179,6 +179,9 @@ def a_sleeping_run_is_parked_in_the_store_and_woken_when_due():
         res = json.loads(run["result"])
         eq((run["state"], res["attempt"]), ("succeeded", 1), "woken, the sleep cost no attempt")
         assert 1.4 <= res["slept"] < 5, res
+        sleeps = [l for l in r.log_lines(msg="run sleeps") if l.get("run") == run_id]
+        eq(len(sleeps), 1, f"the sleep is logged once, with its step: {sleeps}")
+        eq(sleeps[0].get("step"), "wait", "the logged sleep names its step")
 
 
 EVENT = """

@@ -54,8 +54,9 @@ config.defaults = {
   max_log_lines = 1000,        -- log lines one run may write; the rest are counted and dropped
   pattern_max_steps = 10000000, -- steps one string.find/match/gmatch/gsub search may take
                                -- (a backtracking pattern fails with "pattern too complex")
-  max_string = "64MiB",        -- largest string a flow builds in one call (string.rep, gsub,
-                               -- string.format, table.concat)
+  max_string = "8MiB",         -- largest string a flow builds in one call (string.rep, gsub,
+                               -- string.format, table.concat, json.encode): one C call the
+                               -- watchdog cannot pause holds the loop ~0.5 ms per MiB
   keepalive_timeout = "75s",   -- idle keep-alive connections are closed after this
   request_timeout = "30s",     -- a whole request, received and answered, within this: else 408
                                -- (still receiving) or 504 (being handled; the run goes on)
@@ -63,6 +64,8 @@ config.defaults = {
   reload_debounce = "0.1s",    -- file changes closer than this reload once
   watch = true,                -- reload when files in flows_dir change
   max_depth = 8,               -- longest chain of flows starting flows
+  max_emits = 1000,            -- events one run may emit (each stores the event and a run of
+                               -- every flow it starts); past it emit() raises naming this
   max_event_size = "1MiB",     -- largest event data (as JSON) a flow's emit() stores; each
                                -- subscriber's run stores it again (a larger one is refused)
   store = "sqlite:data/rill.db", -- the durable store: sqlite:PATH, or a postgres:// URL

@@ -7,7 +7,7 @@
 -- TOKEN, KEY, PASSWORD...) is masked in every log line from the moment a
 -- flow reads it (an env_file's, from the moment it is read). It also keeps
 -- what each flow needs set (its verifiers' secrets, the secret-looking
--- env.NAME it reads), for `rill check` and /readyz.
+-- env.NAME it reads, its connectors' variables), for `rill check` and /readyz.
 local os_c = require "rill.c.os"
 local log = require "rill.log"
 
@@ -187,8 +187,15 @@ local function needed(names, what)
   table.insert(loading.needs, { names = names, what = what, at = line or loading.file })
 end
 
+-- Other scanners of a source's needs, fn(source, file) -> needs: what
+-- they find is added to scan's (connectors/base.lua adds its calls' needs
+-- as it loads: env requires no connector).
+local scanners = {}
+local function add_scanner(fn) scanners[#scanners + 1] = fn end
+
 -- scan(source, file) -> the needs of a source's env.NAME reads whose NAME
--- looks secret (a read followed by `or` has a fallback: not needed).
+-- looks secret (a read followed by `or` has a fallback: not needed), and
+-- those the scanners find (the connectors' default clients' variables).
 local function scan(source, file)
   local needs, n = {}, 0
   for line in (source .. "\n"):gmatch("([^\n]*)\n") do
@@ -199,6 +206,9 @@ local function scan(source, file)
         needs[#needs + 1] = { names = { name }, what = "env." .. name, at = file .. ":" .. n }
       end
     end
+  end
+  for _, fn in ipairs(scanners) do
+    for _, need in ipairs(fn(source, file)) do needs[#needs + 1] = need end
   end
   return needs
 end
@@ -222,4 +232,5 @@ local function missing(needs)
 end
 
 return { env = env, proxy = proxy, get = get, configure = configure, isolate = isolate, load_file = load_file,
-  parse = parse, begin_load = begin_load, end_load = end_load, needed = needed, scan = scan, missing = missing }
+  parse = parse, begin_load = begin_load, end_load = end_load, needed = needed, scan = scan, add_scanner = add_scanner,
+  missing = missing }

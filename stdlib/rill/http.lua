@@ -25,6 +25,9 @@ local http = {}
 local requests_total = metrics.counter("rill_http_client_requests_total",
   "Outbound HTTP requests from flows, by host (host:port as in the URL) and status (error: no answer).",
   { "host", "status" })
+local responses_refused = metrics.counter("rill_http_client_responses_refused_total",
+  "Outbound HTTP responses refused for their size, by limit (max_size: the request's; run_memory_limit:"
+  .. " the memory the run had left).", { "limit" })
 local request_seconds = metrics.histogram("rill_http_client_request_duration_seconds",
   "Outbound HTTP requests from flows: time to the whole response, by host.", { "host" })
 
@@ -80,8 +83,8 @@ local function check(opts, level)
       bad("%s must be a number, 0 or more, got %s", k, tostring(opts[k]))
     end
   end
-  -- a response is held in memory outside the Lua heap (the run's memory
-  -- limit does not see it): no larger than the largest string a flow may build
+  -- a response body becomes a string of the flow's: no larger than the
+  -- largest string a flow may build (nor than the memory the run has left)
   local max_string = require("rill.bounded").max_string
   if opts.max_size and opts.max_size > max_string then
     bad("max_size %d is over max_string (%d bytes), the largest string a flow may hold", opts.max_size, max_string)
@@ -124,7 +127,9 @@ local function prepare(opts, method, level)
   local url = opts.url
   if opts.query and next(opts.query) then url = url .. (url:find("?", 1, true) and "&" or "?") .. encode(opts.query) end
   return { method = method, url = url, headers = headers, body = body, timeout = opts.timeout,
-    connect_timeout = opts.connect_timeout, max_size = opts.max_size, verify = opts.verify,
+    connect_timeout = opts.connect_timeout, verify = opts.verify,
+    -- 10 MiB, never over max_string: the body is made in one step on the loop
+    max_size = opts.max_size or math.min(10 * 1024 * 1024, require("rill.bounded").max_string),
     ca_file = opts.ca_file, redirects = opts.redirects }
 end
 
@@ -152,7 +157,7 @@ local function request(opts, level, service)
   local started = tz.now()
   for attempt = 0, retries do
     local sent = tz.now()
-    local status, headers, body = http.transport(req)
+    local status, headers, body = http.transport(req) -- or nil, message, code
     local now = tz.now()
     local ms = math.floor((now - started) * 1000)
     local host = host_of(req.url)
@@ -164,9 +169,10 @@ local function request(opts, level, service)
       return setmetatable({ status = status, ok = status >= 200 and status < 300,
         headers = setmetatable(headers, HEADERS), body = body, url = loggable(req.url) }, RESPONSE)
     end
+    if body then responses_refused:labels(body):inc() end
     log.warn("http request failed", { method = method, url = loggable(req.url), error = headers, ms = ms,
-      retry = attempt < retries or nil, service = service, step = current.step_name() })
-    if attempt == retries then error("http: " .. shown .. ": " .. headers, level) end
+      retry = attempt < retries and not body or nil, service = service, step = current.step_name() })
+    if attempt == retries or body then error("http: " .. shown .. ": " .. headers, level) end
     time.sleep(0.25 * 2 ^ attempt) -- the test clock's, in rill test
   end
 end

@@ -5,7 +5,10 @@
 --                      holding null are kept: test with `v == json.null`.
 --   json.encode(v)  -> string; json.null encodes as null; an empty Lua table
 --                      encodes as {} (lua-cjson cannot tell [] from {}).
-local cjson = require("cjson").new()
+-- Every call into cjson is guarded: its buffers are charged to the run, and
+-- one refused over the run's memory limit raises here (runtime/cjson_buf.c).
+local guard = require("rill.c.cjson_buf").guard
+local cjson = guard(require("cjson").new)()
 
 cjson.encode_sparse_array(true)      -- {[1]=a,[3]=b} becomes [a,null,b], not an error
 cjson.encode_invalid_numbers(false)  -- NaN/inf are errors, never invalid JSON
@@ -14,7 +17,7 @@ cjson.encode_max_depth(100)
 cjson.decode_max_depth(100)
 
 local json = { null = cjson.null }
-local decode, encode = cjson.decode, cjson.encode
+local decode, encode = guard(cjson.decode), guard(cjson.encode)
 -- A decode unwound by a Lua error (a run's memory limit) leaves cjson's
 -- malloc'd scratch buffer behind: release() frees it (runtime/cjson_buf.c).
 local release_decode_buffer = require("rill.c.cjson_buf").release
@@ -63,28 +66,31 @@ end
 -- encode frees it first.
 local KEEP = 1024 * 1024
 local grown = false
+local keep_buffer = guard(cjson.encode_keep_buffer)
 local function release()
-  cjson.encode_keep_buffer(false)
-  cjson.encode_keep_buffer(true)
+  keep_buffer(false)
+  keep_buffer(true)
   grown = false
 end
 
+local bounded -- rill.bounded (max_string), required at the first encode and kept: not per encode
 function json.encode(v)
   if grown then release() end
-  local limit = require("rill.bounded").max_string
+  bounded = bounded or require "rill.bounded"
+  local limit = bounded.max_string
   local size = 0
   if type(v) == "table" then
     too_deep = false
     size = weigh(v, 0, 0, limit)
     if size > limit and not too_deep then
-      require("rill.bounded").refusal()
+      bounded.refusal()
       error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
         size, limit), 2)
     end
   elseif type(v) == "string" then
     size = weigh(v, 0, 0, limit)
     if size > limit then
-      require("rill.bounded").refusal()
+      bounded.refusal()
       error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
         size, limit), 2)
     end
@@ -104,6 +110,24 @@ function json.try_decode(s)
   if ok then return v end
   release_decode_buffer()
   return nil, tostring(v)
+end
+
+-- where(text, err) -> "LINE:COL: reason": a try_decode error of text (cjson
+-- says "... at character N", an offset no editor shows) as the line and
+-- column of that character, with cjson's token names as the characters.
+local TOKENS = { T_OBJ_BEGIN = "'{'", T_OBJ_END = "'}'", T_ARR_BEGIN = "'['", T_ARR_END = "']'",
+  T_STRING = "a string", T_NUMBER = "a number", T_BOOLEAN = "true or false", T_NULL = "null",
+  T_COLON = "':'", T_COMMA = "','", T_END = "the end of the text", T_ERROR = "something invalid" }
+function json.where(text, err)
+  err = tostring(err)
+  local at = tonumber(err:match(" at character (%d+)$"))
+  local reason = err:gsub(" at character %d+$", ""):gsub("^Expected", "expected"):gsub("T_[%u_]+", TOKENS)
+  if not at then return "1:1: " .. reason end
+  local line, start = 1, 1
+  for nl in text:sub(1, at - 1):gmatch("()\n") do
+    line, start = line + 1, nl + 1
+  end
+  return string.format("%d:%d: %s", line, at - start + 1, reason)
 end
 
 return json

@@ -197,4 +197,7 @@ end
 
 log.format_text = format_text
 
+-- bounded is below log (log -> json -> bounded): its refusals reach the log through this
+require("rill.bounded").warn = log.warn
+
 return log

@@ -9,6 +9,7 @@ local json = require "rill.json"
 
 local settings = {
   FILE = "settings.json",
+  applied_text = nil, -- the file's text the last apply read (nil: there was none)
   current = {},   -- flow name -> the values from the file in force (validated)
   isolated = nil, -- `rill test`: flow name -> the test's values (the file is not read)
 }
@@ -83,8 +84,10 @@ function settings.validate(decls, values, prefix)
       local names = {}
       for n in pairs(decls) do names[#names + 1] = n end
       table.sort(names)
-      return nil, string.format("%sno setting '%s' (declared: %s)", prefix, tostring(name),
-        #names > 0 and table.concat(names, ", ") or "none")
+      local guess = require("rill.triggers").closest(name, names)
+      return nil, string.format("%sno setting '%s' (%s)", prefix:gsub("%.$", ": "), tostring(name),
+        guess and ("did you mean '" .. guess .. "'?") or
+        ("declared: " .. (#names > 0 and table.concat(names, ", ") or "none")))
     end
     if v ~= json.null then
       local ok, why = check(decl, v)
@@ -95,26 +98,44 @@ function settings.validate(decls, values, prefix)
   return out
 end
 
--- read(dir) -> the settings file's table ({} when there is none), or nil
--- and "DIR/settings.json: why".
+-- read(dir) -> the settings file's table and text ({} and nil when there
+-- is none), or nil, "DIR/settings.json[:LINE:COL]: why" and what failed
+-- ("file": it cannot be read; "broken": its text is not a settings object).
 function settings.read(dir)
   local path = dir .. "/" .. settings.FILE
   if not os_c.stat(path) then return {} end
   local text, err = os_c.read_file(path)
-  if not text then return nil, path .. ": " .. tostring(err) end
+  if not text then return nil, path .. ": " .. tostring(err), "file" end
   local t, jerr = json.try_decode(text)
-  if not is_object(t) then
-    return nil, path .. ": " .. (t == nil and ("not JSON: " .. tostring(jerr)) or 'expected {"flow": {"setting": value}}')
+  if t == nil then
+    local at, reason = json.where(text, jerr):match("^(%d+:%d+): (.*)$")
+    return nil, path .. ":" .. at .. ": not JSON: " .. reason, "broken"
   end
-  return t
+  if not is_object(t) then
+    return nil, path .. ':1:1: expected an object {"flow": {"setting": value}}', "broken"
+  end
+  return t, text
+end
+
+-- applied(dir, name) -> whether a change the watcher saw of file `name` in
+-- dir is nothing to reload for: settings.json holding the text the last
+-- apply read (the admin API's write, which it reloaded itself), or the
+-- temporary file that write goes through.
+function settings.applied(dir, name)
+  if name == settings.FILE .. ".tmp~" then return true end
+  if name ~= settings.FILE or not settings.applied_text then return false end
+  return os_c.read_file(dir .. "/" .. settings.FILE) == settings.applied_text
 end
 
 -- values(flow) -> the values a run of this version reads now: the test's,
 -- else the file's, over the declared defaults.
+local NONE = {} -- a flow without values in the file; only read, never handed out
 function settings.values(flow)
   local out = {}
-  local set = (settings.isolated or settings.current)[flow.name] or {}
-  for name, decl in pairs(flow.settings or {}) do
+  local decls = flow.settings
+  if decls == nil or next(decls) == nil then return out end -- a run of each sync webhook comes here
+  local set = (settings.isolated or settings.current)[flow.name] or NONE
+  for name, decl in pairs(decls) do
     local v = set[name]
     if v == nil then v = decl.default end
     out[name] = v
@@ -142,13 +163,55 @@ function settings.for_run(flow, recorded)
       if out[name] ~= nil and decls[name] and check(decls[name], v) ~= nil then out[name] = v end
     end
   end
+  -- a name the flow does not declare is a typo (nothing can set it): said at
+  -- the flow's line rather than read as nil
+  return setmetatable(out, { __index = function(_, name)
+    local names = {}
+    for k in pairs(flow.settings or {}) do names[#names + 1] = k end
+    table.sort(names)
+    local guess = #names > 0 and require("rill.triggers").closest(tostring(name), names)
+    error(tostring(flow.name) .. " declares no setting '" .. tostring(name):sub(1, 64) .. "'" ..
+      (guess and (" (did you mean '" .. guess .. "'?)") or #names == 0 and " (it declares no settings)" or
+       " (settings: " .. table.concat(names, ", ") .. ")"), 2)
+  end })
+end
+
+-- no_flow(name, versions) -> "no flow named NAME (did you mean 'X'?)", X
+-- the closest of the versions' flow names (a table of versions, any keys).
+function settings.no_flow(name, versions)
+  local names = {}
+  for _, v in pairs(versions) do names[#names + 1] = v.name end
+  table.sort(names)
+  local guess = require("rill.triggers").closest(name, names)
+  return "no flow named " .. tostring(name):sub(1, 64) .. (guess and (" (did you mean '" .. guess .. "'?)") or "")
+end
+
+-- strays(t, versions, path) -> warnings for the file's entries no version
+-- reads: a flow that is not loaded (with a "did you mean"), or that
+-- declares no settings. Sorted.
+local function strays(t, versions, path)
+  local by_name = {}
+  for _, v in pairs(versions) do by_name[v.name] = v end
+  local out = {}
+  for name in pairs(t) do
+    local v = by_name[name]
+    if not v then
+      out[#out + 1] = path .. ": " .. settings.no_flow(name, versions) .. ": its values are not used"
+    elseif not next(v.settings or {}) then
+      out[#out + 1] = string.format("%s: flow %s declares no settings: its values are not used", path, name)
+    end
+  end
+  table.sort(out)
   return out
 end
 
 -- apply(versions, dir) -> file -> error, for versions (file -> version) whose
--- values in the file do not validate. The others' values are in force.
+-- values in the file do not validate (the others' values are in force),
+-- and the warnings for entries no version reads (strays).
 function settings.apply(versions, dir)
-  local t, err = settings.read(dir)
+  local t, text_or_err = settings.read(dir)
+  local err = not t and text_or_err or nil
+  settings.applied_text = t and text_or_err or nil
   local bad, next_current = {}, {}
   for file, v in pairs(versions) do
     if next(v.settings or {}) then
@@ -163,7 +226,7 @@ function settings.apply(versions, dir)
     end
   end
   for name, values in pairs(next_current) do settings.current[name] = values end
-  return bad
+  return bad, t and strays(t, versions, dir .. "/" .. settings.FILE) or {}
 end
 
 -- A JSON text of the file for people to read and edit: one flow per block,
@@ -194,7 +257,8 @@ local function render(t)
 end
 
 -- change(dir, flow, changes) -> true, or nil, why and what failed
--- ("invalid": a value; "file": reading or writing the file): validates changes
+-- ("invalid": a value; "broken": the file's text, left as it is, to fix by
+-- hand; "file": reading or writing the file): validates changes
 -- (name -> value; json.null: back to the default) against the version's
 -- declarations and writes them into the file (written whole, then renamed
 -- over the old one: a reader never sees half of it). The next reload
@@ -202,8 +266,11 @@ end
 function settings.change(dir, flow, changes)
   local values, why = settings.validate(flow.settings or {}, changes)
   if not values then return nil, why, "invalid" end
-  local t, err = settings.read(dir)
-  if not t then return nil, err, "file" end
+  local t, err, what = settings.read(dir)
+  if not t then
+    if what == "broken" then err = err .. " (fix or remove the file by hand; nothing was written)" end
+    return nil, err, what
+  end
   local mine = is_object(t[flow.name]) and t[flow.name] or {} -- (another value is not settings: replaced)
   for name, v in pairs(changes) do
     if v == json.null then mine[name] = nil else mine[name] = values[name] end

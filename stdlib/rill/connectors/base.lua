@@ -183,4 +183,48 @@ function base.id(service, what, v)
   return http.encode({ x = v }):sub(3)
 end
 
+-- ---- what a flow's calls need set (rill check, serve's warnings, /readyz) ----
+
+local declared = {} -- service -> { spec, ops = { [operation or "*"] = { {setting, ...}, ... } } }
+
+-- needs(service, spec, ops): the settings each operation of the default
+-- client (the environment's) needs, for scan. ops maps an operation (or
+-- "*": any other) to a list of requirements, each a list of settings one
+-- of which must be set (their spec's env names are the variables).
+function base.needs(service, spec, ops)
+  declared[service] = { spec = spec, ops = ops }
+end
+
+-- scan(source, file) -> env needs ({names, what, at}) of the calls source
+-- makes on connectors' default clients (`slack.post(`, `mautic.find_contact {`),
+-- once per variable and file. A file that makes a client of its own
+-- (SERVICE.with, SERVICE.with_env) gives its settings itself: not scanned
+-- for that service. Comments are skipped; a name in a string is no call.
+function base.scan(source, file)
+  local needs, seen = {}, {}
+  local n = 0
+  for line in (source .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    local code = line:gsub("%-%-.*$", "")
+    for service, op in code:gmatch("%f[%w_]([%a_][%w_]*)%.([%a_][%w_]*)%s*[%({]") do
+      local d = declared[service]
+      local reqs = d and op ~= "with" and op ~= "with_env" and (d.ops[op] or d.ops["*"])
+      if reqs and not source:find("%f[%w_]" .. service .. "%.with") then
+        for _, req in ipairs(reqs) do
+          local names = {}
+          for i, key in ipairs(req) do names[i] = d.spec[key].env end
+          local id = table.concat(names, " ")
+          if not seen[id] then
+            seen[id] = true
+            needs[#needs + 1] = { names = names, at = file .. ":" .. n,
+              what = string.format("%s.%s: the %s connector's %s", service, op, service, table.concat(req, " or ")) }
+          end
+        end
+      end
+    end
+  end
+  return needs
+end
+env.add_scanner(base.scan) -- rill check, serve's warnings and /readyz ask env what a flow needs
+
 return base

@@ -17,6 +17,8 @@ local SPEC = {
   url = { env = "DIRECTUS_URL" },
   token = { env = "DIRECTUS_TOKEN", secret = true },
 }
+-- what calls on the default client need set in the environment (rill check)
+base.needs("directus", SPEC, { ["*"] = { { "url" }, { "token" } } })
 
 -- {"errors":[{"message":"...","extensions":{"code":"FORBIDDEN"}}]}
 local function message_of(v)

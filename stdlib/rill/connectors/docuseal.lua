@@ -15,6 +15,8 @@ local SPEC = {
   url = { env = "DOCUSEAL_URL" },
   token = { env = "DOCUSEAL_TOKEN", secret = true },
 }
+-- what calls on the default client need set in the environment (rill check)
+base.needs("docuseal", SPEC, { ["*"] = { { "url" }, { "token" } } })
 
 -- {"error":"Template not found"}
 local function message_of(v)

@@ -30,6 +30,8 @@ local SPEC = {
   verify = {},
   timeout = {},
 }
+-- what calls on the default client need set in the environment (rill check)
+base.needs("email", SPEC, { send = { { "url" } } })
 
 local function bad(fmt, ...) base.raise("email: " .. string.format(fmt, ...)) end
 

@@ -24,6 +24,8 @@ local SPEC = {
   url = { env = "INVOICENINJA_URL" },
   token = { env = "INVOICENINJA_TOKEN", secret = true },
 }
+-- what calls on the default client need set in the environment (rill check)
+base.needs("invoiceninja", SPEC, { ["*"] = { { "url" }, { "token" } } })
 
 -- {"message":"The given data was invalid.","errors":{"client_id":["The client id field is required."]}}
 local function message_of(v)

@@ -24,6 +24,8 @@ local SPEC = {
   user = { env = "MAUTIC_USER" },
   password = { env = "MAUTIC_PASSWORD", secret = true },
 }
+-- what calls on the default client need set in the environment (rill check)
+base.needs("mautic", SPEC, { ["*"] = { { "url" }, { "user" }, { "password" } } })
 
 -- {"errors":[{"message":"email: This value is not valid.","code":400}]}
 local function message_of(v)

@@ -19,6 +19,9 @@ local SPEC = {
   channel = { env = "SLACK_CHANNEL" },
   api_url = { env = "SLACK_API_URL", default = "https://slack.com/api" },
 }
+-- what calls on the default client need set in the environment (rill check)
+base.needs("slack", SPEC, { webhook = { { "webhook_url" } }, post = { { "token" } },
+  send = { { "token", "webhook_url" } } })
 
 local function message_table(message)
   if type(message) == "string" then return { text = message } end

@@ -29,35 +29,9 @@ local STATES = { queued = 1, running = 1, retrying = 1, sleeping = 1, waiting = 
 local MAX_LIMIT = 1000
 local REQUEST_LIMITS = { deadline = 10 }
 
--- ---- JSON with arrays and stored JSON text ----
--- lua-cjson cannot tell [] from {}: lists are marked, and the JSON texts the
--- store keeps (payloads, results, log fields) are inserted as they are.
-
-local ARRAY, RAW = {}, {}
-local function array(t) return setmetatable(t or {}, ARRAY) end
-
--- raw(text): stored JSON text, sent as JSON; text that is not JSON is sent as a string.
-local function raw(text)
-  if text == nil then return nil end
-  if json.try_decode(text) == nil then return text end
-  return setmetatable({ text }, RAW)
-end
-
-local function encode(v)
-  if type(v) ~= "table" or v == json.null then return json.encode(v) end
-  local mt = getmetatable(v)
-  if mt == RAW then return v[1] end
-  local parts = {}
-  if mt == ARRAY then
-    for i, x in ipairs(v) do parts[i] = encode(x) end
-    return "[" .. table.concat(parts, ",") .. "]"
-  end
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-  table.sort(keys)
-  for _, k in ipairs(keys) do parts[#parts + 1] = json.encode(k) .. ":" .. encode(v[k]) end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
+-- ---- JSON with arrays and stored JSON text: admin_json.lua ----
+local admin_json = require "rill.engine.admin_json"
+local array, raw, encode = admin_json.array, admin_json.raw, admin_json.encode
 admin.encode = encode
 
 local function iso_ms(ms) return ms and time.iso(ms / 1000) or nil end
@@ -294,6 +268,16 @@ end
 pause_route("pause")
 pause_route("resume")
 
+-- POST /api/events/NAME[?id=ID], body: its data: an event by hand (events.by_hand):
+-- 202 with the flows it starts, 200 for an id already stored. NAME is percent-decoded.
+route("POST", "/api/events/([^/]+)", function(p, q, body)
+  local name = p[1]:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  local e, new, why = require("rill.engine.events").by_hand(name, body, q.id)
+  if not e then fail(new, why) end
+  if new then log.info("event emitted from the admin API", { event = name, id = e.id }) end
+  return new and 202 or 200, { event = name, id = e.id, new = new, starts = array(new and e.starts or {}) }
+end)
+
 -- PUT /api/flows/NAME/settings {"setting": value, ...}: validated against the
 -- flow's declarations, written to FLOWS_DIR/settings.json, applied by a
 -- reload; null puts a setting back to its default. Runs already created
@@ -302,12 +286,14 @@ route("PUT", "/api/flows/" .. ID .. "/settings", function(p, _, body)
   local settings = require "rill.settings"
   if not reload_flows then fail(409, "this rill does not serve flows") end
   local flow = flows.active[p[1]]
-  if not flow then fail(404, "no flow named " .. p[1]) end
+  if not flow then fail(404, settings.no_flow(p[1], flows.active)) end
   local changes = json.try_decode(body or "")
   if type(changes) ~= "table" then fail(400, 'expected a JSON object of settings, e.g. {"threshold": 20000}') end
   local ok, why, what = settings.change(flows_dir, flow, changes)
-  -- a bad value is the caller's; a settings.json that cannot be read or written is the server's
-  if not ok then fail(what == "invalid" and 400 or 500, why) end
+  -- a bad value is the caller's (400); a settings.json whose text is broken
+  -- is a conflict with the stored state, to fix by hand (409); a file that
+  -- cannot be read or written is the server's (500)
+  if not ok then fail(({ invalid = 400, broken = 409 })[what] or 500, why) end
   log.info("flow settings changed from the admin API", { flow = flow.name, settings = json.encode(changes) })
   local summary = reload_flows("admin API: settings of " .. flow.name)
   local err = summary.failed[flow.file]
@@ -379,8 +365,11 @@ local function readyz(req)
         n = n + 1
         for _, m in ipairs(env.missing(v.env_needs)) do missing[#missing + 1] = "flow " .. name .. ": " .. m end
       end
-      table.sort(missing)
-      return reply(req, 200, { status = "ready", flows = n, missing_env = #missing > 0 and missing or nil })
+      local rejected = array() -- files refused at the last reload: their previous versions (if any) serve
+      for _, msg in pairs(flows.errors or {}) do rejected[#rejected + 1] = msg end
+      for _, list in ipairs { missing, rejected } do table.sort(list) end
+      return reply(req, 200, { status = "ready", flows = n, missing_env = #missing > 0 and missing or nil,
+        rejected = #rejected > 0 and rejected or nil })
     end
     reply(req, 503, { status = "not ready", reason = ok and why or ("store unreachable: " .. tostring(why)) })
   end, { deadline = 2 }, nil)

@@ -22,6 +22,11 @@ usage: rill <command> [options]
                       run the flows' tests (FLOW.test.lua beside each flow) in a
                       scratch store and database, with stubbed HTTP and a set clock;
                       --diagrams DIR writes the sequence diagram of every run they store
+  emit NAME [JSON] [--id ID] [--config FILE] [--admin-listen HOST:PORT]
+                      emit the event NAME (its data: JSON, default null) into the
+                      running rill through its admin API (token: RILL_ADMIN_TOKEN):
+                      stored, it starts the flows with an event trigger on NAME and
+                      ends the waits it matches; --id makes a repeat harmless
   runs list [--flow F] [--state S] [--limit N] [--json]
                       the latest runs in the store (states: queued running retrying
                       sleeping waiting succeeded failed dead cancelled)
@@ -123,6 +128,7 @@ local function apply(c)
   runner.default_deadline = c.deadline
   runner.max_depth = c.max_depth
   require("rill.engine.events").max_size = c.max_event_size
+  require("rill.engine.events").max_emits = c.max_emits
   runner.memory_limit = c.run_memory_limit
   require("rill.c.task").configure { process_memory = c.process_memory_limit, kill_grace = c.kill_grace,
     max_hold = c.max_hold, stuck_file = c.stuck_file }
@@ -166,8 +172,12 @@ local function in_task(fn, ...)
 end
 
 local function report_load(summary, log)
+  local by_file = require("rill.engine.flows").by_file
   for file, msg in pairs(summary.failed) do
-    log.error("flow rejected: " .. msg, { file = file })
+    -- what serves instead: an operator reading this needs to know whether the flow is down
+    local kept = by_file[file]
+    log.error("flow rejected: " .. msg, { file = file,
+      serving = kept and ("its previous version, " .. tostring(kept.version)) or "nothing: no version of it loaded" })
   end
   for _, file in ipairs(summary.loaded) do log.info("flow loaded", { file = file }) end
   for _, file in ipairs(summary.removed) do log.info("flow removed", { file = file }) end

@@ -59,7 +59,8 @@ function RUNS_COMMANDS.show(store, opts, id)
   local function field(name, v) if v ~= nil then out(string.format("%-12s %s\n", name .. ":", v)) end end
   field("id", r.id)
   field("flow", r.flow .. (r.version and (" (version " .. r.version .. ")") or ""))
-  field("state", r.state)
+  local again = (r.state == "dead" or r.state == "failed") and (" (rill runs retry " .. r.id .. " runs it again)") or ""
+  field("state", r.state .. again)
   field("attempt", r.attempt .. " of " .. r.max_attempts)
   field("trigger", r.trigger)
   field("parent", r.parent)

@@ -14,7 +14,8 @@ local store = require "rill.engine.store"
 local task = require "rill.c.task"
 local timer = require "rill.c.timer"
 
-local events = { sweep_interval = 5, max_size = 1024 * 1024 } -- max_size: max_event_size
+-- max_size: max_event_size; max_emits: the setting of that name
+local events = { sweep_interval = 5, max_size = 1024 * 1024, max_emits = 1000 }
 
 -- The queue and the flows are above events (docs/architecture.md, "Layout"):
 -- they hand it, as they load, what it needs of them.
@@ -27,7 +28,7 @@ local runs_total = require("rill.metrics").counter("rill_event_runs_total",
   { "event", "flow" })
 
 local refused_total = require("rill.metrics").counter("rill_events_refused_total",
-  "Events a flow's emit() could not store: its data over max_event_size.", { "reason" })
+  "Events a flow's emit() could not store: its data over max_event_size, or its run past max_emits.", { "reason" })
 
 -- matches(match, data): every field of match equals data's (tables are
 -- compared field by field, so match names a part of the event).
@@ -150,6 +151,24 @@ function events.skip(triggers, ctx)
   return asked and "the event did not match" or nil
 end
 
+-- count_emit(run): one more emit by run (the running task's data), refused
+-- past max_emits: each stores an event and a run of every flow it starts,
+-- and max_depth bounds only chains of runs, not how many one run starts.
+-- Logged once per run (the first refusal), counted each time.
+function events.count_emit(run)
+  if not run then return end
+  local n = (run.emitted or 0) + 1
+  if n > events.max_emits then
+    refused_total:labels("max_emits"):inc()
+    if n == events.max_emits + 1 then
+      log.warn("emit refused: the run emitted max_emits events", { max_emits = events.max_emits })
+    end
+    run.emitted = n
+    error(string.format("emit: this run has emitted %d events, the limit max_emits", events.max_emits), 3)
+  end
+  run.emitted = n
+end
+
 -- row(name, data, id) -> the stored form of a new event.
 function events.row(name, data, id)
   if type(name) ~= "string" or name == "" or #name > 200 then
@@ -166,17 +185,46 @@ function events.row(name, data, id)
   return { id = id or require("rill.c.crypto").id7(), name = name, data = encoded, created = store.now_ms() }
 end
 
--- emit(name, data, id, cause) -> the event's id: stored (once per id) with
--- the runs of the flows it starts (cause: the emitting run, or nil), then
--- delivered to waits. In a task.
-function events.emit(name, data, id, cause)
+-- publish(name, data, id, cause) -> the event (stored form; e.starts: the
+-- flows it starts) and whether it is new: stored (once per id) with the
+-- runs of the flows it starts (cause: the emitting run, or nil), then
+-- delivered to waits. An id seen before stores and starts nothing. In a task.
+function events.publish(name, data, id, cause)
   local e = events.row(name, data, id)
   local fanout = events.fanout_stmts(e, cause)
-  if store.emit(e, fanout) then
+  local new = store.emit(e, fanout)
+  if new then
     started(e)
     events.deliver(e)
   end
-  return e.id
+  return e, new
+end
+
+-- by_hand(name, body, id) -> the event (e.starts: the flows it starts) and
+-- whether it is new, or nil, an HTTP status and why: an event emitted by
+-- hand (the admin API's POST /api/events/NAME, which `rill emit` sends),
+-- its data the JSON text body (none: null), published as a flow's emit()
+-- outside a run is. In a task.
+function events.by_hand(name, body, id)
+  if #name > 200 then return nil, 400, "an event's name is 1 to 200 characters" end
+  if id ~= nil and (id == "" or #id > 200) then return nil, 400, "id must be a string of 1 to 200 characters" end
+  local data = json.null
+  if body and body:find("%S") then
+    local derr
+    data, derr = json.try_decode(body)
+    if data == nil then return nil, 400, "the event's data is not JSON: " .. json.where(body, derr) end
+  end
+  local ok, e, new = pcall(events.publish, name, data, id)
+  if not ok then
+    local msg = tostring(e):gsub("^[^:]*:%d+: ", "")
+    return nil, msg:find("max_event_size", 1, true) and 413 or 400, msg
+  end
+  return e, new
+end
+
+-- emit(name, data, id, cause) -> the event's id (publish, for flows).
+function events.emit(name, data, id, cause)
+  return (events.publish(name, data, id, cause)).id
 end
 
 -- deliver_later(e): delivers a stored event (new: stored with a run that

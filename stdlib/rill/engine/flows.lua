@@ -224,8 +224,10 @@ local function run_chunk(chunk, label)
 end
 
 -- retries = { attempts = 5, backoff = "10s", max_backoff = "1h" } -> seconds
-local function check_retries(r, file)
-  local function bad(fmt, ...) error(file .. ": retries: " .. string.format(fmt, ...), 0) end
+local function check_retries(r, file, source)
+  local line = triggers.field_line(source, "retries")
+  local where = file .. (line and (":" .. line) or "")
+  local function bad(fmt, ...) error(where .. ": retries: " .. string.format(fmt, ...), 0) end
   if type(r) ~= "table" then bad("expected a table like { attempts = 5, backoff = \"10s\" }") end
   local out = {}
   for k, v in pairs(r) do
@@ -237,7 +239,7 @@ local function check_retries(r, file)
       if not ok or d < 0 then bad("%s %q is not a duration (e.g. \"30s\")", k, tostring(v)) end
       out[k] = d
     else
-      bad("unknown option %q (attempts, backoff, max_backoff)", tostring(k))
+      bad("%s", triggers.unknown("option", k, { "attempts", "backoff", "max_backoff" }))
     end
   end
   return out
@@ -271,7 +273,7 @@ local function validate(def, file, source)
     end
     deadline = d
   end
-  local retries = def.retries ~= nil and check_retries(def.retries, file) or nil
+  local retries = def.retries ~= nil and check_retries(def.retries, file, source) or nil
   local concurrency = def.concurrency
   if concurrency ~= nil and (type(concurrency) ~= "number" or concurrency < 1 or concurrency % 1 ~= 0) then
     error(string.format("%s: concurrency must be a whole number of runs at once, 1 or more, got %s", file,
@@ -382,7 +384,8 @@ metrics.gauge("rill_flow_files_failing", "Flow files whose last load failed (an 
   end)
 
 -- reload(dir) -> summary {loaded = {files}, removed = {files}, failed = {file = msg},
--- conflicts = {file = msg}} (conflicts: the failures for a route or name taken)
+-- conflicts = {file = msg}, warnings = {msg}} (conflicts: the failures for a
+-- route or name taken; warnings: settings.json's entries no flow reads)
 -- Loads new and changed files; a failure keeps the file's previous version.
 function flows.reload(dir)
   local names, err = os_c.list_dir(dir)
@@ -444,7 +447,9 @@ function flows.reload(dir)
   -- settings.json's values for each version: a value that does not
   -- validate refuses the new version (its previous one serves, with the
   -- values it had), or keeps the version in force on its previous values
-  for file, msg in pairs(settings.apply(next_by_file, dir)) do
+  local bad_settings
+  bad_settings, summary.warnings = settings.apply(next_by_file, dir)
+  for file, msg in pairs(bad_settings) do
     summary.failed[file] = msg
     local old = flows.by_file[file]
     if next_by_file[file] ~= old then

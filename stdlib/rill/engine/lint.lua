@@ -69,13 +69,13 @@ function lint.config(env)
 end
 
 -- The configuration for test files (flows/NAME.test.lua): trusted code with
--- LuaJIT's whole library and test() (testing.lua).
+-- LuaJIT's whole library, test(), json and crypto (testing.lua).
 lint.TEST_CONFIG = table.concat({
   "-- luacheck configuration for rill's test files (NAME.test.lua), made by `rill check`.",
   "std = \"luajit\"",
   "unused_args = false",
   "max_line_length = false",
-  "read_globals = { \"test\" }",
+  "read_globals = { \"test\", \"json\", \"crypto\" }",
 }, "\n") .. "\n"
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end

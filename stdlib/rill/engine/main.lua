@@ -3,6 +3,7 @@
 --   rill serve [--config FILE] [--flows DIR] [--listen HOST:PORT] [--admin-listen HOST:PORT|off]
 --   rill check [DIR] [--config FILE] [--luacheck-config]
 --   rill run FLOW [--payload JSON] [--config FILE] [--flows DIR]
+--   rill emit NAME [JSON] [--id ID]  an event into the running rill (admin API)
 --   rill runs list|show|retry|count ...   the store's runs, from the command line
 --   rill lua FILE [ARG...]      run a trusted Lua script (tests, benchmarks)
 --   rill version
@@ -62,6 +63,9 @@ function M.serve_in_task(c)
     if not lib_watcher then log.warn("not watching the modules directory", { error = werr }) end
   end
   local env = require "rill.env"
+  -- the warnings (missing variables, settings.json's strays) the last
+  -- reload found: each is logged once, not again while it lasts
+  local warned = {}
   local function reload(why)
     watch_lib()
     if c.env_file ~= "" and why ~= "start" then
@@ -75,9 +79,16 @@ function M.serve_in_task(c)
     end
     local summary = flows.reload(c.flows_dir)
     report_load(summary, log)
-    for _, v in pairs(flows.active) do
-      for _, m in ipairs(env.missing(v.env_needs)) do log.warn("flow " .. v.name .. " needs a variable: " .. m) end
+    local now = {}
+    local function warn(line)
+      if not warned[line] then log.warn(line) end
+      now[line] = true
     end
+    for _, v in pairs(flows.active) do
+      for _, m in ipairs(env.missing(v.env_needs)) do warn("flow " .. v.name .. " needs a variable: " .. m) end
+    end
+    for _, w in ipairs(summary.warnings or {}) do warn(w) end
+    warned = now
     log.info("flows reloaded", { why = why, active = #(function() local n = {} for k in pairs(flows.active) do n[#n + 1] = k end return n end)() })
     return summary
   end
@@ -92,7 +103,13 @@ function M.serve_in_task(c)
   end
   if c.watch then
     local werr
-    watcher, werr = os_c.watch(c.flows_dir, function() schedule_reload("file change") end)
+    watcher, werr = os_c.watch(c.flows_dir, function(name)
+      -- a PUT of settings writes settings.json and reloads: its own write is no change
+      if require("rill.settings").applied(c.flows_dir, name) then
+        return log.debug("file change skipped: settings.json as the last reload read it", { file = name })
+      end
+      schedule_reload("file change")
+    end)
     if not watcher then log.warn("not watching the flows directory", { error = werr }) end
   end
   local env_watcher
@@ -304,6 +321,7 @@ function M.check(args)
     for _, line in ipairs(lines[file] or {}) do err(line .. "\n") end
   end
   M.report_missing_env(flows, err)
+  for _, w in ipairs(summary.warnings or {}) do err("warning: " .. w .. "\n") end
   local n = 0
   for _ in pairs(flows.by_file) do n = n + 1 end
   local tail = lint_note and (" (" .. lint_note .. ")")
@@ -413,6 +431,45 @@ function M.lua(args)
   end, nil, nil, select(3, unpack(args)))
 end
 
+-- emit NAME [JSON] [--id ID]: an event emitted by hand into the running
+-- rill, through its admin API (POST /api/events/NAME with RILL_ADMIN_TOKEN,
+-- at admin_listen): the server stores and fans it out as a flow's emit()
+-- outside a run. Prints the answer; exit 1 when it is not a 2xx.
+function M.emit(args)
+  local opts, pos = parse(args, 2, { id = true, config = true, ["admin-listen"] = true })
+  if not opts then return fail(pos) end
+  local name, data = pos[1], pos[2] or "null"
+  if not name then return fail("emit: which event? usage: rill emit NAME [JSON] [--id ID]") end
+  local json = require "rill.json"
+  local _, jerr = json.try_decode(data)
+  if jerr then return fail("emit: the event's data is not JSON: " .. json.where(data, jerr)) end
+  local ok, c = pcall(settings, opts)
+  if not ok then return fail(c) end
+  if not c.admin_host then return fail("emit: admin_listen is off: rill emit sends the event through the admin API") end
+  local token = os_c.getenv("RILL_ADMIN_TOKEN")
+  if not token or token == "" then return fail("emit: set RILL_ADMIN_TOKEN to the running rill's admin token") end
+  require("rill.log").configure("error", "text")
+  local function escape(s)
+    return (s:gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end))
+  end
+  in_task(function()
+    local host = c.admin_host:find(":", 1, true) and ("[" .. c.admin_host .. "]") or c.admin_host
+    if host == "0.0.0.0" or host == "[::]" then host = "127.0.0.1" end
+    local res = require("rill.http").request { method = "POST", body = data, timeout = 30,
+      url = string.format("http://%s:%d/api/events/%s%s", host, c.admin_port, escape(name),
+        opts.id and ("?id=" .. escape(opts.id)) or ""),
+      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" } }
+    if res.ok then
+      out(res.body .. "\n")
+      return os_c.exit(0)
+    end
+    -- which rill answered: another one on the default admin address is a common mix-up
+    err(string.format("rill emit: %s:%d answered %d %s (the admin address: --admin-listen, or admin_listen in --config)\n",
+      host, c.admin_port, res.status, res.body))
+    os_c.exit(1)
+  end)
+end
+
 -- rill runs ..., rill db ...: cli_store.lua
 M.runs, M.db = require("rill.engine.cli_store").runs, require("rill.engine.cli_store").db
 
@@ -428,7 +485,7 @@ function M.main(args)
     return
   end
   local fn = ({ serve = M.serve, check = M.check, run = M.run, lua = M.lua, runs = M.runs, db = M.db,
-    test = M.test })[cmd]
+    test = M.test, emit = M.emit })[cmd]
   if not fn then return fail("unknown command '" .. cmd .. "'\n" .. USAGE) end
   return fn(args)
 end

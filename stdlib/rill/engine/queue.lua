@@ -34,7 +34,7 @@ local instance            -- this process's owner id in the store
 local running, running_by_flow = 0, {}
 local active = {}         -- the flow versions in force (flows.lua)
 local started = false
-local poll_timer, renew_timer, prune_timer
+local poll_timer, renew_timer, prune_timer, first_prune
 local polling, poll_again = false, false
 local maybe_queued = true -- runs may wait in the store: look after each finish
 local store_outcome       -- defined below
@@ -50,7 +50,7 @@ local outcomes_total = metrics.counter("rill_queue_outcomes_total",
   "Attempts of stored runs whose outcome this process stored, by flow and state: succeeded, retrying, dead, sleeping, waiting.",
   { "flow", "state" })
 -- The depth gauges, the stored forms of runs, record(), pruning: queue_upkeep.lua
-local upkeep = require("rill.engine.queue_upkeep")(queue)
+local upkeep = require("rill.engine.queue_upkeep")(queue, function() return started end)
 local encode_or_nil, stored_lines, masked = upkeep.encode_or_nil, upkeep.stored_lines, upkeep.masked
 local prune, every, read_depth = upkeep.prune, upkeep.every, upkeep.read_depth
 metrics.gauge("rill_queue_slots_used", "Stored runs executing in this process (at most the concurrency setting).",
@@ -130,6 +130,7 @@ local function execute(flow, trigger, payload, row, request)
     id = row.id, attempt = row.attempt, request = request, on_done = finished,
     parent_id = row.parent, depth = row.depth, chain = row.chain, caller = row, durable = true,
     created = row.created, settings = row.settings and json.try_decode(row.settings),
+    steps = row.steps,
   })
 end
 
@@ -151,9 +152,6 @@ finished = function(run)
     -- time (or an event); the attempt does not count (it is taken again
     -- when the run wakes)
     f.state, f.run_at, f.attempt, f.wait_seq = run.state, run.park, run.attempt - 1, run.wait_seq
-    if f.state == "sleeping" then
-      log.write("info", "run sleeps", { wake = require("rill.time").iso(run.park / 1000) }, run)
-    end
   elseif run.state == "succeeded" then
     f.state = "succeeded"
     if run.result ~= nil then
@@ -336,6 +334,7 @@ function queue.submit(flow, trigger, payload, opts, callback)
     callback(id, false)
     if opts.event then require("rill.engine.events").deliver_later(opts.event) end
     if here then
+      row.steps = {} -- a run stored just now has no completed step: none to read
       execute(flow, trigger, payload, row, opts.request)
     elseif refused then
       return
@@ -437,7 +436,7 @@ function queue.start()
   end)
   -- hourly, or more often when runs are kept less than two hours
   prune_timer = every(math.max(1, math.min(3600, queue.retention / 2)), prune)
-  timer.after(1, prune)
+  first_prune = { t = timer.after(1, prune) }
   require("rill.engine.events").start()
   kick()
   read_depth()
@@ -447,7 +446,7 @@ end
 function queue.stop()
   started = false
   require("rill.engine.events").stop()
-  for _, h in ipairs { poll_timer, renew_timer, prune_timer } do
+  for _, h in ipairs { poll_timer, renew_timer, prune_timer, first_prune } do
     if h then h.t:stop() end
   end
 end

@@ -1,15 +1,16 @@
 -- queue_upkeep: the queue's records and upkeep, apart to keep queue.lua
 -- short: the stored forms of a run's request and log lines, a sync
 -- webhook's run recorded, finished runs pruned, and the queue's depth read
--- for /metrics. Part of queue.lua: a function of its table, which queue.lua
--- calls once as it loads, returning the helpers queue.lua uses.
+-- for /metrics. Part of queue.lua: a function of its table (and of
+-- is_started(), whether the queue runs), which queue.lua calls once as it
+-- loads, returning the helpers queue.lua uses.
 local json = require "rill.json"
 local timer = require "rill.c.timer"
 local store = require "rill.engine.store"
 local log = require "rill.log"
 local metrics = require "rill.metrics"
 
-return function(queue)
+return function(queue, is_started)
 -- The queue as the store holds it (all instances' runs), read every
 -- poll_interval by a running queue and shown at scrape time: a scrape
 -- never waits on the store, and the oldest due run's age is exact.
@@ -82,7 +83,7 @@ local function prune()
       log.warn("pruning old runs failed", { error = err })
     elseif n and n > 0 then
       log.info("pruned finished runs", { count = n })
-      if n == 5000 then timer.after(0.1, prune) end
+      if n == 5000 and is_started() then timer.after(0.1, prune) end
     end
   end)
 end

@@ -35,10 +35,12 @@ steps.PARK = PARK
 local store_now = require("rill.engine.store").now_ms
 local function now_ms() return store_now() end
 
--- The run's recorded steps, read once per attempt.
+-- The run's recorded steps, read once per attempt (unless its claim read
+-- them already: run.recorded, by seq).
 local function recorded(run)
   if run.step_seq == nil then
     run.step_seq = 0
+    if run.recorded then return run.recorded end
     run.recorded = {}
     if run.durable then
       for _, r in ipairs(require("rill.engine.store").steps(run.id)) do run.recorded[r.seq] = r end
@@ -223,6 +225,7 @@ function steps.emit(name, data, opts)
     id = tostring(name) .. " " .. (type(id) == "number" and string.format("%d", id) or id)
   end
   local run = task.current()
+  events.count_emit(run)
   if not (run and run.durable) then return events.emit(name, data, id, run) end
   if run.step then
     run.step.emits = (run.step.emits or 0) + 1

@@ -191,8 +191,16 @@ function store.ready(now, limit, skip)
     for i, name in ipairs(skip or {}) do st[i + 3] = name end
     return st
   end
-  local res = store.batch { counted(DUE, " ORDER BY run_at"), counted(ORPHANED, ""),
-    { "SELECT flow FROM flow_pauses" } }
+  local stmts = { counted(DUE, " ORDER BY run_at"), counted(ORPHANED, ""), { "SELECT flow FROM flow_pauses" } }
+  if dialect.ordered then
+    table.insert(stmts, 1, dialect.ordered)
+    table.insert(stmts, 3, dialect.unordered)
+  end
+  local res = store.batch(stmts)
+  if dialect.ordered then
+    table.remove(res, 3)
+    table.remove(res, 1)
+  end
   local paused = {}
   for _, r in ipairs(table.remove(res)) do paused[r.flow] = true end
   local by_flow, out = {}, {}
@@ -233,13 +241,20 @@ end
 -- concurrency is enforced in the store (store.claim's `max`).
 function store.shared() return dialect.shared == true end
 
+-- The completed steps of the runs a claim just took (same transaction: the
+-- runs this owner holds with the lease the claim gave them), so that a
+-- resumed run replays its steps without a read of its own.
+local CLAIMED_STEPS = "SELECT run_id, seq, name, result FROM run_steps WHERE run_id IN (SELECT id FROM runs "
+  .. "WHERE state = 'running' AND lease_until = $2 AND owner = $1)"
+
 -- claim(owner, claims, lease_ms) -> rows of the runs now running here, at
 -- most claims[i].limit of flow claims[i].flow, oldest due first; with
 -- claims[i].max on a shared store, also no more than max runs of the flow
--- running in all instances together. In a task.
+-- running in all instances together. Each row's `steps` are its completed
+-- steps by seq ({seq, name, result}). In a task.
 function store.claim(owner, claims, lease_ms)
   local now = now_ms()
-  local stmts = {}
+  local stmts, claiming = { dialect.ordered }, {}
   for _, c in ipairs(claims) do
     if c.max and dialect.shared then
       stmts[#stmts + 1] = { dialect.flow_lock, c.flow, n = 1 }
@@ -247,12 +262,21 @@ function store.claim(owner, claims, lease_ms)
     else
       stmts[#stmts + 1] = { dialect.claim, owner, now + lease_ms, now, c.flow, c.limit, n = 5 }
     end
+    claiming[#claiming + 1] = #stmts
   end
-  local rows = {}
-  for i, res in ipairs(store.batch(stmts)) do
-    if stmts[i][1] ~= dialect.flow_lock then
-      for _, row in ipairs(res) do rows[#rows + 1] = row end
+  stmts[#stmts + 1] = dialect.unordered
+  stmts[#stmts + 1] = { CLAIMED_STEPS, owner, now + lease_ms, n = 2 }
+  local res = store.batch(stmts)
+  local rows, by_id = {}, {}
+  for _, i in ipairs(claiming) do
+    for _, row in ipairs(res[i]) do
+      rows[#rows + 1] = row
+      row.steps, by_id[row.id] = {}, row
     end
+  end
+  for _, s in ipairs(res[#stmts]) do
+    local row = by_id[s.run_id]
+    if row then row.steps[s.seq] = s end
   end
   return rows
 end

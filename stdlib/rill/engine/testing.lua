@@ -321,6 +321,12 @@ local T_MT = { __index = function(t, k)
   local f = T[k]
   if f then return function(...) return f(t, ...) end end
   if k == "db" then return { query = db.query, exec = db.exec } end
+  local names = { "db" }
+  for name in pairs(T) do names[#names + 1] = name end
+  table.sort(names)
+  local guess = require("rill.triggers").closest(tostring(k), names)
+  error("t has no function '" .. tostring(k):sub(1, 64) .. "'" ..
+    (guess and (" (did you mean '" .. guess .. "'?)") or " (docs/testing-flows.md lists them)"), 2)
 end }
 
 -- ---- running test files ----
@@ -389,7 +395,7 @@ local function declared(file)
   local tests = {}
   local chunk, err = loadfile(file)
   if not chunk then return nil, err end
-  local fenv = setmetatable({ test = function(name, fn)
+  local fenv = setmetatable({ json = json, crypto = require "rill.crypto", test = function(name, fn)
     if type(name) ~= "string" or type(fn) ~= "function" then error("test(name, function(t) ... end)", 2) end
     tests[#tests + 1] = { name = name, fn = fn }
   end }, { __index = _G })
@@ -399,25 +405,9 @@ local function declared(file)
   return tests
 end
 
--- write_diagrams(dir, file, n, name): the sequence diagram of every run
--- the test stored, in stable form (no ids, no call durations), as
--- DIR/<flow of the test file>/<test number>-<run number>-<flow of the run>.mmd,
--- each beginning with a comment naming the test. Runs in creation order.
-local function write_diagrams(dir, file, n, name)
-  local diagram = require "rill.engine.diagram"
-  local own = file:match("([^/]+)%.test%.lua$") or file:match("([^/]+)$")
-  local folder = dir .. "/" .. own
-  assert(os_c.mkdir_p(folder))
-  local rows = store.list { limit = 1000 }
-  for i = #rows, 1, -1 do
-    local r = store.get(rows[i].id)
-    local text = diagram.mermaid(diagram.model(r, store.children(r.id, diagram.max_children + 1)), { stable = true })
-    local path = string.format("%s/%02d-%02d-%s.mmd", folder, n, #rows - i + 1, r.flow)
-    local f = assert(io.open(path, "w"))
-    f:write("%% ", file, ": ", (tostring(name):gsub("[%c]", " ")), "\n", text)
-    f:close()
-  end
-end
+-- write_diagrams(dir, file, n, name), failed_runs(): testing_report.lua
+local report = require "rill.engine.testing_report"
+local write_diagrams, failed_runs = report.write_diagrams, report.failed_runs
 
 -- run(files, out[, opts]) -> passed, failed. out(line) prints. opts.diagrams:
 -- a folder to write the sequence diagram of each test's runs to.
@@ -446,6 +436,7 @@ function testing.run(files, out, opts)
         if ok and #w.unstubbed > 0 then
           ok, terr = false, "outbound calls nobody stubbed: " .. table.concat(w.unstubbed, ", ")
         end
+        if not ok then terr = tostring(terr) .. failed_runs() end
         if opts.diagrams then
           local dok, derr = pcall(write_diagrams, opts.diagrams, file, n, tc.name)
           if not dok and ok then ok, terr = false, "writing the diagrams of its runs: " .. tostring(derr) end
