@@ -167,6 +167,7 @@ static uv_buf_t read_buffer; /* shared: data is copied before the next read */
 #define BIG_BUF (64 * 1024)
 #define SPARE_BUFS 2
 static buf spare_bufs[SPARE_BUFS];
+static int spares_off; /* the wind-down freed them: a buffer given back is freed */
 
 static void big_buf_release(buf *b) {
     if (b->cap <= BIG_BUF)
@@ -176,7 +177,7 @@ static void big_buf_release(buf *b) {
     for (int i = 0; i < SPARE_BUFS; i++)
         if (slot == NULL || spare_bufs[i].cap < slot->cap)
             slot = &spare_bufs[i];
-    if (slot->cap < b->cap) {
+    if (!spares_off && slot->cap < b->cap) {
         buf_free(slot);
         *slot = *b;
     } else {
@@ -1403,6 +1404,7 @@ static int l_listen(lua_State *L) {
         close(fd);
         return luaL_error(L, "out of memory");
     }
+    spares_off = 0; /* a loop after a wind-down (the tests run several) */
     srv->fd = fd;
     srv->max_body = 1024 * 1024;
     srv->max_url = 8192;
@@ -1460,6 +1462,9 @@ void rill_http_server_wind_down(void) {
         conn_close(c);
     for (http_server *srv = live_servers; srv; srv = srv->live_next)
         server_stop(srv);
+    spares_off = 1; /* the connections closing now free their buffers */
+    for (int i = 0; i < SPARE_BUFS; i++)
+        buf_free(&spare_bufs[i]);
 }
 
 /* Servers and connections not freed yet (a test's check of the wind-down). */
@@ -1469,6 +1474,14 @@ int rill_http_server_live(void) {
         n++;
     for (http_server *srv = live_servers; srv; srv = srv->live_next)
         n++;
+    return n;
+}
+
+/* The spare buffers held (main's check of the wind-down). */
+int rill_http_server_spares(void) {
+    int n = 0;
+    for (int i = 0; i < SPARE_BUFS; i++)
+        n += spare_bufs[i].data != NULL;
     return n;
 }
 
