@@ -134,7 +134,7 @@ $(BUILD)/fuzz/%: fuzz/fuzz_%.c fuzz/*.h $(BUILD)/stdlib_embed.c $(BUILD)/librill
 	$(CC) $(CFLAGS) $(LDFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/stdlib_embed.c $(BUILD)/librill.a $(LDLIBS)
 
 fuzz-build:
-	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT="-O1 -g -fno-omit-frame-pointer" \
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT="-O1 -g -fno-omit-frame-pointer -DRILL_HTTP_BIG_BUF=1024" \
 	        SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz/%)
 
 fuzz: fuzz-build

@@ -164,9 +164,38 @@ static uv_buf_t read_buffer; /* shared: data is copied before the next read */
  * large allocation is an mmap, its shadow cleared and poisoned). The
  * spares are process-wide: SPARE_BUFS buffers of at most twice the largest
  * limit, whatever the number of connections. */
-#define BIG_BUF (64 * 1024)
+/* The fuzz build lowers it, so that its small inputs reach the spares. */
+#ifndef RILL_HTTP_BIG_BUF
+#define RILL_HTTP_BIG_BUF (64 * 1024)
+#endif
+#define BIG_BUF RILL_HTTP_BIG_BUF
 #define SPARE_BUFS 2
 static buf spare_bufs[SPARE_BUFS];
+static int spares_off; /* the wind-down freed them: a buffer given back is freed */
+
+/* Under ASan a spare is poisoned while parked: a pointer still into it
+ * (the connection that gave it back) is caught as a use after free. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RILL_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(RILL_ASAN)
+#define RILL_ASAN 1
+#endif
+#ifdef RILL_ASAN
+#include <sanitizer/asan_interface.h>
+#define SPARE_PARK(b) ASAN_POISON_MEMORY_REGION((b)->data, (b)->cap)
+#define SPARE_TAKE(b) ASAN_UNPOISON_MEMORY_REGION((b)->data, (b)->cap)
+#else
+#define SPARE_PARK(b) ((void)(b))
+#define SPARE_TAKE(b) ((void)(b))
+#endif
+
+static void spare_free(buf *spare) {
+    SPARE_TAKE(spare);
+    buf_free(spare);
+}
 
 static void big_buf_release(buf *b) {
     if (b->cap <= BIG_BUF)
@@ -176,9 +205,10 @@ static void big_buf_release(buf *b) {
     for (int i = 0; i < SPARE_BUFS; i++)
         if (slot == NULL || spare_bufs[i].cap < slot->cap)
             slot = &spare_bufs[i];
-    if (slot->cap < b->cap) {
-        buf_free(slot);
+    if (!spares_off && slot->cap < b->cap) {
+        spare_free(slot);
         *slot = *b;
+        SPARE_PARK(slot);
     } else {
         buf_free(b);
     }
@@ -194,6 +224,7 @@ static int big_buf_append(buf *b, const char *data, size_t len) {
         for (int i = 0; i < SPARE_BUFS; i++) {
             buf *spare = &spare_bufs[i];
             if (spare->cap >= need) {
+                SPARE_TAKE(spare);
                 if (b->len > 0)
                     memcpy(spare->data, b->data, b->len);
                 spare->len = b->len;
@@ -1403,6 +1434,7 @@ static int l_listen(lua_State *L) {
         close(fd);
         return luaL_error(L, "out of memory");
     }
+    spares_off = 0; /* a loop after a wind-down (the tests run several) */
     srv->fd = fd;
     srv->max_body = 1024 * 1024;
     srv->max_url = 8192;
@@ -1460,6 +1492,9 @@ void rill_http_server_wind_down(void) {
         conn_close(c);
     for (http_server *srv = live_servers; srv; srv = srv->live_next)
         server_stop(srv);
+    spares_off = 1; /* the connections closing now free their buffers */
+    for (int i = 0; i < SPARE_BUFS; i++)
+        spare_free(&spare_bufs[i]);
 }
 
 /* Servers and connections not freed yet (a test's check of the wind-down). */
@@ -1469,6 +1504,14 @@ int rill_http_server_live(void) {
         n++;
     for (http_server *srv = live_servers; srv; srv = srv->live_next)
         n++;
+    return n;
+}
+
+/* The spare buffers held (main's check of the wind-down). */
+int rill_http_server_spares(void) {
+    int n = 0;
+    for (int i = 0; i < SPARE_BUFS; i++)
+        n += spare_bufs[i].data != NULL;
     return n;
 }
 

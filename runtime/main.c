@@ -86,8 +86,12 @@ int main(int argc, char **argv) {
     int code = rill_os_exit_code();
     lua_close(L);
     uv_loop_close(loop);
-    if (rill_http_server_live() > 0) /* held on a list LeakSanitizer counts as reachable */
+    /* held on lists LeakSanitizer counts as reachable */
+    if (rill_http_server_live() > 0)
         fprintf(stderr, "rill: %d HTTP servers or connections not freed at exit\n",
                 rill_http_server_live());
+    if (rill_http_server_spares() > 0)
+        fprintf(stderr, "rill: %d HTTP spare buffers not freed at exit\n",
+                rill_http_server_spares());
     return code;
 }

@@ -48,6 +48,8 @@ int rill_http_server_open(lua_State *L);
 void rill_http_server_wind_down(void);
 /* Servers and connections not freed yet. */
 int rill_http_server_live(void);
+/* Spare body and pipeline buffers held (none after the wind-down). */
+int rill_http_server_spares(void);
 int rill_crypto_open(lua_State *L);
 int rill_tz_open(lua_State *L);
 int rill_os_open(lua_State *L);

@@ -460,7 +460,7 @@ static void wind_tick(uv_timer_t *t) {
     }
 }
 
-static int wind_live_earlier, wind_live_before, wind_live_after;
+static int wind_live_earlier, wind_live_before, wind_live_after, wind_spares_after;
 
 static void serve_and_wind_down(void) {
     if (luaL_dostring(L, WIND_SERVER) != 0) {
@@ -485,6 +485,7 @@ static void serve_and_wind_down(void) {
     uv_run(rill_loop(), UV_RUN_DEFAULT);
     lua_gc(L, LUA_GCCOLLECT, 0);
     wind_live_after = rill_http_server_live();
+    wind_spares_after = rill_http_server_spares();
     for (int i = 0; i < 2; i++)
         if (wind_fds[i] >= 0)
             close(wind_fds[i]);
@@ -493,6 +494,7 @@ static void serve_and_wind_down(void) {
 static void test_the_wind_down_frees_servers_and_connections(void) {
     T_CHECK(wind_live_before - wind_live_earlier == 3); /* the server, its two connections */
     T_CHECK(wind_live_after == wind_live_earlier);
+    T_CHECK(wind_spares_after == 0); /* the spare body buffers the earlier cases left */
 }
 
 int main(void) {
