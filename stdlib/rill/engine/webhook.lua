@@ -139,32 +139,10 @@ local function allowed(path)
   end
 end
 
--- The byte ranges of a UTF-8 sequence's second byte, by its first byte
--- (RFC 3629: no overlong forms, no UTF-16 surrogates, nothing past U+10FFFF);
--- its further bytes are all 80-BF.
-local UTF8_LEAD = {}
-for c = 0xC2, 0xDF do UTF8_LEAD[c] = { 1, 0x80, 0xBF } end
-for c = 0xE1, 0xEF do UTF8_LEAD[c] = { 2, 0x80, 0xBF } end
-UTF8_LEAD[0xE0], UTF8_LEAD[0xED] = { 2, 0xA0, 0xBF }, { 2, 0x80, 0x9F }
-for c = 0xF1, 0xF3 do UTF8_LEAD[c] = { 3, 0x80, 0xBF } end
-UTF8_LEAD[0xF0], UTF8_LEAD[0xF4] = { 3, 0x90, 0xBF }, { 3, 0x80, 0x8F }
-
--- The position of the first byte of s that is not valid UTF-8, or nil.
+-- The position of the first byte of s that is not valid UTF-8, or nil (one
+-- pass in C: a body may be max_body long, past what a pattern search may take).
 -- (cjson copies string bytes as they are: invalid ones would reach the flow.)
-local function utf8_error(s)
-  local i = s:find("[\128-\255]")
-  while i do
-    local lead = UTF8_LEAD[s:byte(i)]
-    if not lead then return i end
-    local b = s:byte(i + 1)
-    if not b or b < lead[2] or b > lead[3] then return i end
-    for k = i + 2, i + lead[1] do
-      b = s:byte(k)
-      if not b or b < 0x80 or b > 0xBF then return i end
-    end
-    i = s:find("[\128-\255]", i + lead[1] + 1)
-  end
-end
+local utf8_error = require("rill.c.utf8").first_invalid
 
 -- How many numbers decodes have read as infinite: cjson reads 1e400 (or 400
 -- digits) as infinity, which no JSON can carry back (a sync run's result,
