@@ -162,14 +162,17 @@ static uv_buf_t read_buffer; /* shared: data is copied before the next read */
  * BIG_BUF takes instead of growing by realloc: a stream of large bodies
  * does not map, fault in and unmap fresh memory for each (under ASan each
  * large allocation is an mmap, its shadow cleared and poisoned). The
- * spares are process-wide: SPARE_BUFS buffers of at most twice the largest
- * limit, whatever the number of connections. */
+ * spares are process-wide: SPARE_BUFS buffers of at most SPARE_MAX,
+ * whatever the number of connections. */
 /* The fuzz build lowers it, so that its small inputs reach the spares. */
 #ifndef RILL_HTTP_BIG_BUF
 #define RILL_HTTP_BIG_BUF (64 * 1024)
 #endif
 #define BIG_BUF RILL_HTTP_BIG_BUF
 #define SPARE_BUFS 2
+/* A buffer larger than this is freed, not kept: with max_body raised to tens
+ * of MiB, one large body would otherwise stay resident until exit. */
+#define SPARE_MAX (4 * 1024 * 1024)
 static buf spare_bufs[SPARE_BUFS];
 static int spares_off; /* the wind-down freed them: a buffer given back is freed */
 
@@ -205,7 +208,7 @@ static void big_buf_release(buf *b) {
     for (int i = 0; i < SPARE_BUFS; i++)
         if (slot == NULL || spare_bufs[i].cap < slot->cap)
             slot = &spare_bufs[i];
-    if (!spares_off && slot->cap < b->cap) {
+    if (!spares_off && slot->cap < b->cap && b->cap <= SPARE_MAX) {
         spare_free(slot);
         *slot = *b;
         SPARE_PARK(slot);
