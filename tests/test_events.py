@@ -361,6 +361,25 @@ def ops_emit_an_event_by_hand_through_the_admin_api():
 
 
 @test
+def an_event_by_hand_whose_name_data_or_id_is_not_utf8_is_refused():
+    # a webhook's JSON body is checked for UTF-8 (cjson copies a string's
+    # bytes as they are); the admin endpoint's name, data and id alike
+    with rill({"alert.lua": SUBSCRIBER % ""}) as r:
+        name = r.admin("POST", "/api/events/quote.%FFsigned", token=TOKEN, body={"n": 1})
+        eq(name.status, 400, "a name that is not UTF-8: " + name.body)
+        assert "UTF-8" in name.json()["error"], name.body
+        data = r.admin("POST", "/api/events/quote.signed", token=TOKEN, body=b'{"n": "\xff"}',
+                       headers={"Content-Type": "application/json"})
+        eq(data.status, 400, "data that is not UTF-8: " + data.body)
+        assert "UTF-8" in data.json()["error"], data.body
+        id = r.admin("POST", "/api/events/quote.signed?id=a%C0%AF", token=TOKEN, body={"n": 1})
+        eq(id.status, 400, "an id that is not UTF-8: " + id.body)
+        assert "UTF-8" in id.json()["error"], id.body
+        eq(r.admin("POST", "/api/events/quote.signed", token=TOKEN, body={"n": 1}).status, 202, "a good one")
+        eq(len(settled_runs(r, "alert", 1)), 1, "only the good one stored and started a run")
+
+
+@test
 def rill_emit_sends_an_event_to_the_running_server():
     with rill({"alert.lua": SUBSCRIBER % ""}) as r:
         env = {"RILL_ADMIN_TOKEN": TOKEN, "RILL_ADMIN_LISTEN": f"127.0.0.1:{r.admin_port}"}

@@ -13,6 +13,7 @@ local log = require "rill.log"
 local store = require "rill.engine.store"
 local task = require "rill.c.task"
 local timer = require "rill.c.timer"
+local utf8_error = require("rill.c.utf8").first_invalid
 
 -- max_size: max_event_size; max_emits: the setting of that name
 local events = { sweep_interval = 5, max_size = 1024 * 1024, max_emits = 1000 }
@@ -206,10 +207,18 @@ end
 -- its data the JSON text body (none: null), published as a flow's emit()
 -- outside a run is. In a task.
 function events.by_hand(name, body, id)
-  if #name > 200 then return nil, 400, "an event's name is 1 to 200 characters" end
-  if id ~= nil and (id == "" or #id > 200) then return nil, 400, "id must be a string of 1 to 200 characters" end
+  for _, part in ipairs { { "an event's name", name }, { "id", id } } do
+    local what, s = part[1], part[2]
+    if s ~= nil and (s == "" or #s > 200) then return nil, 400, what .. " is 1 to 200 characters" end
+    -- cjson copies bytes as they are: stored and answered as they came, they
+    -- would make the admin API's JSON (and the runs' payloads) invalid
+    local bad = s and (utf8_error(s) or s:find("%c"))
+    if bad then return nil, 400, what .. " must be printable UTF-8: byte " .. bad .. " is not" end
+  end
   local data = json.null
   if body and body:find("%S") then
+    local bad = utf8_error(body)
+    if bad then return nil, 400, "the event's data is not JSON: byte " .. bad .. " is not UTF-8" end
     local derr
     data, derr = json.try_decode(body)
     if data == nil then return nil, 400, "the event's data is not JSON: " .. json.where(body, derr) end
