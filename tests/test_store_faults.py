@@ -306,5 +306,33 @@ def an_sqlite_store_locked_by_another_process_gets_503_in_time_and_recovers():
                    30, "the event accepted once the lock is gone")
 
 
+SUBSCRIBER = """
+return {
+  triggers = { event { name = "quote.signed" } },
+  run = function(ctx) return { n = ctx.payload.n } end,
+}"""
+
+
+@test
+def an_event_by_hand_the_locked_store_cannot_take_is_503_not_a_bad_request():
+    # POST /api/events/NAME whose event the store cannot take: the request
+    # was fine (not a 400 the operator would not retry); 503 with
+    # Retry-After, as an async webhook's, and nothing stored
+    token = "adm-faults-8c1f"
+    with Rill({"sub.lua": SUBSCRIBER}, env={**FAST, "RILL_ADMIN_TOKEN": token}) as r:
+        other = sqlite3.connect(os.path.join(r.dir, "data", "rill.db"), isolation_level=None, timeout=30)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        try:
+            res = r.admin("POST", "/api/events/quote.signed?id=locked-1", token=token, body={"n": 1})
+            eq(res.status, 503, f"while the lock is held ({res.body})")
+            assert res.headers.get("retry-after"), res.headers
+            assert "retry later" in res.json()["error"], res.body
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        again = r.admin("POST", "/api/events/quote.signed?id=locked-1", token=token, body={"n": 1})
+        eq((again.status, again.json()["new"]), (202, True), "stored once the lock is gone: " + again.body)
+
+
 if __name__ == "__main__":
     main()

@@ -50,7 +50,9 @@ end
 
 -- A handler stops with fail(status, message): the request is answered with it.
 local FAIL = {}
-local function fail(status, message) error(setmetatable({ status = status, message = message }, FAIL), 0) end
+local function fail(status, message, headers)
+  error(setmetatable({ status = status, message = message, headers = headers }, FAIL), 0)
+end
 
 -- ---- flows ----
 
@@ -273,6 +275,10 @@ pause_route("resume")
 route("POST", "/api/events/([^/]+)", function(p, q, body)
   local name = p[1]:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
   local e, new, why = require("rill.engine.events").by_hand(name, body, q.id)
+  if new == 503 then -- the store could not take it: as an async webhook's event
+    fail(503, why, { ["content-type"] = "application/json", ["cache-control"] = "no-store",
+      ["retry-after"] = string.format("%d", math.ceil(require("rill.engine.webhook").store_retry_after)) })
+  end
   if not e then fail(new, why) end
   if new then log.info("event emitted from the admin API", { event = name, id = e.id }) end
   return new and 202 or 200, { event = name, id = e.id, new = new, starts = array(new and e.starts or {}) }
@@ -323,10 +329,10 @@ local function api(req, method, path, query, headers, body)
         return task.spawn(function()
           local ok, status, rbody = pcall(r.fn, caps, q, body)
           if ok then return status, rbody end
-          if getmetatable(status) == FAIL then return status.status, { error = status.message } end
+          if getmetatable(status) == FAIL then return status.status, { error = status.message }, status.headers end
           error(status, 0)
-        end, function(_, ok, status, body)
-          if ok then return reply(req, status, body) end
+        end, function(_, ok, status, body, headers)
+          if ok then return reply(req, status, body, headers) end
           log.error("admin API request failed", { method = method, path = path, error = tostring(status) })
           reply_error(req, 500, "internal error: " .. tostring(status))
         end, REQUEST_LIMITS, nil)

@@ -205,7 +205,9 @@ end
 -- whether it is new, or nil, an HTTP status and why: an event emitted by
 -- hand (the admin API's POST /api/events/NAME, which `rill emit` sends),
 -- its data the JSON text body (none: null), published as a flow's emit()
--- outside a run is. In a task.
+-- outside a run is. Its name, id and data are checked here (4xx, the
+-- request's fault); a store that cannot take the event is 503 (the
+-- request was fine: the operator tries again). In a task.
 function events.by_hand(name, body, id)
   for _, part in ipairs { { "an event's name", name }, { "id", id } } do
     local what, s = part[1], part[2]
@@ -223,10 +225,25 @@ function events.by_hand(name, body, id)
     data, derr = json.try_decode(body)
     if data == nil then return nil, 400, "the event's data is not JSON: " .. json.where(body, derr) end
   end
-  local ok, e, new = pcall(events.publish, name, data, id)
+  local ok, e = pcall(events.row, name, data, id)
   if not ok then
     local msg = tostring(e):gsub("^[^:]*:%d+: ", "")
     return nil, msg:find("max_event_size", 1, true) and 413 or 400, msg
+  end
+  local stored, new = pcall(store.emit, e, events.fanout_stmts(e))
+  if not stored then
+    log.error("an event emitted from the admin API could not be stored: answered 503",
+      { event = name, id = e.id, error = tostring(new) })
+    return nil, 503, "the event could not be stored (" .. tostring(new) .. "); retry later"
+  end
+  if new then
+    started(e)
+    -- stored: a delivery that fails now is the sweep's (an error here would
+    -- tell the operator to send again an event that is stored)
+    local delivered, err = pcall(events.deliver, e)
+    if not delivered then
+      log.warn("delivering an event failed; the sweep tries again", { event = name, error = tostring(err) })
+    end
   end
   return e, new
 end
