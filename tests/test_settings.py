@@ -129,6 +129,20 @@ def the_admin_api_keeps_what_else_the_file_holds_and_refuses_hostile_values():
         eq(settings_file(r), [1, 2], "the array file is left as it was")
 
 
+
+@test
+def a_put_of_a_value_that_is_not_utf8_is_refused_and_nothing_is_written():
+    # cjson copies a string's bytes as they are: written, the file (and
+    # GET /api/flows, and each run's recorded settings) would not be UTF-8
+    with Rill({"big.lua": BIG}, env={"RILL_ADMIN_TOKEN": TOKEN}) as r:
+        eq(put(r, "big", {"channel": "#deals"}).status, 200, "a good PUT")
+        res = r.admin("PUT", "/api/flows/big/settings", token=TOKEN, body=b'{"channel": "#d\xe9als"}',
+                      headers={"Content-Type": "application/json"})
+        eq(res.status, 400, "a value that is not UTF-8: " + res.body)
+        assert "UTF-8" in res.json()["error"], res.body
+        eq(settings_file(r), {"big": {"channel": "#deals"}}, "the file as the good PUT left it")
+        eq(r.request("POST", "/hooks/big", {}).json()["channel"], "#deals", "the value in force")
+
 BROKEN = '{\n  "big": {\n    "threshold": 5,\n  }\n}\n'  # a trailing comma: line 4, column 3
 
 

@@ -293,6 +293,10 @@ route("PUT", "/api/flows/" .. ID .. "/settings", function(p, _, body)
   if not reload_flows then fail(409, "this rill does not serve flows") end
   local flow = flows.active[p[1]]
   if not flow then fail(404, settings.no_flow(p[1], flows.active)) end
+  -- cjson copies a string's bytes as they are: the file, GET /api/flows and
+  -- the runs' recorded settings would not be UTF-8
+  local bad = body and require("rill.c.utf8").first_invalid(body)
+  if bad then fail(400, "the settings are not JSON: byte " .. bad .. " is not UTF-8") end
   local changes = json.try_decode(body or "")
   if type(changes) ~= "table" then fail(400, 'expected a JSON object of settings, e.g. {"threshold": 20000}') end
   local ok, why, what = settings.change(flows_dir, flow, changes)
