@@ -397,19 +397,29 @@ def large_bodies_arrive_whole_by_length_chunked_and_pipelined_on_two_connections
             s.close()
 
 
+# /hooks/count answers the length of its body's "pad": large bodies whose
+# answer is small (pad_request makes one)
+COUNTING = dict(FLOWS, **{"count.lua": """
+return {
+  triggers = { webhook { path = "/hooks/count" } },
+  run = function(ctx) return { n = #ctx.payload.pad } end,
+}"""})
+
+
+def pad_request(n, close=False):
+    """A raw POST /hooks/count whose body pads n bytes."""
+    body = json.dumps({"pad": "p" * n}).encode()
+    return (b"POST /hooks/count HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n%s\r\n" % (len(body), b"Connection: close\r\n" if close else b"")) + body
+
+
 @test
 def idle_keep_alive_connections_do_not_keep_the_buffers_of_their_large_bodies():
     # 40 connections each send one 1 MB body, are answered and stay open,
     # idle: their body buffers (2 MiB each, 1 MiB of it written) were kept
     # until they closed, so max_connections of them could hold gigabytes.
-    body = json.dumps({"pad": "p" * 1_000_000}).encode()
-    req = (b"POST /hooks/count HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\n\r\n" % len(body)) + body
-    with Rill(dict(FLOWS, **{"count.lua": """
-return {
-  triggers = { webhook { path = "/hooks/count" } },
-  run = function(ctx) return { n = #ctx.payload.pad } end,
-}"""})) as r:
+    req = pad_request(1_000_000)
+    with Rill(COUNTING) as r:
         eq(r.request("POST", "/hooks/count", {"pad": "warm"}).status, 200, "a first request")
         before = rss_kb(r.proc.pid)
         socks = []
@@ -432,14 +442,9 @@ def a_body_of_tens_of_megabytes_leaves_no_spare_buffer_of_its_size():
     # the two process-wide spares kept any buffer given back, up to twice
     # max_body: with max_body at 64 MiB, one 40 MB body left ~64 MiB resident
     # until exit; a spare is kept only up to 4 MiB
-    body = json.dumps({"pad": "p" * 40_000_000}).encode()
-    req = (b"POST /hooks/count HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
-    with Rill(dict(FLOWS, **{"count.lua": """
-return {
-  triggers = { webhook { path = "/hooks/count" } },
-  run = function(ctx) return { n = #ctx.payload.pad } end,
-}"""}), env={"RILL_MAX_BODY": "64MiB", "RILL_MAX_STRING": "64MiB", "RILL_RUN_MEMORY_LIMIT": "512MiB"}) as r:
+    req = pad_request(40_000_000, close=True)
+    with Rill(COUNTING, env={"RILL_MAX_BODY": "64MiB", "RILL_MAX_STRING": "64MiB",
+                             "RILL_RUN_MEMORY_LIMIT": "512MiB"}) as r:
         eq(r.request("POST", "/hooks/count", {"pad": "warm"}).status, 200, "a first request")
         before = rss_kb(r.proc.pid)
         s = socket.create_connection(("127.0.0.1", r.port), timeout=60)
