@@ -100,10 +100,13 @@ end)
 """
 
 
-def flows_dir(tests):
+def flows_dir(tests, files=None):
+    """A folder whose flows/ holds files (by default nightly's flows, with
+    tests as nightly.test.lua)."""
     d = temp_dir()
     os.makedirs(f"{d}/flows")
-    for name, src in {"nightly.lua": NIGHTLY, "follow-up.lua": FOLLOW_UP, "nightly.test.lua": tests}.items():
+    files = files or {"nightly.lua": NIGHTLY, "follow-up.lua": FOLLOW_UP, "nightly.test.lua": tests}
+    for name, src in files.items():
         with open(f"{d}/flows/{name}", "w") as f:
             f.write(src)
     return d
@@ -268,11 +271,7 @@ end)
 
 @test
 def the_test_clock_covers_step_backoff_sleeps_and_run_retries():
-    d = temp_dir()
-    os.makedirs(f"{d}/flows")
-    for name, src in BACKOFF_FLOWS.items():
-        with open(f"{d}/flows/{name}", "w") as f:
-            f.write(src)
+    d = flows_dir(None, BACKOFF_FLOWS)
     code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=120)
     eq(code, 0, f"rill test exit code\n{out}\n{err}")
     assert "3 passed, 0 failed" in out, out
@@ -307,11 +306,7 @@ end)
 
 @test
 def a_misspelt_column_fails_the_flow_test_naming_it():
-    d = temp_dir()
-    os.makedirs(f"{d}/flows")
-    for name, src in {"signed.lua": TYPO_FLOW, "signed.test.lua": TYPO_TESTS}.items():
-        with open(f"{d}/flows/{name}", "w") as f:
-            f.write(src)
+    d = flows_dir(None, {"signed.lua": TYPO_FLOW, "signed.test.lua": TYPO_TESTS})
     code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=60)
     eq(code, 1, f"rill test exit code\n{out}\n{err}")
     assert "flows/signed.lua:6: quotes row has no column amout (columns: id, amount, note)" in out + err, out + err
@@ -347,11 +342,7 @@ end)
 
 @test
 def a_failing_test_says_why_its_runs_failed_and_names_a_misspelt_t_function():
-    d = temp_dir()
-    os.makedirs(f"{d}/flows")
-    for name, src in {"notify.lua": NOTIFY, "notify.test.lua": NOTIFY_TESTS}.items():
-        with open(f"{d}/flows/{name}", "w") as f:
-            f.write(src)
+    d = flows_dir(None, {"notify.lua": NOTIFY, "notify.test.lua": NOTIFY_TESTS})
     code, out, err = run_cli("test", "--flows", "flows", cwd=d, timeout=60)
     eq(code, 1, f"rill test exit code\n{out}\n{err}")
     assert "1 passed, 2 failed" in out, out + err
