@@ -124,6 +124,29 @@ def each_hostile_flow_ends_as_it_says_under_serve_while_another_webhook_answers(
             assert m and int(m.group(1)) > 0, f"/metrics counts the calls {limit} stopped: {m and m.group(0)}"
 
 
+
+CAUGHT = """
+return {
+  triggers = { webhook { path = "/hooks/caught" } },
+  run = function(ctx)
+    local s = ("x"):rep(5e6)
+    local calls = { rep = function() return s:rep(2) end,
+                    encode = function() return json.encode { a = s, b = s } end }
+    return { caught = not pcall(calls[ctx.payload.call]), run = ctx.run_id }
+  end,
+}"""
+
+
+@test
+def a_result_over_max_string_is_logged_in_the_run_even_when_the_flow_catches_it():
+    # each builder's refusal says so in the run's log, json.encode's too
+    with Rill({"caught.lua": CAUGHT}) as r:
+        for call in ("rep", "encode"):
+            res = r.request("POST", "/hooks/caught", {"call": call})
+            eq((res.status, res.json()["caught"]), (200, True), call + ": " + res.body)
+            line = r.wait_log(msg="a string over max_string refused", run=res.json()["run"])
+            assert line["max_string"] == 8 * 1024 * 1024 and line["bytes"] > 8 * 1024 * 1024, line
+
 @test
 def writes_into_shared_tables_reach_no_other_flow():
     flows = dict(HELPERS)

@@ -46,14 +46,17 @@ end
 -- above bounded (log -> json -> bounded), docs/architecture.md, "Layout".
 bounded.warn = function() end
 
--- refusal(): counts one result refused over max_string elsewhere (json).
-function bounded.refusal() refused = refused + 1 end
-
-local function too_big(what, n, level)
+-- refusal(what, n): one result of n bytes refused over max_string, by the
+-- call what (here, or json.encode): counted, and a line in the run's log
+-- even when the flow catches the error.
+function bounded.refusal(what, n)
   refused = refused + 1
-  -- a line in the run's log even when the flow catches the error
   bounded.warn("a string over max_string refused", { call = what, bytes = n,
     max_string = bounded.max_string })
+end
+
+local function too_big(what, n, level)
+  bounded.refusal(what, n)
   error(string_format("%s: a result of %.0f bytes is over the limit max_string (%d bytes)", what, n,
     bounded.max_string), level + 1)
 end

@@ -83,14 +83,14 @@ function json.encode(v)
     too_deep = false
     size = weigh(v, 0, 0, limit)
     if size > limit and not too_deep then
-      bounded.refusal()
+      bounded.refusal("json.encode", size)
       error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
         size, limit), 2)
     end
   elseif type(v) == "string" then
     size = weigh(v, 0, 0, limit)
     if size > limit then
-      bounded.refusal()
+      bounded.refusal("json.encode", size)
       error(string.format("json.encode: the result would be over %.0f bytes, over the limit max_string (%d bytes)",
         size, limit), 2)
     end
