@@ -238,6 +238,17 @@ function config.load(path)
                        "store_timeout", "store_statement_timeout", "store_reconnect_max", "store_retry_after" } do
     c[k] = config.seconds(c[k], k)
   end
+  -- counts (max_emits, max_depth, concurrency...): whole numbers, 0 or
+  -- more; a string or a fraction would fail later, at each use
+  for k, default in pairs(config.defaults) do
+    if type(default) == "number" then
+      local n = tonumber(c[k])
+      if not n or n < 0 or n % 1 ~= 0 then
+        error(string.format("config: %s: %q is not a whole number, 0 or more", k, tostring(c[k])), 0)
+      end
+      c[k] = n
+    end
+  end
   local host, port = tostring(c.listen):match("^%[?([^%]]*)%]?:(%d+)$")
   if not host then error(string.format("config: listen: %q is not host:port", tostring(c.listen)), 0) end
   c.host, c.port = host, tonumber(port)
