@@ -402,6 +402,16 @@ def rill_emit_sends_an_event_to_the_running_server():
         eq(code, 2, "no token: " + err)
         assert "RILL_ADMIN_TOKEN" in err, err
         eq(len(r.runs("list", "--flow", "alert")), 1, "one run")
+    # no rill listening there: said so with the address, not a stack position
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()[1]
+    s.close()
+    code, out, err = run_cli("emit", "quote.signed", env={"RILL_ADMIN_TOKEN": TOKEN,
+                                                         "RILL_ADMIN_LISTEN": f"127.0.0.1:{closed}"})
+    eq(code, 1, "nothing listening: " + err)
+    assert f"127.0.0.1:{closed}" in err and "--admin-listen" in err and ".lua:" not in err, err
 
 
 @test

@@ -455,17 +455,22 @@ function M.emit(args)
   in_task(function()
     local host = c.admin_host:find(":", 1, true) and ("[" .. c.admin_host .. "]") or c.admin_host
     if host == "0.0.0.0" or host == "[::]" then host = "127.0.0.1" end
-    local res = require("rill.http").request { method = "POST", body = data, timeout = 30,
+    local sent, res = pcall(require("rill.http").request, { method = "POST", body = data, timeout = 30,
       url = string.format("http://%s:%d/api/events/%s%s", host, c.admin_port, escape(name),
         opts.id and ("?id=" .. escape(opts.id)) or ""),
-      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" } }
+      headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/json" } })
+    local where = "(the admin address: --admin-listen, or admin_listen in --config)"
+    if not sent then -- nothing answered: no rill there, or not yet
+      err(string.format("rill emit: no answer from %s:%d %s: %s\n", host, c.admin_port, where,
+        tostring(res):gsub("^.-: http: ", "")))
+      return os_c.exit(1)
+    end
     if res.ok then
       out(res.body .. "\n")
       return os_c.exit(0)
     end
     -- which rill answered: another one on the default admin address is a common mix-up
-    err(string.format("rill emit: %s:%d answered %d %s (the admin address: --admin-listen, or admin_listen in --config)\n",
-      host, c.admin_port, res.status, res.body))
+    err(string.format("rill emit: %s:%d answered %d %s %s\n", host, c.admin_port, res.status, res.body, where))
     os_c.exit(1)
   end)
 end
