@@ -137,9 +137,10 @@ static void task_finish(rill_task *t, int ok, lua_State *from, int nvalues) {
     if (t->meter) {
         size_t most = rill_meter_close(t->meter);
         t->meter = 0;
-        if (most >= GIVE_BACK_AFTER || t->kill[0] != '\0')
+        if (most >= GIVE_BACK_AFTER || rill_killed(&t->kill))
             give_back_soon();
     }
+    rill_kill_buffer_free(&t->kill); /* its reason was pushed, if it was ended */
     lua_rawgeti(L, LUA_REGISTRYINDEX, done_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->data_ref);
     lua_pushboolean(L, ok);
@@ -269,14 +270,14 @@ static void task_run(rill_task *t, int nargs) {
     running[depth++] = t;
     t->state = TASK_RUNNING;
     rill_watch w;
-    rill_watchdog_enter(&w, t->co, t->deadline, t->preempt, t->kill, t->label);
+    rill_watchdog_enter(&w, t->co, t->deadline, t->preempt, &t->kill, t->label);
     uint32_t outer_meter = rill_meter_enter(t->meter);
     int rc = lua_resume(t->co, nargs);
     rill_meter_enter(outer_meter);
     rill_watchdog_leave(&w);
     depth--;
 
-    if (t->kill[0] != '\0') {
+    if (rill_killed(&t->kill)) {
         /* Ended (deadline, memory limit) whatever it returned or caught. */
         if (rc == LUA_YIELD && t->cancel != NULL) {
             t->state = TASK_WAITING;
@@ -409,7 +410,7 @@ static int l_spawn(lua_State *L) {
     /* A task given a memory limit is metered (flow runs and loads); rill's
      * own tasks are charged to meter 0, which is never refused. */
     if (memory > 0)
-        t->meter = rill_meter_open((size_t)memory, t->kill);
+        t->meter = rill_meter_open((size_t)memory, &t->kill);
     live_tasks++;
 
     lua_pushvalue(L, 1);
@@ -435,7 +436,7 @@ static int l_current(lua_State *L) {
  * (sandbox.lua) raise this again, so that no flow code can catch it. */
 static int l_killed(lua_State *L) {
     rill_task *t = rill_task_current();
-    if (t == NULL || t->kill[0] == '\0')
+    if (t == NULL || !rill_killed(&t->kill))
         return 0;
     lua_pushstring(L, t->kill);
     return 1;
