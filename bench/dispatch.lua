@@ -5,8 +5,13 @@
 -- the CPU time per request. Run with any rill binary, old or new, to compare:
 --   rill lua bench/dispatch.lua BODY_FILE [N]
 -- (BODY_FILE: e.g. from ../shared/peers/gen-body.sh; N requests, 100,000.)
-local flows = require "rill.engine.flows"
-local webhook = require "rill.engine.webhook"
+-- (the old main's stdlib, before the engine's move to rill/engine/, too)
+local function engine(name)
+  local ok, m = pcall(require, "rill.engine." .. name)
+  return ok and m or require("rill." .. name)
+end
+local flows = engine "flows"
+local webhook = engine "webhook"
 local os_c = require "rill.c.os"
 local crypto = require "rill.c.crypto"
 require("rill.log").configure("warn", "text")

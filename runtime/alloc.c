@@ -39,7 +39,7 @@ typedef struct meter {
     size_t limit;    /* 0 for none */
     uint32_t gen;    /* bumped when closed, so that later frees go elsewhere */
     uint32_t next;   /* the next free meter, while free */
-    char *kill;      /* the run's reason buffer (RILL_KILL_MAX), written when it goes over */
+    char **kill;     /* the run's reason slot (rill_kill_buffer), written when it goes over */
     size_t max_used; /* high-water mark, for the log */
 } meter;
 
@@ -71,10 +71,10 @@ static int ensure_meters(void) {
 static int may_grow(meter *m, size_t n) {
     if (m == meters)
         return 1;
-    size_t reserve = m->kill && m->kill[0] ? RESERVE : 0;
+    size_t reserve = m->kill && rill_killed(m->kill) ? RESERVE : 0;
     if (m->limit && m->used + n > m->limit + reserve) {
-        if (m->kill && m->kill[0] == '\0')
-            snprintf(m->kill, RILL_KILL_MAX,
+        if (m->kill && !rill_killed(m->kill))
+            snprintf(rill_kill_buffer(m->kill), RILL_KILL_MAX,
                      "memory limit exceeded: the run used more than %zu MiB (run_memory_limit)",
                      m->limit >> 20);
         if (on_over)
@@ -86,8 +86,8 @@ static int may_grow(meter *m, size_t n) {
      * others go on (the process stays over its limit until a big one ends). */
     if (process_limit && total + n > process_limit + reserve &&
         m->used + n > process_limit / (open_meters ? open_meters : 1)) {
-        if (m->kill && m->kill[0] == '\0')
-            snprintf(m->kill, RILL_KILL_MAX,
+        if (m->kill && !rill_killed(m->kill))
+            snprintf(rill_kill_buffer(m->kill), RILL_KILL_MAX,
                      "memory limit exceeded: rill's Lua memory reached %zu MiB "
                      "(process_memory_limit), this run holding %zu MiB of it",
                      process_limit >> 20, m->used >> 20);
@@ -192,7 +192,7 @@ size_t rill_alloc_total(void) {
     return total;
 }
 
-uint32_t rill_meter_open(size_t limit, char *kill) {
+uint32_t rill_meter_open(size_t limit, char **kill) {
     uint32_t id;
     if (ensure_meters() != 0)
         return 0;
@@ -233,6 +233,36 @@ size_t rill_meter_close(uint32_t id) {
     free_meters = id;
     open_meters--;
     return max_used;
+}
+
+/* Made from inside an allocation (may_grow) as well: this one is charged
+ * to meter 0, which is never refused, and comes from the allocator
+ * underneath before the refused one does. Past a failure of that (the
+ * machine out of memory), a static buffer: a reason shared by the runs
+ * ended then is better than none. */
+static char no_memory_kill[RILL_KILL_MAX];
+
+char *rill_kill_buffer(char **slot) {
+    if (*slot == NULL) {
+        uint32_t outer = current;
+        current = 0;
+        /* (meter 0 exists even where the state has another allocator: a
+         * test's, which never called rill_alloc_init) */
+        char *b = ensure_meters() == 0 ? rill_alloc(NULL, NULL, 0, RILL_KILL_MAX) : NULL;
+        current = outer;
+        if (b != NULL)
+            b[0] = '\0';
+        else
+            b = no_memory_kill; /* not cleared: another run may be ended by it */
+        *slot = b;
+    }
+    return *slot;
+}
+
+void rill_kill_buffer_free(char **slot) {
+    if (*slot != NULL && *slot != no_memory_kill)
+        rill_alloc(NULL, *slot, RILL_KILL_MAX, 0);
+    *slot = NULL;
 }
 
 uint32_t rill_meter_enter(uint32_t id) {

@@ -14,6 +14,20 @@
 
 #define RILL_KILL_MAX 240 /* size of a run's reason buffer */
 
+/* A run's reason buffer is made when it is ended (few runs are), not
+ * carried by every task record: *slot is NULL until then. kill_buffer
+ * makes it ("" at first) and returns it; it is a block of the Lua heap's
+ * allocator charged to meter 0, so that it counts in the process's total
+ * (process_memory_limit) as the record's bytes did. kill_buffer_free gives
+ * it back and sets *slot to NULL. */
+char *rill_kill_buffer(char **slot);
+void rill_kill_buffer_free(char **slot);
+
+/* Whether the reason slot says the run must end. */
+static inline int rill_killed(char *const *slot) {
+    return *slot != NULL && (*slot)[0] != '\0';
+}
+
 /* The lua_Alloc to give lua_newstate (which LuaJIT accepts only in its
  * GC64 mode on x86_64, the mode Debian's libluajit2 is built in). */
 void *rill_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
@@ -29,10 +43,10 @@ void rill_alloc_set_process_limit(size_t bytes);
 /* Bytes of Lua memory live now. */
 size_t rill_alloc_total(void);
 
-/* A new meter with this limit (0: none); kill is a RILL_KILL_MAX buffer,
- * holding "" until the meter goes over, when the reason is written in it.
+/* A new meter with this limit (0: none); kill is the run's reason slot
+ * (rill_kill_buffer): when the meter goes over, the reason is written there.
  * Returns its id (0 when none could be made: the run is then unmetered). */
-uint32_t rill_meter_open(size_t limit, char *kill);
+uint32_t rill_meter_open(size_t limit, char **kill);
 
 /* Closes a meter: blocks still charged to it stay in the total only.
  * Returns the most it ever held. */

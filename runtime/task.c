@@ -137,9 +137,10 @@ static void task_finish(rill_task *t, int ok, lua_State *from, int nvalues) {
     if (t->meter) {
         size_t most = rill_meter_close(t->meter);
         t->meter = 0;
-        if (most >= GIVE_BACK_AFTER || t->kill[0] != '\0')
+        if (most >= GIVE_BACK_AFTER || rill_killed(&t->kill))
             give_back_soon();
     }
+    rill_kill_buffer_free(&t->kill); /* its reason was pushed, if it was ended */
     lua_rawgeti(L, LUA_REGISTRYINDEX, done_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->data_ref);
     lua_pushboolean(L, ok);
@@ -269,14 +270,14 @@ static void task_run(rill_task *t, int nargs) {
     running[depth++] = t;
     t->state = TASK_RUNNING;
     rill_watch w;
-    rill_watchdog_enter(&w, t->co, t->deadline, t->preempt, t->kill, t->label);
+    rill_watchdog_enter(&w, t->co, t->deadline, t->preempt, &t->kill, t->label);
     uint32_t outer_meter = rill_meter_enter(t->meter);
     int rc = lua_resume(t->co, nargs);
     rill_meter_enter(outer_meter);
     rill_watchdog_leave(&w);
     depth--;
 
-    if (t->kill[0] != '\0') {
+    if (rill_killed(&t->kill)) {
         /* Ended (deadline, memory limit) whatever it returned or caught. */
         if (rc == LUA_YIELD && t->cancel != NULL) {
             t->state = TASK_WAITING;
@@ -349,6 +350,17 @@ static rill_task *check_task(lua_State *L, int idx) {
     return luaL_checkudata(L, idx, TASK_MT);
 }
 
+/* spawn's upvalues: the limits' field names and the task metatable, made
+ * once. A name given as a C string (lua_getfield) is interned again at each
+ * call: six hash-and-lookups on every run a sync webhook starts. */
+enum { UP_DEADLINE = 1, UP_PREEMPT, UP_MEMORY, UP_LABEL, UP_LABEL_ID, UP_TASK_MT };
+
+/* Pushes limits[name] (the limits table is argument 3). */
+static void limit_field(lua_State *L, int name) {
+    lua_pushvalue(L, lua_upvalueindex(name));
+    lua_gettable(L, 3);
+}
+
 /* spawn(fn, on_done, limits, data, ...) -> task
  * Runs fn(...) in a new coroutine at once; on_done(data, ok, ...) receives
  * fn's results, or false and a message. on_done may run before spawn
@@ -365,15 +377,15 @@ static int l_spawn(lua_State *L) {
     int preempt = 1;
     const char *label = NULL, *label_id = NULL;
     if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "deadline");
+        limit_field(L, UP_DEADLINE);
         seconds = luaL_optnumber(L, -1, 0);
-        lua_getfield(L, 3, "preempt");
+        limit_field(L, UP_PREEMPT);
         preempt = lua_isnil(L, -1) || lua_toboolean(L, -1);
-        lua_getfield(L, 3, "memory");
+        limit_field(L, UP_MEMORY);
         memory = luaL_optnumber(L, -1, 0);
-        lua_getfield(L, 3, "label");
+        limit_field(L, UP_LABEL);
         label = lua_tostring(L, -1);
-        lua_getfield(L, 3, "label_id");
+        limit_field(L, UP_LABEL_ID);
         label_id = lua_tostring(L, -1);
         lua_pop(L, 5); /* the labels stay valid: the limits table holds the strings */
     } else {
@@ -386,7 +398,7 @@ static int l_spawn(lua_State *L) {
 
     rill_task *t = lua_newuserdata(L, sizeof *t);
     memset(t, 0, sizeof *t);
-    luaL_getmetatable(L, TASK_MT);
+    lua_pushvalue(L, lua_upvalueindex(UP_TASK_MT));
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
     t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -409,7 +421,7 @@ static int l_spawn(lua_State *L) {
     /* A task given a memory limit is metered (flow runs and loads); rill's
      * own tasks are charged to meter 0, which is never refused. */
     if (memory > 0)
-        t->meter = rill_meter_open((size_t)memory, t->kill);
+        t->meter = rill_meter_open((size_t)memory, &t->kill);
     live_tasks++;
 
     lua_pushvalue(L, 1);
@@ -435,7 +447,7 @@ static int l_current(lua_State *L) {
  * (sandbox.lua) raise this again, so that no flow code can catch it. */
 static int l_killed(lua_State *L) {
     rill_task *t = rill_task_current();
-    if (t == NULL || t->kill[0] == '\0')
+    if (t == NULL || !rill_killed(&t->kill))
         return 0;
     lua_pushstring(L, t->kill);
     return 1;
@@ -548,15 +560,26 @@ int rill_task_open(lua_State *L) {
         {"kill", l_task_kill}, {"alive", l_task_alive}, {"waiting", l_task_waiting}, {NULL, NULL}};
     static const luaL_Reg waiter_methods[] = {
         {"wait", l_waiter_wait}, {"wake", l_waiter_wake}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"spawn", l_spawn},         {"current", l_current},
-                                     {"count", l_count},         {"killed", l_killed},
-                                     {"configure", l_configure}, {"memory", l_memory},
-                                     {"waiter", l_waiter},       {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"current", l_current},
+                                     {"count", l_count},
+                                     {"killed", l_killed},
+                                     {"configure", l_configure},
+                                     {"memory", l_memory},
+                                     {"waiter", l_waiter},
+                                     {NULL, NULL}};
     rill_lua_metatable(L, WAITER_MT, waiter_methods);
     lua_pop(L, 1);
     rill_lua_metatable(L, TASK_MT, methods);
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);
+    lua_pushliteral(L, "deadline"); /* in the order of UP_* */
+    lua_pushliteral(L, "preempt");
+    lua_pushliteral(L, "memory");
+    lua_pushliteral(L, "label");
+    lua_pushliteral(L, "label_id");
+    luaL_getmetatable(L, TASK_MT);
+    lua_pushcclosure(L, l_spawn, UP_TASK_MT);
+    lua_setfield(L, -2, "spawn");
     return 1;
 }

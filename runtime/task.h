@@ -34,8 +34,9 @@ typedef struct rill_task {
     unsigned char timer_init;     /* timer was uv_timer_init'ed and needs closing */
     unsigned char preempt;        /* runs in time slices (flow runs); not flow loads */
     uint32_t meter;               /* the allocator's meter its blocks are charged to (alloc.h) */
-    char kill[RILL_KILL_MAX];     /* "" while it may run; why it must end once written (its
-                                   * deadline, its memory limit): from then on nothing of it runs */
+    char *kill;                   /* NULL or "" while it may run; why it must end once written
+                                   * (its deadline, its memory limit): from then on nothing of it
+                                   * runs. Made only then (rill_kill_buffer): few runs are ended */
     char label[96];               /* "flow F run R": names it in the last line of defence */
 } rill_task;
 

@@ -85,14 +85,16 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
         lua_sethook(L, stop_hook, LUA_MASKCOUNT, HOOK_EVERY);
     }
     uint64_t now = uv_hrtime();
-    if (w->kill[0] == '\0' && w->deadline && now >= w->deadline) {
+    if (!rill_killed(w->kill) && w->deadline && now >= w->deadline) {
         if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
-            snprintf(w->kill, RILL_KILL_MAX, "deadline exceeded: code still running at %s:%d",
-                     ar->short_src, ar->currentline);
+            snprintf(rill_kill_buffer(w->kill), RILL_KILL_MAX,
+                     "deadline exceeded: code still running at %s:%d", ar->short_src,
+                     ar->currentline);
         else
-            snprintf(w->kill, RILL_KILL_MAX, "deadline exceeded: code still running");
+            snprintf(rill_kill_buffer(w->kill), RILL_KILL_MAX,
+                     "deadline exceeded: code still running");
     }
-    if (w->kill[0] != '\0') {
+    if (rill_killed(w->kill)) {
         /* The task is ended: nothing of it may run on. Where it can yield,
          * it yields and task.c ends it; inside a C function (a sort
          * comparator, a message handler called by error) an error unwinds
@@ -104,7 +106,7 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
             lua_yield(L, 0);
             return;
         }
-        lua_pushstring(L, w->kill);
+        lua_pushstring(L, *w->kill);
         lua_error(L);
     }
     if (now < w->slice_end)
@@ -115,16 +117,16 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
          * called from C) holds every other run and request meanwhile. */
         if (hold_ns && now - w->slice_end >= hold_ns) {
             if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
-                snprintf(w->kill, RILL_KILL_MAX,
+                snprintf(rill_kill_buffer(w->kill), RILL_KILL_MAX,
                          "held the loop longer than max_hold (%.3g s) where it cannot be paused "
                          "(a callback from C, a message handler) at %s:%d",
                          (double)hold_ns / 1e9, ar->short_src, ar->currentline);
             else
-                snprintf(w->kill, RILL_KILL_MAX,
+                snprintf(rill_kill_buffer(w->kill), RILL_KILL_MAX,
                          "held the loop longer than max_hold (%.3g s) where it cannot be paused "
                          "(a callback from C, a message handler)",
                          (double)hold_ns / 1e9);
-            lua_pushstring(L, w->kill);
+            lua_pushstring(L, *w->kill);
             lua_error(L);
         }
         return;
@@ -243,7 +245,7 @@ static void publish(rill_watch *w) {
         if (w->deadline && w->deadline < until)
             until = w->deadline;
     }
-    if (w && w->kill[0] != '\0')
+    if (w && rill_killed(w->kill))
         until = 1; /* already ended: the hook must act at once */
     for (rill_watch *o = w; o && grace_ns; o = o->outer)
         if (o->deadline && (last == 0 || o->deadline + grace_ns < last))
@@ -252,7 +254,7 @@ static void publish(rill_watch *w) {
     atomic_store_explicit(&give_up_at, last, memory_order_relaxed);
 }
 
-void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt, char *kill,
+void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt, char **kill,
                          const char *label) {
     w->co = co;
     w->deadline = deadline;
@@ -279,7 +281,7 @@ int rill_watchdog_due(void) {
     rill_watch *w = current;
     if (w == NULL || !atomic_load_explicit(&armed, memory_order_relaxed))
         return 0;
-    if (w->kill[0] != '\0')
+    if (rill_killed(w->kill))
         return 1; /* ended already (its memory limit, max_hold) */
     return w->deadline != 0 && uv_hrtime() >= w->deadline;
 }
@@ -291,25 +293,26 @@ static void note_deadline(lua_State *L, rill_watch *w) {
     for (int level = 1; lua_getstack(L, level, &ar); level++) {
         if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 &&
             strstr(ar.short_src, "stdlib/rill/") == NULL) {
-            snprintf(w->kill, RILL_KILL_MAX, "deadline exceeded: code still running at %s:%d",
-                     ar.short_src, ar.currentline);
+            snprintf(rill_kill_buffer(w->kill), RILL_KILL_MAX,
+                     "deadline exceeded: code still running at %s:%d", ar.short_src,
+                     ar.currentline);
             return;
         }
     }
-    snprintf(w->kill, RILL_KILL_MAX, "deadline exceeded: code still running");
+    snprintf(rill_kill_buffer(w->kill), RILL_KILL_MAX, "deadline exceeded: code still running");
 }
 
 int rill_watchdog_stop_run(lua_State *L) {
     rill_watch *w = current;
     if (w == NULL || L != w->co)
         return luaL_error(L, "deadline exceeded");
-    if (w->kill[0] == '\0')
+    if (!rill_killed(w->kill))
         note_deadline(L, w);
     if (can_yield(L, 1)) {
         w->stopped = RILL_WATCHDOG_KILLED;
         return lua_yield(L, 0);
     }
-    lua_pushstring(L, w->kill);
+    lua_pushstring(L, *w->kill);
     return lua_error(L);
 }
 

@@ -21,9 +21,9 @@ typedef struct rill_watch {
     lua_State *co;     /* the coroutine being resumed */
     uint64_t deadline; /* absolute uv_hrtime() ns, 0 for none */
     uint64_t slice_end;
-    char *kill;        /* the task's reason buffer (RILL_KILL_MAX): "" while it may run.
-                        * Once written (deadline, memory limit) the task is ended: the
-                        * hook keeps raising or yielding until its resume returns. */
+    char **kill;       /* the task's reason slot (rill_kill_buffer): empty while it may
+                        * run. Once written (deadline, memory limit) the task is ended:
+                        * the hook keeps raising or yielding until its resume returns. */
     const char *label; /* "flow F run R", for the last line of defence */
     int stopped;       /* RILL_WATCHDOG_*: why the hook yielded it */
     struct rill_watch *outer;
@@ -37,11 +37,11 @@ int rill_watchdog_start(lua_State *L);
 void rill_watchdog_stop(void);
 
 /* A resume of co with this deadline begins, in a time slice unless
- * preempt is 0; kill is the task's reason buffer and label names it. w
+ * preempt is 0; kill is the task's reason slot and label names it. w
  * lives on the caller's stack until rill_watchdog_leave(w), which removes
  * the hook and restores the enclosing watch. Afterwards w->stopped says why
  * the hook yielded, and kill why the task must end, if it must. */
-void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt, char *kill,
+void rill_watchdog_enter(rill_watch *w, lua_State *co, uint64_t deadline, int preempt, char **kill,
                          const char *label);
 void rill_watchdog_leave(rill_watch *w);
 

@@ -27,9 +27,9 @@ static void put(void *p, size_t n) {
 }
 
 static void frees_credit_the_meter_charged_whoever_runs(void) {
-    char kill[RILL_KILL_MAX] = "";
+    char *kill = NULL;
     size_t base = rill_alloc_total();
-    uint32_t a = rill_meter_open(0, kill), b = rill_meter_open(0, kill);
+    uint32_t a = rill_meter_open(0, &kill), b = rill_meter_open(0, &kill);
     uint32_t outer = rill_meter_enter(a);
     void *p = get(1000);
     rill_meter_enter(b);
@@ -44,7 +44,7 @@ static void frees_credit_the_meter_charged_whoever_runs(void) {
     T_EQ_INT(rill_meter_close(b), 2000);
     put(p, 2000); /* after its meter closed: the total only */
     T_EQ_INT(rill_alloc_total(), base);
-    uint32_t c = rill_meter_open(0, kill); /* b's slot again, new generation */
+    uint32_t c = rill_meter_open(0, &kill); /* b's slot again, new generation */
     T_EQ_INT(rill_meter_used(c), 0);
     rill_meter_close(c);
     rill_meter_close(a);
@@ -74,15 +74,15 @@ static void blocks_keep_their_bytes_and_alignment_when_resized(void) {
 }
 
 static void a_meter_over_its_limit_is_refused_with_the_reason(void) {
-    char kill[RILL_KILL_MAX] = "";
+    char *kill = NULL;
     refused = 0;
-    uint32_t m = rill_meter_open(1 << 20, kill);
+    uint32_t m = rill_meter_open(1 << 20, &kill);
     uint32_t outer = rill_meter_enter(m);
     void *p = get(512 << 10);
     T_CHECK(p != NULL);
     T_CHECK(get(768 << 10) == NULL);
     T_EQ_INT(refused, 1);
-    T_CHECK(strstr(kill, "run_memory_limit") != NULL);
+    T_CHECK(kill != NULL && strstr(kill, "run_memory_limit") != NULL);
     void *r = get(1024); /* ended: a small reserve to unwind with */
     T_CHECK(r != NULL);
     T_CHECK(get(64 << 20) == NULL); /* but not more */
@@ -93,11 +93,34 @@ static void a_meter_over_its_limit_is_refused_with_the_reason(void) {
     put(r, 1024);
     put(p, 512 << 10);
     rill_meter_close(m);
+    rill_kill_buffer_free(&kill);
+}
+
+/* The reason buffer is not carried by every run: it is made when one goes
+ * over, as rill's own memory (meter 0), counted in the process's total. */
+static void a_reason_is_made_only_when_a_run_is_ended_and_counts_in_the_total(void) {
+    char *kill = NULL;
+    uint32_t m = rill_meter_open(1 << 20, &kill);
+    uint32_t outer = rill_meter_enter(m);
+    void *p = get(512 << 10);
+    T_CHECK(p != NULL);
+    T_CHECK(kill == NULL);
+    size_t before = rill_alloc_total();
+    T_CHECK(get(768 << 10) == NULL);
+    T_CHECK(kill != NULL && strstr(kill, "run_memory_limit") != NULL);
+    T_EQ_INT(rill_alloc_total(), before + RILL_KILL_MAX);
+    T_EQ_INT(rill_meter_used(m), 512 << 10); /* not charged to the run */
+    rill_meter_enter(outer);
+    rill_kill_buffer_free(&kill);
+    T_CHECK(kill == NULL);
+    T_EQ_INT(rill_alloc_total(), before);
+    put(p, 512 << 10);
+    rill_meter_close(m);
 }
 
 static void the_process_limit_refuses_big_runs_not_small_ones_nor_rill(void) {
-    char big_kill[RILL_KILL_MAX] = "", small_kill[RILL_KILL_MAX] = "";
-    uint32_t big = rill_meter_open(0, big_kill), small = rill_meter_open(0, small_kill);
+    char *big_kill = NULL, *small_kill = NULL;
+    uint32_t big = rill_meter_open(0, &big_kill), small = rill_meter_open(0, &small_kill);
     rill_alloc_set_process_limit(rill_alloc_total() + (8 << 20));
     uint32_t outer = rill_meter_enter(big);
     void *b = get(7 << 20);
@@ -105,10 +128,10 @@ static void the_process_limit_refuses_big_runs_not_small_ones_nor_rill(void) {
     rill_meter_enter(small);
     void *s = get(2 << 20); /* over the process limit, but far under an equal share */
     T_CHECK(s != NULL);
-    T_EQ_INT(small_kill[0], '\0');
+    T_CHECK(small_kill == NULL);
     rill_meter_enter(big);
     T_CHECK(get(1 << 20) == NULL); /* the big one is refused */
-    T_CHECK(strstr(big_kill, "process_memory_limit") != NULL);
+    T_CHECK(big_kill != NULL && strstr(big_kill, "process_memory_limit") != NULL);
     rill_meter_enter(outer);
     void *own = get(2 << 20); /* rill's own meter never is */
     T_CHECK(own != NULL);
@@ -117,27 +140,29 @@ static void the_process_limit_refuses_big_runs_not_small_ones_nor_rill(void) {
     put(b, 7 << 20);
     rill_meter_close(small);
     rill_meter_close(big);
+    rill_kill_buffer_free(&big_kill);
     rill_alloc_set_process_limit(0);
 }
 
 static void a_lua_state_survives_a_refused_chunk(void) {
-    char kill[RILL_KILL_MAX] = "";
+    char *kill = NULL;
     lua_State *L = lua_newstate(rill_alloc, NULL);
     T_CHECK(L != NULL); /* LuaJIT accepts a custom allocator only in GC64 mode */
     if (L == NULL)
         return;
     luaL_openlibs(L);
-    uint32_t m = rill_meter_open(8 << 20, kill);
+    uint32_t m = rill_meter_open(8 << 20, &kill);
     uint32_t outer = rill_meter_enter(m);
     int rc = luaL_dostring(L, "local t = {} for i = 1, 1e7 do t[i] = ('x'):rep(50) .. i end");
     rill_meter_enter(outer);
     T_CHECK(rc != 0);
     T_CHECK(lua_tostring(L, -1) && strstr(lua_tostring(L, -1), "not enough memory"));
-    T_CHECK(kill[0] != '\0');
+    T_CHECK(rill_killed(&kill));
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT, 0);
     T_CHECK(rill_meter_used(m) < (1 << 20)); /* its garbage went back to it */
     rill_meter_close(m);
+    rill_kill_buffer_free(&kill);
     T_EQ_INT(luaL_dostring(L, "x = ('y'):rep(1e6)"), 0); /* rill's own code goes on */
     lua_close(L);
 }
@@ -147,6 +172,7 @@ int main(void) {
     T_RUN(frees_credit_the_meter_charged_whoever_runs);
     T_RUN(blocks_keep_their_bytes_and_alignment_when_resized);
     T_RUN(a_meter_over_its_limit_is_refused_with_the_reason);
+    T_RUN(a_reason_is_made_only_when_a_run_is_ended_and_counts_in_the_total);
     T_RUN(the_process_limit_refuses_big_runs_not_small_ones_nor_rill);
     T_RUN(a_lua_state_survives_a_refused_chunk);
     return T_END();

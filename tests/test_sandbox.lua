@@ -287,4 +287,40 @@ end }]])
   t.eq(r.result.probe, nil, "the callee read through the caller's metatable")
 end)
 
+
+t.test("a run cannot change how another run's ctx.settings answers a name it lacks", function()
+  -- the metatable of ctx.settings is one per flow version, shared by its runs
+  local f = load("s.lua", [[
+return { settings = { limit = { type = "number", default = 5 } }, triggers = { manual() }, run = function(ctx)
+  local mt = getmetatable(ctx.settings)
+  if type(mt) == "table" then mt.__index = function() return "planted" end end
+  local replaced = pcall(setmetatable, ctx.settings, { __index = function() return "planted" end })
+  local ok, v = pcall(function() return ctx.settings.limt end)
+  return { mt = tostring(mt), replaced = replaced, ok = ok, v = tostring(v), limit = ctx.settings.limit }
+end }]])
+  for i = 1, 2 do
+    local r = run(f)
+    t.eq(r.state, "succeeded", "run " .. i .. ": " .. tostring(r.error and r.error.message))
+    t.eq(r.result.mt, "false", "run " .. i .. " reached the metatable")
+    t.eq(r.result.replaced, false, "run " .. i .. " replaced the metatable")
+    t.eq(r.result.ok, false, "run " .. i .. " read a setting its flow does not declare")
+    t.ok(r.result.v:find("declares no setting 'limt' (did you mean 'limit'?)", 1, true), r.result.v)
+    t.eq(r.result.limit, 5, "run " .. i .. "'s limit")
+  end
+end)
+
+t.test("a flow version whose runs read ctx.settings can still be collected", function()
+  local alive = setmetatable({}, { __mode = "k" })
+  do
+    local f = load("c.lua", [[
+return { settings = { limit = { type = "number", default = 5 } }, triggers = { manual() },
+  run = function(ctx) return ctx.settings.limit end }]])
+    t.eq(run(f).result, 5, "the run's result")
+    alive[f] = true
+  end
+  collectgarbage("collect")
+  collectgarbage("collect")
+  t.eq(next(alive), nil, "the flow version after its runs ended")
+end)
+
 t.done()

@@ -155,6 +155,31 @@ end
 -- with its run (a retry, a wake), with the current ones for settings its
 -- version declares that the record lacks, or records with another type (a
 -- version that changed the declaration since the run was created).
+-- A name the flow does not declare is a typo (nothing can set it): said at
+-- the flow's line rather than read as nil, by a metatable made once per flow
+-- version and shared by its runs (a table and a closure per run were a
+-- tenth of what a sync webhook request allocates). Its __metatable keeps it
+-- out of the runs' reach: a run that changed it would change the others'.
+local typo_mt = setmetatable({}, { __mode = "k" }) -- flow version -> its runs' settings metatable
+local function typo_mt_of(flow)
+  local mt = typo_mt[flow]
+  if mt then return mt end
+  -- (the name and declarations, not the flow: a value holding its weak key
+  -- would keep every flow version ever loaded)
+  local flow_name, decls = flow.name, flow.settings or {}
+  mt = { __metatable = false, __index = function(_, name)
+    local names = {}
+    for k in pairs(decls) do names[#names + 1] = k end
+    table.sort(names)
+    local guess = #names > 0 and require("rill.triggers").closest(tostring(name), names)
+    error(tostring(flow_name) .. " declares no setting '" .. tostring(name):sub(1, 64) .. "'" ..
+      (guess and (" (did you mean '" .. guess .. "'?)") or #names == 0 and " (it declares no settings)" or
+       " (settings: " .. table.concat(names, ", ") .. ")"), 2)
+  end }
+  typo_mt[flow] = mt
+  return mt
+end
+
 function settings.for_run(flow, recorded)
   local out = settings.values(flow)
   if type(recorded) == "table" then
@@ -163,17 +188,7 @@ function settings.for_run(flow, recorded)
       if out[name] ~= nil and decls[name] and check(decls[name], v) ~= nil then out[name] = v end
     end
   end
-  -- a name the flow does not declare is a typo (nothing can set it): said at
-  -- the flow's line rather than read as nil
-  return setmetatable(out, { __index = function(_, name)
-    local names = {}
-    for k in pairs(flow.settings or {}) do names[#names + 1] = k end
-    table.sort(names)
-    local guess = #names > 0 and require("rill.triggers").closest(tostring(name), names)
-    error(tostring(flow.name) .. " declares no setting '" .. tostring(name):sub(1, 64) .. "'" ..
-      (guess and (" (did you mean '" .. guess .. "'?)") or #names == 0 and " (it declares no settings)" or
-       " (settings: " .. table.concat(names, ", ") .. ")"), 2)
-  end })
+  return setmetatable(out, typo_mt_of(flow))
 end
 
 -- no_flow(name, versions) -> "no flow named NAME (did you mean 'X'?)", X

@@ -219,6 +219,9 @@ local function headers_of(h)
 end
 
 -- Answers a sync webhook's request (run.caller) with the run's outcome.
+-- response()'s metatable, looked up once: require on every answer interned
+-- its two names again (C strings) on each request.
+local response_mt
 local function respond(run)
   local req, route = run.caller.req, run.caller.route
   if run.state ~= "succeeded" then
@@ -235,7 +238,8 @@ local function respond(run)
   -- response()'s own metatable makes it a response (a flow's table can say
   -- __metatable = "response", with an __index that loops), and no
   -- metamethod of the flow's runs here
-  if rawequal(debug.getmetatable(r), require("rill.engine.flows").response_mt) then
+  response_mt = response_mt or require("rill.engine.flows").response_mt -- (flows requires this module)
+  if rawequal(debug.getmetatable(r), response_mt) then
     local herr
     status, body = rawget(r, "status"), rawget(r, "body")
     if type(status) ~= "number" or status < 200 or status > 599 or status % 1 ~= 0 then
@@ -350,6 +354,17 @@ verified = function(d, ok, genuine, detail)
   start(req, route, d[3], d[4], detail)
 end
 
+-- ctx.request.query of a request without a query string: an empty table
+-- made at its first read (most requests carry none, and few runs look),
+-- each run's own, so that what one run writes in it no other run sees. The
+-- metatable is shared: __metatable keeps it out of the runs' reach.
+local REQUEST_MT = { __metatable = false, __index = function(request, k)
+  if k ~= "query" then return nil end
+  local q = {}
+  rawset(request, "query", q)
+  return q
+end }
+
 -- dispatch(req, method, path, query, headers, body): called by the HTTP
 -- server for every complete request.
 function webhook.dispatch(req, method, path, query, headers, body)
@@ -373,8 +388,8 @@ function webhook.dispatch(req, method, path, query, headers, body)
   local trigger = route.trigger
   local payload, status, reason = payload_of(trigger, method, query, headers, body)
   if status then return reply_error(req, route, status, reason) end
-  local request = { method = method, path = path, query = query and parse_form(query) or {},
-                    headers = headers, body = body, params = params }
+  local request = setmetatable({ method = method, path = path, query = query and parse_form(query) or nil,
+                    headers = headers, body = body, params = params }, REQUEST_MT)
   if trigger.verify then
     request.peer = req.peer and req:peer() -- for an allow-list (signatures.shared_secret's allow_from)
     return task.spawn(trigger.verify, verified, VERIFY_LIMITS, { req, route, payload, request }, request)
