@@ -7,11 +7,10 @@ The store is SQLite under each test's directory; test_queue_pg.py runs the
 same tests on Postgres."""
 import json
 import os
-import subprocess
 import threading
 import time
 
-from lib.harness import ROOT, Rill, eq, main, temp_dir, test, wait_until
+from lib.harness import Rill, eq, main, temp_dir, test, wait_until
 
 # Every test's rill gets these: short timings so retries and recovery are quick.
 FAST = {"RILL_POLL_INTERVAL": "0.1s", "RILL_RETRY_BACKOFF": "50ms", "RILL_RETRY_MAX_BACKOFF": "200ms"}
@@ -440,75 +439,6 @@ def runs_commands_report_bad_usage():
         assert "expected list, show, retry, delete or count" in err, err
         code, out, _ = r.runs_cli("count")
         eq((code, out.strip()), (0, "0"), "count on an empty store")
-
-
-# The last commit whose store keeps a run's inputs (trigger, payload,
-# request, settings) in its runs row: schema version 9, before run_inputs.
-BEFORE_RUN_INPUTS = "643b52e"
-
-HELD = """
-return {
-  triggers = { webhook { path = "/hooks/held", mode = "async", idempotency = "header:X-Id" } },
-  %s
-  run = function(ctx)
-    if ctx.payload.hold and ctx.attempt == 1 then sleep(60) end
-    return { n = ctx.payload.n, trigger = ctx.trigger.type, path = ctx.request.path }
-  end,
-}"""
-
-WAITER = """
-return {
-  triggers = { webhook { path = "/hooks/quote", mode = "async" } },
-  run = function(ctx)
-    local signed = wait_for("signature", { event = "signed", match = { quote = ctx.payload.id }, timeout = "1h" })
-    return { quote = ctx.payload.id, by = signed.data and signed.data.by }
-  end,
-}"""
-
-SIGNER = """
-return {
-  triggers = { webhook { path = "/hooks/signed", mode = "async", emit = "signed" } },
-  run = function(ctx) return ctx.payload end,
-}"""
-
-
-@test
-def a_store_written_before_run_inputs_runs_its_queued_and_parked_runs():
-    """A store whose runs were stored by the stdlib of BEFORE_RUN_INPUTS (on
-    this binary) is migrated when it opens: its queued runs run with their
-    payload, trigger and request, its parked run wakes on its event, its
-    idempotency keys still hold, and new runs go on."""
-    old = temp_dir()
-    subprocess.run(f"git -C '{ROOT}' archive {BEFORE_RUN_INPUTS} stdlib | tar -x -C '{old}'", shell=True, check=True)
-    d = temp_dir()
-    flows = {"quote.lua": WAITER, "signed.lua": SIGNER}
-    # a run holds the flow's only slot: the runs after it are stored queued
-    with rill({"held.lua": HELD % 'concurrency = 1, deadline = "120s",', **flows},
-              env={"RILL_STDLIB": os.path.join(old, "stdlib")}, dir=d) as r:
-        holder = post(r, "/hooks/held", {"n": 0, "hold": True}, {"X-Id": "k0"}).json()["run_id"]
-        wait_until(lambda: r.runs("show", holder)["state"] == "running", 10, "the first run holding the slot")
-        queued = [post(r, "/hooks/held", {"n": n}, {"X-Id": f"k{n}"}).json()["run_id"] for n in (1, 2, 3)]
-        parked = post(r, "/hooks/quote", {"id": 7}).json()["run_id"]
-        wait_until(lambda: r.runs("show", parked)["state"] == "waiting", 10, "the quote waiting for its event")
-        eq([r.runs("show", i)["state"] for i in queued], ["queued"] * 3, "the runs behind the held one")
-        r.kill()
-    with rill({"held.lua": HELD % "", **flows}, dir=d) as r:
-        runs = [finished(r, i) for i in queued]
-        eq([(x["state"], json.loads(x["result"])) for x in runs],
-           [("succeeded", {"n": n, "trigger": "webhook", "path": "/hooks/held"}) for n in (1, 2, 3)],
-           "the queued runs, with their payload, trigger and request")
-        eq((json.loads(runs[0]["payload"]), json.loads(runs[0]["trigger"])["type"]), ({"n": 1}, "webhook"),
-           "a stored run's payload and trigger, shown")
-        res = post(r, "/hooks/held", {"n": 1}, {"X-Id": "k1"})
-        eq((res.status, res.json()["run_id"]), (200, queued[0]), "a delivery again, its key stored before")
-        eq(post(r, "/hooks/signed", {"quote": 7, "by": "Ada"}).status, 202, "the event")
-        run = finished(r, parked)
-        eq((run["state"], json.loads(run["result"])), ("succeeded", {"quote": 7, "by": "Ada"}), "the parked run")
-        new = post(r, "/hooks/held", {"n": 9}, {"X-Id": "k9"}).json()["run_id"]
-        eq(json.loads(finished(r, new)["payload"]), {"n": 9}, "a new run's payload")
-        eq(json.loads(finished(r, new)["result"])["n"], 9, "a new run's result")
-        eq(r.runs_cli("delete", new)[0], 0, "the new run deleted")
-        eq(r.runs_cli("show", new)[0], 1, "the deleted run shown")
 
 
 if __name__ == "__main__":

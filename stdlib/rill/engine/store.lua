@@ -150,10 +150,10 @@ function store.enqueue(r, callback, extra)
       { "INSERT INTO idempotency (flow, key, run_id, created) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         r.flow, r.idem_key, r.id, r.created, n = 4 },
       { "SELECT run_id FROM idempotency WHERE flow = $1 AND key = $2", r.flow, r.idem_key, n = 2 },
+      insert_run(r, INSERT_RUN_WITH_KEY),
     }
-    insert_run(stmts, r, INSERT_RUN_WITH_KEY)
   else
-    stmts = insert_run({}, r)
+    stmts = { insert_run(r) }
   end
   for _, s in ipairs(extra or {}) do stmts[#stmts + 1] = s end
   store.batch(stmts, function(res, err)
@@ -244,17 +244,14 @@ function store.shared() return dialect.shared == true end
 -- The completed steps of the runs a claim just took (same transaction: the
 -- runs this owner holds with the lease the claim gave them), so that a
 -- resumed run replays its steps without a read of its own.
-local CLAIMED = "run_id IN (SELECT id FROM runs WHERE state = 'running' AND lease_until = $2 AND owner = $1)"
-local CLAIMED_STEPS = "SELECT run_id, seq, name, result FROM run_steps WHERE " .. CLAIMED
--- and their inputs (run_inputs), which the claim's update does not touch
-local CLAIMED_INPUTS = "SELECT run_id, " .. schema.INPUT_COLUMNS .. " FROM run_inputs WHERE " .. CLAIMED
+local CLAIMED_STEPS = "SELECT run_id, seq, name, result FROM run_steps WHERE run_id IN (SELECT id FROM runs "
+  .. "WHERE state = 'running' AND lease_until = $2 AND owner = $1)"
 
 -- claim(owner, claims, lease_ms) -> rows of the runs now running here, at
 -- most claims[i].limit of flow claims[i].flow, oldest due first; with
 -- claims[i].max on a shared store, also no more than max runs of the flow
 -- running in all instances together. Each row's `steps` are its completed
--- steps by seq ({seq, name, result}), and it has its inputs (trigger,
--- payload, request, settings). In a task.
+-- steps by seq ({seq, name, result}). In a task.
 function store.claim(owner, claims, lease_ms)
   local now = now_ms()
   local stmts, claiming = { dialect.ordered }, {}
@@ -268,7 +265,6 @@ function store.claim(owner, claims, lease_ms)
     claiming[#claiming + 1] = #stmts
   end
   stmts[#stmts + 1] = dialect.unordered
-  stmts[#stmts + 1] = { CLAIMED_INPUTS, owner, now + lease_ms, n = 2 }
   stmts[#stmts + 1] = { CLAIMED_STEPS, owner, now + lease_ms, n = 2 }
   local res = store.batch(stmts)
   local rows, by_id = {}, {}
@@ -281,10 +277,6 @@ function store.claim(owner, claims, lease_ms)
   for _, s in ipairs(res[#stmts]) do
     local row = by_id[s.run_id]
     if row then row.steps[s.seq] = s end
-  end
-  for _, i in ipairs(res[#stmts - 1]) do
-    local row = by_id[i.run_id]
-    if row then row.trigger, row.payload, row.request, row.settings = i.trigger, i.payload, i.request, i.settings end
   end
   return rows
 end
@@ -368,7 +360,7 @@ end
 -- record(r, lines, callback): stores a run that already ended (a sync
 -- webhook's run, whose caller got the answer), with its log lines.
 function store.record(r, lines, callback)
-  local stmts = insert_run({}, r)
+  local stmts = { insert_run(r) }
   log_rows(stmts, r.id, r.attempt or 1, lines)
   store.batch(stmts, callback or function(_, err)
     if err then require("rill.log").warn("a run could not be recorded", { run_id = r.id, error = err }) end

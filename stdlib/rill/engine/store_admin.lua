@@ -22,8 +22,7 @@ end
 -- get(id) -> the run row (id may be a unique prefix) and its log lines, or nil.
 function store.get(id)
   local res = store.batch {
-    { "SELECT " .. RUN_COLUMNS .. ", " .. schema.INPUT_COLUMNS .. ", owner, lease_until "
-      .. "FROM runs LEFT JOIN run_inputs ON run_id = id WHERE id = $1", id, n = 1 },
+    { "SELECT " .. RUN_COLUMNS .. ", owner, lease_until FROM runs WHERE id = $1", id, n = 1 },
     { "SELECT attempt, seq, at, level, message, fields FROM run_logs WHERE run_id = $1 ORDER BY attempt, seq", id, n = 1 },
     { "SELECT seq, name, result, attempts, started, finished FROM run_steps WHERE run_id = $1 ORDER BY seq", id, n = 1 },
     -- the event that started it, and the runs the events it emitted started
@@ -109,19 +108,17 @@ function store.set_pause(flow, paused)
 end
 
 -- delete(id) -> true, or false and why: a run that is not queued or running
--- is deleted with its log lines, steps and inputs.
+-- is deleted with its log lines.
 function store.delete(id)
   local res = store.batch {
     { "DELETE FROM run_logs WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1 "
       .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping', 'waiting'))", id, n = 1 },
     { "DELETE FROM run_steps WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1 "
       .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping', 'waiting'))", id, n = 1 },
-    { "DELETE FROM run_inputs WHERE run_id = $1 AND EXISTS (SELECT 1 FROM runs WHERE id = $1 "
-      .. "AND state NOT IN ('queued', 'running', 'retrying', 'sleeping', 'waiting'))", id, n = 1 },
     { "DELETE FROM runs WHERE id = $1 AND state NOT IN ('queued', 'running', 'retrying', 'sleeping', 'waiting')", id, n = 1 },
     { "SELECT state FROM runs WHERE id = $1", id, n = 1 } }
-  if res[4].changes > 0 then return true end
-  local row = res[5][1]
+  if res[3].changes > 0 then return true end
+  local row = res[4][1]
   if not row then return false, "no run " .. id end
   return false, "run " .. id .. " is " .. row.state .. ": only a finished or dead run can be deleted"
 end
@@ -134,8 +131,6 @@ function store.prune(before, limit, callback)
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
     { "DELETE FROM run_steps WHERE run_id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
-    { "DELETE FROM run_inputs WHERE run_id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
-      .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
     { "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
     { "DELETE FROM idempotency WHERE created < $1", before, n = 1 },
@@ -146,7 +141,7 @@ function store.prune(before, limit, callback)
       .. "('waiting', 'running', 'queued', 'retrying'))" },
   }
   return store.batch(stmts, function(res, err)
-    if callback then callback(res and res[4].changes, err) end
+    if callback then callback(res and res[3].changes, err) end
   end)
 end
 end

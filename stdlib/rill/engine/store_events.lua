@@ -48,10 +48,11 @@ local INSERT_RUN_FOR_EVENT = RUN_INSERT .. "SELECT " .. table.concat(typed, ", "
 -- started by event e {id, name}, which run `origin` emitted (or nil): once
 -- per event and flow.
 function store.event_run_stmts(r, e, origin)
-  return insert_run({
+  return {
     { "INSERT INTO event_runs (event_id, flow, run_id, event, origin, created) VALUES ($1, $2, $3, $4, $5, $6) "
       .. "ON CONFLICT DO NOTHING", e.id, r.flow, r.id, e.name, origin, r.created, n = 6 },
-  }, r, INSERT_RUN_FOR_EVENT)
+    insert_run(r, INSERT_RUN_FOR_EVENT),
+  }
 end
 
 -- event_runs_of(event_id) -> the runs the event started: {flow, run_id}, by flow. In a task.

@@ -153,31 +153,10 @@ local MIGRATIONS = {
   {
     "CREATE INDEX runs_parent ON runs (parent) WHERE parent IS NOT NULL",
   },
-  -- A run's inputs (its trigger, payload, request and settings: most of
-  -- its bytes, never changed after it is stored) in a table of their own,
-  -- written once with the run: the claim and the finish, which change the
-  -- run's state, rewrite a small row, not the payload (a new row version,
-  -- on Postgres, and a new page, on SQLite, of ~1.5 KB each; issue 16).
-  {
-    [[CREATE TABLE run_inputs (
-        run_id TEXT PRIMARY KEY,
-        trigger TEXT NOT NULL,
-        payload TEXT,
-        request TEXT,
-        settings TEXT)]],
-    "INSERT INTO run_inputs (run_id, trigger, payload, request, settings) "
-      .. "SELECT id, trigger, payload, request, settings FROM runs",
-    "ALTER TABLE runs DROP COLUMN trigger",
-    "ALTER TABLE runs DROP COLUMN payload",
-    "ALTER TABLE runs DROP COLUMN request",
-    "ALTER TABLE runs DROP COLUMN settings",
-  },
 }
 
--- The columns of a run's state row (runs); its inputs (INPUT_COLUMNS) are in run_inputs.
-local RUN_COLUMNS = "id, flow, version, state, attempt, max_attempts, run_at, "
-  .. "parent, depth, idem_key, created, started, finished, result, error, chain, versions, pinned"
-local INPUT_COLUMNS = "trigger, payload, request, settings"
+local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
+  .. "parent, depth, idem_key, created, started, finished, result, error, chain, versions, pinned, settings"
 
 -- Postgres's claim, taking at most `limit` (an SQL expression) runs.
 -- Several instances claim from one table: each skips the rows another one
@@ -233,44 +212,30 @@ local DIALECTS = {
   },
 }
 
-local RUN_INSERT = "INSERT INTO runs (id, flow, version, state, attempt, "
+local RUN_INSERT = "INSERT INTO runs (id, flow, version, trigger, payload, request, state, attempt, "
   .. "max_attempts, run_at, lease_until, owner, parent, depth, idem_key, created, started, finished, result, error, "
-  .. "chain, versions) "
-local RUN_TYPES = { "TEXT", "TEXT", "TEXT", "TEXT", "INTEGER", "INTEGER", "BIGINT", "BIGINT",
-  "TEXT", "TEXT", "INTEGER", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT" }
+  .. "chain, versions, settings) "
+local RUN_TYPES = { "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEGER", "INTEGER", "BIGINT", "BIGINT",
+  "TEXT", "TEXT", "INTEGER", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT" }
 local values, typed = {}, {}
 for i, t in ipairs(RUN_TYPES) do
   values[i] = "$" .. i
   typed[i] = "CAST($" .. i .. " AS " .. t .. ")"
 end
 local INSERT_RUN = RUN_INSERT .. "VALUES (" .. table.concat(values, ", ") .. ")"
--- the same, only when the run holds the idempotency key ($2 flow, $12 key)
+-- the same, only when the run holds the idempotency key ($2 flow, $15 key)
 -- (typed: a SELECT list gives Postgres no column to infer parameter types from)
 local INSERT_RUN_WITH_KEY = RUN_INSERT .. "SELECT " .. table.concat(typed, ", ")
-  .. " WHERE EXISTS (SELECT 1 FROM idempotency WHERE flow = $2 AND key = $12 AND run_id = $1)"
+  .. " WHERE EXISTS (SELECT 1 FROM idempotency WHERE flow = $2 AND key = $15 AND run_id = $1)"
 
--- A run's inputs, after its row: stored when the row was (a run row stored
--- only on a condition, a key or an event's first run, may not have been).
-local INPUTS = "INSERT INTO run_inputs (run_id, " .. INPUT_COLUMNS .. ") "
-local INSERT_INPUTS = INPUTS .. "VALUES ($1, $2, $3, $4, $5)"
-local INSERT_INPUTS_IF_RUN = INPUTS .. "SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), "
-  .. "CAST($4 AS TEXT), CAST($5 AS TEXT) WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1)"
-
--- insert_run(stmts, r[, sql]): appends to stmts the statements that store
--- run r: its state row (by sql, a conditional insert, or INSERT_RUN) and
--- its inputs.
-local function insert_run(stmts, r, sql)
-  stmts[#stmts + 1] = { sql or INSERT_RUN,
-    r.id, r.flow, r.version, r.state, r.attempt or 0, r.max_attempts or 1,
+local function insert_run(r, sql)
+  return { sql or INSERT_RUN,
+    r.id, r.flow, r.version, r.trigger, r.payload, r.request, r.state, r.attempt or 0, r.max_attempts or 1,
     r.run_at, r.lease_until, r.owner, r.parent, r.depth or 0, r.idem_key, r.created, r.started, r.finished,
-    r.result, r.error, r.chain, r.versions, n = #RUN_TYPES }
-  stmts[#stmts + 1] = { sql and INSERT_INPUTS_IF_RUN or INSERT_INPUTS,
-    r.id, r.trigger, r.payload, r.request, r.settings, n = 5 }
-  return stmts
+    r.result, r.error, r.chain, r.versions, r.settings, n = #RUN_TYPES }
 end
 
-S.WAITING, S.MIGRATIONS, S.RUN_COLUMNS, S.INPUT_COLUMNS, S.DIALECTS =
-  WAITING, MIGRATIONS, RUN_COLUMNS, INPUT_COLUMNS, DIALECTS
+S.WAITING, S.MIGRATIONS, S.RUN_COLUMNS, S.DIALECTS = WAITING, MIGRATIONS, RUN_COLUMNS, DIALECTS
 S.RUN_INSERT, S.RUN_TYPES, S.typed, S.INSERT_RUN_WITH_KEY, S.insert_run =
   RUN_INSERT, RUN_TYPES, typed, INSERT_RUN_WITH_KEY, insert_run
 
