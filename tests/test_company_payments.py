@@ -16,10 +16,9 @@ own Mautic, and a variable it names but that is not set is a dead run naming it.
 import hashlib
 import hmac
 import json
-import os
 import time
 
-from lib.harness import ROOT, Postgres, Rill, eq, main, repo_flows, run_cli, temp_dir, test, wait_until
+from lib.harness import Postgres, Rill, company_database, eq, main, repo_flows, run_cli, temp_dir, test, wait_until
 from standins import InvoiceNinja, LpAgency, Mautic, Slack, Smtp, make_cert
 
 pg = Postgres()
@@ -52,20 +51,7 @@ class World:
     and a rill serving the company's flows on them."""
 
     def __init__(self, before_events=(), unset=()):
-        self.url = pg.new_database()
-        self.dir = temp_dir()
-        with open(os.path.join(self.dir, "rill.lua"), "w") as f:
-            f.write(CONFIG)
-        db = os.path.join(ROOT, "db")
-        code, out, err = run_cli("db", "apply", "--config", "rill.lua", f"{db}/schema.postgres.sql",
-                                 f"{db}/demo.sql", f"{db}/demo-sequences.postgres.sql",
-                                 env={"DATABASE_URL": self.url}, cwd=self.dir, timeout=60)
-        eq(code, 0, f"db apply ({err})")
-        for statement in before_events:
-            self.sql(statement)
-        code, out, err = run_cli("db", "install-events", "--config", "rill.lua", "invoices",
-                                 env={"DATABASE_URL": self.url}, cwd=self.dir, timeout=60)
-        eq(code, 0, f"install-events ({err})")
+        self.url, self.dir = company_database(pg, CONFIG, "DATABASE_URL", ("invoices",), before_events)
         cert, key = make_cert(temp_dir())
         self.slack = Slack(channels=("#lumen-sales", "#nordwind", "#payments-review")).start()
         self.mautic, self.ninja = Mautic().start(), InvoiceNinja(other_tokens=(NORDWIND_NINJA_TOKEN,)).start()

@@ -26,7 +26,7 @@ import json
 import os
 import time
 
-from lib.harness import ROOT, Postgres, Rill, eq, main, repo_flows, run_cli, temp_dir, test, wait_until
+from lib.harness import ROOT, Postgres, Rill, company_database, eq, main, repo_flows, run_cli, test, wait_until
 from standins import DocuSeal, InvoiceNinja, Mautic, Slack, Smtp, make_cert
 
 pg = Postgres()
@@ -46,18 +46,7 @@ class World:
     environment that points the connectors at them."""
 
     def __init__(self):
-        self.db = pg.new_database()
-        self.dir = temp_dir()
-        with open(os.path.join(self.dir, "rill.lua"), "w") as f:
-            f.write(CONFIG)
-        env = {"APP_DB": self.db}
-        db = os.path.join(ROOT, "db")
-        code, out, err = run_cli("db", "apply", "--config", "rill.lua", f"{db}/schema.postgres.sql",
-                                 f"{db}/demo.sql", f"{db}/demo-sequences.postgres.sql", env=env, cwd=self.dir)
-        eq(code, 0, f"db apply ({err})")
-        code, out, err = run_cli("db", "install-events", "--config", "rill.lua", "quotes", "leads",
-                                 env=env, cwd=self.dir)
-        eq(code, 0, f"install-events ({err})")
+        self.db, self.dir = company_database(pg, CONFIG, "APP_DB", ("quotes", "leads"))
         cert, key = make_cert(self.dir)
         self.slack = Slack(channels=("#lumen-sales", "#nordwind")).start()
         self.mautic = Mautic(segments=(21, 22), campaigns=(11, 12, 13, 14), emails=(31, 32)).start()

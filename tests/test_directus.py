@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 
-from lib.harness import ROOT, Postgres, Rill, eq, free_port, main, repo_flows, run_cli, temp_dir, test, wait_until
+from lib.harness import ROOT, Postgres, Rill, company_database, eq, free_port, main, repo_flows, run_cli, temp_dir, test, wait_until
 
 DIRECTUS_DIR = os.path.join(ROOT, "directus")
 SNAPSHOT = os.path.join(DIRECTUS_DIR, "snapshot.json")
@@ -149,18 +149,7 @@ class World:
     (bootstrap, schema apply), the stand-ins, and rill with the repo's flows."""
 
     def __init__(self):
-        self.db = pg.new_database()
-        self.dir = temp_dir()
-        with open(os.path.join(self.dir, "rill.lua"), "w") as f:
-            f.write(CONFIG)
-        env = {"APP_DB": self.db}
-        d = os.path.join(ROOT, "db")
-        code, out, err = run_cli("db", "apply", "--config", "rill.lua", f"{d}/schema.postgres.sql",
-                                 f"{d}/demo.sql", f"{d}/demo-sequences.postgres.sql", env=env, cwd=self.dir)
-        eq(code, 0, f"db apply ({err})")
-        code, out, err = run_cli("db", "install-events", "--config", "rill.lua", "quotes", "leads", "invoices",
-                                 env=env, cwd=self.dir)
-        eq(code, 0, f"install-events ({err})")
+        self.db, self.dir = company_database(pg, CONFIG, "APP_DB", ("quotes", "leads", "invoices"))
         self.directus = Directus(self.db)
         started = time.time()
         self.directus.cli("bootstrap")

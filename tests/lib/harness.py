@@ -108,6 +108,26 @@ def serve_http(handler):
     return srv
 
 
+def company_database(pg, config, env_var, tables, before_events=()):
+    """A fresh database of pg with the company's schema and demo data (rill
+    db apply) and rill's event capture on tables (rill db install-events),
+    and a directory holding config as rill.lua, whose main database is
+    env:ENV_VAR. before_events: SQL run between the two. Returns (url, dir)."""
+    url, d = pg.new_database(), temp_dir()
+    with open(os.path.join(d, "rill.lua"), "w") as f:
+        f.write(config)
+    env = {env_var: url}
+    db = os.path.join(ROOT, "db")
+    code, out, err = run_cli("db", "apply", "--config", "rill.lua", f"{db}/schema.postgres.sql",
+                             f"{db}/demo.sql", f"{db}/demo-sequences.postgres.sql", env=env, cwd=d, timeout=60)
+    eq(code, 0, f"db apply ({err})")
+    for statement in before_events:
+        pg.sql(statement, url)
+    code, out, err = run_cli("db", "install-events", "--config", "rill.lua", *tables, env=env, cwd=d, timeout=60)
+    eq(code, 0, f"install-events ({err})")
+    return url, d
+
+
 def repo_flows():
     """The repository's flows/*.lua and their shared modules (lib/*.lua),
     {file name: source} (test files are not flows)."""
