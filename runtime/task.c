@@ -23,6 +23,7 @@ static rill_task *ready_head, *ready_tail; /* preempted tasks, resumed in order 
 static uv_idle_t ready_idle;               /* runs the ready queue between polls */
 static int ready_idle_init;
 static int ready_count;
+static uint64_t slices_ended; /* times a task was paused at the end of its slice */
 static rill_task *running[MAX_NESTING]; /* the resume stack: running[depth-1] is current */
 static int depth;
 static int live_tasks;
@@ -289,6 +290,7 @@ static void task_run(rill_task *t, int nargs) {
         t->state = TASK_WAITING;
         arm_deadline(t);
     } else if (rc == LUA_YIELD && w.stopped == RILL_WATCHDOG_SLICE) {
+        slices_ended++;
         ready_push(t); /* others get a turn; it goes on at the next pass */
         arm_deadline(t);
     } else if (rc == LUA_YIELD) {
@@ -490,6 +492,13 @@ static int l_count(lua_State *L) {
     return 1;
 }
 
+/* slices_ended() -> how many times a task was paused at the end of its time
+ * slice so that the loop could serve others (a count, for /metrics). */
+static int l_slices_ended(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)slices_ended);
+    return 1;
+}
+
 static int l_task_kill(lua_State *L) {
     rill_task *t = check_task(L, 1);
     const char *reason = luaL_optstring(L, 2, "killed");
@@ -562,6 +571,7 @@ int rill_task_open(lua_State *L) {
         {"wait", l_waiter_wait}, {"wake", l_waiter_wake}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"current", l_current},
                                      {"count", l_count},
+                                     {"slices_ended", l_slices_ended},
                                      {"killed", l_killed},
                                      {"configure", l_configure},
                                      {"memory", l_memory},

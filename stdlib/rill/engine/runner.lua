@@ -28,6 +28,10 @@ local duration = metrics.histogram("rill_run_duration_seconds",
 metrics.gauge("rill_runs_running", "Runs executing in this process now.", nil,
   function(f) f:set(started - finished) end)
 
+metrics.counter("rill_runs_paused_total",
+  "Times a run was paused at the end of its time slice (a few ms) so that other requests and runs got a turn.",
+  nil, function(f) f:labels():inc(task.slices_ended()) end)
+
 metrics.gauge("rill_lua_memory_bytes", "Lua memory in use, all runs and rill's own (process_memory_limit bounds it).",
   nil, function(f) f:set(task.memory()) end)
 
