@@ -23,7 +23,7 @@ static rill_task *ready_head, *ready_tail; /* preempted tasks, resumed in order 
 static uv_idle_t ready_idle;               /* runs the ready queue between polls */
 static int ready_idle_init;
 static int ready_count;
-static uint64_t slices_ended; /* times a task was paused at the end of its slice */
+static uint64_t slices_ended;           /* times a task was paused at the end of its slice */
 static rill_task *running[MAX_NESTING]; /* the resume stack: running[depth-1] is current */
 static int depth;
 static int live_tasks;
