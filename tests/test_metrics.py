@@ -258,6 +258,30 @@ def label_values_are_escaped_in_the_exposition():
 
 
 @test
+def a_long_turn_of_the_loop_shows_in_its_busy_histogram():
+    # string.rep of 8 MB is one C call the watchdog cannot pause: the turn
+    # running it works for milliseconds (memory touched: 16 MB at least)
+    flows = {"ok.lua": FLOWS["ok.lua"], "rep.lua": """
+return {
+  triggers = { webhook { method = "POST", path = "/hooks/rep" } },
+  run = function() return { n = #("x"):rep(8e6) } end,
+}"""}
+    with rill_with_admin(flows) as r:
+        def over_1ms(s):
+            return value(s, "rill_loop_busy_seconds_count") - value(s, "rill_loop_busy_seconds_bucket", le="0.001")
+
+        types, _, before = scrape(r.admin_port)
+        eq(types.get("rill_loop_busy_seconds"), "histogram", "its type")
+        eq(r.request("POST", "/hooks/rep", {}).json(), {"n": 8000000}, "the run")
+        _, _, after = scrape(r.admin_port)
+        assert over_1ms(after) > over_1ms(before), (over_1ms(before), over_1ms(after))
+        assert value(after, "rill_loop_busy_seconds_sum") > value(before, "rill_loop_busy_seconds_sum")
+        buckets = sorted((float(dict(k)["le"]), v) for k, v in family(after, "rill_loop_busy_seconds_bucket").items())
+        eq([v for _, v in buckets], sorted(v for _, v in buckets), "cumulative buckets")
+        eq(buckets[-1][1], value(after, "rill_loop_busy_seconds_count"), "+Inf is the count")
+
+
+@test
 def metrics_need_no_token_and_are_not_on_the_webhook_port():
     with rill_with_admin({"ok.lua": FLOWS["ok.lua"]}, {"RILL_ADMIN_TOKEN": "a-long-admin-token"}) as r:
         types, _, _ = scrape(r.admin_port)  # no Authorization header

@@ -20,6 +20,17 @@ Counter.__index, Gauge.__index, Histogram.__index = Counter, Gauge, Histogram
 
 function Counter:inc(n) self.value = self.value + (n or 1) end
 
+-- set_counts(counts, sum): the observations per bucket (not cumulative;
+-- the last: those above every bound) and their sum, counted elsewhere.
+function Histogram:set_counts(counts, sum)
+  local n = 0
+  for i = 1, #self.bounds + 1 do
+    self.counts[i] = counts[i] or 0
+    n = n + self.counts[i]
+  end
+  self.sum, self.count = sum, n
+end
+
 function Gauge:set(v) self.value = v end
 function Gauge:inc(n) self.value = self.value + (n or 1) end
 function Gauge:dec(n) self.value = self.value - (n or 1) end
@@ -84,9 +95,11 @@ function metrics.gauge(name, help, labelnames, collect)
   return register("gauge", name, help, labelnames, { collect = collect })
 end
 
--- histogram(name, help, labelnames[, buckets]): buckets are upper bounds.
-function metrics.histogram(name, help, labelnames, buckets)
-  return register("histogram", name, help, labelnames, { buckets = buckets })
+-- histogram(name, help, labelnames[, buckets[, collect]]): buckets are upper
+-- bounds. collect, as for a gauge, for observations kept elsewhere (in C):
+-- it sets each child's counts with child:set_counts.
+function metrics.histogram(name, help, labelnames, buckets, collect)
+  return register("histogram", name, help, labelnames, { buckets = buckets, collect = collect })
 end
 
 function metrics.get(name) return by_name[name] end
@@ -225,6 +238,18 @@ metrics.gauge("rill_process_start_time_seconds", "When this rill process started
   function(f) f:set(start_time) end)
 metrics.gauge("rill_lua_memory_bytes", "Memory held by the Lua heap.", nil,
   function(f) f:set(collectgarbage("count") * 1024) end)
+local loopstat = require "rill.c.loopstat"
+loopstat.start()
+do
+  local bounds = loopstat.read()
+  metrics.histogram("rill_loop_busy_seconds",
+    "How long each turn of the event loop worked (not waiting for I/O): the longest a request that came"
+    .. " meanwhile waited before being read.", nil, bounds,
+    function(f)
+      local _, counts, sum = loopstat.read()
+      f:labels():set_counts(counts, sum)
+    end)
+end
 local log_c = require "rill.c.log"
 metrics.counter("rill_log_lines_dropped_total",
   "Log lines dropped because stderr did not take them in time (a stalled reader; log_buffer was full).", nil,
