@@ -294,6 +294,8 @@ static const char *status_text(int status) {
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
@@ -771,12 +773,35 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
     }
     if (c->in_trailers)
         return 0; /* chunked trailers are dropped: never merged into the headers */
+    /* http_parser lets "Transfer-Encoding : chunked" through and acts on it,
+     * while proxies may not: a request body one reads as another request. */
+    if (memchr(at, ' ', len))
+        return parse_refuse(c, 400, "whitespace between a header name and its colon",
+                            REFUSED_BAD_REQUEST);
     size_t start = c->headers.len;
     if (buf_append(&c->headers, at, len))
         return -1;
     for (size_t i = start; i < c->headers.len; i++)
         if (c->headers.data[i] >= 'A' && c->headers.data[i] <= 'Z')
             c->headers.data[i] += 'a' - 'A';
+    return 0;
+}
+
+/* What RFC 9112 asks a server to refuse, that would otherwise let a proxy
+ * in front of rill and rill read a request differently: a version other
+ * than 1.x, an HTTP/1.1 request without exactly one Host (1.0: at most one).
+ * Sets the refusal and returns -1, or returns 0. */
+static int check_version_and_host(conn *c, const http_parser *p) {
+    if (p->http_major != 1)
+        return parse_refuse(c, 505, "HTTP version not supported: HTTP/1.0 and HTTP/1.1 only",
+                            REFUSED_BAD_REQUEST);
+    int hosts = 0;
+    const char *h, *v;
+    for (size_t at = 0; header_next(&c->headers, &at, &h, &v);)
+        hosts += strcmp(h, "host") == 0;
+    if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
+        return parse_refuse(c, 400, "an HTTP/1.1 request needs one Host header",
+                            REFUSED_BAD_REQUEST);
     return 0;
 }
 
@@ -799,6 +824,8 @@ static int on_headers_complete(http_parser *p) {
     c->header_state = 0;
     c->in_trailers = 1;
     c->head = p->method == HTTP_HEAD;
+    if (check_version_and_host(c, p))
+        return -1;
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);

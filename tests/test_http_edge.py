@@ -474,6 +474,36 @@ def chunked_trailers_never_become_headers():
 
 
 @test
+def request_shapes_that_let_a_proxy_and_rill_disagree_are_refused():
+    # Each is read one way by some proxies and another by a lenient parser:
+    # a desync lets a request hide inside another's body (smuggling).
+    cases = [
+        ("a space before a header's colon",  # rill read "Transfer-Encoding :" as chunked
+         b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+         400, b"colon"),
+        ("two Host headers", b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nHost: y\r\nContent-Length: 2\r\n\r\n{}",
+         400, b"Host"),
+        ("HTTP/1.1 without Host", b"POST /hooks/echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, b"Host"),
+        ("HTTP/9.9", b"POST /hooks/echo HTTP/9.9\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 505, b"HTTP/1"),
+    ]
+    with Rill(FLOWS) as r:
+        before = metric(r, "rill_http_refused_total", listener="webhooks", reason="bad_request")
+        for what, data, want, reason in cases:
+            got = raw(r, data)
+            status, headers, body, rest = one_response(got)
+            eq(status, want, f"{what}: status ({got[:300]!r})")
+            assert reason in body, (what, body)
+            eq(headers.get("connection"), "close", f"{what}: the connection is closed")
+            eq(rest, b"", f"{what}: nothing after the refusal")
+        wait_until(lambda: metric(r, "rill_http_refused_total", listener="webhooks", reason="bad_request")
+                   >= before + len(cases), 10, "each counted")
+        # what stays accepted: HTTP/1.0 without Host, one Host
+        status, _, body, _ = one_response(raw(r, b"POST /hooks/echo HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}"))
+        eq(status, 200, f"HTTP/1.0 without Host ({body!r})")
+        eq(r.request("POST", "/hooks/echo", {"a": 1}).status, 200, "an ordinary request")
+
+
+@test
 def too_many_headers_is_431():
     with Rill(FLOWS) as r:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
