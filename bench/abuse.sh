@@ -64,6 +64,21 @@ python3 "$here/abuse.py" --port "$port" --admin-port "$admin" --pid "$pid" --dur
   ${ABUSE_ARGS:-} | tee "$work/abuse.out"
 abuse_rc=${PIPESTATUS[0]}
 
+# how long the loop's turns were (rill_loop_busy_seconds): a long turn is
+# latency for every client at once
+if kill -0 "$pid" 2>/dev/null; then
+  curl -s "http://127.0.0.1:$admin/metrics" | awk '
+    /^rill_loop_busy_seconds_bucket/ { match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); cum[le] = $2; order[n++] = le }
+    /^rill_loop_busy_seconds_count/ { count = $2 }
+    /^rill_loop_busy_seconds_sum/ { sum = $2 }
+    END {
+      if (!count) exit
+      printf "abuse: loop turns %d, busy %.1f s; turns over:", count, sum
+      for (i = 0; i < n; i++) if (order[i] != "+Inf" && order[i] + 0 >= 0.005) printf " %s s: %d", order[i], count - cum[order[i]]
+      printf "\n"
+    }'
+fi
+
 if kill -0 "$pid" 2>/dev/null; then
   kill -TERM "$pid"
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
