@@ -1,0 +1,174 @@
+"""The webhook listener's budget of request bodies (issue 13): the bytes of
+bodies being received, and of requests buffered behind one in flight, are
+C memory outside process_memory_limit. max_bodies_in_flight bounds them for
+the whole listener: a body that would take the total past it is answered
+503 with Retry-After and closed, and every byte is given back when the body
+goes to the flow, or its connection ends, however it ends."""
+import socket
+import struct
+
+from lib.harness import Rill, eq, main, test, wait_until
+
+FLOWS = {
+    "count.lua": """
+return {
+  triggers = { webhook { path = "/hooks/count" } },
+  run = function(ctx) return { n = #(ctx.payload.pad or "") } end,
+}""",
+}
+
+HEAD = b"POST /hooks/count HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+def in_flight(r):
+    """The listener's body bytes in flight, as /metrics says."""
+    return r.metric('rill_http_bodies_in_flight_bytes{listener="webhooks"}')
+
+
+def refused(r):
+    return r.metric('rill_http_refused_total{listener="webhooks",reason="max_bodies_in_flight"}') or 0
+
+
+def body_of(n):
+    """A JSON body of exactly n bytes (n >= 10) whose pad the flow counts."""
+    return b'{"pad":"' + b"p" * (n - 10) + b'"}'
+
+
+def begin(r, length, sent, chunked=False):
+    """A connection whose request declares length bytes (or is chunked with
+    one chunk of that size) and sends the first `sent` of them."""
+    s = socket.create_connection(("127.0.0.1", r.port), timeout=30)
+    if chunked:
+        s.sendall(HEAD + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % length + b"p" * sent)
+    else:
+        s.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % length + body_of(length)[:sent])
+    return s
+
+
+def reset(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def answer(s):
+    """(status, headers, body) of the next answer on s."""
+    f = s.makefile("rb")
+    status = int(f.readline().split(b" ")[1])
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, f.read(int(headers.get("content-length", "0"))).decode()
+
+
+def closed_by_rill(s):
+    """True once rill closed s (EOF or reset), reading what it still sends."""
+    try:
+        while s.recv(65536):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return True
+
+
+@test
+def unfinished_bodies_past_max_bodies_in_flight_are_refused_503_and_the_rest_still_flows():
+    # 4 MiB for the listener: four senders of 1,000,000-byte bodies that
+    # never finish hold 4,000,000 of it; a fifth is refused at its headers,
+    # a small body still fits, and /healthz (its own listener) answers
+    with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "4MiB"}) as r:
+        holders = [begin(r, 1_000_000, 500_000) for _ in range(4)]
+        wait_until(lambda: in_flight(r) == 4_000_000, 20, "4,000,000 bytes in flight")
+        fifth = begin(r, 1_000_000, 0)
+        status, headers, body = answer(fifth)
+        eq(status, 503, f"the fifth body's status ({body})")
+        assert "max_bodies_in_flight" in body, body
+        assert int(headers.get("retry-after", "0")) > 0, headers
+        eq(headers.get("connection"), "close", "connection")
+        assert closed_by_rill(fifth)
+        fifth.close()
+        eq(r.admin("GET", "/healthz", timeout=10).status, 200, "/healthz")
+        small = r.request("POST", "/hooks/count", {"pad": "abc"}, timeout=10)
+        eq((small.status, small.json()), (200, {"n": 3}), "a small body that fits")
+        wait_until(lambda: refused(r) >= 1, 10, "the refusal counted")
+        r.wait_log(msg_has="max_bodies_in_flight")
+        # one sender finishes: its body goes to the flow and its bytes come back
+        holders[0].sendall(body_of(1_000_000)[500_000:])
+        status, _, body = answer(holders[0])
+        eq((status, body), (200, '{"n":999990}'), "the finished body's answer")
+        wait_until(lambda: in_flight(r) == 3_000_000, 10, "3,000,000 bytes in flight")
+        again = begin(r, 1_000_000, 1_000_000)
+        eq(answer(again)[0], 200, "a 1 MB body once there is room")
+        again.close()
+        reset(holders[1])
+        holders[2].close()
+        holders[3].shutdown(socket.SHUT_WR)
+        wait_until(lambda: in_flight(r) == 0, 10, "nothing in flight once the senders are gone")
+        for s in holders:
+            s.close()
+
+
+@test
+def a_chunked_body_is_counted_as_it_arrives_and_refused_where_it_crosses_the_budget():
+    # 3.5 MiB, 3,000,000 of it held: a chunk declared 256 MiB long is not
+    # refused for what it declares but for what arrives, once it crosses
+    # the 670,016 bytes left (before max_body, 1 MiB, would cut it)
+    with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "3.5MiB"}) as r:
+        holders = [begin(r, 1_000_000, 100_000) for _ in range(3)]
+        wait_until(lambda: in_flight(r) == 3_000_000, 20, "3,000,000 bytes in flight")
+        big = begin(r, 0x10000000, 0, chunked=True)
+        try:
+            big.sendall(b"p" * 600_000)
+            wait_until(lambda: in_flight(r) == 3_600_000, 10, "the chunk's 600,000 bytes counted")
+            big.sendall(b"p" * 200_000)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        status, headers, body = answer(big)
+        eq(status, 503, f"the chunked body's status ({body})")
+        assert "max_bodies_in_flight" in body, body
+        assert "retry-after" in headers, headers
+        big.close()
+        wait_until(lambda: in_flight(r) == 3_000_000, 10, "the refused body's bytes given back")
+        s = socket.create_connection(("127.0.0.1", r.port), timeout=30)
+        s.sendall(HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"pad\r\n7\r\n\":\"ab\"}\r\n0\r\n\r\n")
+        eq(answer(s)[:3:2], (200, '{"n":2}'), "a small chunked body")
+        s.close()
+        for h in holders:
+            reset(h)
+        wait_until(lambda: in_flight(r) == 0, 10, "nothing in flight once the senders are gone")
+
+
+@test
+def the_bodies_in_flight_come_back_to_0_however_their_connections_end():
+    # every way a body can end, at once, many times: the total must never
+    # drift (a leak would refuse every body once the budget is spent)
+    with Rill(FLOWS) as r:
+        socks = []
+        for i in range(20):
+            done = begin(r, 200_000, 200_000)  # answered, then kept open, idle
+            eq(answer(done)[0], 200, "a whole body")
+            socks.append(done)
+            reset(begin(r, 300_000, 100_000 + i))  # reset mid-body
+            begin(r, 300_000, 150_000).close()  # closed mid-body
+            reset(begin(r, 0x100000, 50_000, chunked=True))  # chunked, reset mid-chunk
+            # two pipelined requests, the second cut in its body
+            p = socket.create_connection(("127.0.0.1", r.port), timeout=30)
+            one = HEAD + b"Content-Length: 100000\r\n\r\n" + body_of(100_000)
+            p.sendall(one + one[:60_000])
+            eq(answer(p)[0], 200, "the first pipelined request")
+            p.close() if i % 2 else reset(p)
+            socks.append(begin(r, 500_000, 1000 * i))  # still sending
+        wait_until(lambda: in_flight(r) == 20 * 500_000, 20, "the 20 bodies still being sent")
+        for s in socks:
+            s.close()
+        wait_until(lambda: in_flight(r) == 0, 20, "nothing in flight once every connection is gone")
+        eq(refused(r), 0, "refusals under the default budget")
+        res = r.request("POST", "/hooks/count", {"pad": "x" * 1000}, timeout=10)
+        eq(res.status, 200, "a webhook after it all")
+
+
+if __name__ == "__main__":
+    main()
