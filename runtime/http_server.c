@@ -503,8 +503,26 @@ static void conn_enter(conn *c) {
     c->busy++;
 }
 
+/* A lingering connection takes no more requests: what it holds of one (a
+ * body cut by request_timeout, requests pipelined behind its last answer)
+ * goes now, with its share of the budget, not when the client's EOF or
+ * LINGER_MS closes it. Only once no parse of it is on the stack. */
+static void conn_drop_requests(conn *c) {
+    big_buf_release(&c->body);
+    buf_free(&c->body);
+    c->body_reserved = 0;
+    c->pending.len = c->pending_off = 0;
+    big_buf_release(&c->pending);
+    buf_free(&c->pending);
+    conn_charge(c);
+}
+
 static void conn_leave(conn *c) {
-    if (--c->busy == 0 && c->closing && !c->handles_closed)
+    if (--c->busy > 0)
+        return;
+    if (c->lingering && !c->closing)
+        conn_drop_requests(c);
+    if (c->closing && !c->handles_closed)
         conn_close_handles(c);
 }
 

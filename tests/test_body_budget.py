@@ -170,5 +170,20 @@ def the_bodies_in_flight_come_back_to_0_however_their_connections_end():
         eq(res.status, 200, "a webhook after it all")
 
 
+@test
+def a_request_timed_out_mid_body_gives_its_body_back_with_its_408():
+    # the 408 used to leave the body with its connection while it lingered
+    # (up to 2 s, or until the client's EOF): released with the answer now
+    with Rill(FLOWS, env={"RILL_REQUEST_TIMEOUT": "1s"}) as r:
+        socks = [begin(r, 1_000_000, 600_000) for _ in range(5)]
+        for s in socks:
+            status, _, body = answer(s)
+            eq(status, 408, f"status ({body})")
+        # the clients are still connected, sending nothing: rill holds nothing for them
+        eq(in_flight(r), 0, "bytes in flight right after the 408s")
+        for s in socks:
+            s.close()
+
+
 if __name__ == "__main__":
     main()
