@@ -51,8 +51,9 @@ def reset(s):
 
 
 def answer(s):
-    """(status, headers, body) of the next answer on s."""
-    f = s.makefile("rb")
+    """(status, headers, body) of the next answer on s: a socket read for
+    one answer, or its makefile("rb") for several (it reads ahead)."""
+    f = s.makefile("rb") if isinstance(s, socket.socket) else s
     status = int(f.readline().split(b" ")[1])
     headers = {}
     while True:
@@ -168,6 +169,32 @@ def the_bodies_in_flight_come_back_to_0_however_their_connections_end():
         eq(refused(r), 0, "refusals under the default budget")
         res = r.request("POST", "/hooks/count", {"pad": "x" * 1000}, timeout=10)
         eq(res.status, 200, "a webhook after it all")
+        assert not [l for l in r.logs if "Sanitizer" in str(l)], "a sanitizer reported an error"
+
+
+@test
+def with_the_budget_spent_pipelined_requests_are_answered_in_order_and_bodies_refused():
+    # four bodies of max_body hold the whole budget: requests a client
+    # pipelines are held back while they wait (buffered bytes count too),
+    # then answered in order; those without a body go through, the one
+    # with a body is refused, and nothing stalls
+    with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "4MiB"}) as r:
+        holders = [begin(r, 1024 * 1024, 1000) for _ in range(4)]
+        wait_until(lambda: in_flight(r) == 4 * 1024 * 1024, 20, "the whole budget in flight")
+        s = socket.create_connection(("127.0.0.1", r.port), timeout=30)
+        get = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+        s.sendall(get * 50 + HEAD + b"Content-Length: 12\r\n\r\n" + body_of(12))
+        f = s.makefile("rb")
+        for i in range(50):
+            eq(answer(f)[0], 404, f"pipelined GET {i}")
+        status, headers, body = answer(f)
+        eq(status, 503, f"the pipelined body ({body})")
+        assert "max_bodies_in_flight" in body and "retry-after" in headers, (headers, body)
+        s.close()
+        for h in holders:
+            reset(h)
+        wait_until(lambda: in_flight(r) == 0, 10, "nothing in flight once the senders are gone")
+        assert not [l for l in r.logs if "Sanitizer" in str(l)], "a sanitizer reported an error"
 
 
 @test
