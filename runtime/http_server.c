@@ -571,9 +571,12 @@ static size_t conn_unparsed(const conn *c) {
  * listener's bodies under max_bodies_in_flight: such a connection reads
  * again once its own buffered requests are handled, whatever the others
  * do. A lingering connection reads (and discards) until the client's EOF. */
+static int conn_buffering(const conn *c) {
+    return c->in_flight || c->in_backlog || conn_unparsed(c) > 0;
+}
+
 static void conn_update_reading(conn *c) {
-    int buffering = c->in_flight || c->in_backlog || conn_unparsed(c) > 0;
-    int held = buffering && !budget_fits(c->srv, 1);
+    int held = conn_buffering(c) && !budget_fits(c->srv, 1);
     int want =
         !c->closing &&
         (c->lingering || (!c->backlogged && !held && conn_unparsed(c) < c->srv->max_pipeline));
@@ -1094,12 +1097,29 @@ static void conn_drain(conn *c, const char *fresh, size_t fresh_len) {
     conn_leave(c);
 }
 
+/* What a connection reads while a request of its own is in flight or
+ * waiting its turn is buffered: it may read no more than the budget has
+ * room for. None: libuv calls on_read with UV_ENOBUFS, and reading pauses
+ * with the bytes left in the kernel (the client is held back by TCP). */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+    conn *c = h->data;
     *b = read_buffer;
+    if (!c->lingering && conn_buffering(c)) {
+        http_server *srv = c->srv;
+        size_t room = srv->bodies_in_flight < srv->max_bodies_in_flight
+                          ? srv->max_bodies_in_flight - srv->bodies_in_flight
+                          : 0;
+        if (room < b->len)
+            b->len = room;
+    }
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
     conn *c = stream->data;
+    if (nread == UV_ENOBUFS) { /* no room in the budget (on_alloc) */
+        conn_update_reading(c);
+        return;
+    }
     if (nread < 0) {
         conn_close(c);
         return;

@@ -10,6 +10,12 @@ import struct
 from lib.harness import Rill, eq, main, test, wait_until
 
 FLOWS = {
+    "slow.lua": """
+return {
+  deadline = "20s",
+  triggers = { webhook { path = "/hooks/slow" } },
+  run = function(ctx) sleep(ctx.payload.s) return {} end,
+}""",
     "count.lua": """
 return {
   triggers = { webhook { path = "/hooks/count" } },
@@ -195,6 +201,30 @@ def with_the_budget_spent_pipelined_requests_are_answered_in_order_and_bodies_re
             reset(h)
         wait_until(lambda: in_flight(r) == 0, 10, "nothing in flight once the senders are gone")
         assert not [l for l in r.logs if "Sanitizer" in str(l)], "a sanitizer reported an error"
+
+
+@test
+def a_connection_with_a_request_in_flight_reads_nothing_past_a_spent_budget():
+    # what a client sends behind a request in flight is buffered: once the
+    # others have spent the budget, not one more byte of it is read (it
+    # waits in the kernel, the client is held back by TCP)
+    with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "4MiB"}) as r:
+        x = socket.create_connection(("127.0.0.1", r.port), timeout=30)
+        slow = b'{"s":5}'
+        x.sendall(b"POST /hooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(slow), slow))
+        wait_until(lambda: r.metric("rill_runs_running") == 1, 20, "the slow request in flight")
+        holders = [begin(r, 1024 * 1024, 1000) for _ in range(4)]
+        wait_until(lambda: in_flight(r) == 4 * 1024 * 1024, 20, "the whole budget in flight")
+        x.sendall(HEAD + b"Content-Length: 150000\r\n\r\n" + body_of(150_000))
+        wait_until(lambda: refused(r) >= 1, 20, "reading the connection held back")
+        eq(in_flight(r), 4 * 1024 * 1024, "bytes in flight once it is held back")
+        # (still in flight: else the POST was parsed and refused, which proves nothing here)
+        eq(r.metric("rill_runs_running"), 1, "the slow request still in flight")
+        reset(x)
+        for h in holders:
+            reset(h)
+        wait_until(lambda: in_flight(r) == 0, 10, "nothing in flight once the clients are gone")
 
 
 @test
