@@ -1029,10 +1029,24 @@ static size_t conn_parse(conn *c, const char *data, size_t len) {
 
 /* Keeps bytes received but not parsed yet (the pipelined requests behind
  * one in flight); 0, or -1 when the connection was closed for want of
- * memory. */
+ * memory. Past the bodies' budget (what one read brought behind the
+ * request it completed) they are dropped, and nothing more is parsed: the
+ * connection closes after the answer in flight, or now when none is, and
+ * its client sends again what was not answered. */
 static int conn_keep_unparsed(conn *c, const char *data, size_t len) {
     if (len == 0 || c->closing || c->lingering)
         return 0;
+    if (!budget_fits(c->srv, len)) {
+        conn_refuse_count(c, REFUSED_MAX_BODIES_IN_FLIGHT);
+        if (c->in_flight) {
+            c->keep_alive = 0;
+        } else {
+            conn_enter(c); /* its buffers go as it leaves, when no parse is on the stack */
+            conn_linger(c);
+            conn_leave(c);
+        }
+        return 0;
+    }
     if (big_buf_append(&c->pending, data, len)) {
         conn_close(c);
         return -1;
