@@ -31,7 +31,9 @@
 #include "stdlib_embed.h"
 
 /* The dispatch: the path chooses how a request is answered, so that a
- * dictionary and the fuzzer can reach each way. */
+ * dictionary and the fuzzer can reach each way. The bodies' budget is below
+ * max_body, so that one connection's body (declared or chunked) reaches
+ * its 503 too, not only its pipelined bytes. */
 static const char fuzz_http_server_lua[] =
     "local http = require 'rill.c.http_server'\n"
     "local timer = require 'rill.c.timer'\n"
@@ -61,12 +63,15 @@ static const char fuzz_http_server_lua[] =
     "  answer(req, path, headers, body)\n"
     "end\n"
     "local srv = assert(http.listen('127.0.0.1', 0, dispatch,\n"
-    "  { max_body = 16384, keepalive_timeout = 0.3, request_timeout = 0.5 }))\n"
-    "return srv:port(), function() return waiting + srv:connections() end\n";
+    "  { max_body = 16384, max_bodies_in_flight = 12000, keepalive_timeout = 0.3,\n"
+    "    request_timeout = 0.5 }))\n"
+    "return srv:port(), function() return waiting + srv:connections() end,\n"
+    "  function() return srv:stats().bodies_in_flight end\n";
 
 static lua_State *fuzz_L;
 static int fuzz_port;
 static int fuzz_busy_ref;
+static int fuzz_bodies_ref;
 static uv_loop_t *fuzz_loop;
 
 static void fuzz_http_setup(void) {
@@ -79,13 +84,23 @@ static void fuzz_http_setup(void) {
     rill_modules_register(fuzz_L, rill_stdlib_files);
     if (luaL_loadbuffer(fuzz_L, fuzz_http_server_lua, sizeof fuzz_http_server_lua - 1,
                         "=harness") ||
-        lua_pcall(fuzz_L, 0, 2, 0)) {
+        lua_pcall(fuzz_L, 0, 3, 0)) {
         fprintf(stderr, "fuzz: cannot start the server: %s\n", lua_tostring(fuzz_L, -1));
         exit(1);
     }
-    fuzz_port = (int)lua_tointeger(fuzz_L, -2);
+    fuzz_port = (int)lua_tointeger(fuzz_L, -3);
+    fuzz_bodies_ref = luaL_ref(fuzz_L, LUA_REGISTRYINDEX);
     fuzz_busy_ref = luaL_ref(fuzz_L, LUA_REGISTRYINDEX);
     lua_pop(fuzz_L, 1);
+}
+
+/* The bytes the server counts against max_bodies_in_flight. */
+static double fuzz_bodies(void) {
+    lua_rawgeti(fuzz_L, LUA_REGISTRYINDEX, fuzz_bodies_ref);
+    lua_call(fuzz_L, 0, 1);
+    double n = lua_tonumber(fuzz_L, -1);
+    lua_pop(fuzz_L, 1);
+    return n;
 }
 
 /* Connections still open plus late answers still to run. */
@@ -301,6 +316,13 @@ static void fuzz_http_run(const unsigned char *script, size_t nscript, const uns
             abort();
         }
         uv_run(fuzz_loop, UV_RUN_ONCE);
+    }
+    /* No connection left: nothing may still count against the budget (a
+     * drift would refuse every body once it added up to the budget). */
+    if (fuzz_bodies() != 0) {
+        fprintf(stderr, "fuzz: %.0f bytes of bodies in flight with no connection open\n",
+                fuzz_bodies());
+        abort();
     }
     static unsigned runs;
     if (++runs % 64 == 0)

@@ -63,14 +63,22 @@ static void *grow(void *p, size_t osize, size_t nsize) {
     return q;
 }
 
-void strbuf_init(strbuf_t *s, int len) {
-    s->buf = NULL; /* a refusal below leaves a buffer strbuf_free can take */
-    s->size = s->length = s->reallocs = s->debug = s->dynamic = 0;
+/* Sets s up with a buffer for len bytes (1024 when len is 0); dynamic: s
+ * itself was made by strbuf_new, and goes with its buffer. The flag is set
+ * before the buffer is asked for: a refusal leaves s for strbuf_free. */
+static void strbuf_setup(strbuf_t *s, int len, int dynamic) {
+    s->buf = NULL;
+    s->size = s->length = s->reallocs = s->debug = 0;
+    s->dynamic = dynamic;
     s->increment = -2;
     size_t size = len > 0 ? (size_t)len + 1 : 1024;
     s->buf = grow(NULL, 0, size);
     s->size = (int)size;
     s->buf[0] = '\0';
+}
+
+void strbuf_init(strbuf_t *s, int len) {
+    strbuf_setup(s, len, 0);
 }
 
 static void held_release(void) {
@@ -87,9 +95,8 @@ strbuf_t *strbuf_new(int len) {
     s->buf = NULL;
     s->size = 0;
     s->dynamic = 1;
-    held = s; /* freed by held_release if the init below raises */
-    strbuf_init(s, len);
-    s->dynamic = 1;
+    held = s; /* freed, struct and all, by held_release if the setup below raises */
+    strbuf_setup(s, len, 1);
     return s;
 }
 

@@ -44,6 +44,10 @@
  * and discards what the client still sends, for at most this long, so that
  * the answer is not lost to a reset (nginx's lingering close). */
 #define LINGER_MS 2000
+/* The Retry-After of a 503 the listener answers itself (too many
+ * connections, too many bodies in flight, a drain): what holds the room
+ * goes in seconds, a request being received lasts at most request_timeout. */
+#define BUSY_RETRY_AFTER "Retry-After: 2\r\n"
 
 /* Why the listener refused or cut something; the names are the metric's
  * label values (rill_http_refused_total{reason=...}). */
@@ -54,6 +58,7 @@ enum refusal {
     REFUSED_MAX_HEADERS,
     REFUSED_MAX_URL,
     REFUSED_MAX_BODY,
+    REFUSED_MAX_BODIES_IN_FLIGHT,
     REFUSED_WRITE_BACKLOG,
     REFUSED_REQUEST_TIMEOUT,
     REFUSED_KEEPALIVE_TIMEOUT,
@@ -63,9 +68,9 @@ enum refusal {
 };
 
 static const char *const refusal_names[REFUSED_COUNT] = {
-    "max_connections",   "descriptors",  "max_header_size", "max_headers",
-    "max_url",           "max_body",     "write_backlog",   "request_timeout",
-    "keepalive_timeout", "max_requests", "bad_request"};
+    "max_connections", "descriptors",       "max_header_size",      "max_headers",
+    "max_url",         "max_body",          "max_bodies_in_flight", "write_backlog",
+    "request_timeout", "keepalive_timeout", "max_requests",         "bad_request"};
 
 /* The server outlives its listening socket: connections still open after
  * server:close() point at it, so it is freed when the last of its owners
@@ -82,6 +87,8 @@ typedef struct http_server {
     int refs;                    /* owners: handles (1), connections, the Lua object */
     int handles_open;            /* poll + accept_timer */
     size_t max_body;             /* bytes; larger bodies get 413 */
+    size_t max_bodies_in_flight; /* bytes all connections may hold of requests (the budget) */
+    size_t bodies_in_flight;     /* bytes they hold now: the sum of the connections' charged */
     size_t max_url;              /* bytes; longer URLs get 414 */
     size_t max_header_size;      /* bytes of request line and headers; 431 beyond */
     int max_headers;             /* header lines (trailers included); 431 beyond */
@@ -122,9 +129,11 @@ struct conn {
     size_t header_bytes;    /* bytes of request line and header lines */
     buf pending;            /* received bytes; those before pending_off are parsed */
     size_t pending_off;
-    request *req;     /* the request waiting for its response */
-    int req_ref;      /* the registry's reference that keeps req alive meanwhile */
-    int error_status; /* a limit tripped while parsing: answer this and close */
+    size_t body_reserved; /* the budget taken for the body being received */
+    size_t charged;       /* what this connection counts in srv->bodies_in_flight */
+    request *req;         /* the request waiting for its response */
+    int req_ref;          /* the registry's reference that keeps req alive meanwhile */
+    int error_status;     /* a limit tripped while parsing: answer this and close */
     const char *error_reason;
     int error_kind;            /* the refusal counted for it */
     unsigned requests;         /* requests begun on this connection */
@@ -370,6 +379,36 @@ static void idle_add(conn *c) {
     srv->idle_tail = c;
 }
 
+/* ---- The bodies' budget ----
+ * Bodies are C memory outside process_memory_limit, and max_body bounds
+ * only one. max_bodies_in_flight bounds what all the connections of a
+ * listener hold of requests at once: the body being received (its whole
+ * Content-Length from the headers on, so that a body accepted can always
+ * be stored; a chunked body as it arrives) and the received bytes buffered
+ * behind a request in flight. conn_charge is the one place the total
+ * moves: it sets a connection's share to what it holds now, 0 once it is
+ * closing, so the total is the sum of the shares and cannot drift. */
+
+static void conn_charge(conn *c) {
+    size_t now = c->closing ? 0 : c->body_reserved + c->pending.len;
+    c->srv->bodies_in_flight = c->srv->bodies_in_flight - c->charged + now;
+    c->charged = now;
+}
+
+/* Whether need more bytes fit in the listener's budget. */
+static int budget_fits(const http_server *srv, size_t need) {
+    return srv->bodies_in_flight <= srv->max_bodies_in_flight &&
+           need <= srv->max_bodies_in_flight - srv->bodies_in_flight;
+}
+
+/* The body is in Lua (copied), refused or abandoned: its buffer and its
+ * share of the budget go. */
+static void conn_body_done(conn *c) {
+    big_buf_release(&c->body);
+    c->body_reserved = 0;
+    conn_charge(c);
+}
+
 /* ---- The backlog ----
  * Connections whose buffered requests wait for their turn, oldest first.
  * A read serves one request at once; what was pipelined behind it, and
@@ -451,6 +490,7 @@ static void conn_close(conn *c) {
     idle_remove(c);
     backlog_remove(c);
     c->closing = 1;
+    conn_charge(c); /* its buffers are freed with it: they count no more */
     if (!c->refuse_503)
         c->srv->connections--; /* counted out now: a connection it made room for counts in */
     conn_detach_req(rill_task_main_state(), c); /* a late req:respond() becomes a no-op */
@@ -465,8 +505,26 @@ static void conn_enter(conn *c) {
     c->busy++;
 }
 
+/* A lingering connection takes no more requests: what it holds of one (a
+ * body cut by request_timeout, requests pipelined behind its last answer)
+ * goes now, with its share of the budget, not when the client's EOF or
+ * LINGER_MS closes it. Only once no parse of it is on the stack. */
+static void conn_drop_requests(conn *c) {
+    big_buf_release(&c->body);
+    buf_free(&c->body);
+    c->body_reserved = 0;
+    c->pending.len = c->pending_off = 0;
+    big_buf_release(&c->pending);
+    buf_free(&c->pending);
+    conn_charge(c);
+}
+
 static void conn_leave(conn *c) {
-    if (--c->busy == 0 && c->closing && !c->handles_closed)
+    if (--c->busy > 0)
+        return;
+    if (c->lingering && !c->closing)
+        conn_drop_requests(c);
+    if (c->closing && !c->handles_closed)
         conn_close_handles(c);
 }
 
@@ -486,6 +544,7 @@ static void conn_expire_in(conn *c, uint64_t ms) {
 
 static void conn_reset_request(conn *c) {
     c->url.len = c->headers.len = c->body.len = 0;
+    c->body_reserved = 0; /* 0 already: the last body was done with at its dispatch */
     c->header_state = 0;
     c->nheaders = 0;
     c->header_bytes = 0;
@@ -509,17 +568,28 @@ static size_t conn_unparsed(const conn *c) {
 }
 
 /* Reads while there is room: not closing, answers not piling up unread
- * (backpressure), pipelined bytes under max_pipeline. A lingering
- * connection reads (and discards) until the client's EOF. */
+ * (backpressure), pipelined bytes under max_pipeline, and, when what it
+ * reads would be buffered (a request in flight or waiting its turn), the
+ * listener's bodies under max_bodies_in_flight: such a connection reads
+ * again once its own buffered requests are handled, whatever the others
+ * do. A lingering connection reads (and discards) until the client's EOF. */
+static int conn_buffering(const conn *c) {
+    return c->in_flight || c->in_backlog || conn_unparsed(c) > 0;
+}
+
 static void conn_update_reading(conn *c) {
-    int want = !c->closing &&
-               (c->lingering || (!c->backlogged && conn_unparsed(c) < c->srv->max_pipeline));
+    int held = conn_buffering(c) && !budget_fits(c->srv, 1);
+    int want =
+        !c->closing &&
+        (c->lingering || (!c->backlogged && !held && conn_unparsed(c) < c->srv->max_pipeline));
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = 1;
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
+        if (held && !c->closing && !c->lingering)
+            conn_refuse_count(c, REFUSED_MAX_BODIES_IN_FLIGHT);
     }
 }
 
@@ -698,7 +768,8 @@ static void conn_respond(conn *c, int status, const char *content_type, const ch
 static void conn_respond_error(conn *c, int status, const char *reason) {
     char body[256];
     int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", reason);
-    conn_respond(c, status, "application/json", "", 0, body, (size_t)n, 1);
+    const char *extra = status == 503 ? BUSY_RETRY_AFTER : "";
+    conn_respond(c, status, "application/json", extra, strlen(extra), body, (size_t)n, 1);
 }
 
 /* ---- Parsing ---- */
@@ -731,6 +802,10 @@ static int header_next(const buf *b, size_t *at, const char **name, const char *
     *at = (size_t)(v_end + 1 - b->data);
     return 1;
 }
+
+#define BODIES_REFUSED                                                                             \
+    "the listener holds too many request bodies being received (max_bodies_in_flight): retry "     \
+    "later"
 
 static int count_header_bytes(conn *c, size_t len) {
     c->header_bytes += len;
@@ -829,6 +904,13 @@ static int on_headers_complete(http_parser *p) {
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > 0) {
+        /* the whole body is taken from the budget now: once accepted, it fits */
+        if (!budget_fits(c->srv, (size_t)p->content_length))
+            return parse_refuse(c, 503, BODIES_REFUSED, REFUSED_MAX_BODIES_IN_FLIGHT);
+        c->body_reserved = (size_t)p->content_length;
+        conn_charge(c);
+    }
     /* Answer "Expect: 100-continue" so that clients like curl send the body. */
     const char *h, *v;
     for (size_t at = 0; header_next(&c->headers, &at, &h, &v);)
@@ -847,6 +929,13 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     if (c->body.len + len > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
+    if (c->body.len + len > c->body_reserved) {
+        /* a chunked body: taken from the budget as it arrives */
+        if (!budget_fits(c->srv, c->body.len + len - c->body_reserved))
+            return parse_refuse(c, 503, BODIES_REFUSED, REFUSED_MAX_BODIES_IN_FLIGHT);
+        c->body_reserved = c->body.len + len;
+        conn_charge(c);
+    }
     return big_buf_append(&c->body, at, len);
 }
 
@@ -967,14 +1056,29 @@ static size_t conn_parse(conn *c, const char *data, size_t len) {
 
 /* Keeps bytes received but not parsed yet (the pipelined requests behind
  * one in flight); 0, or -1 when the connection was closed for want of
- * memory. */
+ * memory. Past the bodies' budget (what one read brought behind the
+ * request it completed) they are dropped, and nothing more is parsed: the
+ * connection closes after the answer in flight, or now when none is, and
+ * its client sends again what was not answered. */
 static int conn_keep_unparsed(conn *c, const char *data, size_t len) {
     if (len == 0 || c->closing || c->lingering)
         return 0;
+    if (!budget_fits(c->srv, len)) {
+        conn_refuse_count(c, REFUSED_MAX_BODIES_IN_FLIGHT);
+        if (c->in_flight) {
+            c->keep_alive = 0;
+        } else {
+            conn_enter(c); /* its buffers go as it leaves, when no parse is on the stack */
+            conn_linger(c);
+            conn_leave(c);
+        }
+        return 0;
+    }
     if (big_buf_append(&c->pending, data, len)) {
         conn_close(c);
         return -1;
     }
+    conn_charge(c);
     return 0;
 }
 
@@ -1024,7 +1128,9 @@ static void conn_drain(conn *c, const char *fresh, size_t fresh_len) {
     if (conn_unparsed(c) == 0)
         big_buf_release(&c->pending);
     if (!c->in_request || c->in_flight || c->closing || c->lingering)
-        big_buf_release(&c->body); /* no body being received: dispatched (copied) or refused */
+        conn_body_done(c); /* no body being received: dispatched (copied) or refused */
+    else
+        conn_charge(c); /* the pending bytes parsed */
     if (!c->in_request && !c->in_flight && conn_unparsed(c) == 0)
         idle_add(c); /* e.g. only the CRLF some clients send after a body was left */
     if (!c->closing)
@@ -1032,12 +1138,29 @@ static void conn_drain(conn *c, const char *fresh, size_t fresh_len) {
     conn_leave(c);
 }
 
+/* What a connection reads while a request of its own is in flight or
+ * waiting its turn is buffered: it may read no more than the budget has
+ * room for. None: libuv calls on_read with UV_ENOBUFS, and reading pauses
+ * with the bytes left in the kernel (the client is held back by TCP). */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+    conn *c = h->data;
     *b = read_buffer;
+    if (!c->lingering && conn_buffering(c)) {
+        http_server *srv = c->srv;
+        size_t room = srv->bodies_in_flight < srv->max_bodies_in_flight
+                          ? srv->max_bodies_in_flight - srv->bodies_in_flight
+                          : 0;
+        if (room < b->len)
+            b->len = room;
+    }
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
     conn *c = stream->data;
+    if (nread == UV_ENOBUFS) { /* no room in the budget (on_alloc) */
+        conn_update_reading(c);
+        return;
+    }
     if (nread < 0) {
         conn_close(c);
         return;
@@ -1372,6 +1495,7 @@ static void server_options(lua_State *L, int idx, http_server *srv) {
         return;
     size_t n;
     option_size(L, idx, "max_body", &srv->max_body);
+    option_size(L, idx, "max_bodies_in_flight", &srv->max_bodies_in_flight);
     option_size(L, idx, "max_url", &srv->max_url);
     option_size(L, idx, "max_header_size", &srv->max_header_size);
     option_size(L, idx, "max_write_backlog", &srv->max_write_backlog);
@@ -1427,7 +1551,7 @@ static int server_socket(const struct sockaddr *addr, int reuse_port) {
 
 /* listen(host, port, dispatch, options) -> server, or nil, message.
  * options: max_body, max_url, max_header_size, max_write_backlog,
- * max_pipeline (bytes); max_headers, max_connections, max_requests (per
+ * max_pipeline, max_bodies_in_flight (bytes); max_headers, max_connections, max_requests (per
  * connection); keepalive_timeout, request_timeout (seconds); reuse_port
  * (share the port with other processes that set it too);
  * reserve_descriptors (held on /dev/null and given up one at a time when
@@ -1467,6 +1591,7 @@ static int l_listen(lua_State *L) {
     spares_off = 0; /* a loop after a wind-down (the tests run several) */
     srv->fd = fd;
     srv->max_body = 1024 * 1024;
+    srv->max_bodies_in_flight = 128 * 1024 * 1024;
     srv->max_url = 8192;
     srv->max_header_size = 32 * 1024;
     srv->max_headers = 100;
@@ -1576,12 +1701,13 @@ static int l_server_connections(lua_State *L) {
 }
 
 /* server:stats() -> { connections = n, accepting = bool, queued = bytes,
- * queued_peak = bytes, refused = {reason = count} }: what the limits refused
- * since the start and the answers waiting for slow readers (now, and the
- * most ever), for Lua's metrics and log lines. */
+ * queued_peak = bytes, bodies_in_flight = bytes, refused = {reason = count} }:
+ * what the limits refused since the start, the answers waiting for slow
+ * readers (now, and the most ever) and the request bytes held against
+ * max_bodies_in_flight, for Lua's metrics and log lines. */
 static int l_server_stats(lua_State *L) {
     http_server *srv = check_server(L);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushnumber(L, (double)srv->queued);
     lua_setfield(L, -2, "queued");
     lua_pushnumber(L, (double)srv->queued_peak);
@@ -1590,6 +1716,8 @@ static int l_server_stats(lua_State *L) {
     lua_setfield(L, -2, "connections");
     lua_pushboolean(L, !srv->closing && !srv->accept_paused);
     lua_setfield(L, -2, "accepting");
+    lua_pushnumber(L, (double)srv->bodies_in_flight);
+    lua_setfield(L, -2, "bodies_in_flight");
     lua_createtable(L, 0, REFUSED_COUNT);
     for (int i = 0; i < REFUSED_COUNT; i++) {
         lua_pushnumber(L, srv->refused[i]);

@@ -22,6 +22,9 @@ config.defaults = {
                                -- reader); beyond, lines are dropped and counted
   timezone = "UTC",            -- default zone of cron triggers (time functions take a zone, UTC without one)
   max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
+  max_bodies_in_flight = "128MiB", -- request bytes the webhook listener holds at once, over all its
+                               -- connections: bodies being received (a declared length whole) and
+                               -- requests buffered behind one in flight; a body past it: 503
   max_connections = "auto",    -- open webhook connections; at the limit the longest idle one makes
                                -- room (503 when none is idle). auto: the descriptor limit (ulimit -n)
                                -- less what the store, the database pools, outbound HTTP and the
@@ -219,12 +222,15 @@ function config.load(path)
     if v then c[k] = coerce("RILL_" .. k:upper(), default, v) end
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
-  for _, k in ipairs { "max_body", "max_url", "max_header_size", "max_write_backlog", "max_pipeline",
+  for _, k in ipairs { "max_body", "max_bodies_in_flight", "max_url", "max_header_size", "max_write_backlog", "max_pipeline",
                        "run_memory_limit", "process_memory_limit", "max_string", "log_buffer",
                        "max_event_size" } do
     c[k] = config.size(c[k], k)
   end
   if c.log_buffer < 4096 then error("config: log_buffer: at least 4KiB", 0) end
+  if c.max_bodies_in_flight < c.max_body then
+    error("config: max_bodies_in_flight: less than max_body (a body of max_body could never be received)", 0)
+  end
   if c.max_connections ~= "auto" then
     local n = tonumber(c.max_connections)
     if not n or n < 1 then

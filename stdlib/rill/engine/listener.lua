@@ -20,6 +20,8 @@ local WHY = {
   max_headers = "requests with more header lines than max_headers answered 431",
   max_url = "URLs longer than max_url answered 414",
   max_body = "bodies over max_body answered 413",
+  max_bodies_in_flight = "request bodies past the listener's max_bodies_in_flight answered 503 with Retry-After "
+    .. "(or a connection's pipelined requests not read until its own are handled)",
   write_backlog = "clients not reading their answers: reading paused past max_write_backlog (write backlog)",
   request_timeout = "requests not received or answered within request_timeout (408/504)",
   bad_request = "malformed requests answered 400",
@@ -38,6 +40,10 @@ metrics.gauge("rill_http_connections", "Open connections of each HTTP listener."
   for _, name in ipairs(order) do f:labels(name):set(watched[name].server:stats().connections) end
 end)
 
+metrics.gauge("rill_http_bodies_in_flight_bytes",
+  "Request bytes each HTTP listener holds against max_bodies_in_flight: bodies being received "
+    .. "(declared lengths whole) and requests buffered behind one in flight.", { "listener" },
+  function(f) for _, name in ipairs(order) do f:labels(name):set(watched[name].server:stats().bodies_in_flight) end end)
 metrics.gauge("rill_http_write_queue_bytes",
   "Answer bytes each HTTP listener holds for clients slower to read them than the socket takes.", { "listener" },
   function(f) for _, name in ipairs(order) do f:labels(name):set(watched[name].server:stats().queued) end end)
@@ -93,7 +99,7 @@ end
 -- options(c): the C listener's limits from the settings (max_connections
 -- as derived by listener.max_connections).
 function listener.options(c)
-  return { max_body = c.max_body, max_url = c.max_url, max_header_size = c.max_header_size,
+  return { max_body = c.max_body, max_bodies_in_flight = c.max_bodies_in_flight, max_url = c.max_url, max_header_size = c.max_header_size,
     max_headers = c.max_headers, max_write_backlog = c.max_write_backlog, max_pipeline = c.max_pipeline,
     max_requests = c.max_requests, keepalive_timeout = c.keepalive_timeout,
     request_timeout = c.request_timeout,
