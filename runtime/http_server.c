@@ -129,11 +129,11 @@ struct conn {
     size_t header_bytes;    /* bytes of request line and header lines */
     buf pending;            /* received bytes; those before pending_off are parsed */
     size_t pending_off;
-    size_t body_reserved; /* the budget taken for the body being received */
-    size_t charged;       /* what this connection counts in srv->bodies_in_flight */
-    request *req;         /* the request waiting for its response */
-    int req_ref;          /* the registry's reference that keeps req alive meanwhile */
-    int error_status;     /* a limit tripped while parsing: answer this and close */
+    size_t body_charged; /* bytes of the body being received: its share of the budget */
+    size_t charged;      /* what this connection counts in srv->bodies_in_flight */
+    request *req;        /* the request waiting for its response */
+    int req_ref;         /* the registry's reference that keeps req alive meanwhile */
+    int error_status;    /* a limit tripped while parsing: answer this and close */
     const char *error_reason;
     int error_kind;            /* the refusal counted for it */
     unsigned requests;         /* requests begun on this connection */
@@ -382,15 +382,16 @@ static void idle_add(conn *c) {
 /* ---- The bodies' budget ----
  * Bodies are C memory outside process_memory_limit, and max_body bounds
  * only one. max_bodies_in_flight bounds what all the connections of a
- * listener hold of requests at once: the body being received (its whole
- * Content-Length from the headers on, so that a body accepted can always
- * be stored; a chunked body as it arrives) and the received bytes buffered
- * behind a request in flight. conn_charge is the one place the total
+ * listener hold of requests at once: the bodies being received, as their
+ * bytes arrive (a declared Content-Length takes nothing before: were it
+ * reserved at the headers, a few header lines with no body behind them
+ * would hold the whole budget until request_timeout), and the received
+ * bytes buffered behind a request in flight. conn_charge is the one place the total
  * moves: it sets a connection's share to what it holds now, 0 once it is
  * closing, so the total is the sum of the shares and cannot drift. */
 
 static void conn_charge(conn *c) {
-    size_t now = c->closing ? 0 : c->body_reserved + c->pending.len;
+    size_t now = c->closing ? 0 : c->body_charged + c->pending.len;
     c->srv->bodies_in_flight = c->srv->bodies_in_flight - c->charged + now;
     c->charged = now;
 }
@@ -405,7 +406,7 @@ static int budget_fits(const http_server *srv, size_t need) {
  * share of the budget go. */
 static void conn_body_done(conn *c) {
     big_buf_release(&c->body);
-    c->body_reserved = 0;
+    c->body_charged = 0;
     conn_charge(c);
 }
 
@@ -512,7 +513,7 @@ static void conn_enter(conn *c) {
 static void conn_drop_requests(conn *c) {
     big_buf_release(&c->body);
     buf_free(&c->body);
-    c->body_reserved = 0;
+    c->body_charged = 0;
     c->pending.len = c->pending_off = 0;
     big_buf_release(&c->pending);
     buf_free(&c->pending);
@@ -544,7 +545,7 @@ static void conn_expire_in(conn *c, uint64_t ms) {
 
 static void conn_reset_request(conn *c) {
     c->url.len = c->headers.len = c->body.len = 0;
-    c->body_reserved = 0; /* 0 already: the last body was done with at its dispatch */
+    c->body_charged = 0; /* 0 already: the last body was done with at its dispatch */
     c->header_state = 0;
     c->nheaders = 0;
     c->header_bytes = 0;
@@ -904,13 +905,6 @@ static int on_headers_complete(http_parser *p) {
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
-    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > 0) {
-        /* the whole body is taken from the budget now: once accepted, it fits */
-        if (!budget_fits(c->srv, (size_t)p->content_length))
-            return parse_refuse(c, 503, BODIES_REFUSED, REFUSED_MAX_BODIES_IN_FLIGHT);
-        c->body_reserved = (size_t)p->content_length;
-        conn_charge(c);
-    }
     /* Answer "Expect: 100-continue" so that clients like curl send the body. */
     const char *h, *v;
     for (size_t at = 0; header_next(&c->headers, &at, &h, &v);)
@@ -929,13 +923,10 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     if (c->body.len + len > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
-    if (c->body.len + len > c->body_reserved) {
-        /* a chunked body: taken from the budget as it arrives */
-        if (!budget_fits(c->srv, c->body.len + len - c->body_reserved))
-            return parse_refuse(c, 503, BODIES_REFUSED, REFUSED_MAX_BODIES_IN_FLIGHT);
-        c->body_reserved = c->body.len + len;
-        conn_charge(c);
-    }
+    if (!budget_fits(c->srv, len))
+        return parse_refuse(c, 503, BODIES_REFUSED, REFUSED_MAX_BODIES_IN_FLIGHT);
+    c->body_charged = c->body.len + len;
+    conn_charge(c);
     return big_buf_append(&c->body, at, len);
 }
 

@@ -51,6 +51,12 @@ def begin(r, length, sent, chunked=False):
     return s
 
 
+def hold(r, n):
+    """A connection holding exactly n bytes of a chunked body it never
+    finishes (its one chunk is declared 2 MiB long)."""
+    return begin(r, 0x200000, n, chunked=True)
+
+
 def reset(s):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
@@ -84,12 +90,17 @@ def closed_by_rill(s):
 @test
 def unfinished_bodies_past_max_bodies_in_flight_are_refused_503_and_the_rest_still_flows():
     # 4 MiB for the listener: four senders of 1,000,000-byte bodies that
-    # never finish hold 4,000,000 of it; a fifth is refused at its headers,
-    # a small body still fits, and /healthz (its own listener) answers
+    # never send the last byte hold 3,999,996 of it; a fifth is refused
+    # where its bytes cross the budget, a small body still fits, and
+    # /healthz (its own listener) answers
     with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "4MiB"}) as r:
-        holders = [begin(r, 1_000_000, 500_000) for _ in range(4)]
-        wait_until(lambda: in_flight(r) == 4_000_000, 20, "4,000,000 bytes in flight")
+        holders = [begin(r, 1_000_000, 999_999) for _ in range(4)]
+        wait_until(lambda: in_flight(r) == 3_999_996, 20, "3,999,996 bytes in flight")
         fifth = begin(r, 1_000_000, 0)
+        try:
+            fifth.sendall(body_of(1_000_000))
+        except (ConnectionResetError, BrokenPipeError):
+            pass
         status, headers, body = answer(fifth)
         eq(status, 503, f"the fifth body's status ({body})")
         assert "max_bodies_in_flight" in body, body
@@ -103,10 +114,10 @@ def unfinished_bodies_past_max_bodies_in_flight_are_refused_503_and_the_rest_sti
         wait_until(lambda: refused(r) >= 1, 10, "the refusal counted")
         r.wait_log(msg_has="max_bodies_in_flight")
         # one sender finishes: its body goes to the flow and its bytes come back
-        holders[0].sendall(body_of(1_000_000)[500_000:])
+        holders[0].sendall(body_of(1_000_000)[999_999:])
         status, _, body = answer(holders[0])
         eq((status, body), (200, '{"n":999990}'), "the finished body's answer")
-        wait_until(lambda: in_flight(r) == 3_000_000, 10, "3,000,000 bytes in flight")
+        wait_until(lambda: in_flight(r) == 2_999_997, 10, "2,999,997 bytes in flight")
         again = begin(r, 1_000_000, 1_000_000)
         eq(answer(again)[0], 200, "a 1 MB body once there is room")
         again.close()
@@ -119,12 +130,34 @@ def unfinished_bodies_past_max_bodies_in_flight_are_refused_503_and_the_rest_sti
 
 
 @test
+def a_declared_length_takes_nothing_from_the_budget_before_its_bytes_arrive():
+    # 40 connections declaring 1 MB bodies and sending none: were a
+    # Content-Length reserved at the headers, 40 header lines (no bandwidth)
+    # would hold a 4 MiB budget until request_timeout and every webhook with
+    # a body would get 503 meanwhile
+    with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "4MiB"}) as r:
+        idle = [begin(r, 1_000_000, 0) for _ in range(40)]
+        wait_until(lambda: r.metric('rill_http_connections{listener="webhooks"}') >= 40, 20, "40 connections open")
+        eq(in_flight(r), 0, "bytes in flight with only headers received")
+        s = begin(r, 1_000_000, 1_000_000)
+        status, _, body = answer(s)
+        eq((status, body), (200, '{"n":999990}'), "a whole 1 MB body meanwhile")
+        s.close()
+        half = [begin(r, 1_000_000, 100_000) for _ in range(3)]
+        wait_until(lambda: in_flight(r) == 300_000, 10, "what arrived is what counts")
+        for x in idle + half:
+            x.close()
+        wait_until(lambda: in_flight(r) == 0, 10, "nothing in flight once they are gone")
+        eq(refused(r), 0, "refusals")
+
+
+@test
 def a_chunked_body_is_counted_as_it_arrives_and_refused_where_it_crosses_the_budget():
     # 3.5 MiB, 3,000,000 of it held: a chunk declared 256 MiB long is not
     # refused for what it declares but for what arrives, once it crosses
     # the 670,016 bytes left (before max_body, 1 MiB, would cut it)
     with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "3.5MiB"}) as r:
-        holders = [begin(r, 1_000_000, 100_000) for _ in range(3)]
+        holders = [hold(r, 1_000_000) for _ in range(3)]
         wait_until(lambda: in_flight(r) == 3_000_000, 20, "3,000,000 bytes in flight")
         big = begin(r, 0x10000000, 0, chunked=True)
         try:
@@ -168,7 +201,8 @@ def the_bodies_in_flight_come_back_to_0_however_their_connections_end():
             eq(answer(p)[0], 200, "the first pipelined request")
             p.close() if i % 2 else reset(p)
             socks.append(begin(r, 500_000, 1000 * i))  # still sending
-        wait_until(lambda: in_flight(r) == 20 * 500_000, 20, "the 20 bodies still being sent")
+        wait_until(lambda: in_flight(r) == sum(1000 * i for i in range(20)), 20,
+                   "what arrived of the 20 bodies still being sent")
         for s in socks:
             s.close()
         wait_until(lambda: in_flight(r) == 0, 20, "nothing in flight once every connection is gone")
@@ -185,7 +219,7 @@ def with_the_budget_spent_pipelined_requests_are_not_kept_and_answered_once_ther
     # would be held past the budget, are dropped with the connection (the
     # client sends them again); once there is room, all are answered in order
     with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "4MiB"}) as r:
-        holders = [begin(r, 1024 * 1024, 1000) for _ in range(4)]
+        holders = [hold(r, 1024 * 1024) for _ in range(4)]
         wait_until(lambda: in_flight(r) == 4 * 1024 * 1024, 20, "the whole budget in flight")
         get = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
         pipelined = get * 50 + HEAD + b"Content-Length: 12\r\n\r\n" + body_of(12)
@@ -221,7 +255,7 @@ def a_connection_with_a_request_in_flight_reads_nothing_past_a_spent_budget():
         x.sendall(b"POST /hooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(slow), slow))
         wait_until(lambda: r.metric("rill_runs_running") == 1, 20, "the slow request in flight")
-        holders = [begin(r, 1024 * 1024, 1000) for _ in range(4)]
+        holders = [hold(r, 1024 * 1024) for _ in range(4)]
         wait_until(lambda: in_flight(r) == 4 * 1024 * 1024, 20, "the whole budget in flight")
         x.sendall(HEAD + b"Content-Length: 150000\r\n\r\n" + body_of(150_000))
         wait_until(lambda: refused(r) >= 1, 20, "reading the connection held back")
@@ -242,7 +276,7 @@ def requests_pipelined_in_the_read_of_one_in_flight_past_a_spent_budget_are_not_
     # the answer in flight closes the connection: the client sends it again
     with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "4MiB"}) as r:
         budget = 4 * 1024 * 1024
-        holders = [begin(r, 1024 * 1024, 1000) for _ in range(3)] + [begin(r, 1024 * 1024 - 100, 1000)]
+        holders = [hold(r, 1024 * 1024) for _ in range(3)] + [hold(r, 1024 * 1024 - 100)]
         wait_until(lambda: in_flight(r) == budget - 100, 20, "all but 100 bytes of the budget in flight")
         x = socket.create_connection(("127.0.0.1", r.port), timeout=30)
         slow = b'{"s":3}'
