@@ -11,12 +11,15 @@
 # the store, ~20 ms of CPU each poll). Each store's line also gives the CPU
 # per run by thread over the measured run: rill's loop thread, its other
 # threads (the store's worker, the watchdog), the Postgres server's
-# processes, in microseconds.
+# processes, in microseconds; and the bytes per run they caused to be
+# written to storage (write_bytes in /proc/PID/io: WAL, database files).
 # Env: N (20000), WARMUP_N (2000), CONC, BENCH_SECRET; STORES ("sqlite
 # postgres"): sqlite is a fresh file, postgres a throwaway server
 # (tools/pg-sandbox.sh), or give postgres:// URLs; PEERS (../shared/peers);
 # RILL (build/rill: the binary to measure); BULLMQ (1; 0 skips it, and the
-# ratios are then to the first line).
+# ratios are then to the first line); PERF (a directory: `perf record -e
+# cpu-clock -g` of rill, and of the Postgres server's processes, over the
+# measured run, into PERF/rill-STORE.data and PERF/pg.data).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -46,6 +49,22 @@ cpu_ticks() {
     if [ "${t##*/}" = "$rill_pid" ]; then loop=$(( ${12} + ${13} )); else other=$(( other + ${12} + ${13} )); fi
   done
   echo "$loop $other"
+}
+# written PID...: bytes the processes caused to be written to storage
+# (write_bytes of /proc/PID/io: the WAL, the database files).
+written() {
+  local sum=0 p b
+  for p in "$@"; do
+    b=$(awk '/^write_bytes:/ { print $2 }' /proc/"$p"/io 2>/dev/null) || continue
+    sum=$(( sum + ${b:-0} ))
+  done
+  echo "$sum"
+}
+pg_pids() {
+  local pm
+  [ -f "$1/data/postmaster.pid" ] || return 0
+  pm=$(head -n1 "$1/data/postmaster.pid")
+  echo "$pm" $(pgrep -P "$pm")
 }
 # pg_ticks DIR: clock ticks of the sandbox server's processes (0 without one).
 pg_ticks() {
@@ -81,19 +100,34 @@ for s in ${STORES:-sqlite postgres}; do
   fi
   "$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "${WARMUP_N:-2000}" > /dev/null
   read -r l0 o0 < <(cpu_ticks "$rill_pid"); p0=$(pg_ticks "$tmp/pg")
+  w0=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
+  perf_pids=()
+  if [ -n "${PERF:-}" ]; then
+    mkdir -p "$PERF"
+    perf record -q -e cpu-clock -g -p "$rill_pid" -o "$PERF/rill-$name.data" 2> /dev/null &
+    perf_pids+=($!)
+    if [ -f "$tmp/pg/data/postmaster.pid" ]; then
+      pm=$(head -n1 "$tmp/pg/data/postmaster.pid")
+      perf record -q -e cpu-clock -g -p "$(pgrep -d, -P "$pm")" -o "$PERF/pg.data" 2> /dev/null &
+      perf_pids+=($!)
+    fi
+  fi
   line=$("$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "$n" | tail -n1)
+  for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
   read -r l1 o1 < <(cpu_ticks "$rill_pid"); p1=$(pg_ticks "$tmp/pg")
+  w1=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
   runs=${line#events=}; runs=${runs%% *}
   hz=$(getconf CLK_TCK)
-  cpu=$(awk -v r="$runs" -v hz="$hz" -v l=$((l1 - l0)) -v o=$((o1 - o0)) -v p=$((p1 - p0)) \
-    'BEGIN { f = 1e6 / hz / r; printf "loop=%.1f,threads=%.1f,pg=%.1f", l * f, o * f, p * f }')
+  cpu=$(awk -v r="$runs" -v hz="$hz" -v l=$((l1 - l0)) -v o=$((o1 - o0)) -v p=$((p1 - p0)) -v w=$((w1 - w0)) \
+    'BEGIN { f = 1e6 / hz / r; printf "loop=%.1f,threads=%.1f,pg=%.1f,written_kb=%.1f", l * f, o * f, p * f, w / 1024 / r }')
   echo "rill-$name $line cpu=$cpu" >> "$tmp/results"
   stop_rill
   if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
 done
 
 echo "# durable async webhook: $n events, $(nproc) cores, 1 KiB body, ${CONC:-64} in flight;" \
-  "CPU per run in µs by thread (rill's loop, its other threads, the Postgres server)"
+  "CPU per run in µs by thread (rill's loop, its other threads, the Postgres server);" \
+  "KiB per run written to storage (rill and the Postgres server)"
 awk '{ split($3,s,"="); split($4,r,"="); name[NR]=$1; sec[NR]=s[2]; rps[NR]=r[2]; cpu[NR]=substr($5, 5) }
   END { printf "%-14s %10s %12s %10s  %s\n", "peer", "seconds", "runs/s", "vs_bullmq", "cpu_us_per_run"
         for (i = 1; i <= NR; i++) printf "%-14s %10.3f %12.1f %10.2f  %s\n", name[i], sec[i], rps[i], rps[i] / rps[1], cpu[i] }' \

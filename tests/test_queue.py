@@ -377,6 +377,59 @@ def missed_ticks_are_skipped_by_default():
         eq([x for x in cron_runs(r) if x["missed"]], [], "catch-up runs")
 
 
+GO = """
+return {
+  triggers = { webhook { path = "/hooks/go", mode = "async", emit = "batch.go" } },
+  run = function(ctx) return { n = ctx.payload.n } end,
+}"""
+
+# A run of the event (ENDING % its flow's name): returns the name and the
+# event's n, or fails (its attempts: one) when the name ends with "fail".
+ENDING = """
+return {
+  triggers = { event { name = "batch.go" } },
+  retries = { attempts = 1 },
+  run = function(ctx)
+    local name = "%s"
+    if name:match("fail$") then fail("no " .. ctx.payload.n) end
+    return { flow = name, n = ctx.payload.n }
+  end,
+}"""
+
+
+@test
+def runs_ending_in_one_turn_each_store_their_own_outcome():
+    """The runs an event starts are claimed together and end in the same
+    turn of the loop, so their outcomes go to the store in one batch: each
+    run still gets its own."""
+    names = ["a", "b", "c", "d", "e_fail", "f"]
+    flows = {"go.lua": GO, **{f"{n}.lua": ENDING % n for n in names}}
+    with rill(flows) as r:
+        for n in (1, 2):
+            eq(post(r, "/hooks/go", {"n": n}).status, 202, f"event {n}")
+
+        def settled():
+            runs = [x for x in r.runs("list", "--limit", "100") if x["flow"] != "go"]
+            done = len(runs) == 2 * len(names) and all(x["state"] in ("succeeded", "dead") for x in runs)
+            return runs if done else None
+        runs = wait_until(settled, 20, "every run of the events to end")
+        for x in runs:
+            run = r.runs("show", x["id"])
+            n = json.loads(run["payload"])["n"] if run.get("payload") else None
+            if x["flow"].endswith("fail"):
+                eq(run["state"], "dead", f"{x['flow']}'s state")
+                assert "no " in run["error"], run["error"]
+            else:
+                eq(run["state"], "succeeded", f"{x['flow']}'s state")
+                result = json.loads(run["result"])
+                eq(result["flow"], x["flow"], "the result of the run's own flow")
+                if n is not None:
+                    eq(result["n"], n, f"{x['flow']}'s n")
+            eq(run.get("owner"), None, f"{x['flow']}'s lease")
+        eq(sorted(json.loads(r.runs("show", x["id"])["result"])["n"] for x in runs if x["flow"] == "a"), [1, 2],
+           "the two events' runs of one flow")
+
+
 @test
 def finished_runs_are_pruned_after_retention_and_dead_ones_kept():
     flows = {"quote.lua": ASYNC, "payment.lua": FAIL}

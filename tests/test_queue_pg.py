@@ -154,6 +154,25 @@ def a_flows_concurrency_holds_across_instances():
 
 
 @test
+def an_outcome_the_store_refuses_fails_alone_not_the_others_ending_with_it():
+    """The outcomes of runs ending together go to the store in one batch;
+    when the store refuses one of them (text that is not UTF-8), the others
+    are stored at once all the same, each on its own."""
+    bad = test_queue.ENDING.replace("return { flow = name", 'return { raw = "\\255", flow = name')
+    flows = {"go.lua": test_queue.GO, "a.lua": test_queue.ENDING % "a", "b.lua": test_queue.ENDING % "b",
+             "bad.lua": bad % "bad"}
+    with rill(flows, env={"RILL_DRAIN_TIMEOUT": "0.5s"}) as r:
+        eq(post(r, "/hooks/go", {"n": 1}).status, 202, "event")
+
+        def stored():
+            runs = {x["flow"]: x for x in r.runs("list", "--limit", "100")}
+            return runs if all(runs.get(f, {}).get("state") == "succeeded" for f in ("a", "b")) else None
+        runs = wait_until(stored, 20, "the runs of a and b to be stored as succeeded")
+        eq(runs["bad"]["state"], "running", "the run whose outcome the store refuses")
+        r.wait_log(msg_has="could not be stored; trying again")
+
+
+@test
 def a_broken_connection_fails_the_batch_and_the_next_one_reconnects():
     flow = test_queue.ASYNC
     with rill({"quote.lua": flow}) as r:

@@ -287,6 +287,41 @@ def a_full_sqlite_disk_gets_503_loses_nothing_acknowledged_and_recovers_when_spa
 
 
 
+SLOW = """
+return {
+  triggers = { webhook { path = "/hooks/slow", mode = "async" } },
+  run = function(ctx)
+    sleep(3) -- time for the test to lock the store before the run ends
+    return { n = ctx.payload.n }
+  end,
+}"""
+
+
+@test
+def a_run_that_ended_frees_its_slot_while_its_outcome_waits_for_the_store():
+    """The slot is for executing: a run whose attempt ended gives it back at
+    once, though its outcome waits for a locked store; the run stays ours
+    and its outcome is stored once the lock goes."""
+    with Rill({"slow.lua": SLOW}, env={**FAST, "RILL_CONCURRENCY": "1"}) as r:
+        res = r.request("POST", "/hooks/slow", {"n": 7})
+        eq(res.status, 202, "accepted")
+        run_id = res.json()["run_id"]
+        other = sqlite3.connect(os.path.join(r.dir, "data", "rill.db"), isolation_level=None, timeout=30)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        try:
+            eq(r.metric("rill_queue_slots_used"), 1.0, "slots while the run executes")
+            r.wait_log(msg="run succeeded", run=run_id)  # the attempt ended; its outcome waits for the lock
+            eq(r.metric("rill_queue_slots_used"), 0.0, "slots once the run ended, its outcome not stored")
+            state = other.execute("SELECT state, owner FROM runs WHERE id = ?", (run_id,)).fetchone()
+            eq(state[0], "running", "the run's stored state while its outcome waits")
+            assert state[1], "the run is still held by its owner"
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 30, "the outcome stored after the lock")
+        eq(json.loads(r.runs("show", run_id)["result"]), {"n": 7}, "the stored result")
+
+
 @test
 def an_sqlite_store_locked_by_another_process_gets_503_in_time_and_recovers():
     with Rill({"event.lua": EVENT}, env=FAST) as r:

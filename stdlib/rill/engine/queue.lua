@@ -32,6 +32,12 @@ local queue = {
 
 local instance            -- this process's owner id in the store
 local running, running_by_flow = 0, {}
+-- Attempts that ended here and whose outcome is not stored yet: their slot
+-- is free (the run no longer executes; holding it until the outcome's
+-- commit put a quarter of a busy webhook's runs through the store and a
+-- claim instead of running them at once), but the run is still ours: its
+-- lease is renewed, and a drain waits for the outcome.
+local storing = 0
 local active = {}         -- the flow versions in force (flows.lua)
 local started = false
 local poll_timer, renew_timer, prune_timer, first_prune
@@ -178,8 +184,10 @@ finished = function(run)
     end
   end
   local lines = stored_lines(run)
+  hold(row.flow, -1)
+  storing = storing + 1
   store_outcome(row, run, f, lines, function(ours, err, tries)
-    hold(row.flow, -1)
+    storing = storing - 1
     counts[f.state] = (counts[f.state] or 0) + 1
     outcomes_total:labels(row.flow, f.state):inc()
     if ours == nil then
@@ -428,7 +436,7 @@ function queue.start()
     read_depth()
   end)
   renew_timer = every(queue.lease / 3, function()
-    if running > 0 then
+    if running + storing > 0 then
       store.renew(instance, math.floor(queue.lease * 1000), function(_, err)
         if err then log.warn("renewing run leases failed", { error = err }) end
       end)
@@ -451,7 +459,9 @@ function queue.stop()
   end
 end
 
-function queue.running() return running end
+-- running() -> the runs executing here, and those that ended here whose
+-- outcome is not stored yet (a drain waits for both).
+function queue.running() return running + storing end
 
 -- busy() -> whether a look for ready runs is in flight (rill test waits for
 -- it before it swaps the store).

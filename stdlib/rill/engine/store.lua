@@ -130,6 +130,7 @@ function store.open(url, opts)
 end
 
 function store.close()
+  store.flush_finishes() -- on the connection they were asked of, before it closes
   if conn then conn:close() end
   conn = nil
 end
@@ -315,18 +316,34 @@ local function held_by(owner_param)
   return "id = $1 AND owner = " .. owner_param .. " AND state || '' = 'running'"
 end
 
--- finish(id, owner, fields, lines, callback): records the end of an attempt
--- of a run this owner holds: fields.state ('succeeded', 'retrying', 'dead',
--- 'failed'), result, error, run_at (retrying), finished; and its log lines.
--- callback(true) or callback(false) when the run was no longer ours (its
--- lease had expired and another instance took it).
-function store.finish(id, owner, attempt, f, lines, callback)
-  local stmts = {
-    { "UPDATE runs SET state = $3, result = $4, error = $5, run_at = COALESCE($6, run_at), finished = $7, "
-      .. "lease_until = NULL, owner = NULL, version = COALESCE($8, version), attempt = COALESCE($9, attempt), "
-      .. "versions = COALESCE($10, versions) WHERE " .. held_by "$2",
-      id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, f.attempt, f.versions, n = 10 },
-  }
+local FINISH = "UPDATE runs SET state = $3, result = $4, error = $5, run_at = COALESCE($6, run_at), finished = $7, "
+  .. "lease_until = NULL, owner = NULL, version = COALESCE($8, version), attempt = COALESCE($9, attempt), "
+  .. "versions = COALESCE($10, versions) WHERE " .. held_by "$2"
+
+local function finish_stmt(id, owner, f)
+  return { FINISH, id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, f.attempt, f.versions, n = 10 }
+end
+
+-- The finishes asked for in this turn of the loop, written together in one
+-- batch at the next, on the connection they were asked of: one batch per
+-- group commit instead of one per run (each costs the loop its copy, its
+-- results and its callback). One statement per run still: one UPDATE of
+-- them all (the values as a JSON array, json_to_recordset) cost the
+-- Postgres server no less per run, and SQLite more (bench/issue16-profile.md).
+local finishing, finishing_conn, flush_timer = {}, nil, nil
+local timer = require "rill.c.timer"
+
+local function batch_on(c, stmts, callback)
+  return c:batch(stmts, function(res, err)
+    note(stmts, res, err)
+    return callback(res, err)
+  end)
+end
+
+-- The statements of one finish: its update, the wake of a wait already
+-- met, its log lines.
+local function finish_stmts(id, owner, attempt, f, lines)
+  local stmts = { finish_stmt(id, owner, f) }
   if f.state == "waiting" then
     -- an event that matched while this attempt was parking recorded the
     -- wait's step already: the run is due now, not at its timeout
@@ -334,10 +351,58 @@ function store.finish(id, owner, attempt, f, lines, callback)
       .. "(SELECT 1 FROM run_steps WHERE run_id = $1 AND seq = $3)", id, f.finished, f.wait_seq, n = 3 }
   end
   log_rows(stmts, id, attempt, lines)
-  store.batch(stmts, function(res, err)
-    if not res then return callback(nil, err) end
-    callback(res[1].changes > 0)
+  return stmts
+end
+
+-- e: {id, owner, attempt, f, lines, callback}
+local function finish_alone(c, e)
+  batch_on(c, finish_stmts(e[1], e[2], e[3], e[4], e[5]), function(res, err)
+    if not res then return e[6](nil, err) end
+    e[6](res[1].changes > 0)
   end)
+end
+
+local function flush_finishes()
+  if flush_timer then flush_timer:stop() end
+  flush_timer = nil
+  local these, c = finishing, finishing_conn
+  finishing, finishing_conn = {}, nil
+  if not c then
+    for _, e in ipairs(these) do e[6](nil, "store: not open") end
+    return
+  end
+  if #these == 1 then return finish_alone(c, these[1]) end
+  local stmts = {}
+  for i, e in ipairs(these) do stmts[i] = finish_stmt(e[1], e[2], e[4]) end
+  for _, e in ipairs(these) do log_rows(stmts, e[1], e[3], e[5]) end
+  batch_on(c, stmts, function(res, err)
+    if not res then
+      -- one finish the store refuses (a value it cannot take) must not
+      -- fail the others: each is written again on its own
+      for _, e in ipairs(these) do finish_alone(c, e) end
+      return
+    end
+    for i, e in ipairs(these) do e[6](res[i].changes > 0) end
+  end)
+end
+-- flush_finishes(): sends the finishes waiting for the next turn now.
+function store.flush_finishes()
+  if #finishing > 0 then flush_finishes() end
+end
+
+-- finish(id, owner, attempt, fields, lines, callback): records the end of an
+-- attempt of a run this owner holds: fields.state ('succeeded', 'retrying',
+-- 'dead', 'failed', 'sleeping', 'waiting'), result, error, run_at, finished;
+-- and its log lines. callback(true) once stored, callback(false) when the run
+-- was no longer ours (its lease had expired and another instance took it),
+-- callback(nil, err) when the store could not take it. The finishes of one
+-- turn of the loop go to the store in one batch.
+function store.finish(id, owner, attempt, f, lines, callback)
+  local e = { id, owner, attempt, f, lines, callback }
+  if f.state == "waiting" then return finish_alone(conn, e) end
+  if finishing_conn ~= conn then store.flush_finishes() end
+  finishing[#finishing + 1], finishing_conn = e, conn
+  if not flush_timer then flush_timer = timer.after(0, flush_finishes) end
 end
 
 -- steps(run_id) -> the run's completed steps, in order: {seq, name, result}.
