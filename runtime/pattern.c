@@ -734,6 +734,8 @@ static int l_gsub_string(lua_State *L) {
     lua_Number max_n = luaL_optnumber(L, 4, (lua_Number)ls + 2);
     lua_Integer init = luaL_optinteger(L, 5, 1);
     lua_Number slice = luaL_optnumber(L, 6, (lua_Number)ls + 2);
+    if (!lua_isnoneornil(L, 6))
+        rill_watchdog_check_now(); /* one piece of many: a turn for others if its slice is over */
     if (init < 1 || (size_t)init > ls + 1)
         return luaL_error(L, "gsub_string: init out of range");
     matcher m;

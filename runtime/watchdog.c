@@ -76,6 +76,19 @@ void rill_watchdog_check_soon(void) {
     }
 }
 
+void rill_watchdog_check_now(void) {
+    if (current == NULL || soon)
+        return;
+    uint64_t until = atomic_load_explicit(&current_until, memory_order_relaxed);
+    if (!atomic_load_explicit(&armed, memory_order_relaxed)) {
+        if (until == 0 || uv_hrtime() < until)
+            return;
+        /* as the watch thread would: it sends no signal once armed is set */
+        atomic_store(&armed, 1);
+    }
+    rill_watchdog_check_soon();
+}
+
 static void stop_hook(lua_State *L, lua_Debug *ar) {
     rill_watch *w = current;
     if (w == NULL || L != w->co)

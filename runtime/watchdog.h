@@ -87,4 +87,10 @@ int rill_watchdog_stop_run(lua_State *L);
  * calls would be seconds. One relaxed load when nothing is due. */
 void rill_watchdog_check_soon(void);
 
+/* For a primitive done in pieces (a gsub over a long subject), between two:
+ * when the slice or the deadline is over, makes the hook run at the next
+ * instruction without waiting for the watch thread to notice (on a loaded
+ * machine it may not get a CPU for many slices). One clock read. */
+void rill_watchdog_check_now(void);
+
 #endif
