@@ -17,7 +17,15 @@
 static size_t first_invalid(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
-        /* ASCII eight bytes at a time: most bodies are mostly ASCII */
+        /* ASCII 32 bytes at a time, then eight: most bodies are mostly
+         * ASCII, and four words OR'ed together cost one test, not four */
+        while (i + 32 <= n) {
+            uint64_t w[4];
+            memcpy(w, s + i, 32);
+            if ((w[0] | w[1] | w[2] | w[3]) & UINT64_C(0x8080808080808080))
+                break;
+            i += 32;
+        }
         while (i + 8 <= n) {
             uint64_t w;
             memcpy(&w, s + i, 8);
