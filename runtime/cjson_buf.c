@@ -29,7 +29,7 @@ typedef struct strbuf {
     int size;      /* bytes at buf */
     int length;    /* bytes written; cjson keeps one byte after them for a NUL */
     int increment; /* cjson's growth policy: unused here */
-    int dynamic;   /* made by strbuf_new: the struct is freed with its buffer */
+    int dynamic;   /* cjson's: unused here (no struct is ever freed) */
     int reallocs;
     int debug;
 } strbuf_t;
@@ -81,15 +81,17 @@ static void held_release(void) {
     }
 }
 
+/* The decode's buffer: cjson makes one (strbuf_new) per decode, for the
+ * decoded strings, and decodes never nest, so its struct is this one, not
+ * a block of the heap made and freed on every JSON webhook request (the
+ * bytes it points to are, charged to the run as any). */
+static strbuf_t decode_buf;
+
 strbuf_t *strbuf_new(int len) {
     held_release(); /* decodes never nest: one still held was left behind */
-    strbuf_t *s = grow(NULL, 0, sizeof *s);
-    s->buf = NULL;
-    s->size = 0;
-    s->dynamic = 1;
-    held = s; /* freed by held_release if the init below raises */
+    strbuf_t *s = &decode_buf;
+    held = s; /* its buffer is freed by held_release if the init below raises */
     strbuf_init(s, len);
-    s->dynamic = 1;
     return s;
 }
 
@@ -100,8 +102,6 @@ void strbuf_free(strbuf_t *s) {
         allocf(alloc_ud, s->buf, (size_t)s->size, 0);
     s->buf = NULL;
     s->size = s->length = 0;
-    if (s->dynamic)
-        allocf(alloc_ud, s, sizeof *s, 0);
 }
 
 /* Room for len bytes and the NUL: at least half as much again as now, so
