@@ -37,6 +37,7 @@ _Static_assert(sizeof(block_head) == 8, "the header is 8 bytes");
 typedef struct meter {
     size_t used;     /* bytes of live blocks charged to it */
     size_t limit;    /* 0 for none */
+    size_t cap;      /* limit, or SIZE_MAX for none: used may reach it unlooked */
     uint32_t gen;    /* bumped when closed, so that later frees go elsewhere */
     uint32_t next;   /* the next free meter, while free */
     char **kill;     /* the run's reason slot (rill_kill_buffer), written when it goes over */
@@ -49,6 +50,7 @@ static uint32_t meter_count, meter_cap,
 static uint32_t current;     /* the meter charged now */
 static uint32_t open_meters; /* meters open (runs metered now) */
 static size_t total, process_limit;
+static size_t process_cap = SIZE_MAX; /* process_limit, or SIZE_MAX for none */
 static void (*on_over)(void);
 
 /* After a run went over, it may still allocate this much more, so that its
@@ -62,6 +64,7 @@ static int ensure_meters(void) {
         if (meters == NULL)
             return -1;
         meter_count = 1; /* meter 0: rill itself, never limited */
+        meters[0].cap = SIZE_MAX;
     }
     return 0;
 }
@@ -154,28 +157,72 @@ static void base_init(void) {
 #endif
 }
 
-void *rill_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    (void)ud;
-    block_head *h = ptr ? (block_head *)ptr - 1 : NULL;
-    size_t old = h ? osize : 0;
-    if (nsize == 0) {
-        if (h) {
-            credit(h, old);
-            base_alloc(base_ud, h, sizeof *h + old, 0);
-        }
+/* A growth the meter's or the process's limit may refuse (or a size no
+ * block can have): may_grow decides, out of the common paths below. */
+static __attribute__((noinline)) int may_grow_slow(size_t nsize, size_t old) {
+    if (nsize > SIZE_MAX - sizeof(block_head))
+        return 0;
+    return may_grow(&meters[current], nsize - old);
+}
+
+/* Whether growing the current meter by n bytes needs may_grow's look: past
+ * the meter's limit or the process's (caps are SIZE_MAX for none). Sizes
+ * stay below 2^48 (LuaJIT's and cjson's own limits) and used and total far
+ * below SIZE_MAX: no sum wraps, and a size that could is sent to may_grow. */
+static inline int must_look(size_t n) {
+    const meter *m = &meters[current];
+    return n > SIZE_MAX / 4 || m->used + n > m->cap || total + n > process_cap;
+}
+
+/* Every allocation and free of the Lua heap comes here, tens per sync
+ * webhook request, so the two common ones are kept apart and short: a
+ * free (credit, then the allocator underneath as a tail call) and a new
+ * block (charged before the allocator underneath is called, so that
+ * nothing but the header is left to write after it). A realloc takes the
+ * general path. */
+static void *block_free(void *ptr, size_t osize) {
+    block_head *h = (block_head *)ptr - 1;
+    credit(h, osize);
+    return base_alloc(base_ud, h, sizeof *h + osize, 0); /* NULL */
+}
+
+static __attribute__((noinline)) void *block_new(size_t nsize) {
+    if (must_look(nsize) && !may_grow_slow(nsize, 0))
+        return NULL;
+    block_head tag = {{current, meters[current].gen}};
+    meters[current].used += nsize;
+    total += nsize;
+    block_head *nh = base_alloc(base_ud, NULL, 0, sizeof *nh + nsize);
+    /* (the allocator underneath never calls back: current is the same) */
+    meter *m = &meters[tag.owner.meter];
+    if (nh == NULL) {
+        m->used -= nsize;
+        total -= nsize;
         return NULL;
     }
-    if (nsize > old && !may_grow(&meters[current], nsize - old))
+    if (m->used > m->max_used)
+        m->max_used = m->used;
+    *nh = tag;
+    return nh + 1;
+}
+
+static __attribute__((noinline)) void *block_resize(void *ptr, size_t osize, size_t nsize) {
+    block_head *h = (block_head *)ptr - 1;
+    if (nsize > osize && must_look(nsize - osize) && !may_grow_slow(nsize, osize))
         return NULL;
-    if (nsize > SIZE_MAX - sizeof *h)
-        return NULL;
-    block_head *nh = base_alloc(base_ud, h, h ? sizeof *h + old : 0, sizeof *nh + nsize);
+    block_head *nh = base_alloc(base_ud, h, sizeof *h + osize, sizeof *nh + nsize);
     if (nh == NULL)
-        return NULL; /* h, if any, is untouched and still charged */
-    if (h)
-        credit(nh, old); /* its header moved with it */
+        return NULL;   /* h is untouched and still charged */
+    credit(nh, osize); /* its header moved with it */
     charge(nh, current, nsize);
     return nh + 1;
+}
+
+void *rill_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    if (nsize == 0)
+        return ptr ? block_free(ptr, osize) : NULL;
+    return ptr ? block_resize(ptr, osize, nsize) : block_new(nsize);
 }
 
 int rill_alloc_init(void (*over)(void)) {
@@ -186,6 +233,7 @@ int rill_alloc_init(void (*over)(void)) {
 
 void rill_alloc_set_process_limit(size_t bytes) {
     process_limit = bytes;
+    process_cap = bytes ? bytes : SIZE_MAX;
 }
 
 size_t rill_alloc_total(void) {
@@ -212,6 +260,7 @@ uint32_t rill_meter_open(size_t limit, char **kill) {
     }
     meters[id].used = meters[id].max_used = 0;
     meters[id].limit = limit;
+    meters[id].cap = limit ? limit : SIZE_MAX;
     meters[id].kill = kill;
     meters[id].next = 0;
     open_meters++;

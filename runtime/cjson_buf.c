@@ -29,7 +29,7 @@ typedef struct strbuf {
     int size;      /* bytes at buf */
     int length;    /* bytes written; cjson keeps one byte after them for a NUL */
     int increment; /* cjson's growth policy: unused here */
-    int dynamic;   /* made by strbuf_new: the struct is freed with its buffer */
+    int dynamic;   /* cjson's: unused here (no struct is ever freed) */
     int reallocs;
     int debug;
 } strbuf_t;
@@ -63,22 +63,17 @@ static void *grow(void *p, size_t osize, size_t nsize) {
     return q;
 }
 
-/* Sets s up with a buffer for len bytes (1024 when len is 0); dynamic: s
- * itself was made by strbuf_new, and goes with its buffer. The flag is set
- * before the buffer is asked for: a refusal leaves s for strbuf_free. */
-static void strbuf_setup(strbuf_t *s, int len, int dynamic) {
+/* Sets s up with a buffer for len bytes (1024 when len is 0). Its fields
+ * are set before the buffer is asked for: a refusal leaves s for
+ * strbuf_free. */
+void strbuf_init(strbuf_t *s, int len) {
     s->buf = NULL;
-    s->size = s->length = s->reallocs = s->debug = 0;
-    s->dynamic = dynamic;
+    s->size = s->length = s->reallocs = s->debug = s->dynamic = 0;
     s->increment = -2;
     size_t size = len > 0 ? (size_t)len + 1 : 1024;
     s->buf = grow(NULL, 0, size);
     s->size = (int)size;
     s->buf[0] = '\0';
-}
-
-void strbuf_init(strbuf_t *s, int len) {
-    strbuf_setup(s, len, 0);
 }
 
 static void held_release(void) {
@@ -89,14 +84,17 @@ static void held_release(void) {
     }
 }
 
+/* The decode's buffer: cjson makes one (strbuf_new) per decode, for the
+ * decoded strings, and decodes never nest, so its struct is this one, not
+ * a block of the heap made and freed on every JSON webhook request (the
+ * bytes it points to are, charged to the run as any). */
+static strbuf_t decode_buf;
+
 strbuf_t *strbuf_new(int len) {
     held_release(); /* decodes never nest: one still held was left behind */
-    strbuf_t *s = grow(NULL, 0, sizeof *s);
-    s->buf = NULL;
-    s->size = 0;
-    s->dynamic = 1;
-    held = s; /* freed, struct and all, by held_release if the setup below raises */
-    strbuf_setup(s, len, 1);
+    strbuf_t *s = &decode_buf;
+    held = s; /* its buffer is freed by held_release if the setup below raises */
+    strbuf_init(s, len);
     return s;
 }
 
@@ -107,8 +105,6 @@ void strbuf_free(strbuf_t *s) {
         allocf(alloc_ud, s->buf, (size_t)s->size, 0);
     s->buf = NULL;
     s->size = s->length = 0;
-    if (s->dynamic)
-        allocf(alloc_ud, s, sizeof *s, 0);
 }
 
 /* Room for len bytes and the NUL: at least half as much again as now, so

@@ -1,6 +1,6 @@
 -- rill.c.utf8 (runtime/utf8.c): first_invalid against a byte-by-byte Lua
 -- reading of RFC 3629, over hand-picked sequences and generated strings
--- (sequences cut at the end, at and across the 8-byte ASCII steps).
+-- (sequences cut at the end, at and across the 64-, 32- and 8-byte ASCII steps).
 local t = require "t"
 local first_invalid = require("rill.c.utf8").first_invalid
 
@@ -58,6 +58,20 @@ t.test("generated strings: the same answer as the byte-by-byte reading", functio
     local s = table.concat(parts)
     if first_invalid(s) ~= reference(s) then
       t.eq(first_invalid(s), reference(s), ("string %d: %q"):format(n, s))
+    end
+  end
+end)
+
+t.test("a sequence at each offset of a long ASCII run: at and across the 64-, 32- and 8-byte steps", function()
+  local pieces = { "\195\169", "\226\130\172", "\240\159\152\128", "\128", "\255", "\237\160\128", "\226\130" }
+  for _, piece in ipairs(pieces) do
+    for at = 0, 140 do
+      for _, tail in ipairs({ "", string.rep("z", 40) }) do
+        local s = string.rep("a", at) .. piece .. tail
+        if first_invalid(s) ~= reference(s) then
+          t.eq(first_invalid(s), reference(s), ("%q at offset %d, tail %d"):format(piece, at, #tail))
+        end
+      end
     end
   end
 end)
