@@ -120,6 +120,19 @@ t.test("a gsub with a replacement string over a long subject, made in slices, gi
   t.eq(#mismatches, 0, "mismatches:\n" .. table.concat(mismatches, "\n"))
 end)
 
+t.test("a gsub slice stops at its size in result bytes as well as subject bytes", function()
+  -- each "x" becomes 100 bytes: 64 KiB of subject was 6.4 MB of result in
+  -- one C call, which held the loop where the watchdog could not pause it
+  local gsub_string = require("rill.c.pattern").gsub_string
+  local s, repl = ("x"):rep(1e6), ("y"):rep(100)
+  local out, n, at = gsub_string(s, "x", repl, math.huge, 1, 65536)
+  t.ok(at ~= nil, "it stops before the end of the subject")
+  t.ok(#out <= 65536 + 100, "its result is one slice and one replacement: " .. #out)
+  t.eq(n, #out / 100, "the matches it made")
+  t.eq(at, n + 1, "it goes on from the first match it did not make")
+  t.eq(#bounded.gsub(("x"):rep(50000), "x", repl), 5000000, "the whole gsub, in pieces")
+end)
+
 -- Subjects longer than the 8 bytes span() passes at a time on ASCII text,
 -- with a high byte (or a digit run) at every offset.
 t.test("long subjects with a byte to find at every offset give what the string library gives", function()
