@@ -322,6 +322,14 @@ class Rill:
             conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
             return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode())
+        except ConnectionRefusedError:
+            if self.proc.poll() is None:
+                raise
+            with self._lock:
+                tail = self.logs[-15:]
+            # what a test failing here needs to say: rill is gone, and why
+            raise AssertionError(f"{method} {path}: rill exited with {self.proc.returncode}; its last lines:\n"
+                                 + "\n".join(map(str, tail))) from None
         finally:
             conn.close()
 
