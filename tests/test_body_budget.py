@@ -51,6 +51,13 @@ def begin(r, length, sent, chunked=False):
     return s
 
 
+def slow_request(seconds):
+    """A request to the flow that sleeps: in flight that long."""
+    body = b'{"s":%d}' % seconds
+    return (b"POST /hooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
 def hold(r, n):
     """A connection holding exactly n bytes of a chunked body it never
     finishes (its one chunk is declared 2 MiB long)."""
@@ -251,9 +258,7 @@ def a_connection_with_a_request_in_flight_reads_nothing_past_a_spent_budget():
     # waits in the kernel, the client is held back by TCP)
     with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "4MiB"}) as r:
         x = socket.create_connection(("127.0.0.1", r.port), timeout=30)
-        slow = b'{"s":5}'
-        x.sendall(b"POST /hooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (len(slow), slow))
+        x.sendall(slow_request(5))
         wait_until(lambda: r.metric("rill_runs_running") == 1, 20, "the slow request in flight")
         holders = [hold(r, 1024 * 1024) for _ in range(4)]
         wait_until(lambda: in_flight(r) == 4 * 1024 * 1024, 20, "the whole budget in flight")
@@ -279,10 +284,7 @@ def requests_pipelined_in_the_read_of_one_in_flight_past_a_spent_budget_are_not_
         holders = [hold(r, 1024 * 1024) for _ in range(3)] + [hold(r, 1024 * 1024 - 100)]
         wait_until(lambda: in_flight(r) == budget - 100, 20, "all but 100 bytes of the budget in flight")
         x = socket.create_connection(("127.0.0.1", r.port), timeout=30)
-        slow = b'{"s":3}'
-        x.sendall(b"POST /hooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (len(slow), slow)
-                  + HEAD + b"Content-Length: 60000\r\n\r\n" + body_of(60_000))
+        x.sendall(slow_request(3) + HEAD + b"Content-Length: 60000\r\n\r\n" + body_of(60_000))
         wait_until(lambda: refused(r) >= 1, 20, "the pipelined bytes held back")
         got = in_flight(r)
         assert got <= budget, f"{got} bytes in flight, over the budget ({budget})"
