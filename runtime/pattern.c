@@ -721,10 +721,10 @@ static size_t add_template(matcher *m, luaL_Buffer *b, const char *repl, size_t 
  * or a table is a Lua loop over exec (bounded.lua). Each search has its
  * step budget; the result is refused past max_string. From init (1-based, default 1), the result
  * covers s[init..]. With slice, it stops after the match that takes it past
- * slice bytes of the subject or of the result (a replacement 100 times
- * longer than its match made 6 MB out of 64 KB in one call) and returns (the result so far,
- * matches, the offset to go on from): the caller calls again from there, so that a long subject is
- * replaced in pieces the watchdog can pause between. */
+ * slice bytes of the subject, or of the result (a replacement 100 times its
+ * match made 6 MB of 64 KB), and returns (the result so far, matches, the
+ * offset to go on from): the caller calls again from there, so that a long
+ * subject is replaced in pieces the watchdog can pause between. */
 static size_t max_string = 8u << 20;
 
 static int l_gsub_string(lua_State *L) {
