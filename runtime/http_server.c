@@ -866,15 +866,12 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
 /* What RFC 9112 asks a server to refuse, that would otherwise let a proxy
  * in front of rill and rill read a request differently: a version other
  * than 1.x, an HTTP/1.1 request without exactly one Host (1.0: at most one).
- * Sets the refusal and returns -1, or returns 0. */
-static int check_version_and_host(conn *c, const http_parser *p) {
+ * hosts: the Host headers counted. Sets the refusal and returns -1, or
+ * returns 0. */
+static int check_version_and_host(conn *c, const http_parser *p, int hosts) {
     if (p->http_major != 1)
         return parse_refuse(c, 505, "HTTP version not supported: HTTP/1.0 and HTTP/1.1 only",
                             REFUSED_BAD_REQUEST);
-    int hosts = 0;
-    const char *h, *v;
-    for (size_t at = 0; header_next(&c->headers, &at, &h, &v);)
-        hosts += strcmp(h, "host") == 0;
     if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
         return parse_refuse(c, 400, "an HTTP/1.1 request needs one Host header",
                             REFUSED_BAD_REQUEST);
@@ -900,16 +897,21 @@ static int on_headers_complete(http_parser *p) {
     c->header_state = 0;
     c->in_trailers = 1;
     c->head = p->method == HTTP_HEAD;
-    if (check_version_and_host(c, p))
+    /* One walk of the headers: the Host headers, and "Expect: 100-continue",
+     * answered below so that clients like curl send the body. */
+    int hosts = 0;
+    const char *h, *v;
+    for (size_t at = 0; header_next(&c->headers, &at, &h, &v);) {
+        if (strcmp(h, "host") == 0)
+            hosts++;
+        else if (strcmp(h, "expect") == 0 && strcasecmp(v, "100-continue") == 0)
+            c->expect_continue = 1;
+    }
+    if (check_version_and_host(c, p, hosts))
         return -1;
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
-    /* Answer "Expect: 100-continue" so that clients like curl send the body. */
-    const char *h, *v;
-    for (size_t at = 0; header_next(&c->headers, &at, &h, &v);)
-        if (strcmp(h, "expect") == 0 && strcasecmp(v, "100-continue") == 0)
-            c->expect_continue = 1;
     if (c->expect_continue && !c->refuse_503 && !c->srv->closing) {
         conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         if (c->closing)

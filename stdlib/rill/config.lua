@@ -23,7 +23,7 @@ config.defaults = {
   timezone = "UTC",            -- default zone of cron triggers (time functions take a zone, UTC without one)
   max_body = "1MiB",           -- largest webhook body accepted (413 beyond)
   max_bodies_in_flight = "128MiB", -- request bytes the webhook listener holds at once, over all its
-                               -- connections: bodies being received (a declared length whole) and
+                               -- connections: bodies being received (as they arrive) and
                                -- requests buffered behind one in flight; a body past it: 503
   max_connections = "auto",    -- open webhook connections; at the limit the longest idle one makes
                                -- room (503 when none is idle). auto: the descriptor limit (ulimit -n)

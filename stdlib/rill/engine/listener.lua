@@ -42,7 +42,7 @@ end)
 
 metrics.gauge("rill_http_bodies_in_flight_bytes",
   "Request bytes each HTTP listener holds against max_bodies_in_flight: bodies being received "
-    .. "(declared lengths whole) and requests buffered behind one in flight.", { "listener" },
+    .. "(what has arrived of them) and requests buffered behind one in flight.", { "listener" },
   function(f) for _, name in ipairs(order) do f:labels(name):set(watched[name].server:stats().bodies_in_flight) end end)
 metrics.gauge("rill_http_write_queue_bytes",
   "Answer bytes each HTTP listener holds for clients slower to read them than the socket takes.", { "listener" },
