@@ -50,7 +50,7 @@ cleanup() {
   [ "${KEEP:-0}" = 1 ] && echo "abuse: kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
-(cd "$work" && exec env ASAN_OPTIONS="log_path=$work/asan:detect_leaks=1" \
+(cd "$work" && exec env ASAN_OPTIONS="log_path=$work/asan:detect_leaks=1${ASAN_EXTRA:+:$ASAN_EXTRA}" \
    UBSAN_OPTIONS="log_path=$work/ubsan:print_stacktrace=1" RILL_LOG_LEVEL=warn \
    RILL_ADMIN_LISTEN="127.0.0.1:$admin" "$rill" serve --flows "$work/flows" \
    --listen "127.0.0.1:$port" > "$work/rill.log" 2>&1) &

@@ -60,6 +60,7 @@ enum refusal {
     REFUSED_MAX_BODY,
     REFUSED_MAX_BODIES_IN_FLIGHT,
     REFUSED_WRITE_BACKLOG,
+    REFUSED_MAX_WRITE_BACKLOG_TOTAL,
     REFUSED_REQUEST_TIMEOUT,
     REFUSED_KEEPALIVE_TIMEOUT,
     REFUSED_MAX_REQUESTS,
@@ -68,9 +69,11 @@ enum refusal {
 };
 
 static const char *const refusal_names[REFUSED_COUNT] = {
-    "max_connections", "descriptors",       "max_header_size",      "max_headers",
-    "max_url",         "max_body",          "max_bodies_in_flight", "write_backlog",
-    "request_timeout", "keepalive_timeout", "max_requests",         "bad_request"};
+    "max_connections",      "descriptors",       "max_header_size",
+    "max_headers",          "max_url",           "max_body",
+    "max_bodies_in_flight", "write_backlog",     "max_write_backlog_total",
+    "request_timeout",      "keepalive_timeout", "max_requests",
+    "bad_request"};
 
 /* The server outlives its listening socket: connections still open after
  * server:close() point at it, so it is freed when the last of its owners
@@ -94,14 +97,15 @@ typedef struct http_server {
     int max_headers;             /* header lines (trailers included); 431 beyond */
     int max_connections;         /* open connections; more are answered 503 */
     size_t max_write_backlog;    /* answer bytes queued on a connection before reading it pauses */
-    size_t max_pipeline;         /* received bytes not parsed yet before reading pauses */
-    unsigned max_requests;       /* requests per connection; the last one closes it */
-    uint64_t keepalive_ms;       /* idle connection lifetime */
-    uint64_t request_ms;         /* time for one whole request: receiving and answering */
-    int connections;             /* open connections (refused ones not counted) */
-    size_t queued, queued_peak;  /* answer bytes waiting in write queues, now and at most */
-    conn *idle_head, *idle_tail; /* connections between requests, the longest idle first */
-    int *reserve;                /* descriptors held (on /dev/null) for when the process runs out */
+    size_t max_write_backlog_total; /* answer bytes queued on all of them before those pause */
+    size_t max_pipeline;            /* received bytes not parsed yet before reading pauses */
+    unsigned max_requests;          /* requests per connection; the last one closes it */
+    uint64_t keepalive_ms;          /* idle connection lifetime */
+    uint64_t request_ms;            /* time for one whole request: receiving and answering */
+    int connections;                /* open connections (refused ones not counted) */
+    size_t queued, queued_peak;     /* answer bytes waiting in write queues, now and at most */
+    conn *idle_head, *idle_tail;    /* connections between requests, the longest idle first */
+    int *reserve; /* descriptors held (on /dev/null) for when the process runs out */
     int reserve_n, reserve_want;
     unsigned char closing, accept_paused;
     double refused[REFUSED_COUNT]; /* counts, by reason */
@@ -638,8 +642,17 @@ typedef struct write_req {
     char data[];
 } write_req;
 
-static int conn_over_backlog(conn *c) {
-    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > c->srv->max_write_backlog;
+/* Whether c's answers wait past its own share (over `own_limit`), or while
+ * the listener's total is over max_write_backlog_total: then only the
+ * connections with answers of their own waiting pause, and each resumes
+ * when its queue is empty, so that clients that read go on. */
+static enum refusal conn_write_held(conn *c, size_t own_limit) {
+    size_t own = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (own > own_limit)
+        return REFUSED_WRITE_BACKLOG;
+    if (own > 0 && c->srv->queued > c->srv->max_write_backlog_total)
+        return REFUSED_MAX_WRITE_BACKLOG_TOTAL;
+    return REFUSED_COUNT;
 }
 
 static void on_written(uv_write_t *w, int status) {
@@ -652,7 +665,7 @@ static void on_written(uv_write_t *w, int status) {
         return;
     }
     if (c->backlogged && !c->closing &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= c->srv->max_write_backlog / 2) {
+        conn_write_held(c, c->srv->max_write_backlog / 2) == REFUSED_COUNT) {
         c->backlogged = 0; /* the client reads again: so do we */
         conn_update_reading(c);
         conn_schedule(c);
@@ -719,10 +732,12 @@ static void conn_write(conn *c, const char *data, size_t len) {
     c->srv->queued += rest;
     if (c->srv->queued > c->srv->queued_peak)
         c->srv->queued_peak = c->srv->queued;
-    if (!c->backlogged && conn_over_backlog(c)) {
+    enum refusal held =
+        c->backlogged ? REFUSED_COUNT : conn_write_held(c, c->srv->max_write_backlog);
+    if (held != REFUSED_COUNT) {
         /* the client does not read its answers: read no more of its requests */
         c->backlogged = 1;
-        conn_refuse_count(c, REFUSED_WRITE_BACKLOG);
+        conn_refuse_count(c, held);
         conn_update_reading(c);
     }
 }
@@ -1492,6 +1507,7 @@ static void server_options(lua_State *L, int idx, http_server *srv) {
     option_size(L, idx, "max_url", &srv->max_url);
     option_size(L, idx, "max_header_size", &srv->max_header_size);
     option_size(L, idx, "max_write_backlog", &srv->max_write_backlog);
+    option_size(L, idx, "max_write_backlog_total", &srv->max_write_backlog_total);
     option_size(L, idx, "max_pipeline", &srv->max_pipeline);
     n = (size_t)srv->max_headers;
     option_size(L, idx, "max_headers", &n);
@@ -1544,12 +1560,11 @@ static int server_socket(const struct sockaddr *addr, int reuse_port) {
 
 /* listen(host, port, dispatch, options) -> server, or nil, message.
  * options: max_body, max_url, max_header_size, max_write_backlog,
- * max_pipeline, max_bodies_in_flight (bytes); max_headers, max_connections, max_requests (per
- * connection); keepalive_timeout, request_timeout (seconds); reuse_port
- * (share the port with other processes that set it too);
- * reserve_descriptors (held on /dev/null and given up one at a time when
- * accept() runs out, so that this listener keeps answering); on_error
- * (called with the message when the dispatch raises; the client gets 500). */
+ * max_write_backlog_total, max_pipeline, max_bodies_in_flight (bytes); max_headers,
+ * max_connections, max_requests (per connection); keepalive_timeout, request_timeout (seconds);
+ * reuse_port (share the port with other processes that set it too); reserve_descriptors (held on
+ * /dev/null and given up one at a time when accept() runs out, so that this listener keeps
+ * answering); on_error (called with the message when the dispatch raises; the client gets 500). */
 static int l_listen(lua_State *L) {
     const char *host = luaL_checkstring(L, 1);
     int port = (int)luaL_checkinteger(L, 2);
@@ -1590,6 +1605,7 @@ static int l_listen(lua_State *L) {
     srv->max_headers = 100;
     srv->max_connections = 1024;
     srv->max_write_backlog = 1024 * 1024;
+    srv->max_write_backlog_total = 64 * 1024 * 1024;
     srv->max_pipeline = 1024 * 1024;
     srv->max_requests = 10000;
     srv->keepalive_ms = 75000;

@@ -37,6 +37,11 @@ return {
   triggers = { webhook { path = "/hooks/listheaders" } },
   run = function(ctx) return response(200, "hi", { "x-a: 1", "X-B: two" }) end,
 }""",
+    "big.lua": """
+return {
+  triggers = { webhook { method = "GET", path = "/hooks/big" } },
+  run = function(ctx) return response(200, string.rep("b", 65536)) end,
+}""",
     "badheaders.lua": """
 return {
   triggers = { webhook { path = "/hooks/badheaders" } },
@@ -156,6 +161,41 @@ def a_client_that_pipelines_and_never_reads_is_held_back():
         r.wait_log(msg_has="write backlog")
         s.close()
         eq(r.request("GET", "/nope").status, 404, "rill still answers")
+
+
+
+@test
+def clients_that_pipeline_and_never_read_hold_no_more_than_the_listeners_total():
+    # max_write_backlog bounds one connection's queued answers; without a
+    # total, N such clients made rill hold N MiB (10,000 of them, 10 GB).
+    # Past max_write_backlog_total, a connection with answers of its own
+    # still queued reads no more requests. Each request here is answered
+    # with 64 KiB: 200 of them are 12.5 MiB, more than the kernel takes.
+    conns, total = 12, 2 * 1024 * 1024
+    env = {"RILL_MAX_WRITE_BACKLOG_TOTAL": str(total)}
+    with Rill(FLOWS, env=env) as r:
+        socks = []
+        for _ in range(conns):
+            s = socket.create_connection(("127.0.0.1", r.port))
+            s.sendall(b"GET /hooks/big HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+            socks.append(s)
+
+        def refused(reason):
+            return metric(r, "rill_http_refused_total", listener="webhooks", reason=reason)
+        wait_until(lambda: refused("max_write_backlog_total") + refused("write_backlog") >= conns, 120,
+                   "every pipelining connection held back")
+        queued = metric(r, "rill_http_write_queue_peak_bytes", listener="webhooks")
+        print(f"     answers queued at most: {queued / 1024:.0f} KiB for {conns} connections", flush=True)
+        assert refused("max_write_backlog_total") >= 1, "no connection was held back by the total"
+        # the total, plus the answer of each connection that passed it
+        assert 0 < queued < total + conns * 70 * 1024, f"{queued} bytes of answers queued"
+        r.wait_log(msg_has="max_write_backlog_total")
+        eq(r.request("GET", "/hooks/big").status, 200, "a client that reads is answered")
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        wait_until(lambda: metric(r, "rill_http_write_queue_bytes", listener="webhooks") == 0, 60,
+                   "the queued answers freed with their connections")
 
 
 @test

@@ -37,6 +37,8 @@ config.defaults = {
   max_headers = 100,           -- header lines in a request, trailers included (431 beyond)
   max_write_backlog = "1MiB",  -- answers queued for a client that does not read them, past which
                                -- its connection is not read until it catches up
+  max_write_backlog_total = "64MiB", -- answers queued for all of the listener's clients, past which
+                               -- a connection with answers of its own waiting is not read
   max_pipeline = "1MiB",       -- received bytes not parsed yet (pipelined requests) past which
                                -- a connection is not read until they are handled
   max_requests = 10000,        -- requests per connection; the last one's answer closes it
@@ -222,7 +224,8 @@ function config.load(path)
     if v then c[k] = coerce("RILL_" .. k:upper(), default, v) end
   end
   -- Normalise units once, here, so the rest of rill deals in bytes and seconds.
-  for _, k in ipairs { "max_body", "max_bodies_in_flight", "max_url", "max_header_size", "max_write_backlog", "max_pipeline",
+  for _, k in ipairs { "max_body", "max_bodies_in_flight", "max_url", "max_header_size", "max_write_backlog",
+                       "max_write_backlog_total", "max_pipeline",
                        "run_memory_limit", "process_memory_limit", "max_string", "log_buffer",
                        "max_event_size" } do
     c[k] = config.size(c[k], k)

@@ -23,6 +23,8 @@ local WHY = {
   max_bodies_in_flight = "request bodies past the listener's max_bodies_in_flight answered 503 with Retry-After "
     .. "(or a connection's pipelined requests not read until its own are handled)",
   write_backlog = "clients not reading their answers: reading paused past max_write_backlog (write backlog)",
+  max_write_backlog_total = "clients not reading their answers: reading paused while the listener's queued "
+    .. "answers are past max_write_backlog_total",
   request_timeout = "requests not received or answered within request_timeout (408/504)",
   bad_request = "malformed requests answered 400",
 }
@@ -100,7 +102,8 @@ end
 -- as derived by listener.max_connections).
 function listener.options(c)
   return { max_body = c.max_body, max_bodies_in_flight = c.max_bodies_in_flight, max_url = c.max_url, max_header_size = c.max_header_size,
-    max_headers = c.max_headers, max_write_backlog = c.max_write_backlog, max_pipeline = c.max_pipeline,
+    max_headers = c.max_headers, max_write_backlog = c.max_write_backlog,
+    max_write_backlog_total = c.max_write_backlog_total, max_pipeline = c.max_pipeline,
     max_requests = c.max_requests, keepalive_timeout = c.keepalive_timeout,
     request_timeout = c.request_timeout,
     max_connections = listener.max_connections(c, require("rill.c.http_server").descriptor_limit()) }
