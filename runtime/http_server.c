@@ -126,12 +126,14 @@ struct conn {
     uint64_t due;     /* loop time the timer fires at, when it is active */
     http_server *srv;
     http_parser parser;
-    buf url, headers, body; /* headers: name\0value\0 pairs, names lowercased */
-    buf out;                /* the response being written, reused */
-    int header_state;       /* 0 none, 1 in a name, 2 in a value */
-    int nheaders;           /* header lines of this request, trailers included */
-    size_t header_bytes;    /* bytes of request line and header lines */
-    buf pending;            /* received bytes; those before pending_off are parsed */
+    buf url, headers, body;   /* headers: name\0value\0 pairs, names lowercased */
+    size_t path_at;           /* where the path starts in url: past an absolute URL's authority */
+    size_t host_at, host_len; /* an absolute URL's authority in url (host_len 0: none) */
+    buf out;                  /* the response being written, reused */
+    int header_state;         /* 0 none, 1 in a name, 2 in a value */
+    int nheaders;             /* header lines of this request, trailers included */
+    size_t header_bytes;      /* bytes of request line and header lines */
+    buf pending;              /* received bytes; those before pending_off are parsed */
     size_t pending_off;
     size_t body_charged; /* bytes of the body being received: its share of the budget */
     size_t charged;      /* what this connection counts in srv->bodies_in_flight */
@@ -893,6 +895,28 @@ static int check_version_and_host(conn *c, const http_parser *p, int hosts) {
     return 0;
 }
 
+/* The request target (RFC 9112 3.2): a path ("/p?q"), or an absolute URL
+ * ("http://host/p?q"), which proxies send and a server must accept, taking
+ * its host over the Host header's. What no route can take (a CONNECT's
+ * "host:port", OPTIONS' "*", another scheme) is refused with 400. Sets
+ * path_at and host_at/host_len, or the refusal and returns -1. */
+static int parse_target(conn *c) {
+    const char *url = c->url.data ? c->url.data : "/";
+    c->path_at = c->host_len = 0;
+    if (url[0] == '/')
+        return 0;
+    size_t scheme = strncasecmp(url, "http://", 7) == 0    ? 7
+                    : strncasecmp(url, "https://", 8) == 0 ? 8
+                                                           : 0;
+    if (scheme == 0)
+        return parse_refuse(c, 400, "the request target is neither a path nor an http(s) URL",
+                            REFUSED_BAD_REQUEST);
+    c->host_at = scheme;
+    c->host_len = strcspn(url + scheme, "/?#");
+    c->path_at = scheme + c->host_len;
+    return 0;
+}
+
 static int on_header_value(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
     if (count_header_bytes(c, len))
@@ -922,7 +946,7 @@ static int on_headers_complete(http_parser *p) {
         else if (strcmp(h, "expect") == 0 && strcasecmp(v, "100-continue") == 0)
             c->expect_continue = 1;
     }
-    if (check_version_and_host(c, p, hosts))
+    if (check_version_and_host(c, p, hosts) || parse_target(c))
         return -1;
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
@@ -986,15 +1010,16 @@ static void conn_dispatch(conn *c) {
     lua_pushvalue(L, -1);
     c->req_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* until answered or detached */
     lua_pushstring(L, http_method_str((enum http_method)c->parser.method));
-    const char *url = c->url.data ? c->url.data : "/";
-    const char *q = strchr(url, '?');
-    if (q) {
-        lua_pushlstring(L, url, (size_t)(q - url));
-        lua_pushstring(L, q + 1);
-    } else {
-        lua_pushstring(L, url);
+    const char *url = c->url.data ? c->url.data + c->path_at : "/";
+    size_t path_len = strcspn(url, "?");
+    if (path_len > 0)
+        lua_pushlstring(L, url, path_len);
+    else
+        lua_pushliteral(L, "/"); /* an absolute URL without a path */
+    if (url[path_len] == '?')
+        lua_pushstring(L, url + path_len + 1);
+    else
         lua_pushnil(L);
-    }
     lua_createtable(L, 0, c->nheaders);
     const char *h, *v;
     for (size_t at = 0; header_next(&c->headers, &at, &h, &v);) {
@@ -1008,6 +1033,10 @@ static void conn_dispatch(conn *c) {
             lua_concat(L, 3);
         }
         lua_setfield(L, -2, h);
+    }
+    if (c->host_len > 0) {
+        lua_pushlstring(L, c->url.data + c->host_at, c->host_len);
+        lua_setfield(L, -2, "host");
     }
     lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
     if (lua_pcall(L, 6, 0, 0) != 0) {

@@ -42,6 +42,13 @@ return {
   triggers = { webhook { method = "GET", path = "/hooks/big" } },
   run = function(ctx) return response(200, string.rep("b", 65536)) end,
 }""",
+    "target.lua": """
+return {
+  triggers = { webhook { path = "/hooks/target" } },
+  run = function(ctx)
+    return { host = ctx.request.headers.host, path = ctx.request.path, query = ctx.request.query }
+  end,
+}""",
     "badheaders.lua": """
 return {
   triggers = { webhook { path = "/hooks/badheaders" } },
@@ -162,6 +169,32 @@ def a_client_that_pipelines_and_never_reads_is_held_back():
         s.close()
         eq(r.request("GET", "/nope").status, 404, "rill still answers")
 
+
+
+@test
+def an_absolute_form_target_is_served_as_its_path_with_its_host():
+    # RFC 9112 3.2.2: a server must accept "POST http://host/path" (what
+    # proxies send) and use the target's host, not the Host header.
+    with Rill(FLOWS) as r:
+        def ask(target, host=b"other.test"):
+            body = b'{"n":1}'
+            with socket.create_connection(("127.0.0.1", r.port)) as s:
+                s.sendall(b"POST " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            head, _, payload = data.partition(b"\r\n\r\n")
+            return int(head.split(b" ")[1]), payload
+        status, payload = ask(b"http://hooks.example.test:8080/hooks/target?a=1")
+        eq(status, 200, "an absolute-form target")
+        eq(json.loads(payload), {"host": "hooks.example.test:8080", "path": "/hooks/target", "query": {"a": "1"}},
+           "what the flow sees")
+        status, payload = ask(b"HTTPS://Hooks.Example.Test/hooks/target")
+        eq(status, 200, "the scheme in capitals")
+        eq(json.loads(payload)["host"], "Hooks.Example.Test", "the target's host")
+        eq(ask(b"http://hooks.example.test")[0], 404, "no path: '/', a route that does not exist")
+        eq(ask(b"ftp://hooks.example.test/hooks/target")[0], 400, "a scheme other than http(s)")
 
 
 @test
