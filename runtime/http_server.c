@@ -34,6 +34,11 @@
  * connection at a time, and a request that just arrived on another
  * connection waits at most this long behind it. */
 #define BACKLOG_NS_PER_TURN 1000000
+/* Time the reads of one loop turn may take parsing and dispatching the
+ * requests they brought: past it, a read's request goes to the backlog (to
+ * be served next turn) instead, so that a turn where hundreds of clients'
+ * requests landed at once does not hold every client for all of them. */
+#define READS_NS_PER_TURN 2000000
 /* Connections the kernel queues before rill accepts them (capped by
  * net.core.somaxconn): a burst larger than this loses SYNs, and their
  * clients wait a second to retry. */
@@ -109,6 +114,7 @@ typedef struct http_server {
     int reserve_n, reserve_want;
     unsigned char closing, accept_paused;
     double refused[REFUSED_COUNT]; /* counts, by reason */
+    double deferred; /* reads whose request waited for the backlog (READS_NS_PER_TURN) */
     struct http_server *live_next; /* every server not freed yet, for the wind-down */
 } http_server;
 
@@ -424,6 +430,35 @@ static void conn_body_done(conn *c) {
 static conn *backlog_head, *backlog_tail;
 static uv_idle_t backlog_idle;
 static int backlog_idle_init;
+
+/* The reads' clock (READS_NS_PER_TURN): the first read of a turn starts it,
+ * the check phase, right after the poll phase, stops it. */
+static uv_check_t reads_check;
+static int reads_check_init, reads_clock_on;
+static uint64_t reads_clock_start;
+
+static void on_reads_check(uv_check_t *h) {
+    (void)h;
+    reads_clock_on = 0;
+}
+
+static int reads_turn_spent(void) {
+    if (!reads_check_init || uv_is_closing((uv_handle_t *)&reads_check)) {
+        /* first use, or closed by a wind-down's walk (tests run several loops' worth) */
+        uv_check_init(rill_loop(), &reads_check);
+        uv_unref((uv_handle_t *)&reads_check);
+        uv_check_start(&reads_check, on_reads_check);
+        reads_check_init = 1;
+        reads_clock_on = 0;
+    }
+    uint64_t now = uv_hrtime();
+    if (!reads_clock_on) {
+        reads_clock_on = 1;
+        reads_clock_start = now;
+        return 0;
+    }
+    return now - reads_clock_start > READS_NS_PER_TURN;
+}
 
 static void backlog_remove(conn *c) {
     if (!c->in_backlog)
@@ -1203,10 +1238,24 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
         return;
     }
     if (nread == 0 || c->closing || c->lingering)
-        return;                            /* lingering: what comes now is dropped */
-    if (!c->in_flight && !c->in_backlog) { /* in the backlog: it waits for its turn */
+        return;                          /* lingering: what comes now is dropped */
+    if (c->in_flight || c->in_backlog) { /* it waits for its turn */
+        if (conn_keep_unparsed(c, b->base, (size_t)nread) == 0)
+            conn_update_reading(c);
+    } else if (c->in_request || conn_unparsed(c) > 0 || !budget_fits(c->srv, (size_t)nread) ||
+               !reads_turn_spent()) {
         conn_drain(c, b->base, (size_t)nread);
-    } else if (conn_keep_unparsed(c, b->base, (size_t)nread) == 0) {
+    } else if (conn_keep_unparsed(c, b->base, (size_t)nread) == 0 && !c->closing && !c->lingering) {
+        /* A new request, and this turn's reads have had their time: it is
+         * served next turn, like a pipelined one (the budget check above
+         * keeps it from being refused for that; the rest of a request
+         * being received is parsed at once, its bytes counted once). Its
+         * time (request_timeout) runs from now; its connection is no
+         * longer idle. */
+        c->srv->deferred++;
+        idle_remove(c);
+        conn_expire_in(c, c->srv->request_ms);
+        conn_schedule(c);
         conn_update_reading(c);
     }
 }
@@ -1756,6 +1805,8 @@ static int l_server_stats(lua_State *L) {
     lua_setfield(L, -2, "accepting");
     lua_pushnumber(L, (double)srv->bodies_in_flight);
     lua_setfield(L, -2, "bodies_in_flight");
+    lua_pushnumber(L, srv->deferred);
+    lua_setfield(L, -2, "deferred");
     lua_createtable(L, 0, REFUSED_COUNT);
     for (int i = 0; i < REFUSED_COUNT; i++) {
         lua_pushnumber(L, srv->refused[i]);

@@ -38,6 +38,12 @@ metrics.counter("rill_http_refused_total",
       for reason, n in pairs(refused) do f:labels(name, reason):inc(n) end
     end
   end)
+metrics.counter("rill_http_reads_deferred_total",
+  "Requests an HTTP listener served on the next loop turn because that turn's reads had had their "
+    .. "time (2 ms): many clients' requests landing at once are served over several turns.",
+  { "listener" }, function(f)
+    for _, name in ipairs(order) do f:labels(name):inc(watched[name].server:stats().deferred) end
+  end)
 metrics.gauge("rill_http_connections", "Open connections of each HTTP listener.", { "listener" }, function(f)
   for _, name in ipairs(order) do f:labels(name):set(watched[name].server:stats().connections) end
 end)
