@@ -56,6 +56,11 @@ pg_ticks() {
   done
   echo "$sum"
 }
+# pg_stats: "commits WAL-bytes" of the server so far
+pg_stats() {
+  psql -h 127.0.0.1 -p "$(cat "$tmp/pg/port")" -U rill -d rill -Atc \
+    "SELECT xact_commit, pg_current_wal_lsn() - '0/0' FROM pg_stat_database WHERE datname = 'rill'" | tr '|' ' '
+}
 # busy: the machine's busy and total ticks (every core, from /proc/stat)
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
 
@@ -73,7 +78,7 @@ wait_ready() {
 
 # measure NAME COUNT: COUNT rills on one port, a warm-up then the measured run
 measure() {
-  local name=$1 count=$2 port i line p perf_pids=() t0=() t1=() pg0 pg1 b0 b1 load
+  local name=$1 count=$2 port i line p perf_pids=() t0=() t1=() pg0 pg1 b0 b1 load s0 s1
   port=$(free_port)
   for i in $(seq "$count"); do start_rill "$port"; done
   wait_ready "$port"
@@ -92,25 +97,37 @@ measure() {
     perf_pids+=($!)
   fi
   for p in "${pids[@]}"; do t0+=("$(ticks "$p")"); done
-  pg0=$(pg_ticks); b0=$(busy)
-  line=$(WARMUP=0 "$peers/webhook/bench.sh" "http://127.0.0.1:$port/hooks/bench" "$dur" "$conns" 2> /dev/null | tail -n1)
+  pg0=$(pg_ticks); b0=$(busy); s0=$(pg_stats)
+  # the client's CPU (wrk, and the preflight's curl): the subshell's children's times
+  # (a run the peers' bench.sh fails, e.g. wrk's socket errors or timeouts on
+  # a loaded machine, is reported with its reason and the rounds go on)
+  if ! (WARMUP=0 "$peers/webhook/bench.sh" "http://127.0.0.1:$port/hooks/bench" "$dur" "$conns" 2> "$tmp/bench.err" \
+    > "$tmp/line"; rc=$?; times > "$tmp/times"; exit $rc); then
+    echo "$name failed: $(grep -h 'FAIL\|error' "$tmp/bench.err" | tail -n2 | tr '\n' ' ')" >> "$tmp/results"
+    for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
+    stop_all
+    return
+  fi
+  line=$(tail -n1 "$tmp/line")
   for p in "${pids[@]}"; do t1+=("$(ticks "$p")"); done
-  pg1=$(pg_ticks); b1=$(busy)
+  pg1=$(pg_ticks); b1=$(busy); s1=$(pg_stats)
   load=$(cut -d' ' -f1 /proc/loadavg)
   for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
   stop_all
   # line: req/s=R p99_ms=P non2xx=0
-  awk -v name="$name" -v line="$line" -v dur="$dur" -v hz="$(getconf CLK_TCK)" -v pg=$((pg1 - pg0)) \
-    -v t0="${t0[*]}" -v t1="${t1[*]}" -v b0="$b0" -v b1="$b1" -v load="$load" 'BEGIN {
+  wrk=$(awk 'NR == 2 { n = split($0, t, /[ms]+/); print t[1] * 60 + t[2] + t[3] * 60 + t[4] }' "$tmp/times")
+  awk -v name="$name" -v line="$line" -v wrk="$wrk" -v dur="$dur" -v hz="$(getconf CLK_TCK)" -v pg=$((pg1 - pg0)) \
+    -v t0="${t0[*]}" -v t1="${t1[*]}" -v b0="$b0" -v b1="$b1" -v load="$load" -v s0="$s0" -v s1="$s1" 'BEGIN {
     split(line, f, /[ =]/); rps = f[2]; p99 = f[4]; reqs = rps * dur; us = 1e6 / hz / reqs
     n = split(t0, a, " "); split(t1, b, " "); cpu = ""; total = 0
     for (i = 1; i <= n; i += 2) {
       l = (b[i] - a[i]) * us; o = (b[i + 1] - a[i + 1]) * us; total += l + o
       cpu = cpu sprintf("rill%d=%.1f/%.1f ", (i + 1) / 2, l, o)
     }
-    split(b0, x, " "); split(b1, y, " ")
-    printf "%-4s %10.1f %8.2f  %srills=%.1f pg=%.1f machine_busy=%.0f%% load=%s\n", name, rps, p99, cpu, total,
-      pg * us, 100 * (y[1] - x[1]) / (y[2] - x[2]), load }' >> "$tmp/results"
+    split(b0, x, " "); split(b1, y, " "); split(s0, c, " "); split(s1, d, " ")
+    printf "%-4s %10.1f %8.2f  %srills=%.1f pg=%.1f wrk=%.1f requests_per_commit=%.1f wal_bytes=%.0f machine_busy=%.0f%% load=%s\n",
+      name, rps, p99, cpu, total, pg * us, wrk * 1e6 / reqs, reqs / (d[1] - c[1]), (d[2] - c[2]) / reqs, 100 * (y[1] - x[1]) / (y[2] - x[2]), load }' \
+    >> "$tmp/results"
 }
 
 store=$("$root/tools/pg-sandbox.sh" start "$tmp/pg")
@@ -120,9 +137,10 @@ for r in $(seq "${ROUNDS:-1}"); do
   measure two 2
 done
 echo "# sync webhook on one Postgres store, record_sync=${RECORD_SYNC:-all}: wrk -t2 -c$conns -d${dur}s, $(nproc) cores;"
-echo "# CPU in µs per request: each rill's loop/other threads, the rills together, the Postgres server;"
+echo "# CPU in µs per request: each rill's loop/other threads, the rills together, the Postgres server, the client (wrk);"
+echo "# the server's commits (requests per commit: the group commits' size) and WAL bytes per request;"
 echo "# machine_busy: every process of the machine (wrk, other users' work) over the run"
 printf "%-4s %10s %8s  %s\n" "inst" "req/s" "p99_ms" "cpu_us_per_request"
 cat "$tmp/results"
-awk '$1 == "one" { o[++no] = $2 } $1 == "two" { t[++nt] = $2 }
+awk '$1 == "one" && $2 != "failed:" { o[++no] = $2 } $1 == "two" && $2 != "failed:" { t[++nt] = $2 }
   END { for (i = 1; i <= nt; i++) printf "ratio two/one (round %d): %.2f\n", i, t[i] / o[i] }' "$tmp/results"
