@@ -4,8 +4,15 @@
 # parking them, and runs resumed per second when they all come due at once.
 # RSS counts SQLite's page cache (up to 64 MiB) and what the allocator keeps
 # after the burst, not only what parked runs hold (a parked run is a row).
+# CPU per resumed run is given by thread (rill's loop, its other threads: the
+# SQLite worker; the Postgres server), and the KiB per resumed run written to
+# storage; the resumed runs are counted with the metrics counter (over HTTP:
+# a `rill runs count` process every 0.1 s cost a fifth of a core).
 # Env: N (100000), STORES ("sqlite postgres"), PEERS (../shared/peers, for
-# its keep-alive poster).
+# its keep-alive poster), PERF (a directory: `perf record -e cpu-clock -g` of
+# rill, and of the Postgres server's processes, over the burst, into
+# PERF/rill-STORE.data and PERF/pg-STORE.data), CONCURRENCY (rill's
+# `concurrency`, its default unless set).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -18,26 +25,56 @@ cleanup() {
   if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
 }
 trap 'cleanup; rm -rf "$tmp"' EXIT
-# CPU ticks (1/100 s) of rill, and of the Postgres server (postmaster and its children)
-cpu_rill() { awk '{ print $14 + $15 }' "/proc/$rill_pid/stat"; }
+# cpu_ticks: "loop other" clock ticks of rill: its main thread (the loop)
+# and its other threads together (the SQLite worker runs on libuv's pool).
+cpu_ticks() {
+  local loop=0 other=0 t f
+  for t in /proc/"$rill_pid"/task/*; do
+    f=$(cat "$t/stat" 2>/dev/null) || continue
+    f=${f##*) }
+    set -- $f
+    if [ "${t##*/}" = "$rill_pid" ]; then loop=$(( ${12} + ${13} )); else other=$(( other + ${12} + ${13} )); fi
+  done
+  echo "$loop $other"
+}
+pg_pids() {
+  local pm
+  [ -f "$tmp/pg/data/postmaster.pid" ] || return 0
+  pm=$(head -n1 "$tmp/pg/data/postmaster.pid")
+  echo "$pm" $(pgrep -P "$pm")
+}
+# cpu_pg: clock ticks of the Postgres server (postmaster and its children; 0 without one)
 cpu_pg() {
-  local t=0 pm p
-  [ -f "$tmp/pg/data/postmaster.pid" ] || { echo 0; return; }
-  pm=$(head -1 "$tmp/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
-  for p in $pm $(pgrep -P "$pm" || true); do
+  local t=0 p
+  for p in $(pg_pids); do
     t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
   done
   echo $t
 }
+# written PID...: bytes the processes caused to be written to storage
+written() {
+  local sum=0 p b
+  for p in "$@"; do
+    b=$(awk '/^write_bytes:/ { print $2 }' /proc/"$p"/io 2>/dev/null) || continue
+    sum=$(( sum + ${b:-0} ))
+  done
+  echo "$sum"
+}
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$rill_pid/status"; }
 count() { "$root/build/rill" runs count --state "$1" --store "$store" 2>/dev/null || echo 0; }
+# succeeded: runs this rill stored as succeeded (its metrics counter)
+succeeded() {
+  curl -sf "http://$admin/metrics" | awk -v s=0 '/^rill_queue_outcomes_total\{.*state="succeeded"/ { s += $NF } END { print s }'
+}
 echo "# parked runs: $n runs parked by sleep_until, then all due at once; $(nproc) cores"
 for s in ${STORES:-sqlite postgres}; do
   case $s in
     sqlite) store=sqlite:$tmp/rill.db ;;
     postgres) store=$("$root/tools/pg-sandbox.sh" start "$tmp/pg") ;;
   esac
-  serve_rill "$here/parked-flows" --store "$store"
+  admin=127.0.0.1:$(free_port)
+  if [ -n "${CONCURRENCY:-}" ]; then export RILL_CONCURRENCY=$CONCURRENCY; fi
+  serve_rill "$here/parked-flows" --store "$store" --admin-listen "$admin"
   before=$(rss)
   # one wake time for all, far enough for parking them all first (at 1,000/s;
   # a run woken before all are parked ends the measure with an error)
@@ -54,14 +91,29 @@ for s in ${STORES:-sqlite postgres}; do
   [ "$(date +%s)" -lt "$wake" ] || { echo "parking took longer than the wake margin" >&2; exit 1; }
   while [ "$(date +%s)" -lt "$wake" ]; do sleep 0.05; done
   t2=$wake
-  c0=$(cpu_rill); p0=$(cpu_pg)
-  until [ "$(count succeeded)" -ge "$n" ]; do sleep 0.1; done
+  read -r l0 o0 < <(cpu_ticks); p0=$(cpu_pg); w0=$(written "$rill_pid" $(pg_pids))
+  perf_pids=()
+  if [ -n "${PERF:-}" ]; then
+    mkdir -p "$PERF"
+    perf record -q -e cpu-clock -g -p "$rill_pid" -o "$PERF/rill-$s.data" 2> /dev/null &
+    perf_pids+=($!)
+    if [ -f "$tmp/pg/data/postmaster.pid" ]; then
+      perf record -q -e cpu-clock -g -p "$(pgrep -d, -P "$(head -n1 "$tmp/pg/data/postmaster.pid")")" \
+        -o "$PERF/pg-$s.data" 2> /dev/null &
+      perf_pids+=($!)
+    fi
+  fi
+  until [ "$(succeeded)" -ge "$n" ]; do sleep 0.1; done
   t3=$(date +%s.%N)
-  c1=$(cpu_rill); p1=$(cpu_pg)
+  for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
+  read -r l1 o1 < <(cpu_ticks); p1=$(cpu_pg); w1=$(written "$rill_pid" $(pg_pids))
   awk -v s="$s" -v n="$n" -v b="$before" -v a="$after" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" \
-    -v rc=$((c1 - c0)) -v pc=$((p1 - p0)) 'BEGIN {
+    -v hz="$(getconf CLK_TCK)" -v l=$((l1 - l0)) -v o=$((o1 - o0)) -v pc=$((p1 - p0)) -v w=$((w1 - w0)) \
+    -v load="$(cut -d' ' -f1-3 /proc/loadavg)" 'BEGIN {
     printf "%-9s parked %d in %.1f s; RSS %d KiB before, %d KiB after (%.0f bytes per parked run); resumed %.0f runs/s",
       s, n, t1 - t0, b, a, (a - b) * 1024 / n, n / (t3 - t2)
-    printf "; CPU per resumed run: rill %.0f us, Postgres server %.0f us\n", rc * 1e4 / n, pc * 1e4 / n }'
+    f = 1e6 / hz / n
+    printf "; CPU per resumed run: rill %.0f us (loop %.1f, threads %.1f), Postgres server %.1f us; written %.1f KiB per resumed run; load %s\n",
+      (l + o) * f, l * f, o * f, pc * f, w / 1024 / n, load }'
   cleanup
 done
