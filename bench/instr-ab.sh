@@ -6,8 +6,9 @@
 # Each binary serves under `valgrind --tool=callgrind` twice, once for LOW and
 # once for HIGH requests sent on one keep-alive connection; per request is
 # (instructions(HIGH) - instructions(LOW)) / (HIGH - LOW), which takes away
-# start, load and stop. LuaJIT's trace compiler moves a few hundred
-# instructions per request between runs: compare differences of ~1% with care.
+# start, load and stop. LuaJIT's trace compiler moves up to ~2k instructions
+# per request between runs of one binary (which traces it makes, and when):
+# run it more than once to compare differences of 1-2%.
 # Usage: instr-ab.sh OLD_RILL [NEW_RILL (default build/rill)]
 # Env:   LOW (500), HIGH (2500), BENCH_SECRET; PEERS (../shared/peers)
 # Prints instructions per request for each binary and the ratio new/old.
@@ -46,7 +47,7 @@ measure() {
   (cd "$dir" && RILL_LOG_LEVEL=warn exec valgrind -q --tool=callgrind --callgrind-out-file="$out" \
     "$1" serve --flows "$here/flows" --listen "127.0.0.1:$port" --admin-listen off) &
   pid=$!
-  python3 - "$port" "$2" "$tmp/body.json" "$sig" <<'EOF'
+  python3 - "$port" "$2" "$tmp/body.json" "$sig" <<'EOF' || { kill "$pid"; wait "$pid"; echo "instr-ab: $1 did not serve $2 requests" >&2; exit 1; }
 import http.client, sys, time
 port, n, body, sig = int(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3], "rb").read(), sys.argv[4]
 deadline = time.monotonic() + 120
@@ -69,22 +70,22 @@ for i in range(n):
 c.close()
 EOF
   kill -TERM "$pid"
-  wait "$pid" || true
+  wait "$pid" || { echo "instr-ab: $1 exited with $? under callgrind" >&2; exit 1; }
   pid=
   awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
 
 per_request() {
   local a b
-  a=$(measure "$1" "$low")
-  b=$(measure "$1" "$high")
+  a=$(measure "$1" "$low") || exit 1
+  b=$(measure "$1" "$high") || exit 1
   echo $(((b - a) / (high - low)))
 }
 
 echo "# old: $old"
 echo "# new: $new"
 echo "# callgrind, one keep-alive connection, ($high - $low requests) / $((high - low))"
-o=$(per_request "$old")
-n=$(per_request "$new")
+o=$(per_request "$old") || exit 1
+n=$(per_request "$new") || exit 1
 printf "%-4s %12s\n" bin instr/req old "$o" new "$n"
 awk -v o="$o" -v n="$n" 'BEGIN { printf "new/old %9.4f\n", n / o }'
