@@ -73,6 +73,46 @@ static void blocks_keep_their_bytes_and_alignment_when_resized(void) {
     T_EQ_INT(rill_alloc_total(), base);
 }
 
+/* A freed small block is made again for the next request of its size
+ * class (alloc.c keeps recent ones): whatever size of the class it was
+ * freed at, it holds any size of the class, grows and shrinks with its
+ * bytes, and is never handed out twice. */
+static void freed_blocks_made_again_hold_any_size_of_their_class(void) {
+    size_t base = rill_alloc_total();
+    enum { N = 4000 };
+    static char *live[N];
+    for (size_t round = 0; round < 3; round++) {
+        for (size_t i = 0; i < N; i++) {
+            size_t n = 1 + (i * 7 + round * 13) % 1100; /* across every class and past them */
+            live[i] = get(n);
+            T_CHECK(live[i] != NULL && ((uintptr_t)live[i] & 7) == 0);
+            memset(live[i], (int)(i & 0xff), n);
+        }
+        for (size_t i = 0; i < N; i++) {
+            size_t n = 1 + (i * 7 + round * 13) % 1100;
+            int ok = 1;
+            for (size_t j = 0; j < n; j++)
+                ok &= live[i][j] == (char)(i & 0xff); /* none was given twice, or overwritten */
+            T_CHECK(ok);
+            if (i % 3 == 0) { /* some grow, then shrink back, before they are freed */
+                live[i] = rill_alloc(NULL, live[i], n, n + 40);
+                T_CHECK(live[i][n - 1] == (char)(i & 0xff));
+                live[i] = rill_alloc(NULL, live[i], n + 40, n);
+                T_CHECK(live[i][0] == (char)(i & 0xff));
+            }
+            put(live[i], n);
+        }
+    }
+    T_EQ_INT(rill_alloc_total(), base);
+    rill_alloc_give_back();
+    char *p = get(16); /* made after the lists were emptied */
+    memcpy(p, "0123456789abcdef", 16);
+    p = rill_alloc(NULL, p, 16, 5000);
+    T_CHECK(memcmp(p, "0123456789abcdef", 16) == 0);
+    put(p, 5000);
+    T_EQ_INT(rill_alloc_total(), base);
+}
+
 static void a_meter_over_its_limit_is_refused_with_the_reason(void) {
     char *kill = NULL;
     refused = 0;
@@ -171,6 +211,7 @@ int main(void) {
     T_CHECK(rill_alloc_init(on_over) == 0);
     T_RUN(frees_credit_the_meter_charged_whoever_runs);
     T_RUN(blocks_keep_their_bytes_and_alignment_when_resized);
+    T_RUN(freed_blocks_made_again_hold_any_size_of_their_class);
     T_RUN(a_meter_over_its_limit_is_refused_with_the_reason);
     T_RUN(a_reason_is_made_only_when_a_run_is_ended_and_counts_in_the_total);
     T_RUN(the_process_limit_refuses_big_runs_not_small_ones_nor_rill);

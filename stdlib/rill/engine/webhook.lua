@@ -157,7 +157,9 @@ local function payload_of(trigger, method, query, headers, body)
   end
   if trigger.body == "json" then
     local ctype = headers["content-type"]
-    if ctype and not ctype:find("[Jj][Ss][Oo][Nn]") then
+    -- (the usual value first: a string comparison, where the pattern search
+    -- cost a sync request ~800 instructions, bench/instr-ab.sh)
+    if ctype and ctype ~= "application/json" and not ctype:find("[Jj][Ss][Oo][Nn]") then
       return nil, 415, "this webhook expects Content-Type application/json, got " .. ctype
     end
     local bad = utf8_error(body)
