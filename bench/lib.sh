@@ -26,3 +26,47 @@ stop_rill() {
     rill_pid=
   fi
 }
+
+# thread_ticks PID: "loop other": the clock ticks of the process's main
+# thread (rill's loop) and of its other threads together (the SQLite
+# worker runs on libuv's pool).
+thread_ticks() {
+  local pid=$1 loop=0 other=0 t f
+  for t in /proc/"$pid"/task/*; do
+    f=$(cat "$t/stat" 2>/dev/null) || continue
+    f=${f##*) }
+    set -- $f
+    if [ "${t##*/}" = "$pid" ]; then loop=$(( ${12} + ${13} )); else other=$(( other + ${12} + ${13} )); fi
+  done
+  echo "$loop $other"
+}
+
+# pg_pids DIR: the processes of the tools/pg-sandbox.sh server in DIR (none
+# without one); pg_ticks DIR: their clock ticks (0 without one).
+pg_pids() {
+  local pm
+  [ -f "$1/data/postmaster.pid" ] || return 0
+  pm=$(head -n1 "$1/data/postmaster.pid")
+  echo "$pm" $(pgrep -P "$pm")
+}
+pg_ticks() {
+  local sum=0 p f
+  for p in $(pg_pids "$1"); do
+    f=$(cat /proc/"$p"/stat 2>/dev/null) || continue
+    f=${f##*) }
+    set -- $f
+    sum=$(( sum + ${12} + ${13} ))
+  done
+  echo "$sum"
+}
+
+# written PID...: bytes the processes caused to be written to storage
+# (write_bytes of /proc/PID/io: the WAL, the database files).
+written() {
+  local sum=0 p b
+  for p in "$@"; do
+    b=$(awk '/^write_bytes:/ { print $2 }' /proc/"$p"/io 2>/dev/null) || continue
+    sum=$(( sum + ${b:-0} ))
+  done
+  echo "$sum"
+}

@@ -25,41 +25,6 @@ cleanup() {
   if [ -d "$tmp/pg" ]; then "$root/tools/pg-sandbox.sh" stop "$tmp/pg"; fi
 }
 trap 'cleanup; rm -rf "$tmp"' EXIT
-# cpu_ticks: "loop other" clock ticks of rill: its main thread (the loop)
-# and its other threads together (the SQLite worker runs on libuv's pool).
-cpu_ticks() {
-  local loop=0 other=0 t f
-  for t in /proc/"$rill_pid"/task/*; do
-    f=$(cat "$t/stat" 2>/dev/null) || continue
-    f=${f##*) }
-    set -- $f
-    if [ "${t##*/}" = "$rill_pid" ]; then loop=$(( ${12} + ${13} )); else other=$(( other + ${12} + ${13} )); fi
-  done
-  echo "$loop $other"
-}
-pg_pids() {
-  local pm
-  [ -f "$tmp/pg/data/postmaster.pid" ] || return 0
-  pm=$(head -n1 "$tmp/pg/data/postmaster.pid")
-  echo "$pm" $(pgrep -P "$pm")
-}
-# cpu_pg: clock ticks of the Postgres server (postmaster and its children; 0 without one)
-cpu_pg() {
-  local t=0 p
-  for p in $(pg_pids); do
-    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo $t
-}
-# written PID...: bytes the processes caused to be written to storage
-written() {
-  local sum=0 p b
-  for p in "$@"; do
-    b=$(awk '/^write_bytes:/ { print $2 }' /proc/"$p"/io 2>/dev/null) || continue
-    sum=$(( sum + ${b:-0} ))
-  done
-  echo "$sum"
-}
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$rill_pid/status"; }
 count() { "$root/build/rill" runs count --state "$1" --store "$store" 2>/dev/null || echo 0; }
 # succeeded: runs this rill stored as succeeded (its metrics counter)
@@ -91,7 +56,7 @@ for s in ${STORES:-sqlite postgres}; do
   [ "$(date +%s)" -lt "$wake" ] || { echo "parking took longer than the wake margin" >&2; exit 1; }
   while [ "$(date +%s)" -lt "$wake" ]; do sleep 0.05; done
   t2=$wake
-  read -r l0 o0 < <(cpu_ticks); p0=$(cpu_pg); w0=$(written "$rill_pid" $(pg_pids))
+  read -r l0 o0 < <(thread_ticks "$rill_pid"); p0=$(pg_ticks "$tmp/pg"); w0=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
   perf_pids=()
   if [ -n "${PERF:-}" ]; then
     mkdir -p "$PERF"
@@ -106,7 +71,7 @@ for s in ${STORES:-sqlite postgres}; do
   until [ "$(succeeded)" -ge "$n" ]; do sleep 0.1; done
   t3=$(date +%s.%N)
   for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
-  read -r l1 o1 < <(cpu_ticks); p1=$(cpu_pg); w1=$(written "$rill_pid" $(pg_pids))
+  read -r l1 o1 < <(thread_ticks "$rill_pid"); p1=$(pg_ticks "$tmp/pg"); w1=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
   awk -v s="$s" -v n="$n" -v b="$before" -v a="$after" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" \
     -v hz="$(getconf CLK_TCK)" -v l=$((l1 - l0)) -v o=$((o1 - o0)) -v pc=$((p1 - p0)) -v w=$((w1 - w0)) \
     -v load="$(cut -d' ' -f1-3 /proc/loadavg)" 'BEGIN {

@@ -38,48 +38,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# cpu_ticks PID: "loop other" clock ticks of a process: its main thread
-# (the loop) and its other threads together.
-cpu_ticks() {
-  local loop=0 other=0 t f
-  for t in /proc/"$1"/task/*; do
-    f=$(cat "$t/stat" 2>/dev/null) || continue
-    f=${f##*) }
-    set -- $f
-    if [ "${t##*/}" = "$rill_pid" ]; then loop=$(( ${12} + ${13} )); else other=$(( other + ${12} + ${13} )); fi
-  done
-  echo "$loop $other"
-}
-# written PID...: bytes the processes caused to be written to storage
-# (write_bytes of /proc/PID/io: the WAL, the database files).
-written() {
-  local sum=0 p b
-  for p in "$@"; do
-    b=$(awk '/^write_bytes:/ { print $2 }' /proc/"$p"/io 2>/dev/null) || continue
-    sum=$(( sum + ${b:-0} ))
-  done
-  echo "$sum"
-}
-pg_pids() {
-  local pm
-  [ -f "$1/data/postmaster.pid" ] || return 0
-  pm=$(head -n1 "$1/data/postmaster.pid")
-  echo "$pm" $(pgrep -P "$pm")
-}
-# pg_ticks DIR: clock ticks of the sandbox server's processes (0 without one).
-pg_ticks() {
-  local pm sum=0 p f
-  [ -f "$1/data/postmaster.pid" ] || { echo 0; return; }
-  pm=$(head -n1 "$1/data/postmaster.pid")
-  for p in $pm $(pgrep -P "$pm"); do
-    f=$(cat /proc/"$p"/stat 2>/dev/null) || continue
-    f=${f##*) }
-    set -- $f
-    sum=$(( sum + ${12} + ${13} ))
-  done
-  echo "$sum"
-}
-
 if [ "${BULLMQ:-1}" = 1 ]; then
   "$peers/queue/compare.sh" 2> "$tmp/compare.err" > /dev/null || { cat "$tmp/compare.err" >&2; exit 1; }
   grep '^bullmq events=' "$tmp/compare.err" | sed 's/$/ cpu=-/' > "$tmp/results"
@@ -99,7 +57,7 @@ for s in ${STORES:-sqlite postgres}; do
     done_cmd="curl -sf http://$admin/metrics | awk -v s=0 '/^rill_queue_outcomes_total\\{.*state=\"succeeded\"/ { s += \$NF } END { print s }'"
   fi
   "$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "${WARMUP_N:-2000}" > /dev/null
-  read -r l0 o0 < <(cpu_ticks "$rill_pid"); p0=$(pg_ticks "$tmp/pg")
+  read -r l0 o0 < <(thread_ticks "$rill_pid"); p0=$(pg_ticks "$tmp/pg")
   w0=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
   perf_pids=()
   if [ -n "${PERF:-}" ]; then
@@ -114,7 +72,7 @@ for s in ${STORES:-sqlite postgres}; do
   fi
   line=$("$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "$n" | tail -n1)
   for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
-  read -r l1 o1 < <(cpu_ticks "$rill_pid"); p1=$(pg_ticks "$tmp/pg")
+  read -r l1 o1 < <(thread_ticks "$rill_pid"); p1=$(pg_ticks "$tmp/pg")
   w1=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
   runs=${line#events=}; runs=${runs%% *}
   hz=$(getconf CLK_TCK)

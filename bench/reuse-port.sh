@@ -34,28 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ticks PID: "loop other" clock ticks of a process: its main thread and the others
-ticks() {
-  local pid=$1 loop=0 other=0 t f
-  for t in /proc/"$pid"/task/*; do
-    f=$(cat "$t/stat" 2>/dev/null) || continue
-    f=${f##*) }
-    set -- $f
-    if [ "${t##*/}" = "$pid" ]; then loop=$(( ${12} + ${13} )); else other=$(( other + ${12} + ${13} )); fi
-  done
-  echo "$loop $other"
-}
-pg_pids() { local pm; pm=$(head -n1 "$tmp/pg/data/postmaster.pid"); echo "$pm" $(pgrep -P "$pm"); }
-pg_ticks() {
-  local sum=0 p f
-  for p in $(pg_pids); do
-    f=$(cat /proc/"$p"/stat 2>/dev/null) || continue
-    f=${f##*) }
-    set -- $f
-    sum=$(( sum + ${12} + ${13} ))
-  done
-  echo "$sum"
-}
 # pg_stats: "commits WAL-bytes" of the server so far
 pg_stats() {
   psql -h 127.0.0.1 -p "$(cat "$tmp/pg/port")" -U rill -d rill -Atc \
@@ -96,8 +74,8 @@ measure() {
       -o "$PERF/$name-pg.data" 2> /dev/null &
     perf_pids+=($!)
   fi
-  for p in "${pids[@]}"; do t0+=("$(ticks "$p")"); done
-  pg0=$(pg_ticks); b0=$(busy); s0=$(pg_stats)
+  for p in "${pids[@]}"; do t0+=("$(thread_ticks "$p")"); done
+  pg0=$(pg_ticks "$tmp/pg"); b0=$(busy); s0=$(pg_stats)
   # the client's CPU (wrk, and the preflight's curl): the subshell's children's times
   # (a run the peers' bench.sh fails, e.g. wrk's socket errors or timeouts on
   # a loaded machine, is reported with its reason and the rounds go on)
@@ -109,8 +87,8 @@ measure() {
     return
   fi
   line=$(tail -n1 "$tmp/line")
-  for p in "${pids[@]}"; do t1+=("$(ticks "$p")"); done
-  pg1=$(pg_ticks); b1=$(busy); s1=$(pg_stats)
+  for p in "${pids[@]}"; do t1+=("$(thread_ticks "$p")"); done
+  pg1=$(pg_ticks "$tmp/pg"); b1=$(busy); s1=$(pg_stats)
   load=$(cut -d' ' -f1 /proc/loadavg)
   for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
   stop_all
