@@ -70,3 +70,24 @@ written() {
   done
   echo "$sum"
 }
+
+# perf_record NAME PID[,PID...]: with PERF set (a directory), `perf record -e
+# cpu-clock -g` of those processes into $PERF/NAME.data until perf_stop;
+# nothing without PERF or without a process. perf_record_pg NAME DIR: the
+# same for the tools/pg-sandbox.sh server in DIR (its backends).
+perf_pids=()
+perf_record() {
+  [ -n "${PERF:-}" ] && [ -n "$2" ] || return 0
+  mkdir -p "$PERF"
+  perf record -q -e cpu-clock -g -p "$2" -o "$PERF/$1.data" 2> /dev/null &
+  perf_pids+=($!)
+}
+perf_record_pg() {
+  [ -f "$2/data/postmaster.pid" ] || return 0
+  perf_record "$1" "$(pgrep -d, -P "$(head -n1 "$2/data/postmaster.pid")")"
+}
+perf_stop() {
+  local p
+  for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
+  perf_pids=()
+}

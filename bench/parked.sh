@@ -57,20 +57,10 @@ for s in ${STORES:-sqlite postgres}; do
   while [ "$(date +%s)" -lt "$wake" ]; do sleep 0.05; done
   t2=$wake
   read -r l0 o0 < <(thread_ticks "$rill_pid"); p0=$(pg_ticks "$tmp/pg"); w0=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
-  perf_pids=()
-  if [ -n "${PERF:-}" ]; then
-    mkdir -p "$PERF"
-    perf record -q -e cpu-clock -g -p "$rill_pid" -o "$PERF/rill-$s.data" 2> /dev/null &
-    perf_pids+=($!)
-    if [ -f "$tmp/pg/data/postmaster.pid" ]; then
-      perf record -q -e cpu-clock -g -p "$(pgrep -d, -P "$(head -n1 "$tmp/pg/data/postmaster.pid")")" \
-        -o "$PERF/pg-$s.data" 2> /dev/null &
-      perf_pids+=($!)
-    fi
-  fi
+  perf_record "rill-$s" "$rill_pid"; perf_record_pg "pg-$s" "$tmp/pg"
   until [ "$(succeeded)" -ge "$n" ]; do sleep 0.1; done
   t3=$(date +%s.%N)
-  for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
+  perf_stop
   read -r l1 o1 < <(thread_ticks "$rill_pid"); p1=$(pg_ticks "$tmp/pg"); w1=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
   awk -v s="$s" -v n="$n" -v b="$before" -v a="$after" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" \
     -v hz="$(getconf CLK_TCK)" -v l=$((l1 - l0)) -v o=$((o1 - o0)) -v pc=$((p1 - p0)) -v w=$((w1 - w0)) \

@@ -59,19 +59,9 @@ for s in ${STORES:-sqlite postgres}; do
   "$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "${WARMUP_N:-2000}" > /dev/null
   read -r l0 o0 < <(thread_ticks "$rill_pid"); p0=$(pg_ticks "$tmp/pg")
   w0=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
-  perf_pids=()
-  if [ -n "${PERF:-}" ]; then
-    mkdir -p "$PERF"
-    perf record -q -e cpu-clock -g -p "$rill_pid" -o "$PERF/rill-$name.data" 2> /dev/null &
-    perf_pids+=($!)
-    if [ -f "$tmp/pg/data/postmaster.pid" ]; then
-      pm=$(head -n1 "$tmp/pg/data/postmaster.pid")
-      perf record -q -e cpu-clock -g -p "$(pgrep -d, -P "$pm")" -o "$PERF/pg.data" 2> /dev/null &
-      perf_pids+=($!)
-    fi
-  fi
+  perf_record "rill-$name" "$rill_pid"; perf_record_pg pg "$tmp/pg"
   line=$("$peers/queue/bench.sh" --done-cmd "$done_cmd" "$url" "$n" | tail -n1)
-  for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
+  perf_stop
   read -r l1 o1 < <(thread_ticks "$rill_pid"); p1=$(pg_ticks "$tmp/pg")
   w1=$(written "$rill_pid" $(pg_pids "$tmp/pg"))
   runs=${line#events=}; runs=${runs%% *}

@@ -56,24 +56,18 @@ wait_ready() {
 
 # measure NAME COUNT: COUNT rills on one port, a warm-up then the measured run
 measure() {
-  local name=$1 count=$2 port i line p perf_pids=() t0=() t1=() pg0 pg1 b0 b1 load s0 s1
+  local name=$1 count=$2 port i line p t0=() t1=() pg0 pg1 b0 b1 load s0 s1
   port=$(free_port)
   for i in $(seq "$count"); do start_rill "$port"; done
   wait_ready "$port"
   sleep 1 # the second one listening too
   WARMUP=0 "$peers/webhook/bench.sh" "http://127.0.0.1:$port/hooks/bench" 3 "$conns" > /dev/null 2>&1
-  if [ -n "${PERF:-}" ]; then
-    mkdir -p "$PERF"
-    i=0
-    for p in "${pids[@]}"; do
-      i=$((i + 1))
-      perf record -q -e cpu-clock -g -p "$p" -o "$PERF/$name-rill$([ $i = 1 ] || echo $i).data" 2> /dev/null &
-      perf_pids+=($!)
-    done
-    perf record -q -e cpu-clock -g -p "$(pgrep -d, -P "$(head -n1 "$tmp/pg/data/postmaster.pid")")" \
-      -o "$PERF/$name-pg.data" 2> /dev/null &
-    perf_pids+=($!)
-  fi
+  i=0
+  for p in "${pids[@]}"; do
+    i=$((i + 1))
+    perf_record "$name-rill$([ $i = 1 ] || echo $i)" "$p"
+  done
+  perf_record_pg "$name-pg" "$tmp/pg"
   for p in "${pids[@]}"; do t0+=("$(thread_ticks "$p")"); done
   pg0=$(pg_ticks "$tmp/pg"); b0=$(busy); s0=$(pg_stats)
   # the client's CPU (wrk, and the preflight's curl): the subshell's children's times
@@ -82,7 +76,7 @@ measure() {
   if ! (WARMUP=0 "$peers/webhook/bench.sh" "http://127.0.0.1:$port/hooks/bench" "$dur" "$conns" 2> "$tmp/bench.err" \
     > "$tmp/line"; rc=$?; times > "$tmp/times"; exit $rc); then
     echo "$name failed: $(grep -h 'FAIL\|error' "$tmp/bench.err" | tail -n2 | tr '\n' ' ')" >> "$tmp/results"
-    for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
+    perf_stop
     stop_all
     return
   fi
@@ -90,7 +84,7 @@ measure() {
   for p in "${pids[@]}"; do t1+=("$(thread_ticks "$p")"); done
   pg1=$(pg_ticks "$tmp/pg"); b1=$(busy); s1=$(pg_stats)
   load=$(cut -d' ' -f1 /proc/loadavg)
-  for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" || true; done
+  perf_stop
   stop_all
   # line: req/s=R p99_ms=P non2xx=0
   wrk=$(awk 'NR == 2 { n = split($0, t, /[ms]+/); print t[1] * 60 + t[2] + t[3] * 60 + t[4] }' "$tmp/times")

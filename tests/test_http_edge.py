@@ -200,7 +200,7 @@ def requests_landing_at_once_on_many_connections_are_all_served_in_order():
             for i, s in enumerate(socks):
                 f = s.makefile("rb")
                 for n in (2 * i, 2 * i + 1):
-                    status, body = read_answer(f)
+                    status, body = read_one(f)
                     eq(status, 200, f"request {n}")
                     eq(json.loads(body)["id"], n, f"connection {i}'s answers in order")
             if metric(r, "rill_http_reads_deferred_total", listener="webhooks") > 0:
@@ -209,17 +209,6 @@ def requests_landing_at_once_on_many_connections_are_all_served_in_order():
             "no request waited for the next turn: the 2 ms bound was never reached"
         for s in socks:
             s.close()
-
-
-def read_answer(f):
-    """(status, body) of one HTTP/1.1 answer with a Content-Length."""
-    status = int(f.readline().split(b" ")[1])
-    length = 0
-    while (line := f.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status, f.read(length)
 
 
 @test
@@ -232,11 +221,7 @@ def an_absolute_form_target_is_served_as_its_path_with_its_host():
             with socket.create_connection(("127.0.0.1", r.port)) as s:
                 s.sendall(b"POST " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n"
                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-            head, _, payload = data.partition(b"\r\n\r\n")
-            return int(head.split(b" ")[1]), payload
+                return read_one(s.makefile("rb"))
         status, payload = ask(b"http://hooks.example.test:8080/hooks/target?a=1")
         eq(status, 200, "an absolute-form target")
         eq(json.loads(payload), {"host": "hooks.example.test:8080", "path": "/hooks/target", "query": {"a": "1"}},
