@@ -31,6 +31,8 @@
  * stmts = { {sql, p1, p2, ..., n = nparams}, ... }; each result is a table
  * of rows (tables keyed by column name) with a field `changes`.
  */
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,7 +298,23 @@ static void abandon(sqlite_conn *c, batch *group, const char *why, char *err) {
     fail_group(group, msg);
 }
 
+/* The pool's threads do the store's batch work, whose latency a whole group
+ * of requests shares. SCHED_BATCH keeps their share of the CPU but a wakeup
+ * of theirs no longer preempts a running thread: a group finishing on a busy
+ * 2-core machine does not stop the loop in the middle of a turn, where every
+ * client waits on it (under a flood of async webhooks they took the loop's
+ * CPU ~300 times a second each). Once per thread; a refusal changes nothing. */
+static void worker_yield_to_loop(void) {
+    static _Thread_local int done;
+    if (!done) {
+        struct sched_param none = {0};
+        pthread_setschedparam(pthread_self(), SCHED_BATCH, &none);
+        done = 1;
+    }
+}
+
 static void group_work(uv_work_t *w) {
+    worker_yield_to_loop();
     sqlite_conn *c = w->data;
     batch *group = c->group;
     char *err = NULL;
@@ -405,6 +423,7 @@ again:
 
 /* Opens c->path with its pragmas; the reason in c->open_error on failure. */
 static void open_work(uv_work_t *w) {
+    worker_yield_to_loop();
     sqlite_conn *c = w->data;
     int rc = sqlite3_open_v2(
         c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
