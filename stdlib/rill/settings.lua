@@ -161,13 +161,11 @@ end
 -- tenth of what a sync webhook request allocates). Its __metatable keeps it
 -- out of the runs' reach: a run that changed it would change the others'.
 local typo_mt = setmetatable({}, { __mode = "k" }) -- flow version -> its runs' settings metatable
-local function typo_mt_of(flow)
-  local mt = typo_mt[flow]
-  if mt then return mt end
+local function new_typo_mt(flow)
   -- (the name and declarations, not the flow: a value holding its weak key
   -- would keep every flow version ever loaded)
   local flow_name, decls = flow.name, flow.settings or {}
-  mt = { __metatable = false, __index = function(_, name)
+  local mt = { __metatable = false, __index = function(_, name)
     local names = {}
     for k in pairs(decls) do names[#names + 1] = k end
     table.sort(names)
@@ -178,6 +176,13 @@ local function typo_mt_of(flow)
   end }
   typo_mt[flow] = mt
   return mt
+end
+-- (made apart: a function that makes a closure closes its upvalues on every
+-- return, the found one's too, and LuaJIT compiles no trace through that
+-- (NYI UCLO): every run's start stayed in the interpreter, ~100 more
+-- first-level cache misses per sync webhook request, bench/instr-ab.sh)
+local function typo_mt_of(flow)
+  return typo_mt[flow] or new_typo_mt(flow)
 end
 
 function settings.for_run(flow, recorded)
