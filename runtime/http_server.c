@@ -141,11 +141,12 @@ struct conn {
     size_t header_bytes;      /* bytes of request line and header lines */
     buf pending;              /* received bytes; those before pending_off are parsed */
     size_t pending_off;
-    size_t body_charged; /* bytes of the body being received: its share of the budget */
-    size_t charged;      /* what this connection counts in srv->bodies_in_flight */
-    request *req;        /* the request waiting for its response */
-    int req_ref;         /* the registry's reference that keeps req alive meanwhile */
-    int error_status;    /* a limit tripped while parsing: answer this and close */
+    size_t pending_moved; /* of the bytes being parsed from pending, those now in body */
+    size_t body_charged;  /* bytes of the body being received: its share of the budget */
+    size_t charged;       /* what this connection counts in srv->bodies_in_flight */
+    request *req;         /* the request waiting for its response */
+    int req_ref;          /* the registry's reference that keeps req alive meanwhile */
+    int error_status;     /* a limit tripped while parsing: answer this and close */
     const char *error_reason;
     int error_kind;            /* the refusal counted for it */
     unsigned requests;         /* requests begun on this connection */
@@ -159,7 +160,8 @@ struct conn {
     unsigned char handles_closed; /* uv_close called */
     unsigned char lingering;      /* the last answer is written: discard input until EOF */
     unsigned char keep_alive, reading, backlogged, expect_continue, refuse_503;
-    unsigned char idle; /* on the server's idle list */
+    unsigned char idle;            /* on the server's idle list */
+    unsigned char parsing_pending; /* the parse in progress reads from pending */
     conn *idle_prev, *idle_next;
     conn *live_prev, *live_next;       /* every connection not freed yet, for the wind-down */
     conn *backlog_prev, *backlog_next; /* in the backlog: buffered requests wait their turn */
@@ -398,12 +400,18 @@ static void idle_add(conn *c) {
  * bytes arrive (a declared Content-Length takes nothing before: were it
  * reserved at the headers, a few header lines with no body behind them
  * would hold the whole budget until request_timeout), and the received
- * bytes buffered behind a request in flight. conn_charge is the one place the total
- * moves: it sets a connection's share to what it holds now, 0 once it is
- * closing, so the total is the sum of the shares and cannot drift. */
+ * bytes buffered behind a request in flight and not parsed yet. conn_charge
+ * is the one place the total moves: it sets a connection's share to what it
+ * holds now, 0 once it is closing, so the total is the sum of the shares and
+ * cannot drift. A body parsed from the buffered bytes moves them from one
+ * share to the other (pending_moved): they are counted once, and need no new
+ * room (they were charged when they were buffered). The parsed bytes left
+ * before pending_off until the buffer is compacted are not counted: they are
+ * never more than the unparsed rest (conn_drain compacts past half). */
 
 static void conn_charge(conn *c) {
-    size_t now = c->closing ? 0 : c->body_charged + c->pending.len;
+    size_t now =
+        c->closing ? 0 : c->body_charged + c->pending.len - c->pending_off - c->pending_moved;
     c->srv->bodies_in_flight = c->srv->bodies_in_flight - c->charged + now;
     c->charged = now;
 }
@@ -555,7 +563,7 @@ static void conn_drop_requests(conn *c) {
     big_buf_release(&c->body);
     buf_free(&c->body);
     c->body_charged = 0;
-    c->pending.len = c->pending_off = 0;
+    c->pending.len = c->pending_off = c->pending_moved = 0;
     big_buf_release(&c->pending);
     buf_free(&c->pending);
     conn_charge(c);
@@ -994,13 +1002,17 @@ static int on_headers_complete(http_parser *p) {
     return 0;
 }
 
+/* Bytes parsed from pending were charged when they were buffered: they
+ * move to the body's share and need no new room. Fresh bytes need it. */
 static int on_body(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
+    size_t moved = c->parsing_pending ? len : 0;
     if (c->body.len + len > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
-    if (!budget_fits(c->srv, len))
+    if (moved < len && !budget_fits(c->srv, len - moved))
         return parse_refuse(c, 503, BODIES_REFUSED, REFUSED_MAX_BODIES_IN_FLIGHT);
+    c->pending_moved += moved;
     c->body_charged = c->body.len + len;
     conn_charge(c);
     return big_buf_append(&c->body, at, len);
@@ -1179,8 +1191,11 @@ static void conn_drain(conn *c, const char *fresh, size_t fresh_len) {
             fresh += n;
             fresh_len -= n;
         } else {
+            c->parsing_pending = 1;
             n = conn_parse(c, c->pending.data + c->pending_off, conn_unparsed(c));
-            c->pending_off += n;
+            c->parsing_pending = 0;
+            c->pending_off += n; /* the moved bytes are parsed: they leave pending's share */
+            c->pending_moved = 0;
         }
         if (c->in_flight) {
             dispatched = 1;
