@@ -317,6 +317,8 @@ static const char *status_text(int status) {
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 501:
+        return "Not Implemented";
     case 505:
         return "HTTP Version Not Supported";
     default:
@@ -938,6 +940,31 @@ static int check_version_and_host(conn *c, const http_parser *p, int hosts) {
     return 0;
 }
 
+/* Whether a header value is token, case aside, between optional whitespace. */
+static int value_is(const char *v, const char *token) {
+    size_t len = strlen(v), n = strlen(token);
+    while (len > 0 && (*v == ' ' || *v == '\t'))
+        v++, len--;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    return len == n && strncasecmp(v, token, n) == 0;
+}
+
+/* Transfer-Encoding (RFC 9112 6.1): rill knows one coding, chunked, applied
+ * once. Another coding ("gzip, chunked") was read as chunked and its coded
+ * bytes handed to the flow as the body; chunked twice, on one line or two,
+ * as once: what a proxy in front may read another way. Refused: 501 for a
+ * coding rill does not implement, 400 for more than one header line.
+ * tes: the Transfer-Encoding lines counted, te: the last one's value. */
+static int check_transfer_encoding(conn *c, int tes, const char *te) {
+    if (tes > 1)
+        return parse_refuse(c, 400, "more than one Transfer-Encoding header", REFUSED_BAD_REQUEST);
+    if (tes == 1 && !value_is(te, "chunked"))
+        return parse_refuse(c, 501, "Transfer-Encoding not implemented: chunked only, once",
+                            REFUSED_BAD_REQUEST);
+    return 0;
+}
+
 /* The request target (RFC 9112 3.2): a path ("/p?q"), or an absolute URL
  * ("http://host/p?q"), which proxies send and a server must accept, taking
  * its host over the Host header's. What no route can take (a CONNECT's
@@ -979,17 +1006,20 @@ static int on_headers_complete(http_parser *p) {
     c->header_state = 0;
     c->in_trailers = 1;
     c->head = p->method == HTTP_HEAD;
-    /* One walk of the headers: the Host headers, and "Expect: 100-continue",
+    /* One walk of the headers: the Host and Transfer-Encoding headers, and "Expect: 100-continue",
      * answered below so that clients like curl send the body. */
-    int hosts = 0;
-    const char *h, *v;
+    int hosts = 0, tes = 0;
+    const char *h, *v, *te = NULL;
     for (size_t at = 0; header_next(&c->headers, &at, &h, &v);) {
         if (strcmp(h, "host") == 0)
             hosts++;
+        else if (strcmp(h, "transfer-encoding") == 0)
+            tes++, te = v;
         else if (strcmp(h, "expect") == 0 && strcasecmp(v, "100-continue") == 0)
             c->expect_continue = 1;
     }
-    if (check_version_and_host(c, p, hosts) || parse_target(c))
+    if (check_version_and_host(c, p, hosts) || check_transfer_encoding(c, tes, te) ||
+        parse_target(c))
         return -1;
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",

@@ -613,6 +613,38 @@ def request_shapes_that_let_a_proxy_and_rill_disagree_are_refused():
 
 
 @test
+def a_transfer_coding_other_than_chunked_is_refused_not_read_as_the_body():
+    # "gzip, chunked" was read as chunked and its gzip bytes handed to the
+    # flow as the body; "chunked" twice (chunked applied twice, RFC 9112
+    # 6.1) as chunked once, where a proxy may read either another way. A
+    # server that does not know a coding answers 501 (RFC 9112 6.1): rill
+    # knows chunked alone, once. What hid behind the body is never a request
+    chunked = b"2\r\n{}\r\n0\r\n\r\n"
+    smuggled = b"GET /hooks/big HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    cases = [
+        ("gzip, chunked", head + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501, b"chunked"),
+        ("gzip then chunked on two lines",
+         head + b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 400, b"Transfer-Encoding"),
+        ("chunked twice on two lines",
+         head + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400, b"Transfer-Encoding"),
+        ("chunked, chunked", head + b"Transfer-Encoding: chunked, chunked\r\n\r\n", 501, b"chunked"),
+        ("identity", head + b"Transfer-Encoding: identity\r\n\r\n", 501, b"chunked"),
+    ]
+    with Rill(FLOWS) as r:
+        for what, data, want, reason in cases:
+            got = raw(r, data + chunked + smuggled)
+            status, headers, body, rest = one_response(got)
+            eq(status, want, f"{what}: status ({got[:300]!r})")
+            assert reason in body, (what, body)
+            eq(headers.get("connection"), "close", f"{what}: the connection is closed")
+            eq(rest, b"", f"{what}: nothing after the refusal")
+        # chunked, in any case, stays accepted
+        status, _, body, _ = one_response(raw(r, head + b"Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n" + chunked))
+        eq((status, json.loads(body)), (200, {"payload": {}}), "Transfer-Encoding: Chunked")
+
+
+@test
 def too_many_headers_is_431():
     with Rill(FLOWS) as r:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
