@@ -1024,7 +1024,12 @@ static int on_headers_complete(http_parser *p) {
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
-    if (c->expect_continue && !c->refuse_503 && !c->srv->closing) {
+    /* Only to an HTTP/1.1 client (a 1.0 one takes a 1xx for the answer:
+     * RFC 9110 10.1.1 says to ignore its expectation) whose body is to come. */
+    int body_follows =
+        (p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0);
+    if (c->expect_continue && p->http_minor >= 1 && body_follows && !c->refuse_503 &&
+        !c->srv->closing) {
         conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         if (c->closing)
             return -1; /* the peer is gone: stop here, the loop closes it */

@@ -645,6 +645,31 @@ def a_transfer_coding_other_than_chunked_is_refused_not_read_as_the_body():
 
 
 @test
+def a_100_continue_goes_only_to_an_http11_client_whose_body_is_awaited():
+    # an HTTP/1.0 client knows no 1xx: it takes "100 Continue" for the
+    # answer (RFC 9110 10.1.1: a server MUST ignore the expectation in a 1.0
+    # request); and with no body to come (Content-Length: 0, a GET) there is
+    # nothing to continue: the answer itself is the only one sent
+    head = b"POST /hooks/echo HTTP/1.%d\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    with Rill(FLOWS) as r:
+        got = raw(r, head % 0 + b"Content-Length: 2\r\n\r\n{}")
+        assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+        assert b" 100 " not in got, got[:200]
+        got = raw(r, head % 1 + b"Content-Length: 0\r\n\r\n"
+                  b"GET /hooks/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 400 "), got[:200]  # the empty JSON body
+        assert b" 100 " not in got, got[:300]
+        assert b"HTTP/1.1 200 " in got, got[:300]
+        # HTTP/1.1 with a body to come: 100 Continue, then the answer
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+            s.sendall(head % 1 + b"Content-Length: 2\r\nConnection: close\r\n\r\n")
+            f = s.makefile("rb")
+            eq(f.read(25), b"HTTP/1.1 100 Continue\r\n\r\n", "the interim answer")
+            s.sendall(b"{}")
+            eq(one_response(f.read())[0], 200, "the answer after the body")
+
+
+@test
 def too_many_headers_is_431():
     with Rill(FLOWS) as r:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
