@@ -925,18 +925,38 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
     return 0;
 }
 
+/* Whether s[0..len) can be a URI's host and port (RFC 3986 3.2.2): a
+ * reg-name or IPv4 (unreserved, %-escapes, sub-delims), an IP literal in
+ * brackets, a port after ':'. No userinfo ('@'), no whitespace, '/', '\\',
+ * controls or bytes past ASCII: what a flow that puts the host in a URL
+ * would be fooled by. Empty is valid (RFC 9112 3.2). */
+static int valid_host(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              (ch && strchr("-._~%!$&'()*+,;=:[]", ch))))
+            return 0;
+    }
+    return 1;
+}
+
 /* What RFC 9112 asks a server to refuse, that would otherwise let a proxy
  * in front of rill and rill read a request differently: a version other
- * than 1.x, an HTTP/1.1 request without exactly one Host (1.0: at most one).
- * hosts: the Host headers counted. Sets the refusal and returns -1, or
- * returns 0. */
-static int check_version_and_host(conn *c, const http_parser *p, int hosts) {
+ * than 1.x, an HTTP/1.1 request without exactly one Host (1.0: at most one),
+ * a Host whose value is not a host. hosts: the Host headers counted, host:
+ * the last one's value. Sets the refusal and returns -1, or returns 0. */
+static int check_version_and_host(conn *c, const http_parser *p, int hosts, const char *host) {
     if (p->http_major != 1)
         return parse_refuse(c, 505, "HTTP version not supported: HTTP/1.0 and HTTP/1.1 only",
                             REFUSED_BAD_REQUEST);
     if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
         return parse_refuse(c, 400, "an HTTP/1.1 request needs one Host header",
                             REFUSED_BAD_REQUEST);
+    size_t len = host ? strlen(host) : 0;
+    while (len > 0 && (host[len - 1] == ' ' || host[len - 1] == '\t'))
+        len--; /* the parser keeps a value's trailing whitespace (OWS) */
+    if (host && !valid_host(host, len))
+        return parse_refuse(c, 400, "the Host header is not a host[:port]", REFUSED_BAD_REQUEST);
     return 0;
 }
 
@@ -983,6 +1003,9 @@ static int parse_target(conn *c) {
                             REFUSED_BAD_REQUEST);
     c->host_at = scheme;
     c->host_len = strcspn(url + scheme, "/?#");
+    if (!valid_host(url + scheme, c->host_len))
+        return parse_refuse(c, 400, "the request target's host is not a host[:port]",
+                            REFUSED_BAD_REQUEST);
     c->path_at = scheme + c->host_len;
     return 0;
 }
@@ -1009,16 +1032,16 @@ static int on_headers_complete(http_parser *p) {
     /* One walk of the headers: the Host and Transfer-Encoding headers, and "Expect: 100-continue",
      * answered below so that clients like curl send the body. */
     int hosts = 0, tes = 0;
-    const char *h, *v, *te = NULL;
+    const char *h, *v, *te = NULL, *host = NULL;
     for (size_t at = 0; header_next(&c->headers, &at, &h, &v);) {
         if (strcmp(h, "host") == 0)
-            hosts++;
+            hosts++, host = v;
         else if (strcmp(h, "transfer-encoding") == 0)
             tes++, te = v;
         else if (strcmp(h, "expect") == 0 && strcasecmp(v, "100-continue") == 0)
             c->expect_continue = 1;
     }
-    if (check_version_and_host(c, p, hosts) || check_transfer_encoding(c, tes, te) ||
+    if (check_version_and_host(c, p, hosts, host) || check_transfer_encoding(c, tes, te) ||
         parse_target(c))
         return -1;
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)

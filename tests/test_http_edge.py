@@ -670,6 +670,31 @@ def a_100_continue_goes_only_to_an_http11_client_whose_body_is_awaited():
 
 
 @test
+def a_host_that_is_not_a_host_is_a_400():
+    # RFC 9112 3.2: a server MUST answer 400 to a Host with an invalid
+    # value; rill handed "a b/c@d" to the flow as ctx.request.headers.host,
+    # which a flow may put in a URL (host header injection). The same for
+    # the authority of an absolute-form target ("http://user@evil/...")
+    with Rill(FLOWS) as r:
+        def ask(target, host):
+            with socket.create_connection(("127.0.0.1", r.port)) as s:
+                s.sendall(b"POST " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                return read_one(s.makefile("rb"))
+        for host in (b"a b", b"evil/x", b"x@evil", b"evil\\x", b"a\"b", b"caf\xe9", b"x?y", b"x#y", b"<x>"):
+            status, body = ask(b"/hooks/target", host)
+            eq(status, 400, f"Host: {host!r} ({body!r})")
+            assert b"Host" in body, body
+        for target in (b"http://user@evil/hooks/target", b"http://ev il/hooks/target"):
+            status, body = ask(target, b"x")
+            eq(status, 400, f"target {target!r} ({body!r})")
+        for host in (b"x", b"x:8080", b"[::1]:80", b"Hooks.Example.Test", b"", b"xn--d1acufc.xn--p1ai", b"127.0.0.1:1"):
+            status, body = ask(b"/hooks/target", host)
+            eq((status, json.loads(body)["host"] if status == 200 else body), (200, host.decode()), f"Host: {host!r}")
+        eq(ask(b"/hooks/target", b"x \t")[0], 200, "Host with trailing whitespace")
+
+
+@test
 def too_many_headers_is_431():
     with Rill(FLOWS) as r:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
