@@ -162,6 +162,7 @@ struct conn {
     unsigned char keep_alive, reading, backlogged, expect_continue, refuse_503;
     unsigned char idle;            /* on the server's idle list */
     unsigned char parsing_pending; /* the parse in progress reads from pending */
+    unsigned char peer_eof;        /* the client shut its side: answer what it sent, then close */
     conn *idle_prev, *idle_next;
     conn *live_prev, *live_next;       /* every connection not freed yet, for the wind-down */
     conn *backlog_prev, *backlog_next; /* in the backlog: buffered requests wait their turn */
@@ -632,7 +633,7 @@ static int conn_buffering(const conn *c) {
 static void conn_update_reading(conn *c) {
     int held = conn_buffering(c) && !budget_fits(c->srv, 1);
     int want =
-        !c->closing &&
+        !c->closing && !c->peer_eof &&
         (c->lingering || (!c->backlogged && !held && conn_unparsed(c) < c->srv->max_pipeline));
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
@@ -719,9 +720,11 @@ static void on_written(uv_write_t *w, int status) {
     }
 }
 
+/* The answers are sent: a client that shut its side already sends no EOF
+ * to wait for. */
 static void on_shutdown(uv_shutdown_t *s, int status) {
     conn *c = s->data;
-    if (status < 0)
+    if (status < 0 || c->peer_eof)
         conn_close(c);
 }
 
@@ -809,7 +812,8 @@ static int buf_append_uint(buf *b, size_t v) {
  * lingers and closes once it is written. */
 static void conn_respond(conn *c, int status, const char *content_type, const char *extra_headers,
                          size_t extra_len, const char *body, size_t body_len, int close_after) {
-    int keep = c->keep_alive && !close_after;
+    /* a client that shut its side gets its last answer with the close */
+    int keep = c->keep_alive && !close_after && !(c->peer_eof && conn_unparsed(c) == 0);
     buf *out = &c->out;
     out->len = 0;
     if (buf_append(out, "HTTP/1.1 ", 9) || buf_append_uint(out, (size_t)status) ||
@@ -1276,7 +1280,9 @@ static void conn_drain(conn *c, const char *fresh, size_t fresh_len) {
         conn_body_done(c); /* no body being received: dispatched (copied) or refused */
     else
         conn_charge(c); /* the pending bytes parsed */
-    if (!c->in_request && !c->in_flight && conn_unparsed(c) == 0)
+    if (c->peer_eof && !c->in_flight && conn_unparsed(c) == 0)
+        conn_linger(c); /* nothing more can come: what is left of a request goes */
+    else if (!c->in_request && !c->in_flight && conn_unparsed(c) == 0)
         idle_add(c); /* e.g. only the CRLF some clients send after a body was left */
     if (!c->closing)
         conn_update_reading(c);
@@ -1303,6 +1309,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
     conn *c = stream->data;
     if (nread == UV_ENOBUFS) { /* no room in the budget (on_alloc) */
+        conn_update_reading(c);
+        return;
+    }
+    if (nread == UV_EOF && !c->closing && !c->lingering && (c->in_flight || conn_unparsed(c) > 0)) {
+        /* A half-close (shutdown(SHUT_WR), nc -N) after requests is no
+         * hang-up: they are answered, the last with the close. */
+        c->peer_eof = 1;
         conn_update_reading(c);
         return;
     }

@@ -695,6 +695,30 @@ def a_host_that_is_not_a_host_is_a_400():
 
 
 @test
+def a_client_that_half_closes_after_its_requests_gets_every_answer():
+    # shutdown(SHUT_WR) once the requests are sent (nc -N, a script that
+    # closes stdin) is no reset: the answers are still wanted. rill took
+    # the EOF for a hang-up and closed the connection, answering nothing
+    slow = (b"POST /hooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 7\r\n\r\n{\"s\":3}")
+    echo = (b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 7\r\n\r\n{\"n\":%d}")
+    with Rill(FLOWS) as r:
+        for what, behind, answers in (("alone", b"", 1), ("two pipelined behind it", echo % 1 + echo % 2, 3),
+                                      ("half a request behind it", echo[:30], 1)):
+            with socket.create_connection(("127.0.0.1", r.port), timeout=20) as s:
+                s.sendall(slow + behind)
+                wait_until(lambda: metric(r, "rill_runs_running") == 1, 20, f"{what}: the slow request in flight")
+                s.shutdown(socket.SHUT_WR)
+                f = s.makefile("rb")
+                eq(read_one(f), (200, b'{"slept":true}'), f"{what}: the slow request's answer")
+                for i in range(1, answers):
+                    eq(read_one(f), (200, b'{"payload":{"n":%d}}' % i), f"{what}: pipelined answer {i}")
+                eq(f.read(), b"", f"{what}: then the connection closes")
+            wait_until(lambda: metric(r, "rill_runs_running") == 0, 20, "no run left")
+
+
+@test
 def too_many_headers_is_431():
     with Rill(FLOWS) as r:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
