@@ -137,6 +137,7 @@ struct conn {
     size_t host_at, host_len; /* an absolute URL's authority in url (host_len 0: none) */
     buf out;                  /* the response being written, reused */
     int header_state;         /* 0 none, 1 in a name, 2 in a value */
+    size_t value_at;          /* where the value being received starts in headers */
     int nheaders;             /* header lines of this request, trailers included */
     size_t header_bytes;      /* bytes of request line and header lines */
     buf pending;              /* received bytes; those before pending_off are parsed */
@@ -901,13 +902,23 @@ static int on_url(http_parser *p, const char *at, size_t len) {
     return buf_append(&c->url, at, len);
 }
 
+/* Ends the value being received in headers. The parser keeps the
+ * whitespace that trails a value, which is not part of it (RFC 9110 5.5):
+ * "abc \t" would reach the flow, and "100-continue " be missed. */
+static int end_value(conn *c) {
+    while (c->headers.len > c->value_at && (c->headers.data[c->headers.len - 1] == ' ' ||
+                                            c->headers.data[c->headers.len - 1] == '\t'))
+        c->headers.len--;
+    return buf_append(&c->headers, "", 1);
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
     if (count_header_bytes(c, len))
         return -1;
     if (c->header_state != 1) {
-        if (c->header_state == 2 && !c->in_trailers && buf_append(&c->headers, "", 1))
-            return -1; /* end the value */
+        if (c->header_state == 2 && !c->in_trailers && end_value(c))
+            return -1;
         c->header_state = 1;
         if (++c->nheaders > c->srv->max_headers)
             return parse_refuse(c, 431, "too many request headers (max_headers)",
@@ -956,10 +967,7 @@ static int check_version_and_host(conn *c, const http_parser *p, int hosts, cons
     if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
         return parse_refuse(c, 400, "an HTTP/1.1 request needs one Host header",
                             REFUSED_BAD_REQUEST);
-    size_t len = host ? strlen(host) : 0;
-    while (len > 0 && (host[len - 1] == ' ' || host[len - 1] == '\t'))
-        len--; /* the parser keeps a value's trailing whitespace (OWS) */
-    if (host && !valid_host(host, len))
+    if (host && !valid_host(host, strlen(host)))
         return parse_refuse(c, 400, "the Host header is not a host[:port]", REFUSED_BAD_REQUEST);
     return 0;
 }
@@ -1022,13 +1030,14 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
         if (!c->in_trailers && buf_append(&c->headers, "", 1)) /* end the name */
             return -1;
         c->header_state = 2;
+        c->value_at = c->headers.len;
     }
     return c->in_trailers ? 0 : buf_append(&c->headers, at, len);
 }
 
 static int on_headers_complete(http_parser *p) {
     conn *c = p->data;
-    if (c->header_state == 2 && buf_append(&c->headers, "", 1))
+    if (c->header_state == 2 && end_value(c))
         return -1;
     c->header_state = 0;
     c->in_trailers = 1;

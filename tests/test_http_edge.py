@@ -719,6 +719,29 @@ def a_client_that_half_closes_after_its_requests_gets_every_answer():
 
 
 @test
+def a_header_value_reaches_the_flow_without_its_trailing_whitespace():
+    # RFC 9110 5.5: whitespace around a field value is not part of it. The
+    # parser kept what trailed: a flow comparing a signature header got
+    # "abc \t" for "abc", and "Expect: 100-continue " got no 100 Continue
+    with Rill(FLOWS) as r:
+        got = raw(r, b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json \r\n"
+                     b"X-Signature:  abc \t\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        status, _, body, _ = one_response(got)
+        eq((status, json.loads(body)), (200, {"payload": {}, "sig": "abc"}), "the value as the flow sees it")
+        got = raw(r, b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nX-Signature: \t \r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+        status, _, body, _ = one_response(got)
+        eq((status, json.loads(body)), (200, {"payload": {}, "sig": ""}), "a value of whitespace only")
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+            s.sendall(b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Expect: 100-continue  \r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+            f = s.makefile("rb")
+            eq(f.read(25), b"HTTP/1.1 100 Continue\r\n\r\n", "the interim answer")
+            s.sendall(b"{}")
+            eq(one_response(f.read())[0], 200, "the answer after the body")
+
+
+@test
 def too_many_headers_is_431():
     with Rill(FLOWS) as r:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
