@@ -137,15 +137,17 @@ struct conn {
     size_t host_at, host_len; /* an absolute URL's authority in url (host_len 0: none) */
     buf out;                  /* the response being written, reused */
     int header_state;         /* 0 none, 1 in a name, 2 in a value */
+    size_t value_at;          /* where the value being received starts in headers */
     int nheaders;             /* header lines of this request, trailers included */
     size_t header_bytes;      /* bytes of request line and header lines */
     buf pending;              /* received bytes; those before pending_off are parsed */
     size_t pending_off;
-    size_t body_charged; /* bytes of the body being received: its share of the budget */
-    size_t charged;      /* what this connection counts in srv->bodies_in_flight */
-    request *req;        /* the request waiting for its response */
-    int req_ref;         /* the registry's reference that keeps req alive meanwhile */
-    int error_status;    /* a limit tripped while parsing: answer this and close */
+    size_t pending_moved; /* of the bytes being parsed from pending, those now in body */
+    size_t body_charged;  /* bytes of the body being received: its share of the budget */
+    size_t charged;       /* what this connection counts in srv->bodies_in_flight */
+    request *req;         /* the request waiting for its response */
+    int req_ref;          /* the registry's reference that keeps req alive meanwhile */
+    int error_status;     /* a limit tripped while parsing: answer this and close */
     const char *error_reason;
     int error_kind;            /* the refusal counted for it */
     unsigned requests;         /* requests begun on this connection */
@@ -159,7 +161,9 @@ struct conn {
     unsigned char handles_closed; /* uv_close called */
     unsigned char lingering;      /* the last answer is written: discard input until EOF */
     unsigned char keep_alive, reading, backlogged, expect_continue, refuse_503;
-    unsigned char idle; /* on the server's idle list */
+    unsigned char idle;            /* on the server's idle list */
+    unsigned char parsing_pending; /* the parse in progress reads from pending */
+    unsigned char peer_eof;        /* the client shut its side: answer what it sent, then close */
     conn *idle_prev, *idle_next;
     conn *live_prev, *live_next;       /* every connection not freed yet, for the wind-down */
     conn *backlog_prev, *backlog_next; /* in the backlog: buffered requests wait their turn */
@@ -315,6 +319,8 @@ static const char *status_text(int status) {
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 501:
+        return "Not Implemented";
     case 505:
         return "HTTP Version Not Supported";
     default:
@@ -398,12 +404,18 @@ static void idle_add(conn *c) {
  * bytes arrive (a declared Content-Length takes nothing before: were it
  * reserved at the headers, a few header lines with no body behind them
  * would hold the whole budget until request_timeout), and the received
- * bytes buffered behind a request in flight. conn_charge is the one place the total
- * moves: it sets a connection's share to what it holds now, 0 once it is
- * closing, so the total is the sum of the shares and cannot drift. */
+ * bytes buffered behind a request in flight and not parsed yet. conn_charge
+ * is the one place the total moves: it sets a connection's share to what it
+ * holds now, 0 once it is closing, so the total is the sum of the shares and
+ * cannot drift. A body parsed from the buffered bytes moves them from one
+ * share to the other (pending_moved): they are counted once, and need no new
+ * room (they were charged when they were buffered). The parsed bytes left
+ * before pending_off until the buffer is compacted are not counted: they are
+ * never more than the unparsed rest (conn_drain compacts past half). */
 
 static void conn_charge(conn *c) {
-    size_t now = c->closing ? 0 : c->body_charged + c->pending.len;
+    size_t now =
+        c->closing ? 0 : c->body_charged + c->pending.len - c->pending_off - c->pending_moved;
     c->srv->bodies_in_flight = c->srv->bodies_in_flight - c->charged + now;
     c->charged = now;
 }
@@ -555,7 +567,7 @@ static void conn_drop_requests(conn *c) {
     big_buf_release(&c->body);
     buf_free(&c->body);
     c->body_charged = 0;
-    c->pending.len = c->pending_off = 0;
+    c->pending.len = c->pending_off = c->pending_moved = 0;
     big_buf_release(&c->pending);
     buf_free(&c->pending);
     conn_charge(c);
@@ -622,7 +634,7 @@ static int conn_buffering(const conn *c) {
 static void conn_update_reading(conn *c) {
     int held = conn_buffering(c) && !budget_fits(c->srv, 1);
     int want =
-        !c->closing &&
+        !c->closing && !c->peer_eof &&
         (c->lingering || (!c->backlogged && !held && conn_unparsed(c) < c->srv->max_pipeline));
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
@@ -709,9 +721,11 @@ static void on_written(uv_write_t *w, int status) {
     }
 }
 
+/* The answers are sent: a client that shut its side already sends no EOF
+ * to wait for. */
 static void on_shutdown(uv_shutdown_t *s, int status) {
     conn *c = s->data;
-    if (status < 0)
+    if (status < 0 || c->peer_eof)
         conn_close(c);
 }
 
@@ -799,7 +813,8 @@ static int buf_append_uint(buf *b, size_t v) {
  * lingers and closes once it is written. */
 static void conn_respond(conn *c, int status, const char *content_type, const char *extra_headers,
                          size_t extra_len, const char *body, size_t body_len, int close_after) {
-    int keep = c->keep_alive && !close_after;
+    /* a client that shut its side gets its last answer with the close */
+    int keep = c->keep_alive && !close_after && !(c->peer_eof && conn_unparsed(c) == 0);
     buf *out = &c->out;
     out->len = 0;
     if (buf_append(out, "HTTP/1.1 ", 9) || buf_append_uint(out, (size_t)status) ||
@@ -887,13 +902,23 @@ static int on_url(http_parser *p, const char *at, size_t len) {
     return buf_append(&c->url, at, len);
 }
 
+/* Ends the value being received in headers. The parser keeps the
+ * whitespace that trails a value, which is not part of it (RFC 9110 5.5):
+ * "abc \t" would reach the flow, and "100-continue " be missed. */
+static int end_value(conn *c) {
+    while (c->headers.len > c->value_at && (c->headers.data[c->headers.len - 1] == ' ' ||
+                                            c->headers.data[c->headers.len - 1] == '\t'))
+        c->headers.len--;
+    return buf_append(&c->headers, "", 1);
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
     if (count_header_bytes(c, len))
         return -1;
     if (c->header_state != 1) {
-        if (c->header_state == 2 && !c->in_trailers && buf_append(&c->headers, "", 1))
-            return -1; /* end the value */
+        if (c->header_state == 2 && !c->in_trailers && end_value(c))
+            return -1;
         c->header_state = 1;
         if (++c->nheaders > c->srv->max_headers)
             return parse_refuse(c, 431, "too many request headers (max_headers)",
@@ -915,17 +940,59 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
     return 0;
 }
 
+/* Whether s[0..len) can be a URI's host and port (RFC 3986 3.2.2): a
+ * reg-name or IPv4 (unreserved, %-escapes, sub-delims), an IP literal in
+ * brackets, a port after ':'. No userinfo ('@'), no whitespace, '/', '\\',
+ * controls or bytes past ASCII: what a flow that puts the host in a URL
+ * would be fooled by. Empty is valid (RFC 9112 3.2). */
+static int valid_host(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              (ch && strchr("-._~%!$&'()*+,;=:[]", ch))))
+            return 0;
+    }
+    return 1;
+}
+
 /* What RFC 9112 asks a server to refuse, that would otherwise let a proxy
  * in front of rill and rill read a request differently: a version other
- * than 1.x, an HTTP/1.1 request without exactly one Host (1.0: at most one).
- * hosts: the Host headers counted. Sets the refusal and returns -1, or
- * returns 0. */
-static int check_version_and_host(conn *c, const http_parser *p, int hosts) {
+ * than 1.x, an HTTP/1.1 request without exactly one Host (1.0: at most one),
+ * a Host whose value is not a host. hosts: the Host headers counted, host:
+ * the last one's value. Sets the refusal and returns -1, or returns 0. */
+static int check_version_and_host(conn *c, const http_parser *p, int hosts, const char *host) {
     if (p->http_major != 1)
         return parse_refuse(c, 505, "HTTP version not supported: HTTP/1.0 and HTTP/1.1 only",
                             REFUSED_BAD_REQUEST);
     if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
         return parse_refuse(c, 400, "an HTTP/1.1 request needs one Host header",
+                            REFUSED_BAD_REQUEST);
+    if (host && !valid_host(host, strlen(host)))
+        return parse_refuse(c, 400, "the Host header is not a host[:port]", REFUSED_BAD_REQUEST);
+    return 0;
+}
+
+/* Whether a header value is token, case aside, between optional whitespace. */
+static int value_is(const char *v, const char *token) {
+    size_t len = strlen(v), n = strlen(token);
+    while (len > 0 && (*v == ' ' || *v == '\t'))
+        v++, len--;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    return len == n && strncasecmp(v, token, n) == 0;
+}
+
+/* Transfer-Encoding (RFC 9112 6.1): rill knows one coding, chunked, applied
+ * once. Another coding ("gzip, chunked") was read as chunked and its coded
+ * bytes handed to the flow as the body; chunked twice, on one line or two,
+ * as once: what a proxy in front may read another way. Refused: 501 for a
+ * coding rill does not implement, 400 for more than one header line.
+ * tes: the Transfer-Encoding lines counted, te: the last one's value. */
+static int check_transfer_encoding(conn *c, int tes, const char *te) {
+    if (tes > 1)
+        return parse_refuse(c, 400, "more than one Transfer-Encoding header", REFUSED_BAD_REQUEST);
+    if (tes == 1 && !value_is(te, "chunked"))
+        return parse_refuse(c, 501, "Transfer-Encoding not implemented: chunked only, once",
                             REFUSED_BAD_REQUEST);
     return 0;
 }
@@ -948,6 +1015,9 @@ static int parse_target(conn *c) {
                             REFUSED_BAD_REQUEST);
     c->host_at = scheme;
     c->host_len = strcspn(url + scheme, "/?#");
+    if (!valid_host(url + scheme, c->host_len))
+        return parse_refuse(c, 400, "the request target's host is not a host[:port]",
+                            REFUSED_BAD_REQUEST);
     c->path_at = scheme + c->host_len;
     return 0;
 }
@@ -960,33 +1030,42 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
         if (!c->in_trailers && buf_append(&c->headers, "", 1)) /* end the name */
             return -1;
         c->header_state = 2;
+        c->value_at = c->headers.len;
     }
     return c->in_trailers ? 0 : buf_append(&c->headers, at, len);
 }
 
 static int on_headers_complete(http_parser *p) {
     conn *c = p->data;
-    if (c->header_state == 2 && buf_append(&c->headers, "", 1))
+    if (c->header_state == 2 && end_value(c))
         return -1;
     c->header_state = 0;
     c->in_trailers = 1;
     c->head = p->method == HTTP_HEAD;
-    /* One walk of the headers: the Host headers, and "Expect: 100-continue",
+    /* One walk of the headers: the Host and Transfer-Encoding headers, and "Expect: 100-continue",
      * answered below so that clients like curl send the body. */
-    int hosts = 0;
-    const char *h, *v;
+    int hosts = 0, tes = 0;
+    const char *h, *v, *te = NULL, *host = NULL;
     for (size_t at = 0; header_next(&c->headers, &at, &h, &v);) {
         if (strcmp(h, "host") == 0)
-            hosts++;
+            hosts++, host = v;
+        else if (strcmp(h, "transfer-encoding") == 0)
+            tes++, te = v;
         else if (strcmp(h, "expect") == 0 && strcasecmp(v, "100-continue") == 0)
             c->expect_continue = 1;
     }
-    if (check_version_and_host(c, p, hosts) || parse_target(c))
+    if (check_version_and_host(c, p, hosts, host) || check_transfer_encoding(c, tes, te) ||
+        parse_target(c))
         return -1;
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
-    if (c->expect_continue && !c->refuse_503 && !c->srv->closing) {
+    /* Only to an HTTP/1.1 client (a 1.0 one takes a 1xx for the answer:
+     * RFC 9110 10.1.1 says to ignore its expectation) whose body is to come. */
+    int body_follows =
+        (p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0);
+    if (c->expect_continue && p->http_minor >= 1 && body_follows && !c->refuse_503 &&
+        !c->srv->closing) {
         conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         if (c->closing)
             return -1; /* the peer is gone: stop here, the loop closes it */
@@ -994,13 +1073,17 @@ static int on_headers_complete(http_parser *p) {
     return 0;
 }
 
+/* Bytes parsed from pending were charged when they were buffered: they
+ * move to the body's share and need no new room. Fresh bytes need it. */
 static int on_body(http_parser *p, const char *at, size_t len) {
     conn *c = p->data;
+    size_t moved = c->parsing_pending ? len : 0;
     if (c->body.len + len > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);
-    if (!budget_fits(c->srv, len))
+    if (moved < len && !budget_fits(c->srv, len - moved))
         return parse_refuse(c, 503, BODIES_REFUSED, REFUSED_MAX_BODIES_IN_FLIGHT);
+    c->pending_moved += moved;
     c->body_charged = c->body.len + len;
     conn_charge(c);
     return big_buf_append(&c->body, at, len);
@@ -1179,8 +1262,11 @@ static void conn_drain(conn *c, const char *fresh, size_t fresh_len) {
             fresh += n;
             fresh_len -= n;
         } else {
+            c->parsing_pending = 1;
             n = conn_parse(c, c->pending.data + c->pending_off, conn_unparsed(c));
-            c->pending_off += n;
+            c->parsing_pending = 0;
+            c->pending_off += n; /* the moved bytes are parsed: they leave pending's share */
+            c->pending_moved = 0;
         }
         if (c->in_flight) {
             dispatched = 1;
@@ -1203,7 +1289,9 @@ static void conn_drain(conn *c, const char *fresh, size_t fresh_len) {
         conn_body_done(c); /* no body being received: dispatched (copied) or refused */
     else
         conn_charge(c); /* the pending bytes parsed */
-    if (!c->in_request && !c->in_flight && conn_unparsed(c) == 0)
+    if (c->peer_eof && !c->in_flight && conn_unparsed(c) == 0)
+        conn_linger(c); /* nothing more can come: what is left of a request goes */
+    else if (!c->in_request && !c->in_flight && conn_unparsed(c) == 0)
         idle_add(c); /* e.g. only the CRLF some clients send after a body was left */
     if (!c->closing)
         conn_update_reading(c);
@@ -1230,6 +1318,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
     conn *c = stream->data;
     if (nread == UV_ENOBUFS) { /* no room in the budget (on_alloc) */
+        conn_update_reading(c);
+        return;
+    }
+    if (nread == UV_EOF && !c->closing && !c->lingering && (c->in_flight || conn_unparsed(c) > 0)) {
+        /* A half-close (shutdown(SHUT_WR), nc -N) after requests is no
+         * hang-up: they are answered, the last with the close. */
+        c->peer_eof = 1;
         conn_update_reading(c);
         return;
     }

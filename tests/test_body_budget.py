@@ -314,5 +314,34 @@ def a_request_timed_out_mid_body_gives_its_body_back_with_its_408():
             s.close()
 
 
+@test
+def a_request_parsed_from_the_pipelined_bytes_is_not_charged_twice():
+    # a 1 MiB budget; a client sends a slow request and, behind it, a POST
+    # with a 600,000-byte body: those bytes are held (pending) while the
+    # first is in flight, and fit. Parsed from there, they used to be
+    # charged again as they moved to the body (600,000 held, 1,200,000
+    # counted) and the POST was refused 503, although a direct parse of the
+    # same bytes passes. Once all is answered the total is 0 again, not
+    # less (the bytes are given back once)
+    with Rill(FLOWS, env={"RILL_MAX_BODIES_IN_FLIGHT": "1MiB"}) as r:
+        post = HEAD + b"Content-Length: 600000\r\n\r\n" + body_of(600_000)
+        s = socket.create_connection(("127.0.0.1", r.port), timeout=30)
+        s.sendall(slow_request(3) + post)
+        wait_until(lambda: in_flight(r) == len(post), 20, "the POST held behind the slow request")
+        eq(r.metric("rill_runs_running"), 1, "the slow request still in flight")
+        f = s.makefile("rb")
+        eq(answer(f)[0], 200, "the slow request")
+        status, _, body = answer(f)
+        eq((status, body), (200, '{"n":599990}'), "the POST parsed from the pipelined bytes")
+        wait_until(lambda: in_flight(r) == 0, 10, "nothing in flight once both are answered")
+        # the same again on the same connection, and a direct one: the budget is whole
+        s.sendall(slow_request(1) + post)
+        eq(answer(f)[0], 200, "the second slow request")
+        eq(answer(f)[:3:2], (200, '{"n":599990}'), "the second POST")
+        wait_until(lambda: in_flight(r) == 0, 10, "nothing in flight at the end")
+        eq(refused(r), 0, "refusals")
+        s.close()
+
+
 if __name__ == "__main__":
     main()

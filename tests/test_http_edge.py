@@ -613,6 +613,135 @@ def request_shapes_that_let_a_proxy_and_rill_disagree_are_refused():
 
 
 @test
+def a_transfer_coding_other_than_chunked_is_refused_not_read_as_the_body():
+    # "gzip, chunked" was read as chunked and its gzip bytes handed to the
+    # flow as the body; "chunked" twice (chunked applied twice, RFC 9112
+    # 6.1) as chunked once, where a proxy may read either another way. A
+    # server that does not know a coding answers 501 (RFC 9112 6.1): rill
+    # knows chunked alone, once. What hid behind the body is never a request
+    chunked = b"2\r\n{}\r\n0\r\n\r\n"
+    smuggled = b"GET /hooks/big HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    cases = [
+        ("gzip, chunked", head + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501, b"chunked"),
+        ("gzip then chunked on two lines",
+         head + b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 400, b"Transfer-Encoding"),
+        ("chunked twice on two lines",
+         head + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400, b"Transfer-Encoding"),
+        ("chunked, chunked", head + b"Transfer-Encoding: chunked, chunked\r\n\r\n", 501, b"chunked"),
+        ("identity", head + b"Transfer-Encoding: identity\r\n\r\n", 501, b"chunked"),
+    ]
+    with Rill(FLOWS) as r:
+        for what, data, want, reason in cases:
+            got = raw(r, data + chunked + smuggled)
+            status, headers, body, rest = one_response(got)
+            eq(status, want, f"{what}: status ({got[:300]!r})")
+            assert reason in body, (what, body)
+            eq(headers.get("connection"), "close", f"{what}: the connection is closed")
+            eq(rest, b"", f"{what}: nothing after the refusal")
+        # chunked, in any case, stays accepted
+        status, _, body, _ = one_response(raw(r, head + b"Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n" + chunked))
+        eq((status, json.loads(body)), (200, {"payload": {}}), "Transfer-Encoding: Chunked")
+
+
+@test
+def a_100_continue_goes_only_to_an_http11_client_whose_body_is_awaited():
+    # an HTTP/1.0 client knows no 1xx: it takes "100 Continue" for the
+    # answer (RFC 9110 10.1.1: a server MUST ignore the expectation in a 1.0
+    # request); and with no body to come (Content-Length: 0, a GET) there is
+    # nothing to continue: the answer itself is the only one sent
+    head = b"POST /hooks/echo HTTP/1.%d\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    with Rill(FLOWS) as r:
+        got = raw(r, head % 0 + b"Content-Length: 2\r\n\r\n{}")
+        assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+        assert b" 100 " not in got, got[:200]
+        got = raw(r, head % 1 + b"Content-Length: 0\r\n\r\n"
+                  b"GET /hooks/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 400 "), got[:200]  # the empty JSON body
+        assert b" 100 " not in got, got[:300]
+        assert b"HTTP/1.1 200 " in got, got[:300]
+        # HTTP/1.1 with a body to come: 100 Continue, then the answer
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+            s.sendall(head % 1 + b"Content-Length: 2\r\nConnection: close\r\n\r\n")
+            f = s.makefile("rb")
+            eq(f.read(25), b"HTTP/1.1 100 Continue\r\n\r\n", "the interim answer")
+            s.sendall(b"{}")
+            eq(one_response(f.read())[0], 200, "the answer after the body")
+
+
+@test
+def a_host_that_is_not_a_host_is_a_400():
+    # RFC 9112 3.2: a server MUST answer 400 to a Host with an invalid
+    # value; rill handed "a b/c@d" to the flow as ctx.request.headers.host,
+    # which a flow may put in a URL (host header injection). The same for
+    # the authority of an absolute-form target ("http://user@evil/...")
+    with Rill(FLOWS) as r:
+        def ask(target, host):
+            with socket.create_connection(("127.0.0.1", r.port)) as s:
+                s.sendall(b"POST " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                return read_one(s.makefile("rb"))
+        for host in (b"a b", b"evil/x", b"x@evil", b"evil\\x", b"a\"b", b"caf\xe9", b"x?y", b"x#y", b"<x>"):
+            status, body = ask(b"/hooks/target", host)
+            eq(status, 400, f"Host: {host!r} ({body!r})")
+            assert b"Host" in body, body
+        for target in (b"http://user@evil/hooks/target", b"http://ev il/hooks/target"):
+            status, body = ask(target, b"x")
+            eq(status, 400, f"target {target!r} ({body!r})")
+        for host in (b"x", b"x:8080", b"[::1]:80", b"Hooks.Example.Test", b"", b"xn--d1acufc.xn--p1ai", b"127.0.0.1:1"):
+            status, body = ask(b"/hooks/target", host)
+            eq((status, json.loads(body)["host"] if status == 200 else body), (200, host.decode()), f"Host: {host!r}")
+        eq(ask(b"/hooks/target", b"x \t")[0], 200, "Host with trailing whitespace")
+
+
+@test
+def a_client_that_half_closes_after_its_requests_gets_every_answer():
+    # shutdown(SHUT_WR) once the requests are sent (nc -N, a script that
+    # closes stdin) is no reset: the answers are still wanted. rill took
+    # the EOF for a hang-up and closed the connection, answering nothing
+    slow = (b"POST /hooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 7\r\n\r\n{\"s\":3}")
+    echo = (b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 7\r\n\r\n{\"n\":%d}")
+    with Rill(FLOWS) as r:
+        for what, behind, answers in (("alone", b"", 1), ("two pipelined behind it", echo % 1 + echo % 2, 3),
+                                      ("half a request behind it", echo[:30], 1)):
+            with socket.create_connection(("127.0.0.1", r.port), timeout=20) as s:
+                s.sendall(slow + behind)
+                wait_until(lambda: metric(r, "rill_runs_running") == 1, 20, f"{what}: the slow request in flight")
+                s.shutdown(socket.SHUT_WR)
+                f = s.makefile("rb")
+                eq(read_one(f), (200, b'{"slept":true}'), f"{what}: the slow request's answer")
+                for i in range(1, answers):
+                    eq(read_one(f), (200, b'{"payload":{"n":%d}}' % i), f"{what}: pipelined answer {i}")
+                eq(f.read(), b"", f"{what}: then the connection closes")
+            wait_until(lambda: metric(r, "rill_runs_running") == 0, 20, "no run left")
+
+
+@test
+def a_header_value_reaches_the_flow_without_its_trailing_whitespace():
+    # RFC 9110 5.5: whitespace around a field value is not part of it. The
+    # parser kept what trailed: a flow comparing a signature header got
+    # "abc \t" for "abc", and "Expect: 100-continue " got no 100 Continue
+    with Rill(FLOWS) as r:
+        got = raw(r, b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json \r\n"
+                     b"X-Signature:  abc \t\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        status, _, body, _ = one_response(got)
+        eq((status, json.loads(body)), (200, {"payload": {}, "sig": "abc"}), "the value as the flow sees it")
+        got = raw(r, b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nX-Signature: \t \r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+        status, _, body, _ = one_response(got)
+        eq((status, json.loads(body)), (200, {"payload": {}, "sig": ""}), "a value of whitespace only")
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+            s.sendall(b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Expect: 100-continue  \r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+            f = s.makefile("rb")
+            eq(f.read(25), b"HTTP/1.1 100 Continue\r\n\r\n", "the interim answer")
+            s.sendall(b"{}")
+            eq(one_response(f.read())[0], 200, "the answer after the body")
+
+
+@test
 def too_many_headers_is_431():
     with Rill(FLOWS) as r:
         many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
