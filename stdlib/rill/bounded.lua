@@ -7,7 +7,8 @@
 --     (setting pattern_max_steps) that also stop at the run's deadline.
 --   gsub: a Lua loop over pattern.exec; the replacement function is a plain
 --     Lua call and the result is built in a table, capped at max_string.
---   rep, format, concat: refuse a result over max_string before building it.
+--   rep, format, concat, and os.date and crypto's encoders (for flows):
+--     refuse a result over max_string before building it.
 --   sort: a Lua quicksort, so the comparator can be preempted.
 -- sandbox.lua gives them to flows, and points the string metatable (shared
 -- by every string in the process) at a table holding them.
@@ -273,6 +274,31 @@ function bounded.concat(t, sep, i, j)
     if size > limit then too_big("table.concat", size, 2) end
   end
   return concat(t, sep, i, j)
+end
+
+-- date([format[, time]]): os.date, refused when its format could make a
+-- result over max_string: strftime writes each conversion in C, and "%c"
+-- (2 bytes) makes 24, so an 8 MB format made 96 MB in one call. Each
+-- conversion is counted at DATE_CONVERSION bytes, far above the longest one.
+local DATE_CONVERSION = 64
+local os_date, string_gsub = os.date, string.gsub
+function bounded.date(format, t)
+  if type(format) == "string" and #format > 2 then
+    local _, conversions = string_gsub(format, "%%", "") -- "%%" counts twice: more, not less
+    local size = #format + conversions * DATE_CONVERSION
+    if size > bounded.max_string then too_big("os.date", size, 2) end
+  end
+  if t == nil then return os_date(format) end
+  return os_date(format, t)
+end
+
+-- encoder(what, f, factor): f (crypto.hex, base64...), refused when its
+-- result, about factor times its input, would be over max_string.
+function bounded.encoder(what, f, factor)
+  return function(s, ...)
+    if type(s) == "string" and #s * factor > bounded.max_string then too_big(what, #s * factor, 2) end
+    return f(s, ...)
+  end
 end
 
 -- ---- sort ----
