@@ -301,6 +301,20 @@ function bounded.encoder(what, f, factor)
   end
 end
 
+-- decoder(what, f): f (crypto.unhex, unbase64...), refused for an input
+-- over max_string: it makes less than it reads, but reads it all in one C
+-- call, and `..` makes strings of any size.
+function bounded.decoder(what, f)
+  return function(s, ...)
+    if type(s) == "string" and #s > bounded.max_string then
+      bounded.refusal(what, #s)
+      error(string_format("%s: an input of %d bytes is over the limit max_string (%d bytes)", what, #s,
+        bounded.max_string), 2)
+    end
+    return f(s, ...)
+  end
+end
+
 -- ---- sort ----
 
 local function lt_default(a, b) return a < b end
