@@ -98,7 +98,7 @@ config.defaults = {
   databases = { main = "sqlite:data/app.db" }, -- what db.use(NAME) reaches; db.query uses main;
                                -- a URL, or "env:VAR" to read it from the environment
   db_pool = 8,                 -- Postgres connections per database (and transactions at once)
-  db_statement_timeout = "30s", -- a statement running longer is cancelled by Postgres
+  db_statement_timeout = "30s", -- a statement running longer is cancelled (Postgres; an interrupt on SQLite)
   env = {},                    -- plain (non-secret) values flows read through env
   luacheck = "luacheck",       -- the program rill check analyses flows with (Debian's lua-check);
                                -- "off": none
