@@ -98,6 +98,18 @@ def _peak_mb(pid):
 
 
 @test
+def a_response_with_a_million_headers_is_refused_as_a_bad_header():
+    name = "red_response_headers_flood"
+    with Rill({name + ".lua": _source(name)}) as r:
+        # before: a 200 carrying a million headers (http.client refuses more than 100)
+        res = r.request("POST", "/hooks/" + name, {}, timeout=WAIT)
+        eq(res.status, 500, "status: " + res.body[:200])
+        eq(res.json()["error"], "run response has a bad header", "the reason")
+        line = r.wait_log(level="error", run=res.json()["run_id"])
+        assert "max_header_size" in line["msg"], line["msg"]
+
+
+@test
 def rill_serve_stops_on_sigterm_while_an_endless_sqlite_query_runs():
     name = "red_sqlite_endless_query"
     # a statement timeout far past the test: only the wind-down's interrupt ends it
