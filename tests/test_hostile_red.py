@@ -20,6 +20,15 @@ def _source(name):
         return f.read()
 
 
+SLOW = """
+return {
+  deadline = "20s",
+  triggers = { webhook { path = "/hooks/slow" } },
+  run = function()
+    return db.query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c")
+  end,
+}"""
+
 COUNT = """
 return {
   triggers = { webhook { method = "GET", path = "/hooks/count" } },
@@ -76,6 +85,14 @@ def after_an_endless_sqlite_query_the_database_answers_the_other_flows():
         res = r.request("GET", "/hooks/count", timeout=WAIT)
         eq(res.status, 200, "another flow's query: " + res.body)
         eq(res.json(), 1, "its result")
+        # a run whose deadline is past the timeout: its statement is
+        # interrupted, and it says so (before: "db main: interrupted")
+        r.write_flow("slow.lua", SLOW)
+        r.wait_log(msg="flow loaded", file=os.path.join(r.flows_dir, "slow.lua"))
+        res = r.request("POST", "/hooks/slow", {}, timeout=WAIT)
+        eq(res.status, 500, "the slow run's status: " + res.body)
+        line = r.wait_log(level="error", run=res.json()["run_id"])
+        assert "db_statement_timeout" in line["msg"], line["msg"]
 
 
 @test

@@ -191,7 +191,14 @@ local function run_batch(h, conn, stmt, origin)
     ok, res, err = pcall(conn.batch, conn, stmts) -- raises on a bad parameter
   end
   if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
-  if not ok or not res then error("db " .. h.name .. ": " .. err:gsub("^%a+: ", ""), 0) end
+  if not ok or not res then
+    err = err:gsub("^%a+: ", "")
+    if h.kind == "sqlite" and err:find("^interrupted") then -- by the statement timeout (or rill's exit)
+      err = string.format("the statement ran longer than db_statement_timeout (%g s) and was interrupted%s",
+        settings.statement_timeout, err:sub(#"interrupted" + 1))
+    end
+    error("db " .. h.name .. ": " .. err, 0)
+  end
   return res[#res]
 end
 
