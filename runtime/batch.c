@@ -337,11 +337,47 @@ static int push_outcome(lua_State *L, const batch *b, const char *who) {
     return 1;
 }
 
+static int push_outcome_call(lua_State *L) {
+    const batch *b = lua_touserdata(L, 1);
+    const char *who = lua_touserdata(L, 2);
+    lua_settop(L, 0);
+    return push_outcome(L, b, who);
+}
+
 void batch_deliver(batch *b, const char *who) {
     if (b->task) {
         rill_task *t = b->task;
         b->task = NULL;
-        rill_task_resume(t, push_outcome(t->co, b, who));
+        if (t->meter == 0) { /* rill's own task: nothing to charge, nothing refused */
+            rill_task_resume(t, push_outcome(t->co, b, who));
+            return;
+        }
+        /* The rows become Lua values charged to the run that asked, made on
+         * the main state under a pcall: a refusal (its memory limit, which
+         * then ends it) is an error here, not a panic on the waiting
+         * coroutine. Made uncharged, a run kept 1 GB of rows under a
+         * 256 MiB limit (red team of issue 14). */
+        lua_State *M = rill_task_main_state();
+        int base = lua_gettop(M);
+        lua_checkstack(M, 4);
+        lua_pushcfunction(M, push_outcome_call);
+        lua_pushlightuserdata(M, b);
+        lua_pushlightuserdata(M, (void *)who);
+        uint32_t outer = rill_meter_enter(t->meter);
+        int status = lua_pcall(M, 2, LUA_MULTRET, 0);
+        rill_meter_enter(outer);
+        int n = 2;
+        if (status == 0) {
+            n = lua_gettop(M) - base;
+            lua_checkstack(t->co, n);
+            lua_xmove(M, t->co, n);
+        } else {
+            lua_settop(M, base);
+            lua_pushnil(t->co);
+            lua_pushfstring(
+                t->co, "%s: the result is over the run's memory limit (run_memory_limit)", who);
+        }
+        rill_task_resume(t, n);
     } else if (b->cb_ref != LUA_NOREF) {
         lua_State *L = rill_task_main_state();
         lua_rawgeti(L, LUA_REGISTRYINDEX, b->cb_ref);

@@ -54,6 +54,8 @@ int rill_crypto_open(lua_State *L);
 int rill_tz_open(lua_State *L);
 int rill_os_open(lua_State *L);
 int rill_sqlite_open(lua_State *L);
+/* At exit: interrupts the SQLite statements still executing (sqlite.c). */
+void rill_sqlite_wind_down(void);
 int rill_pg_open(lua_State *L);
 int rill_http_client_open(lua_State *L);
 int rill_pattern_open(lua_State *L);

@@ -22,15 +22,18 @@
  * fails its callers in bounded time; a full disk is logged (once a minute).
  *
  * Lua: sqlite.open(path, {synchronous = "normal"|"full"|"off", busy_ms = n,
- *                    raw = false, timeout = seconds})
+ *                    raw = false, timeout = seconds, max_result = bytes})
  *                                    raw: no transaction around batches (the
- *                                    caller sends BEGIN and COMMIT: db.tx)
+ *                                    caller sends BEGIN and COMMIT: db.tx);
+ *                                    max_result: a statement whose rows take
+ *                                    more in C fails (default: no limit)
  *                   -> conn, or nil and the reason   (in a task: yields while it opens)
  *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
  *      conn:close()
  * stmts = { {sql, p1, p2, ..., n = nparams}, ... }; each result is a table
  * of rows (tables keyed by column name) with a field `changes`.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -60,6 +63,7 @@ typedef struct sqlite_conn {
     uv_work_t work;
     uv_timer_t *deadline; /* interrupts a group past timeout_ms; freed in its close callback */
     long timeout_ms;      /* 0: none */
+    size_t max_result;    /* bytes of one statement's rows kept in C; 0: no limit */
     int full;             /* the last group met a full disk (SQLITE_FULL) */
     /* opening, on the worker */
     rill_task *opener; /* the task waiting in sqlite.open, or NULL once cancelled */
@@ -71,8 +75,39 @@ typedef struct sqlite_conn {
     int closing;
     int raw;      /* batches run as they are: the caller's BEGIN and COMMIT hold */
     int self_ref; /* anchors the userdata while a group executes */
+    struct sqlite_conn *next_busy, *prev_busy; /* on `busy` while a group executes */
     cached_stmt cache[STMT_CACHE];
 } sqlite_conn;
+
+/* The connections with a group executing, for the wind-down at exit: it
+ * closes every handle (the groups' timeout timers too), then waits for the
+ * work still queued, so a statement with no end (a flow's recursive query,
+ * its run long past its deadline) would keep rill from exiting. */
+static sqlite_conn *busy;
+
+static void busy_add(sqlite_conn *c) {
+    c->prev_busy = NULL;
+    c->next_busy = busy;
+    if (busy)
+        busy->prev_busy = c;
+    busy = c;
+}
+
+static void busy_remove(sqlite_conn *c) {
+    if (c->prev_busy)
+        c->prev_busy->next_busy = c->next_busy;
+    else if (busy == c)
+        busy = c->next_busy;
+    if (c->next_busy)
+        c->next_busy->prev_busy = c->prev_busy;
+    c->next_busy = c->prev_busy = NULL;
+}
+
+void rill_sqlite_wind_down(void) {
+    for (sqlite_conn *c = busy; c; c = c->next_busy)
+        if (c->db)
+            sqlite3_interrupt(c->db); /* thread-safe: the statement fails "interrupted" */
+}
 
 /* ---- the worker side: runs on a thread-pool thread, no Lua ---- */
 
@@ -210,6 +245,19 @@ static int keep_row(stmt_req *s, sqlite3_stmt *st) {
     return 0;
 }
 
+/* What a row keeps in C: its cells and their text. (The bytes of text and
+ * blobs only: asked of a number, sqlite3_column_bytes converts it to text,
+ * and keep_row would then read its type as text.) */
+static size_t row_bytes(stmt_req *s, sqlite3_stmt *st) {
+    size_t n = (size_t)s->ncols * sizeof(value);
+    for (int i = 0; i < s->ncols; i++) {
+        int type = sqlite3_column_type(st, i);
+        if (type == SQLITE_TEXT || type == SQLITE_BLOB)
+            n += (size_t)sqlite3_column_bytes(st, i);
+    }
+    return n;
+}
+
 static const char *column_name(int i, void *st) {
     return sqlite3_column_name(st, i);
 }
@@ -229,11 +277,23 @@ static char *run_stmt(sqlite_conn *c, stmt_req *s) {
     int rc = bind_params(st, cached, s);
     if (rc == SQLITE_OK && stmt_set_columns(s, sqlite3_column_count(st), column_name, st) != 0)
         err = strdup("out of memory");
+    /* The rows are kept here, outside the Lua heap and its limits, until
+     * the statement is done: max_result bounds them (a flow's query of
+     * zeroblob(900000000) took rill's RSS to 1.8 GB before its run failed) */
+    size_t kept = 0;
     while (rc == SQLITE_OK && err == NULL) {
         int step = sqlite3_step(st);
         if (step == SQLITE_ROW) {
-            if (keep_row(s, st) != 0)
+            if (c->max_result > 0 && (kept += row_bytes(s, st)) > c->max_result) {
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "the result is larger than %zu bytes, more than a run may hold "
+                         "(run_memory_limit)",
+                         c->max_result);
+                err = strdup(msg);
+            } else if (keep_row(s, st) != 0) {
                 err = strdup("out of memory");
+            }
         } else if (step == SQLITE_DONE) {
             break;
         } else {
@@ -437,6 +497,9 @@ static void open_work(uv_work_t *w) {
         return;
     }
     sqlite3_busy_timeout(c->db, c->busy_ms);
+    if (c->max_result > 0) /* no one value larger, made by SQLite itself (zeroblob(N)) */
+        sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH,
+                      c->max_result < INT_MAX ? (int)c->max_result : INT_MAX);
     char pragmas[160];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON; PRAGMA "
@@ -507,6 +570,7 @@ static void group_done(uv_work_t *w, int status) {
     sqlite_conn *c = w->data;
     batch *group = c->group;
     c->group = NULL;
+    busy_remove(c);
     if (c->deadline)
         uv_timer_stop(c->deadline);
     if (status != 0)
@@ -541,6 +605,7 @@ static void start_group(sqlite_conn *c) {
     c->group = c->pending;
     c->pending = c->pending_tail = NULL;
     c->work.data = c;
+    busy_add(c);
     if (c->deadline && c->timeout_ms > 0)
         uv_timer_start(c->deadline, on_deadline, (uint64_t)c->timeout_ms, 0);
     if (uv_queue_work(rill_loop(), &c->work, group_work, group_done) != 0) {
@@ -631,7 +696,7 @@ static void open_cancel(void *op) {
 static int l_open(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     int sync = 1, busy_ms = 5000, raw = 0;
-    double timeout = 0;
+    double timeout = 0, max_result = 0;
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "synchronous");
         if (!lua_isnil(L, -1))
@@ -642,7 +707,9 @@ static int l_open(lua_State *L) {
         raw = lua_toboolean(L, -1);
         lua_getfield(L, 2, "timeout");
         timeout = luaL_optnumber(L, -1, 0);
-        lua_pop(L, 4);
+        lua_getfield(L, 2, "max_result");
+        max_result = luaL_optnumber(L, -1, 0);
+        lua_pop(L, 5);
     }
     sqlite_conn *c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
@@ -651,6 +718,7 @@ static int l_open(lua_State *L) {
     c->sync = sync;
     c->busy_ms = busy_ms;
     c->timeout_ms = (long)(timeout * 1000);
+    c->max_result = max_result > 0 ? (size_t)max_result : 0;
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
     if ((c->path = strdup(path)) == NULL)

@@ -7,7 +7,8 @@
 --     (setting pattern_max_steps) that also stop at the run's deadline.
 --   gsub: a Lua loop over pattern.exec; the replacement function is a plain
 --     Lua call and the result is built in a table, capped at max_string.
---   rep, format, concat: refuse a result over max_string before building it.
+--   rep, format, concat, and os.date and crypto's encoders (for flows):
+--     refuse a result over max_string before building it.
 --   sort: a Lua quicksort, so the comparator can be preempted.
 -- sandbox.lua gives them to flows, and points the string metatable (shared
 -- by every string in the process) at a table holding them.
@@ -247,15 +248,43 @@ function bounded.rep(s, n, sep)
 end
 
 -- format(fmt, ...): string.format, refused when its arguments alone would
--- make a result over max_string (each %s can repeat a long string).
-function bounded.format(fmt, ...)
+-- make a result over max_string (each %s can repeat a long string). A
+-- value with a __tostring is turned into its string here, once, and
+-- weighed as one: "%s" would call it from C, and one 8 MB string given
+-- fifteen times made 120 MB in one call.
+-- "%q" writes a control character as an escape of up to four bytes ("\1"
+-- before a digit is "\0011"): with one in the format, every string counts
+-- four times its length.
+local getmetatable_raw = debug.getmetatable
+local function format_checked(fmt, n, ...)
   local size = type(fmt) == "string" and #fmt or 0
-  for i = 1, select("#", ...) do
+  local per_byte = size > 0 and find(fmt, "%q", 1, true) and 4 or 1
+  local args
+  for i = 1, n do
     local v = select(i, ...)
-    size = size + (type(v) == "string" and #v or 128)
+    local tv = type(v)
+    if tv == "string" then
+      size = size + #v * per_byte
+    else
+      local mt = tv ~= "number" and getmetatable_raw(v)
+      if mt and rawget(mt, "__tostring") ~= nil then
+        args = args or { ... }
+        v = tostring(v)
+        args[i] = v
+        size = size + (type(v) == "string" and #v * per_byte or 128)
+      else
+        size = size + 128
+      end
+    end
   end
   if size > bounded.max_string then too_big("string.format", size, 2) end
+  if args then return string_format(fmt, unpack(args, 1, n)) end
   return string_format(fmt, ...)
+end
+function bounded.format(fmt, ...)
+  -- tail calls, here and to string.format: its errors name the flow's call
+  -- as string.format's own did, and level 2 of too_big is the flow
+  return format_checked(fmt, select("#", ...), ...)
 end
 
 -- concat(t[, sep[, i[, j]]]): table.concat, refused over max_string (a
@@ -273,6 +302,45 @@ function bounded.concat(t, sep, i, j)
     if size > limit then too_big("table.concat", size, 2) end
   end
   return concat(t, sep, i, j)
+end
+
+-- date([format[, time]]): os.date, refused when its format could make a
+-- result over max_string: strftime writes each conversion in C, and "%c"
+-- (2 bytes) makes 24, so an 8 MB format made 96 MB in one call. Each
+-- conversion is counted at DATE_CONVERSION bytes, far above the longest one.
+local DATE_CONVERSION = 64
+local os_date, string_gsub = os.date, string.gsub
+function bounded.date(format, t)
+  if type(format) == "string" and #format > 2 then
+    local _, conversions = string_gsub(format, "%%", "") -- "%%" counts twice: more, not less
+    local size = #format + conversions * DATE_CONVERSION
+    if size > bounded.max_string then too_big("os.date", size, 2) end
+  end
+  if t == nil then return os_date(format) end
+  return os_date(format, t)
+end
+
+-- encoder(what, f, factor): f (crypto.hex, base64...), refused when its
+-- result, about factor times its input, would be over max_string.
+function bounded.encoder(what, f, factor)
+  return function(s, ...)
+    if type(s) == "string" and #s * factor > bounded.max_string then too_big(what, #s * factor, 2) end
+    return f(s, ...)
+  end
+end
+
+-- decoder(what, f): f (crypto.unhex, unbase64...), refused for an input
+-- over max_string: it makes less than it reads, but reads it all in one C
+-- call, and `..` makes strings of any size.
+function bounded.decoder(what, f)
+  return function(s, ...)
+    if type(s) == "string" and #s > bounded.max_string then
+      bounded.refusal(what, #s)
+      error(string_format("%s: an input of %d bytes is over the limit max_string (%d bytes)", what, #s,
+        bounded.max_string), 2)
+    end
+    return f(s, ...)
+  end
 end
 
 -- ---- sort ----

@@ -45,6 +45,7 @@ config.defaults = {
   http_log_interval = "60s",   -- a limit that bites is logged once per this per reason (and counted
                                -- in /metrics as rill_http_refused_total)
   deadline = "30s",            -- default run deadline; a flow may set its own
+  max_deadline = "24h",        -- the longest deadline a flow may declare (its file is rejected beyond)
   load_deadline = "2s",        -- time a flow file may take to load
   run_memory_limit = "256MiB", -- Lua memory one run (or one flow file's loading) may hold;
                                -- over it the run fails naming this setting
@@ -98,7 +99,7 @@ config.defaults = {
   databases = { main = "sqlite:data/app.db" }, -- what db.use(NAME) reaches; db.query uses main;
                                -- a URL, or "env:VAR" to read it from the environment
   db_pool = 8,                 -- Postgres connections per database (and transactions at once)
-  db_statement_timeout = "30s", -- a statement running longer is cancelled by Postgres
+  db_statement_timeout = "30s", -- a statement running longer is cancelled (Postgres; an interrupt on SQLite)
   env = {},                    -- plain (non-secret) values flows read through env
   luacheck = "luacheck",       -- the program rill check analyses flows with (Debian's lua-check);
                                -- "off": none
@@ -241,7 +242,7 @@ function config.load(path)
     end
     c.max_connections = n
   end
-  for _, k in ipairs { "deadline", "load_deadline", "kill_grace", "max_hold", "keepalive_timeout", "request_timeout",
+  for _, k in ipairs { "deadline", "max_deadline", "load_deadline", "kill_grace", "max_hold", "keepalive_timeout", "request_timeout",
                        "drain_timeout", "reload_debounce", "http_log_interval", "lease", "poll_interval", "retention",
                        "retry_backoff", "retry_max_backoff", "db_statement_timeout", "clock_offset",
                        "store_timeout", "store_statement_timeout", "store_reconnect_max", "store_retry_after" } do

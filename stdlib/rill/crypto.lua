@@ -3,12 +3,17 @@
 -- raw bytes: wrap them in crypto.hex() or crypto.base64() to compare with a
 -- header. Decoders (unhex, unbase64, unbase64url) return nil on bad input.
 local c = require "rill.c.crypto"
+local bounded = require "rill.bounded"
 
 local crypto = {
   digest = c.digest, hmac = c.hmac,
-  hex = c.hex, unhex = c.unhex,
-  base64 = c.base64, unbase64 = c.unbase64,
-  base64url = c.base64url, unbase64url = c.unbase64url,
+  -- the encoders build a result larger than their input, the decoders read
+  -- all of theirs, each in one C call: refused over max_string (rill.bounded)
+  hex = bounded.encoder("crypto.hex", c.hex, 2), unhex = bounded.decoder("crypto.unhex", c.unhex),
+  base64 = bounded.encoder("crypto.base64", c.base64, 4 / 3),
+  unbase64 = bounded.decoder("crypto.unbase64", c.unbase64),
+  base64url = bounded.encoder("crypto.base64url", c.base64url, 4 / 3),
+  unbase64url = bounded.decoder("crypto.unbase64url", c.unbase64url),
   equals = c.equals, random = c.random,
   uuid = c.uuid4, uuid4 = c.uuid4, uuid7 = c.uuid7,
 }

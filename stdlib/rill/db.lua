@@ -15,7 +15,8 @@ local current = require "rill.run" -- at_end
 
 local db = { null = json.null }
 
-local settings = { databases = { main = "sqlite:data/app.db" }, pool = 8, statement_timeout = 30 }
+local settings = { databases = { main = "sqlite:data/app.db" }, pool = 8, statement_timeout = 30,
+  max_result = 256 * 1024 * 1024 } -- max_result: run_memory_limit
 local handles = {}                                   -- name -> handle
 local open_tx = setmetatable({}, { __mode = "k" })   -- run -> its transaction
 
@@ -58,6 +59,7 @@ function db.configure(c)
   if c.store and settings.databases.rill == nil then settings.databases.rill = c.store end
   settings.pool = c.db_pool or settings.pool
   settings.statement_timeout = c.db_statement_timeout or settings.statement_timeout
+  settings.max_result = c.run_memory_limit or settings.max_result
 end
 
 -- "env:NAME" takes the URL from the environment (a URL with a password is a secret).
@@ -114,7 +116,13 @@ local function open_conn(h, tx)
   local path = h.url:gsub("^sqlite:", "")
   local dir = path:match("^(.*)/[^/]+$")
   if dir then require("rill.c.os").mkdir_p(dir) end
-  local c, err = require("rill.c.sqlite").open(path, { raw = tx })
+  -- the statement timeout holds on SQLite too: a run ended at its deadline
+  -- leaves its statement running on the worker, and a recursive query with
+  -- no end held the one connection (every flow's queries on it) for ever
+  -- (and a result larger than a run may hold fails while SQLite makes it:
+  -- its rows are kept in C, outside every memory limit, until it is done)
+  local c, err = require("rill.c.sqlite").open(path, { raw = tx, timeout = settings.statement_timeout,
+    max_result = settings.max_result })
   if not c then error("db " .. h.name .. ": " .. err, 0) end
   return c
 end
@@ -183,7 +191,14 @@ local function run_batch(h, conn, stmt, origin)
     ok, res, err = pcall(conn.batch, conn, stmts) -- raises on a bad parameter
   end
   if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
-  if not ok or not res then error("db " .. h.name .. ": " .. err:gsub("^%a+: ", ""), 0) end
+  if not ok or not res then
+    err = err:gsub("^%a+: ", "")
+    if h.kind == "sqlite" and err:find("^interrupted") then -- by the statement timeout (or rill's exit)
+      err = string.format("the statement ran longer than db_statement_timeout (%g s) and was interrupted%s",
+        settings.statement_timeout, err:sub(#"interrupted" + 1))
+    end
+    error("db " .. h.name .. ": " .. err, 0)
+  end
   return res[#res]
 end
 

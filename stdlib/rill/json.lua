@@ -22,9 +22,21 @@ local decode, encode = guard(cjson.decode), guard(cjson.encode)
 -- malloc'd scratch buffer behind: release() frees it (runtime/cjson_buf.c).
 local release_decode_buffer = require("rill.c.cjson_buf").release
 
+local bounded -- rill.bounded (max_string), required at the first use and kept: not per call
+
+-- The flows' decode reads at most max_string: it is one C call the watchdog
+-- cannot pause, and `..` makes strings of any size (32 MB of "0," held the
+-- loop a second). rill's own parsing (try_decode) reads bodies bounded
+-- before they reach it.
 function json.decode(s)
   if type(s) ~= "string" then
     error("json.decode: expected a string, got " .. type(s), 2)
+  end
+  bounded = bounded or require "rill.bounded"
+  if #s > bounded.max_string then
+    bounded.refusal("json.decode", #s)
+    error(string.format("json.decode: an input of %d bytes is over the limit max_string (%d bytes)", #s,
+      bounded.max_string), 2)
   end
   local ok, v = pcall(decode, s)
   if not ok then
@@ -73,7 +85,6 @@ local function release()
   grown = false
 end
 
-local bounded -- rill.bounded (max_string), required at the first encode and kept: not per encode
 function json.encode(v)
   if grown then release() end
   bounded = bounded or require "rill.bounded"

@@ -115,7 +115,7 @@ function sandbox.new(modules)
   env.math.randomseed = function()
     error("math.randomseed is not available to flows: every flow shares the one generator", 2)
   end
-  env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
+  env.os = { time = os.time, clock = os.clock, date = bounded.date, difftime = os.difftime }
   bound(env)
   for name, m in pairs(modules) do
     env[name] = (type(m) == "table" and getmetatable(m) == nil) and copy(m) or m

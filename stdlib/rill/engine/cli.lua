@@ -149,6 +149,8 @@ local function apply(c)
   end
   require("rill.log").max_run_lines = c.max_log_lines
   require("rill.engine.flows").load_deadline = c.load_deadline
+  require("rill.engine.flows").max_deadline = c.max_deadline
+  require("rill.engine.webhook").max_header_size = c.max_header_size
   require("rill.bounded").configure { pattern_max_steps = c.pattern_max_steps, max_string = c.max_string }
   require("rill.engine.queue").configure(c)
   require("rill.http").configure { max_per_host = c.http_max_per_host }

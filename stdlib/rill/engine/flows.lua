@@ -20,6 +20,7 @@ local flows = {
   by_file = {},  -- file -> flow version
   errors = {},   -- file -> load error message
   load_deadline = 2,
+  max_deadline = 24 * 3600, -- the longest deadline a flow may declare (setting max_deadline)
   reloads = 0,
   stuck = nil,   -- "the top-level code of FILE (version HASH)": stuck in C at the last start
 }
@@ -268,8 +269,15 @@ local function validate(def, file, source)
   local deadline
   if def.deadline ~= nil then
     local ok, d = pcall(require("rill.time").duration, def.deadline)
-    if not ok or d <= 0 then
+    if not ok or not (d > 0) then -- (not d > 0: NaN too)
       error(string.format("%s: deadline %q is not a duration (e.g. \"30s\")", file, tostring(def.deadline)), 0)
+    end
+    -- a deadline the flow picks must still end its runs: 400 nines of
+    -- seconds read as infinite, and 100000h let a loop run for years (each
+    -- call of its webhook one more)
+    if d > flows.max_deadline then
+      error(string.format("%s: deadline %q is over max_deadline (%.0f s), the longest a flow may declare", file,
+        tostring(def.deadline):sub(1, 40), flows.max_deadline), 0)
     end
     deadline = d
   end

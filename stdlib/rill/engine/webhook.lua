@@ -12,7 +12,7 @@ local crypto = require "rill.c.crypto"
 local pauses = require "rill.engine.pauses"
 local metrics = require "rill.metrics"
 
-local webhook = {}
+local webhook = { max_header_size = 32 * 1024 } -- a sync run's response headers at most (setting max_header_size)
 webhook.store_retry_after = 5 -- seconds; the store_retry_after setting
 webhook.log_interval = 60 -- seconds; the http_log_interval setting
 
@@ -195,20 +195,28 @@ local function plain(v)
   return "a " .. t
 end
 
+-- Read after the run, outside its deadline and slices: the headers are
+-- weighed as they are read, and the loop stops past max_header_size (a run
+-- that answered with a million headers held the loop 2 s here, and the
+-- listener wrote them all).
 local function headers_of(h)
   if h == nil then return nil end
   if type(h) ~= "table" then return nil, "headers must be a table" end
-  local out = {}
-  for k, v in pairs(h) do
+  local out, size, limit = {}, 0, webhook.max_header_size
+  for k, v in next, h do
     local name, value
     if type(k) == "number" and type(v) == "string" then
       name, value = v:match("^([^:]*):[ \t]*(.*)$")
       if not name then return nil, string.format("header %q is not \"Name: value\"", v) end
     elseif type(k) == "string" and (type(v) == "string" or type(v) == "number") then
-      name, value = k, tostring(v)
+      name, value = k, type(v) == "number" and tostring(v) or v
     else
       return nil, string.format("header %s = %s: headers are name = value strings or \"Name: value\" strings",
         plain(k), plain(v))
+    end
+    size = size + #name + #value + 4
+    if size > limit then
+      return nil, string.format("the headers take more than %d bytes (max_header_size)", limit)
     end
     -- a NUL too: the listener refuses it (it raised there, after the run,
     -- and the request waited for request_timeout)
