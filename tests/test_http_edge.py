@@ -58,6 +58,16 @@ return {
     return { id = ctx.payload.id, s = s }
   end,
 }""",
+    "item.lua": """
+return {
+  triggers = { webhook { method = "GET", path = "/hooks/item/:id" } },
+  run = function(ctx) return { id = ctx.request.params.id, q = ctx.payload } end,
+}""",
+    "form.lua": """
+return {
+  triggers = { webhook { path = "/hooks/form", body = "form" } },
+  run = function(ctx) return { form = ctx.payload } end,
+}""",
     "badheaders.lua": """
 return {
   triggers = { webhook { path = "/hooks/badheaders" } },
@@ -826,6 +836,42 @@ def a_json_body_that_is_not_utf8_is_a_400():
         eq(status, 400, "status")
         assert b"UTF-8" in got, got
 
+
+
+@test
+def a_query_path_or_form_that_is_not_utf8_once_decoded_is_a_400():
+    # a JSON body that is not UTF-8 is a 400; "?x=%ff" (or a raw 0xff in
+    # the target) reached the flow as the byte 0xff, and json.encode copies
+    # it: a flow echoing it (and rill's own 404, which names the path)
+    # answered invalid JSON
+    post = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s")
+    with Rill(FLOWS) as r:
+        def ask(target, body=b"{}", ctype=b"application/json", method=b"POST"):
+            data = post % (target, ctype, len(body), body)
+            status, _, got, _ = one_response(raw(r, data.replace(b"POST", method, 1)))
+            return status, json.loads(got)  # whatever the status, the answer is JSON
+        for what, target in (("an escaped value", b"/hooks/target?x=%ff"), ("an escaped key", b"/hooks/target?%C0%AF=1"),
+                             ("a raw byte", b"/hooks/target?x=a\xffb"), ("a surrogate", b"/hooks/target?x=%ed%a0%80"),
+                             ("a raw byte in the path", b"/hooks/t\xffx"), ("an escape in the path", b"/hooks/t%ffx")):
+            status, got = ask(target)
+            eq(status, 400, f"{what} ({got})")
+            assert "UTF-8" in got["error"], got
+        status, got = ask(b"/hooks/item/a%ffb?q=1", method=b"GET", body=b"")
+        eq(status, 400, f"a path parameter ({got})")
+        status, got = ask(b"/hooks/item/x?q=%ff", method=b"GET", body=b"")
+        eq(status, 400, f"a GET's query ({got})")
+        status, got = ask(b"/hooks/form", b"a=%ff", b"application/x-www-form-urlencoded")
+        eq(status, 400, f"a form body ({got})")
+        assert "UTF-8" in got["error"], got
+        assert metric(r, "rill_webhook_requests_total", method="POST", route="/hooks/target", status="400") >= 4
+        # UTF-8, escaped or raw, stays accepted
+        eq(ask(b"/hooks/target?x=%e2%82%ac&y=\xe2\x82\xac"), (200, {"query": {"x": "\u20ac", "y": "\u20ac"},
+                                                                  "path": "/hooks/target", "host": "x"}), "UTF-8")
+        eq(ask(b"/hooks/item/caf%C3%A9?q=%C3%A9", method=b"GET", body=b""),
+           (200, {"id": "caf\u00e9", "q": {"q": "\u00e9"}}), "a UTF-8 path parameter and query")
+        eq(ask(b"/hooks/form", b"a=%C3%A9+b", b"application/x-www-form-urlencoded"), (200, {"form": {"a": "\u00e9 b"}}),
+           "a UTF-8 form body")
 
 # The listener's Lua API alone: a request its dispatch dropped without an
 # answer (what a Lua error on an answer path leaves) is still the
