@@ -157,6 +157,7 @@ struct conn {
     unsigned char in_flight;   /* parsed and dispatched, not answered yet */
     unsigned char in_trailers; /* headers done: header lines now are chunked trailers */
     unsigned char head;        /* the request is a HEAD: its answer has no body */
+    unsigned char http10;      /* the request is HTTP/1.0: its answer says whether it persists */
     unsigned char closing;     /* handles closing (or about to, once not busy) */
     unsigned char handles_closed; /* uv_close called */
     unsigned char lingering;      /* the last answer is written: discard input until EOF */
@@ -810,7 +811,9 @@ static int buf_append_uint(buf *b, size_t v) {
 /* Formats and writes one response, in the connection's reused buffer.
  * extra_headers: "Name: value\r\n" lines. A HEAD request's answer has the
  * Content-Length of the body but not the body. close_after: the connection
- * lingers and closes once it is written. */
+ * lingers and closes once it is written. An HTTP/1.0 connection persists
+ * only if the answer says so (RFC 9112 9.3): without the header its client
+ * waits for the close. */
 static void conn_respond(conn *c, int status, const char *content_type, const char *extra_headers,
                          size_t extra_len, const char *body, size_t body_len, int close_after) {
     /* a client that shut its side gets its last answer with the close */
@@ -823,6 +826,7 @@ static void conn_respond(conn *c, int status, const char *content_type, const ch
         buf_append(out, "\r\nContent-Length: ", 18) || buf_append_uint(out, body_len) ||
         buf_append(out, "\r\nDate: ", 8) || buf_append_str(out, http_date()) ||
         buf_append(out, "\r\n", 2) || (!keep && buf_append_str(out, "Connection: close\r\n")) ||
+        (keep && c->http10 && buf_append_str(out, "Connection: keep-alive\r\n")) ||
         buf_append(out, extra_headers, extra_len) || buf_append(out, "\r\n", 2) ||
         (!c->head && buf_append(out, body, body_len))) {
         conn_close(c);
@@ -1042,6 +1046,7 @@ static int on_headers_complete(http_parser *p) {
     c->header_state = 0;
     c->in_trailers = 1;
     c->head = p->method == HTTP_HEAD;
+    c->http10 = p->http_minor == 0;
     /* One walk of the headers: the Host and Transfer-Encoding headers, and "Expect: 100-continue",
      * answered below so that clients like curl send the body. */
     int hosts = 0, tes = 0;

@@ -58,6 +58,16 @@ return {
     return { id = ctx.payload.id, s = s }
   end,
 }""",
+    "item.lua": """
+return {
+  triggers = { webhook { method = "GET", path = "/hooks/item/:id" } },
+  run = function(ctx) return { id = ctx.request.params.id, q = ctx.payload } end,
+}""",
+    "form.lua": """
+return {
+  triggers = { webhook { path = "/hooks/form", body = "form" } },
+  run = function(ctx) return { form = ctx.payload } end,
+}""",
     "badheaders.lua": """
 return {
   triggers = { webhook { path = "/hooks/badheaders" } },
@@ -669,6 +679,60 @@ def a_100_continue_goes_only_to_an_http11_client_whose_body_is_awaited():
             eq(one_response(f.read())[0], 200, "the answer after the body")
 
 
+def read_head(f):
+    """(status, headers dict, body) of the next response on a socket file."""
+    status = int(f.readline().split(b" ")[1])
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return status, headers, f.read(int(headers.get("content-length", "0")))
+
+
+@test
+def an_http10_client_is_told_whether_its_connection_stays_open():
+    # RFC 9112 9.3 and appendix C.2.2: an HTTP/1.0 connection persists only
+    # when the answer says "Connection: keep-alive"; without it a 1.0 client
+    # (ab -k, old proxies) waits for the close. rill kept the connection
+    # open and said nothing, so the client hung until keepalive_timeout
+    echo = (b"POST /hooks/echo HTTP/1.%d\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"%sContent-Length: 7\r\n\r\n{\"n\":%d}")
+    with Rill(FLOWS) as r:
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+            f = s.makefile("rb")
+            for n in (1, 2):
+                s.sendall(echo % (0, b"Connection: Keep-Alive\r\n", n))
+                status, headers, body = read_head(f)
+                eq((status, body), (200, b'{"payload":{"n":%d}}' % n), f"1.0 keep-alive request {n}")
+                eq(headers.get("connection", "").lower(), "keep-alive", f"1.0 keep-alive request {n}: the answer says so")
+            # a flow's 400 (a body that is not JSON) keeps the connection, and says so
+            s.sendall(b"POST /hooks/echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1\r\n\r\n{")
+            status, headers, _ = read_head(f)
+            eq((status, headers.get("connection")), (400, "keep-alive"), "a 1.0 keep-alive request the flow refuses")
+            # a request the listener refuses closes the connection, and says so
+            s.sendall(b"POST /hooks/echo HTTP/1.0\r\nConnection: keep-alive\r\nHost: a b\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            status, headers, _ = read_head(f)
+            eq((status, headers.get("connection")), (400, "close"), "a 1.0 keep-alive request the listener refuses")
+            eq(f.read(), b"", "then the connection closes")
+        # a 1.0 request without keep-alive: "Connection: close", and the close
+        status, headers, body, rest = one_response(raw(r, echo % (0, b"", 3)))
+        eq((status, headers.get("connection"), rest), (200, "close", b""), "a plain 1.0 request")
+        # 1.1 persists by default: no Connection header in its answers
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+            f = s.makefile("rb")
+            s.sendall(echo % (1, b"", 4))
+            status, headers, body = read_head(f)
+            eq((status, "connection" in headers), (200, False), "a 1.1 request")
+            s.sendall(echo % (1, b"Connection: close\r\n", 5))
+            status, headers, body = read_head(f)
+            eq((status, headers.get("connection")), (200, "close"), "a 1.1 request that closes")
+
+
 @test
 def a_host_that_is_not_a_host_is_a_400():
     # RFC 9112 3.2: a server MUST answer 400 to a Host with an invalid
@@ -772,6 +836,42 @@ def a_json_body_that_is_not_utf8_is_a_400():
         eq(status, 400, "status")
         assert b"UTF-8" in got, got
 
+
+
+@test
+def a_query_path_or_form_that_is_not_utf8_once_decoded_is_a_400():
+    # a JSON body that is not UTF-8 is a 400; "?x=%ff" (or a raw 0xff in
+    # the target) reached the flow as the byte 0xff, and json.encode copies
+    # it: a flow echoing it (and rill's own 404, which names the path)
+    # answered invalid JSON
+    post = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s")
+    with Rill(FLOWS) as r:
+        def ask(target, body=b"{}", ctype=b"application/json", method=b"POST"):
+            data = post % (target, ctype, len(body), body)
+            status, _, got, _ = one_response(raw(r, data.replace(b"POST", method, 1)))
+            return status, json.loads(got)  # whatever the status, the answer is JSON
+        for what, target in (("an escaped value", b"/hooks/target?x=%ff"), ("an escaped key", b"/hooks/target?%C0%AF=1"),
+                             ("a raw byte", b"/hooks/target?x=a\xffb"), ("a surrogate", b"/hooks/target?x=%ed%a0%80"),
+                             ("a raw byte in the path", b"/hooks/t\xffx"), ("an escape in the path", b"/hooks/t%ffx")):
+            status, got = ask(target)
+            eq(status, 400, f"{what} ({got})")
+            assert "UTF-8" in got["error"], got
+        status, got = ask(b"/hooks/item/a%ffb?q=1", method=b"GET", body=b"")
+        eq(status, 400, f"a path parameter ({got})")
+        status, got = ask(b"/hooks/item/x?q=%ff", method=b"GET", body=b"")
+        eq(status, 400, f"a GET's query ({got})")
+        status, got = ask(b"/hooks/form", b"a=%ff", b"application/x-www-form-urlencoded")
+        eq(status, 400, f"a form body ({got})")
+        assert "UTF-8" in got["error"], got
+        assert metric(r, "rill_webhook_requests_total", method="POST", route="/hooks/target", status="400") >= 4
+        # UTF-8, escaped or raw, stays accepted
+        eq(ask(b"/hooks/target?x=%e2%82%ac&y=\xe2\x82\xac"), (200, {"query": {"x": "\u20ac", "y": "\u20ac"},
+                                                                  "path": "/hooks/target", "host": "x"}), "UTF-8")
+        eq(ask(b"/hooks/item/caf%C3%A9?q=%C3%A9", method=b"GET", body=b""),
+           (200, {"id": "caf\u00e9", "q": {"q": "\u00e9"}}), "a UTF-8 path parameter and query")
+        eq(ask(b"/hooks/form", b"a=%C3%A9+b", b"application/x-www-form-urlencoded"), (200, {"form": {"a": "\u00e9 b"}}),
+           "a UTF-8 form body")
 
 # The listener's Lua API alone: a request its dispatch dropped without an
 # answer (what a Lua error on an answer path leaves) is still the

@@ -71,6 +71,20 @@ local function unescape(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
+-- The position of the first byte of s that is not valid UTF-8, or nil (one
+-- pass in C: a body may be max_body long, past what a pattern search may take).
+-- (cjson copies string bytes as they are: invalid ones would reach the flow.)
+local utf8_error = require("rill.c.utf8").first_invalid
+
+-- Whether s (a path, a query string, a form body) is not UTF-8 once
+-- percent-decoded: its values would reach the flow as such bytes, and
+-- json.encode copies them into the answer as they are (invalid JSON).
+-- Refused like a JSON body that is not UTF-8. Most are ASCII with no
+-- escape: one search (LuaJIT's own string.find, not the flows' matcher).
+local function not_utf8(s)
+  return string.find(s, "[%%\128-\255]") ~= nil and utf8_error(unescape(s)) ~= nil
+end
+
 -- "a=1&b=x+y" -> {a = "1", b = "x y"}; a repeated key keeps its last value.
 local function parse_form(s)
   local t = {}
@@ -139,11 +153,6 @@ local function allowed(path)
   end
 end
 
--- The position of the first byte of s that is not valid UTF-8, or nil (one
--- pass in C: a body may be max_body long, past what a pattern search may take).
--- (cjson copies string bytes as they are: invalid ones would reach the flow.)
-local utf8_error = require("rill.c.utf8").first_invalid
-
 -- How many numbers decodes have read as infinite: cjson reads 1e400 (or 400
 -- digits) as infinity, which no JSON can carry back (a sync run's result,
 -- an event). Counted in C as cjson reads each number (runtime/cjson_buf.c).
@@ -178,6 +187,7 @@ local function payload_of(trigger, method, query, headers, body)
     end
     return v
   elseif trigger.body == "form" then
+    if not_utf8(body) then return nil, 400, "malformed form body: it is not UTF-8 once percent-decoded" end
     return parse_form(body)
   end
   return body
@@ -378,6 +388,9 @@ end }
 -- dispatch(req, method, path, query, headers, body): called by the HTTP
 -- server for every complete request.
 function webhook.dispatch(req, method, path, query, headers, body)
+  if not_utf8(path) then
+    return reply_error(req, method, 400, "malformed path: it is not UTF-8 once percent-decoded")
+  end
   local by_path = exact[method]
   local route, params = by_path and by_path[path], nil
   if not route then
@@ -396,6 +409,9 @@ function webhook.dispatch(req, method, path, query, headers, body)
       { ["content-type"] = "application/json", ["retry-after"] = PAUSED_RETRY_AFTER })
   end
   local trigger = route.trigger
+  if query and not_utf8(query) then
+    return reply_error(req, route, 400, "malformed query string: it is not UTF-8 once percent-decoded")
+  end
   local payload, status, reason = payload_of(trigger, method, query, headers, body)
   if status then return reply_error(req, route, status, reason) end
   local request = setmetatable({ method = method, path = path, query = query and parse_form(query) or nil,
