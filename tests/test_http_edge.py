@@ -454,18 +454,23 @@ def head_answers_carry_no_body():
         assert rest.startswith(b"HTTP/1.1 404"), rest[:80]
 
 
-def read_one(f):
-    """(status, body) of the next response on a socket file."""
+def read_head(f):
+    """(status, headers dict, body) of the next response on a socket file."""
     status = int(f.readline().split(b" ")[1])
-    length = 0
+    headers = {}
     while True:
         line = f.readline()
         if line in (b"\r\n", b""):
             break
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status, f.read(length)
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return status, headers, f.read(int(headers.get("content-length", "0")))
+
+
+def read_one(f):
+    """(status, body) of the next response on a socket file."""
+    status, _, body = read_head(f)
+    return status, body
 
 
 @test
@@ -677,19 +682,6 @@ def a_100_continue_goes_only_to_an_http11_client_whose_body_is_awaited():
             eq(f.read(25), b"HTTP/1.1 100 Continue\r\n\r\n", "the interim answer")
             s.sendall(b"{}")
             eq(one_response(f.read())[0], 200, "the answer after the body")
-
-
-def read_head(f):
-    """(status, headers dict, body) of the next response on a socket file."""
-    status = int(f.readline().split(b" ")[1])
-    headers = {}
-    while True:
-        line = f.readline()
-        if line in (b"\r\n", b""):
-            break
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-    return status, headers, f.read(int(headers.get("content-length", "0")))
 
 
 @test
