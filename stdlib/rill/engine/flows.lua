@@ -272,9 +272,7 @@ local function validate(def, file, source)
     if not ok or not (d > 0) then -- (not d > 0: NaN too)
       error(string.format("%s: deadline %q is not a duration (e.g. \"30s\")", file, tostring(def.deadline)), 0)
     end
-    -- a deadline the flow picks must still end its runs: 400 nines of
-    -- seconds read as infinite, and 100000h let a loop run for years (each
-    -- call of its webhook one more)
+    -- a deadline the flow picks must still end its runs (400 nines read as infinite; 100000h: years)
     if d > flows.max_deadline then
       error(string.format("%s: deadline %q is over max_deadline (%.0f s), the longest a flow may declare", file,
         tostring(def.deadline):sub(1, 40), flows.max_deadline), 0)
