@@ -17,9 +17,19 @@
  * an address (or a unix socket path) where that matters. connect_timeout
  * (default 10 s) is enforced here, as libpq leaves it to the caller.
  *
- * Lua: pg.open(conninfo [, {statement_timeout = seconds, reconnect = true}])
+ * Results: libpq keeps a statement's rows in its own memory until the
+ * statement is done, outside every Lua limit. A connection opened with
+ * max_result (the flows': db.lua) reads its statements in libpq's single-row
+ * mode and weighs each row as it arrives: a statement whose rows take more
+ * than max_result bytes in C fails at that row (see over_limit). Without it
+ * (rill's own store) results come whole: the store's statements return few
+ * rows, and one PGresult per row would only cost it time.
+ *
+ * Lua: pg.open(conninfo [, {statement_timeout = seconds, reconnect = true,
+ *                            max_result = bytes}])
  *        -> conn, or nil and the reason   (in a task: yields; the session is
- *        in UTC; reconnect = false: once lost, batches fail)
+ *        in UTC; reconnect = false: once lost, batches fail; max_result: a
+ *        statement whose rows take more in C fails, default no limit)
  *      conn:connected() -> boolean
  *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
  *      conn:on_notify(fn)    fn(channel, payload) for NOTIFY (after LISTEN)
@@ -111,6 +121,15 @@ typedef struct pg_conn {
     char last_error[512];
     prepared prep[MAX_PREPARED];
     int nprep, next_id;
+    /* Bounded results (max_result > 0): the statement answering now (cur,
+     * cur_stmt) is read row by row once single_row is set; kept is what its
+     * rows take in C so far; over: it went past max_result, and the rest of
+     * its rows are dropped as they come. recycle: a row past the limit may
+     * have grown libpq's input buffer, which it never shrinks: the
+     * connection is closed once its group is done, and made again. */
+    size_t max_result; /* 0: no limit, results read whole */
+    size_t kept;
+    int single_row, over, recycle;
 } pg_conn;
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -238,6 +257,7 @@ static void fail_list(batch *list, const char *why) {
 
 static void start_group(pg_conn *c);
 static void on_timer(uv_timer_t *h);
+static void row_by_row(pg_conn *c);
 
 /* The connection is gone: everything in flight fails with the reason. */
 static void broken(pg_conn *c, const char *why) {
@@ -248,6 +268,7 @@ static void broken(pg_conn *c, const char *why) {
     c->group_timed = 0;
     batch *group = c->group;
     c->group = c->cur = c->failed = NULL;
+    c->recycle = 0;
     disconnect(c);
     fail_list(group, msg);
     start_group(c); /* reconnects for what is pending */
@@ -620,10 +641,15 @@ static void start_group(pg_conn *c) {
     c->group = c->cur = c->pending;
     c->cur_stmt = 0;
     c->failed = NULL;
+    c->single_row = c->over = 0;
+    c->kept = 0;
     c->pending = c->pending_tail = NULL;
-    if (send_group(c) != 0)
+    if (send_group(c) != 0) {
         broken(c, pg_error(c, buf, sizeof buf));
-    else if (c->timeout_ms > 0) {
+        return;
+    }
+    row_by_row(c);
+    if (c->timeout_ms > 0) {
         c->group_timed = 1;
         uv_timer_start(c->timer, on_timer, (uint64_t)c->timeout_ms, 0);
     }
@@ -667,11 +693,27 @@ static int fits_double(const char *text) {
     return digits <= 15;
 }
 
-static int keep_rows(stmt_req *s, PGresult *res) {
+/* What row r keeps in C: its cells and their text, and a cell's worth for
+ * the row itself, so that rows of no column weigh something too. */
+static size_t row_bytes(PGresult *res, int r) {
+    int ncols = PQnfields(res);
+    size_t n = sizeof(value) * (size_t)(ncols + 1);
+    for (int i = 0; i < ncols; i++)
+        n += (size_t)PQgetlength(res, r, i);
+    return n;
+}
+
+/* Keeps the rows of res, a statement's whole result or, row by row, one
+ * of its rows (the columns are set by the first). 0; -1 when out of
+ * memory; 1 when the statement's rows pass max_result (nothing of that row
+ * kept). */
+static int keep_rows(pg_conn *c, stmt_req *s, PGresult *res) {
     int ncols = PQnfields(res), nrows = PQntuples(res);
-    if (stmt_set_columns(s, ncols, field_name, res) != 0)
+    if (s->cols == NULL && stmt_set_columns(s, ncols, field_name, res) != 0)
         return -1;
     for (int r = 0; r < nrows; r++) {
+        if (c->max_result > 0 && (c->kept += row_bytes(res, r)) > c->max_result)
+            return 1;
         value *row = stmt_add_row(s);
         if (row == NULL)
             return -1;
@@ -759,6 +801,11 @@ static void group_done(pg_conn *c) {
         c->pending = again;
     }
     free(commit_error);
+    /* a row over max_result may have grown libpq's input buffer: a new
+     * connection gives it back (not a transaction's: it would end it) */
+    if (c->recycle && !c->no_reconnect)
+        disconnect(c);
+    c->recycle = 0;
     while (done) {
         batch *next = done->next;
         batch_deliver(done, "postgres");
@@ -776,6 +823,41 @@ static void describe_error(PGresult *res, const char *sql, char *msg, size_t n) 
         snprintf(msg, n, "%.*s (in: %.60s%s)", len, e, sql, strlen(sql) > 60 ? "..." : "");
     else
         snprintf(msg, n, "%.*s (at commit)", len, e);
+}
+
+/* The statement answering now passed max_result: its batch fails, naming
+ * the setting db.lua takes max_result from, and it keeps nothing more of
+ * it. Alone in its group, the connection is dropped as soon as this result
+ * is read (read_results): the server stops making rows that nobody will
+ * keep (fifty million of them streamed for seconds) and rolls the batch
+ * back, and libpq's buffer goes with it. In a group shared with other
+ * callers' batches, whose statements may be committed already, the rest of
+ * its rows are read and dropped one by one, and the connection is made
+ * again once the group is done (recycle). */
+static void over_limit(pg_conn *c) {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "the result is larger than %zu bytes, more than a run may hold (run_memory_limit)",
+             c->max_result);
+    batch_fail(c->cur, msg);
+    c->over = 1;
+    c->recycle = 1;
+}
+
+/* Whether the connection must be dropped now, for a statement over
+ * max_result that is alone in its group (over_limit). */
+static int drop_now(pg_conn *c) {
+    return c->over && c->group == c->cur && c->cur->next == NULL;
+}
+
+/* Asks libpq to hand the statement answering next over row by row, when
+ * results are bounded. libpq takes it only while that statement is the one
+ * it reads and none of its results were parsed (and never for a Parse):
+ * right after the group is sent and after each statement's end, which is
+ * when this is called, before anything is parsed. */
+static void row_by_row(pg_conn *c) {
+    if (c->max_result > 0 && c->cur && !c->single_row && c->pg)
+        c->single_row = PQsetSingleRowMode(c->pg) == 1;
 }
 
 /* One result of the statement answering now. */
@@ -796,12 +878,19 @@ static void take_result(pg_conn *c, PGresult *res) {
         return;
     }
     switch (status) {
+    case PGRES_SINGLE_TUPLE:
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
-    case PGRES_EMPTY_QUERY:
-        if (keep_rows(s, res) != 0)
+    case PGRES_EMPTY_QUERY: {
+        if (c->over) /* past max_result: the rest of its rows are dropped */
+            break;
+        int kept = keep_rows(c, s, res);
+        if (kept < 0)
             batch_fail(c->cur, "out of memory");
+        else if (kept > 0)
+            over_limit(c);
         break;
+    }
     case PGRES_PIPELINE_ABORTED:
         break;
     case PGRES_FATAL_ERROR: /* the server aborted the group's transaction */
@@ -818,6 +907,8 @@ static void take_result(pg_conn *c, PGresult *res) {
 
 /* The end of a statement's results: the next statement answers now. */
 static void next_stmt(pg_conn *c) {
+    c->single_row = c->over = 0;
+    c->kept = 0;
     if (c->cur == NULL)
         return;
     stmt_req *s = &c->cur->stmts[c->cur_stmt];
@@ -855,7 +946,7 @@ static void read_results(pg_conn *c) {
         broken(c, pg_error(c, buf, sizeof buf));
         return;
     }
-    while (c->group && !PQisBusy(c->pg)) {
+    while (c->group && (row_by_row(c), !PQisBusy(c->pg))) {
         PGresult *res = PQgetResult(c->pg);
         if (res == NULL) {
             next_stmt(c);
@@ -867,6 +958,10 @@ static void read_results(pg_conn *c) {
         PQclear(res);
         if (sync) {
             group_done(c);
+            return;
+        }
+        if (drop_now(c)) {
+            broken(c, "a result over max_result was dropped with its connection");
             return;
         }
     }
@@ -1012,7 +1107,10 @@ static int l_open(lua_State *L) {
         c->timeout_ms = (long)(luaL_optnumber(L, -1, 0) * 1000);
         lua_getfield(L, 2, "reconnect_max");
         c->reconnect_max_ms = (long)(luaL_optnumber(L, -1, 5) * 1000);
-        lua_pop(L, 4);
+        lua_getfield(L, 2, "max_result");
+        lua_Number max_result = luaL_optnumber(L, -1, 0);
+        c->max_result = max_result > 0 ? (size_t)max_result : 0;
+        lua_pop(L, 5);
     } else {
         c->reconnect_max_ms = 5000;
     }
