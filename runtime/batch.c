@@ -372,10 +372,20 @@ void batch_deliver(batch *b, const char *who) {
             lua_checkstack(t->co, n);
             lua_xmove(M, t->co, n);
         } else {
-            lua_settop(M, base);
+            /* A refused allocation: the meter wrote which limit (run's or
+             * process's) as the run's kill reason, which ends it. Any other
+             * error (more rows than a LuaJIT table may have) is said as it
+             * is: the run was under its limit. */
+            const char *why = lua_tostring(M, -1);
             lua_pushnil(t->co);
-            lua_pushfstring(
-                t->co, "%s: the result is over the run's memory limit (run_memory_limit)", who);
+            if (status != LUA_ERRMEM)
+                lua_pushfstring(t->co, "%s: the result cannot be made into Lua values: %s", who,
+                                why ? why : "an error that is not a string");
+            else if (rill_killed(&t->kill))
+                lua_pushfstring(t->co, "%s: the result is over a memory limit: %s", who, t->kill);
+            else
+                lua_pushfstring(t->co, "%s: not enough memory for the result", who);
+            lua_settop(M, base);
         }
         rill_task_resume(t, n);
     } else if (b->cb_ref != LUA_NOREF) {

@@ -1,0 +1,115 @@
+/*
+ * test_batch.c: handing a batch's outcome to the run that waits for it
+ * (batch.c), on a real loop: the rows become Lua values charged to the run,
+ * and when they cannot, the run is told why. Each test ends by checking
+ * that the loop closes cleanly.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lualib.h>
+
+#include "t.h"
+#include "batch.h"
+#include "watchdog.h"
+
+static lua_State *L;
+
+static void free_timer(uv_handle_t *h) {
+    free(h);
+}
+
+/* Delivers the batch a fake backend "ran", on the next loop turn, as a
+ * backend delivers from its I/O callbacks. */
+static void deliver(uv_timer_t *h) {
+    batch *b = h->data;
+    batch_deliver(b, "fake");
+    batch_free(b);
+    uv_close((uv_handle_t *)h, free_timer);
+}
+
+/* fake_rows(n): a statement's result of n rows of no column (no cells in
+ * C), delivered to the calling task. */
+static int l_fake_rows(lua_State *L) {
+    rill_task *t = rill_task_check(L, "fake_rows");
+    batch *b = calloc(1, sizeof *b);
+    b->stmts = calloc(1, sizeof *b->stmts);
+    b->nstmts = 1;
+    b->cb_ref = LUA_NOREF;
+    b->task = t;
+    b->stmts[0].nrows = (int)luaL_checkinteger(L, 1);
+    uv_timer_t *timer = malloc(sizeof *timer);
+    uv_timer_init(rill_loop(), timer);
+    timer->data = b;
+    uv_timer_start(timer, deliver, 0, 0);
+    return batch_return(L, b);
+}
+
+static void open_state(void) {
+    L = luaL_newstate();
+    luaL_openlibs(L);
+    rill_modules_register(L, NULL);
+    rill_watchdog_start(L);
+    lua_register(L, "fake_rows", l_fake_rows);
+    T_EQ_INT(luaL_dostring(L, "task = require 'rill.c.task'"), 0);
+}
+
+static void close_handle(uv_handle_t *h, void *arg) {
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void close_state(void) {
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    uv_walk(rill_loop(), close_handle, NULL);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    rill_watchdog_stop();
+    lua_close(L);
+    T_EQ_INT(uv_loop_alive(rill_loop()), 0);
+}
+
+static const char *global_str(const char *name) {
+    lua_getfield(L, LUA_GLOBALSINDEX, name);
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1); /* still referenced by the global */
+    return s;
+}
+
+/* A metered run's rows that became Lua values. */
+static void test_rows_reach_a_metered_run(void) {
+    open_state();
+    T_EQ_INT(luaL_dostring(L, "task.spawn(function() local r = fake_rows(3) return #r[1] end,"
+                              "  function(_, ok, v) got = tostring(ok) .. ':' .. tostring(v) end,"
+                              "  { memory = 64 * 1024 * 1024 })"),
+             0);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    T_EQ_STR(global_str("got"), "true:3");
+    close_state();
+}
+
+/* A result Lua cannot hold for a reason other than memory (more rows than
+ * a LuaJIT table may have, refused before anything is allocated) is an
+ * error that says so, not "over the run's memory limit": the run was under
+ * it, and was told to look at the wrong setting. */
+static void test_a_result_that_fails_for_another_reason_says_why(void) {
+    open_state();
+    T_EQ_INT(
+        luaL_dostring(L, "task.spawn(function() return fake_rows(2^27 + 2) end,"
+                         "  function(_, ok, v, err) got = tostring(v) .. '|' .. tostring(err) end,"
+                         "  { memory = 64 * 1024 * 1024 })"),
+        0);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    const char *got = global_str("got");
+    T_CHECK(got != NULL && strstr(got, "nil|fake: ") == got);
+    T_CHECK(got != NULL && strstr(got, "table overflow") != NULL);
+    T_CHECK(got != NULL && strstr(got, "run_memory_limit") == NULL);
+    if (got)
+        fprintf(stderr, "  (the error: %s)\n", got);
+    close_state();
+}
+
+int main(void) {
+    T_RUN(test_rows_reach_a_metered_run);
+    T_RUN(test_a_result_that_fails_for_another_reason_says_why);
+    return T_END();
+}
