@@ -64,13 +64,13 @@ end
 -- ---- end of pcall and xpcall ----
 
 -- ---- Bounded C work (issue 14: pattern matching, sort, string builders) ----
--- Flows get rill.bounded's find/match/gmatch/gsub/rep/format and its
--- table.sort/concat. Method calls (s:find(...)) go through the string
--- metatable, shared by every string in the process: its __index becomes a
+-- Flows get rill.bounded's find/match/gmatch/gsub/rep/format/sub/upper/
+-- lower/reverse and its table.sort/concat. Method calls (s:find(...)) go
+-- through the string metatable, shared by every string in the process: its __index becomes a
 -- table holding the bounded functions too, for flows and stdlib alike
 -- (docs/architecture.md gives the cost). That table is never handed out.
 local bounded = require "rill.bounded"
-local BOUNDED_STRING = { "find", "match", "gmatch", "gsub", "rep", "format" }
+local BOUNDED_STRING = { "find", "match", "gmatch", "gsub", "rep", "format", "sub", "upper", "lower", "reverse" }
 local BOUNDED_TABLE = { "sort", "concat" }
 do
   local methods = {}
