@@ -2,9 +2,11 @@
 result larger than a run may hold must fail while it arrives, naming
 run_memory_limit, without libpq or rill holding it all in C first, and the
 database must go on answering the other flows."""
+import json
+import os
 import re
 
-from lib.harness import Postgres, Rill, eq, main, test
+from lib.harness import Postgres, Rill, eq, main, run_cli, temp_dir, test
 
 pg = Postgres()
 
@@ -74,6 +76,44 @@ def one_value_over_the_run_limit_fails_and_libpq_gives_its_buffer_back():
         # closed and replaced, so that the buffer goes with it
         rss = _status_kb(r.proc.pid, "VmRSS") >> 10
         assert rss < 100, f"rill's RSS {rss} MB after the run: the 100 MB value is still held"
+
+
+SHARED_GROUP = """
+-- two callers' batches queued in one loop turn go out as one group
+local pg = require "rill.c.pg"
+local task = require "rill.c.task"
+local json = require "rill.json"
+local conn = assert(pg.open(require("rill.c.os").getenv("PG_URL"), { max_result = 1024 * 1024 }))
+local function pid() return conn:batch({ { "SELECT pg_backend_pid() AS pid" } })[1][1].pid end
+local before = pid()
+local w, left, out = task.waiter(), 2, {}
+for i, sql in ipairs { "SELECT generate_series(1, 1000000) AS g", "SELECT 42 AS n" } do
+  conn:batch({ { sql } }, function(res, err)
+    out[i] = { rows = res and #res[1], n = res and res[1][1] and res[1][1].n, err = err }
+    left = left - 1
+    if left == 0 then w:wake() end
+  end)
+end
+if left > 0 then w:wait() end
+print(json.encode { big = out[1], small = out[2], same_session = before == pid() })
+"""
+
+
+@test
+def a_result_over_the_bound_fails_alone_in_a_group_shared_with_another_caller():
+    d = temp_dir()
+    with open(os.path.join(d, "group.lua"), "w") as f:
+        f.write(SHARED_GROUP)
+    code, out, err = run_cli("lua", os.path.join(d, "group.lua"), env={"PG_URL": pg.new_database()},
+                             timeout=WAIT)
+    eq(code, 0, "exit code: " + err[-500:])
+    got = json.loads(out)
+    # before: max_result was no option of pg.open, and the million rows came whole
+    assert "the result is larger than 1048576 bytes" in (got["big"].get("err") or ""), got["big"]
+    eq(got["small"], {"rows": 1, "n": 42}, "the other caller's batch of the same group")
+    # the rest of the big result was read and dropped, then the connection made
+    # again after the group (a row over the bound may have grown libpq's buffer)
+    eq(got["same_session"], False, "a new session after the group")
 
 
 if __name__ == "__main__":
