@@ -207,7 +207,11 @@ int stmt_set_columns(stmt_req *s, int ncols, const char *(*name)(int i, void *ct
 value *stmt_add_row(stmt_req *s) {
     if (s->nrows == s->cap) {
         int cap = s->cap ? s->cap * 2 : 4;
-        value *cells = realloc(s->cells, sizeof *cells * (size_t)cap * (size_t)s->ncols);
+        /* Rows of no column (Postgres's SELECT FROM t) take a cell each all
+         * the same: realloc to 0 bytes frees the cells and returns NULL,
+         * which left them freed here and freed again with the result. */
+        size_t per_row = s->ncols > 0 ? (size_t)s->ncols : 1;
+        value *cells = realloc(s->cells, sizeof *cells * (size_t)cap * per_row);
         if (cells == NULL)
             return NULL;
         s->cells = cells;

@@ -78,6 +78,19 @@ def one_value_over_the_run_limit_fails_and_libpq_gives_its_buffer_back():
         assert rss < 100, f"rill's RSS {rss} MB after the run: the 100 MB value is still held"
 
 
+@test
+def rows_of_no_column_are_rows_and_rill_goes_on():
+    with Rill({"big.lua": BIG, "count.lua": COUNT}, env=dict(ENV, CRM_URL=pg.new_database()),
+              config=CONFIG) as r:
+        # before: the fifth row made realloc(cells, 0), which freed the cells and
+        # returned NULL ("out of memory"); freed again with the result, rill aborted
+        # (free(): double free detected)
+        res = r.request("POST", "/big", {"sql": "SELECT FROM generate_series(1, 10)"}, timeout=WAIT)
+        eq(res.status, 200, "status: " + res.body[:300])
+        eq(res.json(), 10, "rows")
+        _others_still_answered(r)
+
+
 SHARED_GROUP = """
 -- two callers' batches queued in one loop turn go out as one group
 local pg = require "rill.c.pg"
