@@ -38,11 +38,18 @@ def _status_kb(pid, field):
 
 
 def _big_query_fails(r, sql):
+    before = r.metric('rill_db_results_refused_total{database="crm"}') or 0
     res = r.request("POST", "/big", {"sql": sql}, timeout=WAIT)
     eq(res.status, 500, "the hostile run's status: " + res.body[:300])
-    line = r.wait_log(level="error", run=res.json()["run_id"], timeout=WAIT)
+    run = res.json()["run_id"]
+    line = r.wait_log(level="error", run=run, timeout=WAIT)
     assert "the result is larger than" in line["msg"], line["msg"]
     assert "run_memory_limit" in line["msg"], line["msg"]
+    # a limit is a setting, a log line (in the run's log, even when the flow
+    # catches the error) and a counter
+    line = r.wait_log(level="warn", run=run, msg="a db result over run_memory_limit refused")
+    eq(line.get("database"), "crm", "the warning's database")
+    eq(r.metric('rill_db_results_refused_total{database="crm"}'), before + 1, "the refusals counted")
 
 
 def _others_still_answered(r):

@@ -104,6 +104,8 @@ def a_sqlite_result_larger_than_a_run_may_hold_fails_before_it_is_all_kept():
         line = r.wait_log(level="error", run=res.json()["run_id"])
         assert "the result is larger than" in line["msg"], line["msg"]
         assert "run_memory_limit" in line["msg"], line["msg"]
+        r.wait_log(level="warn", run=res.json()["run_id"], msg="a db result over run_memory_limit refused")
+        eq(r.metric('rill_db_results_refused_total{database="main"}'), 1, "the refusal counted")
         # before: the 320 MB of rows were kept in C (RSS ~650 MB), then given to the run;
         # now at most run_memory_limit (256 MiB) is kept
         # (and the run succeeded: its 40 rows are not charged to it)

@@ -44,6 +44,17 @@ metrics.gauge("rill_db_pool_in_use",
 metrics.gauge("rill_db_pool_waiting",
   "Transactions waiting in line for a connection of their database's pool, by database.",
   { "database" }, each_handle(function(f, name, h) f:labels(name):set(#h.waiters) end))
+-- A statement whose result was larger than a run may hold (max_result, from
+-- run_memory_limit): counted, and a line in the run's log even when the
+-- flow catches the error.
+local results_refused = metrics.counter("rill_db_results_refused_total",
+  "db statements failed because their result was larger than a run may hold (run_memory_limit), by database.",
+  { "database" })
+local function result_refused(h, err)
+  results_refused:labels(h.name):inc()
+  require("rill.log").warn("a db result over run_memory_limit refused", { database = h.name,
+    max_result = settings.max_result, error = err })
+end
 metrics.gauge("rill_db_pool_max", "Most connections a database's pool opens (db_pool; 1 for SQLite).",
   { "database" }, each_handle(function(f, name, h)
     f:labels(name):set(h.kind == "sqlite" and 1 or settings.pool)
@@ -197,6 +208,7 @@ local function run_batch(h, conn, stmt, origin)
   if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
   if not ok or not res then
     err = err:gsub("^%a+: ", "")
+    if err:find("more than a run may hold", 1, true) then result_refused(h, err) end
     if h.kind == "sqlite" and err:find("^interrupted") then -- by the statement timeout (or rill's exit)
       err = string.format("the statement ran longer than db_statement_timeout (%g s) and was interrupted%s",
         settings.statement_timeout, err:sub(#"interrupted" + 1))
