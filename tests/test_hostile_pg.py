@@ -15,6 +15,7 @@ CONFIG = """return { databases = { main = "sqlite:data/app.db", crm = "env:CRM_U
 # timeout only bounds a test that fails (the unbounded code streamed for it)
 ENV = {"RILL_RUN_MEMORY_LIMIT": "32MiB", "RILL_DB_STATEMENT_TIMEOUT": "5s"}
 WAIT = 60
+ASAN = "asan" in os.environ.get("RILL_BIN", "")
 
 BIG = """
 return {
@@ -68,7 +69,8 @@ def fifty_million_rows_fail_as_they_arrive_under_the_run_limit():
         # ended it), then rill copied them into C values: the run failed at the
         # statement timeout, with rill's peak RSS in the GBs
         peak = _status_kb(r.proc.pid, "VmHWM") >> 10
-        assert peak < 200, f"rill's peak RSS {peak} MB: the rows were kept before the limit saw them"
+        # (under AddressSanitizer, freed blocks wait in its quarantine: no bound)
+        assert peak < 200 or ASAN, f"rill's peak RSS {peak} MB: the rows were kept before the limit saw them"
         _others_still_answered(r)
 
 
@@ -82,7 +84,7 @@ def one_value_over_the_run_limit_fails_and_libpq_gives_its_buffer_back():
         # input buffer, which it never shrinks; the connection that read it is
         # closed and replaced, so that the buffer goes with it
         rss = _status_kb(r.proc.pid, "VmRSS") >> 10
-        assert rss < 100, f"rill's RSS {rss} MB after the run: the 100 MB value is still held"
+        assert rss < 100 or ASAN, f"rill's RSS {rss} MB after the run: the 100 MB value is still held"
 
 
 @test
