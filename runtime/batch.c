@@ -184,6 +184,21 @@ void batch_reset(batch *b) {
     b->error = NULL;
 }
 
+size_t batch_row_weight(int ncols, int ntext, size_t text_bytes) {
+    /* LuaJIT on x86_64 (GC64): a table 64 bytes and its slot in the
+     * result's array 8, a hash node 24, a string's header 24 (and its NUL) */
+    return 72 + (size_t)ncols * 24 + (size_t)ntext * 25 + text_bytes;
+}
+
+size_t batch_result_bound(const batch *b, size_t max_result) {
+    return b->run_left < max_result ? b->run_left : max_result;
+}
+
+void batch_result_too_large(char *msg, size_t n, size_t bound, size_t max_result) {
+    snprintf(msg, n, "the result is larger than %zu bytes, %s (run_memory_limit)", bound,
+             bound < max_result ? "the memory the run had left" : "more than a run may hold");
+}
+
 void batch_fail(batch *b, const char *why) {
     if (b->error == NULL)
         b->error = strdup(why ? why : "unknown error");
@@ -288,6 +303,7 @@ batch *batch_from_call(lua_State *L, const char *who) {
     }
     b->task = t;
     b->queued_at = uv_now(rill_loop());
+    b->run_left = t && t->meter ? rill_meter_left(t->meter) : SIZE_MAX;
     return b;
 }
 

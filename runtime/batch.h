@@ -57,6 +57,8 @@ typedef struct batch {
     int left_out;       /* backend scratch: failed for good, not run again with its group */
     uint64_t queued_at; /* loop time (ms) it was queued: a backend fails it when the
                          * store cannot take it in time */
+    size_t run_left;    /* the memory its run had left when it asked (SIZE_MAX: no run, or
+                         * no limit): a statement's result is kept in C up to that */
     char *error;        /* NULL on success */
 } batch;
 
@@ -85,6 +87,23 @@ int stmt_set_columns(stmt_req *s, int ncols, const char *(*name)(int i, void *ct
 
 /* A new row of s to fill (ncols values); NULL when out of memory. */
 value *stmt_add_row(stmt_req *s);
+
+/* What a row of ncols values, ntext of them text of text_bytes in all,
+ * weighs against a result's bound (batch_result_bound): about what it will
+ * take as a Lua table in the run (its table and slot, a hash node per
+ * column, a string header per text), more than it takes in C, so that a
+ * result the run could not hold fails before it is all kept. */
+size_t batch_row_weight(int ncols, int ntext, size_t text_bytes);
+
+/* The most one statement's result of b may weigh (batch_row_weight) on a
+ * backend whose results are bounded by max_result (> 0): max_result, or less, what
+ * b's run had left of its memory when it asked (a result it could not hold
+ * as Lua values fails while it arrives, as an error the flow may catch). */
+size_t batch_result_bound(const batch *b, size_t max_result);
+
+/* The error of a statement whose result passed bound (batch_result_bound),
+ * naming run_memory_limit, which max_result comes from (db.lua). */
+void batch_result_too_large(char *msg, size_t n, size_t bound, size_t max_result);
 
 /* Records a failure of the batch (the first one counts). */
 void batch_fail(batch *b, const char *why);

@@ -693,14 +693,15 @@ static int fits_double(const char *text) {
     return digits <= 15;
 }
 
-/* What row r keeps in C: its cells and their text, and a cell's worth for
- * the row itself, so that rows of no column weigh something too. */
+/* What row r weighs against the result's bound (batch_row_weight; rows
+ * of no column weigh their table). Every value counts as text: numbers
+ * arrive as text, and are short. */
 static size_t row_bytes(PGresult *res, int r) {
     int ncols = PQnfields(res);
-    size_t n = sizeof(value) * (size_t)(ncols + 1);
+    size_t text = 0;
     for (int i = 0; i < ncols; i++)
-        n += (size_t)PQgetlength(res, r, i);
-    return n;
+        text += (size_t)PQgetlength(res, r, i);
+    return batch_row_weight(ncols, ncols, text);
 }
 
 /* Keeps the rows of res, a statement's whole result or, row by row, one
@@ -712,7 +713,8 @@ static int keep_rows(pg_conn *c, stmt_req *s, PGresult *res) {
     if (s->cols == NULL && stmt_set_columns(s, ncols, field_name, res) != 0)
         return -1;
     for (int r = 0; r < nrows; r++) {
-        if (c->max_result > 0 && (c->kept += row_bytes(res, r)) > c->max_result)
+        if (c->max_result > 0 &&
+            (c->kept += row_bytes(res, r)) > batch_result_bound(c->cur, c->max_result))
             return 1;
         value *row = stmt_add_row(s);
         if (row == NULL)
@@ -825,20 +827,20 @@ static void describe_error(PGresult *res, const char *sql, char *msg, size_t n) 
         snprintf(msg, n, "%.*s (at commit)", len, e);
 }
 
-/* The statement answering now passed max_result: its batch fails, naming
- * the setting db.lua takes max_result from, and it keeps nothing more of
- * it. Alone in its group, the connection is dropped as soon as this result
- * is read (read_results): the server stops making rows that nobody will
- * keep (fifty million of them streamed for seconds) and rolls the batch
- * back, and libpq's buffer goes with it. In a group shared with other
- * callers' batches, whose statements may be committed already, the rest of
- * its rows are read and dropped one by one, and the connection is made
- * again once the group is done (recycle). */
+/* The statement answering now passed max_result, or what its run had left
+ * (batch_result_bound): its batch fails, naming the setting db.lua takes
+ * max_result from, and it keeps nothing more of it. Alone in its group,
+ * the connection is dropped as soon as this result is read (read_results):
+ * the server stops making rows that nobody will keep (fifty million of
+ * them streamed for seconds) and rolls the batch back, and libpq's buffer
+ * goes with it. In a group shared with other callers' batches, whose
+ * statements may be committed already, the rest of its rows are read and
+ * dropped one by one, and the connection is made again once the group is
+ * done (recycle). */
 static void over_limit(pg_conn *c) {
     char msg[160];
-    snprintf(msg, sizeof msg,
-             "the result is larger than %zu bytes, more than a run may hold (run_memory_limit)",
-             c->max_result);
+    batch_result_too_large(msg, sizeof msg, batch_result_bound(c->cur, c->max_result),
+                           c->max_result);
     batch_fail(c->cur, msg);
     c->over = 1;
     c->recycle = 1;

@@ -245,25 +245,29 @@ static int keep_row(stmt_req *s, sqlite3_stmt *st) {
     return 0;
 }
 
-/* What a row keeps in C: its cells and their text. (The bytes of text and
- * blobs only: asked of a number, sqlite3_column_bytes converts it to text,
- * and keep_row would then read its type as text.) */
+/* What a row weighs against the result's bound (batch_row_weight). (The
+ * bytes of text and blobs only: asked of a number, sqlite3_column_bytes
+ * converts it to text, and keep_row would then read its type as text.) */
 static size_t row_bytes(stmt_req *s, sqlite3_stmt *st) {
-    size_t n = (size_t)s->ncols * sizeof(value);
+    size_t text = 0;
+    int ntext = 0;
     for (int i = 0; i < s->ncols; i++) {
         int type = sqlite3_column_type(st, i);
-        if (type == SQLITE_TEXT || type == SQLITE_BLOB)
-            n += (size_t)sqlite3_column_bytes(st, i);
+        if (type == SQLITE_TEXT || type == SQLITE_BLOB) {
+            text += (size_t)sqlite3_column_bytes(st, i);
+            ntext++;
+        }
     }
-    return n;
+    return batch_row_weight(s->ncols, ntext, text);
 }
 
 static const char *column_name(int i, void *st) {
     return sqlite3_column_name(st, i);
 }
 
-/* Runs one statement; on failure returns a malloc'd message. */
-static char *run_stmt(sqlite_conn *c, stmt_req *s) {
+/* Runs one statement, keeping at most bound bytes of its rows (when
+ * max_result is set); on failure returns a malloc'd message. */
+static char *run_stmt(sqlite_conn *c, stmt_req *s, size_t bound) {
     cached_stmt *cached;
     char *err = NULL;
     sqlite3_stmt *st = prepare(c, s->sql, &cached, &err);
@@ -278,18 +282,16 @@ static char *run_stmt(sqlite_conn *c, stmt_req *s) {
     if (rc == SQLITE_OK && stmt_set_columns(s, sqlite3_column_count(st), column_name, st) != 0)
         err = strdup("out of memory");
     /* The rows are kept here, outside the Lua heap and its limits, until
-     * the statement is done: max_result bounds them (a flow's query of
-     * zeroblob(900000000) took rill's RSS to 1.8 GB before its run failed) */
+     * the statement is done: max_result, or what the run had left, bounds
+     * them (a flow's query of zeroblob(900000000) took rill's RSS to 1.8 GB
+     * before its run failed) */
     size_t kept = 0;
     while (rc == SQLITE_OK && err == NULL) {
         int step = sqlite3_step(st);
         if (step == SQLITE_ROW) {
-            if (c->max_result > 0 && (kept += row_bytes(s, st)) > c->max_result) {
+            if (c->max_result > 0 && (kept += row_bytes(s, st)) > bound) {
                 char msg[160];
-                snprintf(msg, sizeof msg,
-                         "the result is larger than %zu bytes, more than a run may hold "
-                         "(run_memory_limit)",
-                         c->max_result);
+                batch_result_too_large(msg, sizeof msg, bound, c->max_result);
                 err = strdup(msg);
             } else if (keep_row(s, st) != 0) {
                 err = strdup("out of memory");
@@ -329,7 +331,7 @@ static int exec_simple(sqlite_conn *c, const char *sql, char **err) {
 /* Runs a batch's statements, stopping at the first failure (recorded). */
 static void run_batch(sqlite_conn *c, batch *b) {
     for (int i = 0; i < b->nstmts && b->error == NULL; i++) {
-        char *err = run_stmt(c, &b->stmts[i]);
+        char *err = run_stmt(c, &b->stmts[i], batch_result_bound(b, c->max_result));
         if (err) {
             const char *sql = b->stmts[i].sql;
             size_t n = strlen(err) + 80;

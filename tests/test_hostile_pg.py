@@ -100,6 +100,41 @@ def rows_of_no_column_are_rows_and_rill_goes_on():
         _others_still_answered(r)
 
 
+HOLDER = """
+return {
+  deadline = "30s",
+  triggers = { webhook { path = "/holder" } },
+  run = function(ctx)
+    -- 24 MiB of the run's 32 held, in strings of 1 MiB (under max_string)
+    local keep = {}
+    for i = 1, 24 do keep[i] = ("x"):rep(1024 * 1024 - 64) .. i end
+    local ok, err = pcall(db.use(ctx.payload.db).query, ctx.payload.sql)
+    return { caught = not ok, err = tostring(err), kept = #keep }
+  end,
+}"""
+
+
+@test
+def a_result_over_what_the_run_has_left_fails_as_an_error_the_flow_can_catch():
+    """On Postgres and on SQLite."""
+    with Rill({"holder.lua": HOLDER, "count.lua": COUNT}, env=dict(ENV, CRM_URL=pg.new_database()),
+              config=CONFIG) as r:
+        # half a million rows weigh 19 MB in C: under max_result (32 MiB), over the
+        # 8 MiB the run has left. Before: they were all kept in C, then refused as
+        # Lua values, and the run was ended by its memory limit (uncatchable, a 500)
+        # (the same on SQLite, whose rows are kept in C the same way)
+        for db, sql in (("crm", "SELECT generate_series(1, 500000) AS g"),
+                        ("main", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                                 "WHERE x < 500000) SELECT x AS g FROM c")):
+            res = r.request("POST", "/holder", {"db": db, "sql": sql}, timeout=WAIT)
+            eq(res.status, 200, db + ": the run's status: " + res.body[:300])
+            got = res.json()
+            eq(got["caught"], True, db + ": the flow caught the query's error")
+            assert "the memory the run had left" in got["err"] and "run_memory_limit" in got["err"], got["err"]
+            eq(got["kept"], 24, db + ": what the run held")
+        _others_still_answered(r)
+
+
 SHARED_GROUP = """
 -- two callers' batches queued in one loop turn go out as one group
 local pg = require "rill.c.pg"

@@ -208,7 +208,7 @@ local function run_batch(h, conn, stmt, origin)
   if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
   if not ok or not res then
     err = err:gsub("^%a+: ", "")
-    if err:find("more than a run may hold", 1, true) then result_refused(h, err) end
+    if err:find("the result is larger than", 1, true) then result_refused(h, err) end
     if h.kind == "sqlite" and err:find("^interrupted") then -- by the statement timeout (or rill's exit)
       err = string.format("the statement ran longer than db_statement_timeout (%g s) and was interrupted%s",
         settings.statement_timeout, err:sub(#"interrupted" + 1))
