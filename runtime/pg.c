@@ -47,6 +47,9 @@
 
 #define CONN_MT "rill.pg"
 #define MAX_PREPARED 128 /* statements prepared per connection; more are parsed each time */
+/* A row larger than this grew libpq's input buffer to its size (libpq
+ * never shrinks it): the connection is made again after its group. */
+#define RECYCLE_ROW (1u << 20)
 
 /* Postgres type oids that results turn into numbers and booleans. */
 enum {
@@ -123,10 +126,11 @@ typedef struct pg_conn {
     int nprep, next_id;
     /* Bounded results (max_result > 0): the statement answering now (cur,
      * cur_stmt) is read row by row once single_row is set; kept is what its
-     * rows take in C so far; over: it went past max_result, and the rest of
-     * its rows are dropped as they come. recycle: a row past the limit may
-     * have grown libpq's input buffer, which it never shrinks: the
-     * connection is closed once its group is done, and made again. */
+     * rows weigh so far; over: it went past its bound, and the rest of its
+     * rows are dropped as they come. recycle: a row past the bound or over
+     * RECYCLE_ROW may have grown libpq's input buffer, which it never
+     * shrinks: the connection is closed once its group is done, and made
+     * again (not a transaction's: that would end it). */
     size_t max_result; /* 0: no limit, results read whole */
     size_t kept;
     int single_row, over, recycle;
@@ -713,9 +717,13 @@ static int keep_rows(pg_conn *c, stmt_req *s, PGresult *res) {
     if (s->cols == NULL && stmt_set_columns(s, ncols, field_name, res) != 0)
         return -1;
     for (int r = 0; r < nrows; r++) {
-        if (c->max_result > 0 &&
-            (c->kept += row_bytes(res, r)) > batch_result_bound(c->cur, c->max_result))
-            return 1;
+        if (c->max_result > 0) {
+            size_t weight = row_bytes(res, r);
+            if (weight > RECYCLE_ROW)
+                c->recycle = 1;
+            if ((c->kept += weight) > batch_result_bound(c->cur, c->max_result))
+                return 1;
+        }
         value *row = stmt_add_row(s);
         if (row == NULL)
             return -1;
@@ -803,8 +811,8 @@ static void group_done(pg_conn *c) {
         c->pending = again;
     }
     free(commit_error);
-    /* a row over max_result may have grown libpq's input buffer: a new
-     * connection gives it back (not a transaction's: it would end it) */
+    /* a big row may have grown libpq's input buffer: a new connection
+     * gives it back (not a transaction's: it would end it) */
     if (c->recycle && !c->no_reconnect)
         disconnect(c);
     c->recycle = 0;
