@@ -20,8 +20,9 @@
  * Results: libpq keeps a statement's rows in its own memory until the
  * statement is done, outside every Lua limit. A connection opened with
  * max_result (the flows': db.lua) reads its statements in libpq's single-row
- * mode and weighs each row as it arrives: a statement whose rows take more
- * than max_result bytes in C fails at that row (see over_limit). Without it
+ * mode and weighs each row as it arrives: a statement whose rows weigh
+ * more than max_result, or than what the run asking had left of its
+ * memory, fails at that row (see over_limit). Without it
  * (rill's own store) results come whole: the store's statements return few
  * rows, and one PGresult per row would only cost it time.
  *

@@ -117,10 +117,10 @@ end
 
 -- A transaction's connection (tx) never reconnects: a new session would run
 -- the rest of the transaction's statements outside it.
--- A result larger than a run may hold fails while it arrives, on both
--- kinds (max_result): its rows are kept in C, outside every memory limit,
--- until the statement is done (Postgres reads them row by row then, where
--- libpq held them all first).
+-- A result larger than a run may hold (max_result, or what the run has
+-- left) fails while it arrives, on both kinds: its rows are kept in C,
+-- outside every memory limit, until the statement is done (Postgres reads
+-- them row by row then, where libpq held them all first).
 local function open_conn(h, tx)
   if h.kind == "postgres" then
     local c, err = require("rill.c.pg").open(h.url,
