@@ -10,10 +10,6 @@
 
 #include "batch.h"
 
-#define TEXT_OF(x) #x
-#define NUMBER_TEXT(x) TEXT_OF(x)
-#define MAX_PARAMS_TEXT NUMBER_TEXT(BATCH_MAX_PARAMS)
-
 unsigned batch_hash_sql(const char *sql) {
     size_t n = strlen(sql), i = 0;
     uint64_t h = 0x9e3779b97f4a7c15u ^ n, w;
@@ -254,7 +250,7 @@ static batch *batch_from_lua(lua_State *L, int idx, const char *who) {
             int np = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : (int)lua_objlen(L, -2) - 1;
             lua_pop(L, 1);
             if (err == NULL && np > BATCH_MAX_PARAMS)
-                err = "too many parameters in one statement (at most " MAX_PARAMS_TEXT ")";
+                err = "too many parameters in one statement (at most 64)";
             else if (err == NULL && np > 0 &&
                      (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
                 err = "out of memory";

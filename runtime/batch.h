@@ -19,9 +19,7 @@
 
 enum { VAL_NULL, VAL_INT, VAL_FLOAT, VAL_TEXT, VAL_BOOL, VAL_JSON /* text, decoded for Lua */ };
 
-/* Parameters of one statement: a Postgres multi-row INSERT of 16 runs has
- * 368 (store_schema.lua, insert_runs). */
-#define BATCH_MAX_PARAMS 400
+#define BATCH_MAX_PARAMS 64 /* parameters of one statement */
 
 typedef struct value {
     int type;

@@ -197,11 +197,11 @@ def _post_together(r, bodies_and_headers):
 
 
 @test
-def runs_submitted_together_are_stored_together_and_one_the_store_refuses_fails_alone():
-    """The runs of async webhooks read in one turn go to Postgres as one
-    multi-row INSERT; when the store refuses one of them (a header that is
-    not UTF-8 in its request), the others are stored all the same, each on
-    its own, and only that one is refused."""
+def runs_submitted_together_are_stored_and_one_the_store_refuses_fails_alone():
+    """Async webhooks read in one turn of the loop, one of whose runs the
+    store refuses (a header that is not UTF-8 in its request): the others
+    are stored and run all the same, and only that one is refused. (A
+    batching of the inserts of a turn must keep this: 44cbfab's did.)"""
     with rill({"quote.lua": test_queue.ASYNC}) as r:
         requests = [({"id": f"Q-{i}"}, b"X-Note: caf\xe9\r\n" if i == 7 else b"") for i in range(20)]
         answers = _post_together(r, requests)

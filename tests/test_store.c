@@ -138,7 +138,7 @@ static void check_misuse_raises(void) {
         run("out = nil; go(function()\n"
             "  local c = open()\n"
             "  local _, e1 = pcall(c.batch, c, { { '  ' } })\n"
-            "  local _, e2 = pcall(c.batch, c, { { 'SELECT 1', n = 401 } })\n"
+            "  local _, e2 = pcall(c.batch, c, { { 'SELECT 1', n = 65 } })\n"
             "  out = e1:match('must be its SQL text') .. '|' .. e2:match('too many parameters')\n"
             "  c:close()\n"
             "end)"),

@@ -130,7 +130,7 @@ function store.open(url, opts)
 end
 
 function store.close()
-  store.flush_finishes() -- on the connection they were asked of, before it closes (inserts too)
+  store.flush_finishes() -- on the connection they were asked of, before it closes
   if conn then conn:close() end
   conn = nil
 end
@@ -144,9 +144,7 @@ function store.is_open() return conn ~= nil end
 -- transaction. With r.idem_key, a second row with the same flow and key is
 -- not stored: callback(id, duplicate) gets the first run's id and whether
 -- this was such a duplicate; callback(nil, err) on failure.
-local enqueue_later -- below: the plain inserts of a turn, together (Postgres)
 function store.enqueue(r, callback, extra)
-  if dialect.insert_rows and not r.idem_key and not (extra and #extra > 0) then return enqueue_later { r, callback } end
   local stmts
   if r.idem_key then
     stmts = {
@@ -326,26 +324,14 @@ local function finish_stmt(id, owner, f)
   return { FINISH, id, owner, f.state, f.result, f.error, f.run_at, f.finished, f.version, f.attempt, f.versions, n = 10 }
 end
 
--- Writes asked for in one turn of the loop, sent together at the next, on
--- the connection they were asked of: one batch per group commit instead of
--- one per run (each costs the loop its copy, its results and its callback).
--- turn_queue(send) -> add(e): send(c, entries) gets the turn's entries.
-local timer, turn_queues = require "rill.c.timer", {}
-local function turn_queue(send)
-  local q = { entries = {} }
-  function q.flush()
-    if q.timer then q.timer:stop() end
-    local these, c = q.entries, q.conn
-    q.entries, q.conn, q.timer = {}, nil, nil
-    send(c, these)
-  end
-  turn_queues[#turn_queues + 1] = q
-  return function(e)
-    if q.conn ~= conn and #q.entries > 0 then q.flush() end
-    q.entries[#q.entries + 1], q.conn = e, conn
-    if not q.timer then q.timer = timer.after(0, q.flush) end
-  end
-end
+-- The finishes asked for in this turn of the loop, written together in one
+-- batch at the next, on the connection they were asked of: one batch per
+-- group commit instead of one per run (each costs the loop its copy, its
+-- results and its callback). One statement per run still: one UPDATE of
+-- them all (the values as a JSON array, json_to_recordset) cost the
+-- Postgres server no less per run, and SQLite more (bench/issue16-profile.md).
+local finishing, finishing_conn, flush_timer = {}, nil, nil
+local timer = require "rill.c.timer"
 
 local function batch_on(c, stmts, callback)
   return c:batch(stmts, function(res, err)
@@ -354,47 +340,8 @@ local function batch_on(c, stmts, callback)
   end)
 end
 
--- sends each entry alone (e[cb] its callback) when there is no connection
--- or only one, else all in one batch, again each alone if the store
--- refuses it (a value it cannot take must not fail the others)
-local function together(cb, alone, stmts_of, done)
-  return function(c, these)
-    if not c then
-      for _, e in ipairs(these) do e[cb](nil, "store: not open") end
-    elseif #these == 1 then
-      alone(c, these[1])
-    else
-      local stmts = stmts_of(these)
-      batch_on(c, stmts, function(res)
-        if not res then
-          for _, e in ipairs(these) do alone(c, e) end
-          return
-        end
-        done(these, res)
-      end)
-    end
-  end
-end
-
--- The plain run inserts (no idempotency key, nothing stored with them) of
--- a turn, on Postgres: multi-row INSERTs (dialect.insert_rows). e: {row, callback}
-local function insert_alone(c, e)
-  batch_on(c, { insert_run(e[1]) }, function(res, err)
-    if not res then return e[2](nil, err) end
-    e[2](e[1].id, false)
-  end)
-end
-enqueue_later = turn_queue(together(2, insert_alone, function(these)
-  local rows = {}
-  for i, e in ipairs(these) do rows[i] = e[1] end
-  return schema.insert_runs(rows, dialect.insert_rows)
-end, function(these)
-  for _, e in ipairs(these) do e[2](e[1].id, false) end
-end))
-
--- The finishes of a turn: one statement per run (one UPDATE of them all,
--- json_to_recordset, cost Postgres no less, SQLite more: issue16-profile.md).
--- The statements of one finish: its update, a met wait's wake, its lines.
+-- The statements of one finish: its update, the wake of a wait already
+-- met, its log lines.
 local function finish_stmts(id, owner, attempt, f, lines)
   local stmts = { finish_stmt(id, owner, f) }
   if f.state == "waiting" then
@@ -415,18 +362,32 @@ local function finish_alone(c, e)
   end)
 end
 
-local finish_later = turn_queue(together(6, finish_alone, function(these)
+local function flush_finishes()
+  if flush_timer then flush_timer:stop() end
+  flush_timer = nil
+  local these, c = finishing, finishing_conn
+  finishing, finishing_conn = {}, nil
+  if not c then
+    for _, e in ipairs(these) do e[6](nil, "store: not open") end
+    return
+  end
+  if #these == 1 then return finish_alone(c, these[1]) end
   local stmts = {}
   for i, e in ipairs(these) do stmts[i] = finish_stmt(e[1], e[2], e[4]) end
   for _, e in ipairs(these) do log_rows(stmts, e[1], e[3], e[5]) end
-  return stmts
-end, function(these, res)
-  for i, e in ipairs(these) do e[6](res[i].changes > 0) end
-end))
-
--- flush_finishes(): sends the finishes (and inserts) waiting for the next turn now.
+  batch_on(c, stmts, function(res, err)
+    if not res then
+      -- one finish the store refuses (a value it cannot take) must not
+      -- fail the others: each is written again on its own
+      for _, e in ipairs(these) do finish_alone(c, e) end
+      return
+    end
+    for i, e in ipairs(these) do e[6](res[i].changes > 0) end
+  end)
+end
+-- flush_finishes(): sends the finishes waiting for the next turn now.
 function store.flush_finishes()
-  for _, q in ipairs(turn_queues) do if #q.entries > 0 then q.flush() end end
+  if #finishing > 0 then flush_finishes() end
 end
 
 -- finish(id, owner, attempt, fields, lines, callback): records the end of an
@@ -439,7 +400,9 @@ end
 function store.finish(id, owner, attempt, f, lines, callback)
   local e = { id, owner, attempt, f, lines, callback }
   if f.state == "waiting" then return finish_alone(conn, e) end
-  finish_later(e)
+  if finishing_conn ~= conn then store.flush_finishes() end
+  finishing[#finishing + 1], finishing_conn = e, conn
+  if not flush_timer then flush_timer = timer.after(0, flush_finishes) end
 end
 
 -- steps(run_id) -> the run's completed steps, in order: {seq, name, result}.

@@ -207,9 +207,6 @@ local DIALECTS = {
     ordered = { "SELECT set_config('enable_bitmapscan', 'off', true)" },
     unordered = { "SELECT set_config('enable_bitmapscan', 'on', true)" },
     shared = true,
-    -- the plain run inserts of one turn as multi-row INSERTs of up to this
-    -- many rows (store.enqueue); SQLite: one INSERT per run
-    insert_rows = 16,
     -- migrations from instances starting together take turns
     lock = { "SELECT pg_advisory_xact_lock(7224184)" },
   },
@@ -238,46 +235,8 @@ local function insert_run(r, sql)
     r.result, r.error, r.chain, r.versions, r.settings, n = #RUN_TYPES }
 end
 
--- insert_runs(rows, most) -> statements inserting the rows, each a
--- multi-row INSERT of a power of two rows, `most` at most: the server pays
--- a statement's bind, executor start and end once per chunk instead of
--- once per run (bench/pg-statements.lua: 14% of its CPU per run), and a
--- few texts, each prepared once, serve every count.
-local NCOLS, INSERTS = #RUN_TYPES, {}
-local function insert_of(k)
-  if not INSERTS[k] then
-    local rows = {}
-    for i = 0, k - 1 do
-      local v = {}
-      for j = 1, NCOLS do v[j] = "$" .. (i * NCOLS + j) end
-      rows[i + 1] = "(" .. table.concat(v, ", ") .. ")"
-    end
-    INSERTS[k] = RUN_INSERT .. "VALUES " .. table.concat(rows, ", ")
-  end
-  return INSERTS[k]
-end
-local function insert_runs(rows, most)
-  local stmts, first = {}, 1
-  while first <= #rows do
-    local k = 1
-    while k * 2 <= most and k * 2 <= #rows - first + 1 do k = k * 2 end
-    if k == 1 then
-      stmts[#stmts + 1] = insert_run(rows[first])
-    else
-      local st = { insert_of(k), n = k * NCOLS }
-      for i = 0, k - 1 do
-        local one = insert_run(rows[first + i])
-        for j = 1, NCOLS do st[i * NCOLS + j + 1] = one[j + 1] end
-      end
-      stmts[#stmts + 1] = st
-    end
-    first = first + k
-  end
-  return stmts
-end
-
 S.WAITING, S.MIGRATIONS, S.RUN_COLUMNS, S.DIALECTS = WAITING, MIGRATIONS, RUN_COLUMNS, DIALECTS
-S.RUN_INSERT, S.RUN_TYPES, S.typed, S.INSERT_RUN_WITH_KEY, S.insert_run, S.insert_runs =
-  RUN_INSERT, RUN_TYPES, typed, INSERT_RUN_WITH_KEY, insert_run, insert_runs
+S.RUN_INSERT, S.RUN_TYPES, S.typed, S.INSERT_RUN_WITH_KEY, S.insert_run =
+  RUN_INSERT, RUN_TYPES, typed, INSERT_RUN_WITH_KEY, insert_run
 
 return S
