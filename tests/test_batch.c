@@ -10,6 +10,7 @@
 #include <lualib.h>
 
 #include "t.h"
+#include "t_state.h"
 #include "batch.h"
 #include "watchdog.h"
 
@@ -46,26 +47,13 @@ static int l_fake_rows(lua_State *L) {
 }
 
 static void open_state(void) {
-    L = luaL_newstate();
-    luaL_openlibs(L);
-    rill_modules_register(L, NULL);
-    rill_watchdog_start(L);
+    L = t_state_open();
     lua_register(L, "fake_rows", l_fake_rows);
     T_EQ_INT(luaL_dostring(L, "task = require 'rill.c.task'"), 0);
 }
 
-static void close_handle(uv_handle_t *h, void *arg) {
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static void close_state(void) {
-    uv_run(rill_loop(), UV_RUN_DEFAULT);
-    uv_walk(rill_loop(), close_handle, NULL);
-    uv_run(rill_loop(), UV_RUN_DEFAULT);
-    rill_watchdog_stop();
-    lua_close(L);
-    T_EQ_INT(uv_loop_alive(rill_loop()), 0);
+    t_state_close(L);
 }
 
 static const char *global_str(const char *name) {
