@@ -323,12 +323,18 @@ class Rill:
             r = conn.getresponse()
             return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode())
         except ConnectionRefusedError:
-            if self.proc.poll() is None:
-                raise
+            # A refused connection means no socket listens on the port: rill
+            # is gone, or going (its sockets close before the process is
+            # reaped), or closed a listener it should not have. What a test
+            # failing here needs to say is which, and rill's last lines.
+            try:
+                self.proc.wait(timeout=2)
+                state = f"rill exited with {self.proc.returncode}"
+            except subprocess.TimeoutExpired:
+                state = f"rill is running but nothing listens on port {port or self.port}"
             with self._lock:
                 tail = self.logs[-15:]
-            # what a test failing here needs to say: rill is gone, and why
-            raise AssertionError(f"{method} {path}: rill exited with {self.proc.returncode}; its last lines:\n"
+            raise AssertionError(f"{method} {path}: connection refused: {state}; its last lines:\n"
                                  + "\n".join(map(str, tail))) from None
         finally:
             conn.close()
