@@ -1049,9 +1049,14 @@ static int on_headers_complete(http_parser *p) {
     c->http10 = p->http_minor == 0;
     /* One walk of the headers: the Host and Transfer-Encoding headers, and "Expect: 100-continue",
      * answered below so that clients like curl send the body. */
-    int hosts = 0, tes = 0;
+    int hosts = 0, tes = 0, not_utf8 = 0;
     const char *h, *v, *te = NULL, *host = NULL;
     for (size_t at = 0; header_next(&c->headers, &at, &h, &v);) {
+        /* RFC 9110 lets a value carry bytes over 0x7f (obs-text) without
+         * saying what they mean; flows read values as text, the store keeps
+         * them in JSON, which Postgres refuses unless they are UTF-8: an
+         * async webhook would get 503 and its sender retry for ever. */
+        not_utf8 = not_utf8 || !rill_utf8_valid(v, strlen(v));
         if (strcmp(h, "host") == 0)
             hosts++, host = v;
         else if (strcmp(h, "transfer-encoding") == 0)
@@ -1062,6 +1067,8 @@ static int on_headers_complete(http_parser *p) {
     if (check_version_and_host(c, p, hosts, host) || check_transfer_encoding(c, tes, te) ||
         parse_target(c))
         return -1;
+    if (not_utf8)
+        return parse_refuse(c, 400, "a header value is not UTF-8", REFUSED_BAD_REQUEST);
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
         return parse_refuse(c, 413, "request body is larger than the limit (max_body)",
                             REFUSED_MAX_BODY);

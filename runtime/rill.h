@@ -63,7 +63,8 @@ int rill_pattern_open(lua_State *L);
  * counts the numbers decodes read as infinite (cjson_buf.c) */
 int rill_cjson_buf_open(lua_State *L);
 int rill_log_open(lua_State *L);
-int rill_utf8_open(lua_State *L);     /* rill.c.utf8: first_invalid(s) (utf8.c) */
+int rill_utf8_open(lua_State *L);             /* rill.c.utf8: first_invalid(s) (utf8.c) */
+int rill_utf8_valid(const char *s, size_t n); /* whether s is UTF-8 (RFC 3629) */
 int rill_loopstat_open(lua_State *L); /* rill.c.loopstat: busy time per loop turn (loopstat.c) */
 
 /* Creates the metatable `name` (once) with `methods` as its __index, and

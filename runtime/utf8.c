@@ -91,6 +91,10 @@ static size_t first_invalid(const unsigned char *s, size_t n) {
     return n;
 }
 
+int rill_utf8_valid(const char *s, size_t n) {
+    return first_invalid((const unsigned char *)s, n) == n;
+}
+
 /* first_invalid(s) -> the 1-based position of the first byte that is not
  * valid UTF-8, or nil. */
 static int l_first_invalid(lua_State *L) {

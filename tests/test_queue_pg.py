@@ -199,11 +199,18 @@ def _post_together(r, bodies_and_headers):
 @test
 def runs_submitted_together_are_stored_and_one_the_store_refuses_fails_alone():
     """Async webhooks read in one turn of the loop, one of whose runs the
-    store refuses (a header that is not UTF-8 in its request): the others
-    are stored and run all the same, and only that one is refused. (A
-    batching of the inserts of a turn must keep this: 44cbfab's did.)"""
+    store refuses (a trigger on the table refuses its row: no request can
+    make Postgres refuse one, a header or body that is not UTF-8 is a 400
+    before the store): the others are stored and run all the same, and
+    only that one is refused. (A batching of the inserts of a turn must
+    keep this: 44cbfab's did.)"""
     with rill({"quote.lua": test_queue.ASYNC}) as r:
-        requests = [({"id": f"Q-{i}"}, b"X-Note: caf\xe9\r\n" if i == 7 else b"") for i in range(20)]
+        r.wait_ready()
+        pg.sql("CREATE FUNCTION refuse_q7() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+               "IF NEW.payload LIKE '%\"Q-7\"%' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+               "RETURN NEW; END $$; CREATE TRIGGER refuse_q7 BEFORE INSERT ON runs "
+               "FOR EACH ROW EXECUTE FUNCTION refuse_q7()", url=r.env["RILL_STORE"])
+        requests = [({"id": f"Q-{i}"}, b"") for i in range(20)]
         answers = _post_together(r, requests)
         statuses = [status for status, _ in answers]
         eq([s == 202 for s in statuses], [i != 7 for i in range(20)], f"accepted ({statuses})")

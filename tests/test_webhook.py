@@ -149,6 +149,13 @@ def a_json_body_that_is_not_utf8_or_has_an_infinite_number_is_refused_with_400()
             res = r.request("POST", "/hooks/echo", raw, {"Content-Type": "application/json"})
             eq(res.status, 400, raw[:20])
             assert "out of range" in res.json()["error"], res
+        # a text body too: the flow reads it as text, an async run's is
+        # stored as such, and Postgres refused it (503 "retry later" for ever)
+        res = r.request("POST", "/hooks/text", b"caf\xe9", {"Content-Type": "text/plain"})
+        eq(res.status, 400, "a Latin-1 text body")
+        assert "malformed text body: byte 4 is not UTF-8" in res.json()["error"], res
+        eq(r.request("POST", "/hooks/text", "café".encode(), {"Content-Type": "text/plain"}).body, "got 5 bytes",
+           "a UTF-8 text body")
         text = '{"a":"caf\u00e9 \U0001F600 \\ud83d\\ude00"}'
         res = r.request("POST", "/hooks/echo", text.encode(), {"Content-Type": "application/json"})
         eq(res.status, 200, "UTF-8 and escapes")

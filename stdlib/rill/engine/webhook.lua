@@ -190,6 +190,10 @@ local function payload_of(trigger, method, query, headers, body)
     if not_utf8(body) then return nil, 400, "malformed form body: it is not UTF-8 once percent-decoded" end
     return parse_form(body)
   end
+  -- text: the flow reads it as text, and an async run's is stored as such
+  -- (Postgres refuses bytes that are not UTF-8: the sender got 503 for ever)
+  local bad = utf8_error(body)
+  if bad then return nil, 400, "malformed text body: byte " .. bad .. " is not UTF-8" end
   return body
 end
 webhook.payload_of = payload_of -- for tests and fuzz/webhook_json.lua
