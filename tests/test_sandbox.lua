@@ -200,8 +200,8 @@ t.test("rawset on env changes nothing another flow reads, and is refused naming 
   local a = load("a.lua", [[
 return { triggers = { manual() }, run = function()
   local ok, err = pcall(rawset, env, "SLACK_CHANNEL", "#attacker")
-  table.insert(env, "x")
-  return { refused = not ok, err = tostring(err) }
+  local iok, ierr = pcall(table.insert, env, "x")
+  return { refused = not ok, err = tostring(err), insert_refused = not iok, ierr = tostring(ierr) }
 end }]])
   local b = load("b.lua", [[
 return { triggers = { manual() }, run = function()
@@ -210,11 +210,44 @@ end }]])
   local ra = run(a).result
   t.eq(ra.refused, true, "rawset(env, ...) refused")
   t.ok(ra.err:find("env", 1, true) and ra.err:find("read-only", 1, true), ra.err)
+  t.eq(ra.insert_refused, true, "table.insert(env, ...) refused")
+  t.ok(ra.ierr:find("env is read-only (table.insert)", 1, true), ra.ierr)
   local rb = run(b).result
   t.eq(rb.channel, "#general", "env.SLACK_CHANNEL in b")
   t.eq(rb.get, "#general", "env.get in b")
   t.eq(rb.slot, true, "a's table.insert(env) not seen by b")
   require("rill.env").configure {}
+end)
+
+t.test("the runs of a flow that declares no settings share a ctx.settings no run can write", function()
+  local f = load("a.lua", [[
+return { triggers = { manual() }, run = function(ctx)
+  local out = {}
+  for name, write in pairs {
+    assign = function() ctx.settings.channel = "#attacker" end,
+    rawset = function() rawset(ctx.settings, "channel", "#attacker") end,
+    insert = function() table.insert(ctx.settings, "x") end,
+    remove = function() table.remove(ctx.settings) end,
+  } do
+    local ok, err = pcall(write)
+    out[name] = ok and "written" or tostring(err)
+  end
+  out.left = next(ctx.settings) == nil
+  local ok, err = pcall(function() return ctx.settings.channel end)
+  out.read = ok and "read" or tostring(err)
+  return out
+end }]])
+  for _ = 1, 2 do -- the second run finds nothing the first one tried to leave
+    local r = run(f)
+    t.eq(r.state, "succeeded", "run")
+    t.ok(r.result.assign:find("ctx.settings is read-only: a declares no settings (setting 'channel')", 1, true),
+      r.result.assign)
+    t.ok(r.result.rawset:find("ctx.settings is read-only (rawset of channel)", 1, true), r.result.rawset)
+    t.ok(r.result.insert:find("ctx.settings is read-only (table.insert)", 1, true), r.result.insert)
+    t.ok(r.result.remove:find("ctx.settings is read-only (table.remove)", 1, true), r.result.remove)
+    t.eq(r.result.left, true, "ctx.settings stays empty")
+    t.ok(r.result.read:find("a declares no setting 'channel' (it declares no settings)", 1, true), r.result.read)
+  end
 end)
 
 t.test("a connector client gives no way to the shared settings or methods", function()

@@ -93,11 +93,29 @@ end
 -- (http responses, fail(), connectors, the string metatable) carry
 -- __metatable = false so getmetatable() cannot reach them.
 local read_only = setmetatable({}, { __mode = "k" }) -- proxy -> the name flows know it by
-local raw_set = rawset
+local raw_set, raw_insert, raw_remove = rawset, table.insert, table.remove
 local function guarded_rawset(t, k, v)
   local name = type(t) == "table" and read_only[t]
   if name then error(name .. " is read-only (rawset of " .. tostring(k) .. ")", 2) end
   return raw_set(t, k, v)
+end
+-- table.insert and table.remove write without metamethods, as rawset does
+local function guarded_insert(t, ...)
+  local name = type(t) == "table" and read_only[t]
+  if name then error(name .. " is read-only (table.insert)", 2) end
+  return raw_insert(t, ...)
+end
+local function guarded_remove(t, ...)
+  local name = type(t) == "table" and read_only[t]
+  if name then error(name .. " is read-only (table.remove)", 2) end
+  return raw_remove(t, ...)
+end
+
+-- read_only(t, name): t is shared with runs that must not change it; a
+-- flow's rawset, table.insert or table.remove of it raises, naming it
+-- (its own writes are refused by its metatable's __newindex).
+function sandbox.read_only(t, name)
+  read_only[t] = name
 end
 -- ---- end of isolation ----
 
@@ -109,6 +127,7 @@ function sandbox.new(modules)
   for _, name in ipairs(SAFE_BASE) do env[name] = _G[name] end
   env.string = copy(string, { dump = true })
   env.table = copy(table)
+  env.table.insert, env.table.remove = guarded_insert, guarded_remove
   env.math = copy(math)
   -- one generator for the process: a flow reseeding it made every other
   -- flow's math.random (and rill's retry jitter) predictable

@@ -185,7 +185,27 @@ local function typo_mt_of(flow)
   return typo_mt[flow] or new_typo_mt(flow)
 end
 
+-- A flow that declares no settings has nothing a run could be given in
+-- ctx.settings: its runs share one empty table per version (a table per run
+-- was one of the blocks a sync webhook request allocates), read-only so
+-- that no run leaves anything in it for the next (a write, a rawset, a
+-- table.insert raise, naming it: the sandbox refuses the last two).
+local none_of = setmetatable({}, { __mode = "k" }) -- flow version -> its runs' shared ctx.settings
+local function shared_none(flow)
+  local typo = typo_mt_of(flow)
+  local flow_name = flow.name
+  local t = setmetatable({}, { __metatable = false, __index = typo.__index, __newindex = function(_, name)
+    error("ctx.settings is read-only: " .. tostring(flow_name) .. " declares no settings (setting '" ..
+      tostring(name):sub(1, 64) .. "')", 2)
+  end })
+  require("rill.sandbox").read_only(t, "ctx.settings")
+  none_of[flow] = t
+  return t
+end
+
 function settings.for_run(flow, recorded)
+  local decls = flow.settings
+  if decls == nil or next(decls) == nil then return none_of[flow] or shared_none(flow) end
   local out = settings.values(flow)
   if type(recorded) == "table" then
     local decls = flow.settings or {}
