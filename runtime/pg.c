@@ -775,6 +775,9 @@ static int keep_rows(pg_conn *c, stmt_req *s, PGresult *res) {
     }
     const char *changes = PQcmdTuples(res);
     s->changes = changes[0] ? strtoll(changes, NULL, 10) : 0;
+    const char *tag = PQcmdStatus(res); /* "" for a row of single-row mode */
+    if (tag[0])
+        snprintf(s->command, sizeof s->command, "%.*s", (int)strcspn(tag, " "), tag);
     return 0;
 }
 
