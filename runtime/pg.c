@@ -618,9 +618,12 @@ static void start_group(pg_conn *c) {
     if (c->state != PG_READY) {
         if (c->no_reconnect && c->connected_once) {
             /* a new session would run these outside the transaction */
+            char msg[640];
+            snprintf(msg, sizeof msg, "the transaction was lost with its connection (%s)",
+                     c->last_error);
             batch *pending = c->pending;
             c->pending = c->pending_tail = NULL;
-            fail_list(pending, "connection lost, with the transaction it held");
+            fail_list(pending, msg);
             start_group(c);
         } else if (c->retry_at > uv_now(rill_loop())) {
             /* Waiting before the next attempt: fail at once, so that a
@@ -842,10 +845,13 @@ static void describe_error(PGresult *res, const char *sql, char *msg, size_t n) 
 /* The statement answering now passed max_result, or what its run had left
  * (batch_result_bound): its batch fails, naming the setting db.lua takes
  * max_result from, and it keeps nothing more of it. Alone in its group,
- * the connection is dropped as soon as this result is read (read_results):
- * the server stops making rows that nobody will keep (fifty million of
- * them streamed for seconds) and rolls the batch back, and libpq's buffer
- * goes with it. In a group shared with other callers' batches, whose
+ * or on a transaction's connection, the connection is dropped as soon as
+ * this result is read (read_results): the server stops making rows that
+ * nobody will keep (fifty million of them streamed for seconds) and rolls
+ * the batch back, and libpq's buffer goes with it. A transaction ends
+ * there, whoever shares its group: kept open, it would keep what the
+ * refused statement did (an INSERT ... RETURNING), though its caller was
+ * told it failed. In a group shared with other callers' batches, whose
  * statements may be committed already, the rest of its rows are read and
  * dropped one by one, and the connection is made again once the group is
  * done (recycle). */
@@ -859,9 +865,9 @@ static void over_limit(pg_conn *c) {
 }
 
 /* Whether the connection must be dropped now, for a statement over
- * max_result that is alone in its group (over_limit). */
+ * max_result that is alone in its group or in a transaction (over_limit). */
 static int drop_now(pg_conn *c) {
-    return c->over && c->group == c->cur && c->cur->next == NULL;
+    return c->over && ((c->group == c->cur && c->cur->next == NULL) || c->no_reconnect);
 }
 
 /* Asks libpq to hand the statement answering next over row by row, when

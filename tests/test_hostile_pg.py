@@ -190,5 +190,114 @@ def a_result_over_the_bound_fails_alone_in_a_group_shared_with_another_caller():
     eq(got["same_session"], False, "a new session after the group")
 
 
+TX_BIG = """
+return {
+  deadline = "30s",
+  triggers = { webhook { path = "/tx" } },
+  run = function(ctx)
+    local d, p, out = db.use(ctx.payload.db), ctx.payload, {}
+    if p.db == "main" then d.exec("CREATE TABLE IF NOT EXISTS t (k TEXT)") end
+    if p.count then return d.query("SELECT count(*) AS n FROM t")[1].n end
+    local function tx()
+      d.exec("INSERT INTO t (k) VALUES ('before')")
+      if not p.catch then d.query(p.sql) end
+      local ok, err = pcall(d.query, p.sql)
+      out.caught = not ok and tostring(err)
+      ok, err = pcall(d.exec, "INSERT INTO t (k) VALUES ('after')")
+      out.insert = ok or tostring(err)
+      return "returned"
+    end
+    if not p.catch then return d.tx(tx) end
+    local ok, err = pcall(d.tx, tx)
+    out.tx = ok or tostring(err)
+    return out
+  end,
+}"""
+
+
+@test
+def a_result_refused_inside_a_transaction_aborts_it_and_nothing_runs_outside_it():
+    """On Postgres and on SQLite: a statement of db.tx whose result is refused
+    (run_memory_limit) aborts the transaction, as a failed statement does in
+    Postgres. The flow may catch the error, but the statements after it fail
+    naming it (never sent on another connection, or in autocommit), and db.tx
+    rolls back and raises it, even when its function returns."""
+    url = pg.new_database()
+    pg.sql("CREATE TABLE t (k text)", url)
+    returning = ("INSERT INTO t (k) SELECT repeat('x', 1000) FROM generate_series(1, 100000) RETURNING k",
+                 "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
+                 "INSERT INTO t (k) SELECT printf('%.*c', 1000, 'x') FROM c RETURNING k")
+    with Rill({"tx.lua": TX_BIG, "count.lua": COUNT}, env=dict(ENV, CRM_URL=url), config=CONFIG) as r:
+        for db, sql in (("crm", "SELECT generate_series(1, 50000000) AS g"), ("crm", returning[0]),
+                        ("main", returning[1])):
+            what = f"{db}: {sql[:40]}..."
+            res = r.request("POST", "/tx", {"db": db, "sql": sql, "catch": True}, timeout=WAIT)
+            eq(res.status, 200, what + ": the run's status: " + res.body[:300])
+            got = res.json()
+            assert "the result is larger than" in (got["caught"] or ""), (what, got)
+            # before, on Postgres: "connection lost, with the transaction it held", which
+            # named no cause; on SQLite the INSERT ran, and db.tx committed it, with the
+            # 100000 rows of the refused INSERT ... RETURNING
+            assert got["insert"] is not True, (what, "the INSERT after the refusal ran", got)
+            assert "the transaction is aborted, by a result refused in it" in got["insert"], (what, got)
+            assert "run_memory_limit" in got["insert"], (what, got)
+            assert got["tx"] is not True, (what, "db.tx reported a commit", got)
+            assert "the transaction was rolled back, not committed: a result in it was refused" in got["tx"], \
+                (what, got)
+            assert "run_memory_limit" in got["tx"], (what, got)
+            eq(r.request("POST", "/tx", {"db": db, "count": True}).json(), 0, what + ": rows committed")
+            # uncaught: the run fails with the refusal, and the transaction rolls back
+            res = r.request("POST", "/tx", {"db": db, "sql": sql, "catch": False}, timeout=WAIT)
+            eq(res.status, 500, what + ": uncaught, the run's status: " + res.body[:300])
+            line = r.wait_log(level="error", run=res.json()["run_id"], timeout=WAIT)
+            assert "the result is larger than" in line["msg"] and "run_memory_limit" in line["msg"], \
+                (what, line["msg"])
+            eq(r.request("POST", "/tx", {"db": db, "count": True}).json(), 0, what + ": uncaught, rows committed")
+        _others_still_answered(r)
+
+
+TX_GROUP = """
+-- a transaction's connection (reconnect = false), two batches in one group
+local pg = require "rill.c.pg"
+local task = require "rill.c.task"
+local json = require "rill.json"
+local url = require("rill.c.os").getenv("PG_URL")
+local conn = assert(pg.open(url, { max_result = 1024 * 1024, reconnect = false }))
+assert(conn:batch({ { "CREATE TABLE t (k text)" } }))
+assert(conn:batch({ { "BEGIN" } }))
+local w, left, out = task.waiter(), 2, {}
+for i, sql in ipairs { "INSERT INTO t SELECT repeat('x', 100) FROM generate_series(1, 100000) RETURNING k",
+                       "SELECT 42 AS n" } do
+  conn:batch({ { sql } }, function(res, err)
+    out[i] = { n = res and res[1][1] and res[1][1].n, err = err }
+    left = left - 1
+    if left == 0 then w:wake() end
+  end)
+end
+if left > 0 then w:wait() end
+local _, commit = conn:batch({ { "COMMIT" } })
+local other = assert(pg.open(url))
+print(json.encode { big = out[1], small = out[2], commit = commit,
+                    rows = other:batch({ { "SELECT count(*) AS n FROM t" } })[1][1].n })
+"""
+
+
+@test
+def a_result_over_the_bound_ends_the_transaction_whatever_shares_its_group():
+    d = temp_dir()
+    with open(os.path.join(d, "txgroup.lua"), "w") as f:
+        f.write(TX_GROUP)
+    code, out, err = run_cli("lua", os.path.join(d, "txgroup.lua"), env={"PG_URL": pg.new_database()},
+                             timeout=WAIT)
+    eq(code, 0, "exit code: " + err[-500:])
+    got = json.loads(out)
+    assert "the result is larger than 1048576 bytes" in (got["big"].get("err") or ""), got
+    # before: the refused INSERT's rows were read and dropped, the transaction went
+    # on, and its COMMIT committed the 100000 rows of a statement that had failed
+    eq(got["rows"], 0, "rows committed: " + json.dumps(got))
+    assert "the transaction was lost with its connection" in (got["commit"] or ""), got
+    assert got["small"].get("n") is None, got
+
+
 if __name__ == "__main__":
     main()

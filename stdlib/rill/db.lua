@@ -210,13 +210,17 @@ local function run_batch(h, conn, stmt, origin, tx)
   if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
   if not ok or not res then
     err = err:gsub("^%a+: ", "")
-    if err:find("the result is larger than", 1, true) then result_refused(h, err) end
+    local refused = err:find("the result is larger than", 1, true)
+    if refused then result_refused(h, err) end
     if h.kind == "sqlite" and err:find("^interrupted") then -- by the statement timeout (or rill's exit)
       err = string.format("the statement ran longer than db_statement_timeout (%g s) and was interrupted%s",
         settings.statement_timeout, err:sub(#"interrupted" + 1))
     end
     err = "db " .. h.name .. ": " .. err
-    if tx then tx.failed = tx.failed or err end
+    if tx then
+      tx.failed = tx.failed or err
+      if refused then tx.aborted = err end
+    end
     error(err, 0)
   end
   return res[#res]
@@ -229,7 +233,14 @@ local function execute(h, sql, ...)
   stmt.n = select("#", ...)
   local run = task.current()
   local tx = run and open_tx[run]
-  if tx and tx.handle == h then return run_batch(h, tx.conn, stmt, nil, tx) end
+  if tx and tx.handle == h then
+    if tx.aborted then
+      local why = tx.aborted:gsub("^db [^:]*: ", "")
+      error(string.format("db %s: the transaction is aborted, by a result refused in it (%s): "
+        .. "its statements fail until db.tx ends and rolls it back", h.name, why), 0)
+    end
+    return run_batch(h, tx.conn, stmt, nil, tx)
+  end
   local conn, origin = pick(h), nil
   if h.kind == "postgres" then
     if run and run.id then
@@ -389,14 +400,18 @@ function Handle:tx(fn)
   -- t stays open until COMMIT or ROLLBACK is done: a run stopped meanwhile
   -- still gives the connection back (its ROLLBACK then comes after).
   -- A transaction a failed statement aborted is never reported committed,
-  -- even when fn caught the error: Postgres answers the COMMIT of one its
-  -- error aborted with ROLLBACK, and no error.
+  -- even when fn caught the error: a result refused aborts it here (on
+  -- SQLite, COMMIT would keep what the refused statement changed; Postgres
+  -- lost the connection with it), and Postgres answers the COMMIT of one
+  -- its error aborted with ROLLBACK, and no error.
   local done, done_err, ended = results[1], nil, false
   local function rolled_back(why)
-    local first = (t.failed or "?"):gsub("^db [^:]*: ", "")
+    local first = (t.aborted or t.failed or "?"):gsub("^db [^:]*: ", "")
     return string.format("db %s: the transaction was rolled back, not committed: %s (%s)", self.name, why, first)
   end
-  if done then
+  if done and t.aborted then
+    done, done_err = false, rolled_back("a result in it was refused")
+  elseif done then
     local res
     done, res = pcall(run_batch, self, conn, { "COMMIT" })
     ended = done and res.command == "ROLLBACK"
