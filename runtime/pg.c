@@ -264,6 +264,15 @@ static void start_group(pg_conn *c);
 static void on_timer(uv_timer_t *h);
 static void row_by_row(pg_conn *c);
 
+/* The statement answering next has had none of its results read: its
+ * mode and weight start again (bounded results, see max_result). At the
+ * start of a group, whatever the last one left (a group that broke ended
+ * in the middle of a statement), and at each statement's end. */
+static void stmt_begins(pg_conn *c) {
+    c->single_row = c->over = 0;
+    c->kept = 0;
+}
+
 /* The connection is gone: everything in flight fails with the reason. */
 static void broken(pg_conn *c, const char *why) {
     char msg[512];
@@ -649,8 +658,7 @@ static void start_group(pg_conn *c) {
     c->group = c->cur = c->pending;
     c->cur_stmt = 0;
     c->failed = NULL;
-    c->single_row = c->over = 0;
-    c->kept = 0;
+    stmt_begins(c);
     c->pending = c->pending_tail = NULL;
     if (send_group(c) != 0) {
         broken(c, pg_error(c, buf, sizeof buf));
@@ -927,8 +935,7 @@ static void take_result(pg_conn *c, PGresult *res) {
 
 /* The end of a statement's results: the next statement answers now. */
 static void next_stmt(pg_conn *c) {
-    c->single_row = c->over = 0;
-    c->kept = 0;
+    stmt_begins(c);
     if (c->cur == NULL)
         return;
     stmt_req *s = &c->cur->stmts[c->cur_stmt];
