@@ -1,10 +1,16 @@
 """Hostile queries of flows on a real Postgres (issue 14's leftovers): a
 result larger than a run may hold must fail while it arrives, naming
 run_memory_limit, without libpq or rill holding it all in C first, and the
-database must go on answering the other flows."""
+database must go on answering the other flows; inside db.tx, the refusal
+aborts the transaction and nothing of it runs elsewhere or commits. A session
+cut in the middle of a streamed result (terminated, its backend killed, the
+server stopped) fails its run with an error the flow can catch, and the
+connection is made again for the next run."""
 import json
 import os
 import re
+import signal
+import threading
 
 from lib.harness import Postgres, Rill, eq, main, run_cli, temp_dir, test, wait_until
 
@@ -297,6 +303,83 @@ def a_result_over_the_bound_ends_the_transaction_whatever_shares_its_group():
     eq(got["rows"], 0, "rows committed: " + json.dumps(got))
     assert "the transaction was lost with its connection" in (got["commit"] or ""), got
     assert got["small"].get("n") is None, got
+
+
+STREAM = """
+return {
+  deadline = "120s",
+  triggers = { webhook { path = "/stream" } },
+  run = function()
+    local ok, err = pcall(db.use("crm").query, "SELECT g, pg_sleep(0.001) FROM generate_series(1, 100000) g")
+    return { caught = not ok, err = tostring(err) }
+  end,
+}"""
+
+PID = """
+return {
+  triggers = { webhook { method = "GET", path = "/pid" } },
+  run = function() return db.use("crm").query("SELECT pg_backend_pid() AS pid")[1].pid end,
+}"""
+
+
+def _stream_cut(cut):
+    """A flow streams a large query row by row (single-row mode) on the pool's one
+    connection, and cut() ends its session in the middle: the run gets an error it
+    can catch, the connection is made again for the next run, and rill goes on."""
+    url = pg.new_database()
+    dbname = url.rsplit("/", 1)[1]
+    # one connection in the pool: the next run's query must go through it, made again
+    with Rill({"stream.lua": STREAM, "pid.lua": PID}, env={"CRM_URL": url, "RILL_DB_STATEMENT_TIMEOUT": "120s"},
+              config=CONFIG.replace("} }", "}, db_pool = 1 }")) as r:
+        res = r.request("GET", "/pid", timeout=WAIT)
+        eq(res.status, 200, "the first run: " + res.body[:300])
+        first = res.json()
+        out = {}
+        streaming = threading.Thread(target=lambda: out.update(res=r.request("POST", "/stream", {}, timeout=WAIT)))
+        streaming.start()
+        # rows arrive in the server's 8 kB flushes, a few hundred rows each: once the
+        # query has run for a second, rill has read some of them and waits for more
+        active = f"""SELECT pid FROM pg_stat_activity WHERE datname = '{dbname}' AND state = 'active'
+                     AND query LIKE '%pg_sleep(0.001)%' AND now() - query_start > interval '1 second'"""
+        pid = wait_until(lambda: pg.sql(active), WAIT, "the stream's query to run for a second")
+        eq(int(pid), first, "the stream's connection: the pool's one")
+        cut(pid)
+        streaming.join(WAIT)
+        res = out["res"]
+        eq(res.status, 200, "the streaming run's status: " + res.body[:300])
+        got = res.json()
+        eq(got["caught"], True, "the flow caught the query's error: " + res.body[:300])
+        assert "terminating connection due to administrator command" in got["err"] \
+            or "connection lost" in got["err"], got
+        # (after a failed attempt to connect, the next waits a moment: runs meanwhile
+        # fail at once, "unreachable")
+        res = wait_until(lambda: (lambda res: res.status == 200 and res)(r.request("GET", "/pid", timeout=WAIT)),
+                         WAIT, "a run's query to be answered again")
+        assert res.json() != first, "the next run's session is a new one"
+        eq(pg.sql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname}'"), "1",
+           "rill's sessions on the database: the cut one gone, one made again")
+
+
+@test
+def a_connection_terminated_in_the_middle_of_a_stream_fails_the_run_and_is_replaced():
+    _stream_cut(lambda pid: eq(pg.sql(f"SELECT pg_terminate_backend({pid})"), "t", "terminated"))
+
+
+@test
+def a_backend_killed_in_the_middle_of_a_stream_fails_the_run_and_is_replaced():
+    # no goodbye from the server: the socket just closes (and the server restarts
+    # its sessions, recovering from the crash of one)
+    _stream_cut(lambda pid: os.kill(int(pid), signal.SIGKILL))
+
+
+@test
+def postgres_stopped_in_the_middle_of_a_stream_fails_the_run_and_rill_reconnects():
+    def stop(pid):
+        try:
+            pg.pause()  # a fast shutdown: the server ends its sessions, then stops
+        finally:
+            pg.resume()
+    _stream_cut(stop)
 
 
 if __name__ == "__main__":
