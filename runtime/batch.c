@@ -159,6 +159,7 @@ static void stmt_clear_results(stmt_req *s) {
     s->cells = NULL;
     s->ncols = s->nrows = s->cap = 0;
     s->changes = 0;
+    s->command[0] = '\0';
 }
 
 static void stmt_free(stmt_req *s) {
@@ -334,6 +335,10 @@ static void push_result(lua_State *L, const stmt_req *s) {
     }
     lua_pushnumber(L, (lua_Number)s->changes);
     lua_setfield(L, -2, "changes");
+    if (s->command[0]) {
+        lua_pushstring(L, s->command);
+        lua_setfield(L, -2, "command");
+    }
     lua_createtable(L, s->ncols, 0);
     for (int i = 0; i < s->ncols; i++) {
         lua_pushstring(L, s->cols[i]);

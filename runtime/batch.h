@@ -9,7 +9,9 @@
  * Lua form: stmts = { {sql, p1, p2, ..., n = nparams}, ... }; the outcome is
  * a list of results, one per statement, each a list of rows (tables keyed by
  * column name, NULL columns absent) with the fields `changes` (rows changed,
- * or returned) and `columns` (the column names, in order); or nil and an
+ * or returned), `columns` (the column names, in order) and, on Postgres,
+ * `command` (the command tag's first word: a COMMIT of a transaction that
+ * an error aborted answers "ROLLBACK", without an error); or nil and an
  * error message.
  */
 #ifndef RILL_BATCH_H
@@ -43,8 +45,9 @@ typedef struct stmt_req {
     int nrows, cap;
     value *cells; /* nrows * ncols */
     int64_t changes;
-    int skip; /* backend scratch: results to pass over before this one's */
-    int slot; /* backend scratch: its prepared statement, -1 for none */
+    char command[16]; /* the command tag's first word, "" when the backend gives none */
+    int skip;         /* backend scratch: results to pass over before this one's */
+    int slot;         /* backend scratch: its prepared statement, -1 for none */
 } stmt_req;
 
 typedef struct batch {

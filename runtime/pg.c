@@ -264,6 +264,15 @@ static void start_group(pg_conn *c);
 static void on_timer(uv_timer_t *h);
 static void row_by_row(pg_conn *c);
 
+/* The statement answering next has had none of its results read: its
+ * mode and weight start again (bounded results, see max_result). At the
+ * start of a group, whatever the last one left (a group that broke ended
+ * in the middle of a statement), and at each statement's end. */
+static void stmt_begins(pg_conn *c) {
+    c->single_row = c->over = 0;
+    c->kept = 0;
+}
+
 /* The connection is gone: everything in flight fails with the reason. */
 static void broken(pg_conn *c, const char *why) {
     char msg[512];
@@ -618,9 +627,12 @@ static void start_group(pg_conn *c) {
     if (c->state != PG_READY) {
         if (c->no_reconnect && c->connected_once) {
             /* a new session would run these outside the transaction */
+            char msg[640];
+            snprintf(msg, sizeof msg, "the transaction was lost with its connection (%s)",
+                     c->last_error);
             batch *pending = c->pending;
             c->pending = c->pending_tail = NULL;
-            fail_list(pending, "connection lost, with the transaction it held");
+            fail_list(pending, msg);
             start_group(c);
         } else if (c->retry_at > uv_now(rill_loop())) {
             /* Waiting before the next attempt: fail at once, so that a
@@ -646,8 +658,7 @@ static void start_group(pg_conn *c) {
     c->group = c->cur = c->pending;
     c->cur_stmt = 0;
     c->failed = NULL;
-    c->single_row = c->over = 0;
-    c->kept = 0;
+    stmt_begins(c);
     c->pending = c->pending_tail = NULL;
     if (send_group(c) != 0) {
         broken(c, pg_error(c, buf, sizeof buf));
@@ -775,6 +786,9 @@ static int keep_rows(pg_conn *c, stmt_req *s, PGresult *res) {
     }
     const char *changes = PQcmdTuples(res);
     s->changes = changes[0] ? strtoll(changes, NULL, 10) : 0;
+    const char *tag = PQcmdStatus(res); /* "" for a row of single-row mode */
+    if (tag[0])
+        snprintf(s->command, sizeof s->command, "%.*s", (int)strcspn(tag, " "), tag);
     return 0;
 }
 
@@ -839,10 +853,13 @@ static void describe_error(PGresult *res, const char *sql, char *msg, size_t n) 
 /* The statement answering now passed max_result, or what its run had left
  * (batch_result_bound): its batch fails, naming the setting db.lua takes
  * max_result from, and it keeps nothing more of it. Alone in its group,
- * the connection is dropped as soon as this result is read (read_results):
- * the server stops making rows that nobody will keep (fifty million of
- * them streamed for seconds) and rolls the batch back, and libpq's buffer
- * goes with it. In a group shared with other callers' batches, whose
+ * or on a transaction's connection, the connection is dropped as soon as
+ * this result is read (read_results): the server stops making rows that
+ * nobody will keep (fifty million of them streamed for seconds) and rolls
+ * the batch back, and libpq's buffer goes with it. A transaction ends
+ * there, whoever shares its group: kept open, it would keep what the
+ * refused statement did (an INSERT ... RETURNING), though its caller was
+ * told it failed. In a group shared with other callers' batches, whose
  * statements may be committed already, the rest of its rows are read and
  * dropped one by one, and the connection is made again once the group is
  * done (recycle). */
@@ -856,9 +873,9 @@ static void over_limit(pg_conn *c) {
 }
 
 /* Whether the connection must be dropped now, for a statement over
- * max_result that is alone in its group (over_limit). */
+ * max_result that is alone in its group or in a transaction (over_limit). */
 static int drop_now(pg_conn *c) {
-    return c->over && c->group == c->cur && c->cur->next == NULL;
+    return c->over && ((c->group == c->cur && c->cur->next == NULL) || c->no_reconnect);
 }
 
 /* Asks libpq to hand the statement answering next over row by row, when
@@ -918,8 +935,7 @@ static void take_result(pg_conn *c, PGresult *res) {
 
 /* The end of a statement's results: the next statement answers now. */
 static void next_stmt(pg_conn *c) {
-    c->single_row = c->over = 0;
-    c->kept = 0;
+    stmt_begins(c);
     if (c->cur == NULL)
         return;
     stmt_req *s = &c->cur->stmts[c->cur_stmt];

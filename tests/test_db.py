@@ -45,6 +45,9 @@ return {
       if mode == "fail" then error("changed my mind") end
       if mode == "nested" then d.tx(function() end) end
       if mode == "hang" then sleep(5) end
+      if mode == "savepoint" then d.exec("SAVEPOINT s") end
+      if mode == "caught" or mode == "savepoint" then pcall(d.query, "SELECT * FROM missing") end
+      if mode == "savepoint" then d.exec("ROLLBACK TO SAVEPOINT s") end
       if mode == "lost" then
         pcall(d.query, "SELECT pg_terminate_backend(pg_backend_pid())")
         d.exec("INSERT INTO t (k, n) VALUES ('after-loss', 2)")
@@ -188,6 +191,29 @@ def transactions_commit_or_roll_back():
             res = r.request("POST", "/tx", {"db": dbname, "mode": "nested"}).json()
             assert "already in a transaction" in res["err"], res
             eq([x["k"] for x in res["rows"]], ["ok"], f"{dbname}: nested refused, rolled back")
+
+
+@test
+def a_transaction_an_error_aborted_is_never_reported_committed():
+    """Postgres aborts a transaction at its first error, and answers its
+    COMMIT with ROLLBACK, no error: db.tx raises then, naming the error, even
+    when the flow caught it. A savepoint the flow rolled back to recovers it;
+    on SQLite a failed statement ends only itself."""
+    with rill() as r:
+        for dbname in ("main", "crm"):
+            sql(r, dbname, ("exec", "CREATE TABLE t (k TEXT, n INTEGER)"))
+            res = r.request("POST", "/tx", {"db": dbname, "mode": "caught"}).json()
+            if dbname == "crm":
+                # before: ok = true, and nothing committed
+                assert res["ok"] is False, res
+                assert "the transaction was rolled back, not committed: a statement in it failed" in res["err"], res
+                assert 'relation "missing" does not exist' in res["err"], res
+                eq(len(res["rows"]), 0, "crm: rows committed")
+            else:
+                eq((res["ok"], [x["k"] for x in res["rows"]]), (True, ["caught"]), "main: committed")
+            sql(r, dbname, ("exec", "DELETE FROM t"))
+            res = r.request("POST", "/tx", {"db": dbname, "mode": "savepoint"}).json()
+            eq((res["ok"], [x["k"] for x in res["rows"]]), (True, ["savepoint"]), f"{dbname}: recovered, committed")
 
 
 @test

@@ -5,7 +5,8 @@
 --   db.query(sql, ...) -> rows (tables keyed by column; NULL is db.null)
 --   db.exec(sql, ...)  -> how many rows changed
 --   db.tx(function() ... end) -> fn's results: committed, or rolled back
---                         when fn raises (the error goes on)
+--                         when fn raises (the error goes on), or when a
+--                         statement in it failed and left it aborted (raises)
 --   db.use(name)       -> the same functions on another database
 -- Values: integers and floats as numbers, booleans (Postgres), text,
 -- timestamps as ISO strings (UTC), json/jsonb decoded.
@@ -194,9 +195,10 @@ local function origin_of(run)
   return run.id .. " " .. run.depth .. " " .. (run.chain or run.flow)
 end
 
--- run_batch(h, conn, stmt[, origin]): stmt's result; with origin (Postgres:
--- a run, or false for none), in one transaction after the origin is set.
-local function run_batch(h, conn, stmt, origin)
+-- run_batch(h, conn, stmt[, origin[, tx]]): stmt's result; with origin
+-- (Postgres: a run, or false for none), in one transaction after the
+-- origin is set; tx: the transaction stmt is part of (see Handle:tx).
+local function run_batch(h, conn, stmt, origin, tx)
   local stmts = { stmt }
   if origin ~= nil then stmts = { { SET_ORIGIN, origin_of(origin), n = 1 }, stmt } end
   local ok, res, err
@@ -208,12 +210,18 @@ local function run_batch(h, conn, stmt, origin)
   if not ok then err = res:gsub("^[^:]*:%d+: ", "") end
   if not ok or not res then
     err = err:gsub("^%a+: ", "")
-    if err:find("the result is larger than", 1, true) then result_refused(h, err) end
+    local refused = err:find("the result is larger than", 1, true)
+    if refused then result_refused(h, err) end
     if h.kind == "sqlite" and err:find("^interrupted") then -- by the statement timeout (or rill's exit)
       err = string.format("the statement ran longer than db_statement_timeout (%g s) and was interrupted%s",
         settings.statement_timeout, err:sub(#"interrupted" + 1))
     end
-    error("db " .. h.name .. ": " .. err, 0)
+    err = "db " .. h.name .. ": " .. err
+    if tx then
+      tx.failed = tx.failed or err
+      if refused then tx.aborted = err end
+    end
+    error(err, 0)
   end
   return res[#res]
 end
@@ -225,7 +233,14 @@ local function execute(h, sql, ...)
   stmt.n = select("#", ...)
   local run = task.current()
   local tx = run and open_tx[run]
-  if tx and tx.handle == h then return run_batch(h, tx.conn, stmt) end
+  if tx and tx.handle == h then
+    if tx.aborted then
+      local why = tx.aborted:gsub("^db [^:]*: ", "")
+      error(string.format("db %s: the transaction is aborted, by a result refused in it (%s): "
+        .. "its statements fail until db.tx ends and rolls it back", h.name, why), 0)
+    end
+    return run_batch(h, tx.conn, stmt, nil, tx)
+  end
   local conn, origin = pick(h), nil
   if h.kind == "postgres" then
     if run and run.id then
@@ -384,13 +399,29 @@ function Handle:tx(fn)
   open_tx[run] = nil
   -- t stays open until COMMIT or ROLLBACK is done: a run stopped meanwhile
   -- still gives the connection back (its ROLLBACK then comes after).
-  local done, done_err = results[1], nil
-  if done then
-    done, done_err = pcall(run_batch, self, conn, { "COMMIT" })
-    if not done then pcall(run_batch, self, conn, { "ROLLBACK" }) end
-  else
-    pcall(run_batch, self, conn, { "ROLLBACK" })
+  -- A transaction a failed statement aborted is never reported committed,
+  -- even when fn caught the error: a result refused aborts it here (on
+  -- SQLite, COMMIT would keep what the refused statement changed; Postgres
+  -- lost the connection with it), and Postgres answers the COMMIT of one
+  -- its error aborted with ROLLBACK, and no error.
+  local done, done_err, ended = results[1], nil, false
+  local function rolled_back(why)
+    local first = (t.aborted or t.failed or "?"):gsub("^db [^:]*: ", "")
+    return string.format("db %s: the transaction was rolled back, not committed: %s (%s)", self.name, why, first)
   end
+  if done and t.aborted then
+    done, done_err = false, rolled_back("a result in it was refused")
+  elseif done then
+    local res
+    done, res = pcall(run_batch, self, conn, { "COMMIT" })
+    ended = done and res.command == "ROLLBACK"
+    if not done then
+      done_err = res
+    elseif ended then
+      done, done_err = false, rolled_back("a statement in it failed, which aborted it")
+    end
+  end
+  if not done and not ended then pcall(run_batch, self, conn, { "ROLLBACK" }) end
   t.open = false
   release(self, conn)
   if not results[1] then error(results[2], 0) end
