@@ -80,6 +80,7 @@ int main(int argc, char **argv) {
      * closes so that close callbacks run once. */
     rill_http_server_wind_down();
     rill_sqlite_wind_down(); /* the timers that would interrupt them close next */
+    rill_timer_wind_down();
     uv_walk(loop, close_handle, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     rill_log_flush(2000); /* what the log holds, if its reader reads within 2 s */

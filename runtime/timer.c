@@ -16,23 +16,53 @@
 typedef struct sleep_req {
     uv_timer_t timer;
     rill_task *task;
+    struct sleep_req *prev, *next; /* on the armed list while the timer is not closing */
 } sleep_req;
+
+/* The armed sleeps: what rill_timer_wind_down closes at exit (runs still
+ * asleep then, past the drain), each with the close callback that frees
+ * it; closed by the loop's generic walk, they would be left allocated. */
+static sleep_req *armed;
+
+static void disarm(sleep_req *req) {
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        armed = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
+    req->prev = req->next = NULL;
+}
 
 static void sleep_free(uv_handle_t *h) {
     free(h->data);
 }
 
+static void sleep_close(sleep_req *req) {
+    disarm(req);
+    uv_close((uv_handle_t *)&req->timer, sleep_free);
+}
+
 static void sleep_done(uv_timer_t *timer) {
     sleep_req *req = timer->data;
     rill_task *t = req->task;
-    uv_close((uv_handle_t *)timer, sleep_free);
+    sleep_close(req);
     rill_task_resume(t, 0);
 }
 
 static void sleep_cancel(void *op) {
     sleep_req *req = op;
     uv_timer_stop(&req->timer);
-    uv_close((uv_handle_t *)&req->timer, sleep_free);
+    sleep_close(req);
+}
+
+void rill_timer_wind_down(void) {
+    while (armed != NULL) {
+        sleep_req *req = armed;
+        req->task->cancel = NULL; /* nothing may cancel it once it is freed */
+        req->task->op = NULL;
+        sleep_close(req);
+    }
 }
 
 /* sleep(seconds): waits without blocking the loop. */
@@ -46,6 +76,11 @@ static int l_sleep(lua_State *L) {
     if (req == NULL)
         return luaL_error(L, "sleep: out of memory");
     req->task = t;
+    req->prev = NULL;
+    req->next = armed;
+    if (armed)
+        armed->prev = req;
+    armed = req;
     uv_timer_init(rill_loop(), &req->timer);
     req->timer.data = req;
     uv_timer_start(&req->timer, sleep_done, (uint64_t)(seconds * 1000 + 0.5), 0);
