@@ -362,6 +362,7 @@ start = function(req, route, payload, request, verified_id)
   SYNC_OPTS.request, SYNC_OPTS.on_done = request, respond_with
   SYNC_OPTS.caller = { req = req, route = route, body = request.body }
   runner.start(route.flow, route.info, payload, SYNC_OPTS)
+  SYNC_OPTS.request, SYNC_OPTS.caller = nil, nil -- (not kept alive until the next request)
 end
 
 -- The end of a trigger's verify(request), run as a task under a short
