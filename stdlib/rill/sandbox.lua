@@ -93,23 +93,21 @@ end
 -- (http responses, fail(), connectors, the string metatable) carry
 -- __metatable = false so getmetatable() cannot reach them.
 local read_only = setmetatable({}, { __mode = "k" }) -- proxy -> the name flows know it by
-local raw_set, raw_insert, raw_remove = rawset, table.insert, table.remove
+local raw_set = rawset
 local function guarded_rawset(t, k, v)
   local name = type(t) == "table" and read_only[t]
   if name then error(name .. " is read-only (rawset of " .. tostring(k) .. ")", 2) end
   return raw_set(t, k, v)
 end
 -- table.insert and table.remove write without metamethods, as rawset does
-local function guarded_insert(t, ...)
-  local name = type(t) == "table" and read_only[t]
-  if name then error(name .. " is read-only (table.insert)", 2) end
-  return raw_insert(t, ...)
+local function guarded(fn, what)
+  return function(t, ...)
+    local name = type(t) == "table" and read_only[t]
+    if name then error(name .. " is read-only (" .. what .. ")", 2) end
+    return fn(t, ...)
+  end
 end
-local function guarded_remove(t, ...)
-  local name = type(t) == "table" and read_only[t]
-  if name then error(name .. " is read-only (table.remove)", 2) end
-  return raw_remove(t, ...)
-end
+local guarded_insert, guarded_remove = guarded(table.insert, "table.insert"), guarded(table.remove, "table.remove")
 
 -- read_only(t, name): t is shared with runs that must not change it; a
 -- flow's rawset, table.insert or table.remove of it raises, naming it

@@ -208,7 +208,6 @@ function settings.for_run(flow, recorded)
   if decls == nil or next(decls) == nil then return none_of[flow] or shared_none(flow) end
   local out = settings.values(flow)
   if type(recorded) == "table" then
-    local decls = flow.settings or {}
     for name, v in pairs(recorded) do
       if out[name] ~= nil and decls[name] and check(decls[name], v) ~= nil then out[name] = v end
     end
