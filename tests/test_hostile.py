@@ -256,6 +256,25 @@ def a_flow_file_stuck_in_c_at_load_exits_rill_once_then_stays_unloaded():
 
 
 @test
+def max_hold_ends_flows_code_only_not_rills_own_start():
+    # max_hold bounds a run's code that cannot be paused; rill's own tasks
+    # (serve's start loads modules inside require, a C call) have no
+    # deadline and are not held to it: with a max_hold that start exceeds
+    # (as 1 s did on a starved machine, and under valgrind), rill exited 1
+    # at start ("held the loop longer than max_hold ... at
+    # stdlib/rill/connectors/email.lua:20")
+    env = dict(ENV, RILL_MAX_HOLD="1ms")
+    with Rill({"ping.lua": PING}, env=env) as r:
+        res = r.request("GET", "/hooks/ping", timeout=10)
+        eq(res.status, 200, "a webhook of rill started with max_hold = 1ms")
+    d = flows_dir(("hold_xpcall",))
+    code, out, err = run_cli("run", "hold_xpcall_handler", "--flows", d, env=env, timeout=60)
+    eq(code, 1, f"the hostile run still fails (stderr {err[-300:]!r})")
+    res = json.loads(out.strip().splitlines()[-1])
+    assert "max_hold (0.001 s)" in res["error"], res["error"]
+
+
+@test
 def hostile_top_level_code_is_rejected_by_rill_check():
     d = os.path.join(HOSTILE, "load")
     # load_memory reaches a 16 MiB limit well within the load deadline; 64 MiB
