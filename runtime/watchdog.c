@@ -128,12 +128,14 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
         /* A slice can wait for the next check, but not for ever: code that
          * cannot be paused (a comparator, a message handler, a __tostring
          * called from C) holds every other run and request meanwhile.
-         * Flows' code only, which always runs under a deadline: rill's own
-         * tasks have none (serve's start, the admin API, the store's
-         * upkeep), and their first require of a module is such code; ended
-         * by max_hold on a slow or starved machine (or under valgrind),
-         * serve's start made rill exit 1. */
-        if (hold_ns && w->deadline && now - w->slice_end >= hold_ns) {
+         * Flows' code only: a run (named by its label, whatever its
+         * deadline, deadline = 0 included) or a verify function (under a
+         * deadline). rill's own tasks have neither (serve's start, the
+         * admin API, the store's upkeep), and their first require of a
+         * module is such code: ended by max_hold on a slow or starved
+         * machine (or under valgrind), serve's start made rill exit 1. */
+        if (hold_ns && (w->deadline || (w->label && w->label[0])) &&
+            now - w->slice_end >= hold_ns) {
             if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
                 snprintf(rill_kill_buffer(w->kill), RILL_KILL_MAX,
                          "held the loop longer than max_hold (%.3g s) where it cannot be paused "

@@ -272,6 +272,15 @@ def max_hold_ends_flows_code_only_not_rills_own_start():
     eq(code, 1, f"the hostile run still fails (stderr {err[-300:]!r})")
     res = json.loads(out.strip().splitlines()[-1])
     assert "max_hold (0.001 s)" in res["error"], res["error"]
+    # a run under no deadline at all (deadline = 0) is still a flow's code
+    d2 = temp_dir()
+    with open(os.path.join(d2, "nodl.lua"), "w") as f:
+        f.write("return { triggers = { manual() }, run = function()\n"
+                "  while true do xpcall(error, function() while true do end end) end\nend }\n")
+    code, out, err = run_cli("run", "nodl", "--flows", d2, env=dict(env, RILL_DEADLINE="0s"), timeout=60)
+    eq(code, 1, f"the run without a deadline fails (stderr {err[-300:]!r})")
+    res = json.loads(out.strip().splitlines()[-1])
+    assert "max_hold (0.001 s)" in res["error"], res["error"]
 
 
 @test
