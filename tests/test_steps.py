@@ -196,6 +196,34 @@ def a_step_inside_a_step_is_part_of_it_and_a_retry_replays_both():
         eq([s["name"] for s in run["steps"]], ["outer", "after"], "recorded steps")
 
 
+NOT_UTF8 = """
+return {
+  retries = { attempts = 3, backoff = "50ms", max_backoff = "100ms" },
+  triggers = { webhook { path = "/bytes", mode = "async" } },
+  run = function(ctx)
+    return step("download", function()
+      http.post(env.COUNTER .. "/download", { json = {} })
+      return "%PDF\\255\\254"
+    end)
+  end,
+}"""
+
+
+@test
+def a_step_whose_result_is_not_utf8_is_dead_and_its_work_not_repeated():
+    # Postgres refused the step's row: the step, done, was not recorded and
+    # each retry downloaded again; SQLite stored bytes that no JSON reader
+    # (runs show --json) could read
+    c = Counter()
+    with Rill({"bytes.lua": NOT_UTF8}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/bytes", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
+        eq(c.calls, {"download": 1}, "the step's work done once")
+        err = json.loads(run["error"])["message"]
+        assert "step download returned a value that is not JSON" in err and "not UTF-8" in err, err
+
+
 SLEEP_IN_STEP = """
 return {
   retries = { attempts = 3, backoff = "50ms", max_backoff = "100ms" },

@@ -25,6 +25,7 @@ local task = require "rill.c.task"
 local time = require "rill.time"
 local runner = require "rill.engine.runner"
 local current = require "rill.run"
+local utf8_error = require("rill.c.utf8").first_invalid
 
 local steps = {}
 
@@ -108,6 +109,16 @@ function steps.step(name, fn, opts)
     if r[1] then
       local ok, encoded = pcall(json.encode, r[2] == nil and json.null or r[2])
       if not ok then runner.fail("step " .. name .. " returned a value that is not JSON: " .. encoded, 2) end
+      -- cjson copies a string's bytes as they are; JSON is UTF-8, and the
+      -- store keeps the result as text: Postgres refuses the row, so the
+      -- step's work, done, was not recorded and each retry did it again
+      -- (SQLite kept bytes that made `rill runs show --json` invalid). A run
+      -- not stored (a sync webhook) records nothing: its result is not checked
+      local bad = run.durable and utf8_error(encoded)
+      if bad then
+        runner.fail(string.format("step %s returned a value that is not JSON: byte %d of it as JSON is not UTF-8",
+          name, bad), 2)
+      end
       if run.durable then
         local ours = require("rill.engine.store").step(run.id, require("rill.engine.queue").instance, {
           seq = seq, name = name, result = encoded, attempts = attempt, started = started, finished = now_ms() })
