@@ -482,6 +482,40 @@ def finished_runs_are_pruned_after_retention_and_dead_ones_kept():
         eq(r.runs("show", dead)["state"], "dead", "dead run kept")
 
 
+KEPT = """
+return {
+  retries = { attempts = 1 },
+  triggers = { webhook { path = "/hooks/kept", mode = "async", idempotency = "header:X-Delivery-Id" } },
+  run = function(ctx)
+    if ctx.payload.fail then fail("refused") end
+    if ctx.payload.sleep then sleep_for("a long wait", "1h") end
+    return "done"
+  end,
+}"""
+
+
+@test
+def the_delivery_id_of_a_run_still_kept_is_not_forgotten_by_retention():
+    # retention deleted every delivery id older than it, also those of runs
+    # it keeps (dead, asleep, waiting): a redelivery made a second run of
+    # one delivery beside the first (which `runs retry` could run again)
+    with rill({"kept.lua": KEPT}, env={"RILL_RETENTION": "1s"}) as r:
+        def deliver(key, body):
+            return post(r, "/hooks/kept", body, {"X-Delivery-Id": key})
+        dead = deliver("d-dead", {"fail": True}).json()["run_id"]
+        asleep = deliver("d-asleep", {"sleep": True}).json()["run_id"]
+        done = deliver("d-done", {}).json()["run_id"]
+        eq(finished(r, dead)["state"], "dead", "dead run")
+        eq(finished(r, done)["state"], "succeeded", "finished run")
+        wait_until(lambda: r.runs("show", asleep)["state"] == "sleeping", 10, "the run to sleep")
+        wait_until(lambda: r.runs_cli("show", done)[0] == 1, 10, "the finished run to be pruned")
+        for key, run_id in (("d-dead", dead), ("d-asleep", asleep)):
+            again = deliver(key, {})
+            eq((again.status, again.json()), (200, {"run_id": run_id, "duplicate": True}), f"{key} delivered again")
+        # forgotten with its run, as documented
+        eq(deliver("d-done", {}).status, 202, "the pruned run's delivery id")
+
+
 @test
 def sync_webhook_runs_are_kept_in_the_history():
     flow = """

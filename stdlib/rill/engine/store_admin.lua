@@ -133,7 +133,10 @@ function store.prune(before, limit, callback)
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
     { "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE state IN ('succeeded', 'failed') "
       .. "AND finished < $1 ORDER BY finished LIMIT $2)", before, limit, n = 2 },
-    { "DELETE FROM idempotency WHERE created < $1", before, n = 1 },
+    -- a delivery id is forgotten with its run: a run kept (dead, asleep,
+    -- waiting) keeps it, or a redelivery would make a second run of it
+    { "DELETE FROM idempotency WHERE created < $1 AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = idempotency.run_id)",
+      before, n = 1 },
     { "DELETE FROM event_runs WHERE created < $1", before, n = 1 },
     { "DELETE FROM events WHERE created < $1 AND delivered = 1", before, n = 1 },
     -- waits of runs that ended otherwise (dead, deleted)
