@@ -253,6 +253,22 @@ def a_sleep_inside_a_step_is_refused():
         assert 'sleep_for and sleep_until cannot be inside a step (step "outer")' in err and "nap.lua:8:" in err, err
 
 
+@test
+def a_step_marked_retry_false_inside_a_step_stopped_by_the_deadline_makes_the_run_dead():
+    c = Counter()
+    # the same charge, called by a helper inside an enclosing step
+    flow = NOT_RETRYABLE.replace("return {\n", 'return {\n  deadline = "0.5s",\n', 1).replace(
+        ".status end", ".status, sleep(5) end").replace('step("charge"', 'step("order", function() step("charge"').replace(
+        "retry = false })", "retry = false }) end)")
+    with Rill({"charge.lua": flow}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/charge", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
+        eq(c.calls.get("charge"), 1, "the charge sent once")
+        err = json.loads(run["error"])["message"]
+        assert "retry = false" in err and "deadline exceeded" in err, err
+
+
 SLEEPER = """
 return {
   triggers = { webhook { path = "/sleep", mode = "async" } },

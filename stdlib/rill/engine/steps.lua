@@ -102,9 +102,16 @@ function steps.step(name, fn, opts)
   local started = now_ms()
   local err
   for attempt = 1, attempts do
-    if not outer then run.step = { seq = seq, name = name, no_retry = opts.retry == false } end
+    -- (an inner step marked retry = false marks the enclosing one while it
+    -- runs: a deadline then makes the run dead, as for the enclosing step's)
+    local kept = outer and outer.no_retry
+    if outer then
+      outer.no_retry = kept or opts.retry == false
+    else
+      run.step = { seq = seq, name = name, no_retry = opts.retry == false }
+    end
     local r = { pcall(fn) }
-    if not outer then run.step = nil end
+    if outer then outer.no_retry = kept else run.step = nil end
     if r[1] and outer then return r[2] end
     if r[1] then
       local ok, encoded = pcall(json.encode, r[2] == nil and json.null or r[2])
