@@ -293,7 +293,13 @@ return {
   run = function(ctx)
     local ok, err = pcall(emit, "big", { s = ("x"):rep(ctx.payload.n) })
     local ok2, err2 = pcall(emit, ("n"):rep(201), 1)
-    return { ok = ok, err = not ok and err or nil, long_name = ok2, long_name_err = not ok2 and err2 or nil }
+    local bytes = {}
+    for i, args in ipairs { { "big", { s = "%PDF\\255" } }, { "big\\255", 1 }, { "big", 1, { id = "a\\192\\175" } } } do
+      local okb, errb = pcall(emit, unpack(args))
+      bytes[i] = okb and "stored" or errb
+    end
+    return { ok = ok, err = not ok and err or nil, long_name = ok2, long_name_err = not ok2 and err2 or nil,
+             bytes = bytes }
   end,
 }"""
 
@@ -307,6 +313,11 @@ def an_event_over_max_event_size_is_refused_naming_the_limit():
         assert "max_event_size" in res["err"] and "64 KiB" in res["err"] and "big" in res["err"], res
         eq(res["long_name"], False, "a 201-character name")
         assert "1 to 200 characters" in res["long_name_err"], res
+        # bytes that are not UTF-8 (a stored event's data and name are text):
+        # SQLite stored them, Postgres refused them with its own error
+        for got, part in zip(res["bytes"], ("data as JSON is not UTF-8 (byte 11)", "name is not UTF-8 (byte 4)",
+                                            "id is not UTF-8 (byte 6)")):
+            assert "emit: the event's " + part in got, res["bytes"]
         eq(r.metric('rill_events_refused_total{reason="max_event_size"}'), 1, "counted")
         eq(r.request("POST", "/hooks/big", {"n": 1000}).json()["ok"], True, "a small one is stored")
         settled_runs(r, "sub", 1)

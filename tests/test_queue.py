@@ -209,6 +209,45 @@ return {
 }"""
 
 
+BYTES = r"""
+return {
+  triggers = { webhook { path = "/hooks/bytes", mode = "async" } },
+  run = function(ctx)
+    local pdf = "%PDF-\255\254\0\200 end"
+    log.info("downloaded \255", { body = pdf, nested = { b = pdf } })
+    if ctx.attempt == 1 then error("bad answer: " .. pdf) end
+    if ctx.payload.give_back then return pdf end
+    return "ok"
+  end,
+}"""
+
+
+@test
+def a_run_logging_bytes_that_are_not_utf8_stores_its_outcome():
+    # Postgres refused the outcome of a run whose log lines or error held
+    # bytes that are not UTF-8 (a response's body): the run, succeeded, ran
+    # again at each lease's end until it was dead ("its last attempt never
+    # finished"); SQLite kept bytes that made runs show --json invalid
+    with rill({"bytes.lua": BYTES}) as r:
+        run_id = post(r, "/hooks/bytes", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"], json.loads(run["result"])), ("succeeded", 2, "ok"), "the run")
+        logged = [l for l in run["logs"] if l["message"].startswith("downloaded")]
+        eq(len(logged), 2, "the line of each attempt")
+        eq(logged[0]["message"], "downloaded \ufffd", "message: the bad byte replaced")
+        fields = json.loads(logged[0]["fields"])
+        eq(fields["body"], "%PDF-\ufffd\ufffd\u0000\ufffd end", "field: each bad byte replaced")
+        eq(fields["nested"]["b"], fields["body"], "a nested field too")
+        failed = [l for l in run["logs"] if l["message"].startswith("run failed")]
+        assert failed and "bad answer: %PDF-\ufffd\ufffd" in failed[0]["message"], failed
+        # a result that is not UTF-8 is not JSON: dead, as a result that is not JSON is
+        run_id = post(r, "/hooks/bytes", {"give_back": True}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("dead", 2), "a result of bytes")
+        err = json.loads(run["error"])["message"]
+        assert "the run's result is not JSON: byte 7 of it as JSON is not UTF-8" in err, err
+
+
 def max_at_once(r, path, flow, n):
     ids = [post(r, path, {"i": i}).json()["run_id"] for i in range(n)]
     runs = [finished(r, i) for i in ids]
@@ -441,6 +480,40 @@ def finished_runs_are_pruned_after_retention_and_dead_ones_kept():
         wait_until(lambda: r.runs_cli("show", done)[0] == 1, 10, "the finished run to be pruned")
         time.sleep(1.2)  # another prune pass
         eq(r.runs("show", dead)["state"], "dead", "dead run kept")
+
+
+KEPT = """
+return {
+  retries = { attempts = 1 },
+  triggers = { webhook { path = "/hooks/kept", mode = "async", idempotency = "header:X-Delivery-Id" } },
+  run = function(ctx)
+    if ctx.payload.fail then fail("refused") end
+    if ctx.payload.sleep then sleep_for("a long wait", "1h") end
+    return "done"
+  end,
+}"""
+
+
+@test
+def the_delivery_id_of_a_run_still_kept_is_not_forgotten_by_retention():
+    # retention deleted every delivery id older than it, also those of runs
+    # it keeps (dead, asleep, waiting): a redelivery made a second run of
+    # one delivery beside the first (which `runs retry` could run again)
+    with rill({"kept.lua": KEPT}, env={"RILL_RETENTION": "1s"}) as r:
+        def deliver(key, body):
+            return post(r, "/hooks/kept", body, {"X-Delivery-Id": key})
+        dead = deliver("d-dead", {"fail": True}).json()["run_id"]
+        asleep = deliver("d-asleep", {"sleep": True}).json()["run_id"]
+        done = deliver("d-done", {}).json()["run_id"]
+        eq(finished(r, dead)["state"], "dead", "dead run")
+        eq(finished(r, done)["state"], "succeeded", "finished run")
+        wait_until(lambda: r.runs("show", asleep)["state"] == "sleeping", 10, "the run to sleep")
+        wait_until(lambda: r.runs_cli("show", done)[0] == 1, 10, "the finished run to be pruned")
+        for key, run_id in (("d-dead", dead), ("d-asleep", asleep)):
+            again = deliver(key, {})
+            eq((again.status, again.json()), (200, {"run_id": run_id, "duplicate": True}), f"{key} delivered again")
+        # forgotten with its run, as documented
+        eq(deliver("d-done", {}).status, 202, "the pruned run's delivery id")
 
 
 @test

@@ -158,6 +158,117 @@ def a_step_marked_retry_false_stopped_by_the_run_deadline_makes_the_run_dead():
         assert 'step "charge"' in err and "retry = false" in err and "deadline exceeded" in err, err
 
 
+NESTED = """
+return {
+  retries = { attempts = 3, backoff = "50ms", max_backoff = "100ms" },
+  triggers = { webhook { path = "/nested", mode = "async" } },
+  run = function(ctx)
+    local function call(path)
+      local res = http.post(env.COUNTER .. path, { json = {} })
+      if not res.ok then error(path .. " answered " .. res.status) end
+      return res:json().call
+    end
+    local o = step("outer", function()
+      local i = step("inner", function() return call("/inner") end)
+      return { i = i, o = call("/outer") }
+    end)
+    local a = step("after", function() return call("/fail-1/after") end)
+    return { o = o, a = a, attempt = ctx.attempt }
+  end,
+}"""
+
+
+@test
+def a_step_inside_a_step_is_part_of_it_and_a_retry_replays_both():
+    # the inner step used to be recorded under a number of its own, after the
+    # outer's: the retry replayed the outer, then found "after" where "inner"
+    # was recorded and made the run dead ("steps changed"); and the outer's
+    # requests after the inner step went without an Idempotency-Key
+    c = Counter()
+    with Rill({"nested.lua": NESTED}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/nested", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("succeeded", 2), f"the run ({run.get('error')})")
+        eq(json.loads(run["result"]), {"o": {"i": 1, "o": 1}, "a": 2, "attempt": 2}, "result")
+        eq(c.calls, {"inner": 1, "outer": 1, "after": 2}, "calls to the service")
+        eq(c.keys["outer"], c.keys["inner"], "the outer step's key, also after the inner step")
+        assert c.keys["outer"][0], c.keys
+        eq([s["name"] for s in run["steps"]], ["outer", "after"], "recorded steps")
+
+
+NOT_UTF8 = """
+return {
+  retries = { attempts = 3, backoff = "50ms", max_backoff = "100ms" },
+  triggers = { webhook { path = "/bytes", mode = "async" } },
+  run = function(ctx)
+    return step("download", function()
+      http.post(env.COUNTER .. "/download", { json = {} })
+      return "%PDF\\255\\254"
+    end)
+  end,
+}"""
+
+
+@test
+def a_step_whose_result_is_not_utf8_is_dead_and_its_work_not_repeated():
+    # Postgres refused the step's row: the step, done, was not recorded and
+    # each retry downloaded again; SQLite stored bytes that no JSON reader
+    # (runs show --json) could read
+    c = Counter()
+    with Rill({"bytes.lua": NOT_UTF8}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/bytes", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
+        eq(c.calls, {"download": 1}, "the step's work done once")
+        err = json.loads(run["error"])["message"]
+        assert "step download returned a value that is not JSON" in err and "not UTF-8" in err, err
+
+
+SLEEP_IN_STEP = """
+return {
+  retries = { attempts = 3, backoff = "50ms", max_backoff = "100ms" },
+  triggers = { webhook { path = "/nap", mode = "async" } },
+  run = function(ctx)
+    step("outer", function()
+      http.post(env.COUNTER .. "/before", { json = {} })
+      sleep_for("nap", 0.2)
+      return 1
+    end)
+    return "woke"
+  end,
+}"""
+
+
+@test
+def a_sleep_inside_a_step_is_refused():
+    # parked inside the step, the run ran the step again from its start at
+    # the wake: its work before the sleep was done twice
+    c = Counter()
+    with Rill({"nap.lua": SLEEP_IN_STEP}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/nap", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq(run["state"], "dead", "state")
+        eq(c.calls, {"before": 1}, "the step's work done once")
+        err = json.loads(run["error"])["message"]
+        assert 'sleep_for and sleep_until cannot be inside a step (step "outer")' in err and "nap.lua:8:" in err, err
+
+
+@test
+def a_step_marked_retry_false_inside_a_step_stopped_by_the_deadline_makes_the_run_dead():
+    c = Counter()
+    # the same charge, called by a helper inside an enclosing step
+    flow = NOT_RETRYABLE.replace("return {\n", 'return {\n  deadline = "0.5s",\n', 1).replace(
+        ".status end", ".status, sleep(5) end").replace('step("charge"', 'step("order", function() step("charge"').replace(
+        "retry = false })", "retry = false }) end)")
+    with Rill({"charge.lua": flow}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/charge", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
+        eq(c.calls.get("charge"), 1, "the charge sent once")
+        err = json.loads(run["error"])["message"]
+        assert "retry = false" in err and "deadline exceeded" in err, err
+
+
 SLEEPER = """
 return {
   triggers = { webhook { path = "/sleep", mode = "async" } },

@@ -82,4 +82,20 @@ t.test("a body of tens of megabytes is read in one call", function()
   t.eq(first_invalid(s .. "\195"), #s + 1, "cut at its very end")
 end)
 
+t.test("log.text: each byte that is not UTF-8 becomes U+FFFD, valid characters kept, in linear time", function()
+  local text = require("rill.log").text
+  local R = "\239\191\189"
+  t.eq(text("plain"), "plain", "ASCII as it is")
+  t.eq(text("caf\195\169 \226\130\172"), "caf\195\169 \226\130\172", "valid text as it is")
+  t.eq(text("%PDF\255\254\0x"), "%PDF" .. R .. R .. "\0x", "bad bytes")
+  t.eq(text("a\195\169\128\226\130b"), "a\195\169" .. R .. R .. R .. "b", "a stray continuation, a cut sequence")
+  t.eq(text("\237\160\128"), R .. R .. R, "a surrogate")
+  t.eq(text(42), 42, "not a string: as it is")
+  local started = os.clock()
+  local out = text(string.rep("\255", 4 * 1024 * 1024))
+  t.eq(#out, 3 * 4 * 1024 * 1024, "4 MiB of bad bytes")
+  t.eq(first_invalid(out), nil, "valid once repaired")
+  assert(os.clock() - started < 10, "linear: " .. (os.clock() - started) .. " s")
+end)
+
 t.done()

@@ -110,6 +110,24 @@ def an_event_stored_before_the_wait_begins_is_found_by_it():
         eq(result(r, rid)[1]["by"], "early", "its data")
 
 
+@test
+def an_event_older_than_retention_is_kept_for_a_run_created_before_it():
+    # retention deleted delivered events older than it, also those a run
+    # still asleep (created before them) would wait for: it waited for ever
+    flow = QUOTE.replace('step("send", function() return "sent" end)',
+                         'step("send", function() return "sent" end)\n    sleep_for("pause", "6s")')
+    env = {**store(), "RILL_RETENTION": "1s", "RILL_POLL_INTERVAL": "0.1s"}
+    with Rill({"quote.lua": flow, "signed.lua": SIGNED}, env=env) as r:
+        rid = r.request("POST", "/hooks/quote", {"id": 5}).json()["run_id"]
+        wait_until(lambda: result(r, rid)[0] == "sleeping", 10, "sleeping before its wait")
+        sid = r.request("POST", "/hooks/signed", {"quote": 5, "by": "early"}, {"X-Delivery": "e5"}).json()["run_id"]
+        # the event's run pruned: a prune pass ran once the event was past retention
+        wait_until(lambda: r.runs_cli("show", sid)[0] == 1, 10, "the event's run to be pruned")
+        eq(result(r, rid)[0], "sleeping", "still asleep when the prune ran")
+        wait_until(lambda: result(r, rid)[0] == "succeeded", 15, "the event found after the sleep")
+        eq(result(r, rid)[1]["by"], "early", "its data")
+
+
 TWICE = """
 return {
   triggers = { webhook { path = "/hooks/twice", mode = "async" } },

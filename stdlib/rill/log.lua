@@ -61,6 +61,35 @@ local function mask(s)
 end
 log.mask = mask
 
+-- text(s) -> s with each byte that is not UTF-8 replaced by U+FFFD. A line
+-- (a field holding a response's bytes, an error quoting them) is written as
+-- JSON and kept with its run in the store, as text: Postgres refused the
+-- whole outcome of a run that logged such bytes, and the run, succeeded,
+-- ran again at each lease's end until it was dead. Linear: each run of
+-- bytes over 127 is checked character by character only when it is bad.
+local utf8_error = require("rill.c.utf8").first_invalid
+local str_gsub, str_byte, concat = string.gsub, string.byte, table.concat
+local REPLACEMENT = "\239\191\189"
+local function repair(r)
+  if not utf8_error(r) then return nil end
+  local parts, i, n = {}, 1, #r
+  while i <= n do
+    local b = str_byte(r, i)
+    local len = b >= 0xF0 and 4 or b >= 0xE0 and 3 or b >= 0xC0 and 2 or 1
+    local ch = str_sub(r, i, i + len - 1)
+    if len > 1 and #ch == len and not utf8_error(ch) then
+      parts[#parts + 1], i = ch, i + len
+    else
+      parts[#parts + 1], i = REPLACEMENT, i + 1
+    end
+  end
+  return concat(parts)
+end
+function log.text(s)
+  if type(s) ~= "string" or not utf8_error(s) then return s end
+  return (str_gsub(s, "[\128-\255]+", repair))
+end
+
 -- mask_all(t): masks every string of a record read back from the store (a
 -- run, its log lines and steps: a value stored before its secret was known,
 -- a result holding one), in place, two tables deep; returns t.
@@ -108,13 +137,13 @@ local function clean_fields(fields)
     if looks_secret(k) then
       out[k] = "***"
     elseif type(v) == "string" then
-      out[k] = mask(v)
+      out[k] = log.text(mask(v))
     elseif type(v) == "table" then
       out[k] = clean_fields(v)
     elseif type(v) == "number" or type(v) == "boolean" then
       out[k] = v
     else
-      out[k] = tostring(v)
+      out[k] = log.text(tostring(v))
     end
   end
   return out
@@ -162,7 +191,7 @@ function log.write(level, msg, fields, run)
   run = run or task.current()
   local now = tz.now()
   local line = {
-    at = now, ts = timestamp(now), level = level, msg = mask(tostring(msg)),
+    at = now, ts = timestamp(now), level = level, msg = log.text(mask(tostring(msg))),
     fields = clean_fields(fields),
     flow = type(run) == "table" and run.flow or nil,
     run = type(run) == "table" and run.id or nil,

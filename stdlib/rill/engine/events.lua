@@ -177,6 +177,13 @@ function events.row(name, data, id)
   end
   local ok, encoded = pcall(json.encode, data == nil and json.null or data)
   if not ok then error("emit: the event's data is not JSON: " .. encoded, 3) end
+  -- cjson copies a string's bytes as they are: checked as by_hand checks an
+  -- operator's event (Postgres refused the event; SQLite stored it, and its
+  -- runs' payloads, as bytes that made the admin API's JSON invalid)
+  for _, part in ipairs { { "name", name }, { "id", id }, { "data as JSON", encoded } } do
+    local bad = type(part[2]) == "string" and utf8_error(part[2])
+    if bad then error(string.format("emit: the event's %s is not UTF-8 (byte %d)", part[1], bad), 3) end
+  end
   if #encoded > events.max_size then
     -- stored with the event, and again with each run it starts: bounded
     refused_total:labels("max_event_size"):inc()

@@ -161,16 +161,19 @@ finished = function(run)
   elseif run.state == "succeeded" then
     f.state = "succeeded"
     if run.result ~= nil then
+      -- JSON is UTF-8 text (Postgres refused a result of bytes: the outcome, never stored, ran again)
       local ok, s = pcall(json.encode, run.result)
-      if ok then
+      local bad = ok and require("rill.c.utf8").first_invalid(s)
+      if ok and not bad then
         f.result = s
       else
+        s = bad and ("byte " .. bad .. " of it as JSON is not UTF-8") or s
         f.state, run.error = "dead", { message = "the run's result is not JSON: " .. s, no_retry = true }
       end
     end
   end
   if not (f.state == "succeeded" or run.park) then
-    f.error = encode_or_nil { message = run.error.message, traceback = run.error.traceback }
+    f.error = log.text(encode_or_nil { message = run.error.message, traceback = run.error.traceback })
     local attempts, base, max = retry_policy(flow or {})
     attempts = math.min(attempts, row.max_attempts or attempts)
     if run.error.no_retry or run.attempt >= attempts then

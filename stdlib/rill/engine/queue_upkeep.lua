@@ -72,7 +72,7 @@ function queue.record(run, trigger, payload_json)
     run_at = math.floor(run.started * 1000), created = math.floor(run.started * 1000),
     started = math.floor(run.started * 1000), finished = math.floor(run.finished * 1000),
     result = ok and encode_or_nil(run.result) or nil,
-    error = not ok and encode_or_nil { message = run.error.message, traceback = run.error.traceback } or nil,
+    error = not ok and log.text(encode_or_nil { message = run.error.message, traceback = run.error.traceback }) or nil,
   }, lines)
 end
 

@@ -11,7 +11,8 @@
 -- step not completed. So flow code between steps must do the same thing on
 -- every attempt (read time, random values and ids inside steps), and a step
 -- must keep its name and place: a step found where another was recorded
--- fails the run as dead, naming both.
+-- fails the run as dead, naming both. A step inside a step is part of the
+-- enclosing one (not recorded apart); a sleep or a wait cannot be in a step.
 -- A sleep is a step recording the wake time; until then the run is parked
 -- in the store (no coroutine, no memory) and is picked up when due, by any
 -- instance. A wait is a step whose result is the event that ended it (or
@@ -24,6 +25,7 @@ local task = require "rill.c.task"
 local time = require "rill.time"
 local runner = require "rill.engine.runner"
 local current = require "rill.run"
+local utf8_error = require("rill.c.utf8").first_invalid
 
 local steps = {}
 
@@ -83,19 +85,47 @@ function steps.step(name, fn, opts)
   opts = opts or {}
   local run = task.current()
   if not run then error("step: only inside a run", 2) end
-  local seq, done = next_step(run, name)
-  if done then return decode(done.result) end
+  -- A step inside a step is part of the enclosing one, as an emit or a
+  -- flows.trigger inside a step is: it runs (with its own retries) but is
+  -- not recorded apart, and runs again when the enclosing step does. Given
+  -- a number of its own, it was recorded after the enclosing step's number,
+  -- which a replay skips: the next step found it "changed" and a retry
+  -- made the run dead; and it ended the enclosing step's Idempotency-Key.
+  local outer = run.step
+  local seq, done
+  if not outer then
+    seq, done = next_step(run, name)
+    if done then return decode(done.result) end
+  end
   local attempts = opts.retries and opts.retries + 1 or 1
   local backoff = opts.backoff or 1
   local started = now_ms()
   local err
   for attempt = 1, attempts do
-    run.step = { seq = seq, name = name, no_retry = opts.retry == false }
+    -- (an inner step marked retry = false marks the enclosing one while it
+    -- runs: a deadline then makes the run dead, as for the enclosing step's)
+    local kept = outer and outer.no_retry
+    if outer then
+      outer.no_retry = kept or opts.retry == false
+    else
+      run.step = { seq = seq, name = name, no_retry = opts.retry == false }
+    end
     local r = { pcall(fn) }
-    run.step = nil
+    if outer then outer.no_retry = kept else run.step = nil end
+    if r[1] and outer then return r[2] end
     if r[1] then
       local ok, encoded = pcall(json.encode, r[2] == nil and json.null or r[2])
       if not ok then runner.fail("step " .. name .. " returned a value that is not JSON: " .. encoded, 2) end
+      -- cjson copies a string's bytes as they are; JSON is UTF-8, and the
+      -- store keeps the result as text: Postgres refuses the row, so the
+      -- step's work, done, was not recorded and each retry did it again
+      -- (SQLite kept bytes that made `rill runs show --json` invalid). A run
+      -- not stored (a sync webhook) records nothing: its result is not checked
+      local bad = run.durable and utf8_error(encoded)
+      if bad then
+        runner.fail(string.format("step %s returned a value that is not JSON: byte %d of it as JSON is not UTF-8",
+          name, bad), 2)
+      end
       if run.durable then
         local ours = require("rill.engine.store").step(run.id, require("rill.engine.queue").instance, {
           seq = seq, name = name, result = encoded, attempts = attempt, started = started, finished = now_ms() })
@@ -121,9 +151,22 @@ end
 -- key() and name(), of the step running now, are the flow API's (rill/run.lua)
 steps.key, steps.name = current.step_key, current.step_name
 
+-- A park inside a step (stored runs) fails the run as dead (no retry fixes
+-- the flow): the step is not recorded when the run parks, so its work before
+-- the park would run again at the wake, and a sleep in it (not recorded
+-- apart, as no step inside a step is) would start over at each wake.
+-- Level 3: the flow's line (sleep_for and sleep_until tail-call park_until).
+local function not_in_step(run, what)
+  if run.durable and run.step then
+    runner.fail(string.format("%s cannot be inside a step (step %q): the step would run again from its start "
+      .. "when the run wakes; call it between steps", what, run.step.name), 3)
+  end
+end
+
 local function park_until(name, wake_ms)
   local run = task.current()
   if not run then error("sleep_until: only inside a run", 3) end
+  not_in_step(run, "sleep_for and sleep_until")
   local wake = steps.step(name, function() return wake_ms end)
   local left = wake - now_ms()
   if left <= 0 then return end
@@ -162,6 +205,7 @@ function steps.wait_for(name, opts)
   if opts.match ~= nil and type(opts.match) ~= "table" then error("wait_for: match must be a table of fields", 2) end
   local run = task.current()
   if not run then error("wait_for: only inside a run", 2) end
+  not_in_step(run, "wait_for")
   -- the events earlier waits of this run took: a later wait does not take them again
   run.consumed = run.consumed or {}
   local function took(v)
