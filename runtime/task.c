@@ -86,7 +86,13 @@ static void task_release(rill_task *t, int reusable) {
     t->co = NULL;
     live_tasks--;
     if (t->timer_init) {
-        uv_close((uv_handle_t *)&t->timer, on_timer_closed);
+        /* A run that ends during main.c's wind down (its SQLite statement
+         * interrupted and answered in the loop's last run) finds its timer
+         * closed by the loop's walk already: closing it again aborted rill.
+         * Its userdata stays anchored then, freed by lua_close once the loop
+         * is done with the handle. */
+        if (!uv_is_closing((uv_handle_t *)&t->timer))
+            uv_close((uv_handle_t *)&t->timer, on_timer_closed);
     } else {
         luaL_unref(main_state, LUA_REGISTRYINDEX, t->self_ref);
         t->self_ref = LUA_NOREF;

@@ -142,6 +142,24 @@ static void test_a_sleep_left_at_exit_is_freed(void) {
     t_state_close(L);
 }
 
+/* A run that ends during main.c's wind down (its SQLite statement,
+ * interrupted by rill_sqlite_wind_down, answers in the loop's last run):
+ * its deadline timer was closed by the loop's generic walk, and closing it
+ * again aborted rill (libuv's assertion `!uv__is_closing(handle)`, exit
+ * 134, at a SIGTERM past the drain). */
+static void test_a_run_ending_during_the_wind_down(void) {
+    open_state();
+    T_EQ_INT(run("w = task.waiter()\n"
+                 "task.spawn(function() return w:wait() end,\n"
+                 "  function(_, ok, v) ended = tostring(ok) .. ':' .. v end, 3600)"),
+             0);
+    uv_walk(rill_loop(), t_state_close_handle, NULL);
+    T_EQ_INT(run("w:wake('late')"), 0);
+    T_EQ_STR(global_str("ended"), "true:late");
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    t_state_close(L);
+}
+
 static void test_primitives_refuse_to_run_outside_a_task(void) {
     open_state();
     T_EQ_INT(run("local ok, e = pcall(timer.sleep, 1)\n"
@@ -158,6 +176,7 @@ int main(void) {
     T_RUN(test_slices_let_timers_run_during_a_computation);
     T_RUN(test_waiter_and_kill);
     T_RUN(test_a_sleep_left_at_exit_is_freed);
+    T_RUN(test_a_run_ending_during_the_wind_down);
     T_RUN(test_primitives_refuse_to_run_outside_a_task);
     return T_END();
 }
