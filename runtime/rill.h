@@ -43,7 +43,8 @@ uv_loop_t *rill_loop(void);
 /* Lua-facing modules: each pushes its function table and returns 1. */
 int rill_task_open(lua_State *L);
 int rill_timer_open(lua_State *L);
-/* Closes the sleeps still armed at exit (their runs never wake). */
+/* Closes the sleeps still armed at exit (their runs never wake); from then
+ * on sleep and after arm no timer (they would only hold the exit). */
 void rill_timer_wind_down(void);
 int rill_http_server_open(lua_State *L);
 /* At exit: closes the listeners and connections still open (http_server.c). */

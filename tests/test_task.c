@@ -160,6 +160,25 @@ static void test_a_run_ending_during_the_wind_down(void) {
     t_state_close(L);
 }
 
+/* The same run, ended during the wind down, asks for a timer (a retry's
+ * wake-up, a sleep): none is armed, so the loop's last run ends at once;
+ * armed, it held rill's exit for as long as it lasted (9 s, a back-off). */
+static void test_no_timer_holds_the_wind_down(void) {
+    open_state();
+    T_EQ_INT(run("w = task.waiter()\n"
+                 "task.spawn(function() w:wait(); timer.sleep(5) end, function() end, 3600)\n"),
+             0);
+    rill_timer_wind_down();
+    uv_walk(rill_loop(), t_state_close_handle, NULL);
+    T_EQ_INT(run("w:wake()\n"
+                 "timer.after(5, function() fired = true end)"),
+             0);
+    uint64_t start = uv_hrtime();
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    T_CHECK(uv_hrtime() - start < 1000000000ULL);
+    t_state_close(L);
+}
+
 static void test_primitives_refuse_to_run_outside_a_task(void) {
     open_state();
     T_EQ_INT(run("local ok, e = pcall(timer.sleep, 1)\n"
@@ -177,6 +196,7 @@ int main(void) {
     T_RUN(test_waiter_and_kill);
     T_RUN(test_a_sleep_left_at_exit_is_freed);
     T_RUN(test_a_run_ending_during_the_wind_down);
+    T_RUN(test_no_timer_holds_the_wind_down);
     T_RUN(test_primitives_refuse_to_run_outside_a_task);
     return T_END();
 }
