@@ -322,10 +322,27 @@ void rill_task_on_memory_refused(void) {
     rill_watchdog_stop_now();
 }
 
+/* Set by rill_task_wind_down (main.c, before the loop's handles close): no
+ * task resumes after it. A run whose wait ended in the loop's last run (its
+ * SQLite statement interrupted by the wind down) went on with its flow on a
+ * loop whose timers were closed: it stored a failure and a retry for a run
+ * the drain had put back in the queue, and an HTTP call it made next held
+ * the exit for that call's timeout (20 s). It stays suspended instead, and
+ * lua_close frees it. */
+static int winding_down;
+
+void rill_task_wind_down(void) {
+    winding_down = 1;
+}
+
 void rill_task_resume(rill_task *t, int nargs) {
-    if (t->state != TASK_WAITING) {
+    if (t->state != TASK_WAITING || winding_down) {
         if (t->co)
             lua_pop(t->co, nargs);
+        if (t->state == TASK_WAITING) { /* its operation is over: nothing may cancel it */
+            t->cancel = NULL;
+            t->op = NULL;
+        }
         return;
     }
     t->cancel = NULL;
@@ -586,6 +603,7 @@ static int l_waiter_wake(lua_State *L) {
 }
 
 int rill_task_open(lua_State *L) {
+    winding_down = 0; /* a new state (the C tests open one per test on one loop) */
     static const luaL_Reg methods[] = {
         {"kill", l_task_kill}, {"alive", l_task_alive}, {"waiting", l_task_waiting}, {NULL, NULL}};
     static const luaL_Reg waiter_methods[] = {

@@ -179,6 +179,25 @@ static void test_no_timer_holds_the_wind_down(void) {
     t_state_close(L);
 }
 
+/* Once main.c's wind down has begun, no run goes on: one whose wait ends
+ * then (its SQLite statement interrupted) stays suspended. It went on, on a
+ * loop whose timers were closed: it stored a failure and a retry for a run
+ * the drain had put back in the queue, and its next HTTP call held the exit
+ * for that call's timeout. */
+static void test_no_run_goes_on_during_the_wind_down(void) {
+    open_state();
+    T_EQ_INT(run("w = task.waiter()\n"
+                 "task.spawn(function() w:wait(); went_on = true end, function() end, 3600)\n"),
+             0);
+    rill_task_wind_down();
+    rill_timer_wind_down();
+    uv_walk(rill_loop(), t_state_close_handle, NULL);
+    T_EQ_INT(run("w:wake()"), 0);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    T_EQ_INT(run("assert(not went_on, 'the run went on')"), 0);
+    t_state_close(L);
+}
+
 static void test_primitives_refuse_to_run_outside_a_task(void) {
     open_state();
     T_EQ_INT(run("local ok, e = pcall(timer.sleep, 1)\n"
@@ -197,6 +216,7 @@ int main(void) {
     T_RUN(test_a_sleep_left_at_exit_is_freed);
     T_RUN(test_a_run_ending_during_the_wind_down);
     T_RUN(test_no_timer_holds_the_wind_down);
+    T_RUN(test_no_run_goes_on_during_the_wind_down);
     T_RUN(test_primitives_refuse_to_run_outside_a_task);
     return T_END();
 }
