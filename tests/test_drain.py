@@ -162,10 +162,11 @@ return {
 
 @test
 def sigterm_past_the_drain_with_a_sqlite_statement_running_exits_0():
-    # the wind-down interrupts the statement, and the run ends in the loop's
-    # last turn; before, ending it closed its deadline timer a second time
-    # (after the loop's walk) and libuv's assertion aborted rill, and then
-    # the timer of its retry held the exit for the retry's back-off (9 s)
+    # the wind-down interrupts the statement and the run, back in the queue,
+    # does not go on; before, it ended in the loop's last run: ending it
+    # closed its deadline timer a second time (after the loop's walk) and
+    # libuv's assertion aborted rill, and then the timer of its retry held the
+    # exit for the retry's back-off (9 s)
     with Rill({"long.lua": LONG_QUERY}, env={"RILL_DRAIN_TIMEOUT": "0.5s"}) as r:
         eq(r.request("POST", "/hooks/long", {}).status, 202, "the run accepted")
         r.wait_log(msg="long query started")
