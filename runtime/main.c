@@ -77,7 +77,8 @@ int main(int argc, char **argv) {
     uv_run(loop, UV_RUN_DEFAULT);
 
     /* Wind down: what has owners closes through them, then what is left
-     * closes so that close callbacks run once. */
+     * closes so that close callbacks run once. No run goes on meanwhile. */
+    rill_task_wind_down();
     rill_http_server_wind_down();
     rill_sqlite_wind_down(); /* the timers that would interrupt them close next */
     rill_timer_wind_down();

@@ -42,8 +42,12 @@ uv_loop_t *rill_loop(void);
 
 /* Lua-facing modules: each pushes its function table and returns 1. */
 int rill_task_open(lua_State *L);
+/* At exit (main.c), before the loop's handles close: from then on no task
+ * resumes; what a task waits for may still end, its task stays suspended. */
+void rill_task_wind_down(void);
 int rill_timer_open(lua_State *L);
-/* Closes the sleeps still armed at exit (their runs never wake). */
+/* Closes the sleeps still armed at exit (their runs never wake); from then
+ * on sleep and after arm no timer (they would only hold the exit). */
 void rill_timer_wind_down(void);
 int rill_http_server_open(lua_State *L);
 /* At exit: closes the listeners and connections still open (http_server.c). */

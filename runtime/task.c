@@ -86,7 +86,13 @@ static void task_release(rill_task *t, int reusable) {
     t->co = NULL;
     live_tasks--;
     if (t->timer_init) {
-        uv_close((uv_handle_t *)&t->timer, on_timer_closed);
+        /* A run that ends during main.c's wind down (its SQLite statement
+         * interrupted and answered in the loop's last run) finds its timer
+         * closed by the loop's walk already: closing it again aborted rill.
+         * Its userdata stays anchored then, freed by lua_close once the loop
+         * is done with the handle. */
+        if (!uv_is_closing((uv_handle_t *)&t->timer))
+            uv_close((uv_handle_t *)&t->timer, on_timer_closed);
     } else {
         luaL_unref(main_state, LUA_REGISTRYINDEX, t->self_ref);
         t->self_ref = LUA_NOREF;
@@ -316,10 +322,27 @@ void rill_task_on_memory_refused(void) {
     rill_watchdog_stop_now();
 }
 
+/* Set by rill_task_wind_down (main.c, before the loop's handles close): no
+ * task resumes after it. A run whose wait ended in the loop's last run (its
+ * SQLite statement interrupted by the wind down) went on with its flow on a
+ * loop whose timers were closed: it stored a failure and a retry for a run
+ * the drain had put back in the queue, and an HTTP call it made next held
+ * the exit for that call's timeout (20 s). It stays suspended instead, and
+ * lua_close frees it. */
+static int winding_down;
+
+void rill_task_wind_down(void) {
+    winding_down = 1;
+}
+
 void rill_task_resume(rill_task *t, int nargs) {
-    if (t->state != TASK_WAITING) {
+    if (t->state != TASK_WAITING || winding_down) {
         if (t->co)
             lua_pop(t->co, nargs);
+        if (t->state == TASK_WAITING) { /* its operation is over: nothing may cancel it */
+            t->cancel = NULL;
+            t->op = NULL;
+        }
         return;
     }
     t->cancel = NULL;
@@ -580,6 +603,7 @@ static int l_waiter_wake(lua_State *L) {
 }
 
 int rill_task_open(lua_State *L) {
+    winding_down = 0; /* a new state (the C tests open one per test on one loop) */
     static const luaL_Reg methods[] = {
         {"kill", l_task_kill}, {"alive", l_task_alive}, {"waiting", l_task_waiting}, {NULL, NULL}};
     static const luaL_Reg waiter_methods[] = {

@@ -56,7 +56,14 @@ static void sleep_cancel(void *op) {
     sleep_close(req);
 }
 
+/* Set by rill_timer_wind_down: the loop's handles are closed and it runs a
+ * last time. A run ending in that run (its statement interrupted) may ask
+ * for a timer (a retry's wake-up, a sleep): armed, it held the exit for as
+ * long as it lasted (9 s, a retry's back-off); it is never started instead. */
+static int winding_down;
+
 void rill_timer_wind_down(void) {
+    winding_down = 1;
     while (armed != NULL) {
         sleep_req *req = armed;
         req->task->cancel = NULL; /* nothing may cancel it once it is freed */
@@ -72,6 +79,8 @@ static int l_sleep(lua_State *L) {
     rill_task *t = rill_task_check(L, "sleep");
     if (seconds * 1000 < 0.5) /* sleep(0): a turn for the others, no timer (see task.h) */
         return rill_task_yield_turn(L, t);
+    if (winding_down) /* as the sleeps armed at exit: it never wakes */
+        return rill_task_wait(L, t, NULL, NULL);
     sleep_req *req = malloc(sizeof *req);
     if (req == NULL)
         return luaL_error(L, "sleep: out of memory");
@@ -133,6 +142,10 @@ static int l_after(lua_State *L) {
     ct->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     uv_timer_init(rill_loop(), &ct->timer);
     ct->timer.data = ct;
+    if (winding_down) { /* it would never fire before the exit, only hold it */
+        callback_timer_release(ct);
+        return 1;
+    }
     uv_timer_start(&ct->timer, callback_timer_fire,
                    seconds > 0 ? (uint64_t)(seconds * 1000 + 0.5) : 0, 0);
     return 1;
@@ -157,6 +170,7 @@ int rill_timer_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"stop", l_timer_stop}, {"unref", l_timer_unref}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"sleep", l_sleep}, {"after", l_after}, {NULL, NULL}};
+    winding_down = 0; /* a new state (the C tests open one per test on one loop) */
     rill_lua_metatable(L, TIMER_MT, methods);
     lua_pop(L, 1);
     lua_newtable(L);

@@ -11,6 +11,7 @@ import signal
 import socket
 import sqlite3
 import threading
+import time
 
 from lib.harness import Rill, eq, main, temp_dir, test, wait_until
 
@@ -146,6 +147,34 @@ def sigterm_as_soon_as_the_port_is_open_exits_0():
         r.signal(signal.SIGTERM)
         eq(r.proc.wait(timeout=15), 0, "exit code")
 
+
+
+LONG_QUERY = """
+return {
+  triggers = { webhook { method = "POST", path = "/hooks/long", mode = "async" } },
+  run = function()
+    log.info("long query started")
+    return db.query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)"
+      .. " SELECT count(*) AS n FROM c")
+  end,
+}"""
+
+
+@test
+def sigterm_past_the_drain_with_a_sqlite_statement_running_exits_0():
+    # the wind-down interrupts the statement and the run, back in the queue,
+    # does not go on; before, it ended in the loop's last run: ending it
+    # closed its deadline timer a second time (after the loop's walk) and
+    # libuv's assertion aborted rill, and then the timer of its retry held the
+    # exit for the retry's back-off (9 s)
+    with Rill({"long.lua": LONG_QUERY}, env={"RILL_DRAIN_TIMEOUT": "0.5s"}) as r:
+        eq(r.request("POST", "/hooks/long", {}).status, 202, "the run accepted")
+        r.wait_log(msg="long query started")
+        started = time.time()
+        r.signal(signal.SIGTERM)
+        eq(r.proc.wait(timeout=30), 0, "exit code")
+        took = time.time() - started
+        assert took < 5, f"rill took {took:.1f} s to exit (drain_timeout 0.5 s)"
 
 if __name__ == "__main__":
     main()

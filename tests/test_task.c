@@ -142,6 +142,62 @@ static void test_a_sleep_left_at_exit_is_freed(void) {
     t_state_close(L);
 }
 
+/* A run that ends during main.c's wind down (its SQLite statement,
+ * interrupted by rill_sqlite_wind_down, answers in the loop's last run):
+ * its deadline timer was closed by the loop's generic walk, and closing it
+ * again aborted rill (libuv's assertion `!uv__is_closing(handle)`, exit
+ * 134, at a SIGTERM past the drain). */
+static void test_a_run_ending_during_the_wind_down(void) {
+    open_state();
+    T_EQ_INT(run("w = task.waiter()\n"
+                 "task.spawn(function() return w:wait() end,\n"
+                 "  function(_, ok, v) ended = tostring(ok) .. ':' .. v end, 3600)"),
+             0);
+    uv_walk(rill_loop(), t_state_close_handle, NULL);
+    T_EQ_INT(run("w:wake('late')"), 0);
+    T_EQ_STR(global_str("ended"), "true:late");
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    t_state_close(L);
+}
+
+/* The same run, ended during the wind down, asks for a timer (a retry's
+ * wake-up, a sleep): none is armed, so the loop's last run ends at once;
+ * armed, it held rill's exit for as long as it lasted (9 s, a back-off). */
+static void test_no_timer_holds_the_wind_down(void) {
+    open_state();
+    T_EQ_INT(run("w = task.waiter()\n"
+                 "task.spawn(function() w:wait(); timer.sleep(5) end, function() end, 3600)\n"),
+             0);
+    rill_timer_wind_down();
+    uv_walk(rill_loop(), t_state_close_handle, NULL);
+    T_EQ_INT(run("w:wake()\n"
+                 "timer.after(5, function() fired = true end)"),
+             0);
+    uint64_t start = uv_hrtime();
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    T_CHECK(uv_hrtime() - start < 1000000000ULL);
+    t_state_close(L);
+}
+
+/* Once main.c's wind down has begun, no run goes on: one whose wait ends
+ * then (its SQLite statement interrupted) stays suspended. It went on, on a
+ * loop whose timers were closed: it stored a failure and a retry for a run
+ * the drain had put back in the queue, and its next HTTP call held the exit
+ * for that call's timeout. */
+static void test_no_run_goes_on_during_the_wind_down(void) {
+    open_state();
+    T_EQ_INT(run("w = task.waiter()\n"
+                 "task.spawn(function() w:wait(); went_on = true end, function() end, 3600)\n"),
+             0);
+    rill_task_wind_down();
+    rill_timer_wind_down();
+    uv_walk(rill_loop(), t_state_close_handle, NULL);
+    T_EQ_INT(run("w:wake()"), 0);
+    uv_run(rill_loop(), UV_RUN_DEFAULT);
+    T_EQ_INT(run("assert(not went_on, 'the run went on')"), 0);
+    t_state_close(L);
+}
+
 static void test_primitives_refuse_to_run_outside_a_task(void) {
     open_state();
     T_EQ_INT(run("local ok, e = pcall(timer.sleep, 1)\n"
@@ -158,6 +214,9 @@ int main(void) {
     T_RUN(test_slices_let_timers_run_during_a_computation);
     T_RUN(test_waiter_and_kill);
     T_RUN(test_a_sleep_left_at_exit_is_freed);
+    T_RUN(test_a_run_ending_during_the_wind_down);
+    T_RUN(test_no_timer_holds_the_wind_down);
+    T_RUN(test_no_run_goes_on_during_the_wind_down);
     T_RUN(test_primitives_refuse_to_run_outside_a_task);
     return T_END();
 }
