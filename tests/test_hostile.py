@@ -188,8 +188,7 @@ def code_stuck_in_c_past_its_deadline_exits_rill_naming_the_run():
             r.request("POST", "/hooks/exit_c_spin", {}, timeout=60)
         except OSError:
             pass  # the process exited with the request open
-        wait_until(lambda: r.proc.poll() is not None, 60, "rill to exit")
-        assert r.proc.returncode != 0, f"exit code {r.proc.returncode}"
+        assert r.wait_exit(60) != 0, f"exit code {r.proc.returncode}"
         lines = [l for l in r.logs if "could not be stopped" in json.dumps(l)]
         eq(len(lines), 1, f"one last line ({r.logs[-3:]})")
         text = json.dumps(lines[0])
@@ -222,8 +221,7 @@ def a_durable_run_stuck_in_c_is_taken_over_after_the_exit_as_after_kill_9():
         res = r.request("POST", "/hooks/stuck", {})
         eq(res.status, 202, "accepted")
         run_id = res.json()["run_id"]
-        wait_until(lambda: r.proc.poll() is not None, 60, "rill to exit (last line of defence)")
-        assert r.proc.returncode != 0
+        assert r.wait_exit(60, "rill to exit (last line of defence)") != 0
         assert any("could not be stopped" in json.dumps(l) and run_id in json.dumps(l) for l in r.logs), r.logs[-3:]
     with Rill(None, env=env, dir=d) as r:
         line = r.wait_log(msg="durable run done", run=run_id, timeout=60)
@@ -243,8 +241,7 @@ def a_flow_file_stuck_in_c_at_load_exits_rill_once_then_stays_unloaded():
     env = dict(ENV, RILL_TEST_SPIN_C="1", RILL_LOAD_DEADLINE="0.5s")
     with Rill({"ping.lua": PING}, env=env, dir=d) as r:
         r.write_flow("stuck.lua", STUCK_AT_LOAD)
-        wait_until(lambda: r.proc.poll() is not None, 60, "rill to exit (last line of defence)")
-        eq(r.proc.returncode, 70, "exit code")
+        eq(r.wait_exit(60, "rill to exit (last line of defence)"), 70, "exit code")
         assert any("the top-level code of" in json.dumps(l) and "stuck.lua" in json.dumps(l) for l in r.logs), r.logs[-3:]
     with Rill(None, env=env, dir=d) as r:
         line = r.wait_log(msg_has="flow rejected")

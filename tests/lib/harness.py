@@ -204,6 +204,10 @@ class Response:
         return f"<{self.status} {self.body[:200]!r}>"
 
 
+class Disconnected(http.client.RemoteDisconnected):
+    """The connection closed without an answer, with what rill was doing."""
+
+
 class Rill:
     """A running `rill serve` with the flows given as {filename: source}."""
 
@@ -277,6 +281,15 @@ class Rill:
             with self._lock:
                 self.logs.append(entry)
 
+    def wait_exit(self, timeout, what="rill to exit"):
+        """Waits for rill to exit, then for the reader to have taken its
+        last lines (a test that looked at self.logs as soon as the process
+        was gone could miss its last line on a loaded machine). Returns the
+        exit code."""
+        wait_until(lambda: self.proc.poll() is not None, timeout, what)
+        self._reader.join(timeout=10)
+        return self.proc.returncode
+
     def log_lines(self, **match):
         with self._lock:
             lines = list(self.logs)
@@ -336,6 +349,15 @@ class Rill:
                 tail = self.logs[-15:]
             raise AssertionError(f"{method} {path}: connection refused: {state}; its last lines:\n"
                                  + "\n".join(map(str, tail))) from None
+        except http.client.RemoteDisconnected as e:
+            # Some tests expect it (rill exiting with the request open): still
+            # a RemoteDisconnected, saying whether rill is alive and its last lines
+            code = self.proc.poll()
+            with self._lock:
+                tail = self.logs[-15:]
+            raise Disconnected(f"{method} {path}: {e}: rill "
+                               + ("is running" if code is None else f"exited with {code}")
+                               + "; its last lines:\n" + "\n".join(map(str, tail))) from None
         finally:
             conn.close()
 
