@@ -59,6 +59,16 @@ def _big_query_fails(r, sql):
     eq(r.metric('rill_db_results_refused_total{database="crm"}'), before + 1, "the refusals counted")
 
 
+def _lua_script(src):
+    """Runs src with `rill lua` (PG_URL: a new database); what it printed, as JSON."""
+    path = os.path.join(temp_dir(), "script.lua")
+    with open(path, "w") as f:
+        f.write(src)
+    code, out, err = run_cli("lua", path, env={"PG_URL": pg.new_database()}, timeout=WAIT)
+    eq(code, 0, "exit code: " + err[-500:])
+    return json.loads(out)
+
+
 def _others_still_answered(r):
     res = r.request("GET", "/count", timeout=WAIT)
     eq(res.status, 200, "another flow's query after it: " + res.body[:300])
@@ -181,13 +191,7 @@ print(json.encode { big = out[1], small = out[2], same_session = before == pid()
 
 @test
 def a_result_over_the_bound_fails_alone_in_a_group_shared_with_another_caller():
-    d = temp_dir()
-    with open(os.path.join(d, "group.lua"), "w") as f:
-        f.write(SHARED_GROUP)
-    code, out, err = run_cli("lua", os.path.join(d, "group.lua"), env={"PG_URL": pg.new_database()},
-                             timeout=WAIT)
-    eq(code, 0, "exit code: " + err[-500:])
-    got = json.loads(out)
+    got = _lua_script(SHARED_GROUP)
     # before: max_result was no option of pg.open, and the million rows came whole
     assert "the result is larger than 1048576 bytes" in (got["big"].get("err") or ""), got["big"]
     eq(got["small"], {"rows": 1, "n": 42}, "the other caller's batch of the same group")
@@ -290,13 +294,7 @@ print(json.encode { big = out[1], small = out[2], commit = commit,
 
 @test
 def a_result_over_the_bound_ends_the_transaction_whatever_shares_its_group():
-    d = temp_dir()
-    with open(os.path.join(d, "txgroup.lua"), "w") as f:
-        f.write(TX_GROUP)
-    code, out, err = run_cli("lua", os.path.join(d, "txgroup.lua"), env={"PG_URL": pg.new_database()},
-                             timeout=WAIT)
-    eq(code, 0, "exit code: " + err[-500:])
-    got = json.loads(out)
+    got = _lua_script(TX_GROUP)
     assert "the result is larger than 1048576 bytes" in (got["big"].get("err") or ""), got
     # before: the refused INSERT's rows were read and dropped, the transaction went
     # on, and its COMMIT committed the 100000 rows of a statement that had failed
