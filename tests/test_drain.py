@@ -11,7 +11,6 @@ import signal
 import socket
 import sqlite3
 import threading
-import time
 
 from lib.harness import Rill, eq, main, temp_dir, test, wait_until
 
@@ -166,15 +165,12 @@ def sigterm_past_the_drain_with_a_sqlite_statement_running_exits_0():
     # does not go on; before, it ended in the loop's last run: ending it
     # closed its deadline timer a second time (after the loop's walk) and
     # libuv's assertion aborted rill, and then the timer of its retry held the
-    # exit for the retry's back-off (9 s)
-    with Rill({"long.lua": LONG_QUERY}, env={"RILL_DRAIN_TIMEOUT": "0.5s"}) as r:
+    # exit for the retry's back-off (here 120 s: the wait below fails first)
+    with Rill({"long.lua": LONG_QUERY}, env={"RILL_DRAIN_TIMEOUT": "0.5s", "RILL_RETRY_BACKOFF": "120s"}) as r:
         eq(r.request("POST", "/hooks/long", {}).status, 202, "the run accepted")
         r.wait_log(msg="long query started")
-        started = time.time()
         r.signal(signal.SIGTERM)
-        eq(r.proc.wait(timeout=30), 0, "exit code")
-        took = time.time() - started
-        assert took < 5, f"rill took {took:.1f} s to exit (drain_timeout 0.5 s)"
+        eq(r.proc.wait(timeout=60), 0, "exit code")
 
 if __name__ == "__main__":
     main()
