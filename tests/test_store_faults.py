@@ -369,5 +369,42 @@ def an_event_by_hand_the_locked_store_cannot_take_is_503_not_a_bad_request():
         eq((again.status, again.json()["new"]), (202, True), "stored once the lock is gone: " + again.body)
 
 
+WEEKLY = """
+return {
+  triggers = { cron { "0 8 * * MON", tz = "Europe/Paris" }, webhook { method = "GET", path = "/hooks/up" } },
+  run = function() return { up = true } end,
+}"""
+
+
+@test
+def a_store_that_cannot_give_the_cron_state_at_start_delays_the_cron_not_rill():
+    # serve's start reads the cron schedules' state after the port is open:
+    # a store that did not answer then (a SQLite store locked by another
+    # process in test_store_faults' own locked-store case, once in CI) made
+    # rill exit 1 ("rill: sqlite: database is locked"). Here the schedules
+    # table is locked in Postgres until the test lets go of it
+    url = pg.new_database()
+    env = {"RILL_STORE": url, **FAST}
+    with Rill({"weekly.lua": WEEKLY}, env=env) as r:  # makes the store's tables
+        r.wait_log(msg="cron schedules started")
+    locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        locker.stdin.write("BEGIN; LOCK TABLE schedules IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+        locker.stdin.flush()
+        eq(locker.stdout.readline().strip(), "locked", "the schedules table locked")
+        with Rill({"weekly.lua": WEEKLY}, env=env) as r:
+            r.wait_log(msg_has="reading the cron schedules' state failed", timeout=30)
+            eq(r.request("GET", "/hooks/up").status, 200, "rill serves meanwhile")
+            assert not r.log_lines(msg="cron schedules started"), "started before the state was read"
+            locker.stdin.write("ROLLBACK;\n")
+            locker.stdin.flush()
+            line = r.wait_log(msg="cron schedules started", timeout=60)
+            eq(line.get("triggers"), 1, "the cron trigger armed")
+    finally:
+        locker.stdin.close()
+        locker.wait(timeout=30)
+
+
 if __name__ == "__main__":
     main()

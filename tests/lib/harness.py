@@ -297,7 +297,16 @@ class Rill:
             (k == "msg_has" and v in l.get("msg", "")) or l.get(k) == v for k, v in match.items())]
 
     def wait_log(self, timeout=10.0, **match):
-        return wait_until(lambda: self.log_lines(**match), timeout, f"a log line {match}")[0]
+        def found():
+            lines = self.log_lines(**match)
+            if not lines and self.proc.poll() is not None:
+                self._reader.join(timeout=10)  # its last lines, then look once more
+                lines = self.log_lines(**match)
+                if not lines:
+                    raise AssertionError(f"rill exited with {self.proc.returncode} before a log line {match}; "
+                                         "its last lines:\n" + "\n".join(map(str, self.logs[-10:])))
+            return lines
+        return wait_until(found, timeout, f"a log line {match}")[0]
 
     def reloads(self):
         return len(self.log_lines(msg="flows reloaded"))

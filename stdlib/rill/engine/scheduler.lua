@@ -188,10 +188,30 @@ end
 -- state first, for the missed-ticks policy.
 local stopped = false
 
+-- start(): reads the schedule state (in a task), then arms every trigger.
+-- A store that does not answer (locked by another process, down) delays
+-- the cron triggers, not rill: the read is tried again, 1 s later, then
+-- 2, 4... up to a minute, while rill serves (raised into serve's start, it
+-- made rill exit 1 when the store was locked just after the port opened).
+local retry_timer, retry_wait
+local function retry_start(err)
+  retry_wait = math.min((retry_wait or 0.5) * 2, MAX_WAIT)
+  log.warn("reading the cron schedules' state failed: the cron triggers start once it can be read",
+    { error = tostring(err), retry_in = retry_wait })
+  retry_timer = timer.after(retry_wait, function()
+    retry_timer = nil
+    require("rill.c.task").spawn(scheduler.start, function(_, ok, e)
+      if not ok then log.error("starting the cron schedules failed", { error = tostring(e) }) end
+    end)
+  end)
+end
+
 function scheduler.start()
   stopped = false
-  saved = store.schedules()
+  local ok, state = pcall(store.schedules)
   if stopped then return end -- stopped while the schedule state was read
+  if not ok then return retry_start(state) end
+  saved, retry_wait = state, nil
   running = true
   local n, caught_up = 0, 0
   for key, entry in pairs(entries) do
@@ -205,6 +225,8 @@ end
 function scheduler.stop()
   stopped = true
   running = false
+  if retry_timer then retry_timer:stop() end
+  retry_timer = nil
   for _, entry in pairs(entries) do stop_entry(entry) end
 end
 
