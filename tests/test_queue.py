@@ -373,6 +373,52 @@ def sigterm_puts_runs_that_outlast_the_drain_back_in_the_queue():
         eq((run["state"], json.loads(run["result"])), ("succeeded", "done on attempt 2"), "after the restart")
 
 
+# Parked runs that wake at once: "quick" ones end at once, "slow" ones hold
+# their slot (an in-memory sleep, %s) after waking.
+BURST = """
+local active = 0
+return {
+  triggers = { webhook { path = "/hooks/burst", mode = "async" } },
+  retries = { attempts = 2 },
+  deadline = "60s",
+  run = function(ctx)
+    sleep_until("wake", ctx.payload.at)
+    active = active + 1
+    log.info("at once", { n = active })
+    %s
+    active = active - 1
+    return { attempt = ctx.attempt }
+  end,
+}"""
+
+
+@test
+def runs_claimed_ahead_wait_for_a_slot_and_go_back_unstarted_at_a_stop():
+    # Claims come back full and their runs end at once: the next claim goes
+    # before they start. The slow runs then hold both slots, and the runs
+    # claimed ahead of them wait for one; a SIGTERM gives them back to the
+    # store with their attempt not counted (attempts = 2: counted, they
+    # would run on attempt 2 after the restart, as the slow ones do).
+    d = temp_dir()
+    env = {"RILL_CONCURRENCY": "2", "RILL_DRAIN_TIMEOUT": "0.3s"}
+    first = rill({"burst.lua": BURST % "if ctx.payload.hold then sleep(ctx.payload.hold) end"}, env=env, dir=d)
+    with first:
+        at = time.time() + 3
+        quick = [post(first, "/hooks/burst", {"at": at}).json()["run_id"] for _ in range(6)]
+        slow = [post(first, "/hooks/burst", {"at": at + 0.001 * (i + 1), "hold": 30}).json()["run_id"]
+                for i in range(4)]
+        for q in quick:
+            eq(finished(first, q)["state"], "succeeded", "a quick run")
+        first.wait_log(msg_has="run started", run=slow[1])
+        # the two left wait for a slot (claimed ahead), or for a claim
+        wait_until(lambda: first.metric("rill_queue_slots_used") == 2, 10, "the slow runs to hold the slots")
+    first.wait_log(msg_has="given back to the queue", level="info")
+    eq(max(x["n"] for x in first.log_lines(msg="at once")), 2, "runs at once")
+    with rill({"burst.lua": BURST % ""}, env=env, dir=d) as r:
+        results = {i: json.loads(finished(r, i, timeout=60)["result"]) for i in slow}
+    eq([results[i]["attempt"] for i in slow], [2, 2, 1, 1], "attempts: released mid-run, given back unstarted")
+
+
 TICK = """
 return {
   triggers = { cron { "* * * * * *", missed = "%s" } },

@@ -44,6 +44,7 @@ local poll_timer, renew_timer, prune_timer, first_prune
 local polling, poll_again = false, false
 local maybe_queued = true -- runs may wait in the store: look after each finish
 local store_outcome       -- defined below
+local slot_waiter         -- the claim waiting for a free slot
 local counts = { succeeded = 0, retrying = 0, dead = 0, failed = 0, submitted = 0, duplicates = 0 }
 queue.counts = counts
 
@@ -188,6 +189,9 @@ finished = function(run)
   end
   local lines = stored_lines(run)
   hold(row.flow, -1)
+  local w = slot_waiter -- a claim waiting for a slot (queue_claim.lua): woken once this run's end is done
+  slot_waiter = nil
+  if w then timer.after(0, function() w:wake() end) end
   storing = storing + 1
   store_outcome(row, run, f, lines, function(ours, err, tries)
     storing = storing - 1
@@ -360,52 +364,25 @@ end
 
 -- ---- claiming ----
 
+local claim_and_start = require("rill.engine.queue_claim")(queue, {
+  running = function() return running end,
+  free = free_slots,
+  hold = hold,
+  reserve = function(n) running = running + n end,
+  wait_slot = function()
+    slot_waiter = require("rill.c.task").waiter()
+    slot_waiter:wait()
+  end,
+  active = function() return active end,
+  is_started = function() return started end,
+  instance = function() return instance end,
+  start = start_row,
+})
+
 poll = function()
-  -- In a task: a look at what is ready, then claims sized to the free slots.
   require("rill.c.task").spawn(function()
-    -- the due longest of the flows that can take a run now (a long backlog
-    -- of one paused or held back by its concurrency would fill the look and
-    -- hide every other flow's runs): as many as the free slots, each of them
-    -- claimed; the 1,000 due longest when a flow has a concurrency of its
-    -- own, which may take fewer than its count (then the others' runs
-    -- counted fill the rest). Looking at 1,000 for 100 free slots cost rill
-    -- ~5 us per run claimed on SQLite (100,000 parked runs due at once)
-    local skip, held, limited = {}, false, false
-    for name, flow in pairs(active) do
-      if pauses.is_paused(name) then
-        skip[#skip + 1] = name
-      elseif flow.concurrency and free_slots(flow) <= 0 then
-        skip[#skip + 1], held = name, true
-      elseif flow.concurrency then
-        limited = true
-      end
-    end
-    local look = limited and math.max(1000, queue.concurrency) or math.max(1, queue.concurrency - running)
-    local gen = pauses.generation()
-    local ready, paused = store.ready(store.now_ms(), look, skip)
-    pauses.replace(paused, gen)
-    -- (a run of a flow held back may wait: the end of one of its runs looks)
-    maybe_queued = #ready > 0 or held
-    local claims = {}
-    local budget = queue.concurrency - running
-    for _, r in ipairs(ready) do
-      local flow = active[r.flow] or { name = r.flow }
-      -- a paused flow's runs stay in the store
-      local n = pauses.is_paused(r.flow) and 0 or math.min(r.n, free_slots(flow), budget)
-      if n > 0 then
-        claims[#claims + 1] = { flow = r.flow, limit = n, max = flow.concurrency }
-        budget = budget - n
-        hold(r.flow, n) -- reserved while the claim is in flight
-      end
-    end
-    if #claims == 0 then return end
-    local ok, rows = pcall(store.claim, instance, claims, math.floor(queue.lease * 1000))
-    for _, c in ipairs(claims) do hold(c.flow, -c.limit) end
-    if not ok then error(rows, 0) end
-    for _, row in ipairs(rows) do
-      hold(row.flow, 1)
-      start_row(row)
-    end
+    local rows
+    rows, maybe_queued = claim_and_start()
     if #rows > 0 then poll_again = true end
   end, function(_, ok, err)
     polling = false
@@ -463,6 +440,9 @@ end
 -- stop(): no new claims; runs in progress finish (or their leases expire).
 function queue.stop()
   started = false
+  local w = slot_waiter -- a claim waiting for a slot: its runs go back to the store
+  slot_waiter = nil
+  if w then w:wake() end
   require("rill.engine.events").stop()
   for _, h in ipairs { poll_timer, renew_timer, prune_timer, first_prune } do
     if h then h.t:stop() end

@@ -4,7 +4,7 @@
 -- A batch is a list of statements run in one transaction; the backends run
 -- the batches that arrive together in one commit (group commit).
 -- This module and its parts (store_schema.lua, store_admin.lua,
--- store_events.lua) own the schema, its migrations and every SQL text; the
+-- store_events.lua, store_claims.lua) own the schema, its migrations and every SQL text; the
 -- policy (when to retry, what is dead) lives in queue.lua.
 -- Times are integer milliseconds since the epoch; payloads, results and
 -- errors are JSON text.
@@ -24,6 +24,7 @@ store.now_ms = now_ms
 local schema = require "rill.engine.store_schema" -- the schema, dialects, the run insert
 local WAITING, MIGRATIONS, DIALECTS = schema.WAITING, schema.MIGRATIONS, schema.DIALECTS
 local INSERT_RUN_WITH_KEY, insert_run = schema.INSERT_RUN_WITH_KEY, schema.insert_run
+local placeholders = schema.placeholders
 
 local function check(res, err)
   if not res then error(err, 0) end
@@ -170,6 +171,7 @@ end
 -- off the runs_flow index, which would visit every run of the flow.
 local DUE = WAITING .. " AND run_at <= $1"
 local ORPHANED = "state = 'running' AND lease_until < $1"
+local PAUSED = schema.PAUSED
 
 -- ready(now, limit[, skip]) -> {flow, n} for each flow with runs ready to
 -- claim, counted among the `limit` due longest (counting every due run would
@@ -182,9 +184,7 @@ function store.ready(now, limit, skip)
   limit = limit or 1000
   local not_in = ""
   if skip and #skip > 0 then
-    local params = {}
-    for i = 1, #skip do params[i] = "$" .. (i + 2) end
-    not_in = " AND flow NOT IN (" .. table.concat(params, ", ") .. ")"
+    not_in = " AND flow NOT IN (" .. placeholders(3, #skip) .. ")"
   end
   local function counted(where, order)
     local st = { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. where .. not_in
@@ -192,7 +192,7 @@ function store.ready(now, limit, skip)
     for i, name in ipairs(skip or {}) do st[i + 3] = name end
     return st
   end
-  local stmts = { counted(DUE, " ORDER BY run_at"), counted(ORPHANED, ""), { "SELECT flow FROM flow_pauses" } }
+  local stmts = { counted(DUE, " ORDER BY run_at"), counted(ORPHANED, ""), PAUSED }
   if dialect.ordered then
     table.insert(stmts, 1, dialect.ordered)
     table.insert(stmts, 3, dialect.unordered)
@@ -241,46 +241,6 @@ end
 -- Is the store shared by several instances (Postgres)? Then a flow's
 -- concurrency is enforced in the store (store.claim's `max`).
 function store.shared() return dialect.shared == true end
-
--- The completed steps of the runs a claim just took (same transaction: the
--- runs this owner holds with the lease the claim gave them), so that a
--- resumed run replays its steps without a read of its own.
-local CLAIMED_STEPS = "SELECT run_id, seq, name, result FROM run_steps WHERE run_id IN (SELECT id FROM runs "
-  .. "WHERE state = 'running' AND lease_until = $2 AND owner = $1)"
-
--- claim(owner, claims, lease_ms) -> rows of the runs now running here, at
--- most claims[i].limit of flow claims[i].flow, oldest due first; with
--- claims[i].max on a shared store, also no more than max runs of the flow
--- running in all instances together. Each row's `steps` are its completed
--- steps by seq ({seq, name, result}). In a task.
-function store.claim(owner, claims, lease_ms)
-  local now = now_ms()
-  local stmts, claiming = { dialect.ordered }, {}
-  for _, c in ipairs(claims) do
-    if c.max and dialect.shared then
-      stmts[#stmts + 1] = { dialect.flow_lock, c.flow, n = 1 }
-      stmts[#stmts + 1] = { dialect.claim_max, owner, now + lease_ms, now, c.flow, c.limit, c.max, n = 6 }
-    else
-      stmts[#stmts + 1] = { dialect.claim, owner, now + lease_ms, now, c.flow, c.limit, n = 5 }
-    end
-    claiming[#claiming + 1] = #stmts
-  end
-  stmts[#stmts + 1] = dialect.unordered
-  stmts[#stmts + 1] = { CLAIMED_STEPS, owner, now + lease_ms, n = 2 }
-  local res = store.batch(stmts)
-  local rows, by_id = {}, {}
-  for _, i in ipairs(claiming) do
-    for _, row in ipairs(res[i]) do
-      rows[#rows + 1] = row
-      row.steps, by_id[row.id] = {}, row
-    end
-  end
-  for _, s in ipairs(res[#stmts]) do
-    local row = by_id[s.run_id]
-    if row then row.steps[s.seq] = s end
-  end
-  return rows
-end
 
 -- renew(owner, lease_ms): extends the lease of every run this owner runs.
 function store.renew(owner, lease_ms, callback)
@@ -456,6 +416,7 @@ end
 -- the CLI's and admin's reads and changes of runs; events, waits and schedules.
 require("rill.engine.store_admin")(store)
 require("rill.engine.store_events")(store)
+require("rill.engine.store_claims")(store, function() return dialect end)
 
 store.encode = json.encode
 

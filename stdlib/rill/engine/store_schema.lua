@@ -158,44 +158,71 @@ local MIGRATIONS = {
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
   .. "parent, depth, idem_key, created, started, finished, result, error, chain, versions, pinned, settings"
 
--- Postgres's claim, taking at most `limit` (an SQL expression) runs.
--- Several instances claim from one table: each skips the rows another one
--- is claiming at that moment instead of waiting for them. The flow is
--- compared as an expression (`flow || ''`, like SQLite's `+flow`): a plan
--- made while the table had no statistics ANDed runs_flow's bitmap, every
--- run of the flow, into each claim.
-local function pg_claim(limit)
-  return [[WITH due AS (SELECT id, run_at FROM runs WHERE ]] .. WAITING .. [[ AND run_at <= $3
-        AND flow || '' = $4 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
-      orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 AND flow || '' = $4
-        LIMIT $5 FOR UPDATE SKIP LOCKED)
-    UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
-    WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) ready
-      ORDER BY run_at LIMIT ]] .. limit .. [[)
-    RETURNING ]] .. RUN_COLUMNS
+-- placeholders(first, n) -> "$first, ..., $(first + n - 1)".
+local function placeholders(first, n)
+  local params = {}
+  for i = 1, n do params[i] = "$" .. (first + i - 1) end
+  return table.concat(params, ", ")
+end
+
+-- A claim: the runs that `filter` keeps (SQL on the column `flow`, compared
+-- as an expression, `+flow` on SQLite and `flow || ''` on Postgres: a plan
+-- on runs_flow's index visited, or on Postgres ANDed into a bitmap, every
+-- run of the flow), at most `limit` (an SQL expression) due longest first,
+-- $1 owner, $2 lease end, $3 now; on Postgres `cap`, when given, limits
+-- the update only. On SQLite each side of the union is
+-- limited on its own: a limit only over their union sorted every due run
+-- (100,000 parked runs coming due at once) at each claim. On Postgres
+-- several instances claim from one table: each skips the rows another one
+-- is claiming at that moment instead of waiting for them.
+local CLAIM_SET = "UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3 "
+local function sqlite_claim(filter, limit)
+  return CLAIM_SET .. [[WHERE id IN (SELECT id FROM (
+      SELECT id, run_at FROM (SELECT id, run_at FROM runs WHERE ]] .. WAITING .. [[ AND run_at <= $3 ]] .. filter
+    .. [[ ORDER BY run_at LIMIT ]] .. limit .. [[)
+      UNION ALL
+      SELECT id, run_at FROM (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 ]] .. filter
+    .. [[ LIMIT ]] .. limit .. [[))
+    ORDER BY run_at LIMIT ]] .. limit .. [[) RETURNING ]] .. RUN_COLUMNS
+end
+local function pg_claim(filter, limit, cap)
+  return [[WITH due AS (SELECT id, run_at FROM runs WHERE ]] .. WAITING .. [[ AND run_at <= $3 ]] .. filter
+    .. [[ ORDER BY run_at LIMIT ]] .. limit .. [[ FOR UPDATE SKIP LOCKED),
+      orphaned AS (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3 ]] .. filter
+    .. [[ LIMIT ]] .. limit .. [[ FOR UPDATE SKIP LOCKED) ]] .. CLAIM_SET
+    .. [[WHERE id IN (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM orphaned) ready
+      ORDER BY run_at LIMIT ]] .. (cap or limit) .. [[) RETURNING ]] .. RUN_COLUMNS
+end
+
+-- claim_due(n): the claim of every flow's runs but those of the paused
+-- flows (read by the statement itself: a pause stored before the claim
+-- holds) and of n flows named in $5.. (held back by their concurrency),
+-- at most $4. One text per n, made once.
+local function claim_due(make, flow)
+  local made = {}
+  return function(n)
+    if not made[n] then
+      local filter = "AND " .. flow .. " NOT IN (SELECT flow FROM flow_pauses)"
+      if n > 0 then filter = filter .. " AND " .. flow .. " NOT IN (" .. placeholders(5, n) .. ")" end
+      made[n] = make(filter, "$4")
+    end
+    return made[n]
+  end
 end
 
 -- What differs between the two SQL dialects.
 local DIALECTS = {
   sqlite = {
-    -- each side limited on its own: a limit only over their union sorted
-    -- every due run (100,000 parked runs coming due at once) at each claim
-    claim = [[UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3
-      WHERE id IN (SELECT id FROM (
-          SELECT id, run_at FROM (SELECT id, run_at FROM runs WHERE ]] .. WAITING .. [[ AND run_at <= $3
-            AND +flow = $4 ORDER BY run_at LIMIT $5)
-          UNION ALL
-          SELECT id, run_at FROM (SELECT id, run_at FROM runs WHERE state = 'running' AND lease_until < $3
-            AND +flow = $4 LIMIT $5))
-        ORDER BY run_at LIMIT $5)
-      RETURNING ]] .. RUN_COLUMNS,
+    claim = sqlite_claim("AND +flow = $4", "$5"),
+    claim_due = claim_due(sqlite_claim, "+flow"),
   },
   postgres = {
-    claim = pg_claim "$5",
+    claim = pg_claim("AND flow || '' = $4", "$5"),
+    claim_due = claim_due(pg_claim, "flow || ''"),
     -- a flow's concurrency holds across instances: its claims take turns
     -- (the lock lasts until the claim commits), and each counts the runs
     -- of the flow running anywhere, $6 at most
-    claim_max = pg_claim("GREATEST(0, LEAST($5, $6 - (SELECT count(*) FROM runs "
+    claim_max = pg_claim("AND flow || '' = $4", "$5", "GREATEST(0, LEAST($5, $6 - (SELECT count(*) FROM runs "
       .. "WHERE state = 'running' AND lease_until >= $3 AND flow || '' = $4)))"),
     flow_lock = "SELECT pg_advisory_xact_lock(7224185, hashtext($1))",
     -- Around a look at the due runs in run_at order: an index scan in that
@@ -236,6 +263,8 @@ local function insert_run(r, sql)
 end
 
 S.WAITING, S.MIGRATIONS, S.RUN_COLUMNS, S.DIALECTS = WAITING, MIGRATIONS, RUN_COLUMNS, DIALECTS
+S.placeholders = placeholders
+S.PAUSED = { "SELECT flow FROM flow_pauses" } -- the paused flows (a claim's batch, a look's)
 S.RUN_INSERT, S.RUN_TYPES, S.typed, S.INSERT_RUN_WITH_KEY, S.insert_run =
   RUN_INSERT, RUN_TYPES, typed, INSERT_RUN_WITH_KEY, insert_run
 
