@@ -22,6 +22,8 @@
 local json = require "rill.json"
 local log = require "rill.log"
 local task = require "rill.c.task"
+local timer = require "rill.c.timer"
+local tz = require "rill.c.tz"
 local time = require "rill.time"
 local runner = require "rill.engine.runner"
 local current = require "rill.run"
@@ -56,6 +58,26 @@ local function decode(result)
   local v = json.decode(result)
   if v == json.null then return nil end
   return v
+end
+
+-- record(run, s) -> whether the run is still ours, its completed step s
+-- stored. A store that cannot take it now (down, locked, stalled) is tried
+-- again, 0.2 s doubling to 5 s, for as long as a lease (the run's deadline
+-- may end it first): failing the attempt would do the step's work again at
+-- the retry. The run is still ours meanwhile (its lease is renewed).
+local function record(run, s)
+  local store, queue = require("rill.engine.store"), require("rill.engine.queue")
+  local delay, give_up = 0.2, tz.now() + queue.lease -- the real clock: a test's clock jumps by days
+  while true do
+    local ok, ours = pcall(store.step, run.id, queue.instance, s)
+    if ok then return ours end
+    if tz.now() + delay >= give_up then error(ours, 0) end
+    if delay == 0.2 then
+      log.write("warn", "the step's record could not be stored; trying again", { step = s.name, error = tostring(ours) }, run)
+    end
+    timer.sleep(delay)
+    delay = math.min(delay * 2, 5)
+  end
 end
 
 local function check_args(name, fn, opts, what)
@@ -127,8 +149,8 @@ function steps.step(name, fn, opts)
           name, bad), 2)
       end
       if run.durable then
-        local ours = require("rill.engine.store").step(run.id, require("rill.engine.queue").instance, {
-          seq = seq, name = name, result = encoded, attempts = attempt, started = started, finished = now_ms() })
+        local ours = record(run, { seq = seq, name = name, result = encoded, attempts = attempt, started = started,
+          finished = now_ms() })
         if not ours then error("the run's lease was taken over by another instance; this attempt stops", 0) end
       end
       log.write("info", "step done", { step = name, attempt = attempt, ms = now_ms() - started }, run)
