@@ -222,14 +222,15 @@ test("a payment whose recording is retried after the invoice got paid meanwhile 
 end)
 
 -- The process dies right after the recording's transaction commits, before the step is written to
--- the store: the store refuses to record that step once, as a crash there would leave it.
+-- the store: the attempt ends there once, as a crash would leave it (an error that is not text: the
+-- store's own errors, text, are tried again until it takes the step).
 local function crash_after_recording()
   local store = require "rill.engine.store"
   local record_step = store.step
   store.step = function(run_id, owner, s)
     if s.name == "record payment" then
       store.step = record_step
-      error("the process died before the step was recorded", 0)
+      error({ message = "the process died before the step was recorded" }, 0)
     end
     return record_step(run_id, owner, s)
   end

@@ -71,7 +71,8 @@ local function record(run, s)
   while true do
     local ok, ours = pcall(store.step, run.id, queue.instance, s)
     if ok then return ours end
-    if tz.now() + delay >= give_up then error(ours, 0) end
+    -- (the store's errors are text; anything else ends the attempt)
+    if type(ours) ~= "string" or tz.now() + delay >= give_up then error(ours, 0) end
     if delay == 0.2 then
       log.write("warn", "the step's record could not be stored; trying again", { step = s.name, error = tostring(ours) }, run)
     end
