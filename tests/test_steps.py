@@ -224,6 +224,38 @@ def a_step_whose_result_is_not_utf8_is_dead_and_its_work_not_repeated():
         assert "step download returned a value that is not JSON" in err and "not UTF-8" in err, err
 
 
+TRIGGER_BYTES = """
+return {
+  retries = { attempts = 3, backoff = "50ms", max_backoff = "100ms" },
+  triggers = { webhook { path = "/caller", mode = "async" } },
+  run = function(ctx)
+    http.post(env.COUNTER .. "/before", { json = {} })
+    return flows.trigger("child", { pdf = "%PDF-\\255\\254" })
+  end,
+}"""
+
+CHILD = """
+return {
+  triggers = { from_flow() },
+  run = function(ctx) return ctx.payload end,
+}"""
+
+
+@test
+def a_flow_triggered_with_a_payload_that_is_not_utf8_makes_the_caller_dead():
+    # the child's payload is stored as JSON text: Postgres refused the row,
+    # and each retry of the caller tried again
+    c = Counter()
+    with Rill({"caller.lua": TRIGGER_BYTES, "child.lua": CHILD}, env={**FAST, **store(), "COUNTER": c.url}) as r:
+        run_id = r.request("POST", "/caller", {}).json()["run_id"]
+        run = finished(r, run_id)
+        eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
+        err = json.loads(run["error"])["message"]
+        assert "flows.trigger: the payload is not JSON" in err and "not UTF-8" in err, err
+        eq(c.calls, {"before": 1}, "the caller ran once")
+        eq([x["flow"] for x in r.runs("list")], ["caller"], "runs stored")
+
+
 SLEEP_IN_STEP = """
 return {
   retries = { attempts = 3, backoff = "50ms", max_backoff = "100ms" },
