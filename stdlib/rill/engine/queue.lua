@@ -377,6 +377,7 @@ local claim_and_start = require("rill.engine.queue_claim")(queue, {
   is_started = function() return started end,
   instance = function() return instance end,
   start = start_row,
+  maybe_queued = function() return maybe_queued end,
 })
 
 poll = function()

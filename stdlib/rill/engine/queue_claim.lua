@@ -4,7 +4,8 @@
 -- of runs that end at once (parked runs waking) goes through. Part of
 -- queue.lua, apart to keep it short: a function of the queue's table and of
 -- `q` (its slots: running(), free(flow), hold(name, n), reserve(n),
--- wait_slot(); active(), is_started(), instance(), start(row)), returning
+-- wait_slot(); active(), is_started(), instance(), start(row);
+-- maybe_queued(), whether runs may wait in the store), returning
 -- claim_and_start().
 local store = require "rill.engine.store"
 local pauses = require "rill.engine.pauses"
@@ -12,7 +13,7 @@ local task = require "rill.c.task"
 local log = require "rill.log"
 
 return function(queue, q)
-local maybe_queued -- what the last look or claim said: runs may wait in the store
+local maybe_queued -- whether runs may wait in the store, as the last look or claim said
 
 -- look_then_claim(look, skip, held, lease_ms) -> rows: a look at what is
 -- ready (the `look` due longest of the flows that can take a run now: a
@@ -69,7 +70,7 @@ local function claim_free(free, skip, held, lease_ms)
     kept = 0
     if not rows then error(paused, 0) end
     pauses.replace(paused, gen)
-    maybe_queued = #rows > 0 or held
+    maybe_queued = #rows >= free or held -- (fewer than asked: none left due)
     return rows
   end
   local function keep(n)
@@ -79,11 +80,12 @@ local function claim_free(free, skip, held, lease_ms)
   return wait, keep
 end
 
--- claim(ahead) -> a function that waits for the rows claimed, how many
+-- claim([ahead]) -> a function that waits for the rows claimed, how many
 -- were asked for when that is all the due runs could have given (a claim
--- with no look), and keep(n) (claim_free's). ahead: the claim goes before
--- runs that are about to start and are expected to end at once; their
--- caller keeps the slots for its rows once they did, not now.
+-- with no look), and keep(n) (claim_free's). ahead (a number of runs): the
+-- claim goes before runs that are about to start and are expected to end
+-- at once, and asks for that many (or the free slots, if more); its caller
+-- keeps the slots for its rows once they did, not now.
 local function claim(ahead)
   local skip, held, limited = {}, false, false
   for name, flow in pairs(q.active()) do
@@ -96,14 +98,18 @@ local function claim(ahead)
     end
   end
   local free, lease_ms = queue.concurrency - q.running(), math.floor(queue.lease * 1000)
-  if limited or free <= 0 then
-    -- (with no free slot: for the pauses, and whether runs wait)
-    local look = limited and math.max(1000, queue.concurrency) or 1
+  if limited or free <= 0 or not maybe_queued then
+    -- a look (a read) first: with no free slot, for the pauses and whether
+    -- runs wait; when no run was known to wait, for runs that came due or
+    -- that another instance stored (a claim is a write: every poll of an
+    -- idle instance would wait on a store locked by another process)
+    local look = limited and math.max(1000, queue.concurrency) or math.max(1, free)
     return function() return look_then_claim(look, skip, held, lease_ms) end
   end
-  local wait, keep = claim_free(free, skip, held, lease_ms)
-  if not ahead then keep(free) end
-  return wait, free, keep
+  local n = math.max(free, ahead or 0)
+  local wait, keep = claim_free(n, skip, held, lease_ms)
+  if not ahead then keep(n) end
+  return wait, n, keep
 end
 
 -- start(rows): each claimed row starts in a free slot, waiting for one
@@ -137,20 +143,37 @@ end
 -- their runs end at once (parked runs waking: each finds its step in the
 -- claim and returns), the next claim goes to the store before they start,
 -- as if they had freed their slots already: the store claims while the
--- loop runs them, instead of each waiting for the other.
+-- loop runs them, instead of each waiting for the other. Such claims
+-- double, up to AHEAD_RUNS times the concurrency and AHEAD_MAX runs: a
+-- claim costs ~1.6 ms of CPU besides its runs (SQLite), the runs of one
+-- claim still start one slot at a time, and the runs a claim holds while
+-- they wait for a slot (when they did not end at once after all) are kept
+-- from the other instances until then.
+local AHEAD_RUNS, AHEAD_MAX = 10, 1000
+local settled = false -- the last claim_and_start ended without an error
 local function claim_and_start()
-  local wait, asked = claim(false)
+  -- a claim goes without a look first only after looks and claims that
+  -- worked (not at start, nor after a store that failed them: each such
+  -- claim, a write, would wait on a locked store at every poll)
+  maybe_queued = settled and q.maybe_queued()
+  settled = false
+  local wait, asked = claim()
   local rows, at_once = wait(), false
   while true do
     local full = q.is_started() and asked and #rows == asked
     local ahead, ahead_asked, keep
-    if full and at_once then ahead, ahead_asked, keep = claim(true) end
+    if full and at_once then
+      ahead, ahead_asked, keep = claim(math.min(2 * #rows, AHEAD_RUNS * queue.concurrency, AHEAD_MAX))
+    end
     at_once = start(rows)
     if ahead and keep then keep(math.min(ahead_asked, queue.concurrency - q.running())) end
     if not ahead then
-      if not (full and at_once) then return rows, maybe_queued end
+      if not (full and at_once) then
+        settled = true
+        return rows, maybe_queued
+      end
       -- (claimed in the same turn: still before this turn's finishes)
-      ahead, ahead_asked = claim(false)
+      ahead, ahead_asked = claim()
     end
     rows, asked = ahead(), ahead_asked
   end
