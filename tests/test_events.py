@@ -334,6 +334,31 @@ return {
 }"""
 
 
+REFUSER = """
+return {
+  retries = { attempts = 1 },
+  triggers = { event { name = "quote.signed" } },
+  run = function(ctx) fail("refused") end,
+}"""
+
+
+@test
+def an_event_whose_run_is_kept_starts_no_second_run_once_retention_pruned_the_event():
+    # retention deleted every event_runs row older than it, also those of
+    # runs it keeps (dead): the event, delivered and pruned, emitted again
+    # with its id started a second run of the flow beside the dead one
+    with rill({"refuser.lua": REFUSER}, env={"RILL_RETENTION": "1s"}) as r:
+        first = r.admin("POST", "/api/events/quote.signed?id=kept-1", token=TOKEN, body={"n": 1})
+        eq(first.status, 202, "emitted: " + first.body)
+        dead = settled_runs(r, "refuser", 1)[0]["id"]
+        eq(r.runs("show", dead)["state"], "dead", "the event's run")
+        # the event is pruned once delivered and older than retention
+        wait_until(lambda: r.admin("POST", "/api/events/quote.signed?id=kept-1", token=TOKEN,
+                                   body={"n": 1}).json()["new"], 15, "the event to be forgotten")
+        settled_runs(r, "refuser", 1)
+        eq([x["id"] for x in r.runs("list", "--flow", "refuser")], [dead], "the flow's runs")
+
+
 @test
 def ops_emit_an_event_by_hand_through_the_admin_api():
     with rill({"alert.lua": SUBSCRIBER % "", "waiter.lua": WAITER}) as r:

@@ -137,7 +137,11 @@ function store.prune(before, limit, callback)
     -- waiting) keeps it, or a redelivery would make a second run of it
     { "DELETE FROM idempotency WHERE created < $1 AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = idempotency.run_id)",
       before, n = 1 },
-    { "DELETE FROM event_runs WHERE created < $1", before, n = 1 },
+    -- and which run an event started, with that run: a run kept (dead,
+    -- asleep) keeps it, or the event emitted again (its own row pruned)
+    -- would start a second run of the flow beside the first
+    { "DELETE FROM event_runs WHERE created < $1 AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = event_runs.run_id)",
+      before, n = 1 },
     -- an event is kept while a run created before it has not ended: a wait
     -- that run starts later must find it (docs/flows.md, waiting for an
     -- event). Two reads, each of a partial index (runs_due, runs_leased):
