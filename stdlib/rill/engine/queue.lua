@@ -44,7 +44,6 @@ local poll_timer, renew_timer, prune_timer, first_prune
 local polling, poll_again = false, false
 local maybe_queued = true -- runs may wait in the store: look after each finish
 local store_outcome       -- defined below
-local slot_waiter         -- the claim waiting for a free slot
 local counts = { succeeded = 0, retrying = 0, dead = 0, failed = 0, submitted = 0, duplicates = 0 }
 queue.counts = counts
 
@@ -189,9 +188,6 @@ finished = function(run)
   end
   local lines = stored_lines(run)
   hold(row.flow, -1)
-  local w = slot_waiter -- a claim waiting for a slot (queue_claim.lua): woken once this run's end is done
-  slot_waiter = nil
-  if w then timer.after(0, function() w:wake() end) end
   storing = storing + 1
   store_outcome(row, run, f, lines, function(ours, err, tries)
     storing = storing - 1
@@ -369,10 +365,6 @@ local claim_and_start = require("rill.engine.queue_claim")(queue, {
   free = free_slots,
   hold = hold,
   reserve = function(n) running = running + n end,
-  wait_slot = function()
-    slot_waiter = require("rill.c.task").waiter()
-    slot_waiter:wait()
-  end,
   active = function() return active end,
   is_started = function() return started end,
   instance = function() return instance end,
@@ -441,9 +433,6 @@ end
 -- stop(): no new claims; runs in progress finish (or their leases expire).
 function queue.stop()
   started = false
-  local w = slot_waiter -- a claim waiting for a slot: its runs go back to the store
-  slot_waiter = nil
-  if w then w:wake() end
   require("rill.engine.events").stop()
   for _, h in ipairs { poll_timer, renew_timer, prune_timer, first_prune } do
     if h then h.t:stop() end

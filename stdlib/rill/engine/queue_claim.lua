@@ -3,8 +3,8 @@
 -- look when no flow counts its runs, and the claims made ahead while a burst
 -- of runs that end at once (parked runs waking) goes through. Part of
 -- queue.lua, apart to keep it short: a function of the queue's table and of
--- `q` (its slots: running(), free(flow), hold(name, n), reserve(n),
--- wait_slot(); active(), is_started(), instance(), start(row);
+-- `q` (its slots: running(), free(flow), hold(name, n), reserve(n);
+-- active(), is_started(), instance(), start(row);
 -- maybe_queued(), whether runs may wait in the store), returning
 -- claim_and_start().
 local store = require "rill.engine.store"
@@ -82,9 +82,8 @@ end
 
 -- claim([ahead]) -> a function that waits for the rows claimed, how many
 -- were asked for when that is all the due runs could have given (a claim
--- with no look), and keep(n) (claim_free's). ahead (a number of runs): the
--- claim goes before runs that are about to start and are expected to end
--- at once, and asks for that many (or the free slots, if more); its caller
+-- with no look), and keep(n) (claim_free's). ahead: the claim goes before
+-- runs that are about to start and are expected to end at once; its caller
 -- keeps the slots for its rows once they did, not now.
 local function claim(ahead)
   local skip, held, limited = {}, false, false
@@ -106,36 +105,39 @@ local function claim(ahead)
     local look = limited and math.max(1000, queue.concurrency) or math.max(1, free)
     return function() return look_then_claim(look, skip, held, lease_ms) end
   end
-  local n = math.max(free, ahead or 0)
-  local wait, keep = claim_free(n, skip, held, lease_ms)
-  if not ahead then keep(n) end
-  return wait, n, keep
+  local wait, keep = claim_free(free, skip, held, lease_ms)
+  if not ahead then keep(free) end
+  return wait, free, keep
 end
 
--- start(rows): each claimed row starts in a free slot, waiting for one
--- when runs hold them all (a claim made ahead for runs that did not end at
--- once); rows the queue stopped before they started go back to the store
--- as they were. -> whether the runs started all ended at once.
+-- start(rows): each claimed row starts in a free slot. Rows that cannot
+-- start now go back to the store as they were, at once: no slot free (a
+-- claim made ahead for runs that did not end at once), their flow paused
+-- since, the queue stopped, or a start that failed. A row claimed and not
+-- started counts an attempt it never made until it is given back: were it
+-- kept waiting for a slot, a crash meanwhile would leave it that attempt
+-- (a run of one attempt dead without having run). -> whether the runs
+-- started all ended at once.
 local function start(rows)
-  local back, before, waited = {}, q.running(), false
+  local back, before = {}, q.running()
   for _, row in ipairs(rows) do
-    while q.is_started() and q.running() >= queue.concurrency do
-      q.wait_slot()
-      waited = true
-    end
-    if q.is_started() then
+    local ok, err = false, nil
+    if q.is_started() and q.running() < queue.concurrency and not pauses.is_paused(row.flow) then
       q.hold(row.flow, 1)
-      q.start(row)
-    else
-      back[#back + 1] = row.id
+      ok, err = pcall(q.start, row)
+      if not ok then
+        q.hold(row.flow, -1)
+        log.error("a claimed run could not start; it goes back to the queue", { run_id = row.id, error = tostring(err) })
+      end
     end
+    if not ok then back[#back + 1] = row.id end
   end
   if #back > 0 then
     local ok, err = pcall(store.give_back, q.instance(), back)
-    log.write(ok and "info" or "warn", ok and "claimed runs given back to the queue: it stopped before they started"
+    log.write(ok and "info" or "warn", ok and "claimed runs given back to the queue, not started"
       or "claimed runs could not be given back; they run again when their leases end", { runs = #back, error = err })
   end
-  return not waited and q.running() <= before
+  return q.running() <= before
 end
 
 -- claim_and_start() -> rows claimed (the last claim's), whether runs may
@@ -143,13 +145,11 @@ end
 -- their runs end at once (parked runs waking: each finds its step in the
 -- claim and returns), the next claim goes to the store before they start,
 -- as if they had freed their slots already: the store claims while the
--- loop runs them, instead of each waiting for the other. Such claims
--- double, up to AHEAD_RUNS times the concurrency and AHEAD_MAX runs: a
--- claim costs ~1.6 ms of CPU besides its runs (SQLite), the runs of one
--- claim still start one slot at a time, and the runs a claim holds while
--- they wait for a slot (when they did not end at once after all) are kept
--- from the other instances until then.
-local AHEAD_RUNS, AHEAD_MAX = 10, 1000
+-- loop runs them, instead of each waiting for the other. Such a claim
+-- asks for the slots free now: its rows are claimed a turn before they
+-- start (claims that grew to ten times that cut the store's CPU per run,
+-- not the rate beyond the noise, and left more runs claimed and not
+-- started at a crash).
 local settled = false -- the last claim_and_start ended without an error
 local function claim_and_start()
   -- a claim goes without a look first only after looks and claims that
@@ -162,9 +162,7 @@ local function claim_and_start()
   while true do
     local full = q.is_started() and asked and #rows == asked
     local ahead, ahead_asked, keep
-    if full and at_once then
-      ahead, ahead_asked, keep = claim(math.min(2 * #rows, AHEAD_RUNS * queue.concurrency, AHEAD_MAX))
-    end
+    if full and at_once then ahead, ahead_asked, keep = claim(true) end
     at_once = start(rows)
     if ahead and keep then keep(math.min(ahead_asked, queue.concurrency - q.running())) end
     if not ahead then

@@ -82,7 +82,8 @@ end
 
 -- give_back(owner, ids): claimed runs that never started go back to the
 -- store as they were before the claim: their attempt not counted, their
--- lease ended (any instance claims them again, as orphans of a dead one).
+-- lease ended and no owner (any instance claims them again, as orphans of
+-- a dead one; this owner's lease renewals no longer touch them).
 -- In a task.
 function store.give_back(owner, ids)
   local stmts = {}
@@ -92,7 +93,7 @@ function store.give_back(owner, ids)
       st.n = st.n + 1
       st[st.n + 1] = ids[i]
     end
-    st[1] = "UPDATE runs SET attempt = attempt - 1, lease_until = 0 WHERE owner = $1 AND state = 'running' "
+    st[1] = "UPDATE runs SET attempt = attempt - 1, lease_until = 0, owner = NULL WHERE owner = $1 AND state = 'running' "
       .. "AND id IN (" .. placeholders(2, st.n - 1) .. ")"
     stmts[#stmts + 1] = st
   end
