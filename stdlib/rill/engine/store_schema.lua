@@ -168,13 +168,13 @@ end
 -- A claim: the runs that `filter` keeps (SQL on the column `flow`, compared
 -- as an expression, `+flow` on SQLite and `flow || ''` on Postgres: a plan
 -- on runs_flow's index visited, or on Postgres ANDed into a bitmap, every
--- run of the flow), at most `limit` (an SQL expression) due longest first,
--- $1 owner, $2 lease end, $3 now; on Postgres `cap`, when given, limits
--- the update only. On SQLite each side of the union is
--- limited on its own: a limit only over their union sorted every due run
--- (100,000 parked runs coming due at once) at each claim. On Postgres
--- several instances claim from one table: each skips the rows another one
--- is claiming at that moment instead of waiting for them.
+-- run of the flow), at most `limit` (an SQL expression) due longest first;
+-- $1 owner, $2 lease end, $3 now. On Postgres `cap`, when given, limits the
+-- update only. On SQLite each side of the union is limited on its own: a
+-- limit only over their union sorted every due run (100,000 parked runs
+-- coming due at once) at each claim. On Postgres several instances claim
+-- from one table: each skips the rows another one is claiming at that
+-- moment instead of waiting for them.
 local CLAIM_SET = "UPDATE runs SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, started = $3 "
 local function sqlite_claim(filter, limit)
   return CLAIM_SET .. [[WHERE id IN (SELECT id FROM (
