@@ -122,6 +122,13 @@ def flow_tests_set_the_clock_fast_forward_and_stub_http():
     # one flow by name runs that flow's test file only
     code, out, _ = run_cli("test", "nightly", "--flows", "flows", cwd=d, timeout=60)
     eq(code, 0, "rill test nightly")
+    # by a path: the folder (as a shell completes it), a flow's file: the
+    # folder's path was read as a flow's name ("cannot open
+    # flows/flows/.test.lua"), a flow file's path as flows/flows/nightly.test.lua
+    for args in (["flows/"], ["flows"], ["flows/nightly.lua"], ["flows/nightly.test.lua"]):
+        code, out, err = run_cli("test", *args, "--flows", "flows", cwd=d, timeout=60)
+        eq(code, 0, f"rill test {args[0]}\n{out}\n{err}")
+        assert "4 passed, 0 failed" in out, (args, out)
 
 
 def read_tree(root):

@@ -459,20 +459,36 @@ function testing.run(files, out, opts)
   return passed, failed
 end
 
--- files(dir, names) -> the test files of the named flows (all without names).
-function testing.files(dir, names)
-  local out = {}
-  if names and #names > 0 then
-    for _, n in ipairs(names) do
-      local f = n:match("%.test%.lua$") and n or (dir .. "/" .. n:gsub("%.lua$", "") .. ".test.lua")
-      out[#out + 1] = f
-    end
-    return out
-  end
+-- The test files in folder dir, added to out.
+local function in_folder(out, dir)
   local list = os_c.list_dir(dir) or {}
   table.sort(list)
   for _, name in ipairs(list) do
     if name:match("%.test%.lua$") then out[#out + 1] = dir .. "/" .. name end
+  end
+end
+
+-- files(dir, names) -> the test files of the named flows (all without
+-- names). A name is a flow's (quote-sent), its file's or its test file's
+-- path (flows/quote-sent.lua), or a folder's (`rill test flows/`, as a
+-- shell completes it: that folder's tests).
+function testing.files(dir, names)
+  local out = {}
+  if not (names and #names > 0) then
+    in_folder(out, dir)
+    return out
+  end
+  for _, n in ipairs(names) do
+    local folder = n:gsub("/+$", "")
+    if folder ~= "" and os_c.list_dir(folder) then
+      in_folder(out, folder)
+    elseif n:match("%.test%.lua$") then
+      out[#out + 1] = n
+    elseif n:find("/", 1, true) then
+      out[#out + 1] = n:gsub("%.lua$", "") .. ".test.lua"
+    else
+      out[#out + 1] = dir .. "/" .. n:gsub("%.lua$", "") .. ".test.lua"
+    end
   end
   return out
 end
