@@ -80,12 +80,20 @@ def finished(r, run_id, timeout=15):
     return wait_until(done, timeout, f"run {run_id} to finish")
 
 
+def run_of(r, path):
+    """POSTs {} to an async webhook; -> its run, once it ended."""
+    return finished(r, r.request("POST", path, {}).json()["run_id"])
+
+
+def error_message(run):
+    return json.loads(run["error"])["message"]
+
+
 @test
 def a_retried_run_does_not_repeat_its_completed_steps():
     c = Counter()
     with Rill({"three.lua": THREE}, env={**FAST, **store(), "COUNTER": c.url}) as r:
-        run_id = r.request("POST", "/three", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/three")
         eq((run["state"], run["attempt"]), ("succeeded", 3), "the run")
         eq(json.loads(run["result"]), {"a": 1, "b": 1, "c": 3, "attempt": 3}, "result: recorded steps replayed")
         eq(c.calls, {"s1": 1, "s2": 1, "s3": 3}, "calls to the service")
@@ -110,10 +118,9 @@ return {
 @test
 def steps_changed_between_attempts_are_reported_and_the_run_is_dead():
     with Rill({"changed.lua": CHANGED}, env={**FAST, **store()}) as r:
-        run_id = r.request("POST", "/changed", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/changed")
         eq(run["state"], "dead", "state")
-        err = json.loads(run["error"])["message"]
+        err = error_message(run)
         assert 'step 1 was "first", is now "renamed"' in err and "changed.lua:" in err, err
 
 
@@ -134,12 +141,11 @@ def a_step_marked_retry_false_makes_the_run_dead_after_its_own_tries():
     c = Counter()
     flow = NOT_RETRYABLE.replace(".status end", ".status >= 500 and error('declined') end")
     with Rill({"charge.lua": flow}, env={**FAST, **store(), "COUNTER": c.url}) as r:
-        run_id = r.request("POST", "/charge", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/charge")
         eq(run["state"], "dead", "state")
         eq(run["attempt"], 1, "the run was not retried")
         eq(c.calls.get("charge"), 2, "the step's own tries (retries = 1)")
-        err = json.loads(run["error"])["message"]
+        err = error_message(run)
         assert 'step "charge" failed and is marked retry = false' in err and "declined" in err, err
 
 
@@ -150,11 +156,10 @@ def a_step_marked_retry_false_stopped_by_the_run_deadline_makes_the_run_dead():
     flow = NOT_RETRYABLE.replace("return {\n", 'return {\n  deadline = "0.5s",\n', 1).replace(
         ".status end", ".status, sleep(5) end")
     with Rill({"charge.lua": flow}, env={**FAST, **store(), "COUNTER": c.url}) as r:
-        run_id = r.request("POST", "/charge", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/charge")
         eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
         eq(c.calls.get("charge"), 1, "the charge sent once")
-        err = json.loads(run["error"])["message"]
+        err = error_message(run)
         assert 'step "charge"' in err and "retry = false" in err and "deadline exceeded" in err, err
 
 
@@ -186,8 +191,7 @@ def a_step_inside_a_step_is_part_of_it_and_a_retry_replays_both():
     # requests after the inner step went without an Idempotency-Key
     c = Counter()
     with Rill({"nested.lua": NESTED}, env={**FAST, **store(), "COUNTER": c.url}) as r:
-        run_id = r.request("POST", "/nested", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/nested")
         eq((run["state"], run["attempt"]), ("succeeded", 2), f"the run ({run.get('error')})")
         eq(json.loads(run["result"]), {"o": {"i": 1, "o": 1}, "a": 2, "attempt": 2}, "result")
         eq(c.calls, {"inner": 1, "outer": 1, "after": 2}, "calls to the service")
@@ -216,11 +220,10 @@ def a_step_whose_result_is_not_utf8_is_dead_and_its_work_not_repeated():
     # (runs show --json) could read
     c = Counter()
     with Rill({"bytes.lua": NOT_UTF8}, env={**FAST, **store(), "COUNTER": c.url}) as r:
-        run_id = r.request("POST", "/bytes", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/bytes")
         eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
         eq(c.calls, {"download": 1}, "the step's work done once")
-        err = json.loads(run["error"])["message"]
+        err = error_message(run)
         assert "step download returned a value that is not JSON" in err and "not UTF-8" in err, err
 
 
@@ -247,10 +250,9 @@ def a_flow_triggered_with_a_payload_that_is_not_utf8_makes_the_caller_dead():
     # and each retry of the caller tried again
     c = Counter()
     with Rill({"caller.lua": TRIGGER_BYTES, "child.lua": CHILD}, env={**FAST, **store(), "COUNTER": c.url}) as r:
-        run_id = r.request("POST", "/caller", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/caller")
         eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
-        err = json.loads(run["error"])["message"]
+        err = error_message(run)
         assert "flows.trigger: the payload is not JSON" in err and "not UTF-8" in err, err
         eq(c.calls, {"before": 1}, "the caller ran once")
         eq([x["flow"] for x in r.runs("list")], ["caller"], "runs stored")
@@ -277,11 +279,10 @@ def a_sleep_inside_a_step_is_refused():
     # the wake: its work before the sleep was done twice
     c = Counter()
     with Rill({"nap.lua": SLEEP_IN_STEP}, env={**FAST, **store(), "COUNTER": c.url}) as r:
-        run_id = r.request("POST", "/nap", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/nap")
         eq(run["state"], "dead", "state")
         eq(c.calls, {"before": 1}, "the step's work done once")
-        err = json.loads(run["error"])["message"]
+        err = error_message(run)
         assert 'sleep_for and sleep_until cannot be inside a step (step "outer")' in err and "nap.lua:8:" in err, err
 
 
@@ -293,11 +294,10 @@ def a_step_marked_retry_false_inside_a_step_stopped_by_the_deadline_makes_the_ru
         ".status end", ".status, sleep(5) end").replace('step("charge"', 'step("order", function() step("charge"').replace(
         "retry = false })", "retry = false }) end)")
     with Rill({"charge.lua": flow}, env={**FAST, **store(), "COUNTER": c.url}) as r:
-        run_id = r.request("POST", "/charge", {}).json()["run_id"]
-        run = finished(r, run_id)
+        run = run_of(r, "/charge")
         eq((run["state"], run["attempt"]), ("dead", 1), "dead, not retried")
         eq(c.calls.get("charge"), 1, "the charge sent once")
-        err = json.loads(run["error"])["message"]
+        err = error_message(run)
         assert "retry = false" in err and "deadline exceeded" in err, err
 
 
