@@ -35,11 +35,12 @@ end
 -- the steps after it on a replay): the n-th call of the step stores the
 -- same run on each of the step's attempts.
 
--- The child's id, stored once under key. In a task.
-local function submit_stored(target, trigger, payload, parent, key)
+-- The child's id, stored once under key. In a task. payload_json: the
+-- payload as JSON text (checked by the caller), nil for none.
+local function submit_stored(target, trigger, payload, payload_json, parent, key)
   local answer, waiter
   require("rill.engine.queue").submit(target, trigger, payload, { idem_key = "flow " .. key, parent = parent.id,
-    depth = parent.depth + 1, chain = parent.chain }, function(rid, err)
+    depth = parent.depth + 1, chain = parent.chain, payload_json = payload_json }, function(rid, err)
     answer = { rid, err }
     if waiter then waiter:wake() end
   end)
@@ -75,19 +76,20 @@ local function noted_end(target, id, ended, parent)
     state = ended.failed and "failed" or "succeeded" }, parent)
 end
 
-local function stored_trigger(target, trigger, payload, parent, wait, noted)
+local function stored_trigger(target, trigger, payload, payload_json, parent, wait, noted)
   local steps, json = require "rill.engine.steps", require "rill.json"
   local id, ended
   if parent.step then
     parent.step.triggers = (parent.step.triggers or 0) + 1
-    id = submit_stored(target, trigger, payload, parent, steps.key() .. "-trigger-" .. parent.step.triggers)
+    id = submit_stored(target, trigger, payload, payload_json, parent,
+      steps.key() .. "-trigger-" .. parent.step.triggers)
     local shown = noted { flow = target.name, run_id = id, wait = wait }
     if not wait then return id end
     ended = end_of(target, id)
     if shown then noted_end(target, id, ended, parent) end
   else
     id = steps.step("trigger " .. target.name, function()
-      return submit_stored(target, trigger, payload, parent, steps.key())
+      return submit_stored(target, trigger, payload, payload_json, parent, steps.key())
     end)
     local shown = noted { flow = target.name, run_id = id, wait = wait }
     if not wait then return id end
@@ -152,7 +154,10 @@ function flow_api.trigger(name, payload, opts)
       runner.fail("flows.trigger: the payload is not JSON: "
         .. (bad and ("byte " .. bad .. " of it as JSON is not UTF-8") or tostring(encoded)), 2)
     end
-    local result = stored_trigger(target, trigger, payload, parent, wait, noted) -- no tail call: error levels count it
+    -- (the text checked is the text stored: no payload is stored as none, not as "null")
+    local payload_json = payload ~= nil and encoded or nil
+    -- (no tail call: error levels count it)
+    local result = stored_trigger(target, trigger, payload, payload_json, parent, wait, noted)
     return result
   end
   if not wait then
