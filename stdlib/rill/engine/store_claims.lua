@@ -85,16 +85,14 @@ end
 -- lease ended and no owner (any instance claims them again, as orphans of
 -- a dead one; this owner's lease renewals no longer touch them).
 -- In a task.
+local GIVE_BACK = "UPDATE runs SET attempt = attempt - 1, lease_until = 0, owner = NULL WHERE owner = $1 "
+  .. "AND state = 'running' AND id IN ("
 function store.give_back(owner, ids)
   local stmts = {}
   for first = 1, #ids, 50 do -- (a statement takes at most 64 parameters)
-    local st = { "", owner, n = 1 }
-    for i = first, math.min(first + 49, #ids) do
-      st.n = st.n + 1
-      st[st.n + 1] = ids[i]
-    end
-    st[1] = "UPDATE runs SET attempt = attempt - 1, lease_until = 0, owner = NULL WHERE owner = $1 AND state = 'running' "
-      .. "AND id IN (" .. placeholders(2, st.n - 1) .. ")"
+    local chunk = { unpack(ids, first, math.min(first + 49, #ids)) }
+    local st = { GIVE_BACK .. placeholders(2, #chunk) .. ")", owner, unpack(chunk) }
+    st.n = 1 + #chunk
     stmts[#stmts + 1] = st
   end
   store.batch(stmts)
