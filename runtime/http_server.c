@@ -169,6 +169,7 @@ struct conn {
     conn *live_prev, *live_next;       /* every connection not freed yet, for the wind-down */
     conn *backlog_prev, *backlog_next; /* in the backlog: buffered requests wait their turn */
     unsigned char in_backlog;
+    char peer[INET6_ADDRSTRLEN]; /* the client's address, once asked ("" until then) */
 };
 
 struct request {
@@ -1609,20 +1610,27 @@ static int l_request_alive(lua_State *L) {
 /* req:peer() -> the address the connection comes from ("203.0.113.9",
  * "2001:db8::1"; a dual-stack listener's IPv4 peers as "::ffff:a.b.c.d"),
  * or nil once the connection is gone. Proxies are not looked through here:
- * believing X-Forwarded-For is a policy, in Lua. */
+ * believing X-Forwarded-For is a policy, in Lua. The kernel is asked once
+ * per connection: a keep-alive one serves many requests, each reading it. */
 static int l_request_peer(lua_State *L) {
     request *req = luaL_checkudata(L, 1, REQUEST_MT);
-    struct sockaddr_storage sa;
-    int len = sizeof sa;
-    char name[INET6_ADDRSTRLEN];
-    if (req->c == NULL || uv_tcp_getpeername(&req->c->tcp, (struct sockaddr *)&sa, &len) != 0)
+    conn *c = req->c;
+    if (c == NULL)
         return 0;
-    int rc = sa.ss_family == AF_INET6
-                 ? uv_ip6_name((const struct sockaddr_in6 *)&sa, name, sizeof name)
-                 : uv_ip4_name((const struct sockaddr_in *)&sa, name, sizeof name);
-    if (rc != 0)
-        return 0;
-    lua_pushstring(L, name);
+    if (c->peer[0] == '\0') {
+        struct sockaddr_storage sa;
+        int len = sizeof sa;
+        if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &len) != 0)
+            return 0;
+        int rc = sa.ss_family == AF_INET6
+                     ? uv_ip6_name((const struct sockaddr_in6 *)&sa, c->peer, sizeof c->peer)
+                     : uv_ip4_name((const struct sockaddr_in *)&sa, c->peer, sizeof c->peer);
+        if (rc != 0) {
+            c->peer[0] = '\0';
+            return 0;
+        }
+    }
+    lua_pushstring(L, c->peer);
     return 1;
 }
 
