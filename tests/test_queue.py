@@ -470,6 +470,26 @@ def a_paused_flows_runs_claimed_ahead_do_not_start():
         eq([len(r.log_lines(msg="at once", run=i)) for i in others], [0, 0], "the others woken")
 
 
+PASSED_OVER = """
+return {
+  triggers = { webhook { path = "/hooks/%s", mode = "async" } },
+  run = function() return "ran" end,
+}"""
+
+
+@test
+def seventy_paused_flows_hold_back_no_other_flows_retries():
+    # a poll passes the paused flows over: more of them than a statement
+    # takes parameters (64) stopped every poll, and every other flow's retries
+    flows = {f"p{i}.lua": PASSED_OVER % f"p{i}" for i in range(70)}
+    flows["flaky.lua"] = FLAKY
+    with rill(flows, env={"RILL_ADMIN_TOKEN": "adm-q-70p"}) as r:
+        for i in range(70):
+            eq(r.admin("POST", f"/api/flows/p{i}/pause", token="adm-q-70p").status, 200, f"pause p{i}")
+        run = finished(r, post(r, "/hooks/flaky", {"succeed_at": 2}).json()["run_id"])
+        eq((run["state"], run["attempt"]), ("succeeded", 2), "a run retried while 70 flows are paused")
+
+
 TICK = """
 return {
   triggers = { cron { "* * * * * *", missed = "%s" } },

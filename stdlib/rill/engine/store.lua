@@ -24,7 +24,13 @@ store.now_ms = now_ms
 local schema = require "rill.engine.store_schema" -- the schema, dialects, the run insert
 local WAITING, MIGRATIONS, DIALECTS = schema.WAITING, schema.MIGRATIONS, schema.DIALECTS
 local INSERT_RUN_WITH_KEY, insert_run = schema.INSERT_RUN_WITH_KEY, schema.insert_run
-local placeholders = schema.placeholders
+
+-- json_list(names) -> names as a JSON array text, the parameter of a
+-- dialect's list() ("[]" for none: cjson writes an empty table as {}).
+local function json_list(names)
+  return #names > 0 and json.encode(names) or "[]"
+end
+store.json_list = json_list
 
 local function check(res, err)
   if not res then error(err, 0) end
@@ -182,15 +188,13 @@ local PAUSED = schema.PAUSED
 -- backlog of theirs longer than `limit` would hide every other flow's runs.
 function store.ready(now, limit, skip)
   limit = limit or 1000
-  local not_in = ""
+  local not_in, skipped = "", nil
   if skip and #skip > 0 then
-    not_in = " AND flow NOT IN (" .. placeholders(3, #skip) .. ")"
+    not_in, skipped = " AND flow NOT IN " .. dialect.list("$3"), json_list(skip)
   end
   local function counted(where, order)
-    local st = { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. where .. not_in
-      .. order .. " LIMIT $2) ready GROUP BY 1", now, limit, n = 2 + #(skip or {}) }
-    for i, name in ipairs(skip or {}) do st[i + 3] = name end
-    return st
+    return { "SELECT flow || '' AS flow, count(*) AS n FROM (SELECT flow FROM runs WHERE " .. where .. not_in
+      .. order .. " LIMIT $2) ready GROUP BY 1", now, limit, skipped, n = skipped and 3 or 2 }
   end
   local stmts = { counted(DUE, " ORDER BY run_at"), counted(ORPHANED, ""), PAUSED }
   if dialect.ordered then

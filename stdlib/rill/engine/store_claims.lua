@@ -4,7 +4,7 @@
 -- off to keep files short: store.lua calls this file's function with its
 -- table and a getter of the store's SQL dialect once, as it loads.
 local schema = require "rill.engine.store_schema"
-local PAUSED, placeholders = schema.PAUSED, schema.placeholders
+local PAUSED = schema.PAUSED
 
 return function(store, current_dialect)
 local now_ms = store.now_ms
@@ -64,10 +64,8 @@ end
 -- 100 runs, each side waiting for the other.
 function store.claim_due(owner, limit, skip, lease_ms, callback)
   local now, dialect = now_ms(), current_dialect()
-  local claim = { dialect.claim_due(#skip), owner, now + lease_ms, now, limit, n = 4 + #skip }
-  for i, name in ipairs(skip) do claim[5 + i] = name end
   local stmts = { dialect.ordered }
-  stmts[#stmts + 1] = claim
+  stmts[#stmts + 1] = { dialect.claim_due, owner, now + lease_ms, now, limit, store.json_list(skip), n = 5 }
   local claiming = #stmts
   stmts[#stmts + 1] = dialect.unordered
   stmts[#stmts + 1] = { CLAIMED_STEPS, owner, now + lease_ms, n = 2 }
@@ -86,15 +84,8 @@ end
 -- a dead one; this owner's lease renewals no longer touch them).
 -- In a task.
 local GIVE_BACK = "UPDATE runs SET attempt = attempt - 1, lease_until = 0, owner = NULL WHERE owner = $1 "
-  .. "AND state = 'running' AND id IN ("
+  .. "AND state = 'running' AND id IN "
 function store.give_back(owner, ids)
-  local stmts = {}
-  for first = 1, #ids, 50 do -- (a statement takes at most 64 parameters)
-    local chunk = { unpack(ids, first, math.min(first + 49, #ids)) }
-    local st = { GIVE_BACK .. placeholders(2, #chunk) .. ")", owner, unpack(chunk) }
-    st.n = 1 + #chunk
-    stmts[#stmts + 1] = st
-  end
-  store.batch(stmts)
+  store.batch { { GIVE_BACK .. current_dialect().list("$2"), owner, store.json_list(ids), n = 2 } }
 end
 end

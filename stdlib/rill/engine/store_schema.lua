@@ -158,13 +158,6 @@ local MIGRATIONS = {
 local RUN_COLUMNS = "id, flow, version, trigger, payload, request, state, attempt, max_attempts, run_at, "
   .. "parent, depth, idem_key, created, started, finished, result, error, chain, versions, pinned, settings"
 
--- placeholders(first, n) -> "$first, ..., $(first + n - 1)".
-local function placeholders(first, n)
-  local params = {}
-  for i = 1, n do params[i] = "$" .. (first + i - 1) end
-  return table.concat(params, ", ")
-end
-
 -- A claim: the runs that `filter` keeps (SQL on the column `flow`, compared
 -- as an expression, `+flow` on SQLite and `flow || ''` on Postgres: a plan
 -- on runs_flow's index visited, or on Postgres ANDed into a bitmap, every
@@ -194,31 +187,34 @@ local function pg_claim(filter, limit, cap)
       ORDER BY run_at LIMIT ]] .. (cap or limit) .. [[) RETURNING ]] .. RUN_COLUMNS
 end
 
--- claim_due(n): the claim of every flow's runs but those of the paused
--- flows (read by the statement itself: a pause stored before the claim
--- holds) and of n flows named in $5.. (held back by their concurrency),
--- at most $4. One text per n, made once.
-local function claim_due(make, flow)
-  local made = {}
-  return function(n)
-    if not made[n] then
-      local filter = "AND " .. flow .. " NOT IN (SELECT flow FROM flow_pauses)"
-      if n > 0 then filter = filter .. " AND " .. flow .. " NOT IN (" .. placeholders(5, n) .. ")" end
-      made[n] = make(filter, "$4")
-    end
-    return made[n]
-  end
+-- A list of names (flows a claim passes over, runs given back) as one
+-- parameter, a JSON array: any number of them (a statement takes at most
+-- 64 parameters, and 70 paused flows stopped every other flow's claims).
+local function sqlite_list(param)
+  return "(SELECT value FROM json_each(" .. param .. "))"
+end
+local function pg_list(param)
+  return "(SELECT json_array_elements_text(CAST(" .. param .. " AS json)))"
+end
+
+-- The claim of every flow's runs but those of the paused flows (read by
+-- the statement itself: a pause stored before the claim holds) and of the
+-- flows listed in $5 (held back by their concurrency), at most $4.
+local function claim_due(make, list, flow)
+  return make("AND " .. flow .. " NOT IN (SELECT flow FROM flow_pauses) AND " .. flow .. " NOT IN " .. list("$5"), "$4")
 end
 
 -- What differs between the two SQL dialects.
 local DIALECTS = {
   sqlite = {
     claim = sqlite_claim("AND +flow = $4", "$5"),
-    claim_due = claim_due(sqlite_claim, "+flow"),
+    claim_due = claim_due(sqlite_claim, sqlite_list, "+flow"),
+    list = sqlite_list,
   },
   postgres = {
     claim = pg_claim("AND flow || '' = $4", "$5"),
-    claim_due = claim_due(pg_claim, "flow || ''"),
+    claim_due = claim_due(pg_claim, pg_list, "flow || ''"),
+    list = pg_list,
     -- a flow's concurrency holds across instances: its claims take turns
     -- (the lock lasts until the claim commits), and each counts the runs
     -- of the flow running anywhere, $6 at most
@@ -263,7 +259,6 @@ local function insert_run(r, sql)
 end
 
 S.WAITING, S.MIGRATIONS, S.RUN_COLUMNS, S.DIALECTS = WAITING, MIGRATIONS, RUN_COLUMNS, DIALECTS
-S.placeholders = placeholders
 S.PAUSED = { "SELECT flow FROM flow_pauses" } -- the paused flows (a claim's batch, a look's)
 S.RUN_INSERT, S.RUN_TYPES, S.typed, S.INSERT_RUN_WITH_KEY, S.insert_run =
   RUN_INSERT, RUN_TYPES, typed, INSERT_RUN_WITH_KEY, insert_run
