@@ -250,7 +250,7 @@ static batch *batch_from_lua(lua_State *L, int idx, const char *who) {
         free(b);
         luaL_error(L, "%s: out of memory", who);
     }
-    b->cb_ref = LUA_NOREF;
+    b->cb_ref = b->arg_ref = LUA_NOREF;
     b->nstmts = n;
     const char *err = NULL;
     for (int i = 0; i < n && err == NULL; i++) {
@@ -301,6 +301,10 @@ batch *batch_from_call(lua_State *L, const char *who) {
     if (has_cb) {
         lua_pushvalue(L, 3);
         b->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (!lua_isnoneornil(L, 4)) {
+            lua_pushvalue(L, 4);
+            b->arg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
     }
     b->task = t;
     b->queued_at = uv_now(rill_loop());
@@ -418,7 +422,16 @@ void batch_deliver(batch *b, const char *who) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, b->cb_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
         b->cb_ref = LUA_NOREF;
-        if (lua_pcall(L, push_outcome(L, b, who), 0, 0) != 0) {
+        int n = push_outcome(L, b, who);
+        if (b->arg_ref != LUA_NOREF) {
+            if (n == 1)
+                lua_pushnil(L); /* (no error) */
+            lua_rawgeti(L, LUA_REGISTRYINDEX, b->arg_ref);
+            luaL_unref(L, LUA_REGISTRYINDEX, b->arg_ref);
+            b->arg_ref = LUA_NOREF;
+            n = 3;
+        }
+        if (lua_pcall(L, n, 0, 0) != 0) {
             rill_log("error", "error in a %s callback: %s", who, lua_tostring(L, -1));
             lua_pop(L, 1);
         }

@@ -54,6 +54,7 @@ typedef struct batch {
     struct batch *next;
     rill_task *task; /* the waiting task, or NULL */
     int cb_ref;      /* or the callback, or LUA_NOREF (none, or cancelled) */
+    int arg_ref;     /* the callback's last argument, or LUA_NOREF (none given) */
     int nstmts;
     stmt_req *stmts;
     int writes;         /* some statement is not a SELECT */
@@ -74,8 +75,11 @@ unsigned batch_hash_sql(const char *sql);
 int value_set_text(value *v, const char *p, size_t n);
 void value_free(value *v);
 
-/* The arguments of conn:batch(stmts [, callback]) (stmts at 2): a new batch
- * with its callback, or else the calling task as the one that waits. */
+/* The arguments of conn:batch(stmts [, callback [, arg]]) (stmts at 2): a
+ * new batch with its callback (called as callback(results) or
+ * callback(nil, err), or with arg given, callback(results, nil, arg) or
+ * callback(nil, err, arg): a caller's state without a closure per call), or
+ * else the calling task as the one that waits. */
 batch *batch_from_call(lua_State *L, const char *who);
 
 /* Appends b to the queue head..tail. */

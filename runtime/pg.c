@@ -32,7 +32,7 @@
  *        in UTC; reconnect = false: once lost, batches fail; max_result: a
  *        statement whose rows take more in C fails, default no limit)
  *      conn:connected() -> boolean
- *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
+ *      conn:batch(stmts [, callback [, arg]]) -> results    (in a task: yields)
  *      conn:on_notify(fn)    fn(channel, payload) for NOTIFY (after LISTEN)
  *      conn:close()
  */
@@ -1054,7 +1054,7 @@ static pg_conn *check_conn(lua_State *L) {
     return c;
 }
 
-/* conn:batch(stmts [, callback]) */
+/* conn:batch(stmts [, callback [, arg]]) */
 static int l_batch(lua_State *L) {
     pg_conn *c = check_conn(L);
     batch *b = batch_from_call(L, "postgres");

@@ -28,7 +28,7 @@
  *                                    max_result: a statement whose rows take
  *                                    more in C fails (default: no limit)
  *                   -> conn, or nil and the reason   (in a task: yields while it opens)
- *      conn:batch(stmts [, callback]) -> results    (in a task: yields)
+ *      conn:batch(stmts [, callback [, arg]]) -> results    (in a task: yields)
  *      conn:close()
  * stmts = { {sql, p1, p2, ..., n = nparams}, ... }; each result is a table
  * of rows (tables keyed by column name) with a field `changes`.
@@ -623,7 +623,7 @@ static sqlite_conn *check_conn(lua_State *L) {
     return c;
 }
 
-/* conn:batch(stmts [, callback]) */
+/* conn:batch(stmts [, callback [, arg]]) */
 static int l_batch(lua_State *L) {
     sqlite_conn *c = check_conn(L);
     batch *b = batch_from_call(L, "sqlite");

@@ -45,6 +45,29 @@ t.test("a batch that releases its own savepoint and fails commits none of its wr
   conn:close()
 end)
 
+t.test("a batch's callback gets the argument given with it, after the results or the error", function()
+  local conn = fresh()
+  local w, got = task.waiter(), {}
+  local function cb(res, err, arg)
+    got[#got + 1] = { res = res, err = err, arg = arg }
+    if #got == 3 then w:wake() end
+  end
+  local state = { "mine" }
+  conn:batch({ { "SELECT 1 AS one" } }, cb, state)
+  conn:batch({ { "SELECT * FROM missing" } }, cb, "two")
+  conn:batch({ { "SELECT 2 AS two" } }, cb)
+  w:wait()
+  table.sort(got, function(a, b) return tostring(a.arg) < tostring(b.arg) end)
+  t.eq(got[1].arg, nil, "no argument given: none passed")
+  t.eq(got[1].res[1][1].two, 2, "its results")
+  t.eq(got[2].arg, state, "the argument, the same table")
+  t.eq(got[2].res[1][1].one .. " " .. tostring(got[2].err), "1 nil", "results, no error")
+  t.eq(got[3].arg, "two", "the argument after an error")
+  t.eq(got[3].res, nil, "no results")
+  t.ok(tostring(got[3].err):find("no such table", 1, true), tostring(got[3].err))
+  conn:close()
+end)
+
 t.test("opening a database that another connection holds locked does not stall the loop", function()
   local path = os.tmpname()
   local holder = assert(sqlite.open(path, { raw = true }))
