@@ -131,13 +131,17 @@ end
 
 local finished
 
+-- An attempt's options, in one table refilled for each start (as a sync
+-- webhook's): runner.start reads all of it before the run's first
+-- instruction and keeps none of it.
+local EXEC_OPTS = { durable = true }
 local function execute(flow, trigger, payload, row, request)
-  runner.start(flow, trigger, payload, {
-    id = row.id, attempt = row.attempt, request = request, on_done = finished,
-    parent_id = row.parent, depth = row.depth, chain = row.chain, caller = row, durable = true,
-    created = row.created, settings = row.settings and json.try_decode(row.settings),
-    steps = row.steps,
-  })
+  local o = EXEC_OPTS
+  o.id, o.attempt, o.request, o.on_done, o.caller, o.steps = row.id, row.attempt, request, finished, row, row.steps
+  o.parent_id, o.depth, o.chain, o.created = row.parent, row.depth, row.chain, row.created
+  o.settings = row.settings and json.try_decode(row.settings)
+  runner.start(flow, trigger, payload, o)
+  o.request, o.caller, o.steps, o.settings = nil, nil, nil, nil -- (not kept alive until the next start)
 end
 
 -- The versions a run's attempts ran, "attempt:version ...", with this one's.
@@ -189,49 +193,53 @@ finished = function(run)
   local lines = stored_lines(run)
   hold(row.flow, -1)
   storing = storing + 1
-  store_outcome(row, run, f, lines, function(ours, err, tries)
-    storing = storing - 1
-    counts[f.state] = (counts[f.state] or 0) + 1
-    outcomes_total:labels(row.flow, f.state):inc()
-    if ours == nil then
-      log.write("error", "the run's outcome could not be stored; it will run again when its lease expires",
-        { error = err, tries = tries }, run)
-    elseif not ours and tries > 1 then
-      log.write("info", "the run's outcome was stored by an earlier try, or another instance took the run", nil, run)
-    elseif not ours then
-      log.write("warn", "the run's lease had expired and another instance took it; this outcome is dropped", nil, run)
-    elseif tries > 1 then
-      log.write("info", "the run's outcome is stored", { tries = tries }, run)
-    end
-    if f.state == "retrying" or f.state == "sleeping" or f.state == "waiting" then
-      wake_at(f.run_at)
-    end
-    if maybe_queued then kick() end
-  end)
+  store_outcome { row = row, run = run, f = f, lines = lines, tries = 0, delay = 0.2,
+    give_up = tz.now() + queue.lease } -- the real clock: a test's clock jumps by days
 end
 
--- Stores a run's outcome; when the store cannot take it (down, stalled),
--- tries again, 0.2 s doubling to 5 s, for as long as a lease: the run is
--- still ours meanwhile (renewals go on), and running it again because one
--- write failed would repeat what it did. done(ours, err, tries).
-store_outcome = function(row, run, f, lines, done)
-  local tries, delay = 0, 0.2
-  local give_up = tz.now() + queue.lease -- the real clock: a test's clock jumps by days
-  local function try()
-    tries = tries + 1
-    store.finish(row.id, instance, run.attempt, f, lines, function(ours, err)
-      if ours == nil and tz.now() + delay < give_up then
-        if tries == 1 then
-          log.write("warn", "the run's outcome could not be stored; trying again", { error = err }, run)
-        end
-        timer.after(delay, try)
-        delay = math.min(delay * 2, 5)
-        return
-      end
-      done(ours, err, tries)
-    end)
+-- An outcome stored (ours: true), dropped (false: the run was no longer
+-- ours) or given up on (nil, after tries for as long as a lease).
+local function outcome_stored(o, ours, err)
+  local row, run, f, tries = o.row, o.run, o.f, o.tries
+  storing = storing - 1
+  counts[f.state] = (counts[f.state] or 0) + 1
+  outcomes_total:labels(row.flow, f.state):inc()
+  if ours == nil then
+    log.write("error", "the run's outcome could not be stored; it will run again when its lease expires",
+      { error = err, tries = tries }, run)
+  elseif not ours and tries > 1 then
+    log.write("info", "the run's outcome was stored by an earlier try, or another instance took the run", nil, run)
+  elseif not ours then
+    log.write("warn", "the run's lease had expired and another instance took it; this outcome is dropped", nil, run)
+  elseif tries > 1 then
+    log.write("info", "the run's outcome is stored", { tries = tries }, run)
   end
-  try()
+  if f.state == "retrying" or f.state == "sleeping" or f.state == "waiting" then
+    wake_at(f.run_at)
+  end
+  if maybe_queued then kick() end
+end
+
+-- Stores a run's outcome (o: row, run, f, lines, tries, delay, give_up);
+-- when the store cannot take it (down, stalled), tries again, 0.2 s
+-- doubling to 5 s, for as long as a lease: the run is still ours meanwhile
+-- (renewals go on), and running it again because one write failed would
+-- repeat what it did. No closure per run: this is every durable run's
+-- path, and a closure is a trace the JIT gives up on (and ~4 blocks).
+local function outcome_tried(ours, err, o)
+  if ours == nil and tz.now() + o.delay < o.give_up then
+    if o.tries == 1 then
+      log.write("warn", "the run's outcome could not be stored; trying again", { error = err }, o.run)
+    end
+    timer.after(o.delay, function() store_outcome(o) end)
+    o.delay = math.min(o.delay * 2, 5)
+    return
+  end
+  outcome_stored(o, ours, err)
+end
+store_outcome = function(o)
+  o.tries = o.tries + 1
+  store.finish(o.row.id, instance, o.run.attempt, o.f, o.lines, outcome_tried, o)
 end
 
 -- The version a run pinned to the one that failed (`rill runs retry
@@ -276,9 +284,38 @@ end
 
 -- ---- submitting ----
 
--- submit(flow, trigger, payload, opts, callback): stores a new run of a flow
--- version and calls callback(run_id, duplicate) once it is committed, or
--- callback(nil, err). opts: payload_json (the payload as JSON text already,
+-- The end of a submit's insert; s: submit's arguments and what it decided.
+local function submitted(id, dup, s)
+  local flow, row, here, callback, arg = s.flow, s.row, s.here, s.callback, s.arg
+  if not id then
+    if here then hold(flow.name, -1) end
+    return callback(nil, dup, arg)
+  end
+  if dup then
+    counts.duplicates = counts.duplicates + 1
+    duplicates_total:labels(flow.name):inc()
+    if here then hold(flow.name, -1) end
+    return callback(id, true, arg)
+  end
+  submitted_total:labels(flow.name):inc()
+  callback(id, false, arg)
+  if s.opts.event then require("rill.engine.events").deliver_later(s.opts.event) end
+  if here then
+    row.steps = {} -- a run stored just now has no completed step: none to read
+    execute(flow, s.trigger, s.payload, row, s.opts.request)
+  elseif s.refused then
+    return
+  elseif row.run_at <= row.created then
+    maybe_queued = true
+    kick()
+  else
+    wake_at(row.run_at)
+  end
+end
+
+-- submit(flow, trigger, payload, opts, callback[, arg]): stores a new run of
+-- a flow version and calls callback(run_id, duplicate, arg) once it is
+-- committed, or callback(nil, err, arg). opts: payload_json (the payload as JSON text already,
 -- e.g. a webhook's raw body), request (ctx.request), idem_key, run_at (ms),
 -- parent (id), depth, chain (of the parent: "a > b"), trigger_json (the
 -- trigger as JSON already: a route's, made once), extra (statements
@@ -286,7 +323,7 @@ end
 -- run, with the runs it starts (events.stmts), and delivered once it is
 -- committed). A run deeper than runner.max_depth is stored
 -- dead, its error naming the chain, and never runs.
-function queue.submit(flow, trigger, payload, opts, callback)
+function queue.submit(flow, trigger, payload, opts, callback, arg)
   local now = store.now_ms()
   local run_at = opts.run_at or now
   local depth = opts.depth or 0
@@ -330,32 +367,8 @@ function queue.submit(flow, trigger, payload, opts, callback)
     local cause = { id = row.id, depth = depth, chain = chain }
     for _, st in ipairs(require("rill.engine.events").stmts(opts.event, cause)) do extra[#extra + 1] = st end
   end
-  store.enqueue(row, function(id, dup)
-    if not id then
-      if here then hold(flow.name, -1) end
-      return callback(nil, dup)
-    end
-    if dup then
-      counts.duplicates = counts.duplicates + 1
-      duplicates_total:labels(flow.name):inc()
-      if here then hold(flow.name, -1) end
-      return callback(id, true)
-    end
-    submitted_total:labels(flow.name):inc()
-    callback(id, false)
-    if opts.event then require("rill.engine.events").deliver_later(opts.event) end
-    if here then
-      row.steps = {} -- a run stored just now has no completed step: none to read
-      execute(flow, trigger, payload, row, opts.request)
-    elseif refused then
-      return
-    elseif run_at <= now then
-      maybe_queued = true
-      kick()
-    else
-      wake_at(run_at)
-    end
-  end, extra)
+  store.enqueue(row, submitted, extra, { flow = flow, trigger = trigger, payload = payload, opts = opts, row = row,
+    here = here, refused = refused, callback = callback, arg = arg })
 end
 
 -- ---- claiming ----

@@ -319,6 +319,21 @@ local function delivery_id(spec, headers, payload)
   if type(v) == "string" or type(v) == "number" then return tostring(v) end
 end
 
+-- The answer to an async webhook once its run is stored (or not); a =
+-- {req, route, request}.
+local function accepted(id, dup, a)
+  local req, route = a[1], a[2]
+  if not id then
+    -- Nothing was acknowledged: the sender keeps the event and sends it
+    -- again (its delivery id makes a stored one a duplicate, not a second run).
+    log_unstored(a[3].path, dup)
+    return reply_error(req, route, 503, "the event could not be stored; retry later", nil,
+      { ["retry-after"] = string.format("%d", math.ceil(webhook.store_retry_after)) })
+  end
+  if dup then return answer(req, route, 200, '{"run_id":"' .. id .. '","duplicate":true}', JSON) end
+  answer(req, route, 202, '{"run_id":"' .. id .. '"}', JSON)
+end
+
 -- An async webhook: the run is stored, then the sender gets 202 and its id
 -- (or 200 and the first run's id for a delivery seen before). The delivery
 -- id is where the trigger's idempotency says, else the one its verify
@@ -339,17 +354,7 @@ accept = function(req, route, payload, request, verified_id)
     opts.id = crypto.id7()
     opts.event = events.row(trigger.emit, payload, idem and ("webhook " .. route.flow.name .. " " .. idem) or opts.id)
   end
-  queue.submit(route.flow, route.info, payload, opts, function(id, dup)
-    if not id then
-      -- Nothing was acknowledged: the sender keeps the event and sends it
-      -- again (its delivery id makes a stored one a duplicate, not a second run).
-      log_unstored(request.path, dup)
-      return reply_error(req, route, 503, "the event could not be stored; retry later", nil,
-        { ["retry-after"] = string.format("%d", math.ceil(webhook.store_retry_after)) })
-    end
-    if dup then return answer(req, route, 200, '{"run_id":"' .. id .. '","duplicate":true}', JSON) end
-    answer(req, route, 202, '{"run_id":"' .. id .. '"}', JSON)
-  end)
+  queue.submit(route.flow, route.info, payload, opts, accepted, { req, route, request })
 end
 
 -- A sync run's options, in one table refilled for each start: runner.start
