@@ -17,6 +17,8 @@ local runner = require "rill.engine.runner"
 local log = require "rill.log"
 local metrics = require "rill.metrics"
 local pauses = require "rill.engine.pauses"
+local settings = require "rill.settings"
+local first_invalid = require("rill.c.utf8").first_invalid
 
 local queue = {
   concurrency = 100,     -- runs at once in this instance
@@ -167,7 +169,7 @@ finished = function(run)
     if run.result ~= nil then
       -- JSON is UTF-8 text (Postgres refused a result of bytes: the outcome, never stored, ran again)
       local ok, s = pcall(json.encode, run.result)
-      local bad = ok and require("rill.c.utf8").first_invalid(s)
+      local bad = ok and first_invalid(s)
       if ok and not bad then
         f.result = s
       else
@@ -299,10 +301,10 @@ local function submitted(id, dup, s)
   end
   submitted_total:labels(flow.name):inc()
   callback(id, false, arg)
-  if s.opts.event then require("rill.engine.events").deliver_later(s.opts.event) end
+  if s.event then require("rill.engine.events").deliver_later(s.event) end
   if here then
     row.steps = {} -- a run stored just now has no completed step: none to read
-    execute(flow, s.trigger, s.payload, row, s.opts.request)
+    execute(flow, s.trigger, s.payload, row, s.request)
   elseif s.refused then
     return
   elseif row.run_at <= row.created then
@@ -322,7 +324,8 @@ end
 -- for the same transaction), event (a stored-form event stored with the
 -- run, with the runs it starts (events.stmts), and delivered once it is
 -- committed). A run deeper than runner.max_depth is stored
--- dead, its error naming the chain, and never runs.
+-- dead, its error naming the chain, and never runs. opts is read before
+-- submit returns and not kept: a caller may refill one table.
 function queue.submit(flow, trigger, payload, opts, callback, arg)
   local now = store.now_ms()
   local run_at = opts.run_at or now
@@ -349,7 +352,7 @@ function queue.submit(flow, trigger, payload, opts, callback, arg)
     parent = opts.parent, depth = depth, idem_key = opts.idem_key, created = now,
     started = here and now or nil, chain = chain,
     -- the values its attempts read, whatever changes meanwhile (docs/flows.md#settings)
-    settings = require("rill.settings").record(flow),
+    settings = settings.record(flow),
   }
   if refused then
     local message = "refused: " .. runner.too_deep(chain)
@@ -367,8 +370,8 @@ function queue.submit(flow, trigger, payload, opts, callback, arg)
     local cause = { id = row.id, depth = depth, chain = chain }
     for _, st in ipairs(require("rill.engine.events").stmts(opts.event, cause)) do extra[#extra + 1] = st end
   end
-  store.enqueue(row, submitted, extra, { flow = flow, trigger = trigger, payload = payload, opts = opts, row = row,
-    here = here, refused = refused, callback = callback, arg = arg })
+  store.enqueue(row, submitted, extra, { flow = flow, trigger = trigger, payload = payload, row = row,
+    here = here, refused = refused, callback = callback, arg = arg, request = opts.request, event = opts.event })
 end
 
 -- ---- claiming ----

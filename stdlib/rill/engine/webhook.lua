@@ -334,6 +334,10 @@ local function accepted(id, dup, a)
   answer(req, route, 202, '{"run_id":"' .. id .. '"}', JSON)
 end
 
+-- An async webhook's options for queue.submit, one table refilled for each
+-- (submit keeps none of it).
+local ACCEPT_OPTS = {}
+
 -- An async webhook: the run is stored, then the sender gets 202 and its id
 -- (or 200 and the first run's id for a delivery seen before). The delivery
 -- id is where the trigger's idempotency says, else the one its verify
@@ -347,14 +351,17 @@ accept = function(req, route, payload, request, verified_id)
     log.warn("webhook without its delivery id: stored without a duplicate check",
       { path = request.path, idempotency = trigger.idempotency })
   end
-  local opts = { request = request, idem_key = idem, trigger_json = route.info_json,
-    payload_json = trigger.body == "json" and request.body ~= "" and request.body or nil }
+  local opts = ACCEPT_OPTS
+  opts.request, opts.idem_key, opts.trigger_json = request, idem, route.info_json
+  opts.payload_json = trigger.body == "json" and request.body ~= "" and request.body or nil
+  opts.id, opts.event = nil, nil
   if trigger.emit then
     -- the event is stored with the run; a redelivery stores neither again
     opts.id = crypto.id7()
     opts.event = events.row(trigger.emit, payload, idem and ("webhook " .. route.flow.name .. " " .. idem) or opts.id)
   end
   queue.submit(route.flow, route.info, payload, opts, accepted, { req, route, request })
+  opts.request, opts.payload_json, opts.event = nil, nil, nil -- (not kept alive until the next request)
 end
 
 -- A sync run's options, in one table refilled for each start: runner.start
