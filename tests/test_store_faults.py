@@ -3,6 +3,7 @@ that stops answering (Postgres stopped, then started again), an SQLite disk
 that is full. Webhooks keep answering throughout: an async webhook answers
 503 with Retry-After while its event cannot be stored, nothing acknowledged
 with 202 is lost, and rill recovers by itself when the store is back."""
+import http.server
 import json
 import os
 import socket
@@ -358,6 +359,68 @@ def a_step_whose_record_the_store_cannot_take_now_is_recorded_later_not_done_aga
         wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 30, "the run to succeed")
         eq(len(r.log_lines(msg="side effect", run=run_id)), 1, "the step's work, done once")
         eq(r.runs("show", run_id)["attempt"], 1, "attempts")
+
+
+GATED = """
+return {
+  triggers = { webhook { path = "/hooks/gated", mode = "async" } },
+  run = function(ctx)
+    local status = step("effect", function()
+      log.info("side effect")
+      return http.get(env.GATE_URL).status -- answered once the test stopped Postgres
+    end)
+    return { status = status }
+  end,
+}"""
+
+
+class Gate:
+    """A service that answers each GET only once opened (an event)."""
+
+    def __init__(self):
+        self.opened = threading.Event()
+        gate = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                gate.opened.wait(60)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@test
+def a_step_whose_record_postgres_cannot_take_while_stopped_is_recorded_once_it_is_back():
+    """The step's work is done while Postgres is stopped: its record is tried
+    again until the server is back, the run's attempt goes on, and the
+    step's work is not done a second time."""
+    url, gate = pg.new_database(), Gate()
+    with Rill({"gated.lua": GATED}, env={"RILL_STORE": url, "GATE_URL": gate.url, **FAST}) as r:
+        res = r.request("POST", "/hooks/gated", {})
+        eq(res.status, 202, "accepted")
+        run_id = res.json()["run_id"]
+        r.wait_log(msg="side effect", run=run_id)
+        pg.pause()
+        try:
+            gate.opened.set()  # the step ends now, its record refused
+            wait_until(lambda: r.log_lines(msg_has="record could not be stored", run=run_id)
+                       or r.log_lines(msg_has="will be retried", run=run_id), 30, "the record refused")
+            eq(len(r.log_lines(msg_has="record could not be stored", run=run_id)), 1, "the record refused, tried again")
+        finally:
+            pg.resume()
+        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 60, "the run to succeed")
+        eq(len(r.log_lines(msg="side effect", run=run_id)), 1, "the step's work, done once")
+        run = r.runs("show", run_id)
+        eq((run["attempt"], json.loads(run["result"])), (1, {"status": 200}), "attempts and result")
+        eq(r.log_lines(msg_has="will be retried", run=run_id), [], "no retry")
 
 
 @test
