@@ -325,7 +325,9 @@ int batch_return(lua_State *L, batch *b) {
 }
 
 static void push_result(lua_State *L, const stmt_req *s) {
-    lua_createtable(L, s->nrows, 1);
+    /* (room for its three fields made at once: Postgres's `command` grew
+     * the hash part, a block more for every statement of every run) */
+    lua_createtable(L, s->nrows, 3);
     for (int r = 0; r < s->nrows; r++) {
         lua_createtable(L, 0, s->ncols);
         for (int i = 0; i < s->ncols; i++) {

@@ -470,6 +470,39 @@ def a_paused_flows_runs_claimed_ahead_do_not_start():
         eq([len(r.log_lines(msg="at once", run=i)) for i in others], [0, 0], "the others woken")
 
 
+KEPT_REQUEST = """
+local TOKEN = env.HOOK_TOKEN
+return {
+  retries = { attempts = 2, backoff = "50ms" },
+  triggers = { webhook { path = "/hooks/kept", mode = "async" } },
+  run = function(ctx)
+    local q = ctx.request.query
+    if ctx.attempt == 1 then
+      log.info("first attempt", { real = ctx.request.headers["x-token"] == TOKEN })
+      error("once more")
+    end
+    return { query = type(q), a = q.a }
+  end,
+}"""
+
+
+@test
+def the_request_kept_for_later_attempts_has_its_secrets_masked_and_a_query_always():
+    secret = "kept-s3cret-9f2"
+    with rill({"kept.lua": KEPT_REQUEST}, env={"HOOK_TOKEN": secret}) as r:
+        res = post(r, f"/hooks/kept?a=1&t={secret}", {"n": 1}, {"X-Token": secret})
+        run = finished(r, res.json()["run_id"])
+        eq((run["state"], json.loads(run["result"])), ("succeeded", {"query": "table", "a": "1"}), "the retried run")
+        eq(r.wait_log(msg="first attempt")["real"], True, "the first attempt read the real header")
+        kept = json.loads(run["request"])
+        eq((kept["headers"]["x-token"], kept["query"]), ("***", {"a": "1", "t": "***"}), "the stored request")
+        assert secret not in run["request"], run["request"]
+        # no query string: the later attempt's request has an empty query all the same
+        run = finished(r, post(r, "/hooks/kept", {"n": 2}).json()["run_id"])
+        eq(json.loads(run["result"]), {"query": "table"}, "a query-less request, retried")
+        eq(json.loads(run["request"])["query"], {}, "stored with an empty query")
+
+
 PASSED_OVER = """
 return {
   triggers = { webhook { path = "/hooks/%s", mode = "async" } },

@@ -59,7 +59,7 @@ local outcomes_total = metrics.counter("rill_queue_outcomes_total",
   { "flow", "state" })
 -- The depth gauges, the stored forms of runs, record(), pruning: queue_upkeep.lua
 local upkeep = require("rill.engine.queue_upkeep")(queue, function() return started end)
-local encode_or_nil, stored_lines, masked = upkeep.encode_or_nil, upkeep.stored_lines, upkeep.masked
+local encode_or_nil, stored_lines, request_as_json = upkeep.encode_or_nil, upkeep.stored_lines, upkeep.request_as_json
 local prune, every, read_depth = upkeep.prune, upkeep.every, upkeep.read_depth
 metrics.gauge("rill_queue_slots_used", "Stored runs executing in this process (at most the concurrency setting).",
   nil, function(f) f:set(running) end)
@@ -286,6 +286,11 @@ end
 
 -- ---- submitting ----
 
+
+-- The completed steps of a run stored just now: none (steps.lua only reads
+-- a run's recorded steps).
+local NO_STEPS = {}
+
 -- The end of a submit's insert; s: submit's arguments and what it decided.
 local function submitted(id, dup, s)
   local flow, row, here, callback, arg = s.flow, s.row, s.here, s.callback, s.arg
@@ -303,7 +308,7 @@ local function submitted(id, dup, s)
   callback(id, false, arg)
   if s.event then require("rill.engine.events").deliver_later(s.event) end
   if here then
-    row.steps = {} -- a run stored just now has no completed step: none to read
+    row.steps = NO_STEPS -- a run stored just now has no completed step: none to read
     execute(flow, s.trigger, s.payload, row, s.request)
   elseif s.refused then
     return
@@ -337,12 +342,7 @@ function queue.submit(flow, trigger, payload, opts, callback, arg)
   -- claim, which counts them.
   local here = started and not refused and run_at <= now and free_slots(flow) > 0
     and not (flow.concurrency and store.shared()) and not pauses.is_paused(flow.name)
-  local request_json
-  if opts.request then
-    local r = opts.request
-    request_json = json.encode { method = r.method, path = r.path, query = masked(r.query), headers = masked(r.headers),
-      params = r.params, body = not opts.payload_json and r.body or nil }
-  end
+  local request_json = opts.request and request_as_json(opts.request, opts.payload_json)
   local row = {
     id = opts.id or crypto.id7(), flow = flow.name, version = flow.version, trigger = opts.trigger_json or json.encode(trigger),
     payload = opts.payload_json or encode_or_nil(payload), request = request_json,

@@ -44,18 +44,40 @@ local function stored_lines(run)
   return lines
 end
 
--- A copy of a request's headers or query with its secrets masked (a
--- shared-secret webhook's, read by its verifier through env): the stored run
--- is shown by `runs show` and the admin API. A copy: the run reads the real
--- request.
+-- A request's headers or query with its secrets masked (a shared-secret
+-- webhook's, read by its verifier through env): the stored run is shown by
+-- `runs show` and the admin API. A copy when a value is masked (the run
+-- reads the real request), else t itself: no copy for every run.
 local function masked(t)
   if not t then return nil end
-  local out = {}
+  local out
   for k, v in pairs(t) do
-    if type(v) == "table" then v = masked(v) elseif type(v) == "string" then v = log.mask(v) end
-    out[k] = v
+    local m = v
+    if type(v) == "table" then m = masked(v) elseif type(v) == "string" then m = log.mask(v) end
+    if m ~= v then
+      if not out then
+        out = {}
+        for k2, v2 in pairs(t) do out[k2] = v2 end
+      end
+      out[k] = m
+    end
   end
-  return out
+  return out or t
+end
+
+-- The request a run keeps (ctx.request of its later attempts), as JSON, its
+-- secrets masked. One table refilled for each: every async webhook's run
+-- makes this. A webhook's request makes its query table at its first read
+-- (webhook.lua): rawget does not, and a request without one is stored with
+-- an empty one, as ever.
+local REQUEST, NO_QUERY = {}, {}
+local function request_as_json(r, payload_json)
+  REQUEST.method, REQUEST.path, REQUEST.params = r.method, r.path, r.params
+  REQUEST.query, REQUEST.headers = masked(rawget(r, "query")) or NO_QUERY, masked(r.headers)
+  REQUEST.body = not payload_json and r.body or nil
+  local s = json.encode(REQUEST)
+  REQUEST.query, REQUEST.headers, REQUEST.params, REQUEST.body = nil, nil, nil, nil
+  return s
 end
 
 -- record(run): stores a run that already ended and was not queued (a sync
@@ -112,6 +134,6 @@ local function read_depth()
   end, nil, nil, store.now_ms())
 end
 
-return { encode_or_nil = encode_or_nil, stored_lines = stored_lines, masked = masked, prune = prune, every = every,
-         read_depth = read_depth }
+return { encode_or_nil = encode_or_nil, stored_lines = stored_lines, request_as_json = request_as_json, prune = prune,
+         every = every, read_depth = read_depth }
 end
