@@ -2,6 +2,7 @@
  * batch.c: statement batches shared by the store backends (see batch.h):
  * C values, reading a batch from Lua, delivering its outcome.
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +116,55 @@ static void value_push(lua_State *L, const value *v) {
 }
 
 /* Copies the Lua value at idx into v; returns NULL or an error message. */
-static const char *value_from_lua(lua_State *L, int idx, value *v) {
+/* ---- A batch's own bytes ----
+ * The statements' SQL, parameters and texts are copied out of Lua (a
+ * string may be collected while the store's thread reads it) into chunks
+ * of the batch's, carved one after the other: a run's insert was fifteen
+ * mallocs and frees on the loop, one per text, and malloc ~5% of the
+ * loop's CPU per durable run. A text of more than half a chunk gets a
+ * chunk of its own, put behind the one being carved. */
+#define CHUNK_BYTES 4096u
+
+typedef struct batch_chunk {
+    struct batch_chunk *next;
+    size_t used, cap;
+    _Alignas(max_align_t) char data[];
+} batch_chunk;
+
+static void *batch_carve(batch *b, size_t n) {
+    n = (n + 15) & ~(size_t)15; /* (data is max_align_t aligned: so is each piece) */
+    batch_chunk *c = b->chunks;
+    if (c != NULL && c->cap - c->used >= n) {
+        void *p = c->data + c->used;
+        c->used += n;
+        return p;
+    }
+    size_t cap = n > CHUNK_BYTES / 2 ? n : CHUNK_BYTES;
+    batch_chunk *fresh = malloc(sizeof *fresh + cap);
+    if (fresh == NULL)
+        return NULL;
+    fresh->used = n;
+    fresh->cap = cap;
+    if (c != NULL && cap == n) { /* a big one: the current chunk stays first */
+        fresh->next = c->next;
+        c->next = fresh;
+    } else {
+        fresh->next = c;
+        b->chunks = fresh;
+    }
+    return fresh->data;
+}
+
+static char *batch_copy(batch *b, const char *p, size_t n) {
+    char *s = batch_carve(b, n + 1);
+    if (s != NULL) {
+        memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+static const char *value_from_lua(lua_State *L, int idx, value *v, batch *b) {
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
         v->type = VAL_NULL;
@@ -140,7 +189,12 @@ static const char *value_from_lua(lua_State *L, int idx, value *v) {
     case LUA_TSTRING: {
         size_t n;
         const char *p = lua_tolstring(L, idx, &n);
-        return value_set_text(v, p, n) == 0 ? NULL : "out of memory";
+        v->type = VAL_TEXT;
+        v->u.s.n = n;
+        if ((v->u.s.p = batch_copy(b, p, n)) != NULL)
+            return NULL;
+        v->type = VAL_NULL;
+        return "out of memory";
     }
     default:
         v->type = VAL_NULL;
@@ -162,17 +216,14 @@ static void stmt_clear_results(stmt_req *s) {
     s->command[0] = '\0';
 }
 
-static void stmt_free(stmt_req *s) {
-    free(s->sql);
-    for (int i = 0; i < s->nparams; i++)
-        value_free(&s->params[i]);
-    free(s->params);
-    stmt_clear_results(s);
-}
-
 void batch_free(batch *b) {
-    for (int i = 0; i < b->nstmts; i++)
-        stmt_free(&b->stmts[i]);
+    for (int i = 0; i < b->nstmts; i++) /* (their SQL and params are in the chunks) */
+        stmt_clear_results(&b->stmts[i]);
+    while (b->chunks != NULL) {
+        batch_chunk *c = b->chunks;
+        b->chunks = c->next;
+        free(c);
+    }
     free(b->stmts);
     free(b->error);
     free(b);
@@ -263,7 +314,7 @@ static batch *batch_from_lua(lua_State *L, int idx, const char *who) {
             const char *sql = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
             if (sql == NULL || sql[strspn(sql, " \t\r\n")] == '\0')
                 err = "a statement's first element must be its SQL text";
-            else if ((s->sql = strdup(sql)) == NULL)
+            else if ((s->sql = batch_copy(b, sql, strlen(sql))) == NULL)
                 err = "out of memory";
             lua_pop(L, 1); /* sql is not used past here: s->sql is the copy */
             lua_getfield(L, -1, "n");
@@ -272,13 +323,15 @@ static batch *batch_from_lua(lua_State *L, int idx, const char *who) {
             if (err == NULL && np > BATCH_MAX_PARAMS)
                 err = "too many parameters in one statement (at most 64)";
             else if (err == NULL && np > 0 &&
-                     (s->params = calloc((size_t)np, sizeof *s->params)) == NULL)
+                     (s->params = batch_carve(b, (size_t)np * sizeof *s->params)) == NULL)
                 err = "out of memory";
+            else if (s->params != NULL)
+                memset(s->params, 0, (size_t)np * sizeof *s->params);
             if (s->sql)
                 b->writes |= strncasecmp(s->sql + strspn(s->sql, " \t\r\n"), "SELECT", 6) != 0;
             for (int p = 0; p < np && err == NULL; p++) {
                 lua_rawgeti(L, -1, p + 2);
-                err = value_from_lua(L, -1, &s->params[p]);
+                err = value_from_lua(L, -1, &s->params[p], b);
                 s->nparams = p + 1;
                 lua_pop(L, 1);
             }

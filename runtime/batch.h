@@ -36,7 +36,7 @@ typedef struct value {
 } value;
 
 typedef struct stmt_req {
-    char *sql;
+    char *sql; /* in the batch's chunks, as its params and their texts */
     int nparams;
     value *params;
     /* results, filled by the backend */
@@ -57,13 +57,14 @@ typedef struct batch {
     int arg_ref;     /* the callback's last argument, or LUA_NOREF (none given) */
     int nstmts;
     stmt_req *stmts;
-    int writes;         /* some statement is not a SELECT */
-    int left_out;       /* backend scratch: failed for good, not run again with its group */
-    uint64_t queued_at; /* loop time (ms) it was queued: a backend fails it when the
-                         * store cannot take it in time */
-    size_t run_left;    /* the memory its run had left when it asked (SIZE_MAX: no run, or
-                         * no limit): a statement's result is kept in C up to that */
-    char *error;        /* NULL on success */
+    int writes;                 /* some statement is not a SELECT */
+    int left_out;               /* backend scratch: failed for good, not run again with its group */
+    uint64_t queued_at;         /* loop time (ms) it was queued: a backend fails it when the
+                                 * store cannot take it in time */
+    size_t run_left;            /* the memory its run had left when it asked (SIZE_MAX: no run, or
+                                 * no limit): a statement's result is kept in C up to that */
+    char *error;                /* NULL on success */
+    struct batch_chunk *chunks; /* the statements' SQL and parameters (batch.c) */
 } batch;
 
 /* A hash of a statement's text, for the backends' caches of prepared

@@ -96,8 +96,68 @@ static void test_a_result_that_fails_for_another_reason_says_why(void) {
     close_state();
 }
 
+/* read_batch(_, stmts, callback): the batch batch_from_call reads from
+ * stmts, compared, once stmts and its strings are collected, with the same
+ * statements made again (make()), then freed; "ok" or what differed. */
+static int l_read_batch(lua_State *L) {
+    batch *b = batch_from_call(L, "read");
+    luaL_unref(L, LUA_REGISTRYINDEX, b->cb_ref);
+    lua_settop(L, 0);
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    lua_getglobal(L, "make");
+    lua_call(L, 0, 1);
+    const char *why = NULL;
+    for (int i = 0; i < b->nstmts && why == NULL; i++) {
+        const stmt_req *s = &b->stmts[i];
+        lua_rawgeti(L, 1, i + 1);
+        lua_rawgeti(L, -1, 1);
+        if (strcmp(s->sql, lua_tostring(L, -1)) != 0)
+            why = "a statement's SQL";
+        lua_pop(L, 1);
+        for (int p = 0; p < s->nparams && why == NULL; p++) {
+            const value *v = &s->params[p];
+            lua_rawgeti(L, -1, p + 2);
+            size_t n;
+            const char *text = lua_tolstring(L, -1, &n);
+            if (text != NULL && (v->type != VAL_TEXT || v->u.s.n != n ||
+                                 memcmp(v->u.s.p, text, n) != 0 || v->u.s.p[n]))
+                why = "a text parameter";
+            else if (text == NULL && v->type != VAL_NULL)
+                why = "a nil parameter";
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    batch_free(b);
+    lua_pushstring(L, why ? why : "ok");
+    return 1;
+}
+
+/* The texts of a batch (SQL, parameters: small ones, a big one between
+ * them, many statements) are its own copies: right after the Lua strings
+ * are collected, and freed with it (ASan and valgrind run this file). */
+static void test_a_batch_keeps_its_own_copy_of_every_text(void) {
+    open_state();
+    lua_register(L, "read_batch", l_read_batch);
+    T_EQ_INT(
+        luaL_dostring(L, "function make()\n"
+                         "  local stmts = {}\n"
+                         "  for i = 1, 40 do\n"
+                         "    stmts[i] = { 'UPDATE t SET a = $1, b = $2 WHERE id = $3 -- ' .. i,\n"
+                         "      ('a'):rep(i * 7), i % 5 == 0 and ('big' .. i):rep(9000) or nil, "
+                         "'id-' .. i, n = 3 }\n"
+                         "  end\n"
+                         "  return stmts\n"
+                         "end\n"
+                         "got = read_batch(nil, make(), function() end)"),
+        0);
+    T_EQ_STR(global_str("got"), "ok");
+    close_state();
+}
+
 int main(void) {
     T_RUN(test_rows_reach_a_metered_run);
     T_RUN(test_a_result_that_fails_for_another_reason_says_why);
+    T_RUN(test_a_batch_keeps_its_own_copy_of_every_text);
     return T_END();
 }
