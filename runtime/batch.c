@@ -115,7 +115,6 @@ static void value_push(lua_State *L, const value *v) {
     }
 }
 
-/* Copies the Lua value at idx into v; returns NULL or an error message. */
 /* ---- A batch's own bytes ----
  * The statements' SQL, parameters and texts are copied out of Lua (a
  * string may be collected while the store's thread reads it) into chunks
@@ -164,6 +163,8 @@ static char *batch_copy(batch *b, const char *p, size_t n) {
     return s;
 }
 
+/* Copies the Lua value at idx into v (a text into b's chunks); returns NULL
+ * or an error message. */
 static const char *value_from_lua(lua_State *L, int idx, value *v, batch *b) {
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
