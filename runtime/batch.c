@@ -121,7 +121,9 @@ static void value_push(lua_State *L, const value *v) {
  * of the batch's, carved one after the other: a run's insert was fifteen
  * mallocs and frees on the loop, one per text, and malloc ~5% of the
  * loop's CPU per durable run. A text of more than half a chunk gets a
- * chunk of its own, put behind the one being carved. */
+ * chunk of its own, put behind the one being carved. (A batch holds 4 KiB
+ * at least while it waits, a small one as a run's insert: the requests
+ * waiting for a stalled store are bounded by the connections.) */
 #define CHUNK_BYTES 4096u
 
 typedef struct batch_chunk {

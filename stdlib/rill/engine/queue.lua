@@ -287,9 +287,10 @@ end
 -- ---- submitting ----
 
 
--- The completed steps of a run stored just now: none (steps.lua only reads
--- a run's recorded steps).
-local NO_STEPS = {}
+-- The completed steps of a run stored just now: none, one table shared by
+-- every such run (steps.lua only reads a run's recorded steps; a write,
+-- which would reach them all, raises).
+local NO_STEPS = setmetatable({}, { __newindex = function() error("NO_STEPS is shared by runs: not to be written", 2) end })
 
 -- The end of a submit's insert; s: submit's arguments and what it decided.
 local function submitted(id, dup, s)
