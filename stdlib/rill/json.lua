@@ -115,6 +115,19 @@ function json.encode(v)
   return s
 end
 
+-- stored_text(v) -> v as JSON text the store can keep, or nil and why not:
+-- the encoder's error, or the byte of it that is not UTF-8 (cjson copies a
+-- string's bytes as they are; Postgres refuses text that is not UTF-8).
+-- For rill's own records: a run's result, a child run's payload.
+local first_invalid = require("rill.c.utf8").first_invalid
+function json.stored_text(v)
+  local ok, s = pcall(json.encode, v)
+  if not ok then return nil, tostring(s) end
+  local bad = first_invalid(s)
+  if bad then return nil, "byte " .. bad .. " of it as JSON is not UTF-8" end
+  return s
+end
+
 -- try_decode(s) -> value, or nil and the reason (for rill's own request parsing).
 function json.try_decode(s)
   local ok, v = pcall(decode, s)

@@ -5,7 +5,6 @@
 local task = require "rill.c.task"
 local log = require "rill.log"
 local triggers = require "rill.triggers"
-local utf8_error = require("rill.c.utf8").first_invalid
 
 return function(flows)
 local flow_api = {}
@@ -148,12 +147,8 @@ function flow_api.trigger(name, payload, opts)
     -- the child's payload is stored as JSON text: a value that is not (a
     -- function, bytes that are not UTF-8) fails the caller as dead, as a
     -- step's result does (Postgres refused the row: each retry stored again)
-    local ok, encoded = pcall(require("rill.json").encode, payload)
-    local bad = ok and utf8_error(encoded)
-    if not ok or bad then
-      runner.fail("flows.trigger: the payload is not JSON: "
-        .. (bad and ("byte " .. bad .. " of it as JSON is not UTF-8") or tostring(encoded)), 2)
-    end
+    local encoded, why = require("rill.json").stored_text(payload)
+    if not encoded then runner.fail("flows.trigger: the payload is not JSON: " .. why, 2) end
     -- (the text checked is the text stored: no payload is stored as none, not as "null")
     local payload_json = payload ~= nil and encoded or nil
     -- (no tail call: error levels count it)

@@ -18,7 +18,6 @@ local log = require "rill.log"
 local metrics = require "rill.metrics"
 local pauses = require "rill.engine.pauses"
 local settings = require "rill.settings"
-local first_invalid = require("rill.c.utf8").first_invalid
 
 local queue = {
   concurrency = 100,     -- runs at once in this instance
@@ -168,13 +167,11 @@ finished = function(run)
     f.state = "succeeded"
     if run.result ~= nil then
       -- JSON is UTF-8 text (Postgres refused a result of bytes: the outcome, never stored, ran again)
-      local ok, s = pcall(json.encode, run.result)
-      local bad = ok and first_invalid(s)
-      if ok and not bad then
+      local s, why = json.stored_text(run.result)
+      if s then
         f.result = s
       else
-        s = bad and ("byte " .. bad .. " of it as JSON is not UTF-8") or s
-        f.state, run.error = "dead", { message = "the run's result is not JSON: " .. s, no_retry = true }
+        f.state, run.error = "dead", { message = "the run's result is not JSON: " .. why, no_retry = true }
       end
     end
   end
