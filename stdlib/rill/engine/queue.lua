@@ -283,15 +283,16 @@ end
 
 -- ---- submitting ----
 
-
 -- The completed steps of a run stored just now: none, one table shared by
 -- every such run (steps.lua only reads a run's recorded steps; a write,
 -- which would reach them all, raises).
 local NO_STEPS = setmetatable({}, { __newindex = function() error("NO_STEPS is shared by runs: not to be written", 2) end })
 
--- The end of a submit's insert; s: submit's arguments and what it decided.
+-- The end of a submit's insert; s: submit's arguments and its row, whose
+-- state says what it decided (running: here at once; dead: refused).
 local function submitted(id, dup, s)
-  local flow, row, here, callback, arg = s.flow, s.row, s.here, s.callback, s.arg
+  local flow, row, callback, arg = s.flow, s.row, s.callback, s.arg
+  local here = row.state == "running"
   if not id then
     if here then hold(flow.name, -1) end
     return callback(nil, dup, arg)
@@ -308,7 +309,7 @@ local function submitted(id, dup, s)
   if here then
     row.steps = NO_STEPS -- a run stored just now has no completed step: none to read
     execute(flow, s.trigger, s.payload, row, s.request)
-  elseif s.refused then
+  elseif row.state == "dead" then
     return
   elseif row.run_at <= row.created then
     maybe_queued = true
@@ -320,8 +321,8 @@ end
 
 -- submit(flow, trigger, payload, opts, callback[, arg]): stores a new run of
 -- a flow version and calls callback(run_id, duplicate, arg) once it is
--- committed, or callback(nil, err, arg). opts: payload_json (the payload as JSON text already,
--- e.g. a webhook's raw body), request (ctx.request), idem_key, run_at (ms),
+-- committed, or callback(nil, err, arg). opts: payload_json (the payload as
+-- JSON text already, e.g. a webhook's raw body), request (ctx.request), idem_key, run_at (ms),
 -- parent (id), depth, chain (of the parent: "a > b"), trigger_json (the
 -- trigger as JSON already: a route's, made once), extra (statements
 -- for the same transaction), event (a stored-form event stored with the
@@ -369,7 +370,7 @@ function queue.submit(flow, trigger, payload, opts, callback, arg)
     for _, st in ipairs(require("rill.engine.events").stmts(opts.event, cause)) do extra[#extra + 1] = st end
   end
   store.enqueue(row, submitted, extra, { flow = flow, trigger = trigger, payload = payload, row = row,
-    here = here, refused = refused, callback = callback, arg = arg, request = opts.request, event = opts.event })
+    callback = callback, arg = arg, request = opts.request, event = opts.event })
 end
 
 -- ---- claiming ----
