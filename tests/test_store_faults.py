@@ -323,44 +323,6 @@ def a_run_that_ended_frees_its_slot_while_its_outcome_waits_for_the_store():
         eq(json.loads(r.runs("show", run_id)["result"]), {"n": 7}, "the stored result")
 
 
-STEPPER = """
-return {
-  triggers = { webhook { path = "/hooks/stepper", mode = "async" } },
-  run = function(ctx)
-    local n = step("effect", function()
-      log.info("side effect")
-      sleep(0.3)
-      return 1
-    end)
-    return { n = n }
-  end,
-}"""
-
-
-@test
-def a_step_whose_record_the_store_cannot_take_now_is_recorded_later_not_done_again():
-    """A step's work done, its record refused by a locked store: the record is
-    tried again until the store takes it (the run is still ours), instead of
-    failing the attempt, whose retry did the step's work a second time."""
-    with Rill({"stepper.lua": STEPPER}, env=FAST) as r:
-        res = r.request("POST", "/hooks/stepper", {})
-        eq(res.status, 202, "accepted")
-        run_id = res.json()["run_id"]
-        r.wait_log(msg="side effect", run=run_id)
-        other = sqlite3.connect(os.path.join(r.dir, "data", "rill.db"), isolation_level=None, timeout=30)
-        other.execute("BEGIN IMMEDIATE")  # holds the write lock as the step ends
-        try:
-            # (the unfixed rill failed the attempt: "run will be retried")
-            wait_until(lambda: r.log_lines(msg_has="record could not be stored", run=run_id)
-                       or r.log_lines(msg_has="will be retried", run=run_id), 30, "the record refused")
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
-        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 30, "the run to succeed")
-        eq(len(r.log_lines(msg="side effect", run=run_id)), 1, "the step's work, done once")
-        eq(r.runs("show", run_id)["attempt"], 1, "attempts")
-
-
 GATED = """
 return {
   triggers = { webhook { path = "/hooks/gated", mode = "async" } },
@@ -395,6 +357,32 @@ class Gate:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@test
+def a_step_whose_record_the_store_cannot_take_now_is_recorded_later_not_done_again():
+    """A step's work done, its record refused by a locked store: the record is
+    tried again until the store takes it (the run is still ours), instead of
+    failing the attempt, whose retry did the step's work a second time."""
+    gate = Gate()
+    with Rill({"gated.lua": GATED}, env={"GATE_URL": gate.url, **FAST}) as r:
+        res = r.request("POST", "/hooks/gated", {})
+        eq(res.status, 202, "accepted")
+        run_id = res.json()["run_id"]
+        r.wait_log(msg="side effect", run=run_id)
+        other = sqlite3.connect(os.path.join(r.dir, "data", "rill.db"), isolation_level=None, timeout=30)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock as the step ends
+        try:
+            gate.opened.set()  # the step ends now, its record refused
+            # (the unfixed rill failed the attempt: "run will be retried")
+            wait_until(lambda: r.log_lines(msg_has="record could not be stored", run=run_id)
+                       or r.log_lines(msg_has="will be retried", run=run_id), 30, "the record refused")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        wait_until(lambda: r.runs("show", run_id)["state"] == "succeeded", 30, "the run to succeed")
+        eq(len(r.log_lines(msg="side effect", run=run_id)), 1, "the step's work, done once")
+        eq(r.runs("show", run_id)["attempt"], 1, "attempts")
 
 
 @test
