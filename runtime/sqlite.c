@@ -63,8 +63,13 @@ typedef struct sqlite_conn {
     uv_work_t work;
     uv_timer_t *deadline; /* interrupts a group past timeout_ms; freed in its close callback */
     long timeout_ms;      /* 0: none */
-    size_t max_result;    /* bytes of one statement's rows kept in C; 0: no limit */
-    int full;             /* the last group met a full disk (SQLITE_FULL) */
+    /* the group's end of timeout_ms (uv_hrtime), 0 for none: set before
+     * the group is queued, read by the busy handler on the worker */
+    uint64_t group_deadline;
+    uint64_t busy_since; /* worker only: when the statement met the lock */
+    int timed_out;       /* worker only: the busy handler gave up at group_deadline */
+    size_t max_result;   /* bytes of one statement's rows kept in C; 0: no limit */
+    int full;            /* the last group met a full disk (SQLITE_FULL) */
     /* opening, on the worker */
     rill_task *opener; /* the task waiting in sqlite.open, or NULL once cancelled */
     char *path;
@@ -265,6 +270,18 @@ static const char *column_name(int i, void *st) {
     return sqlite3_column_name(st, i);
 }
 
+/* SQLite's reason as a malloc'd message, saying so when the wait for a
+ * lock was given up at the group's timeout (the lock's holder, not SQLite,
+ * is then what to look at). */
+static char *error_text(sqlite_conn *c, const char *msg) {
+    if (!c->timed_out)
+        return strdup(msg);
+    char text[400];
+    snprintf(text, sizeof text, "%.300s (waited %ld ms for another connection's lock: the timeout)",
+             msg, c->timeout_ms);
+    return strdup(text);
+}
+
 /* Runs one statement, keeping at most bound bytes of its rows (when
  * max_result is set); on failure returns a malloc'd message. */
 static char *run_stmt(sqlite_conn *c, stmt_req *s, size_t bound) {
@@ -303,7 +320,7 @@ static char *run_stmt(sqlite_conn *c, stmt_req *s, size_t bound) {
         }
     }
     if (rc != SQLITE_OK && err == NULL)
-        err = strdup(sqlite3_errmsg(c->db));
+        err = error_text(c, sqlite3_errmsg(c->db));
     if ((rc & 0xff) == SQLITE_FULL)
         c->full = 1;
     /* rows changed, or rows returned by a query (as Postgres counts) */
@@ -323,7 +340,7 @@ static int exec_simple(sqlite_conn *c, const char *sql, char **err) {
     if ((rc & 0xff) == SQLITE_FULL)
         c->full = 1;
     if (err && *err == NULL)
-        *err = strdup(msg ? msg : sqlite3_errmsg(c->db));
+        *err = error_text(c, msg ? msg : sqlite3_errmsg(c->db));
     sqlite3_free(msg);
     return -1;
 }
@@ -483,6 +500,27 @@ again:
     }
 }
 
+/* Waits for another connection's lock, as SQLite's own busy handler does
+ * (busy_ms in all), but no later than the group's timeout: sqlite3_interrupt
+ * at the timeout does not end a wait for a lock, and a group held by
+ * another process's write lock failed at busy_ms (5 s), not at the
+ * store's timeout. The sleeps are short so that the timeout is kept within
+ * a few ms. On a worker. */
+static int wait_for_lock(void *arg, int count) {
+    sqlite_conn *c = arg;
+    uint64_t now = uv_hrtime();
+    if (count == 0)
+        c->busy_since = now;
+    if (c->group_deadline && now >= c->group_deadline) {
+        c->timed_out = 1;
+        return 0;
+    }
+    if (now - c->busy_since >= (uint64_t)c->busy_ms * 1000000)
+        return 0;
+    uv_sleep(count < 3 ? 1u << count : 10); /* 1, 2, 4, then 10 ms */
+    return 1;
+}
+
 /* Opens c->path with its pragmas; the reason in c->open_error on failure. */
 static void open_work(uv_work_t *w) {
     worker_yield_to_loop();
@@ -498,7 +536,7 @@ static void open_work(uv_work_t *w) {
         c->open_error = strdup(msg);
         return;
     }
-    sqlite3_busy_timeout(c->db, c->busy_ms);
+    sqlite3_busy_handler(c->db, wait_for_lock, c);
     if (c->max_result > 0) /* no one value larger, made by SQLite itself (zeroblob(N)) */
         sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH,
                       c->max_result < INT_MAX ? (int)c->max_result : INT_MAX);
@@ -608,8 +646,12 @@ static void start_group(sqlite_conn *c) {
     c->pending = c->pending_tail = NULL;
     c->work.data = c;
     busy_add(c);
-    if (c->deadline && c->timeout_ms > 0)
+    c->timed_out = 0;
+    c->group_deadline = 0;
+    if (c->deadline && c->timeout_ms > 0) {
+        c->group_deadline = uv_hrtime() + (uint64_t)c->timeout_ms * 1000000;
         uv_timer_start(c->deadline, on_deadline, (uint64_t)c->timeout_ms, 0);
+    }
     if (uv_queue_work(rill_loop(), &c->work, group_work, group_done) != 0) {
         fail_group(c->group, "cannot queue work");
         group_done(&c->work, 0);
