@@ -25,6 +25,7 @@
 #include <http_parser.h>
 
 #include "buf.h"
+#include "http_framing.h"
 #include "task.h"
 
 #define SERVER_MT "rill.http_server"
@@ -132,6 +133,7 @@ struct conn {
     uint64_t due;     /* loop time the timer fires at, when it is active */
     http_server *srv;
     http_parser parser;
+    http_framing framing;     /* the strict check of the bytes the parser took */
     buf url, headers, body;   /* headers: name\0value\0 pairs, names lowercased */
     size_t path_at;           /* where the path starts in url: past an absolute URL's authority */
     size_t host_at, host_len; /* an absolute URL's authority in url (host_len 0: none) */
@@ -819,21 +821,31 @@ static void conn_respond(conn *c, int status, const char *content_type, const ch
                          size_t extra_len, const char *body, size_t body_len, int close_after) {
     /* a client that shut its side gets its last answer with the close */
     int keep = c->keep_alive && !close_after && !(c->peer_eof && conn_unparsed(c) == 0);
+    /* 204 and 304 have no body, whatever the flow gave (RFC 9110 15.3.5,
+     * 15.4.5): a client reads none, and bytes sent after one on a kept
+     * connection would be read as the next answer. Nor a Content-Length,
+     * which a 204 must not have. */
+    int bodiless = status == 204 || status == 304;
     buf *out = &c->out;
     out->len = 0;
     if (buf_append(out, "HTTP/1.1 ", 9) || buf_append_uint(out, (size_t)status) ||
         buf_append(out, " ", 1) || buf_append_str(out, status_text(status)) ||
         buf_append(out, "\r\nContent-Type: ", 16) || buf_append_str(out, content_type) ||
-        buf_append(out, "\r\nContent-Length: ", 18) || buf_append_uint(out, body_len) ||
+        (!bodiless &&
+         (buf_append(out, "\r\nContent-Length: ", 18) || buf_append_uint(out, body_len))) ||
         buf_append(out, "\r\nDate: ", 8) || buf_append_str(out, http_date()) ||
         buf_append(out, "\r\n", 2) || (!keep && buf_append_str(out, "Connection: close\r\n")) ||
         (keep && c->http10 && buf_append_str(out, "Connection: keep-alive\r\n")) ||
         buf_append(out, extra_headers, extra_len) || buf_append(out, "\r\n", 2) ||
-        (!c->head && buf_append(out, body, body_len))) {
+        (!c->head && !bodiless && buf_append(out, body, body_len))) {
         conn_close(c);
         return;
     }
     conn_write(c, out->data, out->len);
+    /* (conn_write copied what the socket did not take: a large answer's
+     * buffer is not kept by an idle connection) */
+    big_buf_release(out);
+    c->head = 0; /* answered: an error about the next request's bytes has its body */
     if (!keep)
         conn_linger(c);
 }
@@ -1068,6 +1080,16 @@ static int on_headers_complete(http_parser *p) {
     if (check_version_and_host(c, p, hosts, host) || check_transfer_encoding(c, tes, te) ||
         parse_target(c))
         return -1;
+    /* http_parser takes what follows a CONNECT's head for a tunnel's bytes
+     * and leaves them to rill, which would parse them as the next request:
+     * the body a proxy forwards with it. rill serves no tunnels. */
+    if (p->method == HTTP_CONNECT)
+        return parse_refuse(c, 501, "CONNECT is not implemented", REFUSED_BAD_REQUEST);
+    /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+     * framing (a 1.0 proxy would not have decoded it) */
+    if (tes && p->http_minor == 0)
+        return parse_refuse(c, 400, "Transfer-Encoding in an HTTP/1.0 request",
+                            REFUSED_BAD_REQUEST);
     if (not_utf8)
         return parse_refuse(c, 400, "a header value is not UTF-8", REFUSED_BAD_REQUEST);
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->max_body)
@@ -1077,6 +1099,8 @@ static int on_headers_complete(http_parser *p) {
      * RFC 9110 10.1.1 says to ignore its expectation) whose body is to come. */
     int body_follows =
         (p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0);
+    http_framing_body(&c->framing, (p->flags & F_CHUNKED) != 0,
+                      p->content_length == ULLONG_MAX ? 0 : p->content_length);
     if (c->expect_continue && p->http_minor >= 1 && body_follows && !c->refuse_503 &&
         !c->srv->closing) {
         conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1200,12 +1224,20 @@ static size_t conn_parse(conn *c, const char *data, size_t len) {
         http_parser_pause(&c->parser, 0); /* the previous request has been answered */
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-    if (err == HPE_PAUSED || err == HPE_OK || c->closing)
+    if (c->closing)
         return n;
     int status = c->error_status ? c->error_status : 400;
     const char *reason = c->error_reason;
     enum refusal why = c->error_status ? (enum refusal)c->error_kind : REFUSED_BAD_REQUEST;
-    if (!reason) {
+    if (err == HPE_PAUSED || err == HPE_OK) {
+        /* what the lenient parser took, checked strictly: refused before
+         * the request it may have completed is dispatched */
+        reason = http_framing_feed(&c->framing, data, n);
+        if (!reason)
+            return n;
+        status = 400;
+        why = REFUSED_BAD_REQUEST;
+    } else if (!reason) {
         if (err == HPE_HEADER_OVERFLOW) {
             status = 431;
             reason = "request headers are too large (max_header_size)";
@@ -1441,6 +1473,7 @@ static void conn_open(http_server *srv, int fd) {
     }
     uv_tcp_nodelay(&c->tcp, 1);
     http_parser_init(&c->parser, HTTP_REQUEST);
+    http_framing_init(&c->framing);
     c->parser.data = c;
     conn_expire_in(c, c->refuse_503 ? LINGER_MS : srv->keepalive_ms);
     idle_add(c);
