@@ -537,6 +537,9 @@ static void open_work(uv_work_t *w) {
         return;
     }
     sqlite3_busy_handler(c->db, wait_for_lock, c);
+    /* No ATTACH (nor VACUUM INTO, which attaches its target): a flow's
+     * database could otherwise open rill's store, or any file, by path. */
+    sqlite3_limit(c->db, SQLITE_LIMIT_ATTACHED, 0);
     if (c->max_result > 0) /* no one value larger, made by SQLite itself (zeroblob(N)) */
         sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH,
                       c->max_result < INT_MAX ? (int)c->max_result : INT_MAX);

@@ -301,6 +301,11 @@ static void task_run(rill_task *t, int nargs) {
         arm_deadline(t);
     } else if (rc == LUA_YIELD) {
         task_fail(t, "a run yielded outside a primitive (coroutine.yield is not for flows)");
+    } else if (rc == 0 && t->deadline && uv_hrtime() > t->deadline) {
+        /* it returned past its deadline from C work the hook cannot see
+         * (a table.insert shifting for seconds): not a success */
+        task_fail(t, "deadline exceeded: the run ended after its deadline, in a call that "
+                     "could not be stopped");
     } else if (rc == 0) {
         task_finish(t, 1, t->co, lua_gettop(t->co));
     } else {

@@ -67,8 +67,8 @@ function db.configure(c)
   handles = {}
   settings.databases = {}
   for k, v in pairs(c.databases or { main = "sqlite:data/app.db" }) do settings.databases[k] = v end
-  -- rill's own store is reachable as "rill" (its runs, for reports), unless named otherwise
-  if c.store and settings.databases.rill == nil then settings.databases.rill = c.store end
+  -- (rill's own store is not one of them: a flow that could open it would
+  -- read every flow's runs, and store runs that skip a webhook's verify)
   settings.pool = c.db_pool or settings.pool
   settings.statement_timeout = c.db_statement_timeout or settings.statement_timeout
   settings.max_result = c.run_memory_limit or settings.max_result

@@ -107,7 +107,20 @@ local function guarded(fn, what)
     return fn(t, ...)
   end
 end
-local guarded_insert, guarded_remove = guarded(table.insert, "table.insert"), guarded(table.remove, "table.remove")
+-- table.insert(t, pos, v) shifts t's items from #t down to pos in C, where
+-- no hook runs: LuaJIT takes NaN, 2^31 or 1e10 for INT_MIN, and 2^31 shifts
+-- held the loop 19 s. pos must be in 1 .. #t + 1 (as Lua 5.3 asks).
+local raw_insert = table.insert
+local function bounded_insert(t, ...)
+  if select("#", ...) >= 2 and type(t) == "table" then
+    local pos = tonumber((...))
+    if pos and not (pos >= 1 and pos <= #t + 1) then
+      error("bad argument #2 to 'insert' (position out of bounds)", 2)
+    end
+  end
+  return raw_insert(t, ...)
+end
+local guarded_insert, guarded_remove = guarded(bounded_insert, "table.insert"), guarded(table.remove, "table.remove")
 
 -- read_only(t, name): t is shared with runs that must not change it; a
 -- flow's rawset, table.insert or table.remove of it raises, naming it
