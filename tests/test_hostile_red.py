@@ -131,6 +131,59 @@ def a_response_with_a_million_headers_is_refused_as_a_bad_header():
         assert "max_header_size" in line["msg"], line["msg"]
 
 
+LONG_HEADER = """
+return {
+  triggers = { webhook { path = "/hooks/long" } },
+  run = function()
+    return response(200, "ok", { string.rep("a", 8 * 1024 * 1024) .. string.rep("b", 4 * 1024 * 1024) })
+  end,
+}"""
+
+NOT_UTF8 = """
+return {
+  triggers = { webhook { path = "/hooks/latin1" } },
+  run = function() return { name = "caf" .. string.char(233) } end,
+}"""
+
+VERIFY_KEEPS = """
+local keep = {}
+return {
+  triggers = { webhook { path = "/hooks/keep", verify = function(req)
+    local chunk = string.rep("x", 1024 * 1024)
+    for i = 1, 40 do keep[#keep + 1] = chunk .. #keep end
+    return true
+  end } },
+  run = function() return { held_mib = #keep } end,
+}"""
+
+
+@test
+def a_sync_run_whose_answer_fails_is_answered_500_and_kept():
+    # a 12 MB "Name: value" header: the matcher's budget raised in the
+    # answer, outside any run, and the request waited for request_timeout
+    with Rill({"long.lua": LONG_HEADER, "latin1.lua": NOT_UTF8}) as r:
+        res = r.request("POST", "/hooks/long", {}, timeout=WAIT)
+        eq(res.status, 500, "status: " + res.body[:200])
+        eq(res.json()["error"], "run response has a bad header", "the reason")
+        # a result that is not UTF-8 was a 200 whose body was not JSON
+        res = r.request("POST", "/hooks/latin1", {}, timeout=WAIT)
+        eq(res.status, 500, "a result that is not UTF-8: " + res.body[:200])
+        run = res.json()["run_id"]
+        line = r.wait_log(level="error", run=run)
+        assert "not UTF-8" in line["msg"], line
+
+
+@test
+def a_verify_function_is_held_to_the_run_memory_limit():
+    # a verify ran on rill's own meter, which no limit refuses: 40 MiB kept
+    # per request with a 32 MiB run limit
+    with Rill({"keep.lua": VERIFY_KEEPS}, env={"RILL_RUN_MEMORY_LIMIT": "32MiB"}) as r:
+        res = r.request("POST", "/hooks/keep", {}, timeout=WAIT)
+        eq(res.status, 401, "refused: " + res.body[:200])
+        line = r.wait_log(msg="a webhook's verify function failed")
+        assert "run_memory_limit" in line["error"], line
+
+
 @test
 def rill_serve_stops_on_sigterm_while_an_endless_sqlite_query_runs():
     name = "red_sqlite_endless_query"

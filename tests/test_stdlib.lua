@@ -116,6 +116,29 @@ t.test("log masks secrets and secret-looking fields", function()
   t.eq(line.run, "r1", "run id") t.eq(line.flow, "f", "flow")
 end)
 
+t.test("a log line's text is bounded, masked before it is cut", function()
+  local run = { id = "r2", flow = "f", logs = {} }
+  log.configure("error", "json")
+  local big = string.rep("y", 1024 * 1024)
+  log.write("info", big, nil, run)
+  local line = run.logs[1]
+  t.eq(#line.msg < log.max_line_bytes + 100, true, "a 1 MB message cut to max_line_bytes")
+  t.eq(line.msg:find("bytes more: max_line_bytes", 1, true) ~= nil, true, "saying so")
+  -- the budget is the line's: fields share what the message left
+  log.write("info", "m", { a = big, b = big, c = "small" }, run)
+  local size = 0
+  for _, v in pairs(run.logs[2].fields) do size = size + #v end
+  t.eq(size < log.max_line_bytes + 200, true, "fields together within the line's bound")
+  local many = {}
+  for i = 1, 5000 do many["k" .. i] = i end
+  log.write("info", "m", many, run)
+  t.eq(run.logs[3].fields["..."] ~= nil, true, "thousands of fields: cut, saying so")
+  -- a secret at the cut is masked whole, never half written
+  log.add_secret("SECRETSECRET")
+  log.write("info", string.rep("x", log.max_line_bytes - 4) .. "SECRETSECRET", nil, run)
+  t.eq(run.logs[4].msg:find("SECR", 1, true), nil, "no part of the secret")
+end)
+
 t.test("env hides RILL_ settings and masks secrets it hands out", function()
   local env = require("rill.env")
   env.configure({ PLAIN = "value" })

@@ -130,20 +130,42 @@ local function timestamp(t)
     l.sec, math.floor((t % 1) * 1000))
 end
 
-local function clean_fields(fields)
+-- A line's text (its message and its fields' strings together) is bounded:
+-- max_log_lines bounded a run's lines but not their size, and a run that
+-- logged a 1 MB string a thousand times had rill copy 1 GB into its record
+-- on the loop (for seconds) and the store. Masked first, then cut, so that
+-- a secret is never cut in two and half of it written.
+log.max_line_bytes = 16384
+local function bounded_text(v, budget)
+  local s = mask(v)
+  if #s > budget.left then
+    s = str_sub(s, 1, budget.left) .. "... (" .. (#s - budget.left) .. " bytes more: max_line_bytes)"
+    budget.left = 0
+  else
+    budget.left = budget.left - #s
+  end
+  return log.text(s)
+end
+
+local function clean_fields(fields, budget, depth)
   if type(fields) ~= "table" then return nil end
   local out = {}
   for k, v in pairs(fields) do
+    if budget.left <= 0 or depth > 8 then
+      out["..."] = "more fields than a log line holds (max_line_bytes)"
+      break
+    end
+    budget.left = budget.left - 16 -- a field's name and its punctuation, roughly
     if looks_secret(k) then
       out[k] = "***"
     elseif type(v) == "string" then
-      out[k] = log.text(mask(v))
+      out[k] = bounded_text(v, budget)
     elseif type(v) == "table" then
-      out[k] = clean_fields(v)
+      out[k] = clean_fields(v, budget, depth + 1)
     elseif type(v) == "number" or type(v) == "boolean" then
       out[k] = v
     else
-      out[k] = log.text(tostring(v))
+      out[k] = bounded_text(tostring(v), budget)
     end
   end
   return out
@@ -190,9 +212,10 @@ function log.write(level, msg, fields, run)
   local implicit = run == nil -- a line written by the run's code (rill's lines about a run name it)
   run = run or task.current()
   local now = tz.now()
+  local budget = { left = log.max_line_bytes }
   local line = {
-    at = now, ts = timestamp(now), level = level, msg = log.text(mask(tostring(msg))),
-    fields = clean_fields(fields),
+    at = now, ts = timestamp(now), level = level, msg = bounded_text(tostring(msg), budget),
+    fields = clean_fields(fields, budget, 0),
     flow = type(run) == "table" and run.flow or nil,
     run = type(run) == "table" and run.id or nil,
   }

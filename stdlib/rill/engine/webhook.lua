@@ -47,7 +47,9 @@ local PAUSED_RETRY_AFTER = "60" -- seconds a sender of a paused flow's webhook i
 
 local accept, start, verified
 local task = require "rill.c.task"
-local VERIFY_LIMITS = { deadline = 1 }
+-- (a verify runs on a meter of its own, limited as a run is: it ran on
+-- rill's, which no limit refuses, and a verify kept 60 MiB per request)
+local VERIFY_LIMITS = { deadline = 1, memory = 0 }
 
 -- Every answer goes through here, counted by its route (a route table, or
 -- the method alone when none matched).
@@ -220,6 +222,11 @@ local function headers_of(h)
   for k, v in next, h do
     local name, value
     if type(k) == "number" and type(v) == "string" then
+      -- weighed before it is matched: the matcher's step budget raised on a
+      -- 12 MB header, here in the answer, and the request went unanswered
+      if size + #v > limit then
+        return nil, string.format("the headers take more than %d bytes (max_header_size)", limit)
+      end
       name, value = v:match("^([^:]*):[ \t]*(.*)$")
       if not name then return nil, string.format("header %q is not \"Name: value\"", v) end
     elseif type(k) == "string" and (type(v) == "string" or type(v) == "number") then
@@ -286,10 +293,11 @@ local function respond(run)
       return answer(req, route, status, "", headers)
     end
   end
-  local ok, encoded = pcall(json.encode, body)
-  if not ok then
-    -- a failed run, not a success: the history keeps it (record_sync)
-    run.state, run.error = "failed", { message = "the run's result is not JSON: " .. encoded }
+  local encoded, err = json.stored_text(body)
+  if not encoded then
+    -- a failed run, not a success: the history keeps it (record_sync); a
+    -- string that is not UTF-8 made an answer that was not JSON
+    run.state, run.error = "failed", { message = "the run's result is not JSON: " .. err }
     log.write("error", run.error.message, nil, run)
     return reply_error(req, route, 500, "run result is not JSON", { run_id = run.id })
   end
@@ -298,7 +306,15 @@ end
 
 -- A sync run's end: the answer first, then the run joins the store's history.
 local function respond_with(run)
-  respond(run)
+  -- whatever fails in the answer, the request is answered and the run kept:
+  -- an error here (outside any run) left the client waiting for
+  -- request_timeout, and the run out of the history
+  local ok, err = pcall(respond, run)
+  if not ok then
+    run.state, run.error = "failed", { message = "answering the run failed: " .. tostring(err) }
+    log.write("error", run.error.message, nil, run)
+    pcall(reply_error, run.caller.req, run.caller.route, 500, "run could not be answered", { run_id = run.id })
+  end
   local c = run.caller
   queue.record(run, c.route.info_json, c.route.trigger.body == "json" and c.body ~= "" and c.body or nil)
 end
@@ -441,6 +457,7 @@ function webhook.dispatch(req, method, path, query, headers, body)
                     headers = headers, body = body, params = params }, REQUEST_MT)
   if trigger.verify then
     request.peer = req.peer and req:peer() -- for an allow-list (signatures.shared_secret's allow_from)
+    VERIFY_LIMITS.memory = runner.memory_limit
     return task.spawn(trigger.verify, verified, VERIFY_LIMITS, { req, route, payload, request }, request)
   end
   return start(req, route, payload, request)
