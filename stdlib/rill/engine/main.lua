@@ -363,11 +363,11 @@ function M.run(args)
   end
   require("rill.engine.runner").start(flow, { type = "manual" }, payload, {
     on_done = function(run)
-      local eok, s = true, nil
+      local s, jerr
       if run.state == "succeeded" then
-        eok, s = pcall(json.encode, run.result == nil and json.null or run.result)
-        if not eok then
-          run.state, run.error = "failed", { message = "the run's result is not JSON: " .. tostring(s) }
+        s, jerr = json.stored_text(run.result == nil and json.null or run.result)
+        if not s then
+          run.state, run.error = "failed", { message = "the run's result is not JSON: " .. jerr }
         end
       end
       if run.state == "succeeded" then
