@@ -427,6 +427,27 @@ def a_json_body_of_too_many_values_is_refused_before_it_is_decoded():
 
 
 @test
+def a_form_body_of_too_many_fields_is_refused_before_it_is_parsed():
+    # forms are parsed in Lua on the loop: 200,000 fields in 1 MB held it 0.6 s
+    with Rill(FLOWS) as r:
+        body = "&".join(f"f{i}=%41%e9x" for i in range(25000)).encode()
+        got = raw(r, b"POST /hooks/form HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        status, _, reason, _ = one_response(got)
+        eq(status, 413, f"status ({reason!r})")
+        assert b"max_json_values" in reason, reason
+        body = "&".join(f"f{i}=%c3%A9%41+b" for i in range(15000)).encode()  # over 64 KiB, under the limit
+        got = raw(r, b"POST /hooks/form HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        status, _, answer, _ = one_response(got)
+        eq(status, 200, f"under the limit ({answer[:200]!r})")
+        form = json.loads(answer)["form"]
+        eq((len(form), form["f14999"]), (15000, "\u00e9A b"), "every field, its escapes decoded")
+
+
+@test
 def list_style_response_headers_are_sent_and_bad_ones_are_a_500_with_the_run():
     with Rill(FLOWS) as r:
         res = r.request("POST", "/hooks/listheaders", {}, timeout=10)
