@@ -1022,6 +1022,10 @@ static int check_transfer_encoding(conn *c, int tes, const char *te) {
 static int parse_target(conn *c) {
     const char *url = c->url.data ? c->url.data : "/";
     c->path_at = c->host_len = 0;
+    /* a client never sends a fragment (RFC 9112 3.2): "/p#x" was routed as
+     * the path "/p#x", "?a=1#x" gave a the value "1#x" */
+    if (strchr(url, '#'))
+        return parse_refuse(c, 400, "a fragment (#) in the request target", REFUSED_BAD_REQUEST);
     if (url[0] == '/')
         return 0;
     size_t scheme = strncasecmp(url, "http://", 7) == 0    ? 7
@@ -1535,8 +1539,13 @@ static const char *header_line(buf *out, const char *k, size_t kl, const char *v
         return "a header name is empty or has a colon, a space or a line break";
     if (strcspn(v, "\r\n") != vl)
         return "a header value has a line break";
+    /* rill frames the answer: a flow's Transfer-Encoding or Connection
+     * beside rill's Content-Length would tell a proxy another length or
+     * persistence than the one rill writes */
     if ((kl == 14 && strncasecmp(k, "content-length", kl) == 0) ||
-        (kl == 12 && strncasecmp(k, "content-type", kl) == 0))
+        (kl == 12 && strncasecmp(k, "content-type", kl) == 0) ||
+        (kl == 17 && strncasecmp(k, "transfer-encoding", kl) == 0) ||
+        (kl == 10 && strncasecmp(k, "connection", kl) == 0))
         return NULL;
     if (buf_append(out, k, kl) || buf_append(out, ": ", 2) || buf_append(out, v, vl) ||
         buf_append(out, "\r\n", 2))

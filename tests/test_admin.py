@@ -395,6 +395,16 @@ def unknown_paths_and_methods():
         eq(r.admin("GET", "/elsewhere").status, 404, "outside the admin's paths")
         res = r.admin("GET", "/")
         eq((res.status, res.headers.get("location")), (302, "/console/"), "/ goes to the console")
+        # raw bytes of the path quoted in the answer made it JSON no parser takes
+        import socket
+        with socket.create_connection(("127.0.0.1", r.admin_port), timeout=10) as s:
+            s.sendall(b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 404"), got
+        assert "nothing at" in json.loads(body.decode("utf-8"))["error"], body
 
 
 @test

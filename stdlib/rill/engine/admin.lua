@@ -44,8 +44,10 @@ local function reply(req, status, body, headers)
   req:respond(status, encode(body), headers or JSON_HEADERS)
 end
 
+-- (a message quoting the request's path or parameters is made UTF-8: raw
+-- bytes of "GET /\xff" made an answer that was not JSON)
 local function reply_error(req, status, message, headers)
-  reply(req, status, { error = message }, headers)
+  reply(req, status, { error = log.text(message) }, headers)
 end
 
 -- A handler stops with fail(status, message): the request is answered with it.
