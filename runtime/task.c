@@ -231,10 +231,17 @@ static void ready_remove(void *op) {
     ready_count--;
 }
 
-/* Resumes every task queued before this pass; tasks preempted again during
- * it wait for the next pass, after the loop has polled for I/O. */
+/* A pass of the ready tasks stops once it has run this long: a thousand
+ * runs each spinning through its slice held every other client for the
+ * thousand slices (seconds) before the loop polled for I/O again. */
+#define READY_PASS_NS 4000000
+
+/* Resumes the tasks queued before this pass, for READY_PASS_NS at most;
+ * tasks preempted again during it, and those it did not reach, wait for
+ * the next pass, after the loop has polled for I/O. */
 static void ready_run(uv_idle_t *idle) {
-    for (int n = ready_count; n > 0 && ready_head; n--) {
+    uint64_t stop = uv_hrtime() + READY_PASS_NS;
+    for (int n = ready_count; n > 0 && ready_head && uv_hrtime() < stop; n--) {
         rill_task *t = ready_head;
         ready_head = t->ready_next;
         if (ready_head == NULL)
