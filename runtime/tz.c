@@ -278,7 +278,10 @@ static int parse_tzif(rill_tz *tz, const unsigned char *data, size_t len) {
 }
 
 static int valid_name(const char *name) {
-    if (!*name || *name == '/' || strstr(name, "..") || strlen(name) >= 100)
+    /* one spelling per zone: "posix//America///Salta" named the file of
+     * "posix/America/Salta", a cached zone of its own (below) each time */
+    if (!*name || *name == '/' || strstr(name, "..") || strstr(name, "//") ||
+        name[strlen(name) - 1] == '/' || strlen(name) >= 100)
         return 0;
     for (const char *p = name; *p; p++)
         if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
@@ -319,6 +322,12 @@ static int load_zone(rill_tz *tz, const char *name) {
     return rc;
 }
 
+/* Zones are kept once loaded, for the process's life (a run's formatting
+ * of a date must not read a file each time): there are some 600, and no
+ * more than this many are kept, whatever names flows try. */
+#define MAX_ZONES 1024
+static int zone_count;
+
 int rill_tz_get(const char *name, const rill_tz **out, char *err, size_t errlen) {
     for (rill_tz *z = zones; z; z = z->next) {
         if (strcmp(z->name, name) == 0) {
@@ -328,6 +337,10 @@ int rill_tz_get(const char *name, const rill_tz **out, char *err, size_t errlen)
     }
     if (!valid_name(name)) {
         snprintf(err, errlen, "unknown time zone '%s'", name);
+        return -1;
+    }
+    if (zone_count >= MAX_ZONES) {
+        snprintf(err, errlen, "time zone '%s': more than %d zones in use", name, MAX_ZONES);
         return -1;
     }
     rill_tz *tz = calloc(1, sizeof *tz);
@@ -354,6 +367,7 @@ int rill_tz_get(const char *name, const rill_tz **out, char *err, size_t errlen)
     }
     tz->next = zones;
     zones = tz;
+    zone_count++;
     *out = tz;
     return 0;
 }
@@ -364,6 +378,7 @@ void rill_tz_cleanup(void) {
         tz_free(zones);
         zones = next;
     }
+    zone_count = 0;
 }
 
 /* ---- Conversions ---- */
@@ -472,11 +487,18 @@ static int l_to_local(lua_State *L) {
 }
 
 /* from_local(zone, year, month, day, hour, min, sec) -> n, t1, t2 (see tz.h) */
+/* A field of a wall-clock time: out of range past a million either way
+ * (month -2^31 overflowed the arithmetic that folds months into years). */
+static int civil_field(lua_State *L, int i, int required) {
+    lua_Number v = required ? luaL_checknumber(L, i) : luaL_optnumber(L, i, 0);
+    luaL_argcheck(L, v >= -1e6 && v <= 1e6, i, "out of range");
+    return (int)v;
+}
+
 static int l_from_local(lua_State *L) {
     const rill_tz *tz = check_zone(L, 1);
-    rill_civil c = {(int)luaL_checkinteger(L, 2),  (int)luaL_checkinteger(L, 3),
-                    (int)luaL_checkinteger(L, 4),  (int)luaL_optinteger(L, 5, 0),
-                    (int)luaL_optinteger(L, 6, 0), (int)luaL_optinteger(L, 7, 0)};
+    rill_civil c = {civil_field(L, 2, 1), civil_field(L, 3, 1), civil_field(L, 4, 1),
+                    civil_field(L, 5, 0), civil_field(L, 6, 0), civil_field(L, 7, 0)};
     int64_t out[2];
     int n = rill_tz_from_local(tz, &c, out);
     lua_pushinteger(L, n);

@@ -106,7 +106,11 @@ static void test_days_round_trip(void) {
 static void test_bad_names_are_refused(void) {
     const rill_tz *tz;
     char err[128];
-    const char *bad[] = {"Mars/Olympus", "../etc/passwd", "/etc/localtime", "Europe/Paris;rm", ""};
+    /* other spellings of a zone's file ("Europe//Paris", "Europe/Paris/") were
+     * zones of their own, each kept: millions of them for one run */
+    const char *bad[] = {
+        "Mars/Olympus",  "../etc/passwd", "/etc/localtime",     "Europe/Paris;rm", "",
+        "Europe//Paris", "Europe/Paris/", "posix//Europe/Paris"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         T_EQ_INT(rill_tz_get(bad[i], &tz, err, sizeof err), -1);
         T_CHECK(strstr(err, "unknown time zone") != NULL);
