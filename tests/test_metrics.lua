@@ -40,6 +40,16 @@ t.test("a child is found again without being made twice, whatever the value's ty
   t.eq(l[4], 't_same_total{status=""} 1')
 end)
 
+t.test("past max_children a family counts new label values together as other", function()
+  local c = metrics.counter("t_hosts_total", "x", { "host", "status" })
+  for i = 1, metrics.max_children + 500 do c:labels("h" .. i, 200):inc() end
+  c:labels("h1", 200):inc() -- a child made before the bound is still its own
+  local l = lines_of(metrics.render(), "t_hosts_total")
+  t.eq(#l, 2 + metrics.max_children + 1, "max_children children and the one of the rest")
+  t.eq(l[#l], 't_hosts_total{host="other",status="other"} 500', "the rest together")
+  t.ok(c:labels("h1", 200).value == 2, "an old child counts on")
+end)
+
 t.test("label values are escaped: backslash, double quote, newline", function()
   local c = metrics.counter("t_escape_total", "Help with a \\ and a\nnewline.", { "v" })
   c:labels('a"b\\c\nd'):inc()

@@ -32,8 +32,10 @@ local request_seconds = metrics.histogram("rill_http_client_request_duration_sec
   "Outbound HTTP requests from flows: time to the whole response, by host.", { "host" })
 
 -- The URL's host[:port], without credentials: the metrics' host label.
+-- The host:port a metric names (one spelling: "HOST:080" is "host:80").
 local function host_of(url)
-  return (url:match("^%a+://([^/?#]*)") or ""):gsub("^.*@", "")
+  local host = (url:match("^%a+://([^/?#]*)") or ""):gsub("^.*@", ""):lower()
+  return (host:gsub(":0*(%d)", ":%1"))
 end
 
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
