@@ -906,7 +906,10 @@ static int on_message_begin(http_parser *p) {
     c->in_request = 1;
     idle_remove(c);
     c->requests++;
-    conn_expire_in(c, c->srv->request_ms);
+    /* (a connection over max_connections keeps the short time it was given:
+     * a request_timeout for each let thousands hold their descriptors) */
+    if (!c->refuse_503)
+        conn_expire_in(c, c->srv->request_ms);
     return 0;
 }
 
@@ -1084,6 +1087,11 @@ static int on_headers_complete(http_parser *p) {
     if (check_version_and_host(c, p, hosts, host) || check_transfer_encoding(c, tes, te) ||
         parse_target(c))
         return -1;
+    /* over max_connections: answered now, its body not read (it took a
+     * share of max_bodies_in_flight that clients within the limit need) */
+    if (c->refuse_503)
+        return parse_refuse(c, 503, "too many connections (max_connections): retry later",
+                            REFUSED_MAX_CONNECTIONS);
     /* http_parser takes what follows a CONNECT's head for a tunnel's bytes
      * and leaves them to rill, which would parse them as the next request:
      * the body a proxy forwards with it. rill serves no tunnels. */
@@ -1252,7 +1260,8 @@ static size_t conn_parse(conn *c, const char *data, size_t len) {
             reason = http_errno_description(err);
         }
     }
-    conn_refuse_count(c, why);
+    if (!c->refuse_503) /* (counted when it was accepted) */
+        conn_refuse_count(c, why);
     c->in_flight = 0;
     conn_respond_error(c, status, reason);
     return len;

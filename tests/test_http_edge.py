@@ -372,6 +372,12 @@ def at_max_connections_with_none_idle_a_new_client_gets_a_503():
         eq(res.status, 503, "status")
         assert "max_connections" in res.body, res
         eq(res.headers.get("connection"), "close", "connection")
+        # one whose body is still to come hears it after its headers, its
+        # body not read (it waited request_timeout, then heard a 408)
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as s:
+            s.sendall(b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 900000\r\n\r\n" + b"x" * 60000)
+            status, _, body = read_head(s.makefile("rb"))
+            eq(status, 503, f"before its body ({body!r})")
         for s in busy:
             s.close()
         wait_until(lambda: r.request("POST", "/hooks/echo", {"n": 2}).status == 200, 20, "a 200 again")
