@@ -87,8 +87,12 @@ static int may_grow(meter *m, size_t n) {
     /* Over the process's limit, the runs holding more than an equal share
      * of it are refused, not whichever small run happens to allocate: the
      * others go on (the process stays over its limit until a big one ends). */
+    /* Past a quarter over it, any run is refused: memory that no open run
+     * holds (what runs kept in a flow's own tables, charged to meters
+     * closed since) grew the process past its limit without end. */
     if (process_limit && total + n > process_limit + reserve &&
-        m->used + n > process_limit / (open_meters ? open_meters : 1)) {
+        (m->used + n > process_limit / (open_meters ? open_meters : 1) ||
+         total + n > process_limit + process_limit / 4 + reserve)) {
         if (m->kill && !rill_killed(m->kill))
             snprintf(rill_kill_buffer(m->kill), RILL_KILL_MAX,
                      "memory limit exceeded: rill's Lua memory reached %zu MiB "

@@ -184,6 +184,38 @@ static void the_process_limit_refuses_big_runs_not_small_ones_nor_rill(void) {
     rill_alloc_set_process_limit(0);
 }
 
+/* What ended runs kept (a flow's own table holding their strings) is charged
+ * to no open meter: no run held more than an equal share, and the process
+ * grew past its limit without end. Past a quarter over it, any run is refused. */
+static void memory_no_run_holds_counts_past_a_quarter_over_the_limit(void) {
+    size_t base = rill_alloc_total();
+    rill_alloc_set_process_limit(base + (8 << 20));
+    void *kept[3];
+    for (int i = 0; i < 3; i++) { /* three runs each keep 3 MiB, and end */
+        char *kill = NULL;
+        uint32_t m = rill_meter_open(0, &kill);
+        uint32_t outer = rill_meter_enter(m);
+        kept[i] = get(3 << 20);
+        T_CHECK(kept[i] != NULL);
+        rill_meter_enter(outer);
+        rill_meter_close(m);
+    }
+    char *kill = NULL;
+    uint32_t m = rill_meter_open(0, &kill);
+    uint32_t outer = rill_meter_enter(m);
+    void *small = get(512 << 10); /* 9.5 MiB: over, not a quarter over */
+    T_CHECK(small != NULL);
+    T_CHECK(get((base + (8 << 20)) / 4) == NULL); /* a quarter over: refused, though small */
+    T_CHECK(kill != NULL && strstr(kill, "process_memory_limit") != NULL);
+    rill_meter_enter(outer);
+    put(small, 512 << 10);
+    for (int i = 0; i < 3; i++)
+        put(kept[i], 3 << 20);
+    rill_meter_close(m);
+    rill_kill_buffer_free(&kill);
+    rill_alloc_set_process_limit(0);
+}
+
 static void a_lua_state_survives_a_refused_chunk(void) {
     char *kill = NULL;
     lua_State *L = lua_newstate(rill_alloc, NULL);
@@ -215,6 +247,7 @@ int main(void) {
     T_RUN(a_meter_over_its_limit_is_refused_with_the_reason);
     T_RUN(a_reason_is_made_only_when_a_run_is_ended_and_counts_in_the_total);
     T_RUN(the_process_limit_refuses_big_runs_not_small_ones_nor_rill);
+    T_RUN(memory_no_run_holds_counts_past_a_quarter_over_the_limit);
     T_RUN(a_lua_state_survives_a_refused_chunk);
     return T_END();
 }
