@@ -341,6 +341,27 @@ def a_webhook_body_whose_event_is_over_max_event_size_or_delivery_id_too_long_is
         settled_runs(r, "owner", 1)
 
 
+VERIFY_EMITS = """
+return {
+  triggers = { webhook { path = "/hooks/unsigned", verify = function(req)
+    emit("quote.signed", { n = 99 })
+    return false
+  end } },
+  run = function() return {} end,
+}"""
+
+
+@test
+def a_verify_function_cannot_emit():
+    # emit in a verify stored its event before the request was refused: an
+    # unsigned request started the event's runs
+    with rill({"v.lua": VERIFY_EMITS, "sub.lua": SUBSCRIBER % ""}) as r:
+        eq(r.request("POST", "/hooks/unsigned", {}).status, 401, "refused")
+        line = r.wait_log(msg="a webhook's verify function failed")
+        assert "only a run emits events" in line["error"], line
+        eq(r.runs("list", "--flow", "sub"), [], "no run of the event's subscriber")
+
+
 WAITER = """
 return {
   triggers = { webhook { path = "/hooks/wait", mode = "async" } },

@@ -292,8 +292,13 @@ function steps.emit(name, data, opts)
     id = tostring(name) .. " " .. (type(id) == "number" and string.format("%d", id) or id)
   end
   local run = task.current()
+  if not (type(run) == "table" and run.id and run.flow) then
+    -- a verify function's task: its request is not accepted yet, and may be
+    -- refused (an unsigned request stored events that started runs)
+    error("emit: only a run emits events (not a verify function)", 2)
+  end
   events.count_emit(run)
-  if not (run and run.durable) then return events.emit(name, data, id, run) end
+  if not run.durable then return events.emit(name, data, id, run) end
   if run.step then
     run.step.emits = (run.step.emits or 0) + 1
     return events.emit(name, data, id or (steps.key() .. "-" .. run.step.emits), run)
