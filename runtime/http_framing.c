@@ -108,6 +108,8 @@ const char *http_framing_feed(http_framing *f, const char *data, size_t len) {
             memset(f->version, 0, sizeof f->version);
             break;
         case LINE: {
+            /* a line, its CRLF and the first byte after it in one step when
+             * they are all here (the common case: the head in one read) */
             const char *cr;
             long n = line_bytes(p, end, &cr);
             if (n < 0)
@@ -115,12 +117,14 @@ const char *http_framing_feed(http_framing *f, const char *data, size_t len) {
             if (f->line == 0 && !trailers)
                 keep_version(f, p, (size_t)n);
             p += n;
-            if (cr) {
-                f->state = LINE_CR | trailers;
-                p++;
-            }
-            break;
+            if (!cr)
+                break;
+            p++;
+            f->state = LINE_CR | trailers;
+            if (p == end)
+                break;
         }
+            /* fall through */
         case LINE_CR:
             if (*p++ != '\n')
                 return BARE_CR;
@@ -128,7 +132,9 @@ const char *http_framing_feed(http_framing *f, const char *data, size_t len) {
                 return "the request line does not end in HTTP/1.0 or HTTP/1.1";
             f->line++;
             f->state = LINE_START | trailers;
-            break;
+            if (p == end)
+                break;
+            /* fall through */
         case LINE_START:
             if (*p == '\r') {
                 f->state = END_LF | trailers;
