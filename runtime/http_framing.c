@@ -171,7 +171,8 @@ const char *http_framing_feed(http_framing *f, const char *data, size_t len) {
         case SIZE: {
             int v = hex_value(*p);
             if (v >= 0) {
-                if (++f->digits > 15)
+                /* (leading zeros are no digits of the size: RFC 9112 allows any number) */
+                if ((f->left > 0 || v > 0) && ++f->digits > 15)
                     return "a chunk size has more than 15 hex digits";
                 f->left = f->left * 16 + (uint64_t)v;
             } else if (*p == ' ' || *p == '\t') {

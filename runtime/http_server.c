@@ -164,6 +164,7 @@ struct conn {
     unsigned char handles_closed; /* uv_close called */
     unsigned char lingering;      /* the last answer is written: discard input until EOF */
     unsigned char keep_alive, reading, backlogged, expect_continue, refuse_503;
+    unsigned char continue_due;    /* a 100 Continue to send once the head passed http_framing */
     unsigned char idle;            /* on the server's idle list */
     unsigned char parsing_pending; /* the parse in progress reads from pending */
     unsigned char peer_eof;        /* the client shut its side: answer what it sent, then close */
@@ -607,6 +608,7 @@ static void conn_reset_request(conn *c) {
     c->nheaders = 0;
     c->header_bytes = 0;
     c->expect_continue = 0;
+    c->continue_due = 0;
     c->in_trailers = 0;
     c->head = 0;
 }
@@ -1029,6 +1031,12 @@ static int parse_target(conn *c) {
      * the path "/p#x", "?a=1#x" gave a the value "1#x" */
     if (strchr(url, '#'))
         return parse_refuse(c, 400, "a fragment (#) in the request target", REFUSED_BAD_REQUEST);
+    /* the lenient parser lets a tab or a form feed into the target: a
+     * proxy that splits the request line on it reads another path */
+    for (const char *u = url; *u; u++)
+        if ((unsigned char)*u <= 0x20 || *u == 0x7f)
+            return parse_refuse(c, 400, "a space or a control byte in the request target",
+                                REFUSED_BAD_REQUEST);
     if (url[0] == '/')
         return 0;
     size_t scheme = strncasecmp(url, "http://", 7) == 0    ? 7
@@ -1113,12 +1121,10 @@ static int on_headers_complete(http_parser *p) {
         (p->flags & F_CHUNKED) || (p->content_length != ULLONG_MAX && p->content_length > 0);
     http_framing_body(&c->framing, (p->flags & F_CHUNKED) != 0,
                       p->content_length == ULLONG_MAX ? 0 : p->content_length);
-    if (c->expect_continue && p->http_minor >= 1 && body_follows && !c->refuse_503 &&
-        !c->srv->closing) {
-        conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        if (c->closing)
-            return -1; /* the peer is gone: stop here, the loop closes it */
-    }
+    /* (sent by conn_parse once http_framing has passed the head: a head it
+     * refuses gets its 400 alone) */
+    c->continue_due = c->expect_continue && p->http_minor >= 1 && body_follows && !c->refuse_503 &&
+                      !c->srv->closing;
     return 0;
 }
 
@@ -1245,8 +1251,14 @@ static size_t conn_parse(conn *c, const char *data, size_t len) {
         /* what the lenient parser took, checked strictly: refused before
          * the request it may have completed is dispatched */
         reason = http_framing_feed(&c->framing, data, n);
-        if (!reason)
+        if (!reason) {
+            if (c->continue_due) {
+                c->continue_due = 0;
+                if (!c->in_flight) /* (its body came with it: nothing to ask for) */
+                    conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            }
             return n;
+        }
         status = 400;
         why = REFUSED_BAD_REQUEST;
     } else if (!reason) {
@@ -1407,7 +1419,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b) {
          * longer idle. */
         c->srv->deferred++;
         idle_remove(c);
-        conn_expire_in(c, c->srv->request_ms);
+        if (!c->refuse_503) /* (over max_connections: its short time stands) */
+            conn_expire_in(c, c->srv->request_ms);
         conn_schedule(c);
         conn_update_reading(c);
     }
@@ -1548,13 +1561,17 @@ static const char *header_line(buf *out, const char *k, size_t kl, const char *v
         return "a header name is empty or has a colon, a space or a line break";
     if (strcspn(v, "\r\n") != vl)
         return "a header value has a line break";
-    /* rill frames the answer: a flow's Transfer-Encoding or Connection
-     * beside rill's Content-Length would tell a proxy another length or
-     * persistence than the one rill writes */
+    /* rill frames the answer: a flow's Transfer-Encoding, Connection or
+     * other hop-by-hop header beside rill's Content-Length would tell a
+     * proxy another length or persistence than the one rill writes */
     if ((kl == 14 && strncasecmp(k, "content-length", kl) == 0) ||
         (kl == 12 && strncasecmp(k, "content-type", kl) == 0) ||
         (kl == 17 && strncasecmp(k, "transfer-encoding", kl) == 0) ||
-        (kl == 10 && strncasecmp(k, "connection", kl) == 0))
+        (kl == 10 && strncasecmp(k, "connection", kl) == 0) ||
+        (kl == 10 && strncasecmp(k, "keep-alive", kl) == 0) ||
+        (kl == 16 && strncasecmp(k, "proxy-connection", kl) == 0) ||
+        (kl == 7 && strncasecmp(k, "upgrade", kl) == 0) ||
+        (kl == 7 && strncasecmp(k, "trailer", kl) == 0))
         return NULL;
     if (buf_append(out, k, kl) || buf_append(out, ": ", 2) || buf_append(out, v, vl) ||
         buf_append(out, "\r\n", 2))

@@ -521,6 +521,15 @@ static int wait_for_lock(void *arg, int count) {
     return 1;
 }
 
+/* No ATTACH of a file (nor VACUUM INTO one, which attaches it): a flow's
+ * database could otherwise open rill's store, or any file, by its path.
+ * VACUUM's own attach of a temporary database (named "") is let through. */
+static int no_attach(void *ud, int action, const char *file, const char *b, const char *c,
+                     const char *d) {
+    (void)ud, (void)b, (void)c, (void)d;
+    return action == SQLITE_ATTACH && !(file && file[0] == '\0') ? SQLITE_DENY : SQLITE_OK;
+}
+
 /* Opens c->path with its pragmas; the reason in c->open_error on failure. */
 static void open_work(uv_work_t *w) {
     worker_yield_to_loop();
@@ -537,9 +546,7 @@ static void open_work(uv_work_t *w) {
         return;
     }
     sqlite3_busy_handler(c->db, wait_for_lock, c);
-    /* No ATTACH (nor VACUUM INTO, which attaches its target): a flow's
-     * database could otherwise open rill's store, or any file, by path. */
-    sqlite3_limit(c->db, SQLITE_LIMIT_ATTACHED, 0);
+    sqlite3_set_authorizer(c->db, no_attach, NULL);
     if (c->max_result > 0) /* no one value larger, made by SQLite itself (zeroblob(N)) */
         sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH,
                       c->max_result < INT_MAX ? (int)c->max_result : INT_MAX);

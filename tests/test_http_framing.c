@@ -24,6 +24,7 @@ static const frame_case cases[] = {
     {HEAD "Content-Length: 5\r\n\r\nhe\r\nlGET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, 5, NULL},
     {HEAD "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n", 1, 0, NULL},
     {HEAD "Transfer-Encoding: chunked\r\n\r\n002;a=b;c=\"d e\"\r\nab\r\n000\r\n\r\n", 1, 0, NULL},
+    {HEAD "Transfer-Encoding: chunked\r\n\r\n00000000000000000002\r\nab\r\n0\r\n\r\n", 1, 0, NULL},
     {HEAD "Transfer-Encoding: chunked\r\n\r\n2 \t;x\r\nab\r\n0\r\nT: v\r\nU: w\r\n\r\n", 1, 0,
      NULL},
     {HEAD "Transfer-Encoding: chunked\r\n\r\nA\r\n\r\n\r\n\r\n\r\n\r\n\r\n0\r\n\r\nGET / "

@@ -42,12 +42,13 @@ end)
 
 t.test("past max_children a family counts new label values together as other", function()
   local c = metrics.counter("t_hosts_total", "x", { "host", "status" })
-  for i = 1, metrics.max_children + 500 do c:labels("h" .. i, 200):inc() end
-  c:labels("h1", 200):inc() -- a child made before the bound is still its own
+  c:labels("other", "other"):inc(7) -- a child a flow named so: the rest joins it, no second one
+  for i = 2, metrics.max_children + 500 do c:labels("h" .. i, 200):inc() end
+  c:labels("h2", 200):inc() -- a child made before the bound is still its own
   local l = lines_of(metrics.render(), "t_hosts_total")
-  t.eq(#l, 2 + metrics.max_children + 1, "max_children children and the one of the rest")
-  t.eq(l[#l], 't_hosts_total{host="other",status="other"} 500', "the rest together")
-  t.ok(c:labels("h1", 200).value == 2, "an old child counts on")
+  t.eq(#l, 2 + metrics.max_children, "max_children children, the rest in one of them")
+  t.eq(l[3], 't_hosts_total{host="other",status="other"} 507', "the rest together: 500 and its own 7")
+  t.ok(c:labels("h2", 200).value == 2, "an old child counts on")
 end)
 
 t.test("label values are escaped: backslash, double quote, newline", function()

@@ -21,15 +21,25 @@ local encode            -- json.encode, required lazily (json needs nothing from
 local SECRET_NAME = { "secret", "token", "key", "password", "passwd", "pass", "private", "credential", "auth" }
 
 -- Masks a value that must never reach a log line.
--- Every line is searched for every secret: their number is bounded (a flow
--- that signed with 200,000 made secrets of them, and each line then took
--- 17 ms); past it a secret is not added (the first ones are kept).
-local MAX_SECRETS = 4096
 function log.add_secret(value)
-  if type(value) == "string" and #value >= 6 and not secrets[value] and secret_count < MAX_SECRETS then
+  if type(value) == "string" and #value >= 6 and not secrets[value] then
     secrets[value] = true
     secret_count = secret_count + 1
   end
+end
+
+-- add_flow_secret(value): a secret a flow's code chose (the key it signs
+-- with), masked like the others while there are fewer than MAX_FLOW_SECRETS
+-- of them: every line is searched for every secret, and a flow that signed
+-- with 200,000 made each line take 17 ms. The secrets of the environment,
+-- the connectors and the admin token are never refused for room.
+local MAX_FLOW_SECRETS = 4096
+local flow_secrets = 0
+function log.add_flow_secret(value)
+  if type(value) ~= "string" or #value < 6 or secrets[value] then return end
+  if flow_secrets >= MAX_FLOW_SECRETS then return end
+  flow_secrets = flow_secrets + 1
+  log.add_secret(value)
 end
 
 local function looks_secret(name)
@@ -142,8 +152,9 @@ end
 log.max_line_bytes = 16384
 local function bounded_text(v, budget)
   local s = mask(v)
-  if #s > budget.left then
-    s = str_sub(s, 1, budget.left) .. "... (" .. (#s - budget.left) .. " bytes more: max_line_bytes)"
+  local room = budget.left > 0 and budget.left or 0 -- (a negative end would count from the end)
+  if #s > room then
+    s = str_sub(s, 1, room) .. "... (" .. (#s - room) .. " bytes more: max_line_bytes)"
     budget.left = 0
   else
     budget.left = budget.left - #s

@@ -149,13 +149,17 @@ function Family:labels(a, b, c, d)
   child = self.by_key[key]
   if not child and #self.list >= metrics.max_children then
     -- label values a flow chooses (a URL's host) must not grow /metrics
-    -- without end: past the bound, new values are counted together
-    if not self.overflow then
-      for i = 1, self.n do values[i] = "other" end
-      self.overflow = new_child(self, values)
-      self.list[#self.list + 1] = self.overflow
+    -- without end: past the bound, new values are counted together, in the
+    -- child whose values are all "other" (one, whether made here or before)
+    for i = 1, self.n do values[i] = "other" end
+    key = table.concat(values, "\0")
+    child = self.by_key[key]
+    if not child then
+      child = new_child(self, values)
+      self.by_key[key] = child
+      self.list[#self.list + 1] = child
     end
-    return self.overflow
+    return child
   end
   if not child then
     child = new_child(self, values)
@@ -182,7 +186,7 @@ function Family:observe(v) self:labels():observe(v) end
 
 -- reset(): no children (a collect function refills them).
 function Family:reset()
-  self.children, self.list, self.by_key, self.overflow = {}, {}, {}, nil
+  self.children, self.list, self.by_key = {}, {}, {}
 end
 
 local function number(v)

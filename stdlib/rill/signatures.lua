@@ -453,7 +453,7 @@ function signatures.sign_standard(secret, body, id, timestamp)
     end
     -- (a whsec_ key is longer than 16: a flow signing with words like
     -- "payment" made them masked in every flow's log lines)
-    if #s > 16 then log.add_secret(s) end
+    if #s > 16 then log.add_flow_secret(s) end
     list[#list + 1] = "v1," .. crypto.base64(crypto.hmac("sha256", key, id .. "." .. ts .. "." .. body))
   end
   return { ["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = table.concat(list, " ") }

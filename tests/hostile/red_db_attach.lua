@@ -3,7 +3,7 @@
 -- red team of issue 14). (VACUUM INTO, which attaches its target, cannot
 -- run inside the transaction every statement of a flow runs in.)
 -- Must: fail, no database can be attached to a flow's connection.
--- expect: failed: too many attached databases
+-- expect: failed: not authorized
 return {
   triggers = { manual(), webhook { path = "/hooks/red_db_attach" } },
   run = function()

@@ -295,7 +295,7 @@ function steps.emit(name, data, opts)
   if not (type(run) == "table" and run.id and run.flow) then
     -- a verify function's task: its request is not accepted yet, and may be
     -- refused (an unsigned request stored events that started runs)
-    error("emit: only a run emits events (not a verify function)", 2)
+    error("emit: only a run emits events (not a verify function, nor code outside a run)", 2)
   end
   events.count_emit(run)
   if not run.durable then return events.emit(name, data, id, run) end

@@ -47,8 +47,7 @@ local PAUSED_RETRY_AFTER = "60" -- seconds a sender of a paused flow's webhook i
 
 local accept, start, verified
 local task = require "rill.c.task"
--- (a verify runs on a meter of its own, limited as a run is: it ran on
--- rill's, which no limit refuses, and a verify kept 60 MiB per request)
+-- (memory: run_memory_limit; on rill's own meter a verify kept 60 MiB a request)
 local VERIFY_LIMITS = { deadline = 1, memory = 0 }
 
 -- Every answer goes through here, counted by its route (a route table, or
@@ -321,9 +320,8 @@ end
 
 -- A sync run's end: the answer first, then the run joins the store's history.
 local function respond_with(run)
-  -- whatever fails in the answer, the request is answered and the run kept:
-  -- an error here (outside any run) left the client waiting for
-  -- request_timeout, and the run out of the history
+  -- whatever fails in the answer, the request is answered and the run kept (an
+  -- error here left the client waiting for request_timeout, the run unrecorded)
   local ok, err = pcall(respond, run)
   if not ok then
     run.state, run.error = "failed", { message = "answering the run failed: " .. tostring(err) }
@@ -369,8 +367,7 @@ end
 -- (submit keeps none of it).
 local ACCEPT_OPTS = {}
 
--- The longest delivery id an async webhook takes (an event's id by hand: 200 characters).
-local MAX_DELIVERY_ID = 200
+local MAX_DELIVERY_ID = 200 -- kept as it is (as an event's id by hand); a longer one as its SHA-256
 
 -- An async webhook: the run is stored, then the sender gets 202 and its id
 -- (or 200 and the first run's id for a delivery seen before). The delivery
@@ -381,9 +378,8 @@ accept = function(req, route, payload, request, verified_id)
   local idem = verified_id
   if trigger.idempotency then idem = delivery_id(trigger.idempotency, request.headers, payload) end
   if idem and #idem > MAX_DELIVERY_ID then
-    -- (Postgres refuses an index entry past 8 KB: such an id got "503 retry
-    -- later" at every try, for ever)
-    return reply_error(req, route, 400, string.format("the delivery id is longer than %d bytes", MAX_DELIVERY_ID))
+    -- (Postgres refuses an index entry past 8 KB: it was "503 retry later" for ever)
+    idem = "sha256:" .. crypto.hex(crypto.digest("sha256", idem))
   end
   if trigger.idempotency and not idem then
     -- Stored all the same: an event is never refused for lack of an id.
@@ -399,9 +395,8 @@ accept = function(req, route, payload, request, verified_id)
     opts.id = crypto.id7()
     local ok, row = pcall(events.row, trigger.emit, payload, idem and ("webhook " .. route.flow.name .. " " .. idem) or opts.id)
     if not ok then
-      -- the body is within max_body, but as the event's JSON it may not be
-      -- within max_event_size (cjson writes "/" as "\/", a control byte as
-      -- 6): the sender's error, not rill's
+      -- within max_body, a body may be over max_event_size as JSON (cjson
+      -- writes "/" as "\/", a control byte as 6): the sender's error
       opts.request, opts.payload_json = nil, nil
       return reply_error(req, route, 413, tostring(row):match("emit: (.*)$") or tostring(row))
     end
@@ -431,7 +426,14 @@ end
 verified = function(d, ok, genuine, detail)
   local req, route = d[1], d[2]
   if not ok then
-    log.error("a webhook's verify function failed", { path = route.trigger.path, error = tostring(genuine) })
+    local why = tostring(genuine)
+    log.error("a webhook's verify function failed", { path = route.trigger.path, error = why })
+    if why:find("process_memory_limit", 1, true) then
+      -- rill's whole memory, not this request's fault: asked to come back
+      -- (a 401 is an answer many senders never retry: the event is lost)
+      return reply_error(req, route, 503, "the request could not be verified now; retry later", nil,
+        { ["retry-after"] = "30" })
+    end
     return reply_error(req, route, 401, "the request could not be verified")
   end
   local t = type(detail)
