@@ -84,7 +84,8 @@ return {
   run = function(ctx)
     if ctx.payload.empty then return nil end
     return response(ctx.payload.status, "HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nfake!",
-      { ["Transfer-Encoding"] = "chunked", "Connection: keep-alive", ["x-kept"] = "yes" })
+      { ["Transfer-Encoding"] = "chunked", "Connection: keep-alive", ["Keep-Alive"] = "x", ["Upgrade"] = "y",
+        ["x-kept"] = "yes" })
   end,
 }""",
 }
@@ -508,8 +509,8 @@ def a_204_or_304_has_no_body_whatever_the_flow_gave():
             eq(got, status, "status")
             assert "content-length" not in headers, headers
             # rill frames its answers: a flow's framing headers are not sent
-            eq((headers.get("transfer-encoding"), headers.get("connection"), headers.get("x-kept")),
-               (None, None, "yes"), "headers")
+            eq((headers.get("transfer-encoding"), headers.get("connection"), headers.get("keep-alive"),
+                headers.get("upgrade"), headers.get("x-kept")), (None, None, None, None, "yes"), "headers")
         s.sendall(b"POST /hooks/nocontent HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\n\r\n{\"empty\":true}")
         got, headers, _ = read_head(f)
         eq((got, "content-length" in headers), (204, False), "a run that returns nothing")
@@ -730,6 +731,10 @@ def request_shapes_that_let_a_proxy_and_rill_disagree_are_refused():
          400, b"obs-fold"),
         ("HXXP/1.1", b"POST /hooks/echo HXXP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 400, b"HTTP/1.1"),
         ("a fragment in the target", b"GET /hooks/item/a?q=1#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400, b"fragment"),
+        ("a tab in the target", b"GET /hooks/item\t/x HTTP/1.1\r\nHost: x\r\n\r\n", 400, b"control byte"),
+        # a head refused hears its 400 alone, no 100 Continue before it
+        ("a bare LF in a head that expects 100-continue",
+         b"POST /hooks/echo HTTP/1.1\r\nHost: x\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n", 400, b"LF"),
         ("a CONNECT to a path, its body a request",
          b"CONNECT /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(HIDDEN), HIDDEN),
          501, b"CONNECT"),
