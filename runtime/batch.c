@@ -44,30 +44,20 @@ void value_free(value *v) {
     v->type = VAL_NULL;
 }
 
-/* The decode of json columns: a private cjson instance's, made and called
- * through cjson_buf's guard like every entry into cjson (json.lua): a
- * buffer it cannot have raises a Lua error, caught below, where unguarded
- * it would abort the process. */
-static const char json_decode_lua[] = "local guard = require('rill.c.cjson_buf').guard\n"
-                                      "return guard(guard(require('cjson').new)().decode)\n";
 #define JSON_DECODE_KEY "rill.batch.json_decode"
 
-/* Pushes JSON text decoded (lua-cjson, NULL as cjson.null) on L, or the
- * text as a string when it cannot be decoded (not JSON, or no memory for
- * the decode). The decode runs on the main thread: L may be a suspended
- * run's, and an error raised and caught on that thread left it unusable
- * (its next call failed: "attempt to call a number value"). */
+/* Pushes JSON text decoded (json_decode.c, NULL as cjson.null) on L, or
+ * the text as a string when it cannot be decoded (not JSON, or no memory
+ * for the decode). The decode runs on the main thread: L may be a
+ * suspended run's, and an error raised and caught on that thread left it
+ * unusable (its next call failed: "attempt to call a number value"). */
 static void push_json(lua_State *L, const char *p, size_t n) {
     lua_State *M = rill_task_main_state();
+    /* the function kept in the registry: lua_pushcfunction makes a closure */
     lua_getfield(M, LUA_REGISTRYINDEX, JSON_DECODE_KEY);
-    if (lua_isnil(M, -1)) { /* first use */
+    if (lua_isnil(M, -1)) {
         lua_pop(M, 1);
-        if (luaL_loadbuffer(M, json_decode_lua, sizeof json_decode_lua - 1, "=batch") != 0 ||
-            lua_pcall(M, 0, 1, 0) != 0) {
-            lua_pop(M, 1);
-            lua_pushlstring(L, p, n);
-            return;
-        }
+        lua_pushcfunction(M, rill_json_decode);
         lua_pushvalue(M, -1);
         lua_setfield(M, LUA_REGISTRYINDEX, JSON_DECODE_KEY);
     }

@@ -7,10 +7,10 @@
  * reserves six bytes per byte of a string, for escapes) and refused over
  * the run's memory limit, and a refusal raises a Lua error in the thread
  * that called cjson (guard()), which the run's limit then ends.
- * The link also wraps fpconv_strtod, which reads every number a decode
- * meets, to count the ones past a double's range (cjson makes them
- * infinity, which no JSON can carry back): a webhook refuses such a body
- * by this count instead of scanning its text for long numbers.
+ * The link also wraps fpconv_strtod, which reads the numbers a decode
+ * meets (json_decode.c's, which reads short integers itself), to count the ones past a double's
+ * range (cjson makes them infinity, which no JSON can carry back): a webhook refuses such a body by
+ * this count instead of scanning its text for long numbers.
  */
 #include <limits.h>
 #include <math.h>
@@ -183,19 +183,9 @@ static int l_infinities(lua_State *L) {
     return 1;
 }
 
-/* release(): frees a decode's buffer an error left behind (guard() does it
- * already; kept for callers that decode unguarded). */
-static int l_release(lua_State *L) {
-    (void)L;
-    held_release();
-    return 0;
-}
-
 int rill_cjson_buf_open(lua_State *L) {
     allocf = lua_getallocf(L, &alloc_ud);
     lua_newtable(L);
-    lua_pushcfunction(L, l_release);
-    lua_setfield(L, -2, "release");
     lua_pushcfunction(L, l_infinities);
     lua_setfield(L, -2, "infinities");
     lua_pushcfunction(L, l_guard);

@@ -90,6 +90,7 @@ void rill_modules_register(lua_State *L, const rill_embedded_file *stdlib) {
         {"rill.c.log", rill_log_open},
         {"rill.c.cjson_buf", rill_cjson_buf_open},
         {"rill.c.utf8", rill_utf8_open},
+        {"rill.c.json", rill_json_open},
         {"rill.c.loopstat", rill_loopstat_open},
         {"cjson", luaopen_cjson},
     };

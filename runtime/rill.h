@@ -65,10 +65,14 @@ void rill_sqlite_wind_down(void);
 int rill_pg_open(lua_State *L);
 int rill_http_client_open(lua_State *L);
 int rill_pattern_open(lua_State *L);
-/* rill.c.cjson_buf: release() frees the decode buffer a Lua error left behind, infinities()
+/* rill.c.cjson_buf: guard(f) makes cjson's buffers raise in the caller, infinities()
  * counts the numbers decodes read as infinite (cjson_buf.c) */
 int rill_cjson_buf_open(lua_State *L);
 int rill_log_open(lua_State *L);
+/* rill.c.json: decode(text) (json_decode.c); rill_json_decode is that
+ * function, for C callers (batch.c) to call under lua_pcall. */
+int rill_json_open(lua_State *L);
+int rill_json_decode(lua_State *L);
 int rill_utf8_open(lua_State *L);             /* rill.c.utf8: first_invalid(s) (utf8.c) */
 int rill_utf8_valid(const char *s, size_t n); /* whether s is UTF-8 (RFC 3629) */
 int rill_loopstat_open(lua_State *L); /* rill.c.loopstat: busy time per loop turn (loopstat.c) */

@@ -12,15 +12,13 @@ local cjson = guard(require("cjson").new)()
 
 cjson.encode_sparse_array(true)      -- {[1]=a,[3]=b} becomes [a,null,b], not an error
 cjson.encode_invalid_numbers(false)  -- NaN/inf are errors, never invalid JSON
-cjson.decode_invalid_numbers(false)  -- rejects NaN, Infinity and hex numbers
 cjson.encode_max_depth(100)
-cjson.decode_max_depth(100)
 
 local json = { null = cjson.null }
-local decode, encode = guard(cjson.decode), guard(cjson.encode)
--- A decode unwound by a Lua error (a run's memory limit) leaves cjson's
--- malloc'd scratch buffer behind: release() frees it (runtime/cjson_buf.c).
-local release_decode_buffer = require("rill.c.cjson_buf").release
+-- Decoding is rill's own (runtime/json_decode.c: cjson's language, values
+-- and messages, tables made at their size, every byte in the Lua heap);
+-- encoding is cjson's.
+local decode, encode = require("rill.c.json").decode, guard(cjson.encode)
 
 local bounded -- rill.bounded (max_string), required at the first use and kept: not per call
 
@@ -40,7 +38,6 @@ function json.decode(s)
   end
   local ok, v = pcall(decode, s)
   if not ok then
-    release_decode_buffer()
     error("json.decode: " .. tostring(v):gsub("^Expected", "expected"), 2)
   end
   return v
@@ -132,7 +129,6 @@ end
 function json.try_decode(s)
   local ok, v = pcall(decode, s)
   if ok then return v end
-  release_decode_buffer()
   return nil, tostring(v)
 end
 
