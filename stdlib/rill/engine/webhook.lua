@@ -88,10 +88,11 @@ local utf8_error = require("rill.c.utf8").first_invalid
 -- Whether s (a path, a query string, a form body) is not UTF-8 once
 -- percent-decoded: its values would reach the flow as such bytes, and
 -- json.encode copies them into the answer as they are (invalid JSON).
--- Refused like a JSON body that is not UTF-8. Most are ASCII with no
--- escape: one search (LuaJIT's own string.find, not the flows' matcher).
+-- Refused like a JSON body that is not UTF-8. Most have no escape: a plain
+-- search and the C check (a pattern tried at every byte cost ~2,300 instr.).
 local function not_utf8(s)
-  return string.find(s, "[%%\128-\255]") ~= nil and utf8_error(unescape(s)) ~= nil
+  if not string.find(s, "%", 1, true) then return utf8_error(s) ~= nil end
+  return utf8_error(unescape(s)) ~= nil
 end
 
 -- "a=1&b=x+y" -> {a = "1", b = "x y"}; a repeated key keeps its last value.
