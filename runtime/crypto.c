@@ -346,7 +346,9 @@ static int hex_value(unsigned char c) {
     return -1;
 }
 
-/* unhex(s) -> bytes, or nil when s is not hex */
+/* unhex(s) -> bytes, or nil when s is not hex. A signature's hex (the
+ * common case, once per signed request) is decoded on the C stack and
+ * pushed once; a longer input goes through a luaL_Buffer. */
 static int l_unhex(lua_State *L) {
     size_t n;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
@@ -354,19 +356,30 @@ static int l_unhex(lua_State *L) {
         lua_pushnil(L);
         return 1;
     }
+    char small[256];
     luaL_Buffer b;
-    luaL_buffinit(L, &b);
+    int buffered = n / 2 > sizeof small;
+    if (buffered)
+        luaL_buffinit(L, &b);
     for (size_t i = 0; i < n; i += 2) {
         int hi = hex_value(s[i]), lo = hex_value(s[i + 1]);
         if (hi < 0 || lo < 0) {
-            luaL_pushresult(&b);
-            lua_pop(L, 1);
+            if (buffered) {
+                luaL_pushresult(&b);
+                lua_pop(L, 1);
+            }
             lua_pushnil(L);
             return 1;
         }
-        luaL_addchar(&b, (char)(hi << 4 | lo));
+        if (buffered)
+            luaL_addchar(&b, (char)(hi << 4 | lo));
+        else
+            small[i / 2] = (char)(hi << 4 | lo);
     }
-    luaL_pushresult(&b);
+    if (buffered)
+        luaL_pushresult(&b);
+    else
+        lua_pushlstring(L, small, n / 2);
     return 1;
 }
 

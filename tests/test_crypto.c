@@ -104,6 +104,10 @@ static void test_hex(void) {
     T_EQ_STR(eval("c.unhex('abc')"), "nil");
     T_EQ_STR(eval("c.unhex('zz')"), "nil");
     T_EQ_STR(eval("c.unhex('')"), "");
+    /* past 256 bytes out, the other path (a luaL_Buffer) */
+    T_EQ_STR(eval("c.unhex(('aB'):rep(300)) == ('\\171'):rep(300)"), "true");
+    T_EQ_STR(eval("c.unhex(('ab'):rep(300) .. 'zz')"), "nil");
+    T_EQ_STR(eval("c.unhex(('ab'):rep(256)) == ('\\171'):rep(256)"), "true");
 }
 
 static void test_equals(void) {
