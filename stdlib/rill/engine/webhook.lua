@@ -82,7 +82,7 @@ end
 
 -- The position of the first byte of s that is not valid UTF-8, or nil (one
 -- pass in C: a body may be max_body long, past what a pattern search may take).
--- (cjson copies string bytes as they are: invalid ones would reach the flow.)
+-- (the decoder copies string bytes as they are: invalid ones would reach the flow.)
 local utf8_error = require("rill.c.utf8").first_invalid
 
 -- Whether s (a path, a query string, a form body) is not UTF-8 once
@@ -163,9 +163,9 @@ local function allowed(path)
   end
 end
 
--- How many numbers decodes have read as infinite: cjson reads 1e400 (or 400
--- digits) as infinity, which no JSON can carry back (a sync run's result,
--- an event). Counted in C as cjson reads each number (runtime/cjson_buf.c).
+-- How many numbers decodes have read as infinite: 1e400 (or 400 digits)
+-- reads as infinity, which no JSON can carry back (a sync run's result, an
+-- event). Counted in C as the decoder reads each number (runtime/cjson_buf.c).
 local decoded_infinities = require("rill.c.cjson_buf").infinities
 
 -- The payload a trigger declares, from the raw request; or nil, status, reason.
