@@ -8,9 +8,10 @@
  * the run's memory limit, and a refusal raises a Lua error in the thread
  * that called cjson (guard()), which the run's limit then ends.
  * The link also wraps fpconv_strtod, which reads the numbers a decode
- * meets (json_decode.c's, which reads short integers itself), to count the ones past a double's
- * range (cjson makes them infinity, which no JSON can carry back): a webhook refuses such a body by
- * this count instead of scanning its text for long numbers.
+ * meets (json_decode.c reads short integers itself), to count the ones
+ * past a double's range (read as infinity, which no JSON can carry back):
+ * a webhook refuses such a body by this count instead of scanning its
+ * text for long numbers.
  */
 #include <limits.h>
 #include <math.h>
