@@ -1212,6 +1212,8 @@ static void conn_dispatch(conn *c) {
         lua_setfield(L, -2, "host");
     }
     lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len);
+    if (c->body.len >= RILL_GIVE_BACK_AFTER)
+        rill_task_give_back_soon(); /* from the next loop turn, when it is garbage */
     if (lua_pcall(L, 6, 0, 0) != 0) {
         /* reported through Lua (rill's JSON log) when the server was given
          * on_error; stderr only when that fails too */

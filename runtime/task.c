@@ -101,13 +101,14 @@ static void task_release(rill_task *t, int reusable) {
 
 /* ---- Giving memory back after a big run ---- */
 
-/* A run that held this much (or was ended) is followed by two complete GC
- * cycles (the first may have marked the run's values while they were still
- * reachable) and malloc_trim, so that the process's RSS comes back down.
+/* A run that held RILL_GIVE_BACK_AFTER (or was ended), or a request whose
+ * body was that large (http_server.c: its body and what it decoded to are
+ * rill's, not a run's), is followed by two complete GC cycles (the first
+ * may have marked the values while they were still reachable) and
+ * malloc_trim, so that the process's RSS comes back down.
  * The cycles are done in steps of at most GIVE_BACK_SLICE_NS per loop
  * iteration: a full collection of a few hundred MiB at once would hold
  * every other request for half a second. */
-#define GIVE_BACK_AFTER (32u << 20)
 #define GIVE_BACK_SLICE_NS 2000000ULL
 static uv_timer_t give_back_timer;
 static int give_back_init, give_back_cycles;
@@ -124,7 +125,7 @@ static void give_back(uv_timer_t *timer) {
 }
 
 /* From the next loop iteration on: the run's values are unreferenced by then. */
-static void give_back_soon(void) {
+void rill_task_give_back_soon(void) {
     if (!give_back_init) {
         uv_timer_init(rill_loop(), &give_back_timer);
         uv_unref((uv_handle_t *)&give_back_timer);
@@ -144,8 +145,8 @@ static void task_finish(rill_task *t, int ok, lua_State *from, int nvalues) {
     if (t->meter) {
         size_t most = rill_meter_close(t->meter);
         t->meter = 0;
-        if (most >= GIVE_BACK_AFTER || rill_killed(&t->kill))
-            give_back_soon();
+        if (most >= RILL_GIVE_BACK_AFTER || rill_killed(&t->kill))
+            rill_task_give_back_soon();
     }
     rill_kill_buffer_free(&t->kill); /* its reason was pushed, if it was ended */
     lua_rawgeti(L, LUA_REGISTRYINDEX, done_ref);

@@ -68,6 +68,13 @@ void rill_task_on_memory_refused(void);
 /* How many tasks are alive (started and not finished). */
 int rill_task_count(void);
 
+/* Memory this large, held by a run or by a request's body, is followed by
+ * two GC cycles in short steps and the allocators' trim (task.c): LuaJIT
+ * waits for its heap to double before a cycle, and a heap that held 80 MB
+ * while one ended would keep that much resident until it doubled again. */
+#define RILL_GIVE_BACK_AFTER (32u << 20)
+void rill_task_give_back_soon(void);
+
 /* Makes L, the main Lua state, the one that on_done callbacks and timers
  * run on. Called once by rill_modules_register. */
 void rill_task_init(lua_State *L);
