@@ -336,16 +336,6 @@ static int l_hex(lua_State *L) {
     return 1;
 }
 
-static int hex_value(unsigned char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* unhex(s) -> bytes, or nil when s is not hex. A signature's hex (the
  * common case, once per signed request) is decoded on the C stack and
  * pushed once; a longer input goes through a luaL_Buffer. */
@@ -362,7 +352,7 @@ static int l_unhex(lua_State *L) {
     if (buffered)
         luaL_buffinit(L, &b);
     for (size_t i = 0; i < n; i += 2) {
-        int hi = hex_value(s[i]), lo = hex_value(s[i + 1]);
+        int hi = rill_hex_digit(s[i]), lo = rill_hex_digit(s[i + 1]);
         if (hi < 0 || lo < 0) {
             if (buffered) {
                 luaL_pushresult(&b);

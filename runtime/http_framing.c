@@ -14,6 +14,8 @@
 
 #include <string.h>
 
+#include "rill.h"
+
 enum {
     START,      /* before a request: empty lines skipped, as http-parser does */
     LINE,       /* in the request line, a header line or a trailer line */
@@ -39,16 +41,6 @@ void http_framing_init(http_framing *f) {
 void http_framing_body(http_framing *f, int chunked, uint64_t length) {
     f->next_chunked = chunked;
     f->next_length = chunked ? 0 : length;
-}
-
-static int hex_value(char ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
 }
 
 /* Keeps the last 8 bytes of the request line seen so far. */
@@ -162,14 +154,14 @@ const char *http_framing_feed(http_framing *f, const char *data, size_t len) {
             break;
         }
         case SIZE_START:
-            if (hex_value(*p) < 0)
+            if (rill_hex_digit((unsigned char)*p) < 0)
                 return "a chunk size is not hexadecimal";
             f->left = 0;
             f->digits = 0;
             f->state = SIZE;
             break;
         case SIZE: {
-            int v = hex_value(*p);
+            int v = rill_hex_digit((unsigned char)*p);
             if (v >= 0) {
                 /* (leading zeros are no digits of the size: RFC 9112 allows any number) */
                 if ((f->left > 0 || v > 0) && ++f->digits > 15)

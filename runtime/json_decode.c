@@ -91,12 +91,8 @@ static inline const char *string_stop(const char *p, const char *end) {
 static int hex4(const char *p) {
     int v = 0;
     for (int i = 0; i < 4; i++) {
-        int c = (unsigned char)p[i], d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-            d = (c | 0x20) - 'a' + 10;
-        else
+        int d = rill_hex_digit((unsigned char)p[i]);
+        if (d < 0)
             return -1; /* a NUL too: never read past the text */
         v = v << 4 | d;
     }

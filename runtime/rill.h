@@ -37,6 +37,15 @@ void rill_log(const char *level, const char *fmt, ...) __attribute__((format(pri
 
 #define RILL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The value of a hexadecimal digit (either case), or -1 for any other
+ * byte, a NUL too (the hex of crypto.unhex, chunk sizes, JSON's \u). */
+static inline int rill_hex_digit(int c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 /* The process's one event loop. */
 uv_loop_t *rill_loop(void);
 
