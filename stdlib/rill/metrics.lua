@@ -147,26 +147,22 @@ function Family:labels(a, b, c, d)
   for i = 1, self.n do values[i] = raw[i] == nil and "" or tostring(raw[i]) end
   local key = table.concat(values, "\0")
   child = self.by_key[key]
-  if not child and #self.list >= metrics.max_children then
+  local over = not child and #self.list >= metrics.max_children
+  if over then
     -- label values a flow chooses (a URL's host) must not grow /metrics
     -- without end: past the bound, new values are counted together, in the
     -- child whose values are all "other" (one, whether made here or before)
     for i = 1, self.n do values[i] = "other" end
     key = table.concat(values, "\0")
     child = self.by_key[key]
-    if not child then
-      child = new_child(self, values)
-      self.by_key[key] = child
-      self.list[#self.list + 1] = child
-    end
-    return child
   end
   if not child then
     child = new_child(self, values)
     self.by_key[key] = child
     self.list[#self.list + 1] = child
   end
-  if self.n == 0 then return child end
+  -- (the values past the bound are not kept for lookup: they would grow it)
+  if over or self.n == 0 then return child end
   local node = self.children
   for i = 1, self.n - 1 do
     local k = raw[i] == nil and "" or raw[i]
