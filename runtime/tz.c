@@ -486,7 +486,6 @@ static int l_to_local(lua_State *L) {
     return 1;
 }
 
-/* from_local(zone, year, month, day, hour, min, sec) -> n, t1, t2 (see tz.h) */
 /* A field of a wall-clock time: out of range past a million either way
  * (month -2^31 overflowed the arithmetic that folds months into years). */
 static int civil_field(lua_State *L, int i, int required) {
@@ -495,6 +494,7 @@ static int civil_field(lua_State *L, int i, int required) {
     return (int)v;
 }
 
+/* from_local(zone, year, month, day, hour, min, sec) -> n, t1, t2 (see tz.h) */
 static int l_from_local(lua_State *L) {
     const rill_tz *tz = check_zone(L, 1);
     rill_civil c = {civil_field(L, 2, 1), civil_field(L, 3, 1), civil_field(L, 4, 1),

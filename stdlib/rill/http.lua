@@ -31,8 +31,8 @@ local responses_refused = metrics.counter("rill_http_client_responses_refused_to
 local request_seconds = metrics.histogram("rill_http_client_request_duration_seconds",
   "Outbound HTTP requests from flows: time to the whole response, by host.", { "host" })
 
--- The URL's host[:port], without credentials: the metrics' host label.
--- The host:port a metric names (one spelling: "HOST:080" is "host:80").
+-- The URL's host[:port], without credentials: the metrics' host label, in
+-- one spelling ("HOST:080" is "host:80").
 local function host_of(url)
   local host = (url:match("^%a+://([^/?#]*)") or ""):gsub("^.*@", ""):lower()
   return (host:gsub(":0*(%d)", ":%1"))
